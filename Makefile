@@ -1,0 +1,48 @@
+# Spidi: `make run` and `make test` are the two commands; everything else is for developers.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+PYX    := $(wildcard spidi_core/*.pyx spidi_core/*.pxd)
+
+.PHONY: all install build run test test-pure bench loadtest lint clean
+
+all: build
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Reinstall only when the packaging changes.
+$(VENV)/.installed: $(PY) pyproject.toml setup.py
+	$(PIP) install -q -e '.[dev,load]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Rebuild the extensions in place whenever a .pyx/.pxd changes.
+$(VENV)/.built: $(VENV)/.installed $(PYX)
+	$(PY) setup.py -q build_ext --inplace
+	@touch $@
+
+build: $(VENV)/.built
+
+run: build
+	$(VENV)/bin/spidi serve --dev
+
+test: build
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	SPIDI_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
+
+bench: build
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+
+loadtest: build
+	$(PY) -m loadtests.run
+
+lint: install
+	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests
+
+clean:
+	rm -rf build *.egg-info spidi_core/*.c spidi_core/*.so spidi_core/*.html $(VENV)/.built

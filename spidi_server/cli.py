@@ -1,0 +1,106 @@
+"""The ``spidi`` command: ``serve`` and ``token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from . import __version__, logs
+from .auth import mint_token
+from .errors import ConfigError
+from .settings import ROLES, Settings, load_settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file (also SPIDI_CONFIG)")
+    parser.add_argument("--data-dir", dest="data_dir", help="data directory (default .spidi)")
+    parser.add_argument("--dev", action="store_const", const=True, default=None, help="development mode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spidi", description="Spidi real-time presence server")
+    parser.add_argument("--version", action="version", version=f"spidi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node")
+    _common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--ops-host", dest="ops_host")
+    serve.add_argument("--ops-port", dest="ops_port", type=int)
+    serve.add_argument("--redis-url", dest="redis_url")
+    serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument("--node-id", dest="node_id")
+
+    token = sub.add_parser("token", help="mint a development token (HS256 secret of this configuration)")
+    _common(token)
+    token.add_argument("--role", required=True, action="append", choices=ROLES + tuple(r.split(":")[1] for r in ROLES))
+    token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--tenant", default="default")
+    token.add_argument("--ttl", type=int, default=86400, help="seconds of validity")
+    return parser
+
+
+def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in names}
+    return load_settings(args.config, overrides=overrides)
+
+
+async def _serve(settings: Settings) -> None:
+    import uvloop  # noqa: F401  (installed as the loop policy by the caller)
+
+    from .auth import mint_token as mint
+    from .node import Node
+
+    node = Node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        lines = [
+            f"Spidi {__version__} node {node.node_id}",
+            f"  WebSocket (STOMP): {node.ws_url}",
+            f"  Ops:               {node.ops.url}/metrics  {node.ops.url}/health",
+            f"  Data directory:    {settings.data_path}",
+            f"  Redis:             {'embedded at ' + node.redis_url if node.embedded_redis else node.redis_url}",
+        ]
+        if settings.dev and settings.jwt_algorithms[0].startswith("HS"):
+            lines.append("  Development tokens (24 h):")
+            for role in ROLES:
+                name = role.split(":")[1]
+                lines.append(f"    {name:8} {mint(settings, f'dev-{name}', [role], 'default')}")
+        print("\n".join(lines), flush=True)
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = _settings(
+                args, ("data_dir", "dev", "host", "port", "ops_host", "ops_port", "redis_url", "log_level", "node_id")
+            )
+            logs.configure(settings.log_level)
+            import uvloop
+
+            uvloop.run(_serve(settings))
+            return 0
+        if args.command == "token":
+            settings = _settings(args, ("data_dir", "dev"))
+            roles = [r if r.startswith("spidi:") else f"spidi:{r}" for r in args.role]
+            print(mint_token(settings, args.sub, roles, args.tenant, args.ttl))
+            return 0
+    except ConfigError as exc:
+        print(f"spidi: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

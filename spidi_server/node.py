@@ -1,0 +1,133 @@
+"""A Spidi node: wires settings, Redis, presence, the WebSocket transport and the ops server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from . import logs
+from .auth import TokenVerifier
+from .metrics import NodeMetrics
+from .ops import OpsServer
+from .presence import Presence, run_every
+from .protocol.stomp import StompConnection
+from .rooms import RoomCatalog
+from .settings import Settings
+from .stores.embedded_redis import EmbeddedRedis
+from .stores.redis_store import HotStore, connect
+from .transport.websocket import WebSocketTransport
+
+log = logging.getLogger("spidi.node")
+
+
+class Node:
+    """Everything one ``spidi serve`` process runs. ``start`` then ``stop``; both idempotent."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.node_id = settings.node_id or uuid.uuid4().hex[:12]
+        self.metrics = NodeMetrics()
+        self.verifier = TokenVerifier(settings)
+        self.catalog = RoomCatalog(settings)
+        self.clients: set = set()
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.store: HotStore | None = None
+        self.presence: Presence | None = None
+        self.transport = WebSocketTransport(self)
+        self.ops = OpsServer(self)
+        self.redis_url = settings.redis_url
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self.started = False
+
+    def new_stomp_connection(self, conn_id: str, query_token: str | None) -> StompConnection:
+        s = self.settings
+        return StompConnection(
+            self.verifier,
+            conn_id,
+            query_token=query_token,
+            max_frame_size=s.max_frame_size,
+            max_headers=s.max_headers,
+            max_header_line=s.max_header_line,
+            max_subscriptions=s.max_subscriptions,
+            stomp_heartbeat_ms=s.stomp_heartbeat_ms,
+        )
+
+    async def start(self) -> None:
+        """Start Redis (embedded unless configured), presence, the WebSocket and ops servers."""
+        s = self.settings
+        if not self.redis_url:
+            self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
+            self.redis_url = self.embedded_redis.url
+        self.store = HotStore(connect(self.redis_url), on_flush=self.metrics.record_flush)
+        await self.store.start()
+        self.presence = Presence(s, self.store, self.catalog, self.metrics)
+        await self.transport.start()
+        await self.ops.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(run_every(s.metrics_interval_ms / 1000, self.presence.publish_rooms, "publish")),
+            loop.create_task(run_every(s.rooms_topic_interval_ms / 1000, self.presence.publish_tenants, "rooms")),
+            loop.create_task(run_every(0.1, self._expire, "expire")),
+            loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
+        ]
+        self.started = True
+        logs.event(log, "node_started", node_id=self.node_id, ws_port=self.transport.port, ops_port=self.ops.port,
+                   redis="embedded" if self.embedded_redis else "external")  # fmt: skip
+
+    def _liveness_period(self) -> float:
+        s = self.settings
+        return max(0.02, min(1.0, (s.stomp_heartbeat_ms or 4000) / 4000, s.connect_timeout_s / 4))
+
+    async def _expire(self) -> None:
+        self.presence.expire()
+
+    async def _stomp_liveness(self) -> None:
+        """Send STOMP heart-beat EOLs as negotiated; close connections silent for too long."""
+        now = time.monotonic()
+        for client in list(self.clients):
+            conn = client.stomp
+            if conn.close_reason is not None:
+                continue
+            if conn.claims is None and now - conn.created > self.settings.connect_timeout_s:
+                conn.close(1008, "no CONNECT frame in time")
+                asyncio.get_running_loop().create_task(client.ws.close(1008, "CONNECT timeout"))
+                continue
+            if conn.expect_every_ms and (now - conn.last_received) * 1000 > 2 * conn.expect_every_ms:
+                conn.close(1002, "STOMP heart-beat timeout: nothing received")
+                asyncio.get_running_loop().create_task(client.ws.close(1002, "heart-beat timeout"))
+                continue
+            if conn.send_every_ms and (now - conn.last_sent) * 1000 >= conn.send_every_ms * 0.9:
+                conn.send_heartbeat()
+                client.push()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.transport.port}/ws"
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, close clients with 1001, flush Redis, stop children."""
+        if not self.started:
+            return
+        self.started = False
+        if self.transport.server is not None:
+            self.transport.server.close(close_connections=False)
+        closing = [c.ws.close(1001, "server shutting down") for c in list(self.clients)]
+        if closing:
+            await asyncio.wait(
+                [asyncio.ensure_future(c) for c in closing], timeout=self.settings.shutdown_timeout_s
+            )
+        if self.transport.server is not None:
+            await self.transport.server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.presence.end_all("shutdown")
+        await self.store.close(self.settings.shutdown_timeout_s)
+        await self.ops.stop()
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.stop)
+        logs.event(log, "node_stopped", node_id=self.node_id)
+        self._stopped.set()

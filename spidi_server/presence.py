@@ -1,0 +1,548 @@
+"""Presence: sessions in rooms, their liveness, and what subscribers are told.
+
+This layer turns protocol events into presence changes. It owns the local sessions of this node
+and the heartbeat wheel; it writes every change to the Redis hot store (buffered, never awaited
+on the heartbeat path) and reads metrics and roster snapshots back from Redis, so what
+subscribers see is right when several processes share one Redis. It never touches a socket: a
+client is anything with a ``stomp`` (StompConnection), ``ip``, ``sessions`` and ``push()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Protocol
+
+from spidi_core import HeartbeatWheel
+
+from . import logs
+from .errors import (
+    BadRequestError,
+    ForbiddenError,
+    RoomFullError,
+    RoomNotFoundError,
+    UnknownSessionError,
+)
+from .metrics import NodeMetrics
+from .protocol import destinations as dest
+from .protocol.stomp import StompConnection
+from .rooms import ROOM_CODE, RoomCatalog, RoomDef
+from .settings import Settings
+from .stores.redis_store import HotStore
+
+log = logging.getLogger("spidi.presence")
+
+WRITE_ROLES = ("spidi:user", "spidi:admin")
+READ_ROLES = ("spidi:monitor", "spidi:admin")
+MAX_SESSIONS_PER_CONNECTION = 16
+_TEXT_LIMITS = {"clientId": 128, "appVersion": 64, "device": 128, "os": 128}
+
+
+class Client(Protocol):
+    stomp: StompConnection
+    ip: str
+    sessions: set
+
+    def push(self) -> None: ...
+
+
+class Subscription:
+    """One client's subscription to a room or tenant topic, with its own gap-free ``seq``."""
+
+    __slots__ = ("client", "sub_id", "seq")
+
+    def __init__(self, client: Client, sub_id: str):
+        self.client = client
+        self.sub_id = sub_id
+        self.seq = 0
+
+    def send(self, destination: str, payload: dict) -> None:
+        self.seq += 1
+        payload["seq"] = self.seq
+        if self.client.stomp.send_json(destination, payload, self.sub_id):
+            self.client.push()
+
+
+class Session:
+    """A presence session held by this node."""
+
+    __slots__ = (
+        "session_id",
+        "room",
+        "user_id",
+        "client_id",
+        "app_version",
+        "device",
+        "os",
+        "ip",
+        "latency_ms",
+        "connected_at",
+        "last_heartbeat_at",
+        "client",
+        "ttl_refreshed",
+        "heartbeats",
+    )
+
+    def __init__(self, session_id: str, room: Room, user_id: str, payload: dict, ip: str, now_ms: int):
+        self.session_id = session_id
+        self.room = room
+        self.user_id = user_id
+        self.client_id = payload["clientId"]
+        self.app_version = payload["appVersion"]
+        self.device = payload.get("device")
+        self.os = payload.get("os")
+        self.ip = ip
+        self.latency_ms: float | None = None
+        self.connected_at = now_ms
+        self.last_heartbeat_at = now_ms
+        self.client: Client | None = None
+        self.ttl_refreshed = now_ms
+        self.heartbeats = 0
+
+    def static_fields(self) -> dict:
+        """What the session hash in Redis holds."""
+        return {
+            "userId": self.user_id,
+            "clientId": self.client_id,
+            "appVersion": self.app_version,
+            "device": self.device,
+            "os": self.os,
+            "ip": self.ip,
+            "connectedAt": self.connected_at,
+            "roomCode": self.room.code,
+        }
+
+    def entry(self) -> dict:
+        """The roster entry subscribers see."""
+        return {
+            "sessionId": self.session_id,
+            "userId": self.user_id,
+            "clientId": self.client_id,
+            "device": self.device,
+            "os": self.os,
+            "appVersion": self.app_version,
+            "ip": self.ip,
+            "latencyMs": self.latency_ms,
+            "connectedAt": self.connected_at,
+            "lastHeartbeatAt": self.last_heartbeat_at,
+        }
+
+
+class Room:
+    """A room as this node sees it: its local sessions, subscribers and pending roster delta."""
+
+    __slots__ = (
+        "room_id",
+        "tenant",
+        "code",
+        "capacity",
+        "sessions",
+        "metrics_subs",
+        "roster_subs",
+        "dirty",
+        "joined",
+        "left",
+        "updated",
+        "last_metrics",
+    )
+
+    def __init__(self, definition: RoomDef):
+        self.room_id = definition.room_id
+        self.tenant = definition.tenant
+        self.code = definition.code
+        self.capacity = definition.capacity
+        self.sessions: dict[str, Session] = {}
+        self.metrics_subs: list[Subscription] = []
+        self.roster_subs: list[Subscription] = []
+        self.dirty = False
+        self.joined: dict[str, Session] = {}
+        self.left: dict[str, str] = {}
+        self.updated: dict[str, Session] = {}
+        self.last_metrics: dict | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.sessions and not self.metrics_subs and not self.roster_subs
+
+
+class Presence:
+    """The presence service of one node."""
+
+    def __init__(self, settings: Settings, store: HotStore, catalog: RoomCatalog, metrics: NodeMetrics):
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.metrics = metrics
+        self.rooms: dict[str, Room] = {}  # by room id
+        self.sessions: dict[str, Session] = {}
+        self.wheel = HeartbeatWheel(0.1, 4096, time.monotonic())
+        self.tenant_subs: dict[str, list[Subscription]] = {}
+        self.tenant_last: dict[str, list] = {}
+        self.tenant_dirty: set[str] = set()
+        self.timeout_s = settings.heartbeat_timeout_ms / 1000
+        self.grace_s = settings.grace_period_ms / 1000
+        self.session_ttl_s = int((settings.heartbeat_timeout_ms + settings.grace_period_ms) / 1000) + 60
+        self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
+        self._hist = metrics.heartbeat_latency_ms
+        self._heartbeats = metrics.heartbeats
+
+    # -- commands from clients -----------------------------------------------------------------
+
+    def hello(self, client: Client, payload: dict) -> None:
+        """HELLO: create (or resume) a session and answer WELCOME on /user/queue/session."""
+        claims = client.stomp.claims
+        if not claims.has_any(*WRITE_ROLES):
+            raise ForbiddenError("HELLO needs role spidi:user or spidi:admin")
+        code = payload.get("roomCode")
+        if not isinstance(code, str) or not ROOM_CODE.match(code):
+            raise BadRequestError("roomCode must be 1-64 characters of letters, digits, _ . : -")
+        for name, limit in _TEXT_LIMITS.items():
+            value = payload.get(name)
+            required = name in ("clientId", "appVersion")
+            if value is None and not required:
+                continue
+            if not isinstance(value, str) or not value or len(value) > limit:
+                raise BadRequestError(f"{name} must be a non-empty string of at most {limit} characters")
+        resume = payload.get("resumeSessionId")
+        if resume is not None:
+            if not isinstance(resume, str):
+                raise BadRequestError("resumeSessionId must be a string")
+            session = self.sessions.get(resume)
+            if session is not None and session.user_id == claims.user_id and session.room.code == code:
+                self._resume(client, session)
+                self._welcome(client, session, resumed=True)
+                return
+            # Not resumable (expired, foreign, other room): fall through to a fresh session.
+        if len(client.sessions) >= MAX_SESSIONS_PER_CONNECTION:
+            raise BadRequestError(f"at most {MAX_SESSIONS_PER_CONNECTION} sessions per connection")
+        definition = self.catalog.lookup(claims.tenant, code, create=True)
+        if definition is None:
+            raise RoomNotFoundError(f"room {code!r} does not exist")
+        room = self._room(definition)
+        if len(room.sessions) >= room.capacity:
+            raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
+        now_ms = _now_ms()
+        session = Session(str(uuid.uuid4()), room, claims.user_id, payload, client.ip, now_ms)
+        session.client = client
+        client.sessions.add(session)
+        room.sessions[session.session_id] = session
+        self.sessions[session.session_id] = session
+        self.wheel.add(session.session_id, time.monotonic() + self.timeout_s)
+        self.store.join(
+            room.room_id,
+            room.tenant,
+            room.code,
+            room.capacity,
+            session.session_id,
+            session.user_id,
+            now_ms,
+            self.session_ttl_s,
+            session.static_fields(),
+        )
+        if room.roster_subs:
+            room.joined[session.session_id] = session
+        self._changed(room)
+        self.metrics.sessions_active.set(len(self.sessions))
+        self._count_rooms()
+        logs.event(
+            log,
+            "session_started",
+            session_id=session.session_id,
+            user_id=session.user_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            client_info={"clientId": session.client_id, "device": session.device, "os": session.os,
+                         "appVersion": session.app_version, "ip": session.ip},
+        )  # fmt: skip
+        self._welcome(client, session, resumed=False)
+
+    def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
+        client.stomp.send_json(
+            dest.USER_SESSION,
+            {
+                "type": "WELCOME",
+                "sessionId": session.session_id,
+                "roomId": session.room.room_id,
+                "roomCode": session.room.code,
+                "heartbeatIntervalMs": self.settings.heartbeat_interval_ms,
+                "timeoutMs": self.settings.heartbeat_timeout_ms,
+                "resumed": resumed,
+            },
+        )
+
+    def _resume(self, client: Client, session: Session) -> None:
+        old = session.client
+        if old is not None and old is not client:
+            old.sessions.discard(session)
+        session.client = client
+        client.sessions.add(session)
+        self.wheel.touch(session.session_id, time.monotonic() + self.timeout_s)
+        fields = None
+        if session.ip != client.ip:
+            session.ip = client.ip
+            fields = {"ip": client.ip}
+            if session.room.roster_subs:
+                session.room.updated[session.session_id] = session
+            self._changed(session.room)
+        self.store.update_session(session.room.room_id, session.session_id, self.session_ttl_s, fields)
+        logs.event(log, "session_resumed", session_id=session.session_id, user_id=session.user_id,
+                   room_id=session.room.room_id)  # fmt: skip
+
+    def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
+        """HEARTBEAT: the hot path. No await, no log line, no Redis round trip."""
+        session = self.sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise UnknownSessionError(f"no session {session_id!r} on this connection")
+        now_ms = _now_ms()
+        session.last_heartbeat_at = now_ms
+        session.latency_ms = latency_ms
+        session.heartbeats += 1
+        self.wheel.touch(session_id, time.monotonic() + self.timeout_s)
+        room = session.room
+        self.store.heartbeat(room.room_id, session_id, now_ms, latency_ms)
+        if now_ms - session.ttl_refreshed > self._ttl_refresh_ms:
+            session.ttl_refreshed = now_ms
+            self.store.update_session(room.room_id, session_id, self.session_ttl_s)
+        if room.roster_subs:
+            room.updated[session_id] = session
+        if not room.dirty:
+            self._changed(room)
+        self._hist.observe(latency_ms)
+        self._heartbeats.inc()
+
+    def leave(self, client: Client, session_id: str) -> None:
+        """LEAVE: end the session at once."""
+        session = self.sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise UnknownSessionError(f"no session {session_id!r} on this connection")
+        self.end(session, "leave")
+
+    def client_closed(self, client: Client, clean: bool) -> None:
+        """The connection is gone. Clean (DISCONNECT): end its sessions; abrupt: keep them for the grace period."""
+        sessions = list(client.sessions)
+        client.sessions.clear()
+        for session in sessions:
+            if session.client is not client:
+                continue
+            if clean or self.grace_s <= 0:
+                self.end(session, "disconnect")
+            else:
+                session.client = None
+                self.wheel.touch(session.session_id, time.monotonic() + self.grace_s)
+        self.unsubscribe_all(client)
+
+    def end(self, session: Session, reason: str) -> None:
+        """End a session: remove it locally and from Redis, tell subscribers and the client."""
+        if self.sessions.pop(session.session_id, None) is None:
+            return
+        room = session.room
+        room.sessions.pop(session.session_id, None)
+        self.wheel.remove(session.session_id)
+        self.store.leave(room.room_id, session.session_id, session.user_id)
+        client = session.client
+        if client is not None:
+            client.sessions.discard(session)
+            if reason != "leave" and client.stomp.send_json(
+                dest.USER_SESSION, {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason}
+            ):
+                client.push()
+        if room.roster_subs:
+            room.joined.pop(session.session_id, None)
+            room.updated.pop(session.session_id, None)
+            room.left[session.session_id] = reason
+        self._changed(room)
+        self.metrics.sessions_active.set(len(self.sessions))
+        self._count_rooms()
+        self.metrics.sessions_ended.labels(reason=reason).inc()
+        logs.event(
+            log,
+            "session_ended",
+            session_id=session.session_id,
+            user_id=session.user_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            reason=reason,
+            heartbeats=session.heartbeats,
+            duration_ms=_now_ms() - session.connected_at,
+        )
+        if room.idle:
+            self._drop_room(room)
+
+    def expire(self, now: float | None = None) -> int:
+        """End every session whose deadline passed: ``timeout``, or ``disconnect`` after the grace period."""
+        expired = self.wheel.advance(time.monotonic() if now is None else now)
+        for session_id in expired:
+            session = self.sessions.get(session_id)
+            if session is not None:
+                self.end(session, "timeout" if session.client is not None else "disconnect")
+        return len(expired)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscribe(self, client: Client, sub_id: str, destination: dest.Destination) -> None:
+        """SUBSCRIBE: check role and tenant, register, and send the snapshot at once."""
+        kind = destination.kind
+        if kind in (dest.KIND_USER_SESSION, dest.KIND_USER_ERRORS):
+            return
+        claims = client.stomp.claims
+        if not claims.has_any(*READ_ROLES):
+            raise ForbiddenError(f"subscribing to {destination.raw} needs role spidi:monitor or spidi:admin")
+        sub = Subscription(client, sub_id)
+        if kind == dest.KIND_ROOMS:
+            self.tenant_subs.setdefault(claims.tenant, []).append(sub)
+            rooms = await self._tenant_metrics(claims.tenant)
+            sub.send(destination.raw, {"type": "ROOMS", "rooms": rooms, "ts": _now_ms()})
+            return
+        code = destination.room_code
+        definition = self.catalog.lookup(claims.tenant, code, create=True)
+        if definition is None:
+            known = await self.store.tenant_rooms(claims.tenant)
+            if code not in known.values():
+                raise RoomNotFoundError(f"room {code!r} does not exist")
+            definition = RoomDef(next(k for k, v in known.items() if v == code), claims.tenant, code, 0)
+        room = self._room(definition)
+        if kind == dest.KIND_ROOM_METRICS:
+            room.metrics_subs.append(sub)
+            (metrics,) = await self.store.room_metrics([room.room_id])
+            sub.send(destination.raw, self._metrics_payload(room, metrics))
+        else:
+            room.roster_subs.append(sub)
+            users = await self.store.roster(room.room_id)
+            sub.send(
+                destination.raw,
+                {"type": "ROOM_ROSTER", "roomId": room.room_id, "roomCode": room.code, "full": True, "users": users},
+            )
+
+    def unsubscribe(self, client: Client, sub_id: str) -> None:
+        for room in list(self.rooms.values()):
+            room.metrics_subs = [s for s in room.metrics_subs if not (s.client is client and s.sub_id == sub_id)]
+            room.roster_subs = [s for s in room.roster_subs if not (s.client is client and s.sub_id == sub_id)]
+            if room.idle:
+                self._drop_room(room)
+        for tenant, subs in list(self.tenant_subs.items()):
+            kept = [s for s in subs if not (s.client is client and s.sub_id == sub_id)]
+            self._set_tenant_subs(tenant, kept)
+
+    def unsubscribe_all(self, client: Client) -> None:
+        for room in list(self.rooms.values()):
+            if room.metrics_subs or room.roster_subs:
+                room.metrics_subs = [s for s in room.metrics_subs if s.client is not client]
+                room.roster_subs = [s for s in room.roster_subs if s.client is not client]
+                if room.idle:
+                    self._drop_room(room)
+        for tenant, subs in list(self.tenant_subs.items()):
+            self._set_tenant_subs(tenant, [s for s in subs if s.client is not client])
+
+    def _set_tenant_subs(self, tenant: str, subs: list[Subscription]) -> None:
+        if subs:
+            self.tenant_subs[tenant] = subs
+        else:
+            self.tenant_subs.pop(tenant, None)
+            self.tenant_last.pop(tenant, None)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish_rooms(self) -> None:
+        """One coalescing window: send metrics and roster deltas of every room that changed."""
+        dirty = [r for r in self.rooms.values() if r.dirty]
+        if not dirty:
+            return
+        for room in dirty:
+            room.dirty = False
+            if room.roster_subs and (room.joined or room.left or room.updated):
+                joined = [s.entry() for s in room.joined.values()]
+                updated = [s.entry() for s in room.updated.values()]
+                left = [{"sessionId": sid, "reason": reason} for sid, reason in room.left.items()]
+                room.joined, room.updated, room.left = {}, {}, {}
+                topic = dest.room_roster(room.code)
+                for sub in list(room.roster_subs):
+                    sub.send(
+                        topic,
+                        {"type": "ROOM_ROSTER", "roomId": room.room_id, "roomCode": room.code, "full": False,
+                         "joined": joined, "left": left, "updated": updated, "ts": _now_ms()},
+                    )  # fmt: skip
+        with_metrics = [r for r in dirty if r.metrics_subs]
+        if with_metrics:
+            results = await self.store.room_metrics([r.room_id for r in with_metrics])
+            for room, metrics in zip(with_metrics, results, strict=True):
+                if metrics == room.last_metrics:
+                    continue
+                room.last_metrics = metrics
+                topic = dest.room_metrics(room.code)
+                for sub in list(room.metrics_subs):
+                    sub.send(topic, self._metrics_payload(room, metrics))
+
+    async def publish_tenants(self) -> None:
+        """``/topic/rooms``: every room of each subscribed tenant, when anything changed."""
+        for tenant in list(self.tenant_subs):
+            rooms = await self._tenant_metrics(tenant)
+            if rooms == self.tenant_last.get(tenant):
+                continue
+            self.tenant_last[tenant] = rooms
+            for sub in list(self.tenant_subs.get(tenant, ())):
+                sub.send(dest.TOPIC_ROOMS, {"type": "ROOMS", "rooms": rooms, "ts": _now_ms()})
+
+    async def _tenant_metrics(self, tenant: str) -> list[dict]:
+        known = await self.store.tenant_rooms(tenant)
+        metrics = await self.store.room_metrics(sorted(known))
+        return [_public_metrics(m) for m in metrics]
+
+    def _metrics_payload(self, room: Room, metrics: dict) -> dict:
+        payload = _public_metrics(metrics)
+        payload["type"] = "ROOM_METRICS"
+        payload["roomCode"] = room.code
+        if not payload["capacity"]:
+            payload["capacity"] = room.capacity
+        payload["ts"] = _now_ms()
+        return payload
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def _room(self, definition: RoomDef) -> Room:
+        room = self.rooms.get(definition.room_id)
+        if room is None:
+            room = self.rooms[definition.room_id] = Room(definition)
+        elif definition.capacity and definition.capacity != room.capacity:
+            room.capacity = definition.capacity
+            self.store.set_capacity(room.room_id, room.capacity)
+        return room
+
+    def _drop_room(self, room: Room) -> None:
+        self.rooms.pop(room.room_id, None)
+        self._count_rooms()
+
+    def _changed(self, room: Room) -> None:
+        room.dirty = True
+
+    def _count_rooms(self) -> None:
+        self.metrics.rooms_total.set(sum(1 for r in self.rooms.values() if r.sessions))
+
+    def end_all(self, reason: str = "shutdown") -> None:
+        """End every local session (node shutdown)."""
+        for session in list(self.sessions.values()):
+            self.end(session, reason)
+
+
+def _public_metrics(metrics: dict) -> dict:
+    out = dict(metrics)
+    out.pop("tenant", None)
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def run_every(interval_s: float, job, name: str) -> None:
+    """Run ``job`` (a coroutine function) every ``interval_s``, logging and surviving its failures."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", name)

@@ -1,0 +1,1 @@
+"""Sans-I/O STOMP protocol: frames in, presence events out."""

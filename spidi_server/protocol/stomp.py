@@ -1,0 +1,357 @@
+"""The server side of one STOMP 1.2 connection, sans I/O.
+
+Bytes go in through ``receive_data``; it returns presence events (plain tuples, cheap on the hot
+path) for the layer above to act on, and queues the frames to send, which ``data_to_send`` hands
+out. Nothing here awaits or touches a socket, so every protocol rule is testable without one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from spidi_core import FrameError, FrameParser, serialize_frame
+
+from ..auth import Claims, TokenVerifier
+from ..errors import (
+    AppError,
+    AuthError,
+    BadJsonError,
+    BadRequestError,
+    ConnectionFatalError,
+    ProtocolError,
+    SubscriptionLimitError,
+    UnknownDestinationError,
+    app_error_payload,
+)
+from . import destinations as dest
+
+SERVER_NAME = "spidi/0.1.0"
+VERSIONS = ("1.2", "1.1", "1.0")
+
+# Event kinds returned by receive_data. Tuples keep the heartbeat path free of object set-up.
+EV_CONNECTED = 1  # (EV_CONNECTED, claims)
+EV_HELLO = 2  # (EV_HELLO, payload: dict, receipt)
+EV_HEARTBEAT = 3  # (EV_HEARTBEAT, session_id, latency_ms, receipt)
+EV_LEAVE = 4  # (EV_LEAVE, session_id, receipt)
+EV_SUBSCRIBE = 5  # (EV_SUBSCRIBE, sub_id, destination: dest.Destination, receipt)
+EV_UNSUBSCRIBE = 6  # (EV_UNSUBSCRIBE, sub_id, destination, receipt)
+EV_DISCONNECT = 7  # (EV_DISCONNECT, receipt)
+EV_RECEIPT_ONLY = 8  # (EV_RECEIPT_ONLY, receipt): a frame with nothing to do but acknowledge
+
+STATE_AWAIT_CONNECT = 0
+STATE_OPEN = 1
+STATE_CLOSED = 2
+
+_JSON_MAX_DEPTH = 16
+
+
+def _json_depth(value: Any, depth: int = 0) -> int:
+    if depth > _JSON_MAX_DEPTH:
+        return depth
+    if isinstance(value, dict):
+        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_json_depth(v, depth + 1) for v in value), default=depth + 1)
+    return depth
+
+
+def negotiate_heartbeat(client: str | None, server_send_ms: int, server_expect_ms: int) -> tuple[int, int]:
+    """STOMP heart-beat negotiation: (server sends every, server expects every) in ms; 0 is off."""
+    if not client:
+        return 0, 0
+    try:
+        cx_text, cy_text = client.split(",")
+        cx, cy = int(cx_text), int(cy_text)
+    except ValueError as exc:
+        raise ProtocolError(f"bad heart-beat header {client!r}: expected 'cx,cy'") from exc
+    if cx < 0 or cy < 0:
+        raise ProtocolError(f"bad heart-beat header {client!r}: negative value")
+    send = max(server_send_ms, cy) if server_send_ms and cy else 0
+    expect = max(server_expect_ms, cx) if server_expect_ms and cx else 0
+    return send, expect
+
+
+class StompConnection:
+    """One client's STOMP state: negotiation, auth, subscriptions, and the outbound queue."""
+
+    __slots__ = (
+        "parser",
+        "verifier",
+        "session_id",
+        "query_token",
+        "state",
+        "claims",
+        "version",
+        "send_every_ms",
+        "expect_every_ms",
+        "subscriptions",
+        "by_destination",
+        "max_subscriptions",
+        "outbox",
+        "outbox_bytes",
+        "last_received",
+        "last_sent",
+        "message_seq",
+        "stomp_heartbeat_ms",
+        "close_reason",
+        "created",
+    )
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        session_id: str,
+        *,
+        query_token: str | None = None,
+        max_frame_size: int = 65536,
+        max_headers: int = 64,
+        max_header_line: int = 8192,
+        max_subscriptions: int = 64,
+        stomp_heartbeat_ms: int = 10_000,
+    ):
+        self.parser = FrameParser(max_frame_size, max_headers, max_header_line)
+        self.verifier = verifier
+        self.session_id = session_id
+        self.query_token = query_token
+        self.state = STATE_AWAIT_CONNECT
+        self.claims: Claims | None = None
+        self.version = "1.2"
+        self.send_every_ms = 0
+        self.expect_every_ms = 0
+        self.subscriptions: dict[str, dest.Destination] = {}
+        self.by_destination: dict[str, list[str]] = {}
+        self.max_subscriptions = max_subscriptions
+        self.outbox: list[bytes] = []
+        self.outbox_bytes = 0
+        self.created = self.last_received = time.monotonic()
+        self.last_sent = self.last_received
+        self.message_seq = 0
+        self.stomp_heartbeat_ms = stomp_heartbeat_ms
+        self.close_reason: tuple[int, str] | None = None
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | str) -> list[tuple]:
+        """Feed one WebSocket message; return the events it produced, in order.
+
+        A connection-fatal problem queues an ERROR frame, sets ``close_reason`` and stops
+        processing; the caller then sends what is queued and closes.
+        """
+        if self.state == STATE_CLOSED:
+            return []
+        self.last_received = time.monotonic()
+        events: list[tuple] = []
+        try:
+            frames = self.parser.feed(data)
+        except FrameError as exc:
+            code = 1009 if exc.reason in ("frame-too-large",) else 1002
+            self._fail(ProtocolError(f"malformed frame ({exc.reason}): {exc}"), code)
+            return events
+        for frame in frames:
+            try:
+                event = self._handle(frame)
+            except ConnectionFatalError as exc:
+                self._fail(exc, 1008 if isinstance(exc, AuthError) else 1002)
+                break
+            except AppError as exc:
+                self.send_app_error(exc, frame.headers.get("receipt") or frame.headers.get("destination"))
+                receipt = frame.headers.get("receipt")
+                if receipt is not None:
+                    self.send_receipt(receipt)
+                continue
+            if event is not None:
+                events.append(event)
+            if self.state == STATE_CLOSED:
+                break
+        return events
+
+    def _handle(self, frame) -> tuple | None:
+        command = frame.command
+        headers = frame.headers
+        if self.state == STATE_AWAIT_CONNECT:
+            if command in ("CONNECT", "STOMP"):
+                return self._connect(headers)
+            raise ProtocolError(f"{command} before CONNECT: the first frame must be CONNECT or STOMP")
+        receipt = headers.get("receipt")
+        if command == "SEND":
+            return self._send(headers, frame.body, receipt)
+        if command == "SUBSCRIBE":
+            return self._subscribe(headers, receipt)
+        if command == "UNSUBSCRIBE":
+            sub_id = headers.get("id")
+            if sub_id is None:
+                raise BadRequestError("UNSUBSCRIBE needs an id header")
+            destination = self.remove_subscription(sub_id)
+            return (EV_UNSUBSCRIBE, sub_id, destination, receipt)
+        if command == "DISCONNECT":
+            return (EV_DISCONNECT, receipt)
+        if command in ("ACK", "NACK", "BEGIN", "COMMIT", "ABORT"):
+            # Spidi has no client-acked subscriptions nor transactions; accept them harmlessly.
+            return (EV_RECEIPT_ONLY, receipt) if receipt is not None else None
+        if command in ("CONNECT", "STOMP"):
+            raise ProtocolError("already connected")
+        raise ProtocolError(f"unknown command {command!r}")
+
+    def _connect(self, headers: dict) -> tuple:
+        accepted = headers.get("accept-version", "1.0").split(",")
+        for version in VERSIONS:
+            if version in accepted:
+                self.version = version
+                break
+        else:
+            raise ProtocolError(f"no common STOMP version: client accepts {accepted}, server speaks {VERSIONS}")
+        token = None
+        auth = headers.get("Authorization") or headers.get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise AuthError("Authorization header must be 'Bearer <jwt>'")
+            token = value.strip()
+        token = token or headers.get("passcode") or self.query_token
+        self.claims = self.verifier.verify(token)
+        self.send_every_ms, self.expect_every_ms = negotiate_heartbeat(
+            headers.get("heart-beat"), self.stomp_heartbeat_ms, self.stomp_heartbeat_ms
+        )
+        self.state = STATE_OPEN
+        self._queue(
+            serialize_frame(
+                "CONNECTED",
+                {
+                    "version": self.version,
+                    "heart-beat": f"{self.send_every_ms},{self.expect_every_ms}",
+                    "session": self.session_id,
+                    "server": SERVER_NAME,
+                    "user-name": self.claims.user_id,
+                },
+            )
+        )
+        return (EV_CONNECTED, self.claims)
+
+    def _send(self, headers: dict, body: bytes, receipt: str | None) -> tuple:
+        destination = headers.get("destination")
+        if destination is None:
+            raise BadRequestError("SEND needs a destination header")
+        if destination == dest.APP_HEARTBEAT:
+            payload = self._json(body)
+            session_id = payload.get("sessionId")
+            latency = payload.get("latencyMs", 0)
+            if not isinstance(session_id, str) or not session_id:
+                raise BadRequestError("heartbeat needs sessionId (string)")
+            if type(latency) not in (int, float) or not 0 <= latency < 3_600_000:
+                raise BadRequestError("heartbeat latencyMs must be a number from 0 to 3600000")
+            return (EV_HEARTBEAT, session_id, latency, receipt)
+        if destination == dest.APP_HELLO:
+            return (EV_HELLO, self._json(body), receipt)
+        if destination == dest.APP_LEAVE:
+            session_id = self._json(body).get("sessionId")
+            if not isinstance(session_id, str) or not session_id:
+                raise BadRequestError("leave needs sessionId (string)")
+            return (EV_LEAVE, session_id, receipt)
+        raise UnknownDestinationError(
+            f"no such destination {destination!r}: send to /app/hello, /app/heartbeat or /app/leave"
+        )
+
+    @staticmethod
+    def _json(body: bytes) -> dict:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadJsonError(f"body is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise BadJsonError("body must be a JSON object")
+        if _json_depth(payload) > _JSON_MAX_DEPTH:
+            raise BadJsonError("JSON nested too deeply")
+        return payload
+
+    def _subscribe(self, headers: dict, receipt: str | None) -> tuple:
+        sub_id = headers.get("id")
+        destination = headers.get("destination")
+        if sub_id is None or destination is None:
+            raise BadRequestError("SUBSCRIBE needs id and destination headers")
+        if sub_id in self.subscriptions:
+            raise BadRequestError(f"subscription id {sub_id!r} is already in use")
+        if len(self.subscriptions) >= self.max_subscriptions:
+            raise SubscriptionLimitError(f"at most {self.max_subscriptions} subscriptions per connection")
+        parsed = dest.parse_subscription(destination)
+        self.subscriptions[sub_id] = parsed
+        self.by_destination.setdefault(destination, []).append(sub_id)
+        return (EV_SUBSCRIBE, sub_id, parsed, receipt)
+
+    def remove_subscription(self, sub_id: str) -> dest.Destination | None:
+        """Forget a subscription (UNSUBSCRIBE, or a subscribe the application refused)."""
+        parsed = self.subscriptions.pop(sub_id, None)
+        if parsed is not None:
+            ids = self.by_destination.get(parsed.raw)
+            if ids is not None:
+                ids.remove(sub_id)
+                if not ids:
+                    del self.by_destination[parsed.raw]
+        return parsed
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _queue(self, data: bytes) -> None:
+        self.outbox.append(data)
+        self.outbox_bytes += len(data)
+
+    def data_to_send(self) -> list[bytes]:
+        """Everything queued so far (one STOMP frame, or one EOL, per item); empties the queue."""
+        out = self.outbox
+        if out:
+            self.outbox = []
+            self.outbox_bytes = 0
+            self.last_sent = time.monotonic()
+        return out
+
+    def send_message(self, destination: str, body: bytes, sub_id: str | None = None) -> bool:
+        """Queue a MESSAGE to the subscription(s) on ``destination``; False if nobody subscribed."""
+        ids = (sub_id,) if sub_id is not None else self.by_destination.get(destination)
+        if not ids:
+            return False
+        for one in ids:
+            self.message_seq += 1
+            self._queue(
+                serialize_frame(
+                    "MESSAGE",
+                    {
+                        "destination": destination,
+                        "subscription": one,
+                        "message-id": f"{self.session_id}-{self.message_seq}",
+                        "content-type": "application/json",
+                    },
+                    body,
+                )
+            )
+        return True
+
+    def send_json(self, destination: str, payload: dict, sub_id: str | None = None) -> bool:
+        return self.send_message(destination, orjson.dumps(payload), sub_id)
+
+    def send_receipt(self, receipt_id: str) -> None:
+        self._queue(serialize_frame("RECEIPT", {"receipt-id": receipt_id}))
+
+    def send_app_error(self, exc: AppError, ref: str | None) -> None:
+        """Answer a failed request on /user/queue/errors; the connection stays open."""
+        self.send_message(dest.USER_ERRORS, orjson.dumps(app_error_payload(exc, ref)))
+
+    def send_heartbeat(self) -> None:
+        self._queue(b"\n")
+
+    def _fail(self, exc: ConnectionFatalError, close_code: int) -> None:
+        message = str(exc)
+        self._queue(serialize_frame("ERROR", {"message": message[:200], "content-type": "text/plain"}, message.encode()))
+        self.state = STATE_CLOSED
+        self.close_reason = (close_code, message[:120])
+
+    def close(self, code: int, reason: str) -> None:
+        """Mark the connection closed from above (shutdown, slow consumer, liveness)."""
+        self.state = STATE_CLOSED
+        self.close_reason = (code, reason)
+
+    @property
+    def heartbeats_received(self) -> int:
+        """STOMP heart-beat EOLs received so far."""
+        return self.parser.heartbeats

@@ -1,0 +1,1 @@
+"""Stores: Redis hot state (and, later, PostgreSQL history). Nothing here imports the server."""

@@ -1,0 +1,47 @@
+"""Every Redis key Spidi uses, in one place.
+
+A room's keys carry the room id in a ``{...}`` hash tag, so in Redis Cluster they share one slot
+and a Lua script may touch them together. Tenant-wide and node keys live in their own slots.
+
+    spidi:session:{<roomId>}:<sessionId>   hash   static session metadata; TTL = timeout + grace
+    spidi:room:{<roomId>}:online           zset   sessionId -> last heartbeat (epoch ms)
+    spidi:room:{<roomId>}:latency          hash   sessionId -> last reported latency (ms)
+    spidi:room:{<roomId>}:users            hash   userId -> sessions of that user in the room
+    spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
+    spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
+"""
+
+PREFIX = "spidi:"
+
+
+def session(room_id: str, session_id: str) -> str:
+    return f"{PREFIX}session:{{{room_id}}}:{session_id}"
+
+
+def session_prefix(room_id: str) -> str:
+    return f"{PREFIX}session:{{{room_id}}}:"
+
+
+def room_online(room_id: str) -> str:
+    return f"{PREFIX}room:{{{room_id}}}:online"
+
+
+def room_latency(room_id: str) -> str:
+    return f"{PREFIX}room:{{{room_id}}}:latency"
+
+
+def room_users(room_id: str) -> str:
+    return f"{PREFIX}room:{{{room_id}}}:users"
+
+
+def room_metrics(room_id: str) -> str:
+    return f"{PREFIX}room:{{{room_id}}}:metrics"
+
+
+def tenant_rooms(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:rooms"
+
+
+def room_keys(room_id: str) -> list[str]:
+    """The keys a room's scripts take, in the order the Lua scripts expect them."""
+    return [room_online(room_id), room_latency(room_id), room_users(room_id), room_metrics(room_id)]

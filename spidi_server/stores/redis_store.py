@@ -1,0 +1,318 @@
+"""Redis hot state: pipelined writes that nobody awaits, and reads ordered after them.
+
+Writers (the presence layer) call the synchronous ``join`` / ``heartbeat`` / ``leave`` methods;
+they only append to in-memory buffers and wake the flusher. One flusher task sends everything
+buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
+flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
+are coalesced per session (only the newest matters) and written per room as one ZADD and one HSET.
+Reads go through ``flush()`` first, so they see every write made before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from . import keys
+
+log = logging.getLogger("spidi.redis")
+
+_MAX_RETRY_OPS = 200_000
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+def current_hour(now_s: float | None = None) -> str:
+    """The hour bucket `peak` is kept for (UTC, ``YYYYMMDDHH``)."""
+    return time.strftime("%Y%m%d%H", time.gmtime(now_s if now_s is not None else time.time()))
+
+
+class HotStore:
+    """The presence hot state of every room, in Redis."""
+
+    def __init__(self, client: aioredis.Redis, *, on_flush=None):
+        self.redis = client
+        # Scripts are loaded once and called by sha: redis-py's Script objects would add a
+        # SCRIPT EXISTS round trip to every pipeline.
+        self._sources = {name: _script(f"{name}.lua") for name in ("join", "leave", "room_metrics")}
+        self._shas: dict[str, str] = {}
+        self._ops: list[tuple] = []
+        self._beats: dict[str, dict[str, tuple[int, float]]] = {}
+        self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future] = []
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.on_flush = on_flush  # callable(commands, seconds, ok) for metrics
+        self.healthy = True
+        self.last_error: str | None = None
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every Lua script (at start, and again if Redis lost them)."""
+        for name, source in self._sources.items():
+            self._shas[name] = await self.redis.script_load(source)
+
+    def _eval(self, pipe, name: str, script_keys: list[str], args: list) -> None:
+        pipe.evalsha(self._shas[name], len(script_keys), *script_keys, *args)
+
+    async def start(self) -> None:
+        """Check the connection, load the scripts and start the flusher."""
+        await self.redis.ping()
+        await self.load_scripts()
+        self._task = asyncio.get_running_loop().create_task(self._flusher(), name="spidi-redis-flusher")
+
+    # -- buffered writes (never awaited) ------------------------------------------------------
+
+    def join(
+        self,
+        room_id: str,
+        tenant: str,
+        code: str,
+        capacity: int,
+        session_id: str,
+        user_id: str,
+        now_ms: int,
+        ttl_s: int,
+        fields: dict,
+    ) -> None:
+        """Record a session joining a room, with its static metadata."""
+        args = [session_id, now_ms, user_id, current_hour(now_ms / 1000), ttl_s, capacity, code, tenant]
+        for name, value in fields.items():
+            args.append(name)
+            args.append("" if value is None else value)
+        self._ops.append(("join", room_id, session_id, args, tenant, code))
+        self._wake.set()
+
+    def heartbeat(self, room_id: str, session_id: str, now_ms: int, latency_ms: float) -> None:
+        """Record a heartbeat; the newest per session wins, written with the next pipeline."""
+        beats = self._beats.get(room_id)
+        if beats is None:
+            beats = self._beats[room_id] = {}
+        beats[session_id] = (now_ms, latency_ms)
+        self._wake.set()
+
+    def update_session(self, room_id: str, session_id: str, ttl_s: int, fields: dict | None = None) -> None:
+        """Refresh a session hash's TTL, and optionally some of its fields (resume: new ip)."""
+        self._ops.append(("touch", room_id, session_id, ttl_s, fields))
+        self._wake.set()
+
+    def leave(self, room_id: str, session_id: str, user_id: str) -> None:
+        """Remove a session from its room."""
+        beats = self._beats.get(room_id)
+        if beats is not None:
+            beats.pop(session_id, None)
+        self._ops.append(("leave", room_id, session_id, user_id))
+        self._wake.set()
+
+    def set_capacity(self, room_id: str, capacity: int) -> None:
+        self._ops.append(("capacity", room_id, capacity))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Operations waiting for the next pipeline."""
+        return len(self._ops) + sum(len(b) for b in self._beats.values())
+
+    # -- the flusher ---------------------------------------------------------------------------
+
+    def _build(self, pipe, ops: list[tuple], beats: dict) -> int:
+        commands = 0
+        for op in ops:
+            kind = op[0]
+            if kind == "join":
+                _, room_id, session_id, args, tenant, code = op
+                self._eval(pipe, "join", [*keys.room_keys(room_id), keys.session(room_id, session_id)], args)
+                pipe.hset(keys.tenant_rooms(tenant), room_id, code)
+                commands += 2
+            elif kind == "leave":
+                _, room_id, session_id, user_id = op
+                self._eval(pipe, "leave", [*keys.room_keys(room_id), keys.session(room_id, session_id)],
+                           [session_id, user_id])  # fmt: skip
+                commands += 1
+            elif kind == "touch":
+                _, room_id, session_id, ttl_s, fields = op
+                key = keys.session(room_id, session_id)
+                if fields:
+                    pipe.hset(key, mapping={k: ("" if v is None else v) for k, v in fields.items()})
+                    commands += 1
+                pipe.expire(key, ttl_s)
+                commands += 1
+            elif kind == "capacity":
+                _, room_id, capacity = op
+                pipe.hset(keys.room_metrics(room_id), "capacity", capacity)
+                commands += 1
+        for room_id, room_beats in beats.items():
+            # XX: a heartbeat never resurrects a session some other path removed.
+            pipe.zadd(keys.room_online(room_id), {sid: b[0] for sid, b in room_beats.items()}, xx=True)
+            pipe.hset(keys.room_latency(room_id), mapping={sid: b[1] for sid, b in room_beats.items()})
+            commands += 2
+        return commands
+
+    async def _flusher(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            waiters, self._waiters = self._waiters, []
+            ops, self._ops = self._ops, []
+            beats, self._beats = self._beats, {}
+            ok = True
+            if ops or beats:
+                started = time.perf_counter()
+                pipe = self.redis.pipeline(transaction=False)
+                commands = self._build(pipe, ops, beats)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                    errors = [r for r in results if isinstance(r, Exception)]
+                    if any(isinstance(e, NoScriptError) for e in errors):
+                        # Redis restarted and lost the scripts: load them, replay the batch
+                        # (joins and leaves are idempotent, heartbeats carry absolute values).
+                        await self.load_scripts()
+                        raise NoScriptError("scripts reloaded; replaying the batch")
+                    if errors:
+                        log.error("redis pipeline: %d of %d commands failed: %s", len(errors), commands, errors[0])
+                    self.healthy, self.last_error, backoff = True, None, 0.05
+                except (RedisError, OSError) as exc:
+                    ok = False
+                    self.healthy, self.last_error = False, str(exc)
+                    log.error("redis pipeline failed (%d commands), will retry: %s", commands, exc)
+                    self._requeue(ops, beats)
+                if self.on_flush is not None:
+                    self.on_flush(commands, time.perf_counter() - started, ok)
+            if not ok and not self._closing:
+                # The waiters of this batch wait for its retry.
+                self._waiters[:0] = waiters
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(ok)
+            if self._closing and (not ok or (not self._ops and not self._beats)):
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(ok)
+                return
+
+    def _requeue(self, ops: list[tuple], beats: dict) -> None:
+        """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
+        self._ops[:0] = ops
+        for room_id, room_beats in beats.items():
+            merged = dict(room_beats)
+            merged.update(self._beats.get(room_id, {}))
+            self._beats[room_id] = merged
+        if len(self._ops) > _MAX_RETRY_OPS:
+            dropped = len(self._ops) - _MAX_RETRY_OPS
+            del self._ops[:dropped]
+            log.error("redis unreachable: dropped %d buffered operations beyond the %d cap", dropped, _MAX_RETRY_OPS)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything buffered before this call is in Redis. True on success."""
+        if self._task is None or self._task.done():
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered (bounded by ``timeout``), stop the flusher, close the client."""
+        if self._task is not None:
+            await self.flush(timeout)
+            self._closing = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self._task, 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        await self.redis.aclose()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def room_metrics(self, room_ids: list[str]) -> list[dict]:
+        """Metrics of each room as Redis holds them (every node's sessions), in input order."""
+        if not room_ids:
+            return []
+        await self.flush(2.0)
+        hour = current_hour()
+        pipe = self.redis.pipeline(transaction=False)
+        for room_id in room_ids:
+            self._eval(pipe, "room_metrics", keys.room_keys(room_id), [hour])
+        out = []
+        for room_id, raw in zip(room_ids, await pipe.execute(), strict=True):
+            online, users, peak, capacity, lat_sum, lat_n, code, tenant = raw
+            lat_sum = float(lat_sum)
+            out.append(
+                {
+                    "roomId": room_id,
+                    "roomCode": _text(code),
+                    "tenant": _text(tenant),
+                    "online": int(online),
+                    "users": int(users),
+                    "peak": int(peak),
+                    "capacity": int(capacity),
+                    "avgLatencyMs": round(lat_sum / lat_n, 1) if lat_n else 0.0,
+                }
+            )
+        return out
+
+    async def room_online(self, room_id: str) -> int:
+        await self.flush(2.0)
+        return int(await self.redis.zcard(keys.room_online(room_id)))
+
+    async def roster(self, room_id: str) -> list[dict]:
+        """Every session of a room with its metadata, latency and last heartbeat."""
+        await self.flush(2.0)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.room_online(room_id), 0, -1, withscores=True)
+        pipe.hgetall(keys.room_latency(room_id))
+        members, latencies = await pipe.execute()
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, _ in members:
+            pipe.hgetall(keys.session(room_id, _text(sid)))
+        infos = await pipe.execute()
+        latencies = {_text(k): float(v) for k, v in latencies.items()}
+        out = []
+        for (sid, score), info in zip(members, infos, strict=True):
+            sid = _text(sid)
+            entry = {_text(k): _text(v) for k, v in info.items()}
+            entry["sessionId"] = sid
+            entry["latencyMs"] = latencies.get(sid)
+            entry["lastHeartbeatAt"] = int(score)
+            if "connectedAt" in entry:
+                entry["connectedAt"] = int(entry["connectedAt"])
+            out.append(entry)
+        return out
+
+    async def tenant_rooms(self, tenant: str) -> dict[str, str]:
+        """roomId -> roomCode for every room of a tenant that ever had a session."""
+        await self.flush(2.0)
+        raw = await self.redis.hgetall(keys.tenant_rooms(tenant))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A redis-py asyncio client (hiredis parser when installed) for ``url``."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, health_check_interval=0)

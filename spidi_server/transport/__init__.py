@@ -1,0 +1,1 @@
+"""Transports: the socket side that pumps bytes into the protocol layer."""

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real Redis (embedded, or SPIDI_TEST_REDIS_URL) and real Spidi nodes on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from spidi_server.auth import mint_token
+from spidi_server.settings import Settings
+from spidi_server.stores.embedded_redis import EmbeddedRedis
+
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A real Redis for the whole run."""
+    url = os.environ.get("SPIDI_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_sync(redis_url):
+    """A plain client on the test Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, redis_sync) -> Settings:
+    """Settings of a test node: ephemeral ports, the test Redis, a fixed secret, short timers."""
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        ops_host="127.0.0.1",
+        ops_port=0,
+        data_dir=str(tmp_path / "data"),
+        dev=True,
+        redis_url=redis_url,
+        jwt_secret=TEST_SECRET,
+        metrics_interval_ms=50,
+        rooms_topic_interval_ms=200,
+    ).validate()
+
+
+def token_for(settings: Settings, sub: str, role: str, tenant: str = "default", ttl_s: int = 3600) -> str:
+    return mint_token(settings, sub, [role], tenant, ttl_s)
+
+
+@pytest.fixture
+async def node_factory(settings):
+    """Start nodes with optional setting overrides; all are stopped after the test."""
+    from spidi_server.node import Node
+
+    nodes = []
+
+    async def start(**overrides):
+        node = Node(dataclasses.replace(settings, **overrides).validate())
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.stop()
+
+
+@pytest.fixture
+async def node(node_factory):
+    return await node_factory()
