@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="mint a development token (HS256 secret of this configuration)")
     _common(token)
-    token.add_argument("--role", required=True, action="append", choices=ROLES + tuple(r.split(":")[1] for r in ROLES))
+    token.add_argument(
+        "--role", required=True, action="append", choices=ROLES + tuple(r.split(":")[1] for r in ROLES)
+    )
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--tenant", default="default")
     token.add_argument("--ttl", type=int, default=86400, help="seconds of validity")
@@ -84,7 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = _settings(
-                args, ("data_dir", "dev", "host", "port", "ops_host", "ops_port", "redis_url", "log_level", "node_id")
+                args,
+                (
+                    "data_dir",
+                    "dev",
+                    "host",
+                    "port",
+                    "ops_host",
+                    "ops_port",
+                    "redis_url",
+                    "log_level",
+                    "node_id",
+                ),
             )
             logs.configure(settings.log_level)
             import uvloop

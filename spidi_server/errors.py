@@ -1,20 +1,20 @@
 """Spidi's exception tree and its wire mapping, in one place.
 
-    SpidiError
-    ├── ConfigError            bad configuration at start (never reaches a client)
-    ├── ConnectionFatalError   the STOMP connection must end: ERROR frame, then close
-    │   ├── AuthError          missing, invalid or expired token
-    │   └── ProtocolError      frame before CONNECT, unknown command, bad frame (wraps FrameError)
-    └── AppError               one request failed; answered on /user/queue/errors, connection stays
-        ├── BadRequestError        1001 BAD_REQUEST
-        ├── BadJsonError           1002 BAD_JSON
-        ├── UnknownDestinationError 1003 UNKNOWN_DESTINATION
-        ├── ForbiddenError         1100 FORBIDDEN
-        ├── RoomNotFoundError      1200 ROOM_NOT_FOUND
-        ├── RoomFullError          1201 ROOM_FULL
-        ├── UnknownSessionError    1300 UNKNOWN_SESSION
-        ├── SubscriptionLimitError 1400 TOO_MANY_SUBSCRIPTIONS
-        └── UnavailableError       1500 UNAVAILABLE
+SpidiError
+├── ConfigError            bad configuration at start (never reaches a client)
+├── ConnectionFatalError   the STOMP connection must end: ERROR frame, then close
+│   ├── AuthError          missing, invalid or expired token
+│   └── ProtocolError      frame before CONNECT, unknown command, bad frame (wraps FrameError)
+└── AppError               one request failed; answered on /user/queue/errors, connection stays
+    ├── BadRequestError        1001 BAD_REQUEST
+    ├── BadJsonError           1002 BAD_JSON
+    ├── UnknownDestinationError 1003 UNKNOWN_DESTINATION
+    ├── ForbiddenError         1100 FORBIDDEN
+    ├── RoomNotFoundError      1200 ROOM_NOT_FOUND
+    ├── RoomFullError          1201 ROOM_FULL
+    ├── UnknownSessionError    1300 UNKNOWN_SESSION
+    ├── SubscriptionLimitError 1400 TOO_MANY_SUBSCRIPTIONS
+    └── UnavailableError       1500 UNAVAILABLE
 """
 
 

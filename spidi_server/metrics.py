@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-FRAME_COMMANDS = ("CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "DISCONNECT", "ACK", "NACK", "OTHER")
+FRAME_COMMANDS = (
+    "CONNECT",
+    "STOMP",
+    "SEND",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "DISCONNECT",
+    "ACK",
+    "NACK",
+    "OTHER",
+)
 
 
 class NodeMetrics:
@@ -15,15 +25,21 @@ class NodeMetrics:
         self.websocket_connections = Gauge(
             "spidi_websocket_connections", "Open WebSocket connections", registry=r
         )
-        self.sessions_active = Gauge("spidi_sessions_active", "Presence sessions held by this node", registry=r)
-        self.rooms_total = Gauge("spidi_rooms_total", "Rooms with at least one session on this node", registry=r)
+        self.sessions_active = Gauge(
+            "spidi_sessions_active", "Presence sessions held by this node", registry=r
+        )
+        self.rooms_total = Gauge(
+            "spidi_rooms_total", "Rooms with at least one session on this node", registry=r
+        )
         self.heartbeat_latency_ms = Histogram(
             "spidi_heartbeat_latency_ms",
             "Client-reported latency carried by heartbeats, ms",
             buckets=(5, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000),
             registry=r,
         )
-        self.frames = Counter("spidi_frames_total", "STOMP frames received, by command", ["command"], registry=r)
+        self.frames = Counter(
+            "spidi_frames_total", "STOMP frames received, by command", ["command"], registry=r
+        )
         self.heartbeats = Counter("spidi_heartbeats_total", "Presence heartbeats processed", registry=r)
         self.stomp_heartbeats = Counter(
             "spidi_stomp_heartbeats_total", "STOMP heart-beat EOLs received", registry=r

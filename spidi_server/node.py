@@ -69,7 +69,9 @@ class Node:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(run_every(s.metrics_interval_ms / 1000, self.presence.publish_rooms, "publish")),
-            loop.create_task(run_every(s.rooms_topic_interval_ms / 1000, self.presence.publish_tenants, "rooms")),
+            loop.create_task(
+                run_every(s.rooms_topic_interval_ms / 1000, self.presence.publish_tenants, "rooms")
+            ),
             loop.create_task(run_every(0.1, self._expire, "expire")),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]

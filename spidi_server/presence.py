@@ -346,7 +346,8 @@ class Presence:
         if client is not None:
             client.sessions.discard(session)
             if reason != "leave" and client.stomp.send_json(
-                dest.USER_SESSION, {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason}
+                dest.USER_SESSION,
+                {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason},
             ):
                 client.push()
         if room.roster_subs:
@@ -413,13 +414,23 @@ class Presence:
             users = await self.store.roster(room.room_id)
             sub.send(
                 destination.raw,
-                {"type": "ROOM_ROSTER", "roomId": room.room_id, "roomCode": room.code, "full": True, "users": users},
+                {
+                    "type": "ROOM_ROSTER",
+                    "roomId": room.room_id,
+                    "roomCode": room.code,
+                    "full": True,
+                    "users": users,
+                },
             )
 
     def unsubscribe(self, client: Client, sub_id: str) -> None:
         for room in list(self.rooms.values()):
-            room.metrics_subs = [s for s in room.metrics_subs if not (s.client is client and s.sub_id == sub_id)]
-            room.roster_subs = [s for s in room.roster_subs if not (s.client is client and s.sub_id == sub_id)]
+            room.metrics_subs = [
+                s for s in room.metrics_subs if not (s.client is client and s.sub_id == sub_id)
+            ]
+            room.roster_subs = [
+                s for s in room.roster_subs if not (s.client is client and s.sub_id == sub_id)
+            ]
             if room.idle:
                 self._drop_room(room)
         for tenant, subs in list(self.tenant_subs.items()):

@@ -29,7 +29,9 @@ class Settings:
     ops_port: int = field(default=9100, metadata={"doc": "Ops HTTP port: /metrics, /health"})
     data_dir: str = field(default=".spidi", metadata={"doc": "Embedded Redis socket, dev secret, logs"})
     log_level: str = field(default="info", metadata={"doc": "debug, info, warning or error"})
-    dev: bool = field(default=False, metadata={"doc": "Development mode: generated secret, auto-created rooms"})
+    dev: bool = field(
+        default=False, metadata={"doc": "Development mode: generated secret, auto-created rooms"}
+    )
     node_id: str = field(default="", metadata={"doc": "This node's id; generated when empty"})
 
     redis_url: str = field(default="", metadata={"doc": "Redis URL; empty starts an embedded redis-server"})
@@ -44,7 +46,9 @@ class Settings:
     jwt_leeway_s: float = field(default=5.0, metadata={"doc": "Clock leeway for exp/nbf"})
 
     heartbeat_interval_ms: int = field(default=15_000, metadata={"doc": "Heartbeat interval told to clients"})
-    heartbeat_timeout_ms: int = field(default=45_000, metadata={"doc": "A session silent this long ends (timeout)"})
+    heartbeat_timeout_ms: int = field(
+        default=45_000, metadata={"doc": "A session silent this long ends (timeout)"}
+    )
     grace_period_ms: int = field(default=15_000, metadata={"doc": "Resume window after an abrupt close"})
     stomp_heartbeat_ms: int = field(
         default=10_000, metadata={"doc": "STOMP heart-beat the server offers (both directions)"}
@@ -62,11 +66,15 @@ class Settings:
     max_header_line: int = field(default=8192, metadata={"doc": "Longest header line, bytes"})
     connect_timeout_s: float = field(default=10.0, metadata={"doc": "Time allowed from handshake to CONNECT"})
     max_subscriptions: int = field(default=64, metadata={"doc": "Subscriptions per connection"})
-    websocket_compression: bool = field(default=False, metadata={"doc": "permessage-deflate on the WebSocket"})
+    websocket_compression: bool = field(
+        default=False, metadata={"doc": "permessage-deflate on the WebSocket"}
+    )
 
     metrics_interval_ms: int = field(default=250, metadata={"doc": "Coalescing window of room updates"})
     rooms_topic_interval_ms: int = field(default=1000, metadata={"doc": "Period of /topic/rooms"})
-    flush_interval_ms: int = field(default=5, metadata={"doc": "Longest wait before a Redis pipeline is sent"})
+    flush_interval_ms: int = field(
+        default=5, metadata={"doc": "Longest wait before a Redis pipeline is sent"}
+    )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
     @property
@@ -99,7 +107,13 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
-        for name in ("grace_period_ms", "stomp_heartbeat_ms", "jwt_leeway_s", "shutdown_timeout_s", "connect_timeout_s"):
+        for name in (
+            "grace_period_ms",
+            "stomp_heartbeat_ms",
+            "jwt_leeway_s",
+            "shutdown_timeout_s",
+            "connect_timeout_s",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
@@ -198,5 +212,19 @@ def settings_table() -> list[tuple[str, str, str, str]]:
     rows = []
     defaults = Settings()
     for f in fields(Settings):
-        rows.append((f.name, f"SPIDI_{f.name.upper()}", repr(getattr(defaults, f.name)), f.metadata.get("doc", "")))
+        rows.append(
+            (f.name, f"SPIDI_{f.name.upper()}", repr(getattr(defaults, f.name)), f.metadata.get("doc", ""))
+        )
     return rows
+
+
+def markdown_table() -> str:
+    """The README configuration table (``python -m spidi_server.settings`` prints it)."""
+    lines = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for name, env, default, doc in settings_table():
+        lines.append(f"| `{name}` | `{env}` | `{default}` | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -125,7 +125,9 @@ class Client:
         await self.send("SEND", headers, json.dumps(payload))
 
     async def hello(self, room: str, client_id: str = "c1", **extra) -> dict:
-        await self.app("/app/hello", {"roomCode": room, "clientId": client_id, "appVersion": "1.0.0", **extra})
+        await self.app(
+            "/app/hello", {"roomCode": room, "clientId": client_id, "appVersion": "1.0.0", **extra}
+        )
         return await self.json("/user/queue/session", type_="WELCOME")
 
     async def close(self) -> None:

@@ -50,7 +50,9 @@ async def test_connect_with_bearer_header(node):
 
 async def test_connect_with_passcode(node):
     client = await Client.open(node.ws_url)
-    frame = await client.connect(None, login="ignored", passcode=token_for(node.settings, "bob", "spidi:user"))
+    frame = await client.connect(
+        None, login="ignored", passcode=token_for(node.settings, "bob", "spidi:user")
+    )
     assert frame[0] == "CONNECTED" and frame[1]["user-name"] == "bob"
     await client.close()
 
@@ -88,7 +90,9 @@ async def test_bad_token_gets_error_and_close(node, token_kind, message):
         "garbage": "not.a.jwt",
         "expired": token_for(node.settings, "a", "spidi:user", ttl_s=-120),
         "wrong-secret": jwt.encode({"sub": "a", "roles": ["spidi:user"], "exp": now + 60}, "x" * 40, "HS256"),
-        "no-role": jwt.encode({"sub": "a", "roles": ["admin"], "exp": now + 60}, node.settings.jwt_secret, "HS256"),
+        "no-role": jwt.encode(
+            {"sub": "a", "roles": ["admin"], "exp": now + 60}, node.settings.jwt_secret, "HS256"
+        ),
     }
     client = await Client.open(node.ws_url)
     frame = await client.connect(tokens[token_kind])
@@ -146,7 +150,13 @@ async def test_hello_heartbeat_leave_and_redis_state(node, redis_sync):
     alice = await user(node, "alice")
     await alice.app(
         "/app/hello",
-        {"roomCode": "lobby", "clientId": "phone-1", "appVersion": "2.3.4", "device": "Pixel 8", "os": "Android 15"},
+        {
+            "roomCode": "lobby",
+            "clientId": "phone-1",
+            "appVersion": "2.3.4",
+            "device": "Pixel 8",
+            "os": "Android 15",
+        },
         receipt="h1",
     )
     welcome = await alice.json("/user/queue/session", type_="WELCOME")
@@ -185,7 +195,11 @@ async def test_hello_heartbeat_leave_and_redis_state(node, redis_sync):
         ("/app/hello", "{not json", "BAD_JSON"),
         ("/app/hello", "[1,2]", "BAD_JSON"),
         ("/app/hello", json.dumps({"clientId": "c", "appVersion": "1"}), "BAD_REQUEST"),
-        ("/app/hello", json.dumps({"roomCode": "bad/room", "clientId": "c", "appVersion": "1"}), "BAD_REQUEST"),
+        (
+            "/app/hello",
+            json.dumps({"roomCode": "bad/room", "clientId": "c", "appVersion": "1"}),
+            "BAD_REQUEST",
+        ),
         ("/app/hello", json.dumps({"roomCode": "r", "appVersion": "1"}), "BAD_REQUEST"),
         ("/app/heartbeat", json.dumps({"sessionId": "nope", "latencyMs": 1}), "UNKNOWN_SESSION"),
         ("/app/heartbeat", json.dumps({"sessionId": "x", "latencyMs": "slow"}), "BAD_REQUEST"),
@@ -481,7 +495,12 @@ async def test_many_bad_clients_do_not_disturb_a_good_one(node_factory):
     node = await node_factory(connect_timeout_s=0.5)
     good = await user(node, "good")
     sid = (await good.hello("lobby"))["sessionId"]
-    for payload in ["\x00\x00", "HELLO\n\n\x00", "CONNECT\naccept-version:9.9\n\n\x00", "SEND\n\n" + "x" * 70000]:
+    for payload in [
+        "\x00\x00",
+        "HELLO\n\n\x00",
+        "CONNECT\naccept-version:9.9\n\n\x00",
+        "SEND\n\n" + "x" * 70000,
+    ]:
         bad = await Client.open(node.ws_url)
         await bad.ws.send(payload)
         await asyncio.wait_for(bad.closed.wait(), 3)

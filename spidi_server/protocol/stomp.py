@@ -202,7 +202,9 @@ class StompConnection:
                 self.version = version
                 break
         else:
-            raise ProtocolError(f"no common STOMP version: client accepts {accepted}, server speaks {VERSIONS}")
+            raise ProtocolError(
+                f"no common STOMP version: client accepts {accepted}, server speaks {VERSIONS}"
+            )
         token = None
         auth = headers.get("Authorization") or headers.get("authorization")
         if auth:
@@ -342,7 +344,11 @@ class StompConnection:
 
     def _fail(self, exc: ConnectionFatalError, close_code: int) -> None:
         message = str(exc)
-        self._queue(serialize_frame("ERROR", {"message": message[:200], "content-type": "text/plain"}, message.encode()))
+        self._queue(
+            serialize_frame(
+                "ERROR", {"message": message[:200], "content-type": "text/plain"}, message.encode()
+            )
+        )
         self.state = STATE_CLOSED
         self.close_reason = (close_code, message[:120])
 

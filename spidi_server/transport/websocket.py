@@ -96,6 +96,14 @@ def _query_token(ws: ServerConnection) -> str | None:
     return values[0] if values else None
 
 
+def select_subprotocol(ws: ServerConnection, offered) -> str | None:
+    """The highest STOMP version the client offers; none at all is accepted too (stomp.py offers none)."""
+    for name in SUBPROTOCOLS:
+        if name in offered:
+            return name
+    return None
+
+
 class WebSocketTransport:
     """Serves ``/ws`` and hands each connection to the node."""
 
@@ -110,6 +118,7 @@ class WebSocketTransport:
             settings.host,
             settings.port,
             subprotocols=SUBPROTOCOLS,
+            select_subprotocol=select_subprotocol,
             process_request=self._check_path,
             compression="deflate" if settings.websocket_compression else None,
             # STOMP heart-beats keep connections alive; the library's pings would double that work.

@@ -1,0 +1,172 @@
+"""The sans-I/O STOMP connection, without any socket."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from spidi_core import FrameParserPy, serialize_frame
+from spidi_server.auth import TokenVerifier
+from spidi_server.errors import ProtocolError
+from spidi_server.protocol import destinations as dest
+from spidi_server.protocol import stomp
+from spidi_server.settings import Settings
+
+from .conftest import TEST_SECRET, token_for
+
+SETTINGS = Settings(jwt_secret=TEST_SECRET).validate()
+
+
+def make(**kwargs) -> stomp.StompConnection:
+    return stomp.StompConnection(TokenVerifier(SETTINGS), "c-1", **kwargs)
+
+
+def out_frames(conn) -> list:
+    parser = FrameParserPy()
+    frames = []
+    for chunk in conn.data_to_send():
+        frames.extend(parser.feed(chunk))
+    return frames
+
+
+def connect(conn, role="spidi:user", **headers) -> list:
+    h = {"accept-version": "1.2", "host": "x", "Authorization": "Bearer " + token_for(SETTINGS, "u", role)}
+    h.update(headers)
+    return conn.receive_data(serialize_frame("CONNECT", h))
+
+
+def test_connect_yields_connected_event_and_frame():
+    conn = make()
+    (event,) = connect(conn)
+    assert event[0] == stomp.EV_CONNECTED and event[1].user_id == "u"
+    (frame,) = out_frames(conn)
+    assert frame.command == "CONNECTED" and frame.headers["session"] == "c-1"
+    assert conn.state == stomp.STATE_OPEN
+
+
+@pytest.mark.parametrize(
+    "client, server, expected",
+    [(None, 10000, (0, 0)), ("0,0", 10000, (0, 0)), ("5000,20000", 10000, (20000, 10000)),
+     ("15000,0", 10000, (0, 15000)), ("100,100", 0, (0, 0))],
+)  # fmt: skip
+def test_heartbeat_negotiation(client, server, expected):
+    assert stomp.negotiate_heartbeat(client, server, server) == expected
+
+
+@pytest.mark.parametrize("bad", ["x", "1,2,3", "-1,5"])
+def test_bad_heartbeat_header(bad):
+    with pytest.raises(ProtocolError):
+        stomp.negotiate_heartbeat(bad, 1, 1)
+
+
+def test_heartbeat_event_is_a_plain_tuple():
+    conn = make()
+    connect(conn)
+    conn.data_to_send()
+    body = orjson.dumps({"sessionId": "s1", "latencyMs": 12.5})
+    events = conn.receive_data(
+        serialize_frame("SEND", {"destination": "/app/heartbeat", "receipt": "r"}, body)
+    )
+    assert events == [(stomp.EV_HEARTBEAT, "s1", 12.5, "r")]
+
+
+def test_several_frames_in_one_message_and_split_frames():
+    conn = make()
+    connect(conn)
+    hb = serialize_frame("SEND", {"destination": "/app/heartbeat"}, b'{"sessionId":"a","latencyMs":1}')
+    data = hb + b"\n" + hb
+    assert len(conn.receive_data(data[:10])) == 0
+    events = conn.receive_data(data[10:])
+    assert [e[0] for e in events] == [stomp.EV_HEARTBEAT, stomp.EV_HEARTBEAT]
+    assert conn.heartbeats_received == 1
+
+
+def test_app_error_goes_to_error_queue_and_connection_stays():
+    conn = make()
+    connect(conn)
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "e", "destination": dest.USER_ERRORS}))
+    conn.data_to_send()
+    events = conn.receive_data(serialize_frame("SEND", {"destination": "/app/leave", "receipt": "r9"}, b"{}"))
+    assert events == []
+    error, receipt = out_frames(conn)
+    assert error.command == "MESSAGE" and error.headers["subscription"] == "e"
+    payload = orjson.loads(error.body)
+    assert payload["code"] == "BAD_REQUEST" and payload["codeNumber"] == 1001 and payload["ref"] == "r9"
+    assert receipt.command == "RECEIPT" and receipt.headers["receipt-id"] == "r9"
+    assert conn.state == stomp.STATE_OPEN
+
+
+def test_subscription_limit_and_duplicate_id():
+    conn = make(max_subscriptions=2)
+    connect(conn)
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "e", "destination": dest.USER_ERRORS}))
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "e", "destination": dest.USER_SESSION}))
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "s", "destination": dest.USER_SESSION}))
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "t", "destination": dest.TOPIC_ROOMS}))
+    codes = [orjson.loads(f.body)["code"] for f in out_frames(conn) if f.command == "MESSAGE"]
+    assert codes == ["BAD_REQUEST", "TOO_MANY_SUBSCRIPTIONS"]
+    assert set(conn.subscriptions) == {"e", "s"}
+
+
+def test_unsubscribe_forgets_destination():
+    conn = make()
+    connect(conn)
+    conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "s", "destination": dest.USER_SESSION}))
+    events = conn.receive_data(serialize_frame("UNSUBSCRIBE", {"id": "s"}))
+    assert events[0][0] == stomp.EV_UNSUBSCRIBE and events[0][2].kind == dest.KIND_USER_SESSION
+    assert not conn.send_json(dest.USER_SESSION, {"a": 1})
+
+
+@pytest.mark.parametrize(
+    "raw, kind, code",
+    [("/topic/rooms", dest.KIND_ROOMS, None), ("/topic/rooms/r-1/metrics", dest.KIND_ROOM_METRICS, "r-1"),
+     ("/topic/rooms/r-1/roster", dest.KIND_ROOM_ROSTER, "r-1"), ("/user/queue/session", dest.KIND_USER_SESSION, None)],
+)  # fmt: skip
+def test_destinations(raw, kind, code):
+    parsed = dest.parse_subscription(raw)
+    assert (parsed.kind, parsed.room_code) == (kind, code)
+
+
+@pytest.mark.parametrize(
+    "raw", ["/topic/rooms/a/b/metrics", "/topic/rooms//metrics", "/queue/x", "/topic/rooms/a/x"]
+)
+def test_unknown_destinations(raw):
+    from spidi_server.errors import UnknownDestinationError
+
+    with pytest.raises(UnknownDestinationError):
+        dest.parse_subscription(raw)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [(b"SEND\ndestination:/app/hello\n\n{}\x00", "before CONNECT"),
+     (b"CONNECT\naccept-version:2.0\n\n\x00", "no common STOMP version"),
+     (b"CONNECT\naccept-version:1.2\nAuthorization:Basic abc\n\n\x00", "Bearer"),
+     (b"BOGUS\n\n\x00", "before CONNECT")],
+)  # fmt: skip
+def test_fatal_errors_queue_error_frame_and_close(data, reason):
+    conn = make()
+    assert conn.receive_data(data) == []
+    (frame,) = out_frames(conn)
+    assert frame.command == "ERROR" and reason in frame.headers["message"]
+    assert conn.state == stomp.STATE_CLOSED and conn.close_reason is not None
+    assert conn.receive_data(b"anything") == []
+
+
+def test_unknown_command_after_connect_is_fatal():
+    conn = make()
+    connect(conn)
+    conn.data_to_send()
+    conn.receive_data(b"BOGUS\n\n\x00")
+    (frame,) = out_frames(conn)
+    assert frame.command == "ERROR" and "unknown command" in frame.headers["message"]
+
+
+def test_frame_error_maps_to_error_and_1009_for_size():
+    conn = make(max_frame_size=256)
+    connect(conn)
+    conn.data_to_send()
+    conn.receive_data(b"SEND\ndestination:/app/hello\n\n" + b"x" * 300 + b"\x00")
+    (frame,) = out_frames(conn)
+    assert frame.command == "ERROR" and "frame-too-large" in frame.headers["message"]
+    assert conn.close_reason[0] == 1009
