@@ -63,7 +63,7 @@ class Node:
             self.redis_url = self.embedded_redis.url
         self.store = HotStore(connect(self.redis_url), on_flush=self.metrics.record_flush)
         await self.store.start()
-        self.presence = Presence(s, self.store, self.catalog, self.metrics)
+        self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
         await self.transport.start()
         await self.ops.start()
         loop = asyncio.get_running_loop()
@@ -73,6 +73,8 @@ class Node:
                 run_every(s.rooms_topic_interval_ms / 1000, self.presence.publish_tenants, "rooms")
             ),
             loop.create_task(run_every(0.1, self._expire, "expire")),
+            loop.create_task(run_every(1.0, self._sample, "sample")),
+            loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         self.started = True
@@ -85,6 +87,12 @@ class Node:
 
     async def _expire(self) -> None:
         self.presence.expire()
+
+    async def _sample(self) -> None:
+        self.presence.sample_rooms()
+
+    async def _checkpoint(self) -> None:
+        self.presence.checkpoint_sessions()
 
     async def _stomp_liveness(self) -> None:
         """Send STOMP heart-beat EOLs as negotiated; close connections silent for too long."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from bisect import bisect_left
 from typing import Protocol
 
 from spidi_core import HeartbeatWheel
@@ -30,6 +31,7 @@ from .protocol import destinations as dest
 from .protocol.stomp import StompConnection
 from .rooms import ROOM_CODE, RoomCatalog, RoomDef
 from .settings import Settings
+from .stores import events
 from .stores.redis_store import HotStore
 
 log = logging.getLogger("spidi.presence")
@@ -37,6 +39,7 @@ log = logging.getLogger("spidi.presence")
 WRITE_ROLES = ("spidi:user", "spidi:admin")
 READ_ROLES = ("spidi:monitor", "spidi:admin")
 MAX_SESSIONS_PER_CONNECTION = 16
+_BUCKETS = events.LATENCY_BUCKETS_MS
 _TEXT_LIMITS = {"clientId": 128, "appVersion": 64, "device": 128, "os": 128}
 
 
@@ -83,6 +86,10 @@ class Session:
         "client",
         "ttl_refreshed",
         "heartbeats",
+        "latency_sum",
+        "latency_min",
+        "latency_max",
+        "checkpointed",
     )
 
     def __init__(self, session_id: str, room: Room, user_id: str, payload: dict, ip: str, now_ms: int):
@@ -100,6 +107,10 @@ class Session:
         self.client: Client | None = None
         self.ttl_refreshed = now_ms
         self.heartbeats = 0
+        self.latency_sum = 0.0
+        self.latency_min: float | None = None
+        self.latency_max: float | None = None
+        self.checkpointed = 0  # heartbeat count at the last checkpoint event
 
     def static_fields(self) -> dict:
         """What the session hash in Redis holds."""
@@ -112,6 +123,25 @@ class Session:
             "ip": self.ip,
             "connectedAt": self.connected_at,
             "roomCode": self.room.code,
+        }
+
+    def summary(self, kind: str, **extra) -> dict:
+        """A checkpoint or end event: the cumulative heartbeat and latency figures."""
+        room = self.room
+        return {
+            "id": str(uuid.uuid4()),
+            "kind": kind,
+            "session_id": self.session_id,
+            "room_id": room.room_id,
+            "tenant": room.tenant,
+            "started_at": self.connected_at,
+            "heartbeats": self.heartbeats,
+            "last_heartbeat_at": self.last_heartbeat_at,
+            "latency_sum": self.latency_sum,
+            "latency_count": self.heartbeats,
+            "latency_min": self.latency_min,
+            "latency_max": self.latency_max,
+            **extra,
         }
 
     def entry(self) -> dict:
@@ -127,6 +157,46 @@ class Session:
             "latencyMs": self.latency_ms,
             "connectedAt": self.connected_at,
             "lastHeartbeatAt": self.last_heartbeat_at,
+        }
+
+
+class RoomSample:
+    """One room's activity on this node in the current minute (a ``room_sample`` event)."""
+
+    __slots__ = ("bucket", "online_sum", "online_samples", "online_max", "joins", "leaves", "timeouts",
+                 "disconnects", "latency_sum", "latency_count", "hist")  # fmt: skip
+
+    def __init__(self, bucket: int):
+        self.bucket = bucket
+        self.online_sum = self.online_samples = self.online_max = 0
+        self.joins = self.leaves = self.timeouts = self.disconnects = 0
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.online_sum or self.joins or self.leaves or self.timeouts or self.disconnects)
+
+    def event(self, room: Room, node_id: str) -> dict:
+        return {
+            "id": str(uuid.uuid4()),
+            "kind": events.ROOM_SAMPLE,
+            "room_id": room.room_id,
+            "room_code": room.code,
+            "tenant": room.tenant,
+            "node_id": node_id,
+            "bucket": self.bucket,
+            "online_sum": self.online_sum,
+            "online_samples": self.online_samples,
+            "online_max": self.online_max,
+            "joins": self.joins,
+            "leaves": self.leaves,
+            "timeouts": self.timeouts,
+            "disconnects": self.disconnects,
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
+            "latency_hist": events.encode_hist(self.hist),
         }
 
 
@@ -146,6 +216,7 @@ class Room:
         "left",
         "updated",
         "last_metrics",
+        "sample",
     )
 
     def __init__(self, definition: RoomDef):
@@ -161,6 +232,7 @@ class Room:
         self.left: dict[str, str] = {}
         self.updated: dict[str, Session] = {}
         self.last_metrics: dict | None = None
+        self.sample = RoomSample(_minute(_now_ms()))
 
     @property
     def idle(self) -> bool:
@@ -170,8 +242,12 @@ class Room:
 class Presence:
     """The presence service of one node."""
 
-    def __init__(self, settings: Settings, store: HotStore, catalog: RoomCatalog, metrics: NodeMetrics):
+    def __init__(
+        self, settings: Settings, store: HotStore, catalog: RoomCatalog, metrics: NodeMetrics, node_id: str = ""
+    ):
         self.settings = settings
+        self.node_id = node_id
+        self.history = settings.history
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
@@ -243,6 +319,14 @@ class Presence:
         )
         if room.roster_subs:
             room.joined[session.session_id] = session
+        room.sample.joins += 1
+        if self.history:
+            self.store.event(
+                {"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": session.session_id,
+                 "room_id": room.room_id, "room_code": room.code, "tenant": room.tenant, "user_id": session.user_id,
+                 "client_id": session.client_id, "app_version": session.app_version, "device": session.device,
+                 "os": session.os, "ip": session.ip, "node_id": self.node_id, "started_at": now_ms}
+            )  # fmt: skip
         self._changed(room)
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
@@ -300,6 +384,11 @@ class Presence:
         session.last_heartbeat_at = now_ms
         session.latency_ms = latency_ms
         session.heartbeats += 1
+        session.latency_sum += latency_ms
+        if session.latency_min is None or latency_ms < session.latency_min:
+            session.latency_min = latency_ms
+        if session.latency_max is None or latency_ms > session.latency_max:
+            session.latency_max = latency_ms
         self.wheel.touch(session_id, time.monotonic() + self.timeout_s)
         room = session.room
         self.store.heartbeat(room.room_id, session_id, now_ms, latency_ms)
@@ -310,6 +399,10 @@ class Presence:
             room.updated[session_id] = session
         if not room.dirty:
             self._changed(room)
+        sample = room.sample
+        sample.latency_sum += latency_ms
+        sample.latency_count += 1
+        sample.hist[bisect_left(_BUCKETS, latency_ms)] += 1
         self._hist.observe(latency_ms)
         self._heartbeats.inc()
 
@@ -354,6 +447,15 @@ class Presence:
             room.joined.pop(session.session_id, None)
             room.updated.pop(session.session_id, None)
             room.left[session.session_id] = reason
+        sample = room.sample
+        if reason == "timeout":
+            sample.timeouts += 1
+        elif reason == "leave":
+            sample.leaves += 1
+        else:
+            sample.disconnects += 1
+        if self.history:
+            self.store.event(session.summary(events.SESSION_ENDED, ended_at=_now_ms(), reason=reason))
         self._changed(room)
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
@@ -510,6 +612,45 @@ class Presence:
         payload["ts"] = _now_ms()
         return payload
 
+    # -- history -------------------------------------------------------------------------------
+
+    def sample_rooms(self, now_ms: int | None = None) -> None:
+        """Once a second: add each room's online count to its minute sample; emit finished minutes."""
+        now_ms = _now_ms() if now_ms is None else now_ms
+        bucket = _minute(now_ms)
+        for room in list(self.rooms.values()):
+            if room.sample.bucket != bucket:
+                self._emit_sample(room)
+                room.sample = RoomSample(bucket)
+            online = len(room.sessions)
+            sample = room.sample
+            sample.online_sum += online
+            sample.online_samples += 1
+            if online > sample.online_max:
+                sample.online_max = online
+
+    def _emit_sample(self, room: Room) -> None:
+        if self.history and not room.sample.empty:
+            self.store.event(room.sample.event(room, self.node_id))
+        room.sample = RoomSample(room.sample.bucket)
+
+    def checkpoint_sessions(self) -> int:
+        """Emit a checkpoint for every session that heartbeated since its last one."""
+        if not self.history:
+            return 0
+        count = 0
+        for session in self.sessions.values():
+            if session.heartbeats != session.checkpointed:
+                session.checkpointed = session.heartbeats
+                self.store.event(session.summary(events.SESSION_CHECKPOINT))
+                count += 1
+        return count
+
+    def flush_history(self) -> None:
+        """Emit every room's partial minute (shutdown)."""
+        for room in self.rooms.values():
+            self._emit_sample(room)
+
     # -- rooms ---------------------------------------------------------------------------------
 
     def _room(self, definition: RoomDef) -> Room:
@@ -522,6 +663,7 @@ class Presence:
         return room
 
     def _drop_room(self, room: Room) -> None:
+        self._emit_sample(room)
         self.rooms.pop(room.room_id, None)
         self._count_rooms()
 
@@ -532,9 +674,10 @@ class Presence:
         self.metrics.rooms_total.set(sum(1 for r in self.rooms.values() if r.sessions))
 
     def end_all(self, reason: str = "shutdown") -> None:
-        """End every local session (node shutdown)."""
+        """End every local session and emit the partial room samples (node shutdown)."""
         for session in list(self.sessions.values()):
             self.end(session, reason)
+        self.flush_history()
 
 
 def _public_metrics(metrics: dict) -> dict:
@@ -545,6 +688,10 @@ def _public_metrics(metrics: dict) -> dict:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _minute(ms: int) -> int:
+    return ms - ms % 60_000
 
 
 async def run_every(interval_s: float, job, name: str) -> None:

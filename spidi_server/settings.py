@@ -36,6 +36,15 @@ class Settings:
 
     redis_url: str = field(default="", metadata={"doc": "Redis URL; empty starts an embedded redis-server"})
 
+    postgres_dsn: str = field(default="", metadata={"doc": "PostgreSQL DSN; empty starts an embedded one (pgserver)"})
+    history: bool = field(default=True, metadata={"doc": "Record presence history (events to the writer)"})
+    writer: str = field(default="child", metadata={"doc": "child: serve starts the writer; external: run it alone"})
+    writer_flush_interval_s: float = field(default=30.0, metadata={"doc": "Longest a batch waits for PostgreSQL"})
+    writer_batch_size: int = field(default=5000, metadata={"doc": "Events that flush a batch at once"})
+    checkpoint_interval_s: float = field(default=60.0, metadata={"doc": "Period of session checkpoints"})
+    retention_hot_days: int = field(default=90, metadata={"doc": "Older history moves to the archive schema"})
+    retention_drop_days: int = field(default=730, metadata={"doc": "Older history is dropped"})
+
     jwt_algorithms: list[str] = field(
         default_factory=lambda: ["HS256"], metadata={"doc": "Accepted JWT algorithms (HS256, RS256, ES256)"}
     )
@@ -72,9 +81,6 @@ class Settings:
 
     metrics_interval_ms: int = field(default=250, metadata={"doc": "Coalescing window of room updates"})
     rooms_topic_interval_ms: int = field(default=1000, metadata={"doc": "Period of /topic/rooms"})
-    flush_interval_ms: int = field(
-        default=5, metadata={"doc": "Longest wait before a Redis pipeline is sent"}
-    )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
     @property
@@ -102,7 +108,11 @@ class Settings:
             "max_subscriptions",
             "metrics_interval_ms",
             "rooms_topic_interval_ms",
-            "flush_interval_ms",
+            "writer_flush_interval_s",
+            "writer_batch_size",
+            "checkpoint_interval_s",
+            "retention_hot_days",
+            "retention_drop_days",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -118,6 +128,10 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
+        if self.writer not in ("child", "external"):
+            raise ConfigError(f"writer must be 'child' or 'external', got {self.writer!r}")
+        if self.retention_drop_days < self.retention_hot_days:
+            raise ConfigError("retention_drop_days must be at least retention_hot_days")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         for alg in self.jwt_algorithms:

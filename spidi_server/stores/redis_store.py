@@ -18,7 +18,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from . import keys
+from . import events, keys
 
 log = logging.getLogger("spidi.redis")
 
@@ -110,6 +110,11 @@ class HotStore:
         self._ops.append(("leave", room_id, session_id, user_id))
         self._wake.set()
 
+    def event(self, fields: dict) -> None:
+        """Append a history event (see stores/events.py) to the stream, in the next pipeline."""
+        self._ops.append(("event", events.encode(fields)))
+        self._wake.set()
+
     def set_capacity(self, room_id: str, capacity: int) -> None:
         self._ops.append(("capacity", room_id, capacity))
         self._wake.set()
@@ -143,6 +148,9 @@ class HotStore:
                     commands += 1
                 pipe.expire(key, ttl_s)
                 commands += 1
+            elif kind == "event":
+                pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
+                commands += 1
             elif kind == "capacity":
                 _, room_id, capacity = op
                 pipe.hset(keys.room_metrics(room_id), "capacity", capacity)
@@ -166,8 +174,9 @@ class HotStore:
             if ops or beats:
                 started = time.perf_counter()
                 pipe = self.redis.pipeline(transaction=False)
-                commands = self._build(pipe, ops, beats)
+                commands = 0
                 try:
+                    commands = self._build(pipe, ops, beats)
                     results = await pipe.execute(raise_on_error=False)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):
@@ -185,6 +194,10 @@ class HotStore:
                     self.healthy, self.last_error = False, str(exc)
                     log.error("redis pipeline failed (%d commands), will retry: %s", commands, exc)
                     self._requeue(ops, beats)
+                except Exception:
+                    # A bug, not an outage: retrying the same batch would fail forever. Drop it
+                    # loudly and keep the flusher alive for everything after it.
+                    log.exception("redis pipeline raised unexpectedly; %d commands dropped", commands)
                 if self.on_flush is not None:
                     self.on_flush(commands, time.perf_counter() - started, ok)
             if not ok and not self._closing:
@@ -217,7 +230,7 @@ class HotStore:
                 "redis unreachable: dropped %d buffered operations beyond the %d cap", dropped, _MAX_RETRY_OPS
             )
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything buffered before this call is in Redis. True on success."""
         if self._task is None or self._task.done():
             return False
