@@ -538,3 +538,40 @@ async def test_metrics_endpoint_and_health(node):
     assert 'spidi_frames_total{command="CONNECT"} 1.0' in text
     assert health["status"] == "ok" and health["components"]["redis"]["status"] == "ok"
     await alice.close()
+
+
+async def test_redis_matches_what_clients_see_after_a_mixed_scenario(node_factory, redis_sync):
+    node = await node_factory(heartbeat_interval_ms=300, heartbeat_timeout_ms=600, grace_period_ms=0)
+    room_id = room_id_for("default", "mix")
+    clients = [await user(node, f"u{i % 3}") for i in range(6)]
+    sids = [(await c.hello("mix", f"c{i}"))["sessionId"] for i, c in enumerate(clients)]
+    await clients[0].app("/app/leave", {"sessionId": sids[0]})  # leave
+    await clients[1].send("DISCONNECT", {"receipt": "d"})  # clean disconnect
+    await clients[1].next(command="RECEIPT")
+    clients[2].ws.transport.abort()  # abrupt, no grace configured
+    # 3 stays silent and times out; 4 and 5 keep heartbeating.
+    for _ in range(6):
+        await asyncio.sleep(0.15)
+        for i in (4, 5):
+            await clients[i].app("/app/heartbeat", {"sessionId": sids[i], "latencyMs": 10 * i})
+    assert await wait_for(lambda: set(node.presence.sessions) == {sids[4], sids[5]})
+    await node.store.flush()
+
+    mon = await monitor(node)
+    await mon.subscribe("/topic/rooms/mix/roster")
+    roster = await mon.json("/topic/rooms/mix/roster")
+    await mon.subscribe("/topic/rooms/mix/metrics")
+    metrics = await mon.json("/topic/rooms/mix/metrics")
+    seen = {e["sessionId"] for e in roster["users"]}
+    assert seen == {sids[4], sids[5]}
+    assert set(redis_sync.zrange(keys.room_online(room_id), 0, -1)) == seen
+    assert set(redis_sync.hkeys(keys.room_latency(room_id))) == seen
+    assert redis_sync.hgetall(keys.room_users(room_id)) == {"u1": "1", "u2": "1"}
+    for sid in sids[:4]:
+        assert not redis_sync.exists(keys.session(room_id, sid))
+    assert metrics["online"] == 2 and metrics["users"] == 2 and metrics["avgLatencyMs"] == 45.0
+    assert metrics["peak"] == 6
+    ended = node.metrics.sessions_ended
+    assert [ended.labels(reason=r)._value.get() for r in ("leave", "disconnect", "timeout")] == [1, 2, 1]
+    for c in (*clients, mon):
+        await c.close()
