@@ -1,0 +1,884 @@
+"""End-to-end heartbeat load benchmark: a real Spidi node, thousands of connections, paced heartbeats.
+
+``python -m benchmarks.heartbeat_load [--quick] [--compare] [--find-max] [options]``
+
+It starts the server as a subprocess (pinned to one CPU with ``taskset``; Spidi's embedded
+redis-server inherits the pin), runs the load generator of ``loadgen.py`` in this process (pinned
+to another CPU), and reports offered vs achieved rate, the server-side processed count (delta of
+``spidi_heartbeats_total``: it must MATCH what was sent), round-trip times of sampled heartbeats,
+server CPU (and CPU microseconds per heartbeat), RSS per connection, Redis commands per second,
+connect time and errors. A table goes to stdout and a JSON file to ``benchmarks/results/``.
+
+See ``benchmarks/README.md`` for the meaning of every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.loadgen import (
+    LoadGenerator,
+    WindowResult,
+    fetch_metric,
+    raise_nofile_limit,
+    wait_for_metric,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HEARTBEATS = "spidi_heartbeats_total"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_KINDS = ("spidi", "spidi-pure", "bare-uvloop", "bare-websockets")
+COMPARE_REFERENCES = ("spidi-pure", "bare-uvloop", "bare-websockets")
+
+
+# -- process figures from /proc ----------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (/proc/<pid>/stat, clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- the server under test ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A server subprocess (Spidi or a bare server) and the figures read from it."""
+
+    kind: str
+    data_dir: Path
+    pin_cpu: int | None
+    secret: str
+    capacity: int
+    log_level: str
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen | None = None
+    ws_port: int = 0
+    ops_port: int = 0
+    redis_pid: int | None = None
+    _redis: object = None
+
+    @property
+    def is_spidi(self) -> bool:
+        """Whether this is a Spidi node (with Redis) rather than a bare server."""
+        return self.kind.startswith("spidi")
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus endpoint of the server."""
+        return f"http://{self.host}:{self.ops_port}/metrics"
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        # The checkout first on the path: the servers run this tree's code, whatever is installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        if self.is_spidi:
+            # `python -m spidi_server.cli` is the `spidi` console script (spidi_server.cli:main).
+            argv = [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", str(self.data_dir), "--host", self.host,
+                    "--port", "0", "--ops-port", "0"]  # fmt: skip
+            env.update(
+                SPIDI_JWT_SECRET=self.secret,
+                # Sessions must outlive the run: no expiry in the middle of a measurement.
+                SPIDI_HEARTBEAT_TIMEOUT_MS=str(6 * 3600 * 1000),
+                SPIDI_DEFAULT_ROOM_CAPACITY=str(max(1000, self.capacity)),
+                SPIDI_LOG_LEVEL=self.log_level,
+            )
+            if self.kind == "spidi-pure":
+                env["SPIDI_NO_EXTENSIONS"] = "1"
+        else:
+            transport = self.kind.split("-", 1)[1]
+            argv = [sys.executable, "-m", "benchmarks.bare_server", "--transport", transport,
+                    "--host", self.host, "--port", "0", "--ops-port", "0"]  # fmt: skip
+        if self.pin_cpu is not None:
+            argv = ["taskset", "-c", str(self.pin_cpu), *argv]
+        return argv, env
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start the process and wait until it prints its WebSocket and ops ports."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv, env = self._command()
+        out = self.data_dir / "server.out"
+        err = self.data_dir / "server.err"
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            # RLIMIT_NOFILE was raised in this process; the child inherits it.
+            self.proc = subprocess.Popen(
+                argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=ROOT, env=env
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = out.read_text(errors="replace")
+            ws = re.search(r"ws://[^\s/]+:(\d+)/ws", text)
+            ops = re.search(r"Ops:\s+http://[^\s/]+:(\d+)", text)
+            if ws and ops:
+                self.ws_port, self.ops_port = int(ws.group(1)), int(ops.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.kind} did not print its ports within {timeout}s:\n{self.tail()}")
+        if self.is_spidi:
+            import redis
+
+            self._redis = redis.Redis(unix_socket_path=str(self.data_dir / "redis" / "redis.sock"))
+            self.redis_pid = int(self._redis.info("server")["process_id"])
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of the server's stdout and stderr."""
+        parts = []
+        for name in ("server.out", "server.err"):
+            path = self.data_dir / name
+            if path.exists():
+                parts += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(parts)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs the command, so it is the server itself)."""
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        """Server CPU seconds so far."""
+        return proc_cpu_seconds(self.pid)
+
+    def redis_cpu(self) -> float | None:
+        """Embedded redis-server CPU seconds so far (Spidi only)."""
+        return proc_cpu_seconds(self.redis_pid) if self.redis_pid else None
+
+    def rss(self) -> int:
+        """Server RSS in bytes."""
+        return proc_rss_bytes(self.pid)
+
+    def redis_commands(self) -> int | None:
+        """INFO stats ``total_commands_processed`` of the embedded Redis (Spidi only)."""
+        if self._redis is None:
+            return None
+        return int(self._redis.info("stats")["total_commands_processed"])
+
+    async def metric(self, name: str) -> float | None:
+        """One metric of the server, or None when it does not export it."""
+        try:
+            return await fetch_metric(self.metrics_url, name)
+        except KeyError:
+            # A labelled Spidi counter has no sample until its first increment.
+            return 0.0 if self.is_spidi else None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, wait, SIGKILL if needed."""
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+# -- one measured window -----------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """A paced window and what the server did during it."""
+
+    offered_rate: float
+    result: WindowResult
+    seconds: float  # wall time of the sending window, as seen by this process
+    processed_in_window: float
+    processed_total: float  # after draining
+    drain_seconds: float
+    server_cpu_s: float
+    redis_cpu_s: float | None
+    redis_commands: int | None
+    server_errors: float | None
+
+    @property
+    def match(self) -> bool:
+        """Whether the server processed exactly what the generator sent."""
+        return int(self.processed_total) == self.result.sent
+
+    def summary(self) -> dict:
+        """The window's figures, as stored in the JSON results."""
+        r = self.result
+        processed_rate = self.processed_in_window / self.seconds if self.seconds else 0.0
+        cpu_per_hb = self.server_cpu_s / self.processed_in_window * 1e6 if self.processed_in_window else None
+        redis_per_hb = (
+            self.redis_cpu_s / self.processed_in_window * 1e6
+            if self.redis_cpu_s is not None and self.processed_in_window
+            else None
+        )
+        return {
+            "offered_rate": self.offered_rate,
+            "offered": r.offered,
+            "sent": r.sent,
+            "skipped": r.skipped,
+            "achieved_send_rate": r.achieved_rate,
+            "send_window_s": r.elapsed,
+            "processed_total": self.processed_total,
+            "processed_in_window": self.processed_in_window,
+            "processed_rate": processed_rate,
+            "match": self.match,
+            "drain_s": self.drain_seconds,
+            "rtt_samples": len(r.rtt_ms),
+            "rtt_sampled": r.sampled,
+            "rtt_lost": r.lost_receipts,
+            "rtt_p50_ms": r.rtt(50),
+            "rtt_p95_ms": r.rtt(95),
+            "rtt_p99_ms": r.rtt(99),
+            "rtt_max_ms": r.rtt_ms[-1] if r.rtt_ms else None,
+            "server_cpu_pct": self.server_cpu_s / self.seconds * 100 if self.seconds else None,
+            "server_cpu_us_per_hb": cpu_per_hb,
+            "redis_cpu_pct": self.redis_cpu_s / self.seconds * 100 if self.redis_cpu_s is not None else None,
+            "redis_cpu_us_per_hb": redis_per_hb,
+            "redis_commands_per_s": self.redis_commands / self.seconds
+            if self.redis_commands is not None
+            else None,
+            "gen_cpu_pct": r.gen_cpu_s / r.elapsed * 100 if r.elapsed else None,
+            "server_errors": self.server_errors,
+            "generator_errors": r.errors,
+        }
+
+
+async def measure(
+    server: ServerProcess, gen: LoadGenerator, rate: float, duration: float, cfg: argparse.Namespace
+) -> Window:
+    """Run one paced window and read the server's counters around it, then let it drain."""
+    errors0 = await server.metric("spidi_errors_total")
+    c0 = await fetch_metric(server.metrics_url, HEARTBEATS)
+    redis_cmd0 = server.redis_commands()
+    rcpu0 = server.redis_cpu()
+    cpu0 = server.cpu()
+    t0 = time.monotonic()
+    result = await gen.run(rate, duration, sample_every=cfg.sample_every, tick=cfg.tick)
+    seconds = time.monotonic() - t0
+    cpu1 = server.cpu()
+    rcpu1 = server.redis_cpu()
+    redis_cmd1 = server.redis_commands()
+    c1 = await fetch_metric(server.metrics_url, HEARTBEATS)
+    await gen.wait_receipts(result, timeout=5.0)
+    final, drain = await wait_for_metric(
+        server.metrics_url, HEARTBEATS, c0 + result.sent, timeout=60, stall=5
+    )
+    errors1 = await server.metric("spidi_errors_total")
+    return Window(
+        offered_rate=rate,
+        result=result,
+        seconds=seconds,
+        processed_in_window=c1 - c0,
+        processed_total=final - c0,
+        drain_seconds=drain,
+        server_cpu_s=cpu1 - cpu0,
+        redis_cpu_s=None if rcpu0 is None else rcpu1 - rcpu0,
+        redis_commands=None if redis_cmd0 is None else redis_cmd1 - redis_cmd0 - 1,  # minus our INFO
+        server_errors=None if errors0 is None else errors1 - errors0,
+    )
+
+
+# -- py-spy --------------------------------------------------------------------------------------------
+
+
+def py_spy_path() -> str | None:
+    """py-spy next to this interpreter, or on PATH."""
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def summarize_profile(raw: Path, top: int = 15) -> dict:
+    """Top functions by self and total samples from py-spy's raw (collapsed stacks) output."""
+    self_samples: Counter[str] = Counter()
+    total_samples: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        self_samples[frames[-1]] += count
+        for name in set(frames):
+            total_samples[name] += count
+    packages: Counter[str] = Counter()
+    for name, n in self_samples.items():
+        path = name[name.rfind("(") + 1 : -1]
+        if "spidi_server/" in path or "spidi_core/" in path:
+            group = path[path.find("spidi_") :]
+        elif "asyncio/runners.py" in path:
+            group = "event loop (uvloop, C)"
+        else:
+            group = path.split("/")[0] if "/" in path else path
+        packages[group] += n
+    return {
+        "samples": samples,
+        "by_package": [(name, n, n / samples * 100) for name, n in packages.most_common(top)]
+        if samples
+        else [],
+        "self": [(name, n, n / samples * 100) for name, n in self_samples.most_common(top)]
+        if samples
+        else [],
+        "total": [(name, n, n / samples * 100) for name, n in total_samples.most_common(top)]
+        if samples
+        else [],
+    }
+
+
+class PySpy:
+    """``py-spy record`` attached to the server from ``start`` until ``stop`` (SIGINT)."""
+
+    def __init__(self, pid: int, out: Path):
+        self.pid = pid
+        self.out = out  # JSON: the collapsed stacks (a .json name keeps it out of git, like the results)
+        self.raw = Path(tempfile.mkdtemp(prefix="spidi-pyspy-")) / "profile.txt"
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> bool:
+        """Attach; False when py-spy is missing."""
+        tool = py_spy_path()
+        if tool is None:
+            print("  py-spy not found: pip install py-spy", flush=True)
+            shutil.rmtree(self.raw.parent, ignore_errors=True)
+            return False
+        argv = [tool, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw", "--nonblocking",
+                "--output", str(self.raw)]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        await asyncio.sleep(0.5)  # let it attach
+        return True
+
+    async def stop(self) -> dict | None:
+        """Detach, write the profile, and return its summary."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = await asyncio.to_thread(self.proc.communicate, timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if not self.raw.exists():
+            print(f"  py-spy failed ({self.proc.returncode}): {err.decode(errors='replace').strip()[-300:]}")
+            return None
+        summary = summarize_profile(self.raw)
+        lines = self.raw.read_text(errors="replace").splitlines()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(
+            json.dumps({"format": "py-spy raw (collapsed stacks)", "pid": self.pid, "lines": lines})
+        )
+        shutil.rmtree(self.raw.parent, ignore_errors=True)
+        summary["file"] = str(self.out)
+        return summary
+
+
+# -- one server, start to stop ----------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything measured against one server."""
+
+    kind: str
+    info: dict = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)
+    max_rate_held: float | None = None
+    stop_reason: str | None = None
+    profile: dict[str, dict] = field(default_factory=dict)  # phase -> py-spy summary
+
+    def main_window(self) -> Window | None:
+        """The window the table shows: the only one, or for --find-max the last one held."""
+        if not self.windows:
+            return None
+        if self.max_rate_held is not None:
+            held = [w for w in self.windows if w.offered_rate == self.max_rate_held]
+            if held:
+                return held[-1]
+        return self.windows[0]
+
+
+def window_held(w: Window, cfg: argparse.Namespace) -> tuple[bool, str]:
+    """Whether a --find-max step held its rate, and why not."""
+    s = w.summary()
+    p99 = s["rtt_p99_ms"]
+    if s["achieved_send_rate"] < 0.97 * w.offered_rate:
+        who = "generator" if (s["gen_cpu_pct"] or 0) > 90 else "server back-pressure"
+        return False, f"achieved send rate {s['achieved_send_rate']:.0f}/s < offered ({who})"
+    if s["processed_rate"] < 0.97 * w.offered_rate:
+        return False, f"processed rate {s['processed_rate']:.0f}/s < offered {w.offered_rate:.0f}/s"
+    if p99 is None:
+        return False, "no RTT samples"
+    if p99 > cfg.max_p99_ms:
+        return False, f"p99 RTT {p99:.1f} ms > {cfg.max_p99_ms} ms"
+    if not w.match:
+        return False, "processed != sent"
+    return True, ""
+
+
+async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], stamp: str) -> Run:
+    """Start one server, connect, measure (one window, or a --find-max ramp), stop."""
+    run = Run(kind)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"spidi-bench-{kind}-"))
+    server = ServerProcess(kind, data_dir, cfg.server_cpu, cfg.secret, cfg.connections, cfg.server_log_level)
+    gen = None
+    say = lambda text: print(f"[{kind}] {text}", flush=True)  # noqa: E731
+    try:
+        await server.start()
+        say(f"pid {server.pid} ws :{server.ws_port} ops :{server.ops_port}"
+            + (f" redis pid {server.redis_pid}" if server.redis_pid else ""))  # fmt: skip
+        await asyncio.sleep(0.5)
+        rss_before = server.rss()
+        cpu_before = server.cpu()
+        gen = LoadGenerator(
+            cfg.host,
+            server.ws_port,
+            tokens,
+            rooms=cfg.rooms,
+            connect_concurrency=cfg.connect_concurrency,
+            source_ips=cfg.source_ips,
+        )
+        say(f"connecting {cfg.connections} clients into {cfg.rooms} rooms ...")
+        spy = None
+        if cfg.py_spy:
+            spy = PySpy(server.pid, RESULTS_DIR / f"{stamp}-{cfg.label}-{kind}-connect-pyspy.json")
+            if not await spy.start():
+                spy = None
+            cpu_before = server.cpu()
+        connected = await gen.connect_all(cfg.connections)
+        connect_cpu = server.cpu() - cpu_before
+        if spy is not None:
+            profile = await spy.stop()
+            if profile:
+                run.profile["connect"] = profile
+        say(f"{connected.connected}/{connected.requested} ready in {connected.seconds:.2f} s")
+        if connected.connected == 0:
+            raise RuntimeError(f"no connection: {dict(gen.errors.most_common(5))}")
+        await asyncio.sleep(cfg.settle)
+        rss_idle = server.rss()
+        run.info = {
+            "pid": server.pid,
+            "connections_requested": connected.requested,
+            "connections": connected.connected,
+            "connect_failed": connected.failed,
+            "connect_s": connected.seconds,
+            "connect_rate": connected.connected / connected.seconds if connected.seconds else None,
+            "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
+            "rss_before": rss_before,
+            "rss_idle": rss_idle,
+            "rss_per_conn": (rss_idle - rss_before) / max(1, connected.connected),
+        }
+        if cfg.warmup > 0:
+            say(f"warm-up {cfg.warmup:g} s at {cfg.rate:g}/s")
+            await measure(server, gen, cfg.rate, cfg.warmup, cfg)
+        if cfg.find_max:
+            rate = cfg.rate
+            for _ in range(cfg.max_steps):
+                w = await measure(server, gen, rate, cfg.step_seconds, cfg)
+                run.windows.append(w)
+                ok, why = window_held(w, cfg)
+                s = w.summary()
+                p99 = s["rtt_p99_ms"]
+                say(f"{rate:>9.0f}/s: sent {s['achieved_send_rate']:.0f}/s processed {s['processed_rate']:.0f}/s "
+                    f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms cpu {s['server_cpu_pct']:.0f}% "
+                    f"{'held' if ok else 'FAILED: ' + why}")  # fmt: skip
+                if not ok:
+                    run.stop_reason = why
+                    break
+                run.max_rate_held = rate
+                rate = round(rate * cfg.step_factor, -2)
+                if rate > cfg.max_rate:
+                    run.stop_reason = f"--max-rate {cfg.max_rate:g} reached"
+                    break
+            else:
+                run.stop_reason = f"--max-steps {cfg.max_steps} reached"
+        else:
+            say(f"{cfg.rate:g} heartbeats/s for {cfg.duration:g} s")
+            run.windows.append(await measure(server, gen, cfg.rate, cfg.duration, cfg))
+        run.info["rss_after"] = server.rss()
+        if cfg.py_spy:
+            rate = run.max_rate_held or cfg.rate
+            duration = min(cfg.duration, 10.0)
+            spy = PySpy(server.pid, RESULTS_DIR / f"{stamp}-{cfg.label}-{kind}-heartbeats-pyspy.json")
+            say(f"extra window profiled by py-spy: {rate:g}/s for {duration:g} s -> {spy.out.name}")
+            if await spy.start():
+                window = await measure(server, gen, rate, duration, cfg)
+                profile = await spy.stop()
+                if profile:
+                    profile["window"] = window.summary()
+                    run.profile["heartbeats"] = profile
+        run.info["generator_errors"] = dict(gen.errors)
+    finally:
+        if gen is not None:
+            await gen.close()
+        server.stop()
+        if cfg.keep_data:
+            print(f"[{kind}] data kept in {data_dir}", flush=True)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+# -- reporting -----------------------------------------------------------------------------------------
+
+
+def _fmt(value, spec: str = ",.0f", none: str = "-") -> str:
+    if value is None:
+        return none
+    if isinstance(value, str):
+        return value
+    return format(value, spec)
+
+
+def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """The table: one row per figure, one column per server."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, values: list) -> None:
+        rows.append((label, [_fmt(v) if not isinstance(v, str) else v for v in values]))
+
+    summaries = [(r, (r.main_window().summary() if r.main_window() else {})) for r in runs]
+    mib = 1024 * 1024
+    add("connections ready", [f"{r.info.get('connections', 0):,} / {r.info.get('connections_requested', 0):,}"
+                              for r, _ in summaries])  # fmt: skip
+    add("connect time (s)", [_fmt(r.info.get("connect_s"), ".2f") for r, _ in summaries])
+    add("connect rate (conn/s)", [r.info.get("connect_rate") for r, _ in summaries])
+    add("server CPU per connect (us)", [r.info.get("connect_cpu_us_per_conn") for r, _ in summaries])
+    if cfg.find_max:
+        add("max rate held (hb/s)", [r.max_rate_held for r, _ in summaries])
+        add("ramp stopped because", [r.stop_reason or "-" for r, _ in summaries])
+    add("offered rate (hb/s)", [s.get("offered_rate") for _, s in summaries])
+    add("achieved send rate (hb/s)", [s.get("achieved_send_rate") for _, s in summaries])
+    add(
+        "generator kept the offered rate",
+        [
+            f"{s['achieved_send_rate'] / s['offered_rate'] * 100:.1f}% "
+            + ("OK" if s["achieved_send_rate"] >= 0.99 * s["offered_rate"] else "LOW")
+            if s.get("offered_rate")
+            else "-"
+            for _, s in summaries
+        ],
+    )
+    add("sent (skipped)", [f"{s.get('sent', 0):,} ({s.get('skipped', 0):,})" for _, s in summaries])
+    add("server processed", [s.get("processed_total") for _, s in summaries])
+    add("processed == sent", ["MATCH" if s.get("match") else "MISMATCH" for _, s in summaries])
+    add("processed rate in window (hb/s)", [s.get("processed_rate") for _, s in summaries])
+    add("RTT p50 (ms)", [_fmt(s.get("rtt_p50_ms"), ".2f") for _, s in summaries])
+    add("RTT p95 (ms)", [_fmt(s.get("rtt_p95_ms"), ".2f") for _, s in summaries])
+    add("RTT p99 (ms)", [_fmt(s.get("rtt_p99_ms"), ".2f") for _, s in summaries])
+    add("RTT max (ms)", [_fmt(s.get("rtt_max_ms"), ".2f") for _, s in summaries])
+    add("RTT samples (lost)", [f"{s.get('rtt_samples', 0):,} ({s.get('rtt_lost', 0)})" for _, s in summaries])
+    add("server CPU (%)", [_fmt(s.get("server_cpu_pct"), ".1f") for _, s in summaries])
+    add("server CPU per heartbeat (us)", [_fmt(s.get("server_cpu_us_per_hb"), ".2f") for _, s in summaries])
+    add("CPU-bound ceiling est. (hb/s)", [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None
+                                          for _, s in summaries])  # fmt: skip
+    add("redis CPU (%)", [_fmt(s.get("redis_cpu_pct"), ".1f") for _, s in summaries])
+    add("redis CPU per heartbeat (us)", [_fmt(s.get("redis_cpu_us_per_hb"), ".2f") for _, s in summaries])
+    add("redis commands/s", [s.get("redis_commands_per_s") for _, s in summaries])
+    add("server RSS before (MiB)", [_fmt(r.info.get("rss_before", 0) / mib, ".1f") for r, _ in summaries])
+    add("server RSS idle conns (MiB)", [_fmt(r.info.get("rss_idle", 0) / mib, ".1f") for r, _ in summaries])
+    add("server RSS after (MiB)", [_fmt(r.info.get("rss_after", 0) / mib, ".1f") for r, _ in summaries])
+    add("RSS per connection (KiB)", [_fmt(r.info.get("rss_per_conn", 0) / 1024, ".1f") for r, _ in summaries])
+    add("generator CPU (%)", [_fmt(s.get("gen_cpu_pct"), ".1f") for _, s in summaries])
+    add("server errors", [s.get("server_errors") for _, s in summaries])
+    add("generator errors", [sum(r.info.get("generator_errors", {}).values()) for r, _ in summaries])
+    return rows
+
+
+def print_table(header: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """Print a plain-text table with a first label column."""
+    widths = [max(len(header[0]), *(len(label) for label, _ in rows))]
+    for i in range(1, len(header)):
+        widths.append(max(len(header[i]), *(len(values[i - 1]) for _, values in rows)))
+    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
+    print(line)
+    print("-" * len(line))
+    for label, values in rows:
+        print("  ".join([label.ljust(widths[0]), *(v.rjust(widths[i + 1]) for i, v in enumerate(values))]))
+
+
+def ratios(runs: list[Run]) -> dict:
+    """Spidi / reference for processed rate and CPU per heartbeat."""
+    by_kind = {r.kind: r.main_window().summary() for r in runs if r.main_window()}
+    base = by_kind.get("spidi")
+    out = {}
+    if base is None:
+        return out
+    for ref in COMPARE_REFERENCES:
+        other = by_kind.get(ref)
+        if other is None:
+            continue
+
+        def ratio(key, a=base, b=other):
+            return a[key] / b[key] if a.get(key) and b.get(key) else None
+
+        out[f"spidi/{ref}"] = {
+            "processed_rate": ratio("processed_rate"),
+            "achieved_send_rate": ratio("achieved_send_rate"),
+            "server_cpu_us_per_hb": ratio("server_cpu_us_per_hb"),
+        }
+    return out
+
+
+def print_profile(kind: str, phase: str, profile: dict, top: int = 12) -> None:
+    """The top functions and packages of a py-spy profile by self time."""
+    print(f"\npy-spy, {kind}, {phase}: {profile['samples']} samples of busy time (250/s), {profile['file']}")
+    print(f"  {'self %':>7}  function")
+    for name, _, pct in profile["self"][:top]:
+        print(f"  {pct:7.1f}  {name}")
+    print(f"  {'self %':>7}  package / module")
+    for name, _, pct in profile["by_package"][:8]:
+        print(f"  {pct:7.1f}  {name}")
+
+
+def host_info(cfg: argparse.Namespace) -> dict:
+    """Where the numbers were taken."""
+    cpu_model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu_model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()  # fmt: skip
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "spidi_core", "spidi_server"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = "", None
+    try:
+        from spidi_core import HAVE_EXTENSIONS
+    except ImportError:
+        HAVE_EXTENSIONS = None  # noqa: N806
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "git_rev": rev,
+        "server_code_modified": dirty,  # uncommitted changes under spidi_core/ or spidi_server/
+        "spidi_extensions_built": HAVE_EXTENSIONS,
+        "server_cpu": cfg.server_cpu,
+        "generator_cpu": cfg.gen_cpu,
+    }
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command line options."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.heartbeat_load",
+        description="End-to-end heartbeat load benchmark of Spidi (see benchmarks/README.md).",
+    )
+    p.add_argument("-c", "--connections", type=int, help="WebSocket connections, one session each (10000)")
+    p.add_argument("-r", "--rate", type=float, help="aggregate heartbeats per second (20000)")
+    p.add_argument("-t", "--duration", type=float, help="measured seconds (20)")
+    p.add_argument("--rooms", type=int, default=10, help="rooms the sessions are spread over (10)")
+    p.add_argument(
+        "--sample", type=float, default=0.01, help="fraction of heartbeats carrying a receipt (0.01)"
+    )
+    p.add_argument("--tick", type=float, default=0.01, help="pacing slice in seconds (0.01)")
+    p.add_argument("--warmup", type=float, help="seconds of unmeasured heartbeats first (2; --quick 1)")
+    p.add_argument("--settle", type=float, default=1.0, help="seconds idle after connecting, before RSS (1)")
+    p.add_argument("--quick", action="store_true", help="smoke preset: C=1000, H=5000, T=5")
+    p.add_argument("--compare", action="store_true",
+                   help="also run Spidi pure-Python, a bare uvloop and a bare websockets server")  # fmt: skip
+    p.add_argument("--servers", help=f"comma-separated servers to run, from {', '.join(SERVER_KINDS)}")
+    p.add_argument(
+        "--find-max", action="store_true", help="raise the rate until p99 > --max-p99-ms or it lags"
+    )
+    p.add_argument("--max-p99-ms", type=float, default=50.0, help="--find-max RTT limit (50)")
+    p.add_argument(
+        "--step-factor", type=float, default=1.25, help="--find-max rate multiplier per step (1.25)"
+    )
+    p.add_argument("--step-seconds", type=float, help="--find-max seconds per step (5; --quick 3)")
+    p.add_argument("--max-steps", type=int, default=20, help="--find-max step limit (20)")
+    p.add_argument("--max-rate", type=float, default=2_000_000, help="--find-max rate limit")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                   help="pin server and generator to CPUs (default: on if taskset exists and >1 CPU)")  # fmt: skip
+    p.add_argument(
+        "--server-cpu", type=int, default=0, help="CPU of the server (and its redis) when pinned (0)"
+    )
+    p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the generator when pinned (1)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address the server binds (127.0.0.1)")
+    p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
+    p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
+    p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
+    p.add_argument(
+        "--py-spy", action="store_true", help="profile the connect phase and an extra window with py-spy"
+    )
+    p.add_argument("--label", help="results file label (default from the mode)")
+    p.add_argument("--keep-data", action="store_true", help="keep the servers' data directories (logs)")
+    return p
+
+
+def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
+    """Fill in preset-dependent defaults and validate."""
+    quick = cfg.quick
+    cfg.connections = cfg.connections or (1000 if quick else 10_000)
+    cfg.rate = cfg.rate or (5000.0 if quick else 20_000.0)
+    cfg.duration = cfg.duration or (5.0 if quick else 20.0)
+    cfg.warmup = cfg.warmup if cfg.warmup is not None else (1.0 if quick else 2.0)
+    cfg.step_seconds = cfg.step_seconds or (3.0 if quick else 5.0)
+    cfg.sample_every = max(1, round(1 / cfg.sample)) if cfg.sample > 0 else 10**12
+    if cfg.servers:
+        kinds = [k.strip() for k in cfg.servers.split(",") if k.strip()]
+        bad = [k for k in kinds if k not in SERVER_KINDS]
+        if bad:
+            raise SystemExit(f"unknown server(s) {bad}; choose from {SERVER_KINDS}")
+        cfg.kinds = kinds
+    else:
+        cfg.kinds = list(SERVER_KINDS) if cfg.compare else ["spidi"]
+    cpus = os.sched_getaffinity(0)
+    if cfg.pin is None:
+        cfg.pin = shutil.which("taskset") is not None and len(cpus) > 1
+    if cfg.pin:
+        if shutil.which("taskset") is None:
+            raise SystemExit("--pin needs taskset (util-linux)")
+        if cfg.server_cpu not in cpus or cfg.gen_cpu not in cpus or cfg.server_cpu == cfg.gen_cpu:
+            raise SystemExit(f"--server-cpu/--gen-cpu must be two distinct CPUs of {sorted(cpus)}")
+    else:
+        cfg.server_cpu = cfg.gen_cpu = None
+    if not cfg.label:
+        parts = ["quick" if quick else f"c{cfg.connections}-r{cfg.rate:g}-t{cfg.duration:g}"]
+        if cfg.compare:
+            parts.append("compare")
+        if cfg.find_max:
+            parts.append("findmax")
+        cfg.label = "-".join(parts)
+    cfg.label = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.label)
+    return cfg
+
+
+def mint_tokens(secret: str, count: int) -> list[str]:
+    """One user token per connection, signed with the secret the Spidi servers are given."""
+    from spidi_server.auth import mint_token
+    from spidi_server.settings import Settings
+
+    settings = Settings(jwt_secret=secret)
+    return [mint_token(settings, f"load-{i}", ["spidi:user"], "default", 6 * 3600) for i in range(count)]
+
+
+async def main_async(cfg: argparse.Namespace) -> int:
+    """Run every selected server, print the table, write the JSON."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    cfg.secret = secrets.token_urlsafe(48)
+    t = time.perf_counter()
+    tokens = mint_tokens(cfg.secret, cfg.connections)
+    pinning = f"server CPU {cfg.server_cpu}, generator CPU {cfg.gen_cpu}" if cfg.pin else "off"
+    print(f"minted {len(tokens):,} tokens in {time.perf_counter() - t:.2f} s; pinning: {pinning}", flush=True)
+    runs: list[Run] = []
+    failures: dict[str, str] = {}
+    for kind in cfg.kinds:
+        try:
+            runs.append(await bench_server(kind, cfg, tokens, stamp))
+        except Exception as exc:  # one server failing must not lose the others' results
+            failures[kind] = f"{type(exc).__name__}: {exc}"
+            print(f"[{kind}] FAILED: {failures[kind]}", flush=True)
+
+    print()
+    mode = "find-max" if cfg.find_max else "fixed rate"
+    print(f"Spidi heartbeat load: C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s "
+          f"({mode}), sample {cfg.sample:g}, pinned={bool(cfg.pin)}")  # fmt: skip
+    if runs:
+        print_table(["figure", *(r.kind for r in runs)], run_rows(runs, cfg))
+    comparison = ratios(runs)
+    if comparison:
+        print()
+        print_table(
+            ["ratio (spidi / other)", "processed rate", "CPU us per heartbeat"],
+            [(k, [_fmt(v["processed_rate"], ".2f"), _fmt(v["server_cpu_us_per_hb"], ".2f")])
+             for k, v in comparison.items()],
+        )  # fmt: skip
+    for r in runs:
+        for phase, profile in r.profile.items():
+            print_profile(r.kind, phase, profile)
+    for r in runs:
+        errors = r.info.get("generator_errors") or {}
+        if errors:
+            print(f"\n[{r.kind}] generator errors:")
+            for reason, n in Counter(errors).most_common(10):
+                print(f"  {n:6}  {reason}")
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{stamp}-{cfg.label}.json"
+    config = {k: v for k, v in vars(cfg).items() if k not in ("secret",)}
+    doc = {
+        "label": cfg.label,
+        "timestamp": stamp,
+        "config": config,
+        "host": host_info(cfg),
+        "runs": {
+            r.kind: {
+                **r.info,
+                "max_rate_held": r.max_rate_held,
+                "stop_reason": r.stop_reason,
+                "result": r.main_window().summary() if r.main_window() else None,
+                "windows": [w.summary() for w in r.windows],
+                # Round trips of the table's window by send time: stalls show as saw-teeth.
+                "rtt_series": [[round(t, 4), round(ms, 3)] for t, ms in r.main_window().result.rtt_series]
+                if r.main_window()
+                else [],
+                "profile": r.profile,
+            }
+            for r in runs
+        },
+        "ratios": comparison,
+        "failures": failures,
+    }
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    all_match = all(w.match for r in runs for w in r.windows)
+    return 0 if runs and all_match and not failures else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    cfg = resolve(build_parser().parse_args(argv))
+    limit = raise_nofile_limit()
+    if limit < cfg.connections + 256:
+        print(
+            f"warning: RLIMIT_NOFILE is {limit}; {cfg.connections} connections may not fit", file=sys.stderr
+        )
+    if cfg.pin:
+        os.sched_setaffinity(0, {cfg.gen_cpu})
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main_async(cfg))
+    return uvloop.run(main_async(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
