@@ -1,20 +1,61 @@
-"""Prometheus metrics of a node. Names follow ``spidi_<subsystem>_<name>_<unit>``."""
+"""Prometheus metrics of a node. Names follow ``spidi_<subsystem>_<name>_<unit>``.
+
+Counters touched per heartbeat are plain integers (``HotCounters``) exported by a collector at
+scrape time: prometheus_client's Counter takes a lock per ``inc`` and its Histogram walks its
+buckets in Python, which on the heartbeat path cost more than the heartbeat itself.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-FRAME_COMMANDS = (
-    "CONNECT",
-    "STOMP",
-    "SEND",
-    "SUBSCRIBE",
-    "UNSUBSCRIBE",
-    "DISCONNECT",
-    "ACK",
-    "NACK",
-    "OTHER",
-)
+from .stores.events import LATENCY_BUCKETS_MS
+
+# Index of each command in HotCounters.frames.
+FRAME_COMMANDS = ("SEND", "SUBSCRIBE", "UNSUBSCRIBE", "CONNECT", "DISCONNECT", "OTHER")
+
+
+class HotCounters:
+    """Per-heartbeat figures as plain numbers."""
+
+    __slots__ = ("heartbeats", "latency_hist", "latency_sum", "frames", "stomp_heartbeats")
+
+    def __init__(self) -> None:
+        self.heartbeats = 0
+        self.latency_hist = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above the highest bound
+        self.latency_sum = 0.0
+        self.frames = [0] * len(FRAME_COMMANDS)
+        self.stomp_heartbeats = 0
+
+
+class _HotCollector:
+    def __init__(self, hot: HotCounters):
+        self.hot = hot
+
+    def collect(self):
+        hot = self.hot
+        yield CounterMetricFamily("spidi_heartbeats", "Presence heartbeats processed", value=hot.heartbeats)
+        yield CounterMetricFamily(
+            "spidi_stomp_heartbeats", "STOMP heart-beat EOLs received", value=hot.stomp_heartbeats
+        )
+        frames = CounterMetricFamily("spidi_frames", "STOMP frames received, by command", labels=["command"])
+        for command, value in zip(FRAME_COMMANDS, hot.frames, strict=True):
+            frames.add_metric([command], value)
+        yield frames
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, map(float, LATENCY_BUCKETS_MS)), "+Inf"), hot.latency_hist, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            "spidi_heartbeat_latency_ms",
+            "Client-reported latency carried by heartbeats, ms",
+            buckets=buckets,
+            sum_value=hot.latency_sum,
+        )
+
+    def describe(self):
+        return []
 
 
 class NodeMetrics:
@@ -22,32 +63,14 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.websocket_connections = Gauge(
-            "spidi_websocket_connections", "Open WebSocket connections", registry=r
-        )
-        self.sessions_active = Gauge(
-            "spidi_sessions_active", "Presence sessions held by this node", registry=r
-        )
-        self.rooms_total = Gauge(
-            "spidi_rooms_total", "Rooms with at least one session on this node", registry=r
-        )
-        self.heartbeat_latency_ms = Histogram(
-            "spidi_heartbeat_latency_ms",
-            "Client-reported latency carried by heartbeats, ms",
-            buckets=(5, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000),
-            registry=r,
-        )
-        self.frames = Counter(
-            "spidi_frames_total", "STOMP frames received, by command", ["command"], registry=r
-        )
-        self.heartbeats = Counter("spidi_heartbeats_total", "Presence heartbeats processed", registry=r)
-        self.stomp_heartbeats = Counter(
-            "spidi_stomp_heartbeats_total", "STOMP heart-beat EOLs received", registry=r
-        )
-        self.errors = Counter("spidi_errors_total", "Errors sent to clients, by code", ["code"], registry=r)
-        self.sessions_ended = Counter(
-            "spidi_sessions_ended_total", "Sessions ended, by reason", ["reason"], registry=r
-        )
+        self.hot = HotCounters()
+        self.frame_counts = self.hot.frames
+        r.register(_HotCollector(self.hot))
+        self.websocket_connections = Gauge("spidi_websocket_connections", "Open WebSocket connections", registry=r)
+        self.sessions_active = Gauge("spidi_sessions_active", "Presence sessions held by this node", registry=r)
+        self.rooms_total = Gauge("spidi_rooms_total", "Rooms with at least one session on this node", registry=r)
+        self.errors = Counter("spidi_errors", "Errors sent to clients, by code", ["code"], registry=r)
+        self.sessions_ended = Counter("spidi_sessions_ended", "Sessions ended, by reason", ["reason"], registry=r)
         self.redis_flush_commands = Histogram(
             "spidi_redis_pipeline_commands",
             "Commands per Redis pipeline flush",
@@ -61,16 +84,10 @@ class NodeMetrics:
             registry=r,
         )
         self.redis_flush_failures = Counter(
-            "spidi_redis_pipeline_failures_total", "Redis pipeline flushes that failed", registry=r
+            "spidi_redis_pipeline_failures", "Redis pipeline flushes that failed", registry=r
         )
-        # Bound label children once: .labels() per frame would cost a dict lookup and a lock.
-        self.frame_counter = {cmd: self.frames.labels(command=cmd) for cmd in FRAME_COMMANDS}
         for reason in ("leave", "timeout", "disconnect", "shutdown"):
             self.sessions_ended.labels(reason=reason)
-
-    def count_frame(self, command: str) -> None:
-        counter = self.frame_counter.get(command)
-        (counter if counter is not None else self.frame_counter["OTHER"]).inc()
 
     def record_flush(self, commands: int, seconds: float, ok: bool) -> None:
         self.redis_flush_commands.observe(commands)

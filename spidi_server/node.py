@@ -19,6 +19,15 @@ from .stores.embedded_redis import EmbeddedRedis
 from .stores.redis_store import HotStore, connect
 from .transport.websocket import WebSocketTransport
 
+
+def make_transport(node: Node):
+    """The transport the settings name (websockets is the reference)."""
+    if node.settings.transport == "picows":
+        from .transport.picows_transport import PicowsTransport
+
+        return PicowsTransport(node)
+    return WebSocketTransport(node)
+
 log = logging.getLogger("spidi.node")
 
 
@@ -35,7 +44,7 @@ class Node:
         self.embedded_redis: EmbeddedRedis | None = None
         self.store: HotStore | None = None
         self.presence: Presence | None = None
-        self.transport = WebSocketTransport(self)
+        self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self.redis_url = settings.redis_url
         self._tasks: list[asyncio.Task] = []
@@ -85,6 +94,16 @@ class Node:
         s = self.settings
         return max(0.02, min(1.0, (s.stomp_heartbeat_ms or 4000) / 4000, s.connect_timeout_s / 4))
 
+    def connection_opened(self, conn) -> None:
+        self.clients.add(conn)
+        self.metrics.websocket_connections.inc()
+
+    def connection_closed(self, conn) -> None:
+        if conn in self.clients:
+            self.clients.discard(conn)
+            self.metrics.websocket_connections.dec()
+            conn.closed()
+
     async def _expire(self) -> None:
         self.presence.expire()
 
@@ -103,11 +122,11 @@ class Node:
                 continue
             if conn.claims is None and now - conn.created > self.settings.connect_timeout_s:
                 conn.close(1008, "no CONNECT frame in time")
-                asyncio.get_running_loop().create_task(client.ws.close(1008, "CONNECT timeout"))
+                client.writer.close(1008, "CONNECT timeout")
                 continue
             if conn.expect_every_ms and (now - conn.last_received) * 1000 > 2 * conn.expect_every_ms:
                 conn.close(1002, "STOMP heart-beat timeout: nothing received")
-                asyncio.get_running_loop().create_task(client.ws.close(1002, "heart-beat timeout"))
+                client.writer.close(1002, "heart-beat timeout")
                 continue
             if conn.send_every_ms and (now - conn.last_sent) * 1000 >= conn.send_every_ms * 0.9:
                 conn.send_heartbeat()
@@ -122,15 +141,17 @@ class Node:
         if not self.started:
             return
         self.started = False
-        if self.transport.server is not None:
-            self.transport.server.close(close_connections=False)
-        closing = [c.ws.close(1001, "server shutting down") for c in list(self.clients)]
+        self.transport.stop_accepting()
+        closing = self.transport.close_all()
         if closing:
             await asyncio.wait(
                 [asyncio.ensure_future(c) for c in closing], timeout=self.settings.shutdown_timeout_s
             )
-        if self.transport.server is not None:
-            await self.transport.server.wait_closed()
+        else:
+            deadline = time.monotonic() + self.settings.shutdown_timeout_s
+            while self.clients and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        await self.transport.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -261,8 +261,7 @@ class Presence:
         self.grace_s = settings.grace_period_ms / 1000
         self.session_ttl_s = int((settings.heartbeat_timeout_ms + settings.grace_period_ms) / 1000) + 60
         self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
-        self._hist = metrics.heartbeat_latency_ms
-        self._heartbeats = metrics.heartbeats
+        self._hot = metrics.hot
 
     # -- commands from clients -----------------------------------------------------------------
 
@@ -399,12 +398,15 @@ class Presence:
             room.updated[session_id] = session
         if not room.dirty:
             self._changed(room)
+        bucket = bisect_left(_BUCKETS, latency_ms)
         sample = room.sample
         sample.latency_sum += latency_ms
         sample.latency_count += 1
-        sample.hist[bisect_left(_BUCKETS, latency_ms)] += 1
-        self._hist.observe(latency_ms)
-        self._heartbeats.inc()
+        sample.hist[bucket] += 1
+        hot = self._hot
+        hot.heartbeats += 1
+        hot.latency_sum += latency_ms
+        hot.latency_hist[bucket] += 1
 
     def leave(self, client: Client, session_id: str) -> None:
         """LEAVE: end the session at once."""

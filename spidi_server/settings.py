@@ -75,6 +75,7 @@ class Settings:
     max_header_line: int = field(default=8192, metadata={"doc": "Longest header line, bytes"})
     connect_timeout_s: float = field(default=10.0, metadata={"doc": "Time allowed from handshake to CONNECT"})
     max_subscriptions: int = field(default=64, metadata={"doc": "Subscriptions per connection"})
+    transport: str = field(default="websockets", metadata={"doc": "WebSocket implementation: websockets or picows"})
     websocket_compression: bool = field(
         default=False, metadata={"doc": "permessage-deflate on the WebSocket"}
     )
@@ -128,6 +129,10 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
+        if self.transport not in ("websockets", "picows"):
+            raise ConfigError(f"transport must be 'websockets' or 'picows', got {self.transport!r}")
+        if self.transport == "picows" and self.websocket_compression:
+            raise ConfigError("websocket_compression needs transport = 'websockets' (picows has no deflate)")
         if self.writer not in ("child", "external"):
             raise ConfigError(f"writer must be 'child' or 'external', got {self.writer!r}")
         if self.retention_drop_days < self.retention_hot_days:

@@ -40,7 +40,13 @@ def redis_sync(redis_url):
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, redis_sync) -> Settings:
+def transport() -> str:
+    """The WebSocket transport of test nodes; test modules may parametrise it."""
+    return "websockets"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, redis_sync, transport: str) -> Settings:
     """Settings of a test node: ephemeral ports, the test Redis, a fixed secret, short timers."""
     return Settings(
         host="127.0.0.1",
@@ -53,6 +59,7 @@ def settings(tmp_path: Path, redis_url: str, redis_sync) -> Settings:
         jwt_secret=TEST_SECRET,
         metrics_interval_ms=50,
         rooms_topic_interval_ms=200,
+        transport=transport,
     ).validate()
 
 

@@ -16,6 +16,12 @@ from .conftest import token_for
 from .stomp_client import Client, connected
 
 
+@pytest.fixture(params=["websockets", "picows"])
+def transport(request) -> str:
+    """Every end-to-end test runs on both transports: same session, same behaviour."""
+    return request.param
+
+
 async def user(node, sub="alice", tenant="default", role="spidi:user"):
     return await connected(node.ws_url, token_for(node.settings, sub, role, tenant))
 
@@ -484,7 +490,7 @@ async def test_client_eol_heartbeats_keep_connection(node_factory):
         await client.ws.send("\n")
         await asyncio.sleep(0.1)
     assert not client.closed.is_set()
-    assert node.metrics.stomp_heartbeats._value.get() >= 8
+    assert node.metrics.hot.stomp_heartbeats >= 8
     await client.close()
 
 

@@ -237,7 +237,7 @@ class StompConnection:
         if destination is None:
             raise BadRequestError("SEND needs a destination header")
         if destination == dest.APP_HEARTBEAT:
-            payload = self._json(body)
+            payload = self._json(body, check_depth=False)
             session_id = payload.get("sessionId")
             latency = payload.get("latencyMs", 0)
             if not isinstance(session_id, str) or not session_id:
@@ -257,14 +257,15 @@ class StompConnection:
         )
 
     @staticmethod
-    def _json(body: bytes) -> dict:
+    def _json(body: bytes, check_depth: bool = True) -> dict:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadJsonError(f"body is not valid JSON: {exc}") from exc
         if not isinstance(payload, dict):
             raise BadJsonError("body must be a JSON object")
-        if _json_depth(payload) > _JSON_MAX_DEPTH:
+        # Heartbeats read two scalar fields and skip the walk; orjson itself caps nesting at 1024.
+        if check_depth and _json_depth(payload) > _JSON_MAX_DEPTH:
             raise BadJsonError("JSON nested too deeply")
         return payload
 

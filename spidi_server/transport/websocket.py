@@ -1,14 +1,13 @@
 """The reference transport: the websockets library's asyncio server.
 
-It only pumps bytes: each WebSocket message goes into the connection's sans-I/O StompConnection,
-the events that come out are dispatched to presence, and queued frames are written back.
+It only pumps bytes: each WebSocket message goes to the connection's ``ClientConnection``, and
+what that queues is written back. No protocol logic lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,87 +15,16 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from .. import logs
-from ..errors import AppError
-from ..protocol import stomp
-from ..protocol.stomp import StompConnection
+from ..connection import ClientConnection
 
 if TYPE_CHECKING:
     from ..node import Node
 
-log = logging.getLogger("spidi.ws")
-
 SUBPROTOCOLS = ["v12.stomp", "v11.stomp", "v10.stomp"]  # highest first: the first the client offers wins
-MAX_OUTBOX_BYTES = 4 * 1024 * 1024
 _ids = itertools.count(1)
 
 
-class WebSocketClient:
-    """One WebSocket connection: the protocol object, its sessions and the write side."""
-
-    __slots__ = ("ws", "stomp", "ip", "sessions", "sending", "writer", "node", "conn_id")
-
-    def __init__(self, node: Node, ws: ServerConnection, stomp_conn: StompConnection, conn_id: str):
-        self.node = node
-        self.ws = ws
-        self.stomp = stomp_conn
-        self.ip = _peer_ip(ws)
-        self.sessions: set = set()
-        self.sending = False
-        self.writer: asyncio.Task | None = None
-        self.conn_id = conn_id
-
-    def push(self) -> None:
-        """Frames were queued from outside the pump (publisher, expiry): write them soon."""
-        if self.stomp.outbox_bytes > MAX_OUTBOX_BYTES:
-            # A consumer that does not read cannot make the server hold unbounded memory.
-            self.stomp.data_to_send()
-            self.stomp.close(1008, "slow consumer: send buffer over limit")
-            self.writer = asyncio.get_running_loop().create_task(self._close())
-            return
-        if not self.sending:
-            self.sending = True
-            self.writer = asyncio.get_running_loop().create_task(self.drain())
-
-    async def drain(self) -> None:
-        """Write everything queued; several writers never interleave (``sending`` guards it)."""
-        self.sending = True
-        try:
-            while True:
-                chunks = self.stomp.data_to_send()
-                if not chunks:
-                    break
-                for chunk in chunks:
-                    await self.ws.send(chunk, text=True)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.sending = False
-            self.writer = None
-
-    async def _close(self) -> None:
-        code, reason = self.stomp.close_reason or (1000, "")
-        await self.ws.close(code, reason)
-
-
-def _peer_ip(ws: ServerConnection) -> str:
-    headers = ws.request.headers if ws.request is not None else {}
-    forwarded = headers.get("X-Forwarded-For")
-    if forwarded:
-        # Only meaningful behind a trusted proxy; the hardening issue adds a trusted-proxy setting.
-        return forwarded.split(",")[0].strip()
-    peer = ws.remote_address
-    return str(peer[0]) if peer else "unknown"
-
-
-def _query_token(ws: ServerConnection) -> str | None:
-    if ws.request is None:
-        return None
-    values = parse_qs(urlsplit(ws.request.path).query).get("access_token")
-    return values[0] if values else None
-
-
-def select_subprotocol(ws: ServerConnection, offered) -> str | None:
+def select_stomp_subprotocol(offered) -> str | None:
     """The highest STOMP version the client offers; none at all is accepted too (stomp.py offers none)."""
     for name in SUBPROTOCOLS:
         if name in offered:
@@ -104,8 +32,67 @@ def select_subprotocol(ws: ServerConnection, offered) -> str | None:
     return None
 
 
+def query_token(path: str) -> str | None:
+    """The ``access_token`` query parameter of the handshake URL, if any."""
+    values = parse_qs(urlsplit(path).query).get("access_token")
+    return values[0] if values else None
+
+
+def client_ip(headers, peer) -> str:
+    forwarded = headers.get("X-Forwarded-For") if headers is not None else None
+    if forwarded:
+        # Only meaningful behind a trusted proxy; the hardening issue adds a trusted-proxy setting.
+        return forwarded.split(",")[0].strip()
+    return str(peer[0]) if peer else "unknown"
+
+
+class WebSocketWriter:
+    """Queues frames for one websockets connection; a single coroutine writes them in order."""
+
+    __slots__ = ("ws", "pending", "task", "in_pump", "close_with")
+
+    def __init__(self, ws: ServerConnection):
+        self.ws = ws
+        self.pending: list[bytes] = []
+        self.task: asyncio.Task | None = None
+        self.in_pump = False  # the pump drains itself after each message: no task needed then
+        self.close_with: tuple[int, str] | None = None
+
+    def write(self, chunks: list[bytes]) -> None:
+        self.pending.extend(chunks)
+        if not self.in_pump and self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain_task())
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_with is None:
+            self.close_with = (code, reason)
+            if not self.in_pump:
+                asyncio.get_running_loop().create_task(self._close())
+
+    async def _drain_task(self) -> None:
+        try:
+            await self.drain()
+        finally:
+            self.task = None
+
+    async def drain(self) -> None:
+        try:
+            while self.pending:
+                chunks, self.pending = self.pending, []
+                for chunk in chunks:
+                    await self.ws.send(chunk, text=True)
+        except ConnectionClosed:
+            self.pending = []
+
+    async def _close(self) -> None:
+        await self.drain()
+        await self.ws.close(*self.close_with)
+
+
 class WebSocketTransport:
-    """Serves ``/ws`` and hands each connection to the node."""
+    """Serves ``/ws`` with the websockets library and hands each connection to a ClientConnection."""
+
+    name = "websockets"
 
     def __init__(self, node: Node):
         self.node = node
@@ -118,7 +105,7 @@ class WebSocketTransport:
             settings.host,
             settings.port,
             subprotocols=SUBPROTOCOLS,
-            select_subprotocol=select_subprotocol,
+            select_subprotocol=lambda ws, offered: select_stomp_subprotocol(offered),
             process_request=self._check_path,
             compression="deflate" if settings.websocket_compression else None,
             # STOMP heart-beats keep connections alive; the library's pings would double that work.
@@ -143,82 +130,43 @@ class WebSocketTransport:
             return ws.respond(404, "Spidi serves STOMP over WebSocket at /ws\n")
         return None
 
+    def close_all(self) -> list:
+        """Close every connection with 1001; return what to await."""
+        return [c.writer.ws.close(1001, "server shutting down") for c in list(self.node.clients)]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=False)
+            await self.server.wait_closed()
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=False)
+
     async def handle(self, ws: ServerConnection) -> None:
         node = self.node
-        conn_id = f"{node.node_id}-{next(_ids)}"
-        stomp_conn = node.new_stomp_connection(conn_id, _query_token(ws))
-        client = WebSocketClient(node, ws, stomp_conn, conn_id)
-        node.clients.add(client)
-        node.metrics.websocket_connections.inc()
-        presence = node.presence
-        count_frame = node.metrics.count_frame
-        clean = False
+        writer = WebSocketWriter(ws)
+        ip = client_ip(ws.request.headers if ws.request else None, ws.remote_address)
+        conn = ClientConnection(node, writer, f"{node.node_id}-{next(_ids)}", ip,
+                                query_token(ws.request.path) if ws.request else None)  # fmt: skip
+        node.connection_opened(conn)
         try:
             while True:
                 try:
                     data = await ws.recv(decode=False)
                 except ConnectionClosed:
                     break
-                before = stomp_conn.heartbeats_received
-                events = stomp_conn.receive_data(data)
-                if stomp_conn.heartbeats_received != before:
-                    node.metrics.stomp_heartbeats.inc(stomp_conn.heartbeats_received - before)
-                for event in events:
-                    kind = event[0]
-                    receipt = None
-                    try:
-                        if kind == stomp.EV_HEARTBEAT:
-                            count_frame("SEND")
-                            receipt = event[3]
-                            presence.heartbeat(client, event[1], event[2])
-                        elif kind == stomp.EV_HELLO:
-                            count_frame("SEND")
-                            receipt = event[2]
-                            presence.hello(client, event[1])
-                        elif kind == stomp.EV_LEAVE:
-                            count_frame("SEND")
-                            receipt = event[2]
-                            presence.leave(client, event[1])
-                        elif kind == stomp.EV_SUBSCRIBE:
-                            count_frame("SUBSCRIBE")
-                            receipt = event[3]
-                            try:
-                                await presence.subscribe(client, event[1], event[2])
-                            except AppError:
-                                stomp_conn.remove_subscription(event[1])
-                                raise
-                        elif kind == stomp.EV_UNSUBSCRIBE:
-                            count_frame("UNSUBSCRIBE")
-                            receipt = event[3]
-                            presence.unsubscribe(client, event[1])
-                        elif kind == stomp.EV_CONNECTED:
-                            count_frame("CONNECT")
-                            logs.event(log, "connected", conn_id=conn_id, user_id=event[1].user_id,
-                                       tenant=event[1].tenant, ip=client.ip)  # fmt: skip
-                        elif kind == stomp.EV_DISCONNECT:
-                            count_frame("DISCONNECT")
-                            receipt = event[1]
-                            clean = True
-                        elif kind == stomp.EV_RECEIPT_ONLY:
-                            receipt = event[1]
-                    except AppError as exc:
-                        node.metrics.errors.labels(code=exc.name).inc()
-                        stomp_conn.send_app_error(exc, receipt)
-                    if receipt is not None:
-                        stomp_conn.send_receipt(receipt)
-                if stomp_conn.outbox and not client.sending:
-                    await client.drain()
-                if clean or stomp_conn.close_reason is not None:
-                    if stomp_conn.close_reason is not None and not clean:
-                        node.metrics.errors.labels(code="PROTOCOL").inc()
-                        logs.event(log, "connection_error", logging.WARNING, conn_id=conn_id,
-                                   reason=stomp_conn.close_reason[1])  # fmt: skip
-                    code, reason = stomp_conn.close_reason or (1000, "bye")
-                    await ws.close(code, reason)
+                writer.in_pump = True
+                try:
+                    conn.receive(data)
+                finally:
+                    writer.in_pump = False
+                if writer.pending and writer.task is None:
+                    await writer.drain()
+                if writer.close_with is not None:
+                    await ws.close(*writer.close_with)
                     break
         finally:
-            node.clients.discard(client)
-            node.metrics.websocket_connections.dec()
-            presence.client_closed(client, clean)
-            if client.writer is not None and not client.writer.done():
-                client.writer.cancel()
+            node.connection_closed(conn)
+            if writer.task is not None:
+                writer.task.cancel()
