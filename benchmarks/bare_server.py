@@ -257,6 +257,44 @@ async def start_websockets_server(host: str, port: int):
     )
 
 
+# -- picows ----------------------------------------------------------------------------------------
+
+
+async def start_picows_server(host: str, port: int):
+    """A picows server with Spidi's picows options and a counting listener."""
+    from picows import (
+        WSListener,
+        WSMsgType,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
+        ws_create_server,
+    )
+
+    class Counter(WSListener):
+        def on_ws_connected(self, transport) -> None:
+            Stats.connections += 1
+
+        def on_ws_frame(self, transport, frame) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+                return
+            Stats.frames += 1
+            reply = reply_for(frame.get_payload_as_bytes())
+            if reply is not None:
+                transport.send(WSMsgType.TEXT, reply)
+
+        def on_ws_disconnected(self, transport) -> None:
+            Stats.connections -= 1
+
+    def factory(request):
+        offered = request.headers.get("Sec-WebSocket-Protocol") or ""
+        extra = {"Sec-WebSocket-Protocol": SUBPROTOCOL} if SUBPROTOCOL in offered else None
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), Counter())
+
+    return await ws_create_server(factory, host, port, enable_auto_ping=False, max_frame_size=65536 * 4)
+
+
 # -- ops endpoint ----------------------------------------------------------------------------------
 
 
@@ -283,6 +321,8 @@ async def serve(transport: str, host: str, port: int, ops_port: int) -> None:
     """Run one bare server until SIGINT/SIGTERM."""
     if transport == "websockets":
         server = await start_websockets_server(host, port)
+    elif transport == "picows":
+        server = await start_picows_server(host, port)
     else:
         server = await start_uvloop_server(host, port)
     ops = await asyncio.start_server(_ops, host, ops_port)
@@ -304,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bare_server", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--transport", choices=("uvloop", "websockets"), default="uvloop")
+    parser.add_argument("--transport", choices=("uvloop", "websockets", "picows"), default="uvloop")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ops-port", type=int, default=0)

@@ -43,8 +43,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEARTBEATS = "spidi_heartbeats_total"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("spidi", "spidi-pure", "bare-uvloop", "bare-websockets")
-COMPARE_REFERENCES = ("spidi-pure", "bare-uvloop", "bare-websockets")
+SERVER_KINDS = ("spidi", "spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
+COMPARE_REFERENCES = ("spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
+# (server, reference) pairs whose ratios the comparison prints.
+COMPARE_PAIRS = (
+    ("spidi", "spidi-pure"),
+    ("spidi", "bare-websockets"),
+    ("spidi", "bare-uvloop"),
+    ("spidi-picows", "bare-picows"),
+    ("spidi-picows", "bare-uvloop"),
+    ("spidi-picows", "spidi"),
+)
 
 
 # -- process figures from /proc ----------------------------------------------------------------------
@@ -114,6 +123,8 @@ class ServerProcess:
             )
             if self.kind == "spidi-pure":
                 env["SPIDI_NO_EXTENSIONS"] = "1"
+            elif self.kind == "spidi-picows":
+                env["SPIDI_TRANSPORT"] = "picows"
         else:
             transport = self.kind.split("-", 1)[1]
             argv = [sys.executable, "-m", "benchmarks.bare_server", "--transport", transport,
@@ -629,19 +640,16 @@ def print_table(header: list[str], rows: list[tuple[str, list[str]]]) -> None:
 def ratios(runs: list[Run]) -> dict:
     """Spidi / reference for processed rate and CPU per heartbeat."""
     by_kind = {r.kind: r.main_window().summary() for r in runs if r.main_window()}
-    base = by_kind.get("spidi")
     out = {}
-    if base is None:
-        return out
-    for ref in COMPARE_REFERENCES:
-        other = by_kind.get(ref)
-        if other is None:
+    for kind, ref in COMPARE_PAIRS:
+        base, other = by_kind.get(kind), by_kind.get(ref)
+        if base is None or other is None:
             continue
 
         def ratio(key, a=base, b=other):
             return a[key] / b[key] if a.get(key) and b.get(key) else None
 
-        out[f"spidi/{ref}"] = {
+        out[f"{kind}/{ref}"] = {
             "processed_rate": ratio("processed_rate"),
             "achieved_send_rate": ratio("achieved_send_rate"),
             "server_cpu_us_per_hb": ratio("server_cpu_us_per_hb"),

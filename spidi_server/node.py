@@ -70,7 +70,9 @@ class Node:
         if not self.redis_url:
             self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
             self.redis_url = self.embedded_redis.url
-        self.store = HotStore(connect(self.redis_url), on_flush=self.metrics.record_flush)
+        self.store = HotStore(
+            connect(self.redis_url), on_flush=self.metrics.record_flush, min_interval_s=s.redis_flush_interval_ms / 1000
+        )
         await self.store.start()
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
         await self.transport.start()

@@ -82,6 +82,9 @@ class Settings:
 
     metrics_interval_ms: int = field(default=250, metadata={"doc": "Coalescing window of room updates"})
     rooms_topic_interval_ms: int = field(default=1000, metadata={"doc": "Period of /topic/rooms"})
+    redis_flush_interval_ms: float = field(
+        default=10.0, metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"}
+    )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
     @property

@@ -136,6 +136,11 @@ class PicowsTransport:
             websocket_handshake_timeout=10,
             enable_auto_ping=False,  # STOMP heart-beats do this job
             max_frame_size=s.max_frame_size * 4,
+            # picows' 16 KiB default read buffer per connection dominated RSS; it grows on demand.
+            read_buffer_init_size=1024,
+            # The event loop's own (uvloop, C) transport: aiofastnet's Python-level one costs ~6 KiB
+            # per connection.
+            use_aiofastnet=False,
         )
 
     @property

@@ -1,0 +1,537 @@
+"""Every SQL statement of the history side (migrations aside) lives here.
+
+Connections are psycopg 3 ``Connection`` objects. Functions that write open their own
+``conn.transaction()`` (a savepoint when the caller already has a transaction), so they commit on
+their own in autocommit-off connections used outside a transaction.
+
+Readers isolate tenants with ``tenant_transaction``; the writer and the server's own lookups run
+as the connecting user, which sees every tenant (see migrations/0003_security.sql).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ..rooms import room_id_for
+
+ARCHIVE_SCHEMA = "spd_archive"
+READER_ROLE = "spidi_reader"
+_MIGRATION_LOCK = 0x5350_4944_4931  # pg_advisory_lock keys: "SPIDI1", "SPIDI2"
+_RETENTION_LOCK = 0x5350_4944_4932
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+def migration_lock(conn: psycopg.Connection) -> None:
+    """Serialise migrations of concurrent nodes (session-level advisory lock)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+
+
+def migration_unlock(conn: psycopg.Connection) -> None:
+    """Release the migration lock."""
+    conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+
+
+def ensure_migrations_table(conn: psycopg.Connection) -> None:
+    """Create ``spd_schema_migrations`` (the record of applied migrations) if missing."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS spd_schema_migrations (
+               version    text PRIMARY KEY,
+               name       text NOT NULL,
+               checksum   text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(),
+               applied_by text NOT NULL DEFAULT current_user)"""
+    )
+
+
+def applied_migrations(conn: psycopg.Connection) -> dict[str, str]:
+    """version -> checksum of every applied migration."""
+    return dict(conn.execute("SELECT version, checksum FROM spd_schema_migrations").fetchall())
+
+
+def record_migration(conn: psycopg.Connection, version: str, name: str, checksum: str) -> None:
+    """Note a migration as applied (inside its own transaction)."""
+    conn.execute(
+        "INSERT INTO spd_schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+        [version, name, checksum],
+    )
+
+
+# -- partitions --------------------------------------------------------------------------------
+
+
+def ensure_partition(
+    conn: psycopg.Connection, parent: str, name: str, start: date | datetime, end: date | datetime
+) -> bool:
+    """Create partition ``name`` of ``parent`` for [start, end) unless it exists.
+
+    True when the partition is (now) attached and writable; False when a table of that name sits
+    in the archive schema (retention already moved that period out). An advisory lock on the
+    name makes concurrent writers wait for each other instead of failing on a duplicate.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+        hot, archived = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            [
+                sql.Identifier(name).as_string(conn),
+                f"{ARCHIVE_SCHEMA}.{sql.Identifier(name).as_string(conn)}",
+            ],
+        ).fetchone()
+        if hot:
+            return True
+        if archived:
+            return False
+        conn.execute(
+            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name), sql.Identifier(parent), sql.Literal(start), sql.Literal(end)
+            )
+        )
+    return True
+
+
+def list_partitions(conn: psycopg.Connection, parent: str) -> list[str]:
+    """Names of the partitions attached to ``parent``."""
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+           WHERE i.inhparent = to_regclass(%s) ORDER BY c.relname""",
+        [parent],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def list_archived(conn: psycopg.Connection) -> list[str]:
+    """Names of the tables in the archive schema."""
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname""",
+        [ARCHIVE_SCHEMA],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def archive_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
+    """Detach ``name`` from ``parent`` and move it, data and indexes, into the archive schema."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                sql.Identifier(name), sql.Identifier(ARCHIVE_SCHEMA)
+            )
+        )
+
+
+def drop_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
+    """Detach and drop an attached partition (data past every retention horizon)."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+
+
+def try_retention_lock(conn: psycopg.Connection) -> bool:
+    """Take the retention lock (session-level) unless another session holds it."""
+    return conn.execute("SELECT pg_try_advisory_lock(%s)", [_RETENTION_LOCK]).fetchone()[0]
+
+
+def retention_unlock(conn: psycopg.Connection) -> None:
+    """Release the retention lock."""
+    conn.execute("SELECT pg_advisory_unlock(%s)", [_RETENTION_LOCK])
+
+
+def drop_archived(conn: psycopg.Connection, name: str) -> None:
+    """Drop table ``name`` of the archive schema."""
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(ARCHIVE_SCHEMA), sql.Identifier(name)))
+
+
+# -- writer batches ----------------------------------------------------------------------------
+
+# One staging row per event, whatever its kind; timestamps stay epoch milliseconds here and are
+# converted in SQL (cheaper than building datetimes in Python for every event).
+STAGE_COLUMNS = (
+    "event_id", "event_ms", "kind", "session_id", "room_id", "room_code", "tenant", "user_id",
+    "client_id", "app_version", "device", "os", "ip", "node_id", "started_ms", "ended_ms",
+    "end_reason", "heartbeats", "last_hb_ms", "latency_sum", "latency_count", "latency_min",
+    "latency_max", "bucket_ms", "online_sum", "online_samples", "online_max", "joins", "leaves",
+    "timeouts", "disconnects", "latency_hist",
+)  # fmt: skip
+
+_CREATE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS spd_stage (
+    event_id uuid NOT NULL, event_ms bigint NOT NULL, kind text NOT NULL,
+    session_id uuid, room_id uuid, room_code text, tenant text, user_id text, client_id text,
+    app_version text, device text, os text, ip text, node_id text,
+    started_ms bigint, ended_ms bigint, end_reason text, heartbeats bigint, last_hb_ms bigint,
+    latency_sum double precision, latency_count bigint, latency_min double precision,
+    latency_max double precision, bucket_ms bigint, online_sum bigint, online_samples bigint,
+    online_max integer, joins bigint, leaves bigint, timeouts bigint, disconnects bigint,
+    latency_hist bigint[]
+) ON COMMIT DELETE ROWS"""
+
+_COPY_STAGE = sql.SQL("COPY spd_stage ({}) FROM STDIN").format(
+    sql.SQL(", ").join(map(sql.Identifier, STAGE_COLUMNS))
+)
+
+# Record every staged event in the ledger; the ones already there (replays) leave the stage, so
+# the statements below only ever see events applied for the first time.
+_LEDGER = """
+WITH fresh AS (
+    INSERT INTO spd_event_ledger (event_id, event_day, kind)
+    SELECT event_id, (to_timestamp(event_ms / 1000.0) AT TIME ZONE 'UTC')::date, kind FROM spd_stage
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+)
+DELETE FROM spd_stage AS s WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
+
+# One row per session of the batch: descriptive fields from session_started, cumulative figures
+# from the most advanced checkpoint/end (highest heartbeat count; the end wins a tie), the end
+# from session_ended. On conflict the cumulative figures only move forward, so the result does
+# not depend on the order batches arrive in, and descriptive fields fill in whenever they come.
+_SESSIONS = """
+INSERT INTO dat_spd_session AS t (
+    session_id, started_at, room_id, room_code, unidad_negocio_id, user_id, client_id, app_version,
+    device, os, ip, node_id, ended_at, end_reason, heartbeat_count, last_heartbeat_at, latency_sum,
+    latency_count, latency_min, latency_max, created_by, updated_by)
+SELECT k.session_id, to_timestamp(k.started_ms / 1000.0), coalesce(st.room_id, p.room_id), st.room_code,
+       coalesce(st.tenant, p.tenant), st.user_id, st.client_id, st.app_version, st.device, st.os, st.ip,
+       st.node_id, to_timestamp(e.ended_ms / 1000.0), e.end_reason, coalesce(p.heartbeats, 0),
+       to_timestamp(coalesce(p.last_hb_ms, k.started_ms) / 1000.0), coalesce(p.latency_sum, 0),
+       coalesce(p.latency_count, 0), p.latency_min, p.latency_max, %(actor)s, %(actor)s
+FROM (SELECT DISTINCT session_id, started_ms FROM spd_stage WHERE session_id IS NOT NULL) AS k
+LEFT JOIN (SELECT DISTINCT ON (session_id, started_ms) * FROM spd_stage
+           WHERE kind = 'session_started' ORDER BY session_id, started_ms) AS st
+       USING (session_id, started_ms)
+LEFT JOIN (SELECT DISTINCT ON (session_id, started_ms) * FROM spd_stage
+           WHERE kind IN ('session_checkpoint', 'session_ended')
+           ORDER BY session_id, started_ms, heartbeats DESC, (kind = 'session_ended') DESC,
+                    last_hb_ms DESC) AS p
+       USING (session_id, started_ms)
+LEFT JOIN (SELECT DISTINCT ON (session_id, started_ms) session_id, started_ms, ended_ms, end_reason
+           FROM spd_stage WHERE kind = 'session_ended'
+           ORDER BY session_id, started_ms, ended_ms DESC) AS e
+       USING (session_id, started_ms)
+ON CONFLICT (session_id, started_at) DO UPDATE SET
+    room_id = coalesce(excluded.room_id, t.room_id),
+    room_code = coalesce(excluded.room_code, t.room_code),
+    user_id = coalesce(excluded.user_id, t.user_id),
+    client_id = coalesce(excluded.client_id, t.client_id),
+    app_version = coalesce(excluded.app_version, t.app_version),
+    device = coalesce(excluded.device, t.device),
+    os = coalesce(excluded.os, t.os),
+    ip = coalesce(excluded.ip, t.ip),
+    node_id = coalesce(excluded.node_id, t.node_id),
+    ended_at = greatest(excluded.ended_at, t.ended_at),
+    end_reason = CASE WHEN excluded.ended_at IS NOT NULL AND excluded.ended_at >= coalesce(t.ended_at, excluded.ended_at)
+                      THEN excluded.end_reason ELSE t.end_reason END,
+    heartbeat_count = greatest(excluded.heartbeat_count, t.heartbeat_count),
+    last_heartbeat_at = CASE WHEN excluded.heartbeat_count >= t.heartbeat_count
+                             THEN excluded.last_heartbeat_at ELSE t.last_heartbeat_at END,
+    latency_sum = CASE WHEN excluded.heartbeat_count >= t.heartbeat_count
+                       THEN excluded.latency_sum ELSE t.latency_sum END,
+    latency_count = CASE WHEN excluded.heartbeat_count >= t.heartbeat_count
+                         THEN excluded.latency_count ELSE t.latency_count END,
+    latency_min = CASE WHEN excluded.heartbeat_count >= t.heartbeat_count
+                       THEN coalesce(excluded.latency_min, t.latency_min) ELSE t.latency_min END,
+    latency_max = CASE WHEN excluded.heartbeat_count >= t.heartbeat_count
+                       THEN coalesce(excluded.latency_max, t.latency_max) ELSE t.latency_max END,
+    updated_at = now(),
+    updated_by = excluded.updated_by"""
+
+# Room samples of the batch merged per (room, minute), then added to the stored minute: every
+# figure is a sum or a maximum, so nodes and batches combine in any order.
+_ROOM_STATS = """
+INSERT INTO dat_spd_room_stats AS t (
+    room_id, ts_bucket, unidad_negocio_id, room_code, online_sum, online_samples, online_avg,
+    online_max, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
+    node_samples, created_by, updated_by)
+SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code), sum(online_sum),
+       sum(online_samples),
+       sum(CASE WHEN online_samples > 0 THEN online_sum::double precision / online_samples ELSE 0 END),
+       max(online_max), sum(joins), sum(leaves), sum(timeouts), sum(disconnects), sum(latency_sum),
+       sum(latency_count), coalesce(spd_hist_sum(latency_hist), '{}'), count(*), %(actor)s, %(actor)s
+FROM spd_stage WHERE kind = 'room_sample'
+GROUP BY room_id, bucket_ms
+ON CONFLICT (room_id, ts_bucket) DO UPDATE SET
+    room_code = coalesce(excluded.room_code, t.room_code),
+    online_sum = t.online_sum + excluded.online_sum,
+    online_samples = t.online_samples + excluded.online_samples,
+    online_avg = t.online_avg + excluded.online_avg,
+    online_max = greatest(t.online_max, excluded.online_max),
+    joins = t.joins + excluded.joins,
+    leaves = t.leaves + excluded.leaves,
+    timeouts = t.timeouts + excluded.timeouts,
+    disconnects = t.disconnects + excluded.disconnects,
+    latency_sum = t.latency_sum + excluded.latency_sum,
+    latency_count = t.latency_count + excluded.latency_count,
+    latency_hist = spd_array_add(t.latency_hist, excluded.latency_hist),
+    node_samples = t.node_samples + excluded.node_samples,
+    updated_at = now(),
+    updated_by = excluded.updated_by"""
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: events new to the ledger, replays skipped, rows upserted."""
+
+    applied: int = 0
+    duplicates: int = 0
+    session_rows: int = 0
+    stats_rows: int = 0
+
+
+def write_batch(conn: psycopg.Connection, rows: Sequence[tuple], actor: str = "spidi-writer") -> BatchResult:
+    """Apply staged event rows (``STAGE_COLUMNS`` tuples, unique event ids) in ONE transaction.
+
+    Every partition the rows need must exist already (``partitions.PartitionManager``). Either all
+    of the batch's effects and ledger entries commit, or none do.
+    """
+    result = BatchResult()
+    with conn.transaction():
+        conn.execute(_CREATE_STAGE)
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_STAGE) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(_LEDGER)
+            result.duplicates = cur.rowcount
+            result.applied = len(rows) - result.duplicates
+            if result.applied:
+                cur.execute(_SESSIONS, {"actor": actor})
+                result.session_rows = cur.rowcount
+                cur.execute(_ROOM_STATS, {"actor": actor})
+                result.stats_rows = cur.rowcount
+    return result
+
+
+# -- tenants -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tenant_transaction(conn: psycopg.Connection, tenant: str) -> Iterator[psycopg.Connection]:
+    """A transaction that sees only ``tenant``'s rows (row-level security), as role spidi_reader.
+
+    Must start outside any transaction: the role and tenant are SET LOCAL, and inside an outer
+    transaction they would outlive this block. Commits on success, rolls back on error.
+    """
+    if not tenant:
+        raise ValueError("tenant_transaction needs a tenant")
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise psycopg.ProgrammingError("tenant_transaction must start outside a transaction")
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(READER_ROLE)))
+        conn.execute("SELECT set_config('spidi.tenant', %s, true)", [tenant])
+        yield conn
+
+
+# -- rooms -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    """A room as stored: ``capacity`` is the effective one (the room's, else its type's default)."""
+
+    room_id: str
+    tenant: str
+    code: str
+    name: str | None
+    room_type: str | None
+    capacity: int | None
+    ttl_s: int | None
+    status: str
+    attrs: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Whether sessions may join (status ``active``)."""
+        return self.status == "active"
+
+
+_ROOM_SELECT = """
+SELECT r.id::text AS room_id, r.unidad_negocio_id AS tenant, r.code, r.name, rt.code AS room_type,
+       coalesce(r.capacity, rt.default_capacity) AS capacity, r.ttl_s, r.status,
+       coalesce((SELECT jsonb_object_agg(a.attr_key, a.attr_value) FROM dat_spd_room_attr AS a
+                 WHERE a.room_id = r.id AND a.deleted_at IS NULL), '{}'::jsonb) AS attrs
+FROM dat_spd_room AS r
+LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.deleted_at IS NULL
+WHERE r.unidad_negocio_id = %(tenant)s AND r.deleted_at IS NULL"""
+
+
+def _room(row: dict) -> RoomRecord:
+    return RoomRecord(**row)
+
+
+def list_rooms(conn: psycopg.Connection, tenant: str, include_disabled: bool = True) -> list[RoomRecord]:
+    """Every live room of ``tenant``, by code."""
+    query = _ROOM_SELECT + ("" if include_disabled else " AND r.status = 'active'") + " ORDER BY r.code"
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_room(r) for r in cur.execute(query, {"tenant": tenant}).fetchall()]
+
+
+def get_room_by_code(conn: psycopg.Connection, tenant: str, code: str) -> RoomRecord | None:
+    """The live room ``code`` of ``tenant``, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            _ROOM_SELECT + " AND r.code = %(code)s", {"tenant": tenant, "code": code}
+        ).fetchone()
+    return _room(row) if row else None
+
+
+def upsert_room_type(
+    conn: psycopg.Connection, code: str, name: str, default_capacity: int | None = None, actor: str = "spidi"
+) -> str:
+    """Create or update a room type of the catalogue; return its id."""
+    with conn.transaction():
+        row = conn.execute(
+            """UPDATE tba_spd_room_type SET name = %s, default_capacity = %s, updated_at = now(), updated_by = %s
+               WHERE code = %s AND deleted_at IS NULL RETURNING id::text""",
+            [name, default_capacity, actor, code],
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                """INSERT INTO tba_spd_room_type (code, name, default_capacity, created_by, updated_by)
+                   VALUES (%s, %s, %s, %s, %s) RETURNING id::text""",
+                [code, name, default_capacity, actor, actor],
+            ).fetchone()
+    return row[0]
+
+
+def upsert_room(
+    conn: psycopg.Connection,
+    tenant: str,
+    code: str,
+    *,
+    capacity: int | None = None,
+    name: str | None = None,
+    room_type: str | None = None,
+    ttl_s: int | None = None,
+    status: str = "active",
+    attrs: dict[str, str | None] | None = None,
+    actor: str = "spidi",
+) -> RoomRecord:
+    """Create or update room ``code`` of ``tenant`` (its id is ``rooms.room_id_for``); undeletes it.
+
+    ``room_type`` is a catalogue code (ValueError if unknown). ``attrs``, when given, becomes the
+    room's whole attribute set (keys left out are soft-deleted); None leaves attributes alone.
+    """
+    room_id = room_id_for(tenant, code)
+    with conn.transaction():
+        type_id = None
+        if room_type is not None:
+            found = conn.execute(
+                "SELECT id FROM tba_spd_room_type WHERE code = %s AND deleted_at IS NULL", [room_type]
+            ).fetchone()
+            if found is None:
+                raise ValueError(f"unknown room type {room_type!r}")
+            type_id = found[0]
+        conn.execute(
+            """INSERT INTO dat_spd_room AS r (id, unidad_negocio_id, code, name, room_type_id, capacity, ttl_s,
+                                              status, created_by, updated_by)
+               VALUES (%(id)s, %(tenant)s, %(code)s, %(name)s, %(type_id)s, %(capacity)s, %(ttl_s)s, %(status)s,
+                       %(actor)s, %(actor)s)
+               ON CONFLICT (id) DO UPDATE SET name = excluded.name, room_type_id = excluded.room_type_id,
+                   capacity = excluded.capacity, ttl_s = excluded.ttl_s, status = excluded.status,
+                   deleted_at = NULL, updated_at = now(), updated_by = excluded.updated_by""",
+            {"id": room_id, "tenant": tenant, "code": code, "name": name, "type_id": type_id,
+             "capacity": capacity, "ttl_s": ttl_s, "status": status, "actor": actor},
+        )  # fmt: skip
+        if attrs is not None:
+            conn.execute(
+                """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
+                   WHERE room_id = %s AND deleted_at IS NULL AND NOT (attr_key = ANY(%s))""",
+                [actor, room_id, list(attrs)],
+            )
+            for key, value in attrs.items():
+                conn.execute(
+                    """INSERT INTO dat_spd_room_attr (room_id, unidad_negocio_id, attr_key, attr_value,
+                                                      created_by, updated_by)
+                       VALUES (%s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (room_id, attr_key) WHERE deleted_at IS NULL DO UPDATE
+                       SET attr_value = excluded.attr_value, updated_at = now(), updated_by = excluded.updated_by""",
+                    [room_id, tenant, key, value, actor, actor],
+                )
+    room = get_room_by_code(conn, tenant, code)
+    assert room is not None
+    return room
+
+
+def delete_room(conn: psycopg.Connection, tenant: str, code: str, actor: str = "spidi") -> bool:
+    """Soft-delete a room and its attributes; False if there was no such live room."""
+    room_id = room_id_for(tenant, code)
+    with conn.transaction():
+        cur = conn.execute(
+            """UPDATE dat_spd_room SET deleted_at = now(), updated_at = now(), updated_by = %s
+               WHERE id = %s AND deleted_at IS NULL""",
+            [actor, room_id],
+        )
+        conn.execute(
+            """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
+               WHERE room_id = %s AND deleted_at IS NULL""",
+            [actor, room_id],
+        )
+        return cur.rowcount > 0
+
+
+# -- history reads -----------------------------------------------------------------------------
+
+
+def list_sessions(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    *,
+    room_id: str | None = None,
+    user_id: str | None = None,
+    limit: int | None = 1000,
+) -> list[dict[str, Any]]:
+    """Sessions that started in [start, end), newest first, as dicts of dat_spd_session columns."""
+    query = "SELECT * FROM spd_sessions(%s, %s, %s, %s)" + (" LIMIT %s" if limit else "")
+    params: list[Any] = [start, end, room_id, user_id] + ([limit] if limit else [])
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def room_stats(
+    conn: psycopg.Connection, room_id: str | None, start: datetime, end: datetime, bucket: str = "1m"
+) -> list[dict[str, Any]]:
+    """Room statistics in [start, end) per '1m', '1h' or '1d' bucket (see spd_room_stats in SQL).
+
+    Each dict: room_id, bucket, online_avg, online_max, joins, leaves, timeouts, disconnects,
+    latency_avg, latency_p95, latency_count, latency_hist. ``room_id`` None: every visible room.
+    """
+    if bucket not in ("1m", "1h", "1d"):
+        raise ValueError(f"bucket must be 1m, 1h or 1d, got {bucket!r}")
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM spd_room_stats(%s, %s, %s, %s)", [room_id, start, end, bucket]
+        ).fetchall()
+
+
+def hist_quantile(conn: psycopg.Connection, hist: Iterable[int], q: float) -> float | None:
+    """The SQL quantile of a latency histogram (for callers holding a histogram in Python)."""
+    return conn.execute("SELECT spd_hist_quantile(%s::bigint[], %s)", [list(hist), q]).fetchone()[0]
+
+
+def latency_bounds(conn: psycopg.Connection) -> list[float]:
+    """The histogram bucket bounds the database was migrated with."""
+    return list(conn.execute("SELECT spd_latency_bounds()").fetchone()[0])
+
+
+def table_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Row counts of the history tables (tests, benchmarks, ``spidi`` diagnostics)."""
+    names = ("dat_spd_session", "dat_spd_room_stats", "spd_event_ledger", "dat_spd_room")
+    return {
+        n: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(n))).fetchone()[0]
+        for n in names
+    }

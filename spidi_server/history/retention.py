@@ -1,0 +1,114 @@
+"""Retention: hot history stays in the partitioned tables, older history moves to ``spd_archive``,
+the oldest is dropped.
+
+* Session and room-statistics partitions whose whole period ended more than
+  ``retention_hot_days`` ago are detached and moved to the ``spd_archive`` schema (data, indexes
+  and all, by ``ALTER TABLE ... SET SCHEMA``: no rows are copied).
+* Archived tables (and any still-attached partition) whose period ended more than
+  ``retention_drop_days`` ago are dropped.
+* Event-ledger partitions older than ``LEDGER_KEEP_DAYS`` are dropped: the ledger only has to
+  outlive the window in which a stream entry can be replayed.
+
+The writer runs this once a day; ``run_retention`` is the ``spidi retention --now`` entry point.
+Partitions are judged by the period in their name, so a partition straddling a cutoff stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from .. import logs
+from . import queries
+from .partitions import LEDGER, ROOM_STATS, SESSIONS, parse_partition_name
+
+log = logging.getLogger("spidi.history.retention")
+
+# Replays happen between a batch's commit and its XACK, or when a dead writer's entries are
+# reclaimed; a week covers any realistic outage of the writer.
+LEDGER_KEEP_DAYS = 7
+
+
+@dataclass
+class RetentionReport:
+    """Partitions moved to the archive and tables dropped by one retention run."""
+
+    archived: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (for ``spidi retention --now`` output)."""
+        return {"archived": self.archived, "dropped": self.dropped}
+
+
+def apply_retention(
+    conn: psycopg.Connection,
+    hot_days: int,
+    drop_days: int,
+    now: datetime | None = None,
+    ledger_days: int = LEDGER_KEEP_DAYS,
+) -> RetentionReport:
+    """Archive and drop partitions by age on ``conn`` (an autocommit connection is best: each move
+    commits on its own). Several writers may call it at once: one does the work, the others skip."""
+    if not queries.try_retention_lock(conn):
+        return RetentionReport()
+    try:
+        return _apply(conn, hot_days, drop_days, now, ledger_days)
+    finally:
+        queries.retention_unlock(conn)
+
+
+def _apply(conn: psycopg.Connection, hot_days: int, drop_days: int, now: datetime | None,
+           ledger_days: int) -> RetentionReport:  # fmt: skip
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    hot_cutoff = (now - timedelta(days=hot_days)).date()
+    drop_cutoff = (now - timedelta(days=drop_days)).date()
+    ledger_cutoff = (now - timedelta(days=ledger_days)).date()
+    report = RetentionReport()
+
+    for table in (SESSIONS, ROOM_STATS):
+        for name in queries.list_partitions(conn, table.name):
+            parsed = parse_partition_name(name)
+            if parsed is None:
+                continue  # not ours (added by hand): leave it alone
+            _, _, end = parsed
+            if end <= drop_cutoff:
+                queries.drop_partition(conn, table.name, name)
+                report.dropped.append(name)
+            elif end <= hot_cutoff:
+                queries.archive_partition(conn, table.name, name)
+                report.archived.append(name)
+
+    for name in queries.list_partitions(conn, LEDGER.name):
+        parsed = parse_partition_name(name)
+        if parsed is not None and parsed[2] <= ledger_cutoff:
+            queries.drop_partition(conn, LEDGER.name, name)
+            report.dropped.append(name)
+
+    for name in queries.list_archived(conn):
+        parsed = parse_partition_name(name)
+        if parsed is not None and parsed[2] <= drop_cutoff:
+            queries.drop_archived(conn, name)
+            report.dropped.append(f"{queries.ARCHIVE_SCHEMA}.{name}")
+
+    if report.archived or report.dropped:
+        logs.event(log, "retention_applied", archived=report.archived, dropped=report.dropped,
+                   hot_cutoff=hot_cutoff.isoformat(), drop_cutoff=drop_cutoff.isoformat())  # fmt: skip
+    return report
+
+
+def run_retention(settings, now: datetime | None = None) -> RetentionReport:
+    """Apply retention with ``settings`` (``spidi retention --now``); starts the embedded PostgreSQL
+    when no DSN is configured (joining the running one if ``spidi serve`` has it up)."""
+    from .embedded_pg import resolve_dsn
+
+    dsn, embedded = resolve_dsn(settings)
+    try:
+        with psycopg.connect(dsn) as conn:
+            return apply_retention(conn, settings.retention_hot_days, settings.retention_drop_days, now)
+    finally:
+        if embedded is not None:
+            embedded.stop()
