@@ -1,0 +1,108 @@
+"""Room statistics: samples of several nodes for one minute merge additively; p95 comes from the
+merged histogram; 1m/1h/1d rollups."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.rows import dict_row
+
+from spidi_server.history import queries
+from spidi_server.rooms import room_id_for
+
+from .helpers import dt, hist_of, ms, push, quantile, room_sample, running_writer, wait_for, written
+
+ROOM = room_id_for("acme", "stage")
+
+
+def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
+    minute = ms("2026-05-04T10:07")
+    lat_a = [3, 8, 8, 20, 40, 90, 140, 180]
+    lat_b = [4, 12, 30, 60, 70, 260, 480, 900, 1500, 7000]
+    a = room_sample("acme", "stage", minute, "node-a", online=[10, 12, 14], joins=5, leaves=1, timeouts=1,
+                    latencies=lat_a)  # fmt: skip
+    b = room_sample("acme", "stage", minute, "node-b", online=[20, 18], joins=2, leaves=3, disconnects=2,
+                    latencies=lat_b)  # fmt: skip
+    with running_writer(history_settings):
+        push(redis_sync, [a])  # separate batches: the second merges into the stored row
+        wait_for(lambda: written(redis_sync) == 1)
+        push(redis_sync, [b])
+        wait_for(lambda: written(redis_sync) == 2)
+    with pg.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM dat_spd_room_stats").fetchone()
+    assert row["ts_bucket"] == dt("2026-05-04T10:07") and str(row["room_id"]) == ROOM
+    assert (row["online_sum"], row["online_samples"], row["online_max"]) == (36 + 38, 5, 20)
+    # The room's average online is the sum of the nodes' averages (12 + 19), not the mean of samples.
+    assert row["online_avg"] == pytest.approx(12 + 19)
+    assert (row["joins"], row["leaves"], row["timeouts"], row["disconnects"]) == (7, 4, 1, 2)
+    assert row["latency_count"] == len(lat_a) + len(lat_b)
+    assert row["latency_sum"] == pytest.approx(sum(lat_a) + sum(lat_b))
+    merged = hist_of(lat_a + lat_b)
+    assert (
+        row["latency_hist"] == merged == [x + y for x, y in zip(hist_of(lat_a), hist_of(lat_b), strict=True)]
+    )
+    assert row["node_samples"] == 2
+
+    (stats,) = queries.room_stats(pg, ROOM, dt("2026-05-04T10:07"), dt("2026-05-04T10:08"), "1m")
+    assert stats["latency_p95"] == pytest.approx(quantile(merged, 0.95))
+    assert stats["latency_avg"] == pytest.approx((sum(lat_a) + sum(lat_b)) / 18)
+    assert stats["online_avg"] == pytest.approx(31) and stats["online_max"] == 20
+
+
+@pytest.mark.parametrize(
+    ("hist", "q"),
+    [([0] * 15, 0.95), ([100] + [0] * 14, 0.95), ([0, 0, 10, 10] + [0] * 11, 0.5), ([1] * 15, 0.95),
+     ([0] * 14 + [5], 0.95), ([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 0.75)],
+)  # fmt: skip
+def test_sql_quantile_matches_python(pg, hist, q):
+    assert queries.hist_quantile(pg, hist, q) == (
+        None if quantile(hist, q) is None else pytest.approx(quantile(hist, q))
+    )
+
+
+def test_rollups_1m_1h_1d(history_settings, redis_sync, pg):
+    # Day 1: 10:00 and 10:01 (one hour), 11:30; day 2: 09:00. Latencies grow per sample.
+    plan = [
+        ("2026-05-04T10:00", [4, 4], 2, [10, 20]),
+        ("2026-05-04T10:01", [6, 6], 1, [30, 40, 600]),
+        ("2026-05-04T11:30", [2], 0, [5]),
+        ("2026-05-05T09:00", [1, 3], 4, [100, 100, 100]),
+    ]
+    evs = [room_sample("acme", "stage", ms(t), online=o, joins=j, latencies=lat) for t, o, j, lat in plan]
+    push(redis_sync, evs)
+    with running_writer(history_settings):
+        wait_for(lambda: written(redis_sync) == len(evs))
+    start, end = dt("2026-05-04T00:00"), dt("2026-05-06T00:00")
+
+    minutes = queries.room_stats(pg, ROOM, start, end, "1m")
+    assert [m["bucket"] for m in minutes] == [dt(t) for t, *_ in plan]
+    assert [m["online_avg"] for m in minutes] == [4, 6, 2, 2]
+    assert [m["joins"] for m in minutes] == [2, 1, 0, 4]
+
+    hours = queries.room_stats(pg, ROOM, start, end, "1h")
+    assert [h["bucket"] for h in hours] == [
+        dt("2026-05-04T10:00"),
+        dt("2026-05-04T11:00"),
+        dt("2026-05-05T09:00"),
+    ]
+    # Time-weighted over the hour's 60 minutes: minutes with no sample count as nobody online.
+    assert hours[0]["online_avg"] == pytest.approx((4 + 6) / 60) and hours[0]["online_max"] == 6
+    assert [h["joins"] for h in hours] == [3, 0, 4]
+    assert hours[0]["latency_count"] == 5 and hours[0]["latency_avg"] == pytest.approx(700 / 5)
+    assert hours[0]["latency_p95"] == pytest.approx(quantile(hist_of([10, 20, 30, 40, 600]), 0.95))
+
+    days = queries.room_stats(pg, ROOM, start, end, "1d")
+    assert [d["bucket"] for d in days] == [dt("2026-05-04T00:00"), dt("2026-05-05T00:00")]
+    assert days[0]["online_avg"] == pytest.approx((4 + 6 + 2) / 1440)
+    assert [d["joins"] for d in days] == [3, 4] and days[0]["latency_count"] == 6
+    assert days[0]["latency_hist"] == hist_of([10, 20, 30, 40, 600, 5])
+    assert days[1]["latency_p95"] == pytest.approx(quantile(hist_of([100] * 3), 0.95))
+
+    # A window cutting into an hour averages over the minutes inside the window only.
+    (part,) = queries.room_stats(pg, ROOM, dt("2026-05-04T10:00"), dt("2026-05-04T10:02"), "1h")
+    assert part["online_avg"] == pytest.approx((4 + 6) / 2)
+    # Plain SQL works too, and every room at once with a NULL room.
+    assert (
+        pg.execute("SELECT count(*) FROM spd_room_stats(NULL, %s, %s, '1d')", [start, end]).fetchone()[0] == 2
+    )
+    with pytest.raises(ValueError):
+        queries.room_stats(pg, ROOM, start, end, "5m")

@@ -1,0 +1,67 @@
+"""Room definitions the server reads: upsert, list, lookup by code, soft delete, attributes, types."""
+
+from __future__ import annotations
+
+import pytest
+
+from spidi_server.history import queries
+from spidi_server.rooms import room_id_for
+
+from .helpers import FakeSession, dt, ms, push, running_writer, wait_for, written
+
+
+def test_rooms_round_trip(pg):
+    queries.upsert_room_type(pg, "classroom", "Classroom", default_capacity=40)
+    lobby = queries.upsert_room(
+        pg, "acme", "lobby", capacity=100, name="Lobby", attrs={"floor": "1", "wing": "E"}
+    )
+    assert lobby.room_id == room_id_for("acme", "lobby") and lobby.capacity == 100 and lobby.active
+    assert lobby.attrs == {"floor": "1", "wing": "E"}
+    room = queries.upsert_room(pg, "acme", "a-101", room_type="classroom", ttl_s=3600)
+    assert room.capacity == 40 and room.room_type == "classroom" and room.ttl_s == 3600  # the type's default
+    queries.upsert_room(pg, "other", "lobby", capacity=5)
+
+    assert [r.code for r in queries.list_rooms(pg, "acme")] == ["a-101", "lobby"]
+    # Attributes replaced as a set; status change.
+    lobby = queries.upsert_room(pg, "acme", "lobby", capacity=120, status="disabled", attrs={"floor": "2"})
+    assert (lobby.capacity, lobby.status, lobby.attrs) == (120, "disabled", {"floor": "2"})
+    assert [r.code for r in queries.list_rooms(pg, "acme", include_disabled=False)] == ["a-101"]
+    assert queries.get_room_by_code(pg, "other", "lobby").capacity == 5
+    assert queries.get_room_by_code(pg, "acme", "nope") is None
+
+    assert queries.delete_room(pg, "acme", "lobby") is True
+    assert queries.delete_room(pg, "acme", "lobby") is False
+    assert queries.get_room_by_code(pg, "acme", "lobby") is None
+    # Soft-deleted rows stay for the record; the code can be used again (same id, undeleted).
+    assert pg.execute("SELECT count(*) FROM dat_spd_room WHERE deleted_at IS NOT NULL").fetchone()[0] == 1
+    again = queries.upsert_room(pg, "acme", "lobby", capacity=7)
+    assert again.capacity == 7 and again.attrs == {}
+    with pytest.raises(ValueError):
+        queries.upsert_room(pg, "acme", "x", room_type="no-such-type")
+
+
+def test_session_query(history_settings, redis_sync, pg):
+    sessions = [FakeSession("acme", room, user, ms(t)) for room, user, t in
+                [("lobby", "ann", "2026-05-04T09:00"), ("lobby", "ben", "2026-05-04T10:00"),
+                 ("hall", "ann", "2026-05-04T11:00"), ("lobby", "cy", "2026-05-05T10:00")]]  # fmt: skip
+    evs = [s.started() for s in sessions]
+    sessions[0].beat(ms("2026-05-04T09:00:15"), 25)
+    evs.append(sessions[0].ended(ms("2026-05-04T09:30"), "disconnect"))
+    push(redis_sync, evs)
+    with running_writer(history_settings):
+        wait_for(lambda: written(redis_sync) == len(evs))
+
+    day = (dt("2026-05-04T00:00"), dt("2026-05-05T00:00"))
+    assert [s["user_id"] for s in queries.list_sessions(pg, *day)] == ["ann", "ben", "ann"]  # newest first
+    lobby = queries.list_sessions(pg, *day, room_id=room_id_for("acme", "lobby"))
+    assert [s["user_id"] for s in lobby] == ["ben", "ann"]
+    (first,) = queries.list_sessions(pg, *day, user_id="ann", room_id=room_id_for("acme", "lobby"))
+    assert (first["end_reason"], first["heartbeat_count"], first["latency_avg"]) == ("disconnect", 1, 25.0)
+    assert len(queries.list_sessions(pg, *day, limit=1)) == 1
+    # The plain-SQL question: every session with start, end, reason, device, OS, app version, IP,
+    # heartbeat count and latency summary.
+    rows = pg.execute(
+        """SELECT session_id, started_at, ended_at, end_reason, device, os, app_version, ip, heartbeat_count,
+                  latency_avg, latency_min, latency_max FROM dat_spd_session ORDER BY started_at"""
+    ).fetchall()
+    assert len(rows) == 4 and rows[0][3:8] == ("disconnect", "Pixel", "Android", "1.2.3", "10.0.0.7")
