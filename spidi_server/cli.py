@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 
@@ -33,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", dest="redis_url")
     serve.add_argument("--log-level", dest="log_level")
     serve.add_argument("--node-id", dest="node_id")
+
+    writer = sub.add_parser("writer", help="run the history writer alone (Redis Stream to PostgreSQL)")
+    _common(writer)
+    writer.add_argument("--redis-url", dest="redis_url")
+    writer.add_argument("--postgres-dsn", dest="postgres_dsn")
+    writer.add_argument("--log-level", dest="log_level")
+
+    migrate = sub.add_parser("migrate", help="apply the PostgreSQL migrations")
+    _common(migrate)
+    migrate.add_argument("--postgres-dsn", dest="postgres_dsn")
+
+    retention = sub.add_parser("retention", help="archive and drop old history partitions")
+    _common(retention)
+    retention.add_argument("--postgres-dsn", dest="postgres_dsn")
+    retention.add_argument("--now", action="store_true", required=True, help="run it now")
 
     token = sub.add_parser("token", help="mint a development token (HS256 secret of this configuration)")
     _common(token)
@@ -70,6 +86,11 @@ async def _serve(settings: Settings) -> None:
             f"  Data directory:    {settings.data_path}",
             f"  Redis:             {'embedded at ' + node.redis_url if node.embedded_redis else node.redis_url}",
         ]
+        if node.dsn:
+            where = f"embedded under {settings.data_path / 'postgres'}" if node.embedded_pg else "external"
+            lines.append(f"  PostgreSQL:        {where} ({_redact(node.dsn)})")
+        if node.writer_proc is not None:
+            lines.append(f"  History writer:    pid {node.writer_proc.pid}")
         if settings.dev and settings.jwt_algorithms[0].startswith("HS"):
             lines.append("  Development tokens (24 h):")
             for role in ROLES:
@@ -79,6 +100,34 @@ async def _serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         await node.stop()
+
+
+def _redact(dsn: str) -> str:
+    """A DSN without its password, for printing."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+def _history_command(args: argparse.Namespace) -> int:
+    from .history import embedded_pg, retention, writer
+
+    settings = _settings(args, ("data_dir", "dev", "postgres_dsn", "redis_url", "log_level"))
+    logs.configure(settings.log_level)
+    if args.command == "writer":
+        return writer.main(
+            [a for pair in (("--data-dir", settings.data_dir), ("--redis-url", settings.redis_url),
+                            ("--postgres-dsn", settings.postgres_dsn)) if pair[1] for a in pair]
+            + (["--config", args.config] if args.config else [])
+        )  # fmt: skip
+    if args.command == "retention":
+        print(json.dumps(retention.run_retention(settings).as_dict(), indent=2, default=str))
+        return 0
+    dsn, embedded = embedded_pg.resolve_dsn(settings)  # applies the migrations
+    if embedded is not None:
+        embedded.stop()
+    print(f"migrations applied ({_redact(dsn)})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
             uvloop.run(_serve(settings))
             return 0
+        if args.command in ("writer", "migrate", "retention"):
+            return _history_command(args)
         if args.command == "token":
             settings = _settings(args, ("data_dir", "dev"))
             roles = [r if r.startswith("spidi:") else f"spidi:{r}" for r in args.role]

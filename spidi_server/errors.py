@@ -73,6 +73,10 @@ class RoomFullError(AppError):
     code, name = 1201, "ROOM_FULL"
 
 
+class RoomDisabledError(AppError):
+    code, name = 1202, "ROOM_DISABLED"
+
+
 class UnknownSessionError(AppError):
     code, name = 1300, "UNKNOWN_SESSION"
 
@@ -92,6 +96,7 @@ APP_ERRORS = (
     ForbiddenError,
     RoomNotFoundError,
     RoomFullError,
+    RoomDisabledError,
     UnknownSessionError,
     SubscriptionLimitError,
     UnavailableError,

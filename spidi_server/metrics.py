@@ -44,7 +44,9 @@ class _HotCollector:
             frames.add_metric([command], value)
         yield frames
         cumulative, buckets = 0, []
-        for bound, count in zip((*map(str, map(float, LATENCY_BUCKETS_MS)), "+Inf"), hot.latency_hist, strict=True):
+        for bound, count in zip(
+            (*map(str, map(float, LATENCY_BUCKETS_MS)), "+Inf"), hot.latency_hist, strict=True
+        ):
             cumulative += count
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily(
@@ -66,11 +68,19 @@ class NodeMetrics:
         self.hot = HotCounters()
         self.frame_counts = self.hot.frames
         r.register(_HotCollector(self.hot))
-        self.websocket_connections = Gauge("spidi_websocket_connections", "Open WebSocket connections", registry=r)
-        self.sessions_active = Gauge("spidi_sessions_active", "Presence sessions held by this node", registry=r)
-        self.rooms_total = Gauge("spidi_rooms_total", "Rooms with at least one session on this node", registry=r)
+        self.websocket_connections = Gauge(
+            "spidi_websocket_connections", "Open WebSocket connections", registry=r
+        )
+        self.sessions_active = Gauge(
+            "spidi_sessions_active", "Presence sessions held by this node", registry=r
+        )
+        self.rooms_total = Gauge(
+            "spidi_rooms_total", "Rooms with at least one session on this node", registry=r
+        )
         self.errors = Counter("spidi_errors", "Errors sent to clients, by code", ["code"], registry=r)
-        self.sessions_ended = Counter("spidi_sessions_ended", "Sessions ended, by reason", ["reason"], registry=r)
+        self.sessions_ended = Counter(
+            "spidi_sessions_ended", "Sessions ended, by reason", ["reason"], registry=r
+        )
         self.redis_flush_commands = Histogram(
             "spidi_redis_pipeline_commands",
             "Commands per Redis pipeline flush",

@@ -13,7 +13,7 @@ from .metrics import NodeMetrics
 from .ops import OpsServer
 from .presence import Presence, run_every
 from .protocol.stomp import StompConnection
-from .rooms import RoomCatalog
+from .rooms import RoomCatalog, RoomDef
 from .settings import Settings
 from .stores.embedded_redis import EmbeddedRedis
 from .stores.redis_store import HotStore, connect
@@ -28,7 +28,23 @@ def make_transport(node: Node):
         return PicowsTransport(node)
     return WebSocketTransport(node)
 
+
 log = logging.getLogger("spidi.node")
+
+ROOM_REFRESH_S = 5.0
+
+
+def load_rooms(dsn: str, default_capacity: int) -> list[RoomDef]:
+    """Every room stored in PostgreSQL, as the catalog holds them (blocking: run in a thread)."""
+    import psycopg
+
+    from .history import queries
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+        return [
+            RoomDef(r.room_id, r.tenant, r.code, r.capacity or default_capacity, r.active)
+            for r in queries.list_all_rooms(conn)
+        ]
 
 
 class Node:
@@ -47,6 +63,9 @@ class Node:
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self.redis_url = settings.redis_url
+        self.dsn: str | None = settings.postgres_dsn or None
+        self.embedded_pg = None
+        self.writer_proc = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self.started = False
@@ -70,8 +89,12 @@ class Node:
         if not self.redis_url:
             self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
             self.redis_url = self.embedded_redis.url
+        if s.history and s.writer == "child" or s.postgres_dsn:
+            await self._start_history()
         self.store = HotStore(
-            connect(self.redis_url), on_flush=self.metrics.record_flush, min_interval_s=s.redis_flush_interval_ms / 1000
+            connect(self.redis_url),
+            on_flush=self.metrics.record_flush,
+            min_interval_s=s.redis_flush_interval_ms / 1000,
         )
         await self.store.start()
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
@@ -86,6 +109,7 @@ class Node:
             loop.create_task(run_every(0.1, self._expire, "expire")),
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
+            loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         self.started = True
@@ -95,6 +119,30 @@ class Node:
     def _liveness_period(self) -> float:
         s = self.settings
         return max(0.02, min(1.0, (s.stomp_heartbeat_ms or 4000) / 4000, s.connect_timeout_s / 4))
+
+    async def _start_history(self) -> None:
+        """PostgreSQL (embedded unless configured, migrated) and, with ``writer = child``, the writer."""
+        from .history.embedded_pg import resolve_dsn
+        from .history.writer import start_writer_process
+
+        s = self.settings
+        self.dsn, self.embedded_pg = await asyncio.to_thread(resolve_dsn, s)
+        await self.refresh_rooms()
+        if s.history and s.writer == "child":
+            # A stable consumer name lets a restarted writer take its own pending entries back at once.
+            consumer = f"writer-{s.node_id}" if s.node_id else None
+            self.writer_proc = start_writer_process(s, self.redis_url, self.dsn, consumer=consumer)
+
+    async def refresh_rooms(self) -> None:
+        """Reload the rooms stored in PostgreSQL; on failure keep the cached ones."""
+        if not self.dsn:
+            return
+        try:
+            rooms = await asyncio.to_thread(load_rooms, self.dsn, self.settings.default_room_capacity)
+        except Exception as exc:  # psycopg errors and OSError alike: the cache stays in force
+            logs.event(log, "rooms_refresh_failed", logging.WARNING, error=str(exc))
+            return
+        self.catalog.replace_stored(rooms)
 
     def connection_opened(self, conn) -> None:
         self.clients.add(conn)
@@ -160,6 +208,12 @@ class Node:
         self.presence.end_all("shutdown")
         await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
+        if self.writer_proc is not None:
+            from .history.writer import stop_writer_process
+
+            await asyncio.to_thread(stop_writer_process, self.writer_proc, 30.0)
+        if self.embedded_pg is not None:
+            await asyncio.to_thread(self.embedded_pg.stop)
         if self.embedded_redis is not None:
             await asyncio.to_thread(self.embedded_redis.stop)
         logs.event(log, "node_stopped", node_id=self.node_id)

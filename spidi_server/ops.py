@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .stores import keys
+
 if TYPE_CHECKING:
     from .node import Node
+
+
+def _postgres_answers(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except (psycopg.Error, OSError):
+        return False
 
 
 def _json(data: dict, status: int = 200) -> web.Response:
@@ -53,18 +68,39 @@ class OpsServer:
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness plus each component's state; 503 when Redis does not answer."""
-        store = self.node.store
+        node = self.node
+        store = node.store
         redis_ok = store is not None and await store.ping()
-        body = {
-            "status": "ok" if redis_ok else "degraded",
-            "node": self.node.node_id,
-            "components": {
-                "redis": {
-                    "status": "ok" if redis_ok else "down",
-                    "pending": store.pending if store else 0,
-                    "lastError": store.last_error if store else None,
-                },
-                "websocket": {"status": "ok", "connections": len(self.node.clients)},
+        components = {
+            "redis": {
+                "status": "ok" if redis_ok else "down",
+                "pending": store.pending if store else 0,
+                "lastError": store.last_error if store else None,
             },
+            "websocket": {"status": "ok", "connections": len(node.clients), "transport": node.transport.name},
         }
-        return _json(body, 200 if redis_ok else 503)
+        if node.dsn:
+            pg_ok = await asyncio.to_thread(_postgres_answers, node.dsn)
+            components["postgres"] = {"status": "ok" if pg_ok else "down"}
+        if node.settings.history and redis_ok:
+            components["writer"] = await self._writer_status()
+        degraded = not redis_ok or any(c.get("status") not in ("ok", "running") for c in components.values())
+        body = {"status": "degraded" if degraded else "ok", "node": node.node_id, "components": components}
+        return _json(body, 503 if not redis_ok else 200)
+
+    async def _writer_status(self) -> dict:
+        redis = self.node.store.redis
+        raw = await redis.hgetall(keys.WRITER_STATUS)
+        status = {k.decode(): v.decode() for k, v in raw.items()}
+        backlog = await redis.xlen(keys.EVENTS_STREAM)
+        if not status:
+            return {"status": "unknown", "backlog": backlog, "detail": "no writer has reported yet"}
+        stale = time.time() - float(status.get("updated_at") or 0) > 30  # it reports every 5 s
+        state = "stale" if stale else status.get("state", "unknown")
+        return {
+            "status": state,
+            "backlog": backlog,
+            "eventsWritten": int(status.get("events_written") or 0),
+            "lastBatchMs": float(status.get("last_batch_ms") or 0),
+            "lastError": status.get("last_error") or None,
+        }

@@ -22,6 +22,7 @@ from . import logs
 from .errors import (
     BadRequestError,
     ForbiddenError,
+    RoomDisabledError,
     RoomFullError,
     RoomNotFoundError,
     UnknownSessionError,
@@ -243,7 +244,12 @@ class Presence:
     """The presence service of one node."""
 
     def __init__(
-        self, settings: Settings, store: HotStore, catalog: RoomCatalog, metrics: NodeMetrics, node_id: str = ""
+        self,
+        settings: Settings,
+        store: HotStore,
+        catalog: RoomCatalog,
+        metrics: NodeMetrics,
+        node_id: str = "",
     ):
         self.settings = settings
         self.node_id = node_id
@@ -295,6 +301,8 @@ class Presence:
         definition = self.catalog.lookup(claims.tenant, code, create=True)
         if definition is None:
             raise RoomNotFoundError(f"room {code!r} does not exist")
+        if not definition.active:
+            raise RoomDisabledError(f"room {code!r} is disabled")
         room = self._room(definition)
         if len(room.sessions) >= room.capacity:
             raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")

@@ -1,7 +1,8 @@
-"""Room definitions: which rooms exist and their capacity.
+"""Room definitions: which rooms exist, their capacity and status.
 
-Today they come from configuration (and auto-creation in development); the history issue moves
-them to PostgreSQL behind the same ``RoomCatalog.lookup`` contract.
+Rooms stored in PostgreSQL (``dat_spd_room``) come first; the node keeps them in memory and
+refreshes them every few seconds (``replace_stored``). Then rooms from configuration, then, when
+allowed, auto-creation on first HELLO with the default capacity.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _NAMESPACE = uuid.UUID("6f0f3c55-2a8e-4f57-9d0f-5b1f3a7c9e21")
 
 
 def room_id_for(tenant: str, code: str) -> str:
-    """A room's id: stable for (tenant, code), the same on every node."""
+    """A room's id: stable for (tenant, code), the same on every node and in PostgreSQL."""
     return str(uuid.uuid5(_NAMESPACE, f"{tenant}/{code}"))
 
 
@@ -27,6 +28,7 @@ class RoomDef:
     tenant: str
     code: str
     capacity: int
+    active: bool = True
 
 
 class RoomCatalog:
@@ -37,16 +39,20 @@ class RoomCatalog:
         self.default_capacity = settings.default_room_capacity
         # "code" applies to every tenant, "tenant/code" to one.
         self.defined = dict(settings.rooms)
+        self.stored: dict[tuple[str, str], RoomDef] = {}
+
+    def replace_stored(self, rooms: list[RoomDef]) -> None:
+        """Install a fresh copy of the rooms stored in PostgreSQL."""
+        self.stored = {(r.tenant, r.code): r for r in rooms}
 
     def lookup(self, tenant: str, code: str, *, create: bool = False) -> RoomDef | None:
         """The room ``code`` of ``tenant``; None if it does not exist (and may not be created)."""
+        stored = self.stored.get((tenant, code))
+        if stored is not None:
+            return stored
         capacity = self.defined.get(f"{tenant}/{code}") or self.defined.get(code)
         if capacity is None:
             if not (create and self.auto_create):
                 return None
             capacity = self.default_capacity
         return RoomDef(room_id_for(tenant, code), tenant, code, capacity)
-
-    def may_exist(self, tenant: str, code: str) -> bool:
-        """Whether a monitor may subscribe to this room (it exists, or would be created on HELLO)."""
-        return self.auto_create or self.lookup(tenant, code) is not None

@@ -36,10 +36,16 @@ class Settings:
 
     redis_url: str = field(default="", metadata={"doc": "Redis URL; empty starts an embedded redis-server"})
 
-    postgres_dsn: str = field(default="", metadata={"doc": "PostgreSQL DSN; empty starts an embedded one (pgserver)"})
+    postgres_dsn: str = field(
+        default="", metadata={"doc": "PostgreSQL DSN; empty starts an embedded one (pgserver)"}
+    )
     history: bool = field(default=True, metadata={"doc": "Record presence history (events to the writer)"})
-    writer: str = field(default="child", metadata={"doc": "child: serve starts the writer; external: run it alone"})
-    writer_flush_interval_s: float = field(default=30.0, metadata={"doc": "Longest a batch waits for PostgreSQL"})
+    writer: str = field(
+        default="child", metadata={"doc": "child: serve starts the writer; external: run it alone"}
+    )
+    writer_flush_interval_s: float = field(
+        default=30.0, metadata={"doc": "Longest a batch waits for PostgreSQL"}
+    )
     writer_batch_size: int = field(default=5000, metadata={"doc": "Events that flush a batch at once"})
     checkpoint_interval_s: float = field(default=60.0, metadata={"doc": "Period of session checkpoints"})
     retention_hot_days: int = field(default=90, metadata={"doc": "Older history moves to the archive schema"})
@@ -75,7 +81,9 @@ class Settings:
     max_header_line: int = field(default=8192, metadata={"doc": "Longest header line, bytes"})
     connect_timeout_s: float = field(default=10.0, metadata={"doc": "Time allowed from handshake to CONNECT"})
     max_subscriptions: int = field(default=64, metadata={"doc": "Subscriptions per connection"})
-    transport: str = field(default="websockets", metadata={"doc": "WebSocket implementation: websockets or picows"})
+    transport: str = field(
+        default="websockets", metadata={"doc": "WebSocket implementation: websockets or picows"}
+    )
     websocket_compression: bool = field(
         default=False, metadata={"doc": "permessage-deflate on the WebSocket"}
     )
@@ -83,7 +91,8 @@ class Settings:
     metrics_interval_ms: int = field(default=250, metadata={"doc": "Coalescing window of room updates"})
     rooms_topic_interval_ms: int = field(default=1000, metadata={"doc": "Period of /topic/rooms"})
     redis_flush_interval_ms: float = field(
-        default=10.0, metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"}
+        default=10.0,
+        metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"},
     )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 

@@ -60,6 +60,8 @@ def settings(tmp_path: Path, redis_url: str, redis_sync, transport: str) -> Sett
         metrics_interval_ms=50,
         rooms_topic_interval_ms=200,
         transport=transport,
+        # Events go to the stream; no PostgreSQL or writer per test node (tests/test_history_e2e.py has them).
+        writer="external",
     ).validate()
 
 

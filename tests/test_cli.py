@@ -6,12 +6,16 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from .stomp_client import connected
@@ -41,7 +45,10 @@ def read_banner(proc: subprocess.Popen, timeout: float = 20.0) -> str:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served():
+    # Not under pytest's tmp_path: pgserver (run as root) needs its parents traversable, and
+    # other pytest runs reset /tmp/pytest-of-root to 0700.
+    tmp_path = Path(tempfile.mkdtemp(prefix="spidi-cli-"))
     port, ops = free_port(), free_port()
     env = dict(os.environ, SPIDI_REDIS_URL="")
     proc = subprocess.Popen(
@@ -68,6 +75,7 @@ def served(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
@@ -79,6 +87,16 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
     assert set(tokens) == {"admin", "monitor", "user"}
     redis_sock = data / "redis" / "redis.sock"
     assert redis_sock.exists()
+    assert "PostgreSQL:        embedded under" in banner and "History writer:    pid" in banner
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # the writer reports its state within a few seconds of starting
+            async with http.get(f"http://127.0.0.1:{ops}/health") as resp:
+                health = await resp.json()
+            if health["components"].get("writer", {}).get("status") == "running":
+                break
+            await asyncio.sleep(0.1)
+    assert health["status"] == "ok", health
+    assert health["components"]["postgres"]["status"] == "ok"
 
     client = await connected(f"ws://127.0.0.1:{port}/ws", tokens["user"])
     welcome = await client.hello("lobby")
@@ -93,10 +111,15 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
     await mon.subscribe("/topic/rooms/lobby/metrics")
     assert (await mon.json("/topic/rooms/lobby/metrics"))["online"] == 1
 
+    report = subprocess.run([*SPIDI, "retention", "--now", "--data-dir", str(data)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert isinstance(json.loads(report.stdout), dict)
+
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(client.closed.wait(), 10)
     assert client.ws.close_code == 1001
-    assert await asyncio.to_thread(proc.wait, 15) == 0
+    assert await asyncio.to_thread(proc.wait, 40) == 0
     # The embedded Redis went with it.
     with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as s:
         s.connect(str(redis_sock))

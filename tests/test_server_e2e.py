@@ -542,7 +542,11 @@ async def test_metrics_endpoint_and_health(node):
     assert 'spidi_heartbeat_latency_ms_bucket{le="200.0"} 1.0' in text
     assert 'spidi_frames_total{command="SEND"} 2.0' in text
     assert 'spidi_frames_total{command="CONNECT"} 1.0' in text
-    assert health["status"] == "ok" and health["components"]["redis"]["status"] == "ok"
+    assert health["components"]["redis"]["status"] == "ok"
+    # History is on but no writer consumes the stream (writer = external, none started): degraded.
+    assert health["components"]["writer"]["status"] == "unknown"
+    assert health["components"]["writer"]["backlog"] >= 1
+    assert health["status"] == "degraded"
     await alice.close()
 
 

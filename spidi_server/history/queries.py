@@ -379,6 +379,13 @@ def list_rooms(conn: psycopg.Connection, tenant: str, include_disabled: bool = T
         return [_room(r) for r in cur.execute(query, {"tenant": tenant}).fetchall()]
 
 
+def list_all_rooms(conn: psycopg.Connection) -> list[RoomRecord]:
+    """Every live room of every tenant (the server's room cache; the writer's role sees all)."""
+    query = _ROOM_SELECT.replace("WHERE r.unidad_negocio_id = %(tenant)s AND", "WHERE")
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_room(r) for r in cur.execute(query + " ORDER BY r.unidad_negocio_id, r.code").fetchall()]
+
+
 def get_room_by_code(conn: psycopg.Connection, tenant: str, code: str) -> RoomRecord | None:
     """The live room ``code`` of ``tenant``, or None."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -37,7 +37,7 @@ import redis
 from .. import logs
 from ..errors import ConfigError
 from ..settings import Settings, load_settings
-from ..stores import events
+from ..stores import events, keys
 from . import queries
 from .migrate import migrate
 from .partitions import (
@@ -53,8 +53,8 @@ from .retention import apply_retention
 
 log = logging.getLogger("spidi.history.writer")
 
-STATUS_KEY = "spidi:writer:status"
-DEAD_LETTER_STREAM = "spidi:events:dead"  # events PostgreSQL rejected, with the error (kept ~10k)
+STATUS_KEY = keys.WRITER_STATUS
+DEAD_LETTER_STREAM = keys.DEAD_LETTER_STREAM  # events PostgreSQL rejected, with the error (kept ~10k)
 DEAD_LETTER_MAXLEN = 10_000
 BACKLOG_THRESHOLDS = (10_000, 100_000, 1_000_000)  # a warning each time the backlog crosses one upward
 BACKOFF_INITIAL_S = 0.5

@@ -24,7 +24,9 @@ bound when several nodes hold the room); counters and histogram counts add.
 
 from __future__ import annotations
 
-STREAM = "spidi:events"
+from . import keys
+
+STREAM = keys.EVENTS_STREAM
 GROUP = "spidi-writers"
 STREAM_MAXLEN = 2_000_000  # approximate cap: the backlog is bounded even if no writer runs
 

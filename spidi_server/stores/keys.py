@@ -9,6 +9,9 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:room:{<roomId>}:users            hash   userId -> sessions of that user in the room
     spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
     spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
+    spidi:events                           stream history events for the writer (stores/events.py)
+    spidi:events:dead                      stream events PostgreSQL refused, with the error
+    spidi:writer:status                    hash   the history writer's counters and state
 """
 
 PREFIX = "spidi:"
@@ -45,3 +48,8 @@ def tenant_rooms(tenant: str) -> str:
 def room_keys(room_id: str) -> list[str]:
     """The keys a room's scripts take, in the order the Lua scripts expect them."""
     return [room_online(room_id), room_latency(room_id), room_users(room_id), room_metrics(room_id)]
+
+
+EVENTS_STREAM = f"{PREFIX}events"
+DEAD_LETTER_STREAM = f"{PREFIX}events:dead"
+WRITER_STATUS = f"{PREFIX}writer:status"

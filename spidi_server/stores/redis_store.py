@@ -42,7 +42,9 @@ class HotStore:
         self.min_interval_s = min_interval_s
         # Scripts are loaded once and called by sha: redis-py's Script objects would add a
         # SCRIPT EXISTS round trip to every pipeline.
-        self._sources = {name: _script(f"{name}.lua") for name in ("join", "leave", "room_metrics", "heartbeats")}
+        self._sources = {
+            name: _script(f"{name}.lua") for name in ("join", "leave", "room_metrics", "heartbeats")
+        }
         self._shas: dict[str, str] = {}
         self._ops: list[tuple] = []
         self._beats: dict[str, dict[str, tuple[int, float]]] = {}
