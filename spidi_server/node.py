@@ -15,6 +15,7 @@ from .presence import Presence, run_every
 from .protocol.stomp import StompConnection
 from .rooms import RoomCatalog, RoomDef
 from .settings import Settings
+from .stores import keys
 from .stores.embedded_redis import EmbeddedRedis
 from .stores.redis_store import HotStore, connect
 from .transport.websocket import WebSocketTransport
@@ -110,6 +111,7 @@ class Node:
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
+            loop.create_task(self._watch_room_changes()),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         self.started = True
@@ -143,6 +145,31 @@ class Node:
             logs.event(log, "rooms_refresh_failed", logging.WARNING, error=str(exc))
             return
         self.catalog.replace_stored(rooms)
+
+    async def rooms_changed(self, tenant: str, code: str) -> None:
+        """A room definition changed (REST API): refresh here, and tell every other process."""
+        await self.refresh_rooms()
+        await self.store.redis.publish(keys.ROOMS_CHANGED, f"{tenant}/{code}")
+
+    async def _watch_room_changes(self) -> None:
+        """Refresh the room cache as soon as any process announces a change (else every 5 s)."""
+        backoff = 0.5
+        while True:
+            pubsub = self.store.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.ROOMS_CHANGED)
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        await self.refresh_rooms()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone: the periodic refresh still runs; retry later
+                logs.event(log, "rooms_watch_failed", logging.WARNING, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                await pubsub.aclose()
 
     def connection_opened(self, conn) -> None:
         self.clients.add(conn)

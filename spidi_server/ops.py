@@ -10,6 +10,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .api import register_api
+from .dashboard import register_dashboard
 from .stores import keys
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class OpsServer:
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/health", self.health)
+        register_api(self.app, node)
+        register_dashboard(self.app, node)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 

@@ -378,7 +378,8 @@ class Presence:
             if session.room.roster_subs:
                 session.room.updated[session.session_id] = session
             self._changed(session.room)
-        self.store.update_session(session.room.room_id, session.session_id, self.session_ttl_s, fields)
+        self.store.update_session(session.room.room_id, session.session_id, session.room.tenant, session.user_id,
+                                  self.session_ttl_s, fields)  # fmt: skip
         logs.event(log, "session_resumed", session_id=session.session_id, user_id=session.user_id,
                    room_id=session.room.room_id)  # fmt: skip
 
@@ -401,7 +402,7 @@ class Presence:
         self.store.heartbeat(room.room_id, session_id, now_ms, latency_ms)
         if now_ms - session.ttl_refreshed > self._ttl_refresh_ms:
             session.ttl_refreshed = now_ms
-            self.store.update_session(room.room_id, session_id, self.session_ttl_s)
+            self.store.update_session(room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s)
         if room.roster_subs:
             room.updated[session_id] = session
         if not room.dirty:
@@ -444,7 +445,7 @@ class Presence:
         room = session.room
         room.sessions.pop(session.session_id, None)
         self.wheel.remove(session.session_id)
-        self.store.leave(room.room_id, session.session_id, session.user_id)
+        self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id)
         client = session.client
         if client is not None:
             client.sessions.discard(session)

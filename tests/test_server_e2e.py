@@ -585,3 +585,23 @@ async def test_redis_matches_what_clients_see_after_a_mixed_scenario(node_factor
     assert [ended.labels(reason=r)._value.get() for r in ("leave", "disconnect", "timeout")] == [1, 2, 1]
     for c in (*clients, mon):
         await c.close()
+
+
+async def test_user_sessions_index_across_rooms(node, redis_sync):
+    phone = await user(node, "multi")
+    laptop = await user(node, "multi")
+    s1 = (await phone.hello("r1", "phone"))["sessionId"]
+    s2 = (await laptop.hello("r2", "laptop"))["sessionId"]
+    await phone.app("/app/heartbeat", {"sessionId": s1, "latencyMs": 12}, receipt="r")
+    await phone.next(command="RECEIPT")
+    live = {e["sessionId"]: e for e in await node.store.user_sessions("default", "multi")}
+    assert set(live) == {s1, s2}
+    assert live[s1]["roomId"] == room_id_for("default", "r1") and live[s1]["clientId"] == "phone"
+    assert live[s1]["latencyMs"] == 12 and live[s2]["roomCode"] == "r2"
+    assert await node.store.user_sessions("other-tenant", "multi") == []
+    await laptop.app("/app/leave", {"sessionId": s2}, receipt="l")
+    await laptop.next(command="RECEIPT")
+    assert [e["sessionId"] for e in await node.store.user_sessions("default", "multi")] == [s1]
+    assert redis_sync.ttl(keys.user_sessions("default", "multi")) > 0
+    await phone.close()
+    await laptop.close()

@@ -9,6 +9,8 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:room:{<roomId>}:users            hash   userId -> sessions of that user in the room
     spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
     spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
+    spidi:user:<tenant>:<userId>:sessions  hash   sessionId -> roomId, a user's live sessions (TTL)
+    spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code)
     spidi:events                           stream history events for the writer (stores/events.py)
     spidi:events:dead                      stream events PostgreSQL refused, with the error
     spidi:writer:status                    hash   the history writer's counters and state
@@ -43,6 +45,13 @@ def room_metrics(room_id: str) -> str:
 
 def tenant_rooms(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:rooms"
+
+
+def user_sessions(tenant: str, user_id: str) -> str:
+    return f"{PREFIX}user:{tenant}:{user_id}:sessions"
+
+
+ROOMS_CHANGED = f"{PREFIX}rooms:changed"
 
 
 def room_keys(room_id: str) -> list[str]:

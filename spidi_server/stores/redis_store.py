@@ -89,7 +89,7 @@ class HotStore:
         for name, value in fields.items():
             args.append(name)
             args.append("" if value is None else value)
-        self._ops.append(("join", room_id, session_id, args, tenant, code))
+        self._ops.append(("join", room_id, session_id, args, tenant, code, user_id, ttl_s))
         self._wake.set()
 
     def heartbeat(self, room_id: str, session_id: str, now_ms: int, latency_ms: float) -> None:
@@ -100,17 +100,19 @@ class HotStore:
         beats[session_id] = (now_ms, latency_ms)
         self._wake.set()
 
-    def update_session(self, room_id: str, session_id: str, ttl_s: int, fields: dict | None = None) -> None:
-        """Refresh a session hash's TTL, and optionally some of its fields (resume: new ip)."""
-        self._ops.append(("touch", room_id, session_id, ttl_s, fields))
+    def update_session(
+        self, room_id: str, session_id: str, tenant: str, user_id: str, ttl_s: int, fields: dict | None = None
+    ) -> None:
+        """Refresh a session's TTLs, and optionally some of its fields (resume: new ip)."""
+        self._ops.append(("touch", room_id, session_id, ttl_s, fields, tenant, user_id))
         self._wake.set()
 
-    def leave(self, room_id: str, session_id: str, user_id: str) -> None:
+    def leave(self, room_id: str, session_id: str, tenant: str, user_id: str) -> None:
         """Remove a session from its room."""
         beats = self._beats.get(room_id)
         if beats is not None:
             beats.pop(session_id, None)
-        self._ops.append(("leave", room_id, session_id, user_id))
+        self._ops.append(("leave", room_id, session_id, user_id, tenant))
         self._wake.set()
 
     def event(self, fields: dict) -> None:
@@ -134,23 +136,29 @@ class HotStore:
         for op in ops:
             kind = op[0]
             if kind == "join":
-                _, room_id, session_id, args, tenant, code = op
+                _, room_id, session_id, args, tenant, code, user_id, ttl_s = op
                 self._eval(pipe, "join", [*keys.room_keys(room_id), keys.session(room_id, session_id)], args)
                 pipe.hset(keys.tenant_rooms(tenant), room_id, code)
-                commands += 2
+                # The user's index lives in its own slot: plain commands, not part of the script.
+                user_key = keys.user_sessions(tenant, user_id)
+                pipe.hset(user_key, session_id, room_id)
+                pipe.expire(user_key, ttl_s)
+                commands += 4
             elif kind == "leave":
-                _, room_id, session_id, user_id = op
+                _, room_id, session_id, user_id, tenant = op
                 self._eval(pipe, "leave", [*keys.room_keys(room_id), keys.session(room_id, session_id)],
                            [session_id, user_id])  # fmt: skip
-                commands += 1
+                pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
+                commands += 2
             elif kind == "touch":
-                _, room_id, session_id, ttl_s, fields = op
+                _, room_id, session_id, ttl_s, fields, tenant, user_id = op
                 key = keys.session(room_id, session_id)
                 if fields:
                     pipe.hset(key, mapping={k: ("" if v is None else v) for k, v in fields.items()})
                     commands += 1
                 pipe.expire(key, ttl_s)
-                commands += 1
+                pipe.expire(keys.user_sessions(tenant, user_id), ttl_s)
+                commands += 2
             elif kind == "event":
                 pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
                 commands += 1
@@ -317,6 +325,32 @@ class HotStore:
             entry["sessionId"] = sid
             entry["latencyMs"] = latencies.get(sid)
             entry["lastHeartbeatAt"] = int(score)
+            if "connectedAt" in entry:
+                entry["connectedAt"] = int(entry["connectedAt"])
+            out.append(entry)
+        return out
+
+    async def user_sessions(self, tenant: str, user_id: str) -> list[dict]:
+        """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
+        await self.flush(2.0)
+        index = await self.redis.hgetall(keys.user_sessions(tenant, user_id))
+        if not index:
+            return []
+        pairs = [(_text(sid), _text(room_id)) for sid, room_id in index.items()]
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, room_id in pairs:
+            pipe.hgetall(keys.session(room_id, sid))
+            pipe.hget(keys.room_latency(room_id), sid)
+            pipe.zscore(keys.room_online(room_id), sid)
+        raw = await pipe.execute()
+        out = []
+        for i, (sid, room_id) in enumerate(pairs):
+            info, latency, score = raw[3 * i : 3 * i + 3]
+            if not info or score is None:
+                continue  # ended between the two reads, or a stale index entry
+            entry = {_text(k): _text(v) for k, v in info.items()}
+            entry.update(sessionId=sid, roomId=room_id, lastHeartbeatAt=int(score),
+                         latencyMs=float(latency) if latency is not None else None)  # fmt: skip
             if "connectedAt" in entry:
                 entry["connectedAt"] = int(entry["connectedAt"])
             out.append(entry)
