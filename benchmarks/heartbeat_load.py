@@ -38,6 +38,7 @@ from benchmarks.loadgen import (
     raise_nofile_limit,
     wait_for_metric,
 )
+from benchmarks.presence_probe import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -236,6 +237,7 @@ class Window:
     redis_cpu_s: float | None
     redis_commands: int | None
     server_errors: float | None
+    presence_ms: list[float] = field(default_factory=list)  # presence change -> roster delta delays
 
     @property
     def match(self) -> bool:
@@ -281,7 +283,17 @@ class Window:
             "gen_cpu_pct": r.gen_cpu_s / r.elapsed * 100 if r.elapsed else None,
             "server_errors": self.server_errors,
             "generator_errors": r.errors,
+            "presence_samples": len(self.presence_ms),
+            "presence_p50_ms": _pct(self.presence_ms, 50),
+            "presence_p99_ms": _pct(self.presence_ms, 99),
+            "presence_max_ms": self.presence_ms[-1] if self.presence_ms else None,
         }
+
+
+def _pct(sorted_values: list[float], p: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
 
 
 async def measure(
@@ -294,8 +306,15 @@ async def measure(
     rcpu0 = server.redis_cpu()
     cpu0 = server.cpu()
     t0 = time.monotonic()
+    probing = None
+    if server.is_spidi and cfg.probe_presence:
+        url = f"ws://{cfg.host}:{server.ws_port}/ws"
+        probing = asyncio.get_running_loop().create_task(
+            probe(url, cfg.probe_user_token, cfg.probe_monitor_token, max(1.0, duration - 1.5))
+        )
     result = await gen.run(rate, duration, sample_every=cfg.sample_every, tick=cfg.tick)
     seconds = time.monotonic() - t0
+    presence_ms = await probing if probing is not None else []
     cpu1 = server.cpu()
     rcpu1 = server.redis_cpu()
     redis_cmd1 = server.redis_commands()
@@ -316,6 +335,7 @@ async def measure(
         redis_cpu_s=None if rcpu0 is None else rcpu1 - rcpu0,
         redis_commands=None if redis_cmd0 is None else redis_cmd1 - redis_cmd0 - 1,  # minus our INFO
         server_errors=None if errors0 is None else errors1 - errors0,
+        presence_ms=presence_ms,
     )
 
 
@@ -608,6 +628,9 @@ def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[s
     add("RTT p99 (ms)", [_fmt(s.get("rtt_p99_ms"), ".2f") for _, s in summaries])
     add("RTT max (ms)", [_fmt(s.get("rtt_max_ms"), ".2f") for _, s in summaries])
     add("RTT samples (lost)", [f"{s.get('rtt_samples', 0):,} ({s.get('rtt_lost', 0)})" for _, s in summaries])
+    add("presence change to monitor p50 (ms)", [_fmt(s.get("presence_p50_ms"), ".1f") for _, s in summaries])
+    add("presence change to monitor p99 (ms)", [_fmt(s.get("presence_p99_ms"), ".1f") for _, s in summaries])
+    add("presence samples", [s.get("presence_samples") for _, s in summaries])
     add("server CPU (%)", [_fmt(s.get("server_cpu_pct"), ".1f") for _, s in summaries])
     add("server CPU per heartbeat (us)", [_fmt(s.get("server_cpu_us_per_hb"), ".2f") for _, s in summaries])
     add("CPU-bound ceiling est. (hb/s)", [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None
@@ -743,6 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
     p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
     p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
+    p.add_argument("--no-probe-presence", dest="probe_presence", action="store_false",
+                   help="skip the presence probe (a monitor timing HELLO/LEAVE to roster delta under load)")
     p.add_argument(
         "--py-spy", action="store_true", help="profile the connect phase and an extra window with py-spy"
     )
@@ -789,6 +814,16 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
     return cfg
 
 
+def probe_tokens(secret: str) -> tuple[str, str]:
+    """A user and a monitor token for the presence probe."""
+    from spidi_server.auth import mint_token
+    from spidi_server.settings import Settings
+
+    settings = Settings(jwt_secret=secret)
+    return (mint_token(settings, "probe", ["spidi:user"], "default", 6 * 3600),
+            mint_token(settings, "probe-monitor", ["spidi:monitor"], "default", 6 * 3600))  # fmt: skip
+
+
 def mint_tokens(secret: str, count: int) -> list[str]:
     """One user token per connection, signed with the secret the Spidi servers are given."""
     from spidi_server.auth import mint_token
@@ -804,6 +839,7 @@ async def main_async(cfg: argparse.Namespace) -> int:
     cfg.secret = secrets.token_urlsafe(48)
     t = time.perf_counter()
     tokens = mint_tokens(cfg.secret, cfg.connections)
+    cfg.probe_user_token, cfg.probe_monitor_token = probe_tokens(cfg.secret)
     pinning = f"server CPU {cfg.server_cpu}, generator CPU {cfg.gen_cpu}" if cfg.pin else "off"
     print(f"minted {len(tokens):,} tokens in {time.perf_counter() - t:.2f} s; pinning: {pinning}", flush=True)
     runs: list[Run] = []

@@ -103,7 +103,6 @@ class Node:
         await self.ops.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(run_every(s.metrics_interval_ms / 1000, self.presence.publish_rooms, "publish")),
             loop.create_task(
                 run_every(s.rooms_topic_interval_ms / 1000, self.presence.publish_tenants, "rooms")
             ),

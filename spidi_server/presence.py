@@ -218,6 +218,7 @@ class Room:
         "updated",
         "last_metrics",
         "sample",
+        "published_at",
     )
 
     def __init__(self, definition: RoomDef):
@@ -234,6 +235,7 @@ class Room:
         self.updated: dict[str, Session] = {}
         self.last_metrics: dict | None = None
         self.sample = RoomSample(_minute(_now_ms()))
+        self.published_at = 0.0
 
     @property
     def idle(self) -> bool:
@@ -268,6 +270,9 @@ class Presence:
         self.session_ttl_s = int((settings.heartbeat_timeout_ms + settings.grace_period_ms) / 1000) + 60
         self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
         self._hot = metrics.hot
+        self.publish_interval_s = settings.metrics_interval_ms / 1000
+        self._publishing: set[asyncio.Task] = set()
+        self._loop = asyncio.get_running_loop
 
     # -- commands from clients -----------------------------------------------------------------
 
@@ -405,7 +410,7 @@ class Presence:
             self.store.update_session(room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s)
         if room.roster_subs:
             room.updated[session_id] = session
-        if not room.dirty:
+        if not room.dirty and (room.roster_subs or room.metrics_subs):
             self._changed(room)
         bucket = bisect_left(_BUCKETS, latency_ms)
         sample = room.sample
@@ -569,13 +574,17 @@ class Presence:
 
     # -- publishing ----------------------------------------------------------------------------
 
-    async def publish_rooms(self) -> None:
-        """One coalescing window: send metrics and roster deltas of every room that changed."""
-        dirty = [r for r in self.rooms.values() if r.dirty]
-        if not dirty:
-            return
-        for room in dirty:
-            room.dirty = False
+    def _publish_soon(self, room: Room) -> None:
+        if room.dirty and self.rooms.get(room.room_id) is room:
+            task = asyncio.get_running_loop().create_task(self.publish_room(room))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def publish_room(self, room: Room) -> None:
+        """Send a room's roster delta and metrics to its subscribers (one coalescing window)."""
+        room.dirty = False
+        room.published_at = time.monotonic()
+        try:
             if room.roster_subs and (room.joined or room.left or room.updated):
                 joined = [s.entry() for s in room.joined.values()]
                 updated = [s.entry() for s in room.updated.values()]
@@ -588,16 +597,15 @@ class Presence:
                         {"type": "ROOM_ROSTER", "roomId": room.room_id, "roomCode": room.code, "full": False,
                          "joined": joined, "left": left, "updated": updated, "ts": _now_ms()},
                     )  # fmt: skip
-        with_metrics = [r for r in dirty if r.metrics_subs]
-        if with_metrics:
-            results = await self.store.room_metrics([r.room_id for r in with_metrics])
-            for room, metrics in zip(with_metrics, results, strict=True):
-                if metrics == room.last_metrics:
-                    continue
-                room.last_metrics = metrics
-                topic = dest.room_metrics(room.code)
-                for sub in list(room.metrics_subs):
-                    sub.send(topic, self._metrics_payload(room, metrics))
+            if room.metrics_subs:
+                (metrics,) = await self.store.room_metrics([room.room_id])
+                if metrics != room.last_metrics:
+                    room.last_metrics = metrics
+                    topic = dest.room_metrics(room.code)
+                    for sub in list(room.metrics_subs):
+                        sub.send(topic, self._metrics_payload(room, metrics))
+        except Exception:  # Redis unreachable, say: the next change publishes again
+            log.exception("publishing room %s failed", room.code)
 
     async def publish_tenants(self) -> None:
         """``/topic/rooms``: every room of each subscribed tenant, when anything changed."""
@@ -679,7 +687,16 @@ class Presence:
         self._count_rooms()
 
     def _changed(self, room: Room) -> None:
+        """Something subscribers see changed: publish now, or when the room's window reopens.
+
+        Leading and trailing edge: a change in a quiet room goes out at once; in a busy room the
+        changes of one window go out together, at most one message per window per subscriber.
+        """
+        if room.dirty or not (room.metrics_subs or room.roster_subs):
+            return
         room.dirty = True
+        wait = room.published_at + self.publish_interval_s - time.monotonic()
+        self._loop().call_later(max(0.0, wait), self._publish_soon, room)
 
     def _count_rooms(self) -> None:
         self.metrics.rooms_total.set(sum(1 for r in self.rooms.values() if r.sessions))

@@ -1,7 +1,131 @@
-"""The operators' dashboard, served at / on the ops port."""
+"""The operators' dashboard, served at / on the ops port.
+
+Static files only (no build step, no CDN): ``static/index.html`` with ``app.js``, ``stomp.js``
+(a small STOMP 1.2 client) and ``style.css``. The page talks STOMP over the node's WebSocket
+(another port) and reads history from the REST API on this port. ``/dashboard/config`` tells
+it where the WebSocket is and, in development mode only, hands it an admin token.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-def register_dashboard(app, node) -> None:
-    """Add the dashboard's routes (page and static files) to the ops aiohttp application."""
+import orjson
+from aiohttp import web
+
+from ..auth import mint_token
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = logging.getLogger("spidi.dashboard")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+_TEXT_TYPES = {"text/html", "text/javascript", "text/css", "image/svg+xml", "application/json"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+# The page loads only its own files; it connects to its own origin (REST) and to any ws/wss URL
+# (the WebSocket listens on another port, so it is another origin).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'none'"
+)
+_COMMON_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+DEV_SUBJECT = "dev-admin"
+DEV_ROLES = ["spidi:admin"]
+DEV_TENANT = "default"
+
+
+def _file_response(path: Path, extra_headers: dict | None = None) -> web.Response:
+    ctype = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    headers = dict(_COMMON_HEADERS)
+    if extra_headers:
+        headers.update(extra_headers)
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=ctype,
+        charset="utf-8" if ctype in _TEXT_TYPES else None,
+        headers=headers,
+    )
+
+
+def _browser_hostname(request: web.Request, fallback: str) -> str:
+    """The hostname the browser used to reach this page (Host header), bracketed if IPv6."""
+    host = request.host or ""
+    if host.startswith("["):  # [::1]:9100
+        name = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:  # name:port
+        name = host.rsplit(":", 1)[0]
+    else:  # name, or a bare IPv6 address
+        name = host
+    if not name or not re.fullmatch(r"[A-Za-z0-9._:%-]+", name):
+        name = fallback
+    if name in ("0.0.0.0", "::", ""):
+        name = "127.0.0.1"
+    try:
+        if ipaddress.ip_address(name.split("%", 1)[0]).version == 6:
+            return f"[{name}]"
+    except ValueError:
+        pass
+    return name
+
+
+def ws_url_for(request: web.Request, node: Node) -> str:
+    """The node's WebSocket URL as this browser can reach it: its Host header's name, the WS port."""
+    secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    scheme = "wss" if secure else "ws"
+    name = _browser_hostname(request, node.settings.host)
+    return f"{scheme}://{name}:{node.transport.port}/ws"
+
+
+def register_dashboard(app: web.Application, node: Node) -> None:
+    """Add the dashboard's routes (page, static files, config) to the ops aiohttp application."""
+
+    async def index(request: web.Request) -> web.Response:
+        return _file_response(STATIC_DIR / "index.html", {"Content-Security-Policy": CSP})
+
+    async def static(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        path = STATIC_DIR / name
+        if not _SAFE_NAME.match(name) or path.suffix.lower() not in CONTENT_TYPES or not path.is_file():
+            raise web.HTTPNotFound(text="not found")
+        return _file_response(path)
+
+    async def config(request: web.Request) -> web.Response:
+        body: dict = {"wsUrl": ws_url_for(request, node), "dev": bool(node.settings.dev)}
+        if node.settings.dev:
+            try:
+                body["devToken"] = mint_token(node.settings, DEV_SUBJECT, DEV_ROLES, DEV_TENANT)
+            except ConfigError as exc:  # e.g. RS256 configured: nothing to sign with
+                log.warning("dashboard: no development token: %s", exc)
+        return web.Response(
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
+
+    app.router.add_get("/", index)
+    app.router.add_get("/index.html", index)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/dashboard/config", config)

@@ -542,3 +542,314 @@ def table_counts(conn: psycopg.Connection) -> dict[str, int]:
         n: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(n))).fetchone()[0]
         for n in names
     }
+
+
+# -- the operators' REST API -------------------------------------------------------------------
+#
+# Every function below is meant to run inside ``tenant_transaction`` (the API never calls them
+# otherwise): row-level security scopes reads and writes to the tenant, and the explicit tenant
+# conditions only help the planner. Rows come back as dicts of snake_case columns; the API maps
+# them to its camelCase JSON.
+
+
+class ConflictError(Exception):
+    """The change collides with live rows: a duplicate code, or a room type still in use."""
+
+
+_API_ROOM_SELECT = """
+SELECT r.id::text AS id, r.code, r.name, rt.code AS room_type,
+       coalesce(r.capacity, rt.default_capacity) AS capacity, r.ttl_s, r.status,
+       coalesce((SELECT jsonb_object_agg(a.attr_key, a.attr_value) FROM dat_spd_room_attr AS a
+                 WHERE a.room_id = r.id AND a.deleted_at IS NULL), '{}'::jsonb) AS attrs,
+       r.created_at, r.created_by, r.updated_at, r.updated_by
+FROM dat_spd_room AS r
+LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.deleted_at IS NULL
+WHERE r.unidad_negocio_id = %(tenant)s AND r.deleted_at IS NULL"""
+
+_ROOM_TYPE_SELECT = """
+SELECT id::text AS id, code, name, default_capacity, created_at, created_by, updated_at, updated_by
+FROM tba_spd_room_type WHERE deleted_at IS NULL"""
+
+# API field -> dat_spd_room column for partial updates (room_type is resolved to room_type_id).
+_ROOM_COLUMNS = {"name": "name", "capacity": "capacity", "ttl_s": "ttl_s", "status": "status"}
+_ROOM_TYPE_COLUMNS = {"code": "code", "name": "name", "default_capacity": "default_capacity"}
+
+
+def api_list_rooms(
+    conn: psycopg.Connection,
+    tenant: str,
+    *,
+    code_prefix: str | None = None,
+    code_contains: str | None = None,
+    status: str | None = None,
+    room_type: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of ``tenant``'s live rooms by code, and how many match in all.
+
+    ``code_prefix`` and ``code_contains`` match case-insensitively and literally (no wildcards).
+    """
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit, "offset": offset}
+    query = _API_ROOM_SELECT
+    if code_prefix:
+        query += " AND starts_with(lower(r.code), lower(%(prefix)s))"
+        params["prefix"] = code_prefix
+    if code_contains:
+        query += " AND strpos(lower(r.code), lower(%(contains)s)) > 0"
+        params["contains"] = code_contains
+    if status:
+        query += " AND r.status = %(status)s"
+        params["status"] = status
+    if room_type:
+        query += " AND rt.code = %(type)s"
+        params["type"] = room_type
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
+        rows = cur.execute(query + " ORDER BY r.code LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+    return rows, total
+
+
+def api_get_room(conn: psycopg.Connection, tenant: str, room_id: str) -> dict[str, Any] | None:
+    """The live room ``room_id`` of ``tenant`` (with audit columns), or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            _API_ROOM_SELECT + " AND r.id = %(id)s", {"tenant": tenant, "id": room_id}
+        ).fetchone()
+
+
+def _room_type_id(conn: psycopg.Connection, code: str | None) -> str | None:
+    if code is None:
+        return None
+    found = conn.execute(
+        "SELECT id FROM tba_spd_room_type WHERE code = %s AND deleted_at IS NULL", [code]
+    ).fetchone()
+    if found is None:
+        raise ValueError(f"unknown room type {code!r}")
+    return found[0]
+
+
+def _replace_room_attrs(
+    conn: psycopg.Connection, room_id: str, tenant: str, attrs: dict[str, str | None], actor: str
+) -> None:
+    """Make ``attrs`` the room's whole attribute set: others are soft-deleted, unchanged ones untouched."""
+    conn.execute(
+        """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
+           WHERE room_id = %s AND deleted_at IS NULL AND NOT (attr_key = ANY(%s))""",
+        [actor, room_id, list(attrs)],
+    )
+    for key, value in attrs.items():
+        conn.execute(
+            """INSERT INTO dat_spd_room_attr AS a (room_id, unidad_negocio_id, attr_key, attr_value,
+                                                   created_by, updated_by)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (room_id, attr_key) WHERE deleted_at IS NULL DO UPDATE
+               SET attr_value = excluded.attr_value, updated_at = now(), updated_by = excluded.updated_by
+               WHERE a.attr_value IS DISTINCT FROM excluded.attr_value""",
+            [room_id, tenant, key, value, actor, actor],
+        )
+
+
+def api_create_room(
+    conn: psycopg.Connection,
+    tenant: str,
+    code: str,
+    *,
+    name: str | None = None,
+    room_type: str | None = None,
+    capacity: int | None = None,
+    ttl_s: int | None = None,
+    status: str = "active",
+    attrs: dict[str, str | None] | None = None,
+    actor: str,
+) -> dict[str, Any]:
+    """Create room ``code`` of ``tenant``; ConflictError if a live room has that code.
+
+    The id is ``rooms.room_id_for(tenant, code)``, so a soft-deleted room of the same code is
+    brought back as a new room (fresh created_at/created_by, no old attributes). ValueError for an
+    unknown ``room_type``.
+    """
+    room_id = room_id_for(tenant, code)
+    with conn.transaction():
+        type_id = _room_type_id(conn, room_type)
+        # DO UPDATE ... WHERE deleted_at IS NOT NULL: revive a deleted row, but leave a live one
+        # alone and return nothing, which is the duplicate (atomic, also between two API calls).
+        row = conn.execute(
+            """INSERT INTO dat_spd_room AS r (id, unidad_negocio_id, code, name, room_type_id, capacity, ttl_s,
+                                              status, created_by, updated_by)
+               VALUES (%(id)s, %(tenant)s, %(code)s, %(name)s, %(type_id)s, %(capacity)s, %(ttl_s)s, %(status)s,
+                       %(actor)s, %(actor)s)
+               ON CONFLICT (id) DO UPDATE SET name = excluded.name, room_type_id = excluded.room_type_id,
+                   capacity = excluded.capacity, ttl_s = excluded.ttl_s, status = excluded.status,
+                   deleted_at = NULL, created_at = now(), created_by = excluded.created_by,
+                   updated_at = now(), updated_by = excluded.updated_by
+               WHERE r.deleted_at IS NOT NULL
+               RETURNING r.id""",
+            {"id": room_id, "tenant": tenant, "code": code, "name": name, "type_id": type_id,
+             "capacity": capacity, "ttl_s": ttl_s, "status": status, "actor": actor},
+        ).fetchone()  # fmt: skip
+        if row is None:
+            raise ConflictError(f"a room with code {code!r} exists already")
+        if attrs:
+            _replace_room_attrs(conn, room_id, tenant, attrs, actor)
+    room = api_get_room(conn, tenant, room_id)
+    assert room is not None
+    return room
+
+
+def api_update_room(
+    conn: psycopg.Connection,
+    tenant: str,
+    room_id: str,
+    changes: dict[str, Any],
+    *,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Apply ``changes`` to a live room of ``tenant``; the updated room, or None if there is none.
+
+    Keys of ``changes``: name, room_type (a catalogue code or None; ValueError if unknown),
+    capacity, ttl_s, status, attrs (the room's whole new attribute set). Keys left out stay as
+    they are; updated_at/updated_by move even when only attributes change.
+    """
+    unknown = set(changes) - set(_ROOM_COLUMNS) - {"room_type", "attrs"}
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    params: dict[str, Any] = {"id": room_id, "tenant": tenant, "actor": actor}
+    sets = [sql.SQL("updated_at = now()"), sql.SQL("updated_by = %(actor)s")]
+    with conn.transaction():
+        if "room_type" in changes:
+            params["room_type_id"] = _room_type_id(conn, changes["room_type"])
+            sets.append(sql.SQL("room_type_id = %(room_type_id)s"))
+        for key, column in _ROOM_COLUMNS.items():
+            if key in changes:
+                params[key] = changes[key]
+                sets.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(key)))
+        row = conn.execute(
+            sql.SQL(
+                "UPDATE dat_spd_room SET {} WHERE id = %(id)s AND unidad_negocio_id = %(tenant)s"
+                " AND deleted_at IS NULL RETURNING id"
+            ).format(sql.SQL(", ").join(sets)),
+            params,
+        ).fetchone()
+        if row is None:
+            return None
+        if changes.get("attrs") is not None:
+            _replace_room_attrs(conn, room_id, tenant, changes["attrs"], actor)
+    return api_get_room(conn, tenant, room_id)
+
+
+def api_room_exists(conn: psycopg.Connection, tenant: str, room_id: str) -> bool:
+    """Whether ``tenant`` has a live stored room ``room_id``."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM dat_spd_room WHERE id = %s AND unidad_negocio_id = %s AND deleted_at IS NULL",
+            [room_id, tenant],
+        ).fetchone()
+        is not None
+    )
+
+
+def list_room_types_page(
+    conn: psycopg.Connection, limit: int = 50, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the live room types by code, and how many there are."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute(
+            "SELECT count(*) AS n FROM tba_spd_room_type WHERE deleted_at IS NULL"
+        ).fetchone()["n"]
+        rows = cur.execute(
+            _ROOM_TYPE_SELECT + " ORDER BY code LIMIT %s OFFSET %s", [limit, offset]
+        ).fetchall()
+    return rows, total
+
+
+def get_room_type(conn: psycopg.Connection, type_id: str) -> dict[str, Any] | None:
+    """The live room type ``type_id``, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_ROOM_TYPE_SELECT + " AND id = %s", [type_id]).fetchone()
+
+
+def create_room_type(
+    conn: psycopg.Connection, code: str, name: str, default_capacity: int | None = None, *, actor: str
+) -> dict[str, Any]:
+    """Add a room type to the catalogue; ConflictError if a live one has that code."""
+    with conn.transaction():
+        row = conn.execute(
+            """INSERT INTO tba_spd_room_type (code, name, default_capacity, created_by, updated_by)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (code) WHERE deleted_at IS NULL DO NOTHING RETURNING id::text""",
+            [code, name, default_capacity, actor, actor],
+        ).fetchone()
+    if row is None:
+        raise ConflictError(f"a room type with code {code!r} exists already")
+    found = get_room_type(conn, row[0])
+    assert found is not None
+    return found
+
+
+def update_room_type(
+    conn: psycopg.Connection, type_id: str, changes: dict[str, Any], *, actor: str
+) -> dict[str, Any] | None:
+    """Apply ``changes`` (code, name, default_capacity) to a live room type; None if there is none.
+
+    ConflictError when the new code belongs to another live room type.
+    """
+    unknown = set(changes) - set(_ROOM_TYPE_COLUMNS)
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    params: dict[str, Any] = {"id": type_id, "actor": actor, **changes}
+    sets = [sql.SQL("updated_at = now()"), sql.SQL("updated_by = %(actor)s")]
+    sets += [
+        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(key))
+        for key, column in _ROOM_TYPE_COLUMNS.items()
+        if key in changes
+    ]
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sql.SQL(
+                    "UPDATE tba_spd_room_type SET {} WHERE id = %(id)s AND deleted_at IS NULL RETURNING id"
+                ).format(sql.SQL(", ").join(sets)),
+                params,
+            ).fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        raise ConflictError(f"a room type with code {changes.get('code')!r} exists already") from exc
+    return get_room_type(conn, type_id) if row else None
+
+
+def delete_room_type(conn: psycopg.Connection, type_id: str, *, actor: str) -> bool:
+    """Soft-delete a room type; False if there is no such live type.
+
+    ConflictError while a live room of any tenant still uses it (``spd_room_type_in_use`` looks
+    past row-level security and answers only yes or no).
+    """
+    with conn.transaction():
+        if conn.execute("SELECT spd_room_type_in_use(%s)", [type_id]).fetchone()[0]:
+            raise ConflictError("the room type is still used by rooms; change or delete them first")
+        cur = conn.execute(
+            """UPDATE tba_spd_room_type SET deleted_at = now(), updated_at = now(), updated_by = %s
+               WHERE id = %s AND deleted_at IS NULL""",
+            [actor, type_id],
+        )
+        return cur.rowcount > 0
+
+
+def list_sessions_page(
+    conn: psycopg.Connection,
+    start: datetime,
+    end: datetime,
+    *,
+    room_id: str | None = None,
+    user_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the sessions that started in [start, end), newest first, and how many in all."""
+    args = [start, end, room_id, user_id]
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute("SELECT count(*) AS n FROM spd_sessions(%s, %s, %s, %s)", args).fetchone()["n"]
+        rows = cur.execute(
+            "SELECT * FROM spd_sessions(%s, %s, %s, %s) ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s",
+            [*args, limit, offset],
+        ).fetchall()
+    return rows, total
