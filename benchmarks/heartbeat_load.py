@@ -90,6 +90,7 @@ class ServerProcess:
     capacity: int
     log_level: str
     host: str = "127.0.0.1"
+    extra_env: dict = field(default_factory=dict)  # --server-env: settings under experiment
     proc: subprocess.Popen | None = None
     ws_port: int = 0
     ops_port: int = 0
@@ -126,6 +127,7 @@ class ServerProcess:
                 env["SPIDI_NO_EXTENSIONS"] = "1"
             elif self.kind == "spidi-picows":
                 env["SPIDI_TRANSPORT"] = "picows"
+            env.update(self.extra_env)
         else:
             transport = self.kind.split("-", 1)[1]
             argv = [sys.executable, "-m", "benchmarks.bare_server", "--transport", transport,
@@ -480,7 +482,8 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
     """Start one server, connect, measure (one window, or a --find-max ramp), stop."""
     run = Run(kind)
     data_dir = Path(tempfile.mkdtemp(prefix=f"spidi-bench-{kind}-"))
-    server = ServerProcess(kind, data_dir, cfg.server_cpu, cfg.secret, cfg.connections, cfg.server_log_level)
+    server = ServerProcess(kind, data_dir, cfg.server_cpu, cfg.secret, cfg.connections, cfg.server_log_level,
+                           extra_env=dict(item.split("=", 1) for item in cfg.server_env))  # fmt: skip
     gen = None
     say = lambda text: print(f"[{kind}] {text}", flush=True)  # noqa: E731
     try:
@@ -766,6 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
     p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
     p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
+    p.add_argument("--server-env", action="append", default=[], metavar="SPIDI_X=V",
+                   help="extra environment for Spidi servers (repeatable), e.g. SPIDI_GC_FULL_INTERVAL_S=0")
     p.add_argument("--no-probe-presence", dest="probe_presence", action="store_false",
                    help="skip the presence probe (a monitor timing HELLO/LEAVE to roster delta under load)")
     p.add_argument(

@@ -94,6 +94,10 @@ class Settings:
         default=10.0,
         metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"},
     )
+    gc_full_interval_s: float = field(
+        default=60.0,
+        metadata={"doc": "Full garbage collections run on this schedule instead of when CPython decides; 0 = default"},
+    )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
     @property
