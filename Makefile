@@ -28,17 +28,23 @@ $(VENV)/.built: $(VENV)/.installed $(PYX)
 
 build: $(VENV)/.built
 
+# Browser tests: Debian's chromium and Playwright's Python package (never `playwright install`:
+# it downloads a browser of its own, which this machine cannot).
+$(VENV)/.browser: $(VENV)/.installed
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@touch $@
+
 run: build
 	$(VENV)/bin/spidi serve --dev
 
-test: build
+test: build $(VENV)/.browser
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	SPIDI_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
 
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
-loadtest: build
+loadtest: build $(VENV)/.browser
 	$(PY) -m loadtests.run
 
 lint: install

@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 counts = queries.table_counts(conn)
             stored_rows = counts["dat_spd_session"] + counts["dat_spd_room_stats"]
-            row_writes = int(status["rows_upserted"]) + int(status["events_written"])  # + ledger rows
+            # Rows inserted or updated: session and room-minute upserts, plus the ledger rows (room
+            # samples only; session events are idempotent without it).
+            row_writes = int(status["rows_upserted"]) + counts["spd_event_ledger"]
             result = {
                 "workload": dataclasses.asdict(w),
                 "events": len(evs),

@@ -184,16 +184,21 @@ _COPY_STAGE = sql.SQL("COPY spd_stage ({}) FROM STDIN").format(
     sql.SQL(", ").join(map(sql.Identifier, STAGE_COLUMNS))
 )
 
-# Record every staged event in the ledger; the ones already there (replays) leave the stage, so
-# the statements below only ever see events applied for the first time.
+# Record the staged room samples in the ledger; the ones already there (replays) leave the
+# stage. Only room samples need it: they are added to the stored minute. Session events carry
+# cumulative figures that the upsert below only moves forward, so a replay of one changes
+# nothing by construction, and skipping the ledger for them halves the rows written per
+# checkpoint (the writer's main load: one checkpoint per session per minute).
 _LEDGER = """
 WITH fresh AS (
     INSERT INTO spd_event_ledger (event_id, event_day, kind)
     SELECT event_id, (to_timestamp(event_ms / 1000.0) AT TIME ZONE 'UTC')::date, kind FROM spd_stage
+    WHERE kind = 'room_sample'
     ON CONFLICT DO NOTHING
     RETURNING event_id
 )
-DELETE FROM spd_stage AS s WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
+DELETE FROM spd_stage AS s
+WHERE s.kind = 'room_sample' AND NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
 
 # One row per session of the batch: descriptive fields from session_started, cumulative figures
 # from the most advanced checkpoint/end (highest heartbeat count; the end wins a tie), the end
@@ -586,7 +591,7 @@ def api_list_rooms(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of ``tenant``'s live rooms by code, and how many match in all.
+    """One page of ``tenant``'s live rooms by code (byte order), and how many match in all.
 
     ``code_prefix`` and ``code_contains`` match case-insensitively and literally (no wildcards).
     """
@@ -606,7 +611,9 @@ def api_list_rooms(
         params["type"] = room_type
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
-        rows = cur.execute(query + " ORDER BY r.code LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
+        rows = cur.execute(
+            query + ' ORDER BY r.code COLLATE "C" LIMIT %(limit)s OFFSET %(offset)s', params
+        ).fetchall()
     return rows, total
 
 
@@ -752,13 +759,13 @@ def api_room_exists(conn: psycopg.Connection, tenant: str, room_id: str) -> bool
 def list_room_types_page(
     conn: psycopg.Connection, limit: int = 50, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the live room types by code, and how many there are."""
+    """One page of the live room types by code (byte order), and how many there are."""
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(
             "SELECT count(*) AS n FROM tba_spd_room_type WHERE deleted_at IS NULL"
         ).fetchone()["n"]
         rows = cur.execute(
-            _ROOM_TYPE_SELECT + " ORDER BY code LIMIT %s OFFSET %s", [limit, offset]
+            _ROOM_TYPE_SELECT + ' ORDER BY code COLLATE "C" LIMIT %s OFFSET %s', [limit, offset]
         ).fetchall()
     return rows, total
 

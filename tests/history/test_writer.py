@@ -94,14 +94,15 @@ def test_replayed_events_change_nothing(history_settings, redis_sync, pg):
     with running_writer(history_settings):
         wait_for(lambda: written(redis_sync) == len(evs))
     before = _snapshot(pg)
-    assert before[2] == len(evs)
+    # Only room samples (added to their minute) need the ledger; session events carry cumulative
+    # figures that only move forward, so a replay of one is a no-op by construction.
+    assert before[2] == sum(1 for e in evs if e["kind"] == events.ROOM_SAMPLE)
 
     # The same event ids again, twice: once across batches, once inside one batch.
     push(redis_sync, evs + evs)
     with running_writer(history_settings):
-        wait_for(lambda: int(redis_sync.hget(STATUS_KEY, "events_duplicate") or 0) == len(evs) * 2 or None,
-                 what="replays seen")  # fmt: skip
-    assert written(redis_sync) == 0  # this run applied nothing new
+        wait_for(lambda: written(redis_sync) + int(redis_sync.hget(STATUS_KEY, "events_duplicate") or 0)
+                 == len(evs) * 2 or None, what="replays seen")  # fmt: skip
     assert _snapshot(pg) == before
 
 

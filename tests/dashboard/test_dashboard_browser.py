@@ -1,0 +1,341 @@
+"""The operators' dashboard: served files, and a real Chromium watching real clients come and go."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import aiohttp
+import pytest
+
+from ..conftest import token_for
+from ..stomp_client import connected
+from .conftest import ARTIFACTS
+
+# -- served files (no browser) -----------------------------------------------------------------------
+
+
+async def _get(url: str, headers: dict | None = None) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers or {}) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+async def test_files_and_config_are_served(node_factory):
+    node = await node_factory()
+    base = node.ops.url
+
+    status, ctype, body = await _get(base + "/")
+    assert status == 200 and ctype.startswith("text/html"), (status, ctype)
+    assert "/static/app.js" in body and "/static/stomp.js" in body
+
+    for name, expected in [
+        ("app.js", "text/javascript"),
+        ("stomp.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ]:
+        status, ctype, body = await _get(f"{base}/static/{name}")
+        assert status == 200 and ctype.startswith(expected), (name, status, ctype)
+        assert body
+
+    for bad in ("/static/nope.js", "/static/..%2f__init__.py", "/static/.hidden.js", "/static/__init__.py"):
+        status, _, _ = await _get(base + bad)
+        assert status == 404, bad
+
+    # Dev mode: the WebSocket URL on the host the browser used, and an admin token that verifies.
+    status, ctype, body = await _get(base + "/dashboard/config")
+    assert status == 200 and ctype.startswith("application/json"), (status, ctype)
+    config = json.loads(body)
+    assert config["wsUrl"] == f"ws://127.0.0.1:{node.transport.port}/ws"
+    claims = node.verifier.verify(config["devToken"])
+    assert claims.roles == {"spidi:admin"} and claims.tenant == "default" and claims.user_id == "dev-admin"
+
+    _, _, body = await _get(base + "/dashboard/config", {"Host": f"ops.example.test:{node.ops.port}"})
+    assert json.loads(body)["wsUrl"] == f"ws://ops.example.test:{node.transport.port}/ws"
+    _, _, body = await _get(base + "/dashboard/config", {"Host": "[::1]:9100"})
+    assert json.loads(body)["wsUrl"] == f"ws://[::1]:{node.transport.port}/ws"
+
+
+async def test_config_has_no_token_outside_dev_mode(node_factory):
+    node = await node_factory(dev=False, auto_create_rooms=True)
+    status, _, body = await _get(node.ops.url + "/dashboard/config")
+    config = json.loads(body)
+    assert status == 200 and "devToken" not in config
+    assert config["wsUrl"] == f"ws://127.0.0.1:{node.transport.port}/ws"
+
+
+# -- in the browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def page(browser):
+    """A fresh browser context (empty sessionStorage) and page; fails the test on uncaught page errors."""
+    context = await browser.new_context(viewport={"width": 1360, "height": 920})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(msg) -> None:
+        # A 404/503 of the history API shows as "Failed to load resource": expected, not a page bug.
+        if msg.type == "error" and "Failed to load resource" not in msg.text:
+            errors.append(msg.text)
+
+    page.on("console", console)
+    yield page
+    await context.close()
+    assert not errors, errors
+
+
+async def test_dashboard_live_in_chromium(node_factory, page):
+    from playwright.async_api import expect
+
+    t_start = time.monotonic()
+    node = await node_factory()
+    await page.goto(node.ops.url + "/")
+
+    # Sign in: development mode filled in an admin token.
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#token")).to_have_value(re.compile(r"^ey\S+\.\S+\.\S+$"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-signin.png"))
+    await page.click("#signin-button")
+    await expect(page.locator("#global")).to_be_visible()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=3000)
+    await expect(page.locator("#rooms-loading")).to_be_hidden(timeout=3000)
+
+    # A real client joins: the room shows up with online 1 within 2 s.
+    alice = await connected(node.ws_url, token_for(node.settings, "alice", "spidi:user"))
+    welcome = await alice.hello("lobby", client_id="phone-7f3a", device="Pixel 8", os="Android 15")
+    sid = welcome["sessionId"]
+    await alice.app("/app/heartbeat", {"sessionId": sid, "latencyMs": 42})
+    joined_at = time.monotonic()
+    row = page.locator('#rooms-table tr[data-room="lobby"]')
+    await expect(row.locator(".online")).to_have_text("1", timeout=2000)
+    room_seen_s = time.monotonic() - joined_at
+    await expect(page.locator("#total-online")).to_have_text("1")
+    await expect(page.locator("#total-rooms")).to_have_text("1")
+    await expect(row.locator(".c-alert")).to_have_text("—")
+
+    # A second room: filtering by code and sorting by column.
+    bob = await connected(node.ws_url, token_for(node.settings, "bob", "spidi:user"))
+    await bob.hello("checkout", client_id="web-1", device="MacBook Air", os="macOS 15")
+    await bob.hello("checkout", client_id="web-2", device="iPhone 16", os="iOS 18")
+    checkout = page.locator('#rooms-table tr[data-room="checkout"]')
+    await expect(checkout.locator(".online")).to_have_text("2", timeout=2000)
+    codes = page.locator("#rooms-table tbody tr .c-code")
+    await expect(codes).to_have_text(["checkout", "lobby"])  # default: most online first
+    await page.click('#rooms-table th[data-key="roomCode"]')
+    await expect(codes).to_have_text(["checkout", "lobby"])  # A→Z
+    await page.click('#rooms-table th[data-key="roomCode"]')
+    await expect(codes).to_have_text(["lobby", "checkout"])  # Z→A
+    await page.fill("#filter", "lob")
+    await expect(codes).to_have_text(["lobby"])
+    await expect(page.locator("#rooms-count")).to_have_text("1 of 2")
+    await page.fill("#filter", "")
+    await expect(codes).to_have_count(2)
+    await page.click('#rooms-table th[data-key="online"]')
+    await expect(codes).to_have_text(["checkout", "lobby"])  # most online first
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-global.png"))
+
+    # Room view: the client is in the roster with its device and OS within 2 s.
+    opened_at = time.monotonic()
+    await row.locator(".c-code a").click()
+    await expect(page.locator("#room")).to_be_visible()
+    await expect(page.locator("#room-title")).to_have_text("lobby")
+    entry = page.locator(f'#roster-table tr[data-session="{sid}"]')
+    await expect(entry.locator(".c-device")).to_have_text("Pixel 8", timeout=2000)
+    await expect(entry.locator(".c-os")).to_have_text("Android 15")
+    roster_seen_s = time.monotonic() - opened_at
+    await expect(entry.locator(".c-app")).to_have_text("1.0.0")
+    await expect(entry.locator(".c-latency")).to_have_text("42 ms", timeout=2000)
+    await expect(entry.locator(".c-ip")).to_have_text("127.0.0.1")
+    await expect(page.locator("#room-online")).to_have_text("1", timeout=2000)
+    await expect(page.locator("#lat-p50")).to_have_text("42 ms")
+    # The stats API answers (points or not) or fails: either way the page says something sensible.
+    await expect(page.locator("#history-status, #history-charts").first).to_be_visible()
+    await expect(page.locator("#history-status")).not_to_have_text("Loading history…", timeout=3000)
+    await page.wait_for_timeout(300)  # let the bar transitions settle for the picture
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # The client leaves: gone from the roster within 2 s, and the count drops.
+    left_at = time.monotonic()
+    await alice.app("/app/leave", {"sessionId": sid})
+    await expect(entry).to_have_count(0, timeout=2000)
+    await expect(page.locator("#room-online")).to_have_text("0", timeout=2000)
+    leave_seen_s = time.monotonic() - left_at
+    await expect(page.locator("#roster-empty")).to_be_visible()
+
+    # The WebSocket drops: the page says so, reconnects by itself and subscribes again.
+    dashboard_conns = [c for c in node.clients if c.stomp.claims and c.stomp.claims.user_id == "dev-admin"]
+    assert len(dashboard_conns) == 1
+    dashboard_conns[0].writer.close(1011, "test: dropped")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting", timeout=2000)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=5000)
+    again = await alice.hello("lobby", client_id="phone-7f3a", device="Pixel 8", os="Android 15")
+    await expect(page.locator(f'#roster-table tr[data-session="{again["sessionId"]}"]')).to_have_count(
+        1, timeout=2000
+    )
+
+    # A gap in the roster's seq (one delta lost): the page subscribes again and gets a fresh snapshot.
+    (lobby,) = [r for r in node.presence.rooms.values() if r.code == "lobby"]
+    (roster_sub,) = lobby.roster_subs
+    roster_sub.seq += 3
+    carol = await bob.hello("lobby", client_id="web-3", device="ThinkPad X1", os="Windows 11")
+    await expect(page.locator(f'#roster-table tr[data-session="{carol["sessionId"]}"]')).to_have_count(
+        1, timeout=2000
+    )
+    assert [s.sub_id for s in lobby.roster_subs] not in ([], [roster_sub.sub_id])
+    await expect(page.locator("#roster-table tbody tr")).to_have_count(2)
+    await bob.app("/app/leave", {"sessionId": carol["sessionId"]})
+    await expect(page.locator("#roster-table tbody tr")).to_have_count(1, timeout=2000)
+
+    # Back to all rooms: the global view is live too.
+    await page.click("#crumbs a")
+    await expect(page.locator("#global")).to_be_visible()
+    await expect(page.locator('#rooms-table tr[data-room="lobby"] .online')).to_have_text("1", timeout=2000)
+    await alice.app("/app/leave", {"sessionId": again["sessionId"]})
+    await expect(page.locator('#rooms-table tr[data-room="lobby"] .online')).to_have_text("0", timeout=2000)
+    await expect(page.locator("#total-online")).to_have_text("2")
+
+    await alice.close()
+    await bob.close()
+    print(
+        f"\nroom seen {room_seen_s:.2f}s, roster seen {roster_seen_s:.2f}s, leave seen {leave_seen_s:.2f}s, "
+        f"total {time.monotonic() - t_start:.1f}s"
+    )
+
+
+async def test_history_charts_and_errors(node_factory, page):
+    """The stats API stubbed in the browser: points become charts; 404/503/no network say "No history"."""
+    from playwright.async_api import expect
+
+    node = await node_factory()
+    alice = await connected(node.ws_url, token_for(node.settings, "alice", "spidi:user"))
+    await alice.hello("lobby", device="Pixel 8", os="Android 15")
+
+    answers = {"mode": 200}
+    seen = []
+
+    async def stats(route):
+        request = route.request
+        seen.append((request.url, request.headers.get("authorization", "")))
+        if answers["mode"] == "abort":
+            await route.abort()
+        elif answers["mode"] != 200:
+            await route.fulfill(status=answers["mode"], body="{}", content_type="application/json")
+        else:
+            now = int(time.time() // 60 * 60)
+            points = [
+                {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60 * (59 - i))),
+                 "onlineAvg": 20 + (i % 17), "onlineMax": 24 + (i % 17), "joins": 3, "leaves": 2, "timeouts": 0,
+                 "disconnects": 0, "latencyAvgMs": 40 + (i % 9) * 3, "latencyP95Ms": 90 + (i % 7) * 10}
+                for i in range(60)
+            ]  # fmt: skip
+            await route.fulfill(
+                status=200,
+                content_type="application/json",
+                body=json.dumps({"roomId": "r", "bucket": "1m", "from": "", "to": "", "points": points}),
+            )
+
+    await page.route("**/api/v1/rooms/*/stats*", stats)
+    token = token_for(node.settings, "mo", "spidi:monitor")
+    await page.goto(node.ops.url + "/#/rooms/lobby")
+    await page.fill("#token", token)
+    await page.click("#signin-button")
+    await expect(page.locator("#room")).to_be_visible()
+    await expect(page.locator("#who-name")).to_have_text("mo")
+    await expect(page.locator("#history-charts")).to_be_visible(timeout=3000)
+    await expect(page.locator("#chart-online path.line")).to_have_count(2)
+    await expect(page.locator("#chart-latency path.line")).to_have_count(2)
+    url, auth = seen[-1]
+    assert auth == f"Bearer {token}"
+    assert "bucket=1m" in url and "from=" in url and "to=" in url
+    await page.hover("#chart-online svg .overlay")
+    await expect(page.locator("#chart-online .tip")).to_be_visible()
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-history-stub.png"), full_page=True)
+
+    for mode, text in [(404, "HTTP 404"), (503, "HTTP 503"), ("abort", "could not be reached")]:
+        answers["mode"] = mode
+        await page.click(
+            '#range button[data-range="24h"]' if mode != 503 else '#range button[data-range="7d"]'
+        )
+        await expect(page.locator("#history-status")).to_contain_text("No history", timeout=2000)
+        await expect(page.locator("#history-status")).to_contain_text(text)
+    assert "bucket=1h" in seen[-1][0]
+
+    # The token survives a reload in this tab (sessionStorage): no second sign-in.
+    await page.reload()
+    await expect(page.locator("#room")).to_be_visible()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=3000)
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('spidi.dashboard.token')") is None
+    await alice.close()
+
+
+async def test_sign_in_refusals(node_factory, page):
+    """Tokens the page can judge are refused before connecting; the server's refusal is shown too."""
+    import jwt
+    from playwright.async_api import expect
+
+    node = await node_factory()
+    await page.goto(node.ops.url + "/")
+    error = page.locator("#signin-error")
+
+    await page.fill("#token", "not a token")
+    await page.click("#signin-button")
+    await expect(error).to_contain_text("does not look like a JWT")
+
+    await page.fill("#token", token_for(node.settings, "alice", "spidi:user"))
+    await page.click("#signin-button")
+    await expect(error).to_contain_text("spidi:monitor or spidi:admin")
+
+    now = int(time.time())
+    forged = jwt.encode({"sub": "eve", "roles": ["spidi:admin"], "iat": now, "exp": now + 600}, "x" * 48)
+    await page.fill("#token", forged)
+    await page.click("#signin-button")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(error).to_contain_text("The server refused the token: invalid token", timeout=3000)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "idle")
+    await expect(page.locator("#token")).to_have_value(forged)
+    assert await page.evaluate("sessionStorage.getItem('spidi.dashboard.token')") is None
+
+
+async def test_stomp_frame_parser_in_browser(node_factory, page):
+    """stomp.js: split frames, several per message, content-length bodies with NUL, EOL heart-beats."""
+    node = await node_factory()
+    await page.goto(node.ops.url + "/")
+    result = await page.evaluate(
+        """() => {
+        const { FrameParser, serializeFrame, negotiateHeartbeat } = window.SpidiStomp;
+        const p = new FrameParser();
+        const out = [];
+        const msg = 'MESSAGE\\nsubscription:s1\\ncontent-length:5\\ndestination:/a\\\\cb\\n\\nab\\u0000cd\\u0000';
+        out.push(p.feed('\\n').length, p.heartbeats);
+        out.push(p.feed(msg.slice(0, 20)).length);
+        const frames = p.feed(msg.slice(20) + '\\r\\n\\nRECEIPT\\r\\nreceipt-id:7\\r\\n\\r\\n\\u0000');
+        out.push(frames.length, frames[0].body, frames[0].headers.destination, frames[1].headers['receipt-id']);
+        out.push(p.heartbeats);
+        const utf = new TextEncoder().encode('MESSAGE\\ncontent-length:2\\n\\n\\u00e9\\u0000');
+        const f2 = p.feed(utf.buffer.slice(0, 15)).concat(p.feed(utf.buffer.slice(15)));
+        out.push(f2[0].body);
+        const c = 'CONNECTED\\nversion:1.2\\nserver:a\\\\b\\nheart-beat:10000,0\\n\\n\\u0000';
+        out.push(p.feed(c)[0].headers.server);
+        out.push(serializeFrame('SEND', {destination: 'a:b'}, 'é'));
+        out.push(negotiateHeartbeat([10000, 10000], '5000,20000').join(','));
+        out.push(negotiateHeartbeat([10000, 10000], '0,0').join(','));
+        return out;
+    }"""
+    )
+    assert result == [
+        0, 1,  # a bare EOL is a heart-beat
+        0,  # half a frame: nothing yet
+        2, "ab\x00cd", "/a:b", "7",
+        3,  # CR LF, then LF, between the frames: two more
+        "é",  # content-length counts bytes, not characters
+        "a\\b",  # CONNECTED headers are not unescaped
+        "SEND\ndestination:a\\cb\ncontent-length:2\n\né\x00",
+        "20000,10000",
+        "0,0",
+    ]  # fmt: skip
