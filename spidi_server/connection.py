@@ -118,7 +118,7 @@ class ClientConnection:
                     claims = event[1]
                     # Debug only: session_started already says who joined; a line per connect cost
                     # ~8% of connect CPU at 10,000 connections.
-                    logs.event(log, "connected", logging.DEBUG, conn_id=self.conn_id, user_id=claims.user_id,
+                    logs.event(log, "connected", logging.DEBUG, trace_id=self.conn_id, user_id=claims.user_id,
                                tenant=claims.tenant, ip=self.ip)  # fmt: skip
                 elif kind == stomp.EV_DISCONNECT:
                     count[4] += 1
@@ -160,8 +160,10 @@ class ClientConnection:
         if self.clean or conn.close_reason is not None:
             if conn.close_reason is not None and not self.clean:
                 self._errors.labels(code="PROTOCOL").inc()
-                logs.event(log, "connection_error", logging.WARNING, conn_id=self.conn_id,
-                           reason=conn.close_reason[1])  # fmt: skip
+                claims = conn.claims
+                logs.event(log, "connection_error", logging.WARNING, trace_id=self.conn_id,
+                           user_id=claims.user_id if claims else None, reason=conn.close_reason[1],
+                           client_info={"ip": self.ip})  # fmt: skip
             code, reason = conn.close_reason or (1000, "bye")
             conn.close(code, reason)
             self.writer.close(code, reason)

@@ -96,6 +96,15 @@ class NodeMetrics:
         self.redis_flush_failures = Counter(
             "spidi_redis_pipeline_failures", "Redis pipeline flushes that failed", registry=r
         )
+        self.event_loop_lag = Gauge(
+            "spidi_event_loop_lag_seconds", "How late a 0.5 s timer fired, last measurement", registry=r
+        )
+        self.writer_backlog = Gauge(
+            "spidi_writer_backlog_events", "History events in the stream waiting for the writer", registry=r
+        )
+        self.writer_batch_seconds = Gauge(
+            "spidi_writer_batch_duration_seconds", "Duration of the writer's last batch", registry=r
+        )
         for reason in ("leave", "timeout", "disconnect", "shutdown"):
             self.sessions_ended.labels(reason=reason)
 

@@ -127,6 +127,7 @@ class Node:
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
             loop.create_task(self._watch_room_changes()),
+            loop.create_task(self._measure_loop_lag()),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         if s.gc_full_interval_s > 0:
@@ -198,6 +199,14 @@ class Node:
             self.clients.discard(conn)
             self.metrics.websocket_connections.dec()
             conn.closed()
+
+    async def _measure_loop_lag(self, period: float = 0.5) -> None:
+        """How late the loop runs a timer: the time every callback waits behind the others."""
+        gauge = self.metrics.event_loop_lag
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(period)
+            gauge.set(max(0.0, time.monotonic() - started - period))
 
     async def _full_gc(self) -> None:
         started = time.perf_counter()

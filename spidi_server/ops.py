@@ -1,4 +1,6 @@
-"""The ops HTTP server (aiohttp, same event loop): Prometheus ``/metrics`` and ``/health``."""
+"""The ops HTTP server (aiohttp, same event loop): Prometheus ``/metrics``, ``/health`` (liveness,
+with each component's state), ``/health/ready`` and ``/actuator/health/spidi`` (readiness), plus
+the REST API and the dashboard."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def _postgres_answers(dsn: str) -> bool:
         return False
 
 
+READY_MAX_BACKLOG = 100_000  # events waiting for the writer beyond which the node is not ready
+
+
 def _json(data: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -41,6 +46,8 @@ class OpsServer:
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/health", self.health)
+        self.app.router.add_get("/health/ready", self.ready)
+        self.app.router.add_get("/actuator/health/spidi", self.ready)
         register_api(self.app, node)
         register_dashboard(self.app, node)
         self.runner: web.AppRunner | None = None
@@ -67,7 +74,15 @@ class OpsServer:
             self.runner = None
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.node.metrics.registry)
+        node = self.node
+        if node.settings.history and node.store is not None:
+            try:
+                status = await self._writer_status()
+                node.metrics.writer_backlog.set(status["backlog"])
+                node.metrics.writer_batch_seconds.set(status.get("lastBatchMs", 0) / 1000)
+            except Exception:  # Redis down: the gauges keep their last values; /health says why
+                pass
+        body = generate_latest(node.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -91,6 +106,26 @@ class OpsServer:
         degraded = not redis_ok or any(c.get("status") not in ("ok", "running") for c in components.values())
         body = {"status": "degraded" if degraded else "ok", "node": node.node_id, "components": components}
         return _json(body, 503 if not redis_ok else 200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are fine."""
+        node = self.node
+        store = node.store
+        checks: dict[str, dict] = {}
+        redis_ok = store is not None and await store.ping()
+        checks["redis"] = {"status": "UP" if redis_ok else "DOWN", "pending": store.pending if store else 0}
+        if node.dsn:
+            pg_ok = await asyncio.to_thread(_postgres_answers, node.dsn)
+            checks["postgres"] = {"status": "UP" if pg_ok else "DOWN"}
+        if node.settings.history and redis_ok:
+            writer = await self._writer_status()
+            bounded = writer["backlog"] <= READY_MAX_BACKLOG
+            writer_ok = writer["status"] == "running" and bounded
+            checks["writer"] = {"status": "UP" if writer_ok else "DOWN", "state": writer["status"],
+                                "backlog": writer["backlog"], "maxBacklog": READY_MAX_BACKLOG}  # fmt: skip
+        up = all(c["status"] == "UP" for c in checks.values())
+        body = {"status": "UP" if up else "DOWN", "node": node.node_id, "components": checks}
+        return _json(body, 200 if up else 503)
 
     async def _writer_status(self) -> dict:
         redis = self.node.store.redis

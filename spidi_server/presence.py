@@ -48,6 +48,7 @@ class Client(Protocol):
     stomp: StompConnection
     ip: str
     sessions: set
+    conn_id: str
 
     def push(self) -> None: ...
 
@@ -91,6 +92,7 @@ class Session:
         "latency_min",
         "latency_max",
         "checkpointed",
+        "trace_id",
     )
 
     def __init__(self, session_id: str, room: Room, user_id: str, payload: dict, ip: str, now_ms: int):
@@ -112,6 +114,7 @@ class Session:
         self.latency_min: float | None = None
         self.latency_max: float | None = None
         self.checkpointed = 0  # heartbeat count at the last checkpoint event
+        self.trace_id = ""  # the connection that started it: every log line of the session carries it
 
     def static_fields(self) -> dict:
         """What the session hash in Redis holds."""
@@ -125,6 +128,10 @@ class Session:
             "connectedAt": self.connected_at,
             "roomCode": self.room.code,
         }
+
+    def client_info(self) -> dict:
+        return {"clientId": self.client_id, "device": self.device, "os": self.os, "appVersion": self.app_version,
+                "ip": self.ip}  # fmt: skip
 
     def summary(self, kind: str, **extra) -> dict:
         """A checkpoint or end event: the cumulative heartbeat and latency figures."""
@@ -314,6 +321,7 @@ class Presence:
         now_ms = _now_ms()
         session = Session(str(uuid.uuid4()), room, claims.user_id, payload, client.ip, now_ms)
         session.client = client
+        session.trace_id = client.conn_id
         client.sessions.add(session)
         room.sessions[session.session_id] = session
         self.sessions[session.session_id] = session
@@ -345,14 +353,14 @@ class Presence:
         logs.event(
             log,
             "session_started",
+            trace_id=session.trace_id,
             session_id=session.session_id,
             user_id=session.user_id,
             room_id=room.room_id,
             room_code=room.code,
             tenant=room.tenant,
-            client_info={"clientId": session.client_id, "device": session.device, "os": session.os,
-                         "appVersion": session.app_version, "ip": session.ip},
-        )  # fmt: skip
+            client_info=session.client_info(),
+        )
         self._welcome(client, session, resumed=False)
 
     def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
@@ -385,8 +393,8 @@ class Presence:
             self._changed(session.room)
         self.store.update_session(session.room.room_id, session.session_id, session.room.tenant, session.user_id,
                                   self.session_ttl_s, fields)  # fmt: skip
-        logs.event(log, "session_resumed", session_id=session.session_id, user_id=session.user_id,
-                   room_id=session.room.room_id)  # fmt: skip
+        logs.event(log, "session_resumed", trace_id=client.conn_id, session_id=session.session_id,
+                   user_id=session.user_id, room_id=session.room.room_id, client_info=session.client_info())  # fmt: skip
 
     def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
         """HEARTBEAT: the hot path. No await, no log line, no Redis round trip."""
@@ -479,6 +487,7 @@ class Presence:
         logs.event(
             log,
             "session_ended",
+            trace_id=session.trace_id,
             session_id=session.session_id,
             user_id=session.user_id,
             room_id=room.room_id,
@@ -486,6 +495,7 @@ class Presence:
             reason=reason,
             heartbeats=session.heartbeats,
             duration_ms=_now_ms() - session.connected_at,
+            client_info=session.client_info(),
         )
         if room.idle:
             self._drop_room(room)
