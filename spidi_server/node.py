@@ -10,6 +10,7 @@ import uuid
 
 from . import logs
 from .auth import TokenVerifier
+from .fanout import RoomFanout
 from .metrics import NodeMetrics
 from .ops import OpsServer
 from .presence import Presence, run_every
@@ -77,6 +78,7 @@ class Node:
         self.embedded_redis: EmbeddedRedis | None = None
         self.store: HotStore | None = None
         self.presence: Presence | None = None
+        self.fanout: RoomFanout | None = None
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self.redis_url = settings.redis_url
@@ -115,6 +117,10 @@ class Node:
         )
         await self.store.start()
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
+        self.fanout = RoomFanout(self.store.redis, self.presence, self.node_id)
+        self.fanout.on_rooms_changed = self.refresh_rooms
+        self.presence.fanout = self.fanout
+        await self.fanout.start()
         await self.transport.start()
         await self.ops.start()
         loop = asyncio.get_running_loop()
@@ -126,7 +132,6 @@ class Node:
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
-            loop.create_task(self._watch_room_changes()),
             loop.create_task(self._measure_loop_lag()),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
@@ -169,26 +174,6 @@ class Node:
         """A room definition changed (REST API): refresh here, and tell every other process."""
         await self.refresh_rooms()
         await self.store.redis.publish(keys.ROOMS_CHANGED, f"{tenant}/{code}")
-
-    async def _watch_room_changes(self) -> None:
-        """Refresh the room cache as soon as any process announces a change (else every 5 s)."""
-        backoff = 0.5
-        while True:
-            pubsub = self.store.redis.pubsub()
-            try:
-                await pubsub.subscribe(keys.ROOMS_CHANGED)
-                backoff = 0.5
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        await self.refresh_rooms()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis gone: the periodic refresh still runs; retry later
-                logs.event(log, "rooms_watch_failed", logging.WARNING, error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                await pubsub.aclose()
 
     def connection_opened(self, conn) -> None:
         self.clients.add(conn)
@@ -265,6 +250,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.presence.end_all("shutdown")
+        await self.fanout.stop()
         await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
         if self.writer_proc is not None:

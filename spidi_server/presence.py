@@ -40,6 +40,7 @@ log = logging.getLogger("spidi.presence")
 WRITE_ROLES = ("spidi:user", "spidi:admin")
 READ_ROLES = ("spidi:monitor", "spidi:admin")
 MAX_SESSIONS_PER_CONNECTION = 16
+OUT_WINDOW_S = 0.05  # a process publishes its changes of a room at most this often
 _BUCKETS = events.LATENCY_BUCKETS_MS
 _TEXT_LIMITS = {"clientId": 128, "appVersion": 64, "device": 128, "os": 128}
 
@@ -226,6 +227,13 @@ class Room:
         "last_metrics",
         "sample",
         "published_at",
+        "watched",
+        "out_joined",
+        "out_left",
+        "out_updated",
+        "out_scheduled",
+        "out_published_at",
+        "pending_subs",
     )
 
     def __init__(self, definition: RoomDef):
@@ -237,16 +245,25 @@ class Room:
         self.metrics_subs: list[Subscription] = []
         self.roster_subs: list[Subscription] = []
         self.dirty = False
-        self.joined: dict[str, Session] = {}
+        # Changes received from every process (this one included), for the local subscribers.
+        self.joined: dict[str, dict] = {}
         self.left: dict[str, str] = {}
-        self.updated: dict[str, Session] = {}
+        self.updated: dict[str, dict] = {}
         self.last_metrics: dict | None = None
         self.sample = RoomSample(_minute(_now_ms()))
         self.published_at = 0.0
+        # Changes of this process's sessions, to publish for every process's subscribers.
+        self.watched = False
+        self.out_joined: dict[str, Session] = {}
+        self.out_left: dict[str, str] = {}
+        self.out_updated: dict[str, Session] = {}
+        self.out_scheduled = False
+        self.out_published_at = 0.0
+        self.pending_subs = 0  # subscriptions waiting for their snapshot
 
     @property
     def idle(self) -> bool:
-        return not self.sessions and not self.metrics_subs and not self.roster_subs
+        return not (self.sessions or self.metrics_subs or self.roster_subs or self.pending_subs)
 
 
 class Presence:
@@ -279,6 +296,8 @@ class Presence:
         self._hot = metrics.hot
         self.publish_interval_s = settings.metrics_interval_ms / 1000
         self._publishing: set[asyncio.Task] = set()
+        self.fanout = None  # RoomFanout, set by the node
+        self.watched: set[str] = set()
         self._loop = asyncio.get_running_loop
 
     # -- commands from clients -----------------------------------------------------------------
@@ -337,8 +356,10 @@ class Presence:
             self.session_ttl_s,
             session.static_fields(),
         )
-        if room.roster_subs:
-            room.joined[session.session_id] = session
+        if room.watched:
+            room.out_left.pop(session.session_id, None)
+            room.out_joined[session.session_id] = session
+            self._out_changed(room)
         room.sample.joins += 1
         if self.history:
             self.store.event(
@@ -347,7 +368,6 @@ class Presence:
                  "client_id": session.client_id, "app_version": session.app_version, "device": session.device,
                  "os": session.os, "ip": session.ip, "node_id": self.node_id, "started_at": now_ms}
             )  # fmt: skip
-        self._changed(room)
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
         logs.event(
@@ -388,9 +408,9 @@ class Presence:
         if session.ip != client.ip:
             session.ip = client.ip
             fields = {"ip": client.ip}
-            if session.room.roster_subs:
-                session.room.updated[session.session_id] = session
-            self._changed(session.room)
+            if session.room.watched:
+                session.room.out_updated[session.session_id] = session
+                self._out_changed(session.room)
         self.store.update_session(session.room.room_id, session.session_id, session.room.tenant, session.user_id,
                                   self.session_ttl_s, fields)  # fmt: skip
         logs.event(log, "session_resumed", trace_id=client.conn_id, session_id=session.session_id,
@@ -416,10 +436,10 @@ class Presence:
         if now_ms - session.ttl_refreshed > self._ttl_refresh_ms:
             session.ttl_refreshed = now_ms
             self.store.update_session(room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s)
-        if room.roster_subs:
-            room.updated[session_id] = session
-        if not room.dirty and (room.roster_subs or room.metrics_subs):
-            self._changed(room)
+        if room.watched:
+            room.out_updated[session_id] = session
+            if not room.out_scheduled:
+                self._out_changed(room)
         bucket = bisect_left(_BUCKETS, latency_ms)
         sample = room.sample
         sample.latency_sum += latency_ms
@@ -467,10 +487,11 @@ class Presence:
                 {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason},
             ):
                 client.push()
-        if room.roster_subs:
-            room.joined.pop(session.session_id, None)
-            room.updated.pop(session.session_id, None)
-            room.left[session.session_id] = reason
+        if room.watched:
+            room.out_joined.pop(session.session_id, None)
+            room.out_updated.pop(session.session_id, None)
+            room.out_left[session.session_id] = reason
+            self._out_changed(room)
         sample = room.sample
         if reason == "timeout":
             sample.timeouts += 1
@@ -480,7 +501,6 @@ class Presence:
             sample.disconnects += 1
         if self.history:
             self.store.event(session.summary(events.SESSION_ENDED, ended_at=_now_ms(), reason=reason))
-        self._changed(room)
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
         self.metrics.sessions_ended.labels(reason=reason).inc()
@@ -533,13 +553,22 @@ class Presence:
                 raise RoomNotFoundError(f"room {code!r} does not exist")
             definition = RoomDef(next(k for k, v in known.items() if v == code), claims.tenant, code, 0)
         room = self._room(definition)
+        # Receive every process's changes before reading the snapshot, and keep them while the
+        # read is in flight (pending): a change is then in the snapshot, or in a delta after it.
+        room.pending_subs += 1
+        try:
+            await self._watch(room)
+            if kind == dest.KIND_ROOM_METRICS:
+                (metrics,) = await self.store.room_metrics([room.room_id])
+            else:
+                users = await self.store.roster(room.room_id)
+        finally:
+            room.pending_subs -= 1
         if kind == dest.KIND_ROOM_METRICS:
             room.metrics_subs.append(sub)
-            (metrics,) = await self.store.room_metrics([room.room_id])
             sub.send(destination.raw, self._metrics_payload(room, metrics))
         else:
             room.roster_subs.append(sub)
-            users = await self.store.roster(room.room_id)
             sub.send(
                 destination.raw,
                 {
@@ -552,28 +581,24 @@ class Presence:
             )
 
     def unsubscribe(self, client: Client, sub_id: str) -> None:
+        """UNSUBSCRIBE: forget the subscription wherever it is."""
+        self._remove_subs(lambda s: s.client is client and s.sub_id == sub_id)
+
+    def unsubscribe_all(self, client: Client) -> None:
+        """The connection is gone: forget all its subscriptions."""
+        self._remove_subs(lambda s: s.client is client)
+
+    def _remove_subs(self, matches) -> None:
         for room in list(self.rooms.values()):
-            room.metrics_subs = [
-                s for s in room.metrics_subs if not (s.client is client and s.sub_id == sub_id)
-            ]
-            room.roster_subs = [
-                s for s in room.roster_subs if not (s.client is client and s.sub_id == sub_id)
-            ]
+            if not (room.metrics_subs or room.roster_subs):
+                continue
+            room.metrics_subs = [s for s in room.metrics_subs if not matches(s)]
+            room.roster_subs = [s for s in room.roster_subs if not matches(s)]
+            self._unwatch_if_unused(room)
             if room.idle:
                 self._drop_room(room)
         for tenant, subs in list(self.tenant_subs.items()):
-            kept = [s for s in subs if not (s.client is client and s.sub_id == sub_id)]
-            self._set_tenant_subs(tenant, kept)
-
-    def unsubscribe_all(self, client: Client) -> None:
-        for room in list(self.rooms.values()):
-            if room.metrics_subs or room.roster_subs:
-                room.metrics_subs = [s for s in room.metrics_subs if s.client is not client]
-                room.roster_subs = [s for s in room.roster_subs if s.client is not client]
-                if room.idle:
-                    self._drop_room(room)
-        for tenant, subs in list(self.tenant_subs.items()):
-            self._set_tenant_subs(tenant, [s for s in subs if s.client is not client])
+            self._set_tenant_subs(tenant, [s for s in subs if not matches(s)])
 
     def _set_tenant_subs(self, tenant: str, subs: list[Subscription]) -> None:
         if subs:
@@ -596,8 +621,8 @@ class Presence:
         room.published_at = time.monotonic()
         try:
             if room.roster_subs and (room.joined or room.left or room.updated):
-                joined = [s.entry() for s in room.joined.values()]
-                updated = [s.entry() for s in room.updated.values()]
+                joined = list(room.joined.values())
+                updated = list(room.updated.values())
                 left = [{"sessionId": sid, "reason": reason} for sid, reason in room.left.items()]
                 room.joined, room.updated, room.left = {}, {}, {}
                 topic = dest.room_roster(room.code)
@@ -686,6 +711,7 @@ class Presence:
         room = self.rooms.get(definition.room_id)
         if room is None:
             room = self.rooms[definition.room_id] = Room(definition)
+            room.watched = room.room_id in self.watched
         elif definition.capacity and definition.capacity != room.capacity:
             room.capacity = definition.capacity
             self.store.set_capacity(room.room_id, room.capacity)
@@ -695,6 +721,66 @@ class Presence:
         self._emit_sample(room)
         self.rooms.pop(room.room_id, None)
         self._count_rooms()
+
+    # -- fan-out between processes -------------------------------------------------------------
+
+    def _out_changed(self, room: Room) -> None:
+        """A local session of a watched room changed: publish this process's changes soon."""
+        if room.out_scheduled:
+            return
+        room.out_scheduled = True
+        wait = room.out_published_at + OUT_WINDOW_S - time.monotonic()
+        self._loop().call_later(max(0.0, wait), self._publish_out, room)
+
+    def _publish_out(self, room: Room) -> None:
+        room.out_scheduled = False
+        room.out_published_at = time.monotonic()
+        if not (room.out_joined or room.out_left or room.out_updated) or self.fanout is None:
+            return
+        joined = [s.entry() for s in room.out_joined.values()]
+        updated = [s.entry() for s in room.out_updated.values()]
+        left = room.out_left
+        room.out_joined, room.out_left, room.out_updated = {}, {}, {}
+        self.fanout.publish(room.room_id, joined, left, updated)
+
+    def remote_changes(self, room_id: str, payload: dict) -> None:
+        """Roster changes published by some process (this one included) for a room watched here."""
+        room = self.rooms.get(room_id)
+        if room is None or not (room.roster_subs or room.metrics_subs or room.pending_subs):
+            return
+        if room.roster_subs or room.pending_subs:
+            joined, left, updated = room.joined, room.left, room.updated
+            for entry in payload.get("j", ()):
+                sid = entry["sessionId"]
+                left.pop(sid, None)
+                updated.pop(sid, None)
+                joined[sid] = entry
+            for sid, reason in payload.get("l", {}).items():
+                if joined.pop(sid, None) is None:
+                    left[sid] = reason  # joined and left within one window: subscribers saw neither
+                updated.pop(sid, None)
+            for entry in payload.get("u", ()):
+                sid = entry["sessionId"]
+                if sid in joined:
+                    joined[sid] = entry
+                elif sid not in left:
+                    updated[sid] = entry
+        self._changed(room)
+
+    def watched_changed(self, watched: set[str]) -> None:
+        """The set of rooms some process watches changed: publish changes of exactly those."""
+        self.watched = watched
+        for room in self.rooms.values():
+            room.watched = room.room_id in watched
+
+    async def _watch(self, room: Room) -> None:
+        room.watched = True
+        if self.fanout is not None:
+            await self.fanout.watch(room.room_id)
+
+    def _unwatch_if_unused(self, room: Room) -> None:
+        if not (room.metrics_subs or room.roster_subs or room.pending_subs) and self.fanout is not None:
+            self._loop().create_task(self.fanout.unwatch(room.room_id))
 
     def _changed(self, room: Room) -> None:
         """Something subscribers see changed: publish now, or when the room's window reopens.

@@ -13,6 +13,8 @@ from spidi_server.auth import mint_token
 from spidi_server.settings import Settings
 from spidi_server.stores.embedded_redis import EmbeddedRedis
 
+from .pg_fixtures import empty_pg_dsn, pg, pg_dsn, pg_server  # noqa: F401  (shared fixtures)
+
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 

@@ -561,6 +561,10 @@ class ConflictError(Exception):
     """The change collides with live rows: a duplicate code, or a room type still in use."""
 
 
+class UnknownRoomTypeError(ValueError):
+    """A room names a room type the catalogue does not have (live)."""
+
+
 _API_ROOM_SELECT = """
 SELECT r.id::text AS id, r.code, r.name, rt.code AS room_type,
        coalesce(r.capacity, rt.default_capacity) AS capacity, r.ttl_s, r.status,
@@ -632,7 +636,7 @@ def _room_type_id(conn: psycopg.Connection, code: str | None) -> str | None:
         "SELECT id FROM tba_spd_room_type WHERE code = %s AND deleted_at IS NULL", [code]
     ).fetchone()
     if found is None:
-        raise ValueError(f"unknown room type {code!r}")
+        raise UnknownRoomTypeError(f"unknown room type {code!r}")
     return found[0]
 
 
@@ -673,8 +677,8 @@ def api_create_room(
     """Create room ``code`` of ``tenant``; ConflictError if a live room has that code.
 
     The id is ``rooms.room_id_for(tenant, code)``, so a soft-deleted room of the same code is
-    brought back as a new room (fresh created_at/created_by, no old attributes). ValueError for an
-    unknown ``room_type``.
+    brought back as a new room (fresh created_at/created_by, no old attributes).
+    UnknownRoomTypeError for an unknown ``room_type``.
     """
     room_id = room_id_for(tenant, code)
     with conn.transaction():
@@ -714,7 +718,7 @@ def api_update_room(
 ) -> dict[str, Any] | None:
     """Apply ``changes`` to a live room of ``tenant``; the updated room, or None if there is none.
 
-    Keys of ``changes``: name, room_type (a catalogue code or None; ValueError if unknown),
+    Keys of ``changes``: name, room_type (a catalogue code or None; UnknownRoomTypeError if unknown),
     capacity, ttl_s, status, attrs (the room's whole new attribute set). Keys left out stay as
     they are; updated_at/updated_by move even when only attributes change.
     """

@@ -10,7 +10,10 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
     spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
     spidi:user:<tenant>:<userId>:sessions  hash   sessionId -> roomId, a user's live sessions (TTL)
-    spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code)
+    spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code, or */* for a room type)
+    spidi:roster:{<roomId>}                pubsub a process's roster changes of the room (fanout.py)
+    spidi:watched                          zset   roomId -> when the last watcher's claim lapses
+    spidi:watch                            pubsub a process started watching a room (payload: roomId)
     spidi:events                           stream history events for the writer (stores/events.py)
     spidi:events:dead                      stream events PostgreSQL refused, with the error
     spidi:writer:status                    hash   the history writer's counters and state
@@ -52,6 +55,17 @@ def user_sessions(tenant: str, user_id: str) -> str:
 
 
 ROOMS_CHANGED = f"{PREFIX}rooms:changed"
+WATCHED = f"{PREFIX}watched"
+WATCH = f"{PREFIX}watch"
+_ROSTER_PREFIX = f"{PREFIX}roster:{{"
+
+
+def roster_channel(room_id: str) -> str:
+    return f"{_ROSTER_PREFIX}{room_id}}}"
+
+
+def room_of_roster_channel(channel: str) -> str:
+    return channel[len(_ROSTER_PREFIX) : -1]
 
 
 def room_keys(room_id: str) -> list[str]:

@@ -120,6 +120,11 @@ class HotStore:
         self._ops.append(("event", events.encode(fields)))
         self._wake.set()
 
+    def publish(self, channel: str, payload: bytes) -> None:
+        """PUBLISH in the next pipeline, after the writes queued before it (readers see them)."""
+        self._ops.append(("publish", channel, payload))
+        self._wake.set()
+
     def set_capacity(self, room_id: str, capacity: int) -> None:
         self._ops.append(("capacity", room_id, capacity))
         self._wake.set()
@@ -133,6 +138,7 @@ class HotStore:
 
     def _build(self, pipe, ops: list[tuple], beats: dict) -> int:
         commands = 0
+        publishes = []
         for op in ops:
             kind = op[0]
             if kind == "join":
@@ -162,6 +168,8 @@ class HotStore:
             elif kind == "event":
                 pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
                 commands += 1
+            elif kind == "publish":
+                publishes.append(op)
             elif kind == "capacity":
                 _, room_id, capacity = op
                 pipe.hset(keys.room_metrics(room_id), "capacity", capacity)
@@ -169,6 +177,10 @@ class HotStore:
         for room_id, room_beats in beats.items():
             packed = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()])
             self._eval(pipe, "heartbeats", [keys.room_online(room_id), keys.room_latency(room_id)], [packed])
+            commands += 1
+        # Announcements last: whoever hears one and reads Redis sees every write it announces.
+        for _, channel, payload in publishes:
+            pipe.publish(channel, payload)
             commands += 1
         return commands
 

@@ -22,7 +22,7 @@ from spidi_server.history.partitions import (
 from spidi_server.history.writer import STATUS_KEY, start_writer_process, stop_writer_process
 from spidi_server.stores import events
 
-from .conftest import private_pg_dir
+from ..pg_fixtures import private_pg_dir
 from .helpers import FakeSession, pending, push, room_sample, running_writer, wait_for, written
 
 # Recent events: the writer applies retention when it starts, and the ledger keeps event ids for

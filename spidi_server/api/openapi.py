@@ -1,0 +1,262 @@
+"""The OpenAPI 3.1 document of the REST API, built from the route table that also registers it.
+
+Parameters and request bodies come from the routes' ``validation`` fields (the objects that check
+requests); response bodies from the schemas below, which mirror ``handlers.py``'s renderers (the
+API tests compare real responses with them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
+from .routing import Route
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_INT = {"type": "integer"}
+_NINT = {"type": ["integer", "null"]}
+_NNUM = {"type": ["number", "null"]}
+_TS = {"type": "string", "format": "date-time"}
+_NTS = {"type": ["string", "null"], "format": "date-time"}
+_UUID = {"type": "string", "format": "uuid"}
+_EPOCH_MS = {"type": "integer", "description": "epoch milliseconds"}
+
+
+def _obj(properties: dict, description: str = "") -> dict:
+    out: dict[str, Any] = {"type": "object", "properties": properties, "required": list(properties)}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _page(item: str) -> dict:
+    return _obj({"items": {"type": "array", "items": _ref(item)}, "total": _INT, "limit": _INT, "offset": _INT},
+                f"A page of {item} items; total counts every match")  # fmt: skip
+
+
+_LIVE_SESSION = {
+    "sessionId": _UUID,
+    "userId": _STR,
+    "clientId": _STR,
+    "device": _NSTR,
+    "os": _NSTR,
+    "appVersion": _STR,
+    "ip": _NSTR,
+    "latencyMs": {**_NNUM, "description": "last reported latency; null before the first heartbeat"},
+    "connectedAt": _EPOCH_MS,
+    "lastHeartbeatAt": _EPOCH_MS,
+}
+
+RESPONSE_SCHEMAS: dict[str, dict] = {
+    "Room": _obj(
+        {
+            "id": _UUID,
+            "code": _STR,
+            "name": _NSTR,
+            "type": {**_NSTR, "description": "room type code"},
+            "capacity": {
+                **_INT,
+                "description": "in force: the room's, else its type's default, else the server's",
+            },
+            "ttlSeconds": _NINT,
+            "status": {"type": "string", "enum": ["active", "disabled"]},
+            "attributes": {"type": "object", "additionalProperties": _NSTR},
+            "createdAt": _TS,
+            "createdBy": _STR,
+            "updatedAt": _TS,
+            "updatedBy": _STR,
+        }
+    ),
+    "RoomList": _page("Room"),
+    "RoomType": _obj(
+        {
+            "id": _UUID,
+            "code": _STR,
+            "name": _STR,
+            "defaultCapacity": _NINT,
+            "createdAt": _TS,
+            "createdBy": _STR,
+            "updatedAt": _TS,
+            "updatedBy": _STR,
+        }
+    ),
+    "RoomTypeList": _page("RoomType"),
+    "LiveSession": _obj(_LIVE_SESSION, "A roster entry, as in ROOM_ROSTER (docs/protocol.md)"),
+    "LiveSessions": _obj({"items": {"type": "array", "items": _ref("LiveSession")}}),
+    "UserLiveSession": _obj({**_LIVE_SESSION, "roomId": _UUID, "roomCode": _STR}),
+    "UserLiveSessions": _obj({"items": {"type": "array", "items": _ref("UserLiveSession")}}),
+    "Session": _obj(
+        {
+            "sessionId": _UUID,
+            "roomId": {**_UUID, "type": ["string", "null"]},
+            "roomCode": _NSTR,
+            "userId": _NSTR,
+            "clientId": _NSTR,
+            "device": _NSTR,
+            "os": _NSTR,
+            "appVersion": _NSTR,
+            "ip": _NSTR,
+            "nodeId": _NSTR,
+            "startedAt": _TS,
+            "endedAt": {**_NTS, "description": "null while the session is live"},
+            "endReason": {**_NSTR, "description": "leave, timeout, disconnect or shutdown; null while live"},
+            "heartbeatCount": _INT,
+            "latencyAvgMs": _NNUM,
+            "latencyMinMs": _NNUM,
+            "latencyMaxMs": _NNUM,
+            "lastHeartbeatAt": _NTS,
+        },
+        "A stored session (history)",
+    ),
+    "SessionList": _page("Session"),
+    "StatsPoint": _obj(
+        {
+            "ts": {**_TS, "description": "start of the bucket"},
+            "onlineAvg": {"type": "number", "description": "time-weighted sessions online"},
+            "onlineMax": _INT,
+            "joins": _INT,
+            "leaves": _INT,
+            "timeouts": _INT,
+            "disconnects": _INT,
+            "latencyAvgMs": _NNUM,
+            "latencyP95Ms": _NNUM,
+        }
+    ),
+    "RoomStats": _obj(
+        {
+            "roomId": _UUID,
+            "bucket": {"type": "string", "enum": ["1m", "1h", "1d"]},
+            "from": _TS,
+            "to": _TS,
+            "points": {
+                "type": "array",
+                "items": _ref("StatsPoint"),
+                "description": "buckets with activity only, oldest first",
+            },
+        }
+    ),
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string", "enum": [problem_type(slug) for slug in PROBLEM_TYPES]},
+            "title": _STR,
+            "status": _INT,
+            "detail": _STR,
+            "instance": {**_STR, "description": "the request path"},
+            "errors": {
+                "type": "array",
+                "description": "validation problems only: one entry per invalid input",
+                "items": _obj(
+                    {
+                        "in": {"type": "string", "enum": ["path", "query", "body"]},
+                        "field": _STR,
+                        "message": _STR,
+                    }
+                ),
+            },
+        },
+        "required": ["type", "title", "status", "detail", "instance"],
+    },
+    "OpenApiDocument": {"type": "object", "description": "this document"},
+}
+
+_PROBLEM_RESPONSES = {
+    400: ("BadRequest", "Invalid input (errors lists each field) or malformed JSON"),
+    401: ("Unauthorized", "Missing, malformed, expired or badly signed token"),
+    403: ("Forbidden", "The token's roles do not allow this"),
+    404: ("NotFound", "No such resource for the caller's tenant"),
+    409: ("Conflict", "Duplicate code, or still in use"),
+    503: ("Unavailable", "A backing store is not configured or cannot be reached"),
+}
+
+
+def _problem_response(status: int) -> dict:
+    name, description = _PROBLEM_RESPONSES[status]
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": _ref("Problem")}},
+    }
+    if status == 401:
+        out["headers"] = {"WWW-Authenticate": {"schema": _STR, "description": 'Bearer realm="spidi", ...'}}
+    return out
+
+
+def _parameters(route: Route) -> list[dict]:
+    out = []
+    for where, fields in (("path", route.path_params), ("query", route.query)):
+        for field in fields:
+            schema = field.schema()
+            description = schema.pop("description")
+            out.append({"name": field.name, "in": where, "required": where == "path" or field.required,
+                        "description": description, "schema": schema})  # fmt: skip
+    return out
+
+
+def _operation(route: Route, schemas: dict) -> dict:
+    roles = {"read": "spidi:monitor or spidi:admin", "write": "spidi:admin", None: "none (public)"}[
+        route.access
+    ]
+    op: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "description": (route.description + "\n\n" if route.description else "") + f"Roles: {roles}.",
+        "tags": [route.tag],
+        "security": [{"bearerAuth": []}] if route.access else [],
+    }
+    params = _parameters(route)
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        schemas[route.body.schema_name] = route.body.schema()
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": _ref(route.body.schema_name)}}}  # fmt: skip
+    success: dict[str, Any] = {"description": {200: "OK", 201: "Created", 204: "No content"}[route.status]}
+    if route.response:
+        success["content"] = {"application/json": {"schema": _ref(route.response)}}
+    if route.status == 201:
+        success["headers"] = {"Location": {"schema": _STR, "description": "URL of the new resource"}}
+    statuses = set(route.problems)
+    if params or route.body is not None:
+        statuses.add(400)
+    if route.access:
+        statuses |= {401, 403, 503}
+    responses = {str(route.status): success}
+    for status in sorted(statuses):
+        responses[str(status)] = {"$ref": f"#/components/responses/{_PROBLEM_RESPONSES[status][0]}"}
+    op["responses"] = responses
+    return op
+
+
+def build(routes: tuple[Route, ...] | list[Route]) -> dict:
+    """The OpenAPI document of ``routes``."""
+    schemas = dict(RESPONSE_SCHEMAS)
+    paths: dict[str, dict] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Spidi operators' API",
+            "version": __version__,
+            "description": "Rooms, room types, live sessions and history of the caller's tenant. "
+            "Authenticate with the same JWT as the WebSocket: Authorization: Bearer <jwt>. "
+            "Errors are RFC 9457 problem details (application/problem+json).",
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": "rooms"}, {"name": "room-types"}, {"name": "sessions"}, {"name": "meta"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas,
+            "responses": {
+                name: _problem_response(status) for status, (name, _) in _PROBLEM_RESPONSES.items()
+            },
+        },
+    }

@@ -1,0 +1,108 @@
+"""The route table's shape, and the wrapper that runs one operation of it.
+
+A :class:`Route` is everything about an operation: method and path, who may call it, its
+parameters and body (``validation`` fields), its success status and response schema. The same
+table registers the aiohttp routes and builds the OpenAPI document (``openapi.py``), so the two
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from .problems import Problem, invalid
+from .validation import Body, Field, parse_params
+
+if TYPE_CHECKING:
+    from ..auth import Claims
+    from .service import Api
+
+log = logging.getLogger("spidi.api")
+
+
+@dataclass
+class Call:
+    """One request, validated: the caller's claims and the checked path, query and body values."""
+
+    request: web.Request
+    claims: Claims | None
+    path: dict[str, Any]
+    query: dict[str, Any]
+    body: dict[str, Any] | None
+
+
+Handler = Callable[["Api", Call], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    access: str | None  # "read" (monitor, admin), "write" (admin) or None (public)
+    path_params: tuple[Field, ...] = ()
+    query: tuple[Field, ...] = ()
+    body: Body | None = None
+    status: int = 200
+    response: str | None = None  # name of the success body's schema in the OpenAPI components
+    problems: tuple[int, ...] = ()  # statuses beyond those every operation of its kind may answer
+    description: str = ""
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response (orjson: datetimes already rendered by the handlers)."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of ``route``: authenticate, validate, run; every failure as a problem."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            claims = api.authenticate(request, route.access) if route.access else None
+            # Path, query and body are checked together so one answer lists every mistake.
+            errors: list[dict] = []
+            values: dict[str, Any] = {}
+            for name, check in (
+                ("path", lambda: parse_params(route.path_params, request.match_info, "path", strict=False)),
+                ("query", lambda: parse_params(route.query, request.query, "query", strict=True)),
+            ):
+                try:
+                    values[name] = check()
+                except Problem as problem:
+                    errors += problem.errors or []
+            body = None
+            if route.body is not None:
+                raw = await request.read()
+                try:
+                    body = route.body.parse(raw)
+                except Problem as problem:
+                    if problem.slug != "validation-error":
+                        raise  # malformed JSON: there are no fields to report on
+                    errors += problem.errors or []
+            if errors:
+                raise invalid(errors)
+            return await route.handler(api, Call(request, claims, values["path"], values["query"], body))
+        except Problem as problem:
+            return problem.response(request)
+        except web.HTTPException:
+            raise  # e.g. 413 from request.read(): the problem middleware renders it
+        except Exception:
+            log.exception("api: %s %s failed", request.method, request.path)
+            return Problem("internal-error", "the server failed to answer; see its log").response(request)
+
+    handle.__name__ = route.operation_id
+    return handle

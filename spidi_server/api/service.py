@@ -1,0 +1,182 @@
+"""What every API handler shares: authentication, tenant-scoped PostgreSQL access, live-state reads.
+
+PostgreSQL: ``history.queries`` functions are synchronous (psycopg ``Connection``), so the API
+runs each request's queries in a worker thread on a connection from a ``psycopg_pool``
+``ConnectionPool``, always inside ``queries.tenant_transaction`` (role spidi_reader and the
+caller's tenant for that one transaction: row-level security, not only a WHERE clause). The pool
+is created on first use from ``node.dsn`` and closed with the ops application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from aiohttp import web
+from psycopg_pool import ConnectionPool, PoolTimeout
+from redis.exceptions import RedisError
+
+from .. import logs
+from ..auth import Claims
+from ..errors import AuthError
+from ..history import queries
+from ..rooms import room_id_for
+from ..stores import keys
+from .problems import Problem
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = logging.getLogger("spidi.api")
+
+READ_ROLES = ("spidi:monitor", "spidi:admin")
+WRITE_ROLES = ("spidi:admin",)
+POOL_MAX_SIZE = 4
+POOL_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+def _www_authenticate(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    value = 'Bearer realm="spidi"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        # RFC 6750: error_description is a quoted string without '"' or '\'.
+        value += ', error_description="{}"'.format(description.replace('"', "'").replace("\\", "/"))
+    return {"WWW-Authenticate": value}
+
+
+class Api:
+    """The REST API of one node: its pool, its checks, its view of live state."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self._pool: ConnectionPool | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.openapi = b"{}"  # the OpenAPI document, rendered once at registration
+
+    # -- authentication and roles -----------------------------------------------------------
+
+    def authenticate(self, request: web.Request, access: str) -> Claims:
+        """The caller's claims, checked for ``access`` ("read" or "write"); Problem 401/403 otherwise."""
+        header = request.headers.get("Authorization", "").strip()
+        if not header:
+            raise Problem(
+                "unauthorized",
+                "missing token: send Authorization: Bearer <jwt>",
+                headers=_www_authenticate(),
+            )
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(
+                "unauthorized",
+                "the Authorization header must be 'Bearer <jwt>'",
+                headers=_www_authenticate("invalid_request", "use the Bearer scheme"),
+            )
+        try:
+            claims = self.node.verifier.verify(token)
+        except AuthError as exc:
+            raise Problem(
+                "unauthorized", str(exc), headers=_www_authenticate("invalid_token", str(exc))
+            ) from None
+        needed = WRITE_ROLES if access == "write" else READ_ROLES
+        if not claims.has_any(*needed):
+            raise Problem("forbidden", f"this needs role {' or '.join(needed)}")
+        return claims
+
+    # -- PostgreSQL -------------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool:
+        if self.node.dsn is None:
+            raise Problem("unavailable", "history store not configured: this node has no PostgreSQL")
+        if self._pool is None:
+            # Created on the event loop's thread (one at a time); open(wait=False) connects in the
+            # pool's own threads, so a PostgreSQL that is down costs a request POOL_TIMEOUT_S,
+            # never the loop. check_connection drops connections a PostgreSQL restart has broken.
+            self._pool = ConnectionPool(
+                self.node.dsn,
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                timeout=POOL_TIMEOUT_S,
+                kwargs={"autocommit": True, "connect_timeout": 3},
+                check=ConnectionPool.check_connection,
+                name="spidi-api",
+                open=False,
+            )
+            self._pool.open(wait=False)
+            # Its own threads, one per connection: a burst of API calls waits here instead of
+            # taking the default executor the node needs for room refreshes and health checks.
+            self._executor = ThreadPoolExecutor(max_workers=POOL_MAX_SIZE, thread_name_prefix="spidi-api")
+        return self._pool
+
+    async def db(self, tenant: str, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant``."""
+        pool = self._get_pool()
+
+        def run() -> T:
+            with pool.connection() as conn, queries.tenant_transaction(conn, tenant):
+                return work(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
+            logs.event(log, "api_postgres_unavailable", logging.WARNING, error=str(exc))
+            raise Problem(
+                "unavailable", "the history store (PostgreSQL) cannot be reached; retry later"
+            ) from exc
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """Close the pool and its threads (aiohttp ``on_cleanup``)."""
+        pool, self._pool = self._pool, None
+        executor, self._executor = self._executor, None
+        if pool is not None:
+            await asyncio.to_thread(pool.close, 5.0)
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    # -- live state (Redis) -----------------------------------------------------------------
+
+    async def live(self, reading):
+        """Await a Redis read; Problem 503 when Redis cannot answer."""
+        try:
+            return await reading
+        except (RedisError, OSError) as exc:
+            raise Problem("unavailable", "the live store (Redis) cannot be reached; retry later") from exc
+
+    async def room_known_live(self, tenant: str, room_id: str) -> bool:
+        """Whether ``room_id`` is a room of ``tenant`` as this node knows rooms, without PostgreSQL.
+
+        Room ids are uuid5(tenant, code), so an id found among the tenant's rooms (stored ones in
+        the node's catalog, configured ones, or the tenant's rooms hash in Redis, which every join
+        fills) cannot belong to another tenant.
+        """
+        catalog = self.node.catalog
+        if any(r.room_id == room_id and r.tenant == tenant for r in catalog.stored.values()):
+            return True
+        for name in catalog.defined:
+            scope, _, code = name.rpartition("/")
+            if (scope in ("", tenant)) and room_id_for(tenant, code) == room_id:
+                return True
+        store = self.node.store
+        await store.flush(2.0)  # a join made just before is in the hash too
+        return bool(await self.live(store.redis.hexists(keys.tenant_rooms(tenant), room_id)))
+
+    async def rooms_changed(self, tenant: str, code: str) -> None:
+        """Make a room change effective everywhere: refresh here and announce it to every node."""
+        try:
+            await self.node.rooms_changed(tenant, code)
+        except (RedisError, OSError) as exc:
+            # The change is stored; other nodes pick it up with their periodic refresh (5 s).
+            logs.event(log, "room_change_not_announced", logging.WARNING, tenant=tenant, room_code=code,
+                       error=str(exc))  # fmt: skip
+
+
+def audit(event: str, claims: Claims, **fields: Any) -> None:
+    """Log an admin change with who made it."""
+    logs.event(log, event, actor=claims.user_id, tenant=claims.tenant, **fields)

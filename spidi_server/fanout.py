@@ -1,0 +1,136 @@
+"""Roster changes between processes, through Redis pub/sub.
+
+A process publishes the changes of its own sessions (joins, leaves, latency updates) to
+``spidi:roster:{roomId}``, but only for rooms some process watches: a process watching a room
+(it has a subscriber to the room's roster or metrics) keeps it in the sorted set
+``spidi:watched`` (score: when the claim lapses, renewed every second) and announces a new watch on
+``spidi:watch`` so publishers start at once. Every process, the publisher included, receives the
+changes from Redis and hands them to its local subscribers: one path, so a subscriber on any worker
+or node sees the whole room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from . import logs
+from .stores import keys
+
+if TYPE_CHECKING:
+    from .presence import Presence
+
+log = logging.getLogger("spidi.fanout")
+
+WATCH_TTL_S = 5.0
+RENEW_S = 1.0
+
+
+class RoomFanout:
+    """Watched rooms, their pub/sub channels, and the delivery of remote changes to presence."""
+
+    def __init__(self, redis, presence: Presence, node_id: str):
+        self.redis = redis
+        self.presence = presence
+        self.node_id = node_id
+        self.watched: set[str] = set()  # rooms any process watches: publish their changes
+        self.local: set[str] = set()  # rooms this process watches: receive their changes
+        self.pubsub = None
+        self._tasks: list[asyncio.Task] = []
+        self.on_rooms_changed = None  # async callable: a room definition changed somewhere
+
+    async def start(self) -> None:
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self.pubsub.subscribe(keys.WATCH, keys.ROOMS_CHANGED)
+        await self._refresh()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):  # Redis already gone at shutdown: nothing to release
+                await self.pubsub.aclose()
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def watch(self, room_id: str) -> None:
+        """This process has a subscriber on the room: receive its changes from every process."""
+        if room_id in self.local:
+            return
+        self.local.add(room_id)
+        self.watched.add(room_id)
+        await self.pubsub.subscribe(keys.roster_channel(room_id))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.WATCHED, {room_id: time.time() + WATCH_TTL_S})
+        pipe.publish(keys.WATCH, room_id)
+        await pipe.execute()
+
+    async def unwatch(self, room_id: str) -> None:
+        """No local subscriber left; the claim lapses by itself (other processes may still watch)."""
+        if room_id in self.local:
+            self.local.discard(room_id)
+            await self.pubsub.unsubscribe(keys.roster_channel(room_id))
+
+    def publish(self, room_id: str, joined: list, left: dict, updated: list) -> None:
+        """Queue this process's changes of a room (in the next Redis pipeline, after its writes)."""
+        payload = orjson.dumps({"n": self.node_id, "j": joined, "l": left, "u": updated})
+        self.presence.store.publish(keys.roster_channel(room_id), payload)
+
+    # -- background ----------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        if self.local:
+            pipe.zadd(keys.WATCHED, {room_id: now + WATCH_TTL_S for room_id in self.local})
+        pipe.zremrangebyscore(keys.WATCHED, "-inf", now)
+        pipe.zrangebyscore(keys.WATCHED, now, "+inf")
+        members = (await pipe.execute())[-1]
+        self.watched = {m.decode() if isinstance(m, bytes) else m for m in members} | self.local
+        self.presence.watched_changed(self.watched)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_S)
+            try:
+                await self._refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: keep the last set; the hot store reports it
+                logs.event(log, "watch_refresh_failed", logging.WARNING, error=str(exc))
+
+    async def _listen(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                async for message in self.pubsub.listen():
+                    backoff = 0.2
+                    if message["type"] != "message":
+                        continue
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    data = message["data"]
+                    if channel == keys.WATCH:
+                        room_id = data.decode() if isinstance(data, bytes) else data
+                        if room_id not in self.watched:
+                            self.watched.add(room_id)
+                            self.presence.watched_changed(self.watched)
+                    elif channel == keys.ROOMS_CHANGED:
+                        if self.on_rooms_changed is not None:
+                            await self.on_rooms_changed()
+                    else:
+                        self.presence.remote_changes(keys.room_of_roster_channel(channel), orjson.loads(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: redis-py resubscribes on the next listen
+                logs.event(log, "fanout_listen_failed", logging.WARNING, error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
