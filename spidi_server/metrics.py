@@ -105,6 +105,9 @@ class NodeMetrics:
         self.writer_batch_seconds = Gauge(
             "spidi_writer_batch_duration_seconds", "Duration of the writer's last batch", registry=r
         )
+        self.sessions_reaped = Counter(
+            "spidi_sessions_reaped", "Sessions of dead nodes this node ended", registry=r
+        )
         for reason in ("leave", "timeout", "disconnect", "shutdown"):
             self.sessions_ended.labels(reason=reason)
 

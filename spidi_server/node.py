@@ -15,6 +15,7 @@ from .metrics import NodeMetrics
 from .ops import OpsServer
 from .presence import Presence, run_every
 from .protocol.stomp import StompConnection
+from .reaper import NodeLiveness
 from .rooms import RoomCatalog, RoomDef
 from .settings import Settings
 from .stores import keys
@@ -79,6 +80,7 @@ class Node:
         self.store: HotStore | None = None
         self.presence: Presence | None = None
         self.fanout: RoomFanout | None = None
+        self.liveness: NodeLiveness | None = None
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self.redis_url = settings.redis_url
@@ -114,6 +116,7 @@ class Node:
             connect(self.redis_url),
             on_flush=self.metrics.record_flush,
             min_interval_s=s.redis_flush_interval_ms / 1000,
+            node_id=self.node_id,
         )
         await self.store.start()
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
@@ -121,6 +124,9 @@ class Node:
         self.fanout.on_rooms_changed = self.refresh_rooms
         self.presence.fanout = self.fanout
         await self.fanout.start()
+        # Before accepting anyone: end what a crashed process under this id left, then keep alive.
+        self.liveness = NodeLiveness(self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc)
+        await self.liveness.start()
         await self.transport.start()
         await self.ops.start()
         loop = asyncio.get_running_loop()
@@ -251,6 +257,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.presence.end_all("shutdown")
         await self.fanout.stop()
+        await self.store.flush(self.settings.shutdown_timeout_s)
+        await self.liveness.stop()
         await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
         if self.writer_proc is not None:

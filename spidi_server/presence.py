@@ -94,6 +94,7 @@ class Session:
         "latency_max",
         "checkpointed",
         "trace_id",
+        "node_id",
     )
 
     def __init__(self, session_id: str, room: Room, user_id: str, payload: dict, ip: str, now_ms: int):
@@ -116,6 +117,7 @@ class Session:
         self.latency_max: float | None = None
         self.checkpointed = 0  # heartbeat count at the last checkpoint event
         self.trace_id = ""  # the connection that started it: every log line of the session carries it
+        self.node_id = ""
 
     def static_fields(self) -> dict:
         """What the session hash in Redis holds."""
@@ -128,6 +130,8 @@ class Session:
             "ip": self.ip,
             "connectedAt": self.connected_at,
             "roomCode": self.room.code,
+            "tenant": self.room.tenant,
+            "nodeId": self.node_id,
         }
 
     def client_info(self) -> dict:
@@ -341,6 +345,7 @@ class Presence:
         session = Session(str(uuid.uuid4()), room, claims.user_id, payload, client.ip, now_ms)
         session.client = client
         session.trace_id = client.conn_id
+        session.node_id = self.node_id
         client.sessions.add(session)
         room.sessions[session.session_id] = session
         self.sessions[session.session_id] = session

@@ -10,6 +10,10 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
     spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
     spidi:user:<tenant>:<userId>:sessions  hash   sessionId -> roomId, a user's live sessions (TTL)
+    spidi:nodes                            set    ids of the nodes (processes) that hold sessions
+    spidi:node:<nodeId>:alive              string the node's liveness, expires unless renewed
+    spidi:node:<nodeId>:sessions           hash   sessionId -> roomId, the node's live sessions
+    spidi:node:<nodeId>:reaping            string lock held while a node's sessions are being ended
     spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code, or */* for a room type)
     spidi:roster:{<roomId>}                pubsub a process's roster changes of the room (fanout.py)
     spidi:watched                          zset   roomId -> when the last watcher's claim lapses
@@ -52,6 +56,21 @@ def tenant_rooms(tenant: str) -> str:
 
 def user_sessions(tenant: str, user_id: str) -> str:
     return f"{PREFIX}user:{tenant}:{user_id}:sessions"
+
+
+NODES = f"{PREFIX}nodes"
+
+
+def node_alive(node_id: str) -> str:
+    return f"{PREFIX}node:{node_id}:alive"
+
+
+def node_sessions(node_id: str) -> str:
+    return f"{PREFIX}node:{node_id}:sessions"
+
+
+def node_reaping(node_id: str) -> str:
+    return f"{PREFIX}node:{node_id}:reaping"
 
 
 ROOMS_CHANGED = f"{PREFIX}rooms:changed"

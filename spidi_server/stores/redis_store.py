@@ -37,8 +37,10 @@ def current_hour(now_s: float | None = None) -> str:
 class HotStore:
     """The presence hot state of every room, in Redis."""
 
-    def __init__(self, client: aioredis.Redis, *, on_flush=None, min_interval_s: float = 0.0):
+    def __init__(self, client: aioredis.Redis, *, on_flush=None, min_interval_s: float = 0.0, node_id: str = ""):
         self.redis = client
+        self.node_id = node_id
+        self._node_key = keys.node_sessions(node_id)
         self.min_interval_s = min_interval_s
         # Scripts are loaded once and called by sha: redis-py's Script objects would add a
         # SCRIPT EXISTS round trip to every pipeline.
@@ -149,13 +151,16 @@ class HotStore:
                 user_key = keys.user_sessions(tenant, user_id)
                 pipe.hset(user_key, session_id, room_id)
                 pipe.expire(user_key, ttl_s)
-                commands += 4
+                # The node's index: what to end if this process dies without a word.
+                pipe.hset(self._node_key, session_id, room_id)
+                commands += 5
             elif kind == "leave":
                 _, room_id, session_id, user_id, tenant = op
                 self._eval(pipe, "leave", [*keys.room_keys(room_id), keys.session(room_id, session_id)],
                            [session_id, user_id])  # fmt: skip
                 pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
-                commands += 2
+                pipe.hdel(self._node_key, session_id)
+                commands += 3
             elif kind == "touch":
                 _, room_id, session_id, ttl_s, fields, tenant, user_id = op
                 key = keys.session(room_id, session_id)

@@ -1,0 +1,165 @@
+"""No ghost presences: the sessions of a process that died without a word are ended by others.
+
+Every node keeps ``spidi:node:<id>:alive`` alive (a key with a short expiry, renewed each second)
+and lists its sessions in ``spidi:node:<id>:sessions``. Every node checks the other nodes'
+keys; when one has expired, the first node to take ``spidi:node:<id>:reaping`` ends that node's
+sessions with reason ``disconnect``: removed from the rooms, the users' indexes and the node's,
+a ``session_ended`` event for the history, a room sample counting the disconnects, and a roster
+change for every subscriber. A node starting under an id that still has sessions (it crashed and
+came back) ends them first, so they are never resurrected. A supervisor that saw a worker die
+calls ``reap_node`` at once instead of waiting for the key to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import orjson
+
+from . import logs
+from .stores import events, keys
+from .stores.redis_store import _script, _text
+
+log = logging.getLogger("spidi.reaper")
+
+ALIVE_TTL_MS = 5000
+RENEW_S = 1.0
+CHECK_S = 2.0
+
+
+async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "") -> int:
+    """End every session ``node_id`` holds in Redis; returns how many were ended."""
+    index = await redis.hgetall(keys.node_sessions(node_id))
+    if not index:
+        return 0
+    pairs = [(_text(sid), _text(room_id)) for sid, room_id in index.items()]
+    pipe = redis.pipeline(transaction=False)
+    for sid, room_id in pairs:
+        pipe.hgetall(keys.session(room_id, sid))
+        pipe.zscore(keys.room_online(room_id), sid)
+    raw = await pipe.execute()
+    leave = redis.register_script(_script("leave.lua"))
+    now = int(time.time() * 1000)
+    bucket = now - now % 60_000
+    per_room: dict[str, dict] = {}
+    pipe = redis.pipeline(transaction=False)
+    ended = 0
+    for i, (sid, room_id) in enumerate(pairs):
+        info = {_text(k): _text(v) for k, v in (raw[2 * i] or {}).items()}
+        last_beat = raw[2 * i + 1]
+        pipe.hdel(keys.node_sessions(node_id), sid)
+        if not info:
+            continue  # already gone (ended, or expired with its TTL)
+        user, tenant = info.get("userId", ""), info.get("tenant", "")
+        await leave(keys=[*keys.room_keys(room_id), keys.session(room_id, sid)], args=[sid, user], client=pipe)
+        if tenant:
+            pipe.hdel(keys.user_sessions(tenant, user), sid)
+            pipe.xadd(keys.EVENTS_STREAM, events.encode({
+                "id": str(uuid.uuid4()), "kind": events.SESSION_ENDED, "session_id": sid, "room_id": room_id,
+                "tenant": tenant, "started_at": info.get("connectedAt") or now,
+                "last_heartbeat_at": int(last_beat) if last_beat is not None else None,
+                "ended_at": now, "reason": reason,
+            }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
+            room = per_room.setdefault(room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}})
+            room["left"][sid] = reason
+        ended += 1
+    for room_id, room in per_room.items():
+        pipe.xadd(keys.EVENTS_STREAM, events.encode({
+            "id": str(uuid.uuid4()), "kind": events.ROOM_SAMPLE, "room_id": room_id, "room_code": room["code"],
+            "tenant": room["tenant"], "node_id": node_id, "bucket": bucket, "online_sum": 0, "online_samples": 0,
+            "online_max": 0, "joins": 0, "leaves": 0, "timeouts": 0, "disconnects": len(room["left"]),
+            "latency_sum": 0, "latency_count": 0, "latency_hist": "",
+        }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
+    # Announcements last, after the writes they announce (as the hot store does).
+    for room_id, room in per_room.items():
+        payload = orjson.dumps({"n": by or f"reaper:{node_id}", "j": [], "l": room["left"], "u": []})
+        pipe.publish(keys.roster_channel(room_id), payload)
+    await pipe.execute()
+    if ended:
+        logs.event(log, "node_reaped", node_id=node_id, sessions=ended, reason=reason, by=by)
+    return ended
+
+
+class NodeLiveness:
+    """This node's liveness key, and the reaping of nodes whose key expired."""
+
+    def __init__(self, redis, node_id: str, on_reaped=None):
+        self.redis = redis
+        self.node_id = node_id
+        self.on_reaped = on_reaped  # callable(count): metrics
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Claim the id, end what a previous process under it left behind, then keep alive."""
+        await self._beat()
+        left_over = await reap_node(self.redis, self.node_id, "disconnect", by=self.node_id)
+        if left_over and self.on_reaped:
+            self.on_reaped(left_over)
+        await self.redis.sadd(keys.NODES, self.node_id)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch_others())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(keys.node_alive(self.node_id))
+            pipe.srem(keys.NODES, self.node_id)
+            await pipe.execute()
+        except Exception:  # Redis gone at shutdown: the key expires by itself
+            pass
+
+    async def _beat(self) -> None:
+        await self.redis.set(keys.node_alive(self.node_id), int(time.time() * 1000), px=ALIVE_TTL_MS)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_S)
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: the hot store reports it; retry next second
+                logs.event(log, "alive_renew_failed", logging.WARNING, error=str(exc))
+
+    async def _watch_others(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logs.event(log, "reaper_check_failed", logging.WARNING, error=str(exc))
+
+    async def check(self) -> int:
+        """Reap every known node whose liveness key expired; returns sessions ended."""
+        others = [_text(n) for n in await self.redis.smembers(keys.NODES)]
+        others = [n for n in others if n != self.node_id]
+        if not others:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in others:
+            pipe.exists(keys.node_alive(node_id))
+        alive = await pipe.execute()
+        total = 0
+        for node_id, is_alive in zip(others, alive, strict=True):
+            if is_alive:
+                continue
+            # One reaper per dead node, whichever node gets there first.
+            if not await self.redis.set(keys.node_reaping(node_id), self.node_id, nx=True, px=30_000):
+                continue
+            try:
+                total += await reap_node(self.redis, node_id, "disconnect", by=self.node_id)
+                if not await self.redis.exists(keys.node_sessions(node_id)):
+                    await self.redis.srem(keys.NODES, node_id)
+            finally:
+                await self.redis.delete(keys.node_reaping(node_id))
+        if total and self.on_reaped:
+            self.on_reaped(total)
+        return total
