@@ -251,7 +251,11 @@ class Node:
             deadline = time.monotonic() + self.settings.shutdown_timeout_s
             while self.clients and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-        await self.transport.stop()
+        try:
+            # websockets' wait_closed waits for every handler; one stuck must not hang the shutdown.
+            await asyncio.wait_for(self.transport.stop(), self.settings.shutdown_timeout_s)
+        except TimeoutError:
+            logs.event(log, "shutdown_transport_timeout", logging.WARNING, connections=len(self.clients))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
