@@ -37,9 +37,10 @@ $(VENV)/.browser: $(VENV)/.installed
 run: build
 	$(VENV)/bin/spidi serve --dev
 
+# `timeout` is a backstop: a hung teardown must fail the run, not stall CI.
 test: build $(VENV)/.browser
-	$(PY) -m pytest -q -p no:cacheprovider tests
-	SPIDI_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
+	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
+	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
 
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
