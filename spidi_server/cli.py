@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Iterable
 
 from . import __version__, logs
 from .auth import mint_token
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", dest="redis_url")
     serve.add_argument("--log-level", dest="log_level")
     serve.add_argument("--node-id", dest="node_id")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the ports (default 1; the number of cores in production)",
+    )
 
     writer = sub.add_parser("writer", help="run the history writer alone (Redis Stream to PostgreSQL)")
     _common(writer)
@@ -69,7 +75,6 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
 async def _serve(settings: Settings) -> None:
     import uvloop  # noqa: F401  (installed as the loop policy by the caller)
 
-    from .auth import mint_token as mint
     from .node import Node
 
     node = Node(settings)
@@ -79,27 +84,57 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await node.start()
     try:
-        lines = [
-            f"Spidi {__version__} node {node.node_id}",
-            f"  WebSocket (STOMP): {node.ws_url}",
-            f"  Ops:               {node.ops.url}/metrics  {node.ops.url}/health",
-            f"  Data directory:    {settings.data_path}",
-            f"  Redis:             {'embedded at ' + node.redis_url if node.embedded_redis else node.redis_url}",
-        ]
-        if node.dsn:
-            where = f"embedded under {settings.data_path / 'postgres'}" if node.embedded_pg else "external"
-            lines.append(f"  PostgreSQL:        {where} ({_redact(node.dsn)})")
-        if node.writer_proc is not None:
-            lines.append(f"  History writer:    pid {node.writer_proc.pid}")
-        if settings.dev and settings.jwt_algorithms[0].startswith("HS"):
-            lines.append("  Development tokens (24 h):")
-            for role in ROLES:
-                name = role.split(":")[1]
-                lines.append(f"    {name:8} {mint(settings, f'dev-{name}', [role], 'default')}")
+        lines = banner_lines(
+            settings,
+            node_id=node.node_id,
+            ws_url=node.ws_url,
+            ops_url=node.ops.url,
+            redis_url=node.redis_url,
+            embedded_redis=node.embedded_redis is not None,
+            dsn=node.dsn,
+            embedded_pg=node.embedded_pg is not None,
+            writer_pid=node.writer_proc.pid if node.writer_proc is not None else None,
+        )
         print("\n".join(lines), flush=True)
         await stop.wait()
     finally:
         await node.stop()
+
+
+def banner_lines(
+    settings: Settings,
+    *,
+    node_id: str,
+    ws_url: str,
+    ops_url: str,
+    redis_url: str,
+    embedded_redis: bool,
+    dsn: str | None,
+    embedded_pg: bool,
+    writer_pid: int | None,
+    extra: Iterable[str] = (),
+) -> list[str]:
+    """What ``spidi serve`` prints once it accepts clients (one node, or the supervisor of workers)."""
+    lines = [
+        f"Spidi {__version__} node {node_id}",
+        f"  WebSocket (STOMP): {ws_url}",
+        f"  Ops:               {ops_url}/metrics  {ops_url}/health",
+        f"  Data directory:    {settings.data_path}",
+        f"  Redis:             {'embedded at ' + redis_url if embedded_redis else redis_url}",
+    ]
+    if dsn:
+        where = f"embedded under {settings.data_path / 'postgres'}" if embedded_pg else "external"
+        lines.append(f"  PostgreSQL:        {where} ({_redact(dsn)})")
+    if writer_pid is not None:
+        lines.append(f"  History writer:    pid {writer_pid}")
+    lines.extend(extra)
+    # Last: tests and scripts read the banner up to the user token.
+    if settings.dev and settings.jwt_algorithms[0].startswith("HS"):
+        lines.append("  Development tokens (24 h):")
+        for role in ROLES:
+            name = role.split(":")[1]
+            lines.append(f"    {name:8} {mint_token(settings, f'dev-{name}', [role], 'default')}")
+    return lines
 
 
 def _redact(dsn: str) -> str:
@@ -146,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
                     "redis_url",
                     "log_level",
                     "node_id",
+                    "workers",
                 ),
             )
             logs.configure(settings.log_level)
+            if settings.workers > 1:
+                from .supervisor import run_supervisor
+
+                return run_supervisor(settings)
             import uvloop
 
             uvloop.run(_serve(settings))

@@ -5,12 +5,16 @@ the REST API and the dashboard."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
+import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from .api import register_api
 from .dashboard import register_dashboard
@@ -38,6 +42,68 @@ def _json(data: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+SIBLING_TIMEOUT_S = 1.0  # a sibling worker slower than this to give its figures counts as unreachable
+
+# How the figures of a node's workers combine into the node's: by default they add up (counters,
+# connection and session gauges, histogram buckets, sums and counts). These do not:
+_MERGE_MAX = frozenset({"spidi_event_loop_lag_seconds"})  # the worst worker is the node's lag
+# Node-wide values every worker reads from Redis; the answering worker refreshed its copy just now.
+_MERGE_FIRST = frozenset({"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds"})
+# Distinct rooms across workers, not a sum: one room usually has sessions on every worker.
+_ROOMS_TOTAL = "spidi_rooms_total"
+
+
+class _Families:
+    """A fixed list of metric families as a prometheus_client collector, to render them."""
+
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: dict | None = None) -> bytes:
+    """Add up the Prometheus text of several workers into one exposition of the whole node.
+
+    ``texts[0]`` is the answering worker's own. Samples match by name and labels; counters, gauges
+    and histogram parts add, ``*_created`` timestamps keep the earliest, the gauges in
+    ``_MERGE_MAX``/``_MERGE_FIRST`` keep the largest/first. ``rooms_total`` (distinct rooms across
+    workers) replaces the sum of ``spidi_rooms_total``; ``extra`` adds gauges (name -> (help, value)).
+    """
+    families: dict[str, Metric] = {}  # insertion order = order of first appearance
+    merged: dict[str, dict[tuple, list]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                merged[family.name] = {}
+            samples = merged[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                seen = samples.get(key)
+                if seen is None:
+                    samples[key] = [sample.name, sample.labels, sample.value]
+                elif family.name.endswith("_created"):
+                    seen[2] = min(seen[2], sample.value)
+                elif family.name in _MERGE_MAX:
+                    seen[2] = max(seen[2], sample.value)
+                elif family.name not in _MERGE_FIRST:
+                    seen[2] += sample.value
+    if rooms_total is not None and _ROOMS_TOTAL in merged:
+        for seen in merged[_ROOMS_TOTAL].values():
+            seen[2] = float(rooms_total)
+    for name, family in families.items():
+        for sample_name, labels, value in merged[name].values():
+            family.add_sample(sample_name, labels, value)
+    for name, (documentation, value) in (extra or {}).items():
+        gauge = families[name] = Metric(name, documentation, "gauge")
+        gauge.add_sample(name, {}, float(value))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
 class OpsServer:
     """Serves the operator endpoints of a node on the ops port."""
 
@@ -52,13 +118,36 @@ class OpsServer:
         register_dashboard(self.app, node)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
+        # Worker mode (``spidi serve --workers N``): this worker's own figures on a loopback port
+        # of its own, and the private ports of its siblings, whose figures /metrics adds up.
+        s = node.settings
+        own = f"127.0.0.1:{s.ops_private_port}"
+        self.siblings = [a for a in s.worker_metrics if a != own] if s.ops_private_port else []
+        self.worker_mode = bool(s.ops_private_port)
+        self.private_app: web.Application | None = None
+        self.private_runner: web.AppRunner | None = None
+        self.http: aiohttp.ClientSession | None = None
+        if self.worker_mode:
+            self.private_app = web.Application()
+            self.private_app.router.add_get("/metrics/local", self.metrics_local)
+            self.private_app.router.add_get("/worker/state", self.worker_state)
+            self.private_app.router.add_get("/health/local", self.health_local)
 
     async def start(self) -> None:
         s = self.node.settings
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, s.ops_host, s.ops_port)
+        # With reuse_port every worker binds the same ops port and the kernel picks who answers a
+        # scrape; None (not False) keeps the single-process bind exactly as it was.
+        self.site = web.TCPSite(
+            self.runner, s.ops_host, s.ops_port, reuse_port=True if s.reuse_port else None
+        )
         await self.site.start()
+        if self.private_app is not None:
+            self.private_runner = web.AppRunner(self.private_app, access_log=None)
+            await self.private_runner.setup()
+            await web.TCPSite(self.private_runner, "127.0.0.1", s.ops_private_port).start()
+            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SIBLING_TIMEOUT_S))
 
     @property
     def port(self) -> int:
@@ -72,8 +161,14 @@ class OpsServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.private_runner is not None:
+            await self.private_runner.cleanup()
+            self.private_runner = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def _refresh_writer_gauges(self) -> None:
         node = self.node
         if node.settings.history and node.store is not None:
             try:
@@ -82,8 +177,83 @@ class OpsServer:
                 node.metrics.writer_batch_seconds.set(status.get("lastBatchMs", 0) / 1000)
             except Exception:  # Redis down: the gauges keep their last values; /health says why
                 pass
-        body = generate_latest(node.metrics.registry)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text of the node: in worker mode, every worker's figures added up."""
+        await self._refresh_writer_gauges()
+        own = generate_latest(self.node.metrics.registry)
+        if self.worker_mode:
+            own = await self._node_wide(own)
+        return web.Response(body=own, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _node_wide(self, own: bytes) -> bytes:
+        states = await self._sibling_states("/worker/state")
+        texts = [own.decode()]
+        rooms = set(self._local_rooms())
+        answering = 1
+        for state in states:
+            if state is not None:
+                answering += 1
+                texts.append(state["metrics"])
+                rooms.update(state["rooms"])
+        extra = {
+            "spidi_workers": ("Worker processes of this node answering (this one included)", answering),
+            "spidi_workers_unreachable": ("Sibling workers that did not answer this scrape", len(states) + 1 - answering),
+        }  # fmt: skip
+        # Parsing and rendering a few hundred lines: well under a millisecond per worker.
+        return merge_exposition(texts, rooms_total=len(rooms), extra=extra)
+
+    async def _sibling_states(self, path: str) -> list[dict | None]:
+        """Every sibling's answer at ``path`` on its private port, None for one that did not answer."""
+
+        async def fetch(address: str) -> dict | None:
+            try:
+                async with self.http.get(f"http://{address}{path}") as resp:
+                    if resp.status != 200:
+                        return None
+                    return orjson.loads(await resp.read())
+            except (TimeoutError, aiohttp.ClientError, ValueError):
+                return None  # dead, restarting or stuck: counted as unreachable
+
+        if not self.siblings or self.http is None:
+            return [None] * len(self.siblings)
+        return list(await asyncio.gather(*(fetch(a) for a in self.siblings)))
+
+    def _local_rooms(self) -> list[str]:
+        """Ids of the rooms with a session on this worker (for the node's distinct room count)."""
+        presence = self.node.presence
+        if presence is None:
+            return []
+        return [room_id for room_id, room in presence.rooms.items() if room.sessions]
+
+    async def metrics_local(self, request: web.Request) -> web.Response:
+        """This worker's own figures (private loopback port)."""
+        await self._refresh_writer_gauges()
+        body = generate_latest(self.node.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def worker_state(self, request: web.Request) -> web.Response:
+        """What a sibling needs for node-wide /metrics: this worker's text and its rooms."""
+        text = generate_latest(self.node.metrics.registry).decode()
+        return _json(
+            {"node": self.node.node_id, "pid": os.getpid(), "metrics": text, "rooms": self._local_rooms()}
+        )
+
+    async def health_local(self, request: web.Request) -> web.Response:
+        """This worker is up (private loopback port): the supervisor and siblings ask."""
+        return _json({"node": self.node.node_id, "pid": os.getpid(), "connections": len(self.node.clients)})
+
+    async def _workers_component(self) -> tuple[bool, dict]:
+        """(all answer, component) for /health and /health/ready in worker mode."""
+        states = await self._sibling_states("/health/local")
+        answering = 1 + sum(1 for state in states if state is not None)
+        expected = len(states) + 1
+        component = {
+            "answering": answering,
+            "expected": expected,
+            "unreachable": [a for a, state in zip(self.siblings, states, strict=True) if state is None],
+        }
+        return answering == expected, component
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness plus each component's state; 503 when Redis does not answer."""
@@ -103,6 +273,9 @@ class OpsServer:
             components["postgres"] = {"status": "ok" if pg_ok else "down"}
         if node.settings.history and redis_ok:
             components["writer"] = await self._writer_status()
+        if self.worker_mode:
+            all_up, workers = await self._workers_component()
+            components["workers"] = {"status": "ok" if all_up else "degraded", **workers}
         degraded = not redis_ok or any(c.get("status") not in ("ok", "running") for c in components.values())
         body = {"status": "degraded" if degraded else "ok", "node": node.node_id, "components": components}
         return _json(body, 503 if not redis_ok else 200)
@@ -123,6 +296,9 @@ class OpsServer:
             writer_ok = writer["status"] == "running" and bounded
             checks["writer"] = {"status": "UP" if writer_ok else "DOWN", "state": writer["status"],
                                 "backlog": writer["backlog"], "maxBacklog": READY_MAX_BACKLOG}  # fmt: skip
+        if self.worker_mode:
+            all_up, workers = await self._workers_component()
+            checks["workers"] = {"status": "UP" if all_up else "DOWN", **workers}
         up = all(c["status"] == "UP" for c in checks.values())
         body = {"status": "UP" if up else "DOWN", "node": node.node_id, "components": checks}
         return _json(body, 200 if up else 503)

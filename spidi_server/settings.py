@@ -100,6 +100,23 @@ class Settings:
     )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
+    workers: int = field(
+        default=1,
+        metadata={"doc": "Worker processes of `spidi serve` sharing its ports; set it to the number of cores in production"},
+    )
+    reuse_port: bool = field(
+        default=False,
+        metadata={"doc": "Bind the WebSocket and ops ports with SO_REUSEPORT (the supervisor sets it for its workers)"},
+    )
+    ops_private_port: int = field(
+        default=0,
+        metadata={"doc": "Worker only: loopback port of its own /metrics/local (set by the supervisor; 0 = none)"},
+    )
+    worker_metrics: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "Worker only: host:port of every worker's private port, for node-wide /metrics"},
+    )
+
     @property
     def rooms_auto_created(self) -> bool:
         """Whether HELLO may create a room that does not exist."""
@@ -111,7 +128,7 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check every value; raise ConfigError naming the first bad one."""
-        for name in ("port", "ops_port"):
+        for name in ("port", "ops_port", "ops_private_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {value}")
@@ -143,6 +160,12 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
+        for address in self.worker_metrics:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"worker_metrics: {address!r} is not host:port")
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
         if self.transport not in ("websockets", "picows"):

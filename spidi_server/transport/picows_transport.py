@@ -141,6 +141,8 @@ class PicowsTransport:
             # The event loop's own (uvloop, C) transport: aiofastnet's Python-level one costs ~6 KiB
             # per connection.
             use_aiofastnet=False,
+            # Workers of one `spidi serve --workers N` share the port (SO_REUSEPORT).
+            reuse_port=s.reuse_port,
         )
 
     @property

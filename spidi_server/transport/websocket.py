@@ -119,6 +119,9 @@ class WebSocketTransport:
             open_timeout=10,
             close_timeout=2,
             server_header=None,
+            # Workers of one `spidi serve --workers N` all listen on this port; the kernel spreads
+            # new connections between them.
+            reuse_port=settings.reuse_port,
         )
 
     @property
