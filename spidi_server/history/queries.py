@@ -506,12 +506,17 @@ def list_sessions(
     room_id: str | None = None,
     user_id: str | None = None,
     limit: int | None = 1000,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Sessions that started in [start, end), newest first, as dicts of dat_spd_session columns."""
-    query = "SELECT * FROM spd_sessions(%s, %s, %s, %s)" + (" LIMIT %s" if limit else "")
-    params: list[Any] = [start, end, room_id, user_id] + ([limit] if limit else [])
+    """Sessions that started in [start, end), newest first, as dicts of dat_spd_session columns.
+
+    ``limit`` None returns them all (LIMIT NULL is no limit in PostgreSQL).
+    """
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        return cur.execute(
+            "SELECT * FROM spd_sessions(%s, %s, %s, %s) ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s",
+            [start, end, room_id, user_id, limit, offset],
+        ).fetchall()
 
 
 def room_stats(
@@ -856,11 +861,9 @@ def list_sessions_page(
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the sessions that started in [start, end), newest first, and how many in all."""
-    args = [start, end, room_id, user_id]
+    rows = list_sessions(conn, start, end, room_id=room_id, user_id=user_id, limit=limit, offset=offset)
     with conn.cursor(row_factory=dict_row) as cur:
-        total = cur.execute("SELECT count(*) AS n FROM spd_sessions(%s, %s, %s, %s)", args).fetchone()["n"]
-        rows = cur.execute(
-            "SELECT * FROM spd_sessions(%s, %s, %s, %s) ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s",
-            [*args, limit, offset],
-        ).fetchall()
+        total = cur.execute(
+            "SELECT count(*) AS n FROM spd_sessions(%s, %s, %s, %s)", [start, end, room_id, user_id]
+        ).fetchone()["n"]
     return rows, total
