@@ -36,6 +36,7 @@ import redis
 
 from .. import logs
 from ..errors import ConfigError
+from ..processes import stop_process
 from ..settings import Settings, load_settings
 from ..stores import events, keys
 from . import queries
@@ -736,14 +737,7 @@ def stop_writer_process(proc: subprocess.Popen, timeout: float = 30.0) -> int:
 
     Killing loses nothing: unacknowledged entries are re-read by the next writer.
     """
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return stop_process(proc, timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..processes import stop_process
 
 
 def redis_server_path() -> str:
@@ -97,14 +98,8 @@ class EmbeddedRedis:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop redis-server (SIGTERM, then SIGKILL if it lingers)."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc, timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
