@@ -45,6 +45,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEARTBEATS = "spidi_heartbeats_total"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_KINDS = ("spidi", "spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
+# Worker-mode kinds (`spidi serve --workers 2`): not in --compare; ask for them with --servers.
+WORKER_KINDS = ("spidi-2w", "spidi-picows-2w")
 COMPARE_REFERENCES = ("spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
 # (server, reference) pairs whose ratios the comparison prints.
 COMPARE_PAIRS = (
@@ -54,6 +56,8 @@ COMPARE_PAIRS = (
     ("spidi-picows", "bare-picows"),
     ("spidi-picows", "bare-uvloop"),
     ("spidi-picows", "spidi"),
+    ("spidi-2w", "spidi"),
+    ("spidi-picows-2w", "spidi-picows"),
 )
 
 
@@ -67,6 +71,33 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def server_pids(root: int) -> list[int]:
+    """``root`` and its descendants that run Spidi's node code (workers), not Redis, PostgreSQL
+    or the history writer: what "server CPU" means in worker mode too."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if pid == root or (b"spidi_server" in cmdline and b"history.writer" not in cmdline):
+            out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
 def proc_rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -74,6 +105,13 @@ def proc_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _safe(fn, pid: int):
+    try:
+        return fn(pid)
+    except (OSError, ValueError, IndexError):
+        return 0  # the process ended between listing and reading
 
 
 # -- the server under test ---------------------------------------------------------------------------
@@ -125,8 +163,10 @@ class ServerProcess:
             )
             if self.kind == "spidi-pure":
                 env["SPIDI_NO_EXTENSIONS"] = "1"
-            elif self.kind == "spidi-picows":
+            elif self.kind.startswith("spidi-picows"):
                 env["SPIDI_TRANSPORT"] = "picows"
+            if self.workers > 1:
+                argv += ["--workers", str(self.workers)]
             env.update(self.extra_env)
         else:
             transport = self.kind.split("-", 1)[1]
@@ -181,17 +221,26 @@ class ServerProcess:
         """The server's process id (taskset execs the command, so it is the server itself)."""
         return self.proc.pid
 
+    @property
+    def workers(self) -> int:
+        """Worker processes of this server (1 unless a worker-mode kind)."""
+        return 2 if self.kind.endswith("-2w") else 1
+
     def cpu(self) -> float:
-        """Server CPU seconds so far."""
-        return proc_cpu_seconds(self.pid)
+        """Server CPU seconds so far (supervisor and workers summed in worker mode)."""
+        if self.workers == 1:
+            return proc_cpu_seconds(self.pid)
+        return sum(_safe(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
 
     def redis_cpu(self) -> float | None:
         """Embedded redis-server CPU seconds so far (Spidi only)."""
         return proc_cpu_seconds(self.redis_pid) if self.redis_pid else None
 
     def rss(self) -> int:
-        """Server RSS in bytes."""
-        return proc_rss_bytes(self.pid)
+        """Server RSS in bytes (summed over supervisor and workers in worker mode)."""
+        if self.workers == 1:
+            return proc_rss_bytes(self.pid)
+        return sum(_safe(proc_rss_bytes, pid) for pid in server_pids(self.pid))
 
     def redis_commands(self) -> int | None:
         """INFO stats ``total_commands_processed`` of the embedded Redis (Spidi only)."""
@@ -482,7 +531,9 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
     """Start one server, connect, measure (one window, or a --find-max ramp), stop."""
     run = Run(kind)
     data_dir = Path(tempfile.mkdtemp(prefix=f"spidi-bench-{kind}-"))
-    server = ServerProcess(kind, data_dir, cfg.server_cpu, cfg.secret, cfg.connections, cfg.server_log_level,
+    # Workers are spread over every core by design: only a one-process server is pinned.
+    pin = cfg.server_cpu if not kind.endswith("-2w") else None
+    server = ServerProcess(kind, data_dir, pin, cfg.secret, cfg.connections, cfg.server_log_level,
                            extra_env=dict(item.split("=", 1) for item in cfg.server_env))  # fmt: skip
     gen = None
     say = lambda text: print(f"[{kind}] {text}", flush=True)  # noqa: E731
@@ -748,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke preset: C=1000, H=5000, T=5")
     p.add_argument("--compare", action="store_true",
                    help="also run Spidi pure-Python, a bare uvloop and a bare websockets server")  # fmt: skip
-    p.add_argument("--servers", help=f"comma-separated servers to run, from {', '.join(SERVER_KINDS)}")
+    p.add_argument("--servers", help="comma-separated servers to run, from "
+                   f"{', '.join(SERVER_KINDS + WORKER_KINDS)} (the -2w ones run `spidi serve --workers 2`, unpinned)")
     p.add_argument(
         "--find-max", action="store_true", help="raise the rate until p99 > --max-p99-ms or it lags"
     )
@@ -792,9 +844,9 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
     cfg.sample_every = max(1, round(1 / cfg.sample)) if cfg.sample > 0 else 10**12
     if cfg.servers:
         kinds = [k.strip() for k in cfg.servers.split(",") if k.strip()]
-        bad = [k for k in kinds if k not in SERVER_KINDS]
+        bad = [k for k in kinds if k not in SERVER_KINDS + WORKER_KINDS]
         if bad:
-            raise SystemExit(f"unknown server(s) {bad}; choose from {SERVER_KINDS}")
+            raise SystemExit(f"unknown server(s) {bad}; choose from {SERVER_KINDS + WORKER_KINDS}")
         cfg.kinds = kinds
     else:
         cfg.kinds = list(SERVER_KINDS) if cfg.compare else ["spidi"]
