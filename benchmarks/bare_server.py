@@ -292,8 +292,15 @@ async def start_picows_server(host: str, port: int):
         extra = {"Sec-WebSocket-Protocol": SUBPROTOCOL} if SUBPROTOCOL in offered else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), Counter())
 
-    return await ws_create_server(factory, host, port, enable_auto_ping=False, max_frame_size=65536 * 4,
-                                  read_buffer_init_size=1024, use_aiofastnet=False)  # as Spidi runs it
+    return await ws_create_server(
+        factory,
+        host,
+        port,
+        enable_auto_ping=False,
+        max_frame_size=65536 * 4,
+        read_buffer_init_size=1024,
+        use_aiofastnet=False,
+    )  # as Spidi runs it
 
 
 # -- ops endpoint ----------------------------------------------------------------------------------

@@ -799,8 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke preset: C=1000, H=5000, T=5")
     p.add_argument("--compare", action="store_true",
                    help="also run Spidi pure-Python, a bare uvloop and a bare websockets server")  # fmt: skip
-    p.add_argument("--servers", help="comma-separated servers to run, from "
-                   f"{', '.join(SERVER_KINDS + WORKER_KINDS)} (the -2w ones run `spidi serve --workers 2`, unpinned)")
+    p.add_argument(
+        "--servers",
+        help="comma-separated servers to run, from "
+        f"{', '.join(SERVER_KINDS + WORKER_KINDS)} (the -2w ones run `spidi serve --workers 2`, unpinned)",
+    )
     p.add_argument(
         "--find-max", action="store_true", help="raise the rate until p99 > --max-p99-ms or it lags"
     )
@@ -821,10 +824,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
     p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
     p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
-    p.add_argument("--server-env", action="append", default=[], metavar="SPIDI_X=V",
-                   help="extra environment for Spidi servers (repeatable), e.g. SPIDI_GC_FULL_INTERVAL_S=0")
-    p.add_argument("--no-probe-presence", dest="probe_presence", action="store_false",
-                   help="skip the presence probe (a monitor timing HELLO/LEAVE to roster delta under load)")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="SPIDI_X=V",
+        help="extra environment for Spidi servers (repeatable), e.g. SPIDI_GC_FULL_INTERVAL_S=0",
+    )
+    p.add_argument(
+        "--no-probe-presence",
+        dest="probe_presence",
+        action="store_false",
+        help="skip the presence probe (a monitor timing HELLO/LEAVE to roster delta under load)",
+    )
     p.add_argument(
         "--py-spy", action="store_true", help="profile the connect phase and an extra window with py-spy"
     )

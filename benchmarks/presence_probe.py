@@ -48,7 +48,9 @@ async def _connect(url: str, token: str):
     return ws
 
 
-async def probe(url: str, user_token: str, monitor_token: str, duration: float, gap: float = 0.3) -> list[float]:
+async def probe(
+    url: str, user_token: str, monitor_token: str, duration: float, gap: float = 0.3
+) -> list[float]:
     """Delays (ms) of join and leave events seen by a roster subscriber, for ``duration`` seconds."""
     monitor = await _connect(url, monitor_token)
     prober = await _connect(url, user_token)
@@ -79,7 +81,9 @@ async def probe(url: str, user_token: str, monitor_token: str, duration: float, 
         hello = json.dumps({"roomCode": ROOM, "clientId": "probe", "appVersion": "1"})
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
-            await prober.send(_frame("SEND", {"destination": "/app/hello", "content-type": "application/json"}, hello))
+            await prober.send(
+                _frame("SEND", {"destination": "/app/hello", "content-type": "application/json"}, hello)
+            )
             frame = _parse(await prober.recv())
             sid = json.loads(frame[2])["sessionId"]
             sent_at[("join", sid)] = t0

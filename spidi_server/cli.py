@@ -22,6 +22,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `spidi` command line: serve, writer, migrate, retention, token."""
     parser = argparse.ArgumentParser(prog="spidi", description="Spidi real-time presence server")
     parser.add_argument("--version", action="version", version=f"spidi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +167,7 @@ def _history_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `spidi` console script; returns the exit code (2: bad configuration)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":

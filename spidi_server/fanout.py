@@ -45,6 +45,7 @@ class RoomFanout:
         self.on_rooms_changed = None  # async callable: a room definition changed somewhere
 
     async def start(self) -> None:
+        """Subscribe to the announcement channels, learn the watched rooms, start listening."""
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         await self.pubsub.subscribe(keys.WATCH, keys.ROOMS_CHANGED)
         await self._refresh()
@@ -52,6 +53,7 @@ class RoomFanout:
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
 
     async def stop(self) -> None:
+        """Stop listening and release the pub/sub connection."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

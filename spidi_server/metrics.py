@@ -112,6 +112,7 @@ class NodeMetrics:
             self.sessions_ended.labels(reason=reason)
 
     def record_flush(self, commands: int, seconds: float, ok: bool) -> None:
+        """Account one Redis pipeline flush (HotStore calls it)."""
         self.redis_flush_commands.observe(commands)
         self.redis_flush_seconds.observe(seconds)
         if not ok:

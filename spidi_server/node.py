@@ -92,6 +92,7 @@ class Node:
         self.started = False
 
     def new_stomp_connection(self, conn_id: str, query_token: str | None) -> StompConnection:
+        """A sans-I/O STOMP connection with this node's limits and verifier."""
         s = self.settings
         return StompConnection(
             self.verifier,
@@ -125,7 +126,9 @@ class Node:
         self.presence.fanout = self.fanout
         await self.fanout.start()
         # Before accepting anyone: end what a crashed process under this id left, then keep alive.
-        self.liveness = NodeLiveness(self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc)
+        self.liveness = NodeLiveness(
+            self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
+        )
         await self.liveness.start()
         await self.transport.start()
         await self.ops.start()
@@ -182,10 +185,12 @@ class Node:
         await self.store.redis.publish(keys.ROOMS_CHANGED, f"{tenant}/{code}")
 
     def connection_opened(self, conn) -> None:
+        """A transport accepted a WebSocket: count it and keep it for liveness checks."""
         self.clients.add(conn)
         self.metrics.websocket_connections.inc()
 
     def connection_closed(self, conn) -> None:
+        """A WebSocket is gone: hand its sessions to presence (ended or kept for the grace period)."""
         if conn in self.clients:
             self.clients.discard(conn)
             self.metrics.websocket_connections.dec()
@@ -202,7 +207,9 @@ class Node:
     async def _full_gc(self) -> None:
         started = time.perf_counter()
         found = gc.collect(2)
-        logs.event(log, "gc_full", logging.DEBUG, seconds=round(time.perf_counter() - started, 4), collected=found)
+        logs.event(
+            log, "gc_full", logging.DEBUG, seconds=round(time.perf_counter() - started, 4), collected=found
+        )
 
     async def _expire(self) -> None:
         self.presence.expire()
@@ -234,6 +241,7 @@ class Node:
 
     @property
     def ws_url(self) -> str:
+        """The WebSocket endpoint clients use."""
         return f"ws://{self.settings.host}:{self.transport.port}/ws"
 
     async def stop(self) -> None:

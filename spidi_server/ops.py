@@ -134,6 +134,7 @@ class OpsServer:
             self.private_app.router.add_get("/health/local", self.health_local)
 
     async def start(self) -> None:
+        """Listen on the ops host and port."""
         s = self.node.settings
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
@@ -158,6 +159,7 @@ class OpsServer:
         return f"http://{self.node.settings.ops_host}:{self.port}"
 
     async def stop(self) -> None:
+        """Stop serving (the REST API closes its database pool on cleanup)."""
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

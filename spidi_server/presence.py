@@ -440,7 +440,9 @@ class Presence:
         self.store.heartbeat(room.room_id, session_id, now_ms, latency_ms)
         if now_ms - session.ttl_refreshed > self._ttl_refresh_ms:
             session.ttl_refreshed = now_ms
-            self.store.update_session(room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s)
+            self.store.update_session(
+                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
+            )
         if room.watched:
             room.out_updated[session_id] = session
             if not room.out_scheduled:

@@ -54,7 +54,9 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
         if not info:
             continue  # already gone (ended, or expired with its TTL)
         user, tenant = info.get("userId", ""), info.get("tenant", "")
-        await leave(keys=[*keys.room_keys(room_id), keys.session(room_id, sid)], args=[sid, user], client=pipe)
+        await leave(
+            keys=[*keys.room_keys(room_id), keys.session(room_id, sid)], args=[sid, user], client=pipe
+        )
         if tenant:
             pipe.hdel(keys.user_sessions(tenant, user), sid)
             pipe.xadd(keys.EVENTS_STREAM, events.encode({
@@ -63,7 +65,9 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
                 "last_heartbeat_at": int(last_beat) if last_beat is not None else None,
                 "ended_at": now, "reason": reason,
             }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
-            room = per_room.setdefault(room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}})
+            room = per_room.setdefault(
+                room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}}
+            )
             room["left"][sid] = reason
         ended += 1
     for room_id, room in per_room.items():
@@ -103,6 +107,7 @@ class NodeLiveness:
         self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch_others())]
 
     async def stop(self) -> None:
+        """Stop renewing and give the id up (a clean stop leaves nothing to reap)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -96,21 +96,29 @@ class Settings:
     )
     gc_full_interval_s: float = field(
         default=60.0,
-        metadata={"doc": "Full garbage collections run on this schedule instead of when CPython decides; 0 = default"},
+        metadata={
+            "doc": "Full garbage collections run on this schedule instead of when CPython decides; 0 = default"
+        },
     )
     shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
 
     workers: int = field(
         default=1,
-        metadata={"doc": "Worker processes of `spidi serve` sharing its ports; set it to the number of cores in production"},
+        metadata={
+            "doc": "Worker processes of `spidi serve` sharing its ports; set it to the number of cores in production"
+        },
     )
     reuse_port: bool = field(
         default=False,
-        metadata={"doc": "Bind the WebSocket and ops ports with SO_REUSEPORT (the supervisor sets it for its workers)"},
+        metadata={
+            "doc": "Bind the WebSocket and ops ports with SO_REUSEPORT (the supervisor sets it for its workers)"
+        },
     )
     ops_private_port: int = field(
         default=0,
-        metadata={"doc": "Worker only: loopback port of its own /metrics/local (set by the supervisor; 0 = none)"},
+        metadata={
+            "doc": "Worker only: loopback port of its own /metrics/local (set by the supervisor; 0 = none)"
+        },
     )
     worker_metrics: list[str] = field(
         default_factory=list,

@@ -37,7 +37,9 @@ async def test_session_events_and_room_samples(node, redis_sync):
     kinds = [e["kind"] for e in session_events]
     assert kinds == [events.SESSION_STARTED, events.SESSION_CHECKPOINT, events.SESSION_ENDED]
     started, checkpoint, ended = session_events
-    assert started["session_id"] == sid and started["device"] == "Pixel" and started["node_id"] == node.node_id
+    assert (
+        started["session_id"] == sid and started["device"] == "Pixel" and started["node_id"] == node.node_id
+    )
     assert started["room_id"] == room_id_for("default", "lobby") and started["ip"] == "127.0.0.1"
     assert checkpoint["heartbeats"] == "3" and float(checkpoint["latency_sum"]) == 840
     assert ended["reason"] == "leave" and ended["heartbeats"] == "3"

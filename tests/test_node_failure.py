@@ -70,14 +70,19 @@ async def test_sigkilled_node_sessions_end_with_disconnect(node_factory, redis_u
     while joined != set(sids):
         joined |= {e["sessionId"] for e in (await mon.json("/topic/rooms/ghost/roster"))["joined"]}
     room_id = room_id_for("default", "ghost")
-    assert redis_sync.zcard(keys.room_online(room_id)) == 3 and redis_sync.hlen(keys.node_sessions("victim")) == 3
+    assert (
+        redis_sync.zcard(keys.room_online(room_id)) == 3
+        and redis_sync.hlen(keys.node_sessions("victim")) == 3
+    )
 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     started = time.monotonic()
     left = {}
     while len(left) < 3:
-        left.update({e["sessionId"]: e["reason"] for e in (await mon.json("/topic/rooms/ghost/roster", 15))["left"]})
+        left.update(
+            {e["sessionId"]: e["reason"] for e in (await mon.json("/topic/rooms/ghost/roster", 15))["left"]}
+        )
     took = time.monotonic() - started
     assert left == dict.fromkeys(sids, "disconnect")
     assert took < survivor.settings.heartbeat_timeout_ms / 1000  # well within the session timeout

@@ -226,7 +226,12 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
         async with http.get(f"{ops_url}/health/ready") as resp:
             ready = await resp.json()
         assert resp.status == 200, ready
-        assert ready["components"]["workers"] == {"status": "UP", "answering": 2, "expected": 2, "unreachable": []}
+        assert ready["components"]["workers"] == {
+            "status": "UP",
+            "answering": 2,
+            "expected": 2,
+            "unreachable": [],
+        }
 
         # A monitor on either worker sees the whole room; note which worker it landed on.
         before = {n: _sample(await local(http, n), "spidi_websocket_connections") for n in node_ids}

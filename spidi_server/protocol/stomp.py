@@ -331,9 +331,11 @@ class StompConnection:
         return True
 
     def send_json(self, destination: str, payload: dict, sub_id: str | None = None) -> bool:
+        """Queue a JSON MESSAGE (see send_message)."""
         return self.send_message(destination, orjson.dumps(payload), sub_id)
 
     def send_receipt(self, receipt_id: str) -> None:
+        """Queue a RECEIPT for a frame that asked for one."""
         self._queue(serialize_frame("RECEIPT", {"receipt-id": receipt_id}))
 
     def send_app_error(self, exc: AppError, ref: str | None) -> None:
@@ -341,6 +343,7 @@ class StompConnection:
         self.send_message(dest.USER_ERRORS, orjson.dumps(app_error_payload(exc, ref)))
 
     def send_heartbeat(self) -> None:
+        """Queue a STOMP heart-beat (one EOL)."""
         self._queue(b"\n")
 
     def _fail(self, exc: ConnectionFatalError, close_code: int) -> None:

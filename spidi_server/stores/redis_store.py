@@ -37,7 +37,9 @@ def current_hour(now_s: float | None = None) -> str:
 class HotStore:
     """The presence hot state of every room, in Redis."""
 
-    def __init__(self, client: aioredis.Redis, *, on_flush=None, min_interval_s: float = 0.0, node_id: str = ""):
+    def __init__(
+        self, client: aioredis.Redis, *, on_flush=None, min_interval_s: float = 0.0, node_id: str = ""
+    ):
         self.redis = client
         self.node_id = node_id
         self._node_key = keys.node_sessions(node_id)
@@ -128,6 +130,7 @@ class HotStore:
         self._wake.set()
 
     def set_capacity(self, room_id: str, capacity: int) -> None:
+        """Record a room's capacity (shown in its metrics)."""
         self._ops.append(("capacity", room_id, capacity))
         self._wake.set()
 
@@ -318,6 +321,7 @@ class HotStore:
         return out
 
     async def room_online(self, room_id: str) -> int:
+        """Sessions in a room across every node."""
         await self.flush(2.0)
         return int(await self.redis.zcard(keys.room_online(room_id)))
 
@@ -380,6 +384,7 @@ class HotStore:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def ping(self) -> bool:
+        """Whether Redis answers within a second."""
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
         except (RedisError, OSError, TimeoutError):
