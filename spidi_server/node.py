@@ -17,9 +17,9 @@ from .presence import Presence, run_every
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
 from .rooms import RoomCatalog, RoomDef
+from .services import BackingServices
 from .settings import Settings
 from .stores import keys
-from .stores.embedded_redis import EmbeddedRedis
 from .stores.redis_store import HotStore, connect
 from .transport.websocket import WebSocketTransport
 
@@ -76,17 +76,13 @@ class Node:
         self.verifier = TokenVerifier(settings)
         self.catalog = RoomCatalog(settings)
         self.clients: set = set()
-        self.embedded_redis: EmbeddedRedis | None = None
+        self.services = BackingServices(settings)
         self.store: HotStore | None = None
         self.presence: Presence | None = None
         self.fanout: RoomFanout | None = None
         self.liveness: NodeLiveness | None = None
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
-        self.redis_url = settings.redis_url
-        self.dsn: str | None = settings.postgres_dsn or None
-        self.embedded_pg = None
-        self.writer_proc = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self.started = False
@@ -108,11 +104,8 @@ class Node:
     async def start(self) -> None:
         """Start Redis (embedded unless configured), presence, the WebSocket and ops servers."""
         s = self.settings
-        if not self.redis_url:
-            self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
-            self.redis_url = self.embedded_redis.url
-        if s.history and s.writer == "child" or s.postgres_dsn:
-            await self._start_history()
+        await self.services.start()
+        await self.refresh_rooms()
         self.store = HotStore(
             connect(self.redis_url),
             on_flush=self.metrics.record_flush,
@@ -155,18 +148,26 @@ class Node:
         s = self.settings
         return max(0.02, min(1.0, (s.stomp_heartbeat_ms or 4000) / 4000, s.connect_timeout_s / 4))
 
-    async def _start_history(self) -> None:
-        """PostgreSQL (embedded unless configured, migrated) and, with ``writer = child``, the writer."""
-        from .history.embedded_pg import resolve_dsn
-        from .history.writer import start_writer_process
+    # The services, as the banner, ops and API read them.
+    @property
+    def redis_url(self) -> str:
+        return self.services.redis_url
 
-        s = self.settings
-        self.dsn, self.embedded_pg = await asyncio.to_thread(resolve_dsn, s)
-        await self.refresh_rooms()
-        if s.history and s.writer == "child":
-            # A stable consumer name lets a restarted writer take its own pending entries back at once.
-            consumer = f"writer-{s.node_id}" if s.node_id else None
-            self.writer_proc = start_writer_process(s, self.redis_url, self.dsn, consumer=consumer)
+    @property
+    def dsn(self) -> str | None:
+        return self.services.dsn
+
+    @property
+    def embedded_redis(self):
+        return self.services.embedded_redis
+
+    @property
+    def embedded_pg(self):
+        return self.services.embedded_pg
+
+    @property
+    def writer_proc(self):
+        return self.services.writer_proc
 
     async def refresh_rooms(self) -> None:
         """Reload the rooms stored in PostgreSQL; on failure keep the cached ones."""
@@ -273,13 +274,6 @@ class Node:
         await self.liveness.stop()
         await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
-        if self.writer_proc is not None:
-            from .history.writer import stop_writer_process
-
-            await asyncio.to_thread(stop_writer_process, self.writer_proc, 30.0)
-        if self.embedded_pg is not None:
-            await asyncio.to_thread(self.embedded_pg.stop)
-        if self.embedded_redis is not None:
-            await asyncio.to_thread(self.embedded_redis.stop)
+        await self.services.stop()
         logs.event(log, "node_stopped", node_id=self.node_id)
         self._stopped.set()

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 
 from . import __version__, logs
 from .errors import ConfigError
+from .services import BackingServices
 from .settings import Settings, load_settings
 
 log = logging.getLogger("spidi.supervisor")
@@ -139,14 +140,9 @@ class Supervisor:
         self.port = settings.port
         self.ops_port = settings.ops_port
         self.slots: list[WorkerSlot] = []
-        self.embedded_redis = None
-        self.embedded_pg = None
-        self.redis_url = settings.redis_url
-        self.dsn: str | None = settings.postgres_dsn or None
-        self.writer_proc: subprocess.Popen | None = None
+        self.services = BackingServices(settings)
         self.writer_restart_at: float | None = None
         self.writer_backoff_s = BACKOFF_FIRST_S
-        self.writer_started_at = 0.0
         self.redis = None  # async client on the shared Redis, for reaping
         self.stop_event = asyncio.Event()
 
@@ -188,29 +184,10 @@ class Supervisor:
 
     async def _start_shared(self) -> None:
         """Embedded Redis, PostgreSQL (migrated) and the writer, on the same conditions as a Node."""
-        from .stores.embedded_redis import EmbeddedRedis
         from .stores.redis_store import connect
 
-        s = self.settings
-        if not self.redis_url:
-            self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
-            self.redis_url = self.embedded_redis.url
-        self.redis = connect(self.redis_url)
-        if s.history and s.writer == "child" or s.postgres_dsn:
-            from .history.embedded_pg import resolve_dsn
-
-            self.dsn, self.embedded_pg = await asyncio.to_thread(resolve_dsn, s)
-            if s.history and s.writer == "child":
-                self._start_writer()
-
-    def _start_writer(self) -> None:
-        from .history.writer import start_writer_process
-
-        s = self.settings
-        # As a Node names it: a restarted writer takes its own pending entries back at once.
-        consumer = f"writer-{s.node_id}" if s.node_id else None
-        self.writer_proc = start_writer_process(s, self.redis_url, self.dsn, consumer=consumer)
-        self.writer_started_at = time.monotonic()
+        await self.services.start()
+        self.redis = connect(self.services.redis_url)
 
     def worker_settings(self, slot: WorkerSlot) -> Settings:
         """What worker ``slot`` runs with: these settings, pointed at the shared services and ports."""
@@ -219,8 +196,8 @@ class Supervisor:
             node_id=slot.node_id,
             port=self.port,
             ops_port=self.ops_port,
-            redis_url=self.redis_url,
-            postgres_dsn=self.dsn or "",
+            redis_url=self.services.redis_url,
+            postgres_dsn=self.services.dsn or "",
             writer="external",  # the supervisor runs the one writer child
             workers=1,
             reuse_port=True,
@@ -282,11 +259,11 @@ class Supervisor:
             node_id=self.base_id,
             ws_url=f"ws://{s.host}:{self.port}/ws",
             ops_url=f"http://{s.ops_host}:{self.ops_port}",
-            redis_url=self.redis_url,
-            embedded_redis=self.embedded_redis is not None,
-            dsn=self.dsn,
-            embedded_pg=self.embedded_pg is not None,
-            writer_pid=self.writer_proc.pid if self.writer_proc is not None else None,
+            redis_url=self.services.redis_url,
+            embedded_redis=self.services.embedded_redis is not None,
+            dsn=self.services.dsn,
+            embedded_pg=self.services.embedded_pg is not None,
+            writer_pid=self.services.writer_proc.pid if self.services.writer_proc is not None else None,
             extra=[f"  Workers:           {len(self.slots)} (SO_REUSEPORT)"]
             + [
                 f"    {w.node_id:<16} pid {w.proc.pid:<8} http://{w.private_address}/metrics/local"
@@ -327,11 +304,11 @@ class Supervisor:
         logs.event(log, "worker_restarting", worker=slot.index, node_id=slot.node_id, delay_s=delay)
 
     def _watch_writer(self, now: float) -> None:
-        proc = self.writer_proc
+        proc = self.services.writer_proc
         if proc is None:
             return
         if self.writer_restart_at is None and proc.poll() is not None:
-            uptime = now - self.writer_started_at
+            uptime = now - self.services.writer_started_at
             if uptime >= STABLE_AFTER_S:
                 self.writer_backoff_s = BACKOFF_FIRST_S
             logs.event(log, "writer_exited", logging.WARNING, pid=proc.pid, returncode=proc.returncode,
@@ -340,8 +317,8 @@ class Supervisor:
             self.writer_backoff_s = min(BACKOFF_MAX_S, self.writer_backoff_s * 2)
         elif self.writer_restart_at is not None and now >= self.writer_restart_at:
             self.writer_restart_at = None
-            self._start_writer()
-            logs.event(log, "writer_restarted", pid=self.writer_proc.pid)
+            self.services.start_writer()
+            logs.event(log, "writer_restarted", pid=self.services.writer_proc.pid)
 
     async def reap(self, node_id: str, reason: str) -> int:
         """End every session ``node_id`` held (``reaper.reap_node``); -1 if that was not possible."""
@@ -394,14 +371,7 @@ class Supervisor:
         if self.redis is not None:
             with contextlib.suppress(Exception):  # Redis already gone: nothing to release
                 await self.redis.aclose()
-        if self.writer_proc is not None:
-            from .history.writer import stop_writer_process
-
-            await asyncio.to_thread(stop_writer_process, self.writer_proc, 30.0)
-        if self.embedded_pg is not None:
-            await asyncio.to_thread(self.embedded_pg.stop)
-        if self.embedded_redis is not None:
-            await asyncio.to_thread(self.embedded_redis.stop)
+        await self.services.stop()
         if self.slots:
             logs.event(log, "supervisor_stopped", node_id=self.base_id, workers=len(self.slots))
 

@@ -111,7 +111,7 @@ async def test_postgres_unreachable_is_503_and_live_reads_still_work(api, api_no
 
     monkeypatch.setattr(service, "POOL_TIMEOUT_S", 0.5)
     # Before the pool exists (it is created on first use): point the node at a port nobody serves.
-    monkeypatch.setattr(api_node, "dsn", "postgresql://spidi@127.0.0.1:1/spidi?connect_timeout=1")
+    monkeypatch.setattr(api_node.services, "dsn", "postgresql://spidi@127.0.0.1:1/spidi?connect_timeout=1")
     body = assert_problem(await api.get("/api/v1/rooms", role="monitor"), 503, "unavailable")
     assert body["detail"] == "the history store (PostgreSQL) cannot be reached; retry later"
     live = await api.get("/api/v1/users/anyone/sessions", role="monitor")
