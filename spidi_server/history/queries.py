@@ -459,20 +459,7 @@ def upsert_room(
              "capacity": capacity, "ttl_s": ttl_s, "status": status, "actor": actor},
         )  # fmt: skip
         if attrs is not None:
-            conn.execute(
-                """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
-                   WHERE room_id = %s AND deleted_at IS NULL AND NOT (attr_key = ANY(%s))""",
-                [actor, room_id, list(attrs)],
-            )
-            for key, value in attrs.items():
-                conn.execute(
-                    """INSERT INTO dat_spd_room_attr (room_id, unidad_negocio_id, attr_key, attr_value,
-                                                      created_by, updated_by)
-                       VALUES (%s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (room_id, attr_key) WHERE deleted_at IS NULL DO UPDATE
-                       SET attr_value = excluded.attr_value, updated_at = now(), updated_by = excluded.updated_by""",
-                    [room_id, tenant, key, value, actor, actor],
-                )
+            _replace_room_attrs(conn, room_id, tenant, attrs, actor)
     room = get_room_by_code(conn, tenant, code)
     assert room is not None
     return room
