@@ -30,10 +30,6 @@ def session(room_id: str, session_id: str) -> str:
     return f"{PREFIX}session:{{{room_id}}}:{session_id}"
 
 
-def session_prefix(room_id: str) -> str:
-    return f"{PREFIX}session:{{{room_id}}}:"
-
-
 def room_online(room_id: str) -> str:
     return f"{PREFIX}room:{{{room_id}}}:online"
 
