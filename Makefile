@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYX    := $(wildcard spidi_core/*.pyx spidi_core/*.pxd)
 
-.PHONY: all install build run test test-pure bench loadtest lint clean
+.PHONY: all install build run test test-pure bench loadtest lint clean fuzz
 
 all: build
 
@@ -47,6 +47,13 @@ bench: build
 
 loadtest: build $(VENV)/.browser
 	$(PY) -m loadtests.run
+
+# Differential fuzzing of the STOMP codec (Cython vs reference), bounded: FUZZ_SECONDS=600 make fuzz.
+# atheris (coverage-guided) when its wheel installs, else hypothesis; see fuzzing/fuzz_codec.py.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@$(PY) -c "import atheris" 2>/dev/null || $(PIP) install -q 'atheris>=2.3,<4' || echo "atheris unavailable: hypothesis engine"
+	$(PY) -m fuzzing.fuzz_codec --seconds $(FUZZ_SECONDS)
 
 lint: install
 	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests

@@ -1,17 +1,32 @@
-"""JWT verification and development token minting."""
+"""JWT verification and development token minting.
+
+Algorithms are pinned by ``jwt_algorithms`` (HS256, or RS256/ES256, never both: settings refuse
+the mix, so an HS token signed with an RS public key as its secret can never verify). The key of a
+token is chosen by its ``kid`` header among ``jwt_keys`` and the ``jwt_jwks_file`` (reloaded when
+the file changes), else it is the single configured key (``jwt_secret`` or
+``jwt_public_key_file``). No token text ever goes into a message or a log line.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
+import orjson
 
+from . import logs
 from .errors import AuthError, ConfigError
 from .settings import ROLES, Settings
+
+log = logging.getLogger("spidi.auth")
+
+JWKS_CHECK_S = 0.5  # the JWKS file's mtime is looked at most this often (on a CONNECT with a kid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,31 +64,118 @@ def signing_key(settings: Settings) -> str:
     raise ConfigError("jwt_secret (or jwt_public_key_file with RS256/ES256) is required outside dev mode")
 
 
+def _load_public_key(path: str, what: str) -> Any:
+    """A PEM public key file as a key object; ConfigError naming ``what`` if unreadable."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        return load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{what}: cannot load a PEM public key from {path!r}: {exc}") from exc
+
+
 class TokenVerifier:
     """Verifies tokens with pinned algorithms; raises AuthError with a client-safe message."""
 
     def __init__(self, settings: Settings):
         self.algorithms = list(settings.jwt_algorithms)
-        if self.algorithms[0].startswith("HS"):
-            self.key = signing_key(settings)
+        hs = self.algorithms[0].startswith("HS")
+        self.key: Any = None  # the key of tokens without a kid (or when no key set is configured)
+        if hs:
+            if settings.jwt_secret or settings.dev or not (settings.jwt_keys or settings.jwt_jwks_file):
+                self.key = signing_key(settings)
+            self.keys: dict[str, Any] = dict(settings.jwt_keys)
         else:
+            if settings.jwt_public_key_file:
+                self.key = _load_public_key(settings.jwt_public_key_file, "jwt_public_key_file")
+            self.keys = {
+                kid: _load_public_key(path, f"jwt_keys.{kid}") for kid, path in settings.jwt_keys.items()
+            }
+        self.jwks_path = settings.jwt_jwks_file
+        self.jwks: dict[str, Any] = {}
+        self.jwks_stamp: tuple[int, int] | None = None
+        self.jwks_checked = 0.0
+        if self.jwks_path:
             try:
-                self.key = Path(settings.jwt_public_key_file).read_text()
-            except OSError as exc:
-                raise ConfigError(f"jwt_public_key_file: {exc}") from exc
+                self._load_jwks()
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"jwt_jwks_file: {exc}") from exc
         self.issuer = settings.jwt_issuer or None
         self.audience = settings.jwt_audience or None
         self.leeway = settings.jwt_leeway_s
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _load_jwks(self) -> None:
+        """Read the JWKS file: keys whose algorithm is accepted, by kid (others are skipped)."""
+        stat = os.stat(self.jwks_path)
+        data = orjson.loads(Path(self.jwks_path).read_bytes())
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            raise ValueError("a JWKS file is a JSON object with a 'keys' list")
+        keys = {}
+        for entry in data["keys"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+                continue
+            try:
+                jwk = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
+                continue  # an unsupported or malformed key: the others still serve
+            # The key's own algorithm must be one we accept: an "oct" (HS) key never verifies an
+            # RS/ES deployment's tokens, whatever the token's header claims.
+            if jwk.algorithm_name in self.algorithms:
+                keys[entry["kid"]] = jwk.key
+        self.jwks = keys
+        self.jwks_stamp = (stat.st_mtime_ns, stat.st_size)
+
+    def _refresh_jwks(self) -> None:
+        """Reload the JWKS file if it changed (looked at most every JWKS_CHECK_S); keep the old on error."""
+        now = time.monotonic()
+        if now - self.jwks_checked < JWKS_CHECK_S:
+            return
+        self.jwks_checked = now
+        try:
+            stat = os.stat(self.jwks_path)
+            if (stat.st_mtime_ns, stat.st_size) == self.jwks_stamp:
+                return
+            self._load_jwks()
+            logs.event(log, "jwks_reloaded", keys=sorted(self.jwks))
+        except (OSError, ValueError) as exc:
+            logs.event(log, "jwks_reload_failed", logging.WARNING, path=self.jwks_path, error=str(exc)[:200])
+
+    def _key_for(self, kid: Any) -> Any:
+        if kid is None or not (self.keys or self.jwks_path):
+            if self.key is None:
+                raise AuthError("token has no 'kid' header (keys are selected by kid)")
+            return self.key
+        if not isinstance(kid, str):
+            raise AuthError("token header 'kid' must be a string")
+        key = self.keys.get(kid)
+        if key is None and self.jwks_path:
+            self._refresh_jwks()
+            key = self.jwks.get(kid)
+        if key is None:
+            raise AuthError("token signed with an unknown key (kid)")
+        return key
+
+    # -- verification --------------------------------------------------------------------------
 
     def verify(self, token: str | None) -> Claims:
         """Decode and check a token; return its Claims."""
         if not token:
             raise AuthError("missing token: send Authorization: Bearer <jwt>, passcode, or access_token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid token") from exc
+        alg = header.get("alg")
+        if alg not in self.algorithms:  # "none", or HS where RS is configured, and the reverse
+            raise AuthError(f"token algorithm not accepted (this server takes {', '.join(self.algorithms)})")
+        key = self._key_for(header.get("kid"))
         options = {"require": ["exp", "sub"]}
         try:
             data = jwt.decode(
                 token,
-                self.key,
+                key,
                 algorithms=self.algorithms,
                 issuer=self.issuer,
                 audience=self.audience,
@@ -82,6 +184,8 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthError("token not yet valid (nbf)") from exc
         except jwt.InvalidAudienceError as exc:
             raise AuthError("token audience not accepted") from exc
         except jwt.InvalidIssuerError as exc:
@@ -123,4 +227,7 @@ def mint_token(
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
+    if not (settings.jwt_secret or settings.dev) and settings.jwt_keys:
+        kid, secret = list(settings.jwt_keys.items())[-1]  # the newest key, by convention listed last
+        return jwt.encode(claims, secret, algorithm=settings.jwt_algorithms[0], headers={"kid": kid})
     return jwt.encode(claims, signing_key(settings), algorithm=settings.jwt_algorithms[0])

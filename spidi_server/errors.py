@@ -2,9 +2,19 @@
 
 SpidiError
 ├── ConfigError            bad configuration at start (never reaches a client)
-├── ConnectionFatalError   the STOMP connection must end: ERROR frame, then close
-│   ├── AuthError          missing, invalid or expired token
-│   └── ProtocolError      frame before CONNECT, unknown command, bad frame (wraps FrameError)
+├── ConnectionFatalError   the STOMP connection must end: ERROR frame, then close (close_code)
+│   ├── AuthError          1008 missing, invalid or expired token
+│   ├── ProtocolError      1002 frame before CONNECT, unknown command, bad frame (wraps FrameError;
+│   │   │                       1009 for frame-too-large)
+│   │   └── InvalidTextError   1007 a message that is not valid UTF-8
+│   ├── RateLimitError     1008 more frames per second than max_message_rate allows
+│   └── SlowConsumerError  1008 more bytes queued to the client than max_send_buffer (no ERROR
+│                               frame: the client is not reading)
+├── HandshakeRefusedError  the WebSocket upgrade is answered with an HTTP error (status)
+│   ├── OriginNotAllowedError   403 Origin not in allowed_origins
+│   ├── IpRateLimitError        429 new connections from one IP over connection_rate_per_ip
+│   ├── IpConnectionLimitError  429 open connections from one IP at max_connections_per_ip
+│   └── ServerFullError         503 this process holds max_connections
 └── AppError               one request failed; answered on /user/queue/errors, connection stays
     ├── BadRequestError        1001 BAD_REQUEST
     ├── BadJsonError           1002 BAD_JSON
@@ -27,15 +37,82 @@ class ConfigError(SpidiError):
 
 
 class ConnectionFatalError(SpidiError):
-    """The connection cannot go on: the client gets an ERROR frame and the socket closes."""
+    """The connection cannot go on: the client gets an ERROR frame and the socket closes.
+
+    ``close_code`` is the WebSocket close code; ``reason`` labels ``spidi_refusals_total`` for the
+    hardening limits (empty for plain protocol errors).
+    """
+
+    close_code = 1002
+    reason = ""
+
+    def __init__(self, message: str, close_code: int | None = None):
+        super().__init__(message)
+        if close_code is not None:
+            self.close_code = close_code
 
 
 class AuthError(ConnectionFatalError):
     """The token is missing, malformed, badly signed, expired or lacks a required claim."""
 
+    close_code = 1008
+
 
 class ProtocolError(ConnectionFatalError):
     """The client broke the STOMP protocol."""
+
+
+class InvalidTextError(ProtocolError):
+    """A WebSocket message is not valid UTF-8 (RFC 6455: close with 1007)."""
+
+    close_code = 1007
+    reason = "invalid_utf8"
+
+
+class RateLimitError(ConnectionFatalError):
+    """The client sends frames faster than ``max_message_rate`` (beyond ``max_message_burst``)."""
+
+    close_code = 1008
+    reason = "message_rate"
+
+
+class SlowConsumerError(ConnectionFatalError):
+    """More than ``max_send_buffer`` bytes wait for a client that does not read."""
+
+    close_code = 1008
+    reason = "slow_consumer"
+
+
+class HandshakeRefusedError(SpidiError):
+    """The WebSocket upgrade is refused with an HTTP status, before any STOMP frame.
+
+    ``status`` and the message (the plain-text body) are what the client sees; ``reason`` labels
+    ``spidi_refusals_total``; ``retry_after`` (seconds), when set, becomes a Retry-After header.
+    """
+
+    status = 400
+    reason = "handshake"
+    retry_after: int | None = None
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class OriginNotAllowedError(HandshakeRefusedError):
+    status, reason = 403, "origin"
+
+
+class IpRateLimitError(HandshakeRefusedError):
+    status, reason, retry_after = 429, "ip_rate", 1
+
+
+class IpConnectionLimitError(HandshakeRefusedError):
+    status, reason, retry_after = 429, "ip_connections", 5
+
+
+class ServerFullError(HandshakeRefusedError):
+    status, reason, retry_after = 503, "server_full", 5
 
 
 class AppError(SpidiError):
@@ -106,3 +183,11 @@ APP_ERRORS = (
 def app_error_payload(exc: AppError, ref: str | None) -> dict:
     """The JSON body sent on /user/queue/errors for an AppError."""
     return {"type": "ERROR", "code": exc.name, "codeNumber": exc.code, "message": exc.message, "ref": ref}
+
+
+# Labels of spidi_refusals_total, one per hardening limit.
+REFUSAL_REASONS = tuple(
+    cls.reason
+    for cls in (InvalidTextError, RateLimitError, SlowConsumerError, OriginNotAllowedError,
+                IpRateLimitError, IpConnectionLimitError, ServerFullError)
+)  # fmt: skip

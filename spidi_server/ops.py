@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .api import register_api
 from .dashboard import register_dashboard
 from .stores import keys
+from .transport.admission import server_ssl_context
 
 if TYPE_CHECKING:
     from .node import Node
@@ -104,12 +105,69 @@ def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: di
     return generate_latest(registry)
 
 
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
+CORS_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match"
+CORS_EXPOSE = "ETag, Location, Link, Retry-After"
+CORS_MAX_AGE_S = "600"
+
+
+class Cors:
+    """CORS on the ops port from ``allowed_origins``: an empty list (or ``*``) allows every origin.
+
+    Preflights (OPTIONS with Access-Control-Request-Method) are answered here: 204 for an allowed
+    origin, 403 otherwise. Other responses get Access-Control-Allow-Origin (the request's origin,
+    never ``*``) only for an allowed origin. No credentials: the API takes bearer tokens, not cookies.
+    """
+
+    def __init__(self, allowed_origins: list[str]):
+        self.origins = frozenset(allowed_origins)
+        self.any = not self.origins or "*" in self.origins
+
+    def allowed(self, origin: str) -> bool:
+        return self.any or origin in self.origins
+
+    @web.middleware
+    async def preflight(self, request: web.Request, handler):
+        origin = request.headers.get("Origin")
+        if (
+            request.method != "OPTIONS"
+            or origin is None
+            or "Access-Control-Request-Method" not in request.headers
+        ):
+            return await handler(request)
+        if not self.allowed(origin):
+            return web.Response(status=403, text="origin not allowed\n")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": CORS_METHODS,
+                "Access-Control-Allow-Headers": CORS_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE_S,
+                "Vary": "Origin",
+            },
+        )
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every response (handlers, errors, streams): the allow-origin header when allowed."""
+        origin = request.headers.get("Origin")
+        if origin is None or "Access-Control-Allow-Origin" in response.headers:
+            return
+        response.headers.add("Vary", "Origin")
+        if self.allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+
+
 class OpsServer:
     """Serves the operator endpoints of a node on the ops port."""
 
     def __init__(self, node: Node):
         self.node = node
-        self.app = web.Application()
+        cors = Cors(node.settings.allowed_origins)
+        self.app = web.Application(middlewares=[cors.preflight])
+        self.app.on_response_prepare.append(cors.on_prepare)
+        self.ssl = server_ssl_context(node.settings)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/health/ready", self.ready)
@@ -141,8 +199,9 @@ class OpsServer:
         # With reuse_port every worker binds the same ops port and the kernel picks who answers a
         # scrape; None (not False) keeps the single-process bind exactly as it was.
         self.site = web.TCPSite(
-            self.runner, s.ops_host, s.ops_port, reuse_port=True if s.reuse_port else None
-        )
+            self.runner, s.ops_host, s.ops_port, reuse_port=True if s.reuse_port else None,
+            ssl_context=self.ssl,
+        )  # fmt: skip
         await self.site.start()
         if self.private_app is not None:
             self.private_runner = web.AppRunner(self.private_app, access_log=None)
@@ -156,7 +215,7 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.node.settings.ops_host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{self.node.settings.ops_host}:{self.port}"
 
     async def stop(self) -> None:
         """Stop serving (the REST API closes its database pool on cleanup)."""

@@ -21,7 +21,9 @@ from ..errors import (
     BadJsonError,
     BadRequestError,
     ConnectionFatalError,
+    InvalidTextError,
     ProtocolError,
+    RateLimitError,
     SubscriptionLimitError,
     UnknownDestinationError,
     app_error_payload,
@@ -98,6 +100,10 @@ class StompConnection:
         "stomp_heartbeat_ms",
         "close_reason",
         "created",
+        "rate",
+        "burst",
+        "tokens",
+        "refused",
     )
 
     def __init__(
@@ -131,6 +137,15 @@ class StompConnection:
         self.message_seq = 0
         self.stomp_heartbeat_ms = stomp_heartbeat_ms
         self.close_reason: tuple[int, str] | None = None
+        self.rate = 0.0  # frames per second allowed, sustained; 0 = no limit (see limit_rate)
+        self.burst = 0.0
+        self.tokens = 0.0
+        self.refused: ConnectionFatalError | None = None  # the hardening limit that ended it, if any
+
+    def limit_rate(self, per_second: float, burst: int) -> None:
+        """Token bucket on incoming frames: ``burst`` at once, refilled at ``per_second``."""
+        self.rate = float(per_second)
+        self.burst = self.tokens = float(burst)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -142,19 +157,42 @@ class StompConnection:
         """
         if self.state == STATE_CLOSED:
             return []
-        self.last_received = time.monotonic()
+        now = time.monotonic()
         events: list[tuple] = []
+        # All of Spidi's STOMP is UTF-8 text (headers by the spec, bodies are JSON): anything else
+        # ends the connection, as RFC 6455 asks for a text message. ASCII needs no decoding.
+        if not data.isascii() and not isinstance(data, str):
+            try:
+                bytes(data).decode()
+            except UnicodeDecodeError as exc:
+                self._fail(InvalidTextError(f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                return events
         try:
             frames = self.parser.feed(data)
         except FrameError as exc:
-            code = 1009 if exc.reason in ("frame-too-large",) else 1002
-            self._fail(ProtocolError(f"malformed frame ({exc.reason}): {exc}"), code)
+            code = 1009 if exc.reason == "frame-too-large" else 1002
+            self._fail(ProtocolError(f"malformed frame ({exc.reason}): {exc}", code))
             return events
+        if self.rate:
+            # Token bucket, a few float operations: each frame costs one token (a message of bare
+            # heart-beat EOLs, one), refilled at ``rate`` per second up to ``burst``.
+            tokens = self.tokens + (now - self.last_received) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            tokens -= len(frames) or 1
+            self.tokens = tokens
+            if tokens < 0:
+                self.last_received = now
+                self._fail(RateLimitError(
+                    f"message rate limit exceeded: at most {self.rate:g} frames/s (bursts of {self.burst:g})"
+                ))  # fmt: skip
+                return events
+        self.last_received = now
         for frame in frames:
             try:
                 event = self._handle(frame)
             except ConnectionFatalError as exc:
-                self._fail(exc, 1008 if isinstance(exc, AuthError) else 1002)
+                self._fail(exc)
                 break
             except AppError as exc:
                 self.send_app_error(exc, frame.headers.get("receipt") or frame.headers.get("destination"))
@@ -346,7 +384,8 @@ class StompConnection:
         """Queue a STOMP heart-beat (one EOL)."""
         self._queue(b"\n")
 
-    def _fail(self, exc: ConnectionFatalError, close_code: int) -> None:
+    def _fail(self, exc: ConnectionFatalError) -> None:
+        """Queue the ERROR frame of a connection-fatal error and close with its ``close_code``."""
         message = str(exc)
         self._queue(
             serialize_frame(
@@ -354,7 +393,9 @@ class StompConnection:
             )
         )
         self.state = STATE_CLOSED
-        self.close_reason = (close_code, message[:120])
+        self.close_reason = (exc.close_code, message[:120])
+        if exc.reason:
+            self.refused = exc
 
     def close(self, code: int, reason: str) -> None:
         """Mark the connection closed from above (shutdown, slow consumer, liveness)."""

@@ -3,6 +3,11 @@
 picows calls ``on_ws_frame`` synchronously for every frame, so a heartbeat is handled without a
 task switch or a future, and a connection costs a few Cython objects instead of a stream stack.
 Selected with ``transport = "picows"``; the websockets transport stays the reference.
+
+One difference in admission: picows' upgrade hook does not see the peer address, so the per-IP
+limits (count and rate) are applied right after the upgrade, as a close with 1013 (try again
+later) and the reason, instead of an HTTP 429. Origin and the node-wide cap are HTTP 403/503 as
+on the reference transport.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from picows import (
 )
 
 from ..connection import ClientConnection
-from .websocket import client_ip, query_token, select_stomp_subprotocol
+from .admission import Admission, refusal_headers, server_ssl_context
+from .websocket import CLOSE_GRACE_S, query_token, select_stomp_subprotocol
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -37,46 +43,75 @@ _TEXT = WSMsgType.TEXT
 class PicowsWriter:
     """Writes frames straight into picows' send buffer (no await: picows buffers and flushes)."""
 
-    __slots__ = ("transport", "closed")
+    __slots__ = ("transport", "closed", "buffered")
 
     def __init__(self, transport: WSTransport):
         self.transport = transport
         self.closed = False
+        # Bytes written but not yet taken by the kernel (the event loop transport's buffer).
+        self.buffered = transport.underlying_transport.get_write_buffer_size
 
     def write(self, chunks: list[bytes]) -> None:
+        if self.closed:
+            return
         send = self.transport.send
         for chunk in chunks:
             send(_TEXT, chunk)
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, discard: bool = False) -> None:
+        """Close frame after what is queued (picows cannot ``discard`` it); cut if that stalls."""
         if not self.closed:
             self.closed = True
-            self.transport.send_close(WSCloseCode(code), reason.encode()[:120])
-            self.transport.disconnect()
+            transport = self.transport
+            transport.send_close(WSCloseCode(code), reason.encode()[:120])
+            transport.disconnect()  # graceful: once the buffer is flushed...
+            # ...which a client that does not read never lets happen.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, _cut, transport)
+
+
+def _cut(transport: WSTransport) -> None:
+    """Abort a connection whose graceful close did not finish in time."""
+    if not transport.is_disconnected:
+        transport.disconnect(False)
 
 
 class StompListener(WSListener):
     """One picows connection: reassembles fragmented messages and feeds ClientConnection."""
 
-    def __init__(self, node: Node, ip: str, token: str | None, max_message: int):
+    def __init__(self, node: Node, admission: Admission, forwarded: str | None, token: str | None,
+                 max_message: int):  # fmt: skip
         super().__init__()
         self.node = node
-        self.ip = ip
+        self.admission = admission
+        self.forwarded = forwarded
+        self.ip = ""
         self.token = token
         self.max_message = max_message
         self.conn: ClientConnection | None = None
+        self.admitted = False
         self.fragments: list[bytes] | None = None
         self.fragment_size = 0
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         node = self.node
-        if not self.ip:
-            self.ip = client_ip(None, transport.underlying_transport.get_extra_info("peername"))
-        self.conn = ClientConnection(node, PicowsWriter(transport), f"{node.node_id}-p{next(_ids)}", self.ip,
+        admission = self.admission
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self.ip = ip = admission.proxies.client_ip(str(peer[0]) if peer else "unknown", self.forwarded)
+        # Origin and node cap were checked on the upgrade; the per-IP limits need the peer.
+        refused = admission.check_ip(ip)
+        if refused is not None:
+            transport.send_close(WSCloseCode.TRY_AGAIN_LATER, refused.message.strip().encode()[:120])
+            transport.disconnect()
+            return
+        admission.opened(ip)
+        self.admitted = True
+        self.conn = ClientConnection(node, PicowsWriter(transport), f"{node.node_id}-p{next(_ids)}", ip,
                                      self.token)  # fmt: skip
         node.connection_opened(self.conn)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.conn is None:
+            return  # refused on connect: closing, whatever the client still sends
         msg_type = frame.msg_type
         if msg_type == _TEXT or msg_type == WSMsgType.BINARY:
             if frame.fin:
@@ -104,6 +139,9 @@ class StompListener(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.conn is not None:
             self.node.connection_closed(self.conn)
+        if self.admitted:
+            self.admitted = False
+            self.admission.closed(self.ip)
 
 
 class PicowsTransport:
@@ -114,16 +152,33 @@ class PicowsTransport:
     def __init__(self, node: Node):
         self.node = node
         self.server: asyncio.AbstractServer | None = None
+        self.admission = Admission(node.settings, node.metrics.refusals)
 
     def _factory(self, request: WSUpgradeRequest):
-        if urlsplit(request.path.decode() if isinstance(request.path, bytes) else request.path).path != "/ws":
+        path = request.path.decode() if isinstance(request.path, bytes) else request.path
+        if urlsplit(path).path != "/ws":
             return None  # 404
         headers = request.headers
-        path = request.path.decode() if isinstance(request.path, bytes) else request.path
+        version = headers.get("Sec-WebSocket-Version")
+        if version is not None and version.strip() != "13":
+            # picows does not check the version; RFC 6455 asks for 426 naming the one we speak.
+            response = WSUpgradeResponse.create_error_response(
+                426,
+                b"unsupported WebSocket version: this server speaks 13\n",
+                {"Sec-WebSocket-Version": "13"},
+            )
+            return WSUpgradeResponseWithListener(response, None)
+        # Origin and the node-wide cap: an HTTP refusal. The per-IP limits wait for on_ws_connected.
+        refused = self.admission.check_upgrade(headers.get("Origin"))
+        if refused is not None:
+            response = WSUpgradeResponse.create_error_response(
+                refused.status, refused.message.encode(), refusal_headers(refused) or None
+            )
+            return WSUpgradeResponseWithListener(response, None)
         offered = [p.strip() for p in (headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
         chosen = select_stomp_subprotocol(offered)
-        listener = StompListener(self.node, client_ip(headers, None) if "X-Forwarded-For" in headers else "",
-                                 query_token(path), self.node.settings.max_frame_size * 4)  # fmt: skip
+        listener = StompListener(self.node, self.admission, headers.get("X-Forwarded-For"), query_token(path),
+                                 self.node.settings.max_frame_size * 4)  # fmt: skip
         extra = {"Sec-WebSocket-Protocol": chosen} if chosen else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), listener)
 
@@ -133,7 +188,10 @@ class PicowsTransport:
             self._factory,
             s.host,
             s.port,
-            websocket_handshake_timeout=10,
+            # From TCP accept (after TLS) to a complete upgrade request: cuts slowloris clients.
+            websocket_handshake_timeout=s.handshake_timeout_s,
+            ssl=server_ssl_context(s),
+            ssl_handshake_timeout=s.handshake_timeout_s if s.tls_cert_file else None,
             enable_auto_ping=False,  # STOMP heart-beats do this job
             max_frame_size=s.max_frame_size * 4,
             # picows' 16 KiB default read buffer per connection dominated RSS; it grows on demand.

@@ -1,7 +1,8 @@
 """The reference transport: the websockets library's asyncio server.
 
 It only pumps bytes: each WebSocket message goes to the connection's ``ClientConnection``, and
-what that queues is written back. No protocol logic lives here.
+what that queues is written back. No protocol logic lives here. Admission (origin, connection
+caps, per-IP rate) runs on the upgrade, see ``admission.py``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from ..connection import ClientConnection
+from .admission import Admission, refusal_headers, server_ssl_context
 
 if TYPE_CHECKING:
     from ..node import Node
 
 SUBPROTOCOLS = ["v12.stomp", "v11.stomp", "v10.stomp"]  # highest first: the first the client offers wins
+# A close the client does not complete (it stopped reading, say) is cut this long after it began.
+CLOSE_GRACE_S = 2.0
 _ids = itertools.count(1)
 
 
@@ -38,36 +43,83 @@ def query_token(path: str) -> str | None:
     return values[0] if values else None
 
 
-def client_ip(headers, peer) -> str:
-    forwarded = headers.get("X-Forwarded-For") if headers is not None else None
-    if forwarded:
-        # Only meaningful behind a trusted proxy; the hardening issue adds a trusted-proxy setting.
-        return forwarded.split(",")[0].strip()
-    return str(peer[0]) if peer else "unknown"
+_BAD_REQUEST_BODY = b"Failed to open a WebSocket connection: did not receive a valid HTTP request.\n"
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_BAD_REQUEST_BODY) + _BAD_REQUEST_BODY
+)
+
+
+class SpidiServerConnection(ServerConnection):
+    """websockets' connection, plus the admission slot it holds until the TCP connection ends."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.client_ip = ""
+        self.admission: Admission | None = None  # set once admitted: released exactly once
+        self.answered_bad_request = False
+
+    def send_data(self) -> None:
+        # websockets half-closes without a word on bytes that are not an HTTP request at all
+        # (garbage, TLS on the plain port, POST): answer 400 first, so the client learns why.
+        if (
+            self.request is None
+            and not self.answered_bad_request
+            and isinstance(self.protocol.handshake_exc, InvalidMessage)
+        ):
+            self.answered_bad_request = True
+            self.transport.write(BAD_REQUEST)
+        super().send_data()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            admission, self.admission = self.admission, None
+            if admission is not None:
+                admission.closed(self.client_ip)
 
 
 class WebSocketWriter:
     """Queues frames for one websockets connection; a single coroutine writes them in order."""
 
-    __slots__ = ("ws", "pending", "task", "in_pump", "close_with")
+    __slots__ = ("ws", "pending", "pending_bytes", "task", "in_pump", "close_with")
 
     def __init__(self, ws: ServerConnection):
         self.ws = ws
         self.pending: list[bytes] = []
+        self.pending_bytes = 0  # bytes in ``pending`` and in the batch being sent
         self.task: asyncio.Task | None = None
         self.in_pump = False  # the pump drains itself after each message: no task needed then
         self.close_with: tuple[int, str] | None = None
 
     def write(self, chunks: list[bytes]) -> None:
+        if self.close_with is not None:
+            return  # closing: nothing more goes out
         self.pending.extend(chunks)
+        self.pending_bytes += sum(map(len, chunks))
         if not self.in_pump and self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain_task())
 
-    def close(self, code: int, reason: str) -> None:
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel: our queue plus the transport's buffer."""
+        return self.pending_bytes + self.ws.transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str, discard: bool = False) -> None:
+        """Close after what is queued (``discard``: drop it); cut the connection if that stalls."""
         if self.close_with is None:
             self.close_with = (code, reason)
+            if discard:
+                self.pending = []
+                self.pending_bytes = 0
+            loop = asyncio.get_running_loop()
+            loop.call_later(CLOSE_GRACE_S, self._abort)
             if not self.in_pump:
-                asyncio.get_running_loop().create_task(self._close())
+                loop.create_task(self._close())
+
+    def _abort(self) -> None:
+        if self.ws.state is not State.CLOSED:
+            self.ws.transport.abort()
 
     async def _drain_task(self) -> None:
         try:
@@ -80,9 +132,11 @@ class WebSocketWriter:
             while self.pending:
                 chunks, self.pending = self.pending, []
                 for chunk in chunks:
+                    self.pending_bytes -= len(chunk)
                     await self.ws.send(chunk, text=True)
         except ConnectionClosed:
             self.pending = []
+            self.pending_bytes = 0
 
     async def _close(self) -> None:
         await self.drain()
@@ -97,6 +151,7 @@ class WebSocketTransport:
     def __init__(self, node: Node):
         self.node = node
         self.server = None
+        self.admission = Admission(node.settings, node.metrics.refusals)
 
     async def start(self) -> None:
         settings = self.node.settings
@@ -107,6 +162,9 @@ class WebSocketTransport:
             subprotocols=SUBPROTOCOLS,
             select_subprotocol=lambda ws, offered: select_stomp_subprotocol(offered),
             process_request=self._check_path,
+            process_response=self._admit,
+            create_connection=SpidiServerConnection,
+            ssl=server_ssl_context(settings),
             compression="deflate" if settings.websocket_compression else None,
             # STOMP heart-beats keep connections alive; the library's pings would double that work.
             ping_interval=None,
@@ -116,8 +174,10 @@ class WebSocketTransport:
             max_size=settings.max_frame_size * 4,
             max_queue=8,
             write_limit=16384,
-            open_timeout=10,
-            close_timeout=2,
+            # The whole opening handshake (TLS included), so a client trickling bytes or sending
+            # nothing at all is cut after it (slowloris).
+            open_timeout=settings.handshake_timeout_s,
+            close_timeout=CLOSE_GRACE_S,
             server_header=None,
             # Workers of one `spidi serve --workers N` all listen on this port; the kernel spreads
             # new connections between them.
@@ -131,6 +191,25 @@ class WebSocketTransport:
     def _check_path(self, ws: ServerConnection, request) -> Response | None:
         if urlsplit(request.path).path != "/ws":
             return ws.respond(404, "Spidi serves STOMP over WebSocket at /ws\n")
+        return None
+
+    def _admit(self, ws: SpidiServerConnection, request, response: Response) -> Response | None:
+        """Once the upgrade is valid (101): admission, checked and counted in one synchronous step."""
+        if response.status_code != 101:
+            return None
+        headers = request.headers
+        peer = ws.remote_address
+        ip = self.admission.proxies.client_ip(
+            str(peer[0]) if peer else "unknown", headers.get("X-Forwarded-For")
+        )
+        refused = self.admission.check(ip, headers.get("Origin"))
+        if refused is not None:
+            refusal = ws.respond(refused.status, refused.message)
+            refusal.headers.update(refusal_headers(refused))
+            return refusal
+        ws.client_ip = ip
+        ws.admission = self.admission
+        self.admission.opened(ip)
         return None
 
     def close_all(self) -> list:
@@ -149,8 +228,7 @@ class WebSocketTransport:
     async def handle(self, ws: ServerConnection) -> None:
         node = self.node
         writer = WebSocketWriter(ws)
-        ip = client_ip(ws.request.headers if ws.request else None, ws.remote_address)
-        conn = ClientConnection(node, writer, f"{node.node_id}-{next(_ids)}", ip,
+        conn = ClientConnection(node, writer, f"{node.node_id}-{next(_ids)}", ws.client_ip,
                                 query_token(ws.request.path) if ws.request else None)  # fmt: skip
         node.connection_opened(conn)
         try:

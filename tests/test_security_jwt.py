@@ -1,0 +1,279 @@
+"""JWT verification against forged tokens, clock edges, issuer/audience, and key rotation by kid.
+
+Every token is presented to a real node over a real WebSocket CONNECT; the server's answer
+(CONNECTED, or ERROR then close 1008) is what is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from spidi_server.auth import mint_token
+from spidi_server.errors import ConfigError
+from spidi_server.settings import Settings
+
+from .stomp_client import Client
+
+NOW = int(time.time())
+
+
+def claims(**extra) -> dict:
+    now = int(time.time())
+    return {"sub": "alice", "roles": ["spidi:user"], "exp": now + 600, "iat": now, **extra}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hand_signed(header: dict, payload: dict, secret: bytes | None) -> str:
+    """A token built by hand: pyjwt refuses to forge these (alg none, a PEM key as HMAC secret)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    if secret is None:
+        return signing_input + "."
+    return signing_input + "." + b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+
+
+def pem_public(key) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_keys():
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def ec_keys():
+    return [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+
+
+async def outcome(node, token: str | None, transport_query: bool = False) -> tuple[str, str]:
+    """("CONNECTED", user) or ("ERROR", message) for a CONNECT with ``token``."""
+    url = node.ws_url + (f"?access_token={token}" if transport_query else "")
+    client = await Client.open(url)
+    frame = await client.connect(None if transport_query else token)
+    if frame[0] == "ERROR":
+        await asyncio.wait_for(client.closed.wait(), 3)
+        assert client.ws.close_code == 1008
+        return "ERROR", frame[1]["message"]
+    await client.close()
+    return frame[0], frame[1]["user-name"]
+
+
+# -- algorithms are pinned ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["websockets", "picows"])
+def transport(request) -> str:
+    return request.param
+
+
+async def test_forged_tokens_against_an_rs256_node(node_factory, tmp_path, rsa_keys, ec_keys):
+    public_pem = pem_public(rsa_keys[0])
+    path = tmp_path / "public.pem"
+    path.write_bytes(public_pem)
+    node = await node_factory(jwt_algorithms=["RS256"], jwt_public_key_file=str(path), jwt_secret="")
+    good = jwt.encode(claims(), rsa_keys[0], algorithm="RS256")
+    forged = {
+        "alg none": hand_signed({"alg": "none", "typ": "JWT"}, claims(), None),
+        "alg None": hand_signed({"alg": "None", "typ": "JWT"}, claims(), None),
+        "HS256 keyed with the RS public key": hand_signed(
+            {"alg": "HS256", "typ": "JWT"}, claims(), public_pem
+        ),
+        "RS384, right key": jwt.encode(claims(), rsa_keys[0], algorithm="RS384"),
+        "ES256": jwt.encode(claims(), ec_keys[0], algorithm="ES256"),
+        "RS256, other key": jwt.encode(claims(), rsa_keys[1], algorithm="RS256"),
+        "RS256, payload swapped": good.rsplit(".", 2)[0]
+        + "."
+        + b64(json.dumps(claims(roles=["spidi:admin"])).encode())
+        + "."
+        + good.rsplit(".", 1)[1],
+        "no signature": good.rsplit(".", 1)[0] + ".",
+        "garbage": "eyJhbGciOiJSUzI1NiJ9.e30.AAAA",
+    }
+    assert await outcome(node, good) == ("CONNECTED", "alice")
+    assert await outcome(node, good, transport_query=True) == ("CONNECTED", "alice")
+    for name, token in forged.items():
+        kind, message = await outcome(node, token)
+        assert kind == "ERROR", name
+        if name.startswith(("alg", "HS256", "RS384", "ES256")):
+            assert "algorithm not accepted" in message, (name, message)
+        else:
+            assert message == "invalid token", (name, message)
+
+
+async def test_forged_tokens_against_an_hs256_node(node, rsa_keys):
+    secret = node.settings.jwt_secret.encode()
+    assert (await outcome(node, hand_signed({"alg": "HS256"}, claims(), secret)))[0] == "CONNECTED"
+    for token in (
+        hand_signed({"alg": "none"}, claims(), None),
+        hand_signed({"alg": "HS512"}, claims(), secret),
+        jwt.encode(claims(), rsa_keys[0], algorithm="RS256"),
+    ):
+        kind, message = await outcome(node, token)
+        assert kind == "ERROR" and "algorithm not accepted" in message
+
+
+def test_settings_refuse_none_and_mixed_algorithms():
+    for algorithms in (["none"], ["HS256", "RS256"], ["RS256", "HS256"], ["HS512"]):
+        with pytest.raises(ConfigError):
+            Settings(jwt_algorithms=algorithms, jwt_secret="s", jwt_public_key_file="x").validate()
+
+
+# -- time claims, issuer, audience ----------------------------------------------------------------
+
+
+async def test_exp_and_nbf_with_the_leeway(node_factory):
+    node = await node_factory(jwt_leeway_s=5.0)
+    secret = node.settings.jwt_secret
+    now = int(time.time())
+
+    def token(**c):
+        return jwt.encode({**claims(), **c}, secret, algorithm="HS256")
+
+    assert (await outcome(node, token(exp=now - 2)))[0] == "CONNECTED"  # within the leeway
+    assert await outcome(node, token(exp=now - 30)) == ("ERROR", "token expired")
+    assert (await outcome(node, token(nbf=now + 2)))[0] == "CONNECTED"
+    assert await outcome(node, token(nbf=now + 60)) == ("ERROR", "token not yet valid (nbf)")
+    no_exp = claims()
+    del no_exp["exp"]
+    assert await outcome(node, jwt.encode(no_exp, secret, algorithm="HS256")) == (
+        "ERROR",
+        "token lacks the 'exp' claim",
+    )
+
+
+async def test_issuer_and_audience_when_configured(node_factory):
+    node = await node_factory(jwt_issuer="https://id.example", jwt_audience="spidi")
+    secret = node.settings.jwt_secret
+
+    def token(**c):
+        return jwt.encode({**claims(), **c}, secret, algorithm="HS256")
+
+    assert (await outcome(node, token(iss="https://id.example", aud="spidi")))[0] == "CONNECTED"
+    assert (await outcome(node, token(iss="https://id.example", aud=["other", "spidi"])))[0] == "CONNECTED"
+    assert await outcome(node, token(aud="spidi")) == ("ERROR", "token lacks the 'iss' claim")
+    assert await outcome(node, token(iss="https://evil.example", aud="spidi")) == (
+        "ERROR",
+        "token issuer not accepted",
+    )
+    assert await outcome(node, token(iss="https://id.example", aud="other")) == (
+        "ERROR",
+        "token audience not accepted",
+    )
+    # mint_token (spidi token) fills both in.
+    assert (await outcome(node, mint_token(node.settings, "bob", ["spidi:user"])))[0] == "CONNECTED"
+
+
+# -- key rotation ---------------------------------------------------------------------------------
+
+
+async def test_hs256_keys_selected_by_kid(node_factory):
+    keys = {"2024": "old-secret-" + "x" * 32, "2025": "new-secret-" + "y" * 32}
+    node = await node_factory(jwt_keys=keys, jwt_secret="", dev=False)
+
+    def token(kid: str | None, secret: str):
+        return jwt.encode(claims(), secret, algorithm="HS256", headers={"kid": kid} if kid else None)
+
+    assert (await outcome(node, token("2024", keys["2024"])))[0] == "CONNECTED"
+    assert (await outcome(node, token("2025", keys["2025"])))[0] == "CONNECTED"
+    assert await outcome(node, token("2024", keys["2025"])) == ("ERROR", "invalid token")
+    assert await outcome(node, token("1999", keys["2024"])) == (
+        "ERROR",
+        "token signed with an unknown key (kid)",
+    )
+    assert await outcome(node, token(None, keys["2024"])) == (
+        "ERROR",
+        "token has no 'kid' header (keys are selected by kid)",
+    )
+    # `spidi token` signs with the newest key (listed last) and names it.
+    minted = mint_token(node.settings, "carol", ["spidi:user"])
+    assert jwt.get_unverified_header(minted)["kid"] == "2025"
+    assert await outcome(node, minted) == ("CONNECTED", "carol")
+
+
+async def test_rs256_keys_selected_by_kid(node_factory, tmp_path, rsa_keys):
+    paths = {}
+    for kid, key in zip(("a", "b"), rsa_keys, strict=True):
+        paths[kid] = tmp_path / f"{kid}.pem"
+        paths[kid].write_bytes(pem_public(key))
+    node = await node_factory(jwt_algorithms=["RS256"], jwt_secret="",
+                              jwt_keys={k: str(p) for k, p in paths.items()})  # fmt: skip
+    for kid, key in zip(("a", "b"), rsa_keys, strict=True):
+        assert (await outcome(node, jwt.encode(claims(), key, "RS256", headers={"kid": kid})))[
+            0
+        ] == "CONNECTED"
+    wrong = jwt.encode(claims(), rsa_keys[1], "RS256", headers={"kid": "a"})
+    assert await outcome(node, wrong) == ("ERROR", "invalid token")
+
+
+def test_bad_key_files_stop_the_start(tmp_path):
+    from spidi_server.auth import TokenVerifier
+
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    with pytest.raises(ConfigError, match="jwt_keys.k"):
+        TokenVerifier(Settings(jwt_algorithms=["RS256"], jwt_keys={"k": str(bad)}).validate())
+    with pytest.raises(ConfigError, match="no such file"):
+        Settings(jwt_algorithms=["RS256"], jwt_keys={"k": str(tmp_path / "missing.pem")}).validate()
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="jwt_jwks_file"):
+        TokenVerifier(Settings(jwt_algorithms=["ES256"], jwt_jwks_file=str(bad)).validate())
+
+
+def jwks(keys: dict[str, ec.EllipticCurvePrivateKey], extra: list | None = None) -> str:
+    entries = []
+    for kid, key in keys.items():
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        entries.append({**jwk, "kid": kid, "alg": "ES256", "use": "sig"})
+    return json.dumps({"keys": entries + (extra or [])})
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace the file atomically (as a key service would) with a visibly newer mtime."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    stamp = time.time() + 1
+    os.utime(tmp, (stamp, stamp))
+    tmp.replace(path)
+
+
+async def test_jwks_file_reloaded_when_it_changes(node_factory, tmp_path, ec_keys):
+    path = tmp_path / "jwks.json"
+    # An "oct" (HS) key in an ES256 deployment's JWKS is ignored: it could never verify anything.
+    oct_key = {"kty": "oct", "kid": "sneaky", "k": b64(b"x" * 32), "alg": "HS256"}
+    path.write_text(jwks({"k1": ec_keys[0]}, extra=[oct_key]))
+    node = await node_factory(jwt_algorithms=["ES256"], jwt_secret="", jwt_jwks_file=str(path))
+
+    def token(kid: str, key) -> str:
+        return jwt.encode(claims(), key, algorithm="ES256", headers={"kid": kid})
+
+    assert (await outcome(node, token("k1", ec_keys[0])))[0] == "CONNECTED"
+    assert await outcome(node, token("k2", ec_keys[1])) == ("ERROR", "token signed with an unknown key (kid)")
+    sneaky = jwt.encode(claims(), b"x" * 32, algorithm="HS256", headers={"kid": "sneaky"})
+    assert (await outcome(node, sneaky))[0] == "ERROR"
+
+    rewrite(path, jwks({"k2": ec_keys[1], "k3": ec_keys[2]}))  # k1 retired, k2 and k3 added
+    await asyncio.sleep(0.6)  # past the look-at-most-every interval
+    assert (await outcome(node, token("k2", ec_keys[1])))[0] == "CONNECTED"
+    assert (await outcome(node, token("k3", ec_keys[2])))[0] == "CONNECTED"
+    assert await outcome(node, token("k1", ec_keys[0])) == ("ERROR", "token signed with an unknown key (kid)")
+
+    rewrite(path, "{broken")  # a bad rewrite keeps the keys in force
+    await asyncio.sleep(0.6)
+    assert (await outcome(node, token("k2", ec_keys[1])))[0] == "CONNECTED"
