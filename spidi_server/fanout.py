@@ -7,6 +7,12 @@ A process publishes the changes of its own sessions (joins, leaves, latency upda
 ``spidi:watch`` so publishers start at once. Every process, the publisher included, receives the
 changes from Redis and hands them to its local subscribers: one path, so a subscriber on any worker
 or node sees the whole room.
+
+On a Redis Cluster the channels are classic (not sharded) pub/sub: a PUBLISH reaches the
+subscribers of every node, so the process subscribes through one plain connection to one node, and
+moves to the next node (resubscribing) when that connection fails for good. A roster change is
+published on the channel ``spidi:roster:{roomId}``, whose slot is the room's: the PUBLISH goes to
+the room's master after the room's writes, so whoever hears it and reads the room sees them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import orjson
 
 from . import logs
 from .stores import keys
+from .stores.redis_store import is_cluster, pubsub_client
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from .presence import Presence
@@ -39,27 +47,38 @@ class RoomFanout:
         self.presence = presence
         self.node_id = node_id
         self.watched: set[str] = set()  # rooms any process watches: publish their changes
+        self._heard: set[str] = set()  # rooms announced while a refresh read the zset
         self.local: set[str] = set()  # rooms this process watches: receive their changes
         self.pubsub = None
+        self._pubsub_redis = None  # the client the pub/sub connection comes from
+        self._node_attempt = 0  # on a cluster: which node the pub/sub connection goes to
         self._tasks: list[asyncio.Task] = []
         self.on_rooms_changed = None  # async callable: a room definition changed somewhere
 
     async def start(self) -> None:
         """Subscribe to the announcement channels, learn the watched rooms, start listening."""
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self.pubsub.subscribe(keys.WATCH, keys.ROOMS_CHANGED)
+        await self._open_pubsub()
         await self._refresh()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
 
     async def stop(self) -> None:
         """Stop listening and release the pub/sub connection."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.pubsub is not None:
-            with contextlib.suppress(Exception):  # Redis already gone at shutdown: nothing to release
+        await cancel_and_wait(self._tasks)
+        await self._close_pubsub()
+
+    async def _open_pubsub(self) -> None:
+        """Subscribe to the announcements and to the roster of every room watched here."""
+        self._pubsub_redis = await pubsub_client(self.redis, self._node_attempt)
+        self.pubsub = self._pubsub_redis.pubsub(ignore_subscribe_messages=True)
+        await self.pubsub.subscribe(keys.WATCH, keys.ROOMS_CHANGED, *map(keys.roster_channel, self.local))
+
+    async def _close_pubsub(self) -> None:
+        with contextlib.suppress(Exception):  # Redis already gone at shutdown: nothing to release
+            if self.pubsub is not None:
                 await self.pubsub.aclose()
+            if self._pubsub_redis is not None and self._pubsub_redis is not self.redis:
+                await self._pubsub_redis.aclose()
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -70,10 +89,13 @@ class RoomFanout:
         self.local.add(room_id)
         self.watched.add(room_id)
         await self.pubsub.subscribe(keys.roster_channel(room_id))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.WATCHED, {room_id: time.time() + WATCH_TTL_S})
-        pipe.publish(keys.WATCH, room_id)
-        await pipe.execute()
+        # The claim first, then its announcement, in two round trips: on a cluster the zset and
+        # the channel live on different nodes, and one pipeline would run both at once. A process
+        # that hears the announcement and then reads the zset must find the claim there.
+        await self.redis.zadd(keys.WATCHED, {room_id: time.time() + WATCH_TTL_S})
+        # Through the pub/sub node: every process subscribes on the same first node of a cluster,
+        # so the announcement reaches them without a hop over the cluster bus.
+        await self._pubsub_redis.publish(keys.WATCH, room_id)
 
     async def unwatch(self, room_id: str) -> None:
         """No local subscriber left; the claim lapses by itself (other processes may still watch)."""
@@ -90,13 +112,15 @@ class RoomFanout:
 
     async def _refresh(self) -> None:
         now = time.time()
+        self._heard = set()
         pipe = self.redis.pipeline(transaction=False)
         if self.local:
             pipe.zadd(keys.WATCHED, {room_id: now + WATCH_TTL_S for room_id in self.local})
         pipe.zremrangebyscore(keys.WATCHED, "-inf", now)
         pipe.zrangebyscore(keys.WATCHED, now, "+inf")
         members = (await pipe.execute())[-1]
-        self.watched = {m.decode() if isinstance(m, bytes) else m for m in members} | self.local
+        # An announcement heard while the read was in flight may be newer than what it read.
+        self.watched = {m.decode() if isinstance(m, bytes) else m for m in members} | self.local | self._heard
         self.presence.watched_changed(self.watched)
 
     async def _renew(self) -> None:
@@ -111,10 +135,11 @@ class RoomFanout:
 
     async def _listen(self) -> None:
         backoff = 0.2
+        failures = 0
         while True:
             try:
                 async for message in self.pubsub.listen():
-                    backoff = 0.2
+                    backoff, failures = 0.2, 0
                     if message["type"] != "message":
                         continue
                     channel = message["channel"]
@@ -122,6 +147,7 @@ class RoomFanout:
                     data = message["data"]
                     if channel == keys.WATCH:
                         room_id = data.decode() if isinstance(data, bytes) else data
+                        self._heard.add(room_id)
                         if room_id not in self.watched:
                             self.watched.add(room_id)
                             self.presence.watched_changed(self.watched)
@@ -136,3 +162,17 @@ class RoomFanout:
                 logs.event(log, "fanout_listen_failed", logging.WARNING, error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                failures += 1
+                if failures >= 3 and is_cluster(self.redis):
+                    # That cluster node stays unreachable (failed over, removed): any other one
+                    # hears the same channels.
+                    await self._move_to_next_node()
+
+    async def _move_to_next_node(self) -> None:
+        await self._close_pubsub()
+        self._node_attempt += 1
+        try:
+            await self._open_pubsub()
+            logs.event(log, "fanout_moved", node_attempt=self._node_attempt)
+        except Exception as exc:  # that one is down too: the listen loop fails again, we move on
+            logs.event(log, "fanout_move_failed", logging.WARNING, error=str(exc))

@@ -8,6 +8,10 @@ a ``session_ended`` event for the history, a room sample counting the disconnect
 change for every subscriber. A node starting under an id that still has sessions (it crashed and
 came back) ends them first, so they are never resurrected. A supervisor that saw a worker die
 calls ``reap_node`` at once instead of waiting for the key to expire.
+
+Every command touches one key, or one room's keys (the leave script), so it all runs unchanged on a
+Redis Cluster: the node's index, the users' indexes, the stream and each room live in slots of
+their own, and the cluster pipeline sends each node its share, in order.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import orjson
 
 from . import logs
 from .stores import events, keys
-from .stores.redis_store import _script, _text
+from .stores.redis_store import _script, _text, pipeline_evalsha, pipeline_publish
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("spidi.reaper")
 
@@ -41,7 +46,9 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
         pipe.hgetall(keys.session(room_id, sid))
         pipe.zscore(keys.room_online(room_id), sid)
     raw = await pipe.execute()
-    leave = redis.register_script(_script("leave.lua"))
+    # SCRIPT LOAD (on a cluster: on every master) then EVALSHA in the pipeline: redis-py's
+    # Script object cannot queue itself on a cluster pipeline.
+    leave = await redis.script_load(_script("leave.lua"))
     now = int(time.time() * 1000)
     bucket = now - now % 60_000
     per_room: dict[str, dict] = {}
@@ -54,9 +61,7 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
         if not info:
             continue  # already gone (ended, or expired with its TTL)
         user, tenant = info.get("userId", ""), info.get("tenant", "")
-        await leave(
-            keys=[*keys.room_keys(room_id), keys.session(room_id, sid)], args=[sid, user], client=pipe
-        )
+        pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         if tenant:
             pipe.hdel(keys.user_sessions(tenant, user), sid)
             pipe.xadd(keys.EVENTS_STREAM, events.encode({
@@ -80,7 +85,7 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
     # Announcements last, after the writes they announce (as the hot store does).
     for room_id, room in per_room.items():
         payload = orjson.dumps({"n": by or f"reaper:{node_id}", "j": [], "l": room["left"], "u": []})
-        pipe.publish(keys.roster_channel(room_id), payload)
+        pipeline_publish(pipe, keys.roster_channel(room_id), payload)
     await pipe.execute()
     if ended:
         logs.event(log, "node_reaped", node_id=node_id, sessions=ended, reason=reason, by=by)
@@ -108,9 +113,7 @@ class NodeLiveness:
 
     async def stop(self) -> None:
         """Stop renewing and give the id up (a clean stop leaves nothing to reap)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.delete(keys.node_alive(self.node_id))

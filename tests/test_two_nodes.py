@@ -70,3 +70,40 @@ async def test_watch_claims_reach_a_node_that_starts_later(node_factory):
     delta = await mon.json("/topic/rooms/late/roster")
     assert [e["sessionId"] for e in delta["joined"]] == [sid]
     await asyncio.gather(mon.close(), on_b.close())
+
+
+async def test_a_join_made_before_the_node_heard_of_the_watcher_still_reaches_it(node_factory):
+    # The watch announcement can arrive after a join (on a Redis Cluster it crosses the cluster
+    # bus): node A holds it back here, so A's session joins a room A does not know is watched.
+    a = await node_factory(node_id="node-a")
+    b = await node_factory(node_id="node-b", metrics_interval_ms=1000)  # B's windows: 1 s
+    held: list = []
+    deliver = a.presence.watched_changed
+    a.presence.watched_changed = held.append
+    a.presence.watched = set(a.presence.watched)  # (the fanout updates its own set in place)
+    mon = await connected(b.ws_url, token_for(b.settings, "mon", "spidi:monitor"))
+    await mon.subscribe("/topic/rooms/late-news/roster")
+    assert (await mon.json("/topic/rooms/late-news/roster"))["users"] == []
+    on_a = await connected(a.ws_url, token_for(a.settings, "ann", "spidi:user"))
+    sid = (await on_a.hello("late-news"))["sessionId"]
+    (room,) = [r for r in a.presence.rooms.values() if sid in r.sessions]
+    assert not room.watched  # A did not publish the join
+    on_b = await connected(b.ws_url, token_for(b.settings, "bob", "spidi:user"))
+    sb = (await on_b.hello("late-news"))["sessionId"]
+    delta = await mon.json("/topic/rooms/late-news/roster")  # B's window opens now, for 1 s
+    assert [e["sessionId"] for e in delta["joined"]] == [sb]
+
+    a.presence.watched_changed = deliver
+    deliver(held[-1])  # A hears of the watcher now: it re-announces its sessions of the room
+    await a.store.flush()
+    # A leave right behind, in the same window of B: neither may swallow the other (the
+    # re-announced join may be a session a subscriber's snapshot already showed).
+    await on_a.app("/app/leave", {"sessionId": sid}, receipt="bye")
+    await on_a.next(command="RECEIPT")
+    seen = {"joined": set(), "left": {}}
+    while sid not in seen["left"]:
+        delta = await mon.json("/topic/rooms/late-news/roster")
+        seen["joined"] |= {e["sessionId"] for e in delta["joined"]}
+        seen["left"].update({e["sessionId"]: e["reason"] for e in delta["left"]})
+    assert seen["left"] == {sid: "leave"}
+    await asyncio.gather(mon.close(), on_a.close(), on_b.close())

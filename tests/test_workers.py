@@ -30,6 +30,7 @@ from spidi_server.settings import Settings, load_settings
 from spidi_server.supervisor import settings_env
 
 from .stomp_client import connected
+from .test_capacity import hello_outcome
 from .test_cli import SPIDI, free_port, read_banner
 
 WORKER_LINE = re.compile(r"^\s+(\S+-w\d+)\s+pid (\d+)\s+http://127\.0\.0\.1:(\d+)/metrics/local$", re.M)
@@ -148,6 +149,7 @@ def supervisor(workdir):
     port, ops = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env["SPIDI_SHUTDOWN_TIMEOUT_S"] = "3"
+    env["SPIDI_ROOMS"] = "small=3"  # one capacity for both workers
     with open(workdir / "stderr.log", "w") as err:
         # stderr to a file: three processes' logs would fill a pipe nobody reads and block them.
         proc = _spawn(["--dev", "--workers", "2", "--data-dir", str(workdir / "data"), "--port", str(port),
@@ -206,6 +208,31 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
             assert _sample(text, "spidi_websocket_connections") == per_worker[node_id]
         assert all(n > 0 for n in per_worker.values()), per_worker
         assert sum(per_worker.values()) == CLIENTS
+
+        # Room capacity is one count for both workers: 3 places, HELLOs racing on both at once.
+        async def connections() -> dict[str, float]:
+            return {n: _sample(await local(http, n), "spidi_websocket_connections") for n in node_ids}
+
+        base_conns, small = await connections(), []
+        while len(small) < 6 or min(c - base_conns[n] for n, c in (await connections()).items()) < 2:
+            assert len(small) < 40, "the kernel put every connection on one worker"
+            token = mint_token(settings, f"s{len(small)}", ["spidi:user"], "default", 600)
+            small.append(await connected(ws_url, token))
+        outcomes = await asyncio.gather(*(hello_outcome(c, "small", f"s{i}") for i, c in enumerate(small)))
+        welcomed = [(c, o) for c, o in zip(small, outcomes, strict=True) if o.get("type") == "WELCOME"]
+        assert len(welcomed) == 3, outcomes
+        assert sum(o.get("code") == "ROOM_FULL" for o in outcomes) == len(small) - 3, outcomes
+        async with aioredis.Redis.from_url(redis_url) as r:
+            assert await r.zcard(f"spidi:room:{{{room_id_for('default', 'small')}}}:online") == 3
+        for client, welcome in welcomed:
+            await client.app("/app/leave", {"sessionId": welcome["sessionId"]}, receipt="bye")
+            await client.next(command="RECEIPT")
+        for client in small:
+            await client.close()
+        for _ in range(50):  # the rest of the test counts connections again
+            if sum((await connections()).values()) == CLIENTS:
+                break
+            await asyncio.sleep(0.1)
 
         # The shared /metrics adds up every worker, whichever answers. A keep-alive connection
         # stays with one worker: ask it who it is, then scrape it, until both have answered.

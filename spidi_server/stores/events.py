@@ -15,6 +15,11 @@ checkpoints and its end event; a room's activity in one sample per room, node an
                        latency_sum latency_count latency_hist (comma-separated counts per
                        LATENCY_BUCKETS_MS upper bound, plus one overflow count)
 
+    alert_event        id kind rule_id tenant room_id room_code state (pending|firing|resolved)
+                       alert_kind severity value at details (JSON: ruleName, expression,
+                       threshold, previousState, since, episodeId, metrics): written by the
+                       alert evaluator (alerting/evaluator.py), one per transition
+
 Room samples are per node: a node counts only its own sessions, sampling its online count once a
 second. Samples of several nodes (or several samples of one node, e.g. around a restart) for one
 room and minute merge by addition: the minute's average online is SUM(online_sum) / 60 (a
@@ -34,6 +39,7 @@ SESSION_STARTED = "session_started"
 SESSION_CHECKPOINT = "session_checkpoint"
 SESSION_ENDED = "session_ended"
 ROOM_SAMPLE = "room_sample"
+ALERT_EVENT = "alert_event"
 
 # Upper bounds (ms) of the latency histogram a room sample carries; p95 is read off it.
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)

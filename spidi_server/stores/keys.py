@@ -21,6 +21,11 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:events                           stream history events for the writer (stores/events.py)
     spidi:events:dead                      stream events PostgreSQL refused, with the error
     spidi:writer:status                    hash   the history writer's counters and state
+    spidi:alert:leader                     string the alert evaluator's lease (holder's id, PX)
+    spidi:alert:state                      hash   "<ruleId>/<roomId>" -> the alert's lifecycle state (JSON)
+    spidi:alerts:active:<tenant>           hash   "<ruleId>/<roomId>" -> pending or firing alert (JSON)
+    spidi:alerts                           pubsub alert transitions and acknowledgements (JSON, with tenant)
+    spidi:alert:notified:<ruleId>:<roomId> string notification rate limit of one rule and room (PX)
 """
 
 PREFIX = "spidi:"
@@ -91,3 +96,16 @@ def room_keys(room_id: str) -> list[str]:
 EVENTS_STREAM = f"{PREFIX}events"
 DEAD_LETTER_STREAM = f"{PREFIX}events:dead"
 WRITER_STATUS = f"{PREFIX}writer:status"
+
+
+ALERT_LEADER = f"{PREFIX}alert:leader"
+ALERT_STATE = f"{PREFIX}alert:state"
+ALERTS_CHANNEL = f"{PREFIX}alerts"
+
+
+def alerts_active(tenant: str) -> str:
+    return f"{PREFIX}alerts:active:{tenant}"
+
+
+def alert_notified(rule_id: str, room_id: str) -> str:
+    return f"{PREFIX}alert:notified:{rule_id}:{room_id}"

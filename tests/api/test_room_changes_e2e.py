@@ -100,9 +100,13 @@ async def test_capacity_lowering_and_disabling_reach_every_node(http, two_nodes)
     roster = (await api.get(f"/api/v1/rooms/{room['id']}/sessions")).body["items"]
     assert len(roster) == 2
 
-    # Enabled again: welcome on node B too.
+    # Enabled again: welcome on node B too, once a place is free (capacity counts both nodes:
+    # node B holds none of the 2 sessions, and the room is still full).
     assert (await api.patch(f"/api/v1/rooms/{room['id']}", {"status": "active"})).status == 200
     await _within_a_second(lambda: node_b.catalog.lookup("default", "stage").active, "enabling on node B")
+    assert (await _hello(on_b, "stage"))["code"] == "ROOM_FULL"
+    await users[2].app("/app/leave", {"sessionId": sessions[2]}, receipt="bye")
+    await users[2].next(command="RECEIPT")
     assert (await _hello(on_b, "stage"))["type"] == "WELCOME"
 
     # Deleted: the room is gone everywhere (no auto-creation on these nodes).
