@@ -108,8 +108,64 @@ class NodeMetrics:
         self.sessions_reaped = Counter(
             "spidi_sessions_reaped", "Sessions of dead nodes this node ended", registry=r
         )
+        self.capacity_degraded = Counter(
+            "spidi_capacity_checks_degraded",
+            "HELLOs admitted on this process's own room count because Redis did not answer in time",
+            registry=r,
+        )
         for reason in ("leave", "timeout", "disconnect", "shutdown"):
             self.sessions_ended.labels(reason=reason)
+        # alerting
+        self.alerts_triggered = Counter(
+            "spidi_alerts_triggered", "Alerts that started firing, by kind and severity", ["kind", "severity"],
+            registry=r,
+        )  # fmt: skip
+        self.alert_transitions = Counter(
+            "spidi_alert_transitions", "Alert lifecycle transitions, by new state", ["state"], registry=r
+        )
+        self.alert_evaluations = Counter(
+            "spidi_alert_evaluations", "Rule-and-room evaluations run by this process", registry=r
+        )
+        self.alert_evaluation_errors = Counter(
+            "spidi_alert_evaluation_errors",
+            "Evaluations that failed (expression error, missing data)",
+            registry=r,
+        )
+        self.alert_evaluation_seconds = Gauge(
+            "spidi_alert_evaluation_duration_seconds", "Duration of the last evaluation round", registry=r
+        )
+        self.alert_leader = Gauge(
+            "spidi_alert_evaluator_leader", "1 while this process holds the evaluator lease", registry=r
+        )
+        self.alert_notifications = Counter(
+            "spidi_alert_notifications", "Alert notifications, by channel and outcome (sent, failed, suppressed)",
+            ["channel", "outcome"], registry=r,
+        )  # fmt: skip
+        self.webhook_retries = Counter(
+            "spidi_webhook_retries",
+            "Webhook POSTs retried after a failure, by purpose",
+            ["purpose"],
+            registry=r,
+        )
+        self.room_hooks = Counter(
+            "spidi_room_hooks",
+            "Room lifecycle webhook POSTs, by event and outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        for state in ("pending", "firing", "resolved"):
+            self.alert_transitions.labels(state=state)
+        # hardening
+        from .errors import REFUSAL_REASONS
+
+        self.refusals = Counter(
+            "spidi_refusals",
+            "Connections and messages refused by a hardening limit, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason=reason)
 
     def record_flush(self, commands: int, seconds: float, ok: bool) -> None:
         """Account one Redis pipeline flush (HotStore calls it)."""

@@ -9,6 +9,8 @@ import time
 import uuid
 
 from . import logs
+from .alerting.evaluator import AlertEvaluator
+from .alerting.feed import AlertFeed
 from .auth import TokenVerifier
 from .fanout import RoomFanout
 from .metrics import NodeMetrics
@@ -21,6 +23,7 @@ from .services import BackingServices
 from .settings import Settings
 from .stores import keys
 from .stores.redis_store import HotStore, connect
+from .tasks import cancel_and_wait
 from .transport.websocket import WebSocketTransport
 
 
@@ -81,6 +84,8 @@ class Node:
         self.presence: Presence | None = None
         self.fanout: RoomFanout | None = None
         self.liveness: NodeLiveness | None = None
+        self.alert_feed: AlertFeed | None = None
+        self.alerts: AlertEvaluator | None = None
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self._tasks: list[asyncio.Task] = []
@@ -118,11 +123,17 @@ class Node:
         self.fanout.on_rooms_changed = self.refresh_rooms
         self.presence.fanout = self.fanout
         await self.fanout.start()
+        self.alert_feed = AlertFeed(self.store.redis)
+        self.presence.alert_feed = self.alert_feed
+        await self.alert_feed.start()
         # Before accepting anyone: end what a crashed process under this id left, then keep alive.
         self.liveness = NodeLiveness(
             self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
         )
         await self.liveness.start()
+        if s.alerting and self.dsn:
+            self.alerts = AlertEvaluator(s, self.store, self.dsn, self.metrics, self.node_id)
+            await self.alerts.start()
         await self.transport.start()
         await self.ops.start()
         loop = asyncio.get_running_loop()
@@ -243,7 +254,8 @@ class Node:
     @property
     def ws_url(self) -> str:
         """The WebSocket endpoint clients use."""
-        return f"ws://{self.settings.host}:{self.transport.port}/ws"
+        scheme = "wss" if self.settings.tls_cert_file else "ws"
+        return f"{scheme}://{self.settings.host}:{self.transport.port}/ws"
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, close clients with 1001, flush Redis, stop children."""
@@ -265,10 +277,11 @@ class Node:
             await asyncio.wait_for(self.transport.stop(), self.settings.shutdown_timeout_s)
         except TimeoutError:
             logs.event(log, "shutdown_transport_timeout", logging.WARNING, connections=len(self.clients))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self.presence.end_all("shutdown")
+        if self.alerts is not None:
+            await self.alerts.stop()
+        await self.alert_feed.stop()
         await self.fanout.stop()
         await self.store.flush(self.settings.shutdown_timeout_s)
         await self.liveness.stop()

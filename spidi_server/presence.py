@@ -25,6 +25,7 @@ from .errors import (
     RoomDisabledError,
     RoomFullError,
     RoomNotFoundError,
+    UnknownDestinationError,
     UnknownSessionError,
 )
 from .metrics import NodeMetrics
@@ -33,7 +34,7 @@ from .protocol.stomp import StompConnection
 from .rooms import ROOM_CODE, RoomCatalog, RoomDef
 from .settings import Settings
 from .stores import events
-from .stores.redis_store import HotStore
+from .stores.redis_store import REFUSED, HotStore, PendingJoin
 
 log = logging.getLogger("spidi.presence")
 
@@ -238,6 +239,7 @@ class Room:
         "out_scheduled",
         "out_published_at",
         "pending_subs",
+        "joining",
     )
 
     def __init__(self, definition: RoomDef):
@@ -264,10 +266,13 @@ class Room:
         self.out_scheduled = False
         self.out_published_at = 0.0
         self.pending_subs = 0  # subscriptions waiting for their snapshot
+        self.joining = 0  # HELLOs waiting for Redis to admit them
 
     @property
     def idle(self) -> bool:
-        return not (self.sessions or self.metrics_subs or self.roster_subs or self.pending_subs)
+        return not (
+            self.sessions or self.metrics_subs or self.roster_subs or self.pending_subs or self.joining
+        )
 
 
 class Presence:
@@ -301,13 +306,25 @@ class Presence:
         self.publish_interval_s = settings.metrics_interval_ms / 1000
         self._publishing: set[asyncio.Task] = set()
         self.fanout = None  # RoomFanout, set by the node
+        self.alert_feed = None  # alerting.feed.AlertFeed, set by the node
         self.watched: set[str] = set()
+        self.join_timeout_s = settings.redis_join_timeout_ms / 1000
+        self.capacity_degraded = False  # admitting on local counts (Redis down or slow): logged once
+        self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
+        self._closed_waiting: set = set()  # ... whose connection closed meanwhile
         self._loop = asyncio.get_running_loop
 
     # -- commands from clients -----------------------------------------------------------------
 
-    def hello(self, client: Client, payload: dict) -> None:
-        """HELLO: create (or resume) a session and answer WELCOME on /user/queue/session."""
+    async def hello(self, client: Client, payload: dict) -> None:
+        """HELLO: create (or resume) a session and answer WELCOME on /user/queue/session.
+
+        A new session takes a place in its room only if Redis admits it: the join script counts
+        the sessions of every node, so N processes cannot admit N x capacity. HELLO waits for
+        that answer (at most ``redis_join_timeout_ms``); when Redis is down or slow it admits on
+        this process's own count instead (degraded mode, logged once, counted in
+        ``spidi_capacity_checks_degraded_total``). The local count is also a fast pre-check.
+        """
         claims = client.stomp.claims
         if not claims.has_any(*WRITE_ROLES):
             raise ForbiddenError("HELLO needs role spidi:user or spidi:admin")
@@ -339,18 +356,14 @@ class Presence:
         if not definition.active:
             raise RoomDisabledError(f"room {code!r} is disabled")
         room = self._room(definition)
-        if len(room.sessions) >= room.capacity:
+        # HELLOs still waiting for Redis count too: in degraded mode they are admitted on this count.
+        if len(room.sessions) + room.joining >= room.capacity:
             raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
         now_ms = _now_ms()
         session = Session(str(uuid.uuid4()), room, claims.user_id, payload, client.ip, now_ms)
-        session.client = client
         session.trace_id = client.conn_id
         session.node_id = self.node_id
-        client.sessions.add(session)
-        room.sessions[session.session_id] = session
-        self.sessions[session.session_id] = session
-        self.wheel.add(session.session_id, time.monotonic() + self.timeout_s)
-        self.store.join(
+        pending = self.store.join(
             room.room_id,
             room.tenant,
             room.code,
@@ -361,6 +374,30 @@ class Presence:
             self.session_ttl_s,
             session.static_fields(),
         )
+        room.joining += 1
+        self._hello_waiting[client] = self._hello_waiting.get(client, 0) + 1
+        try:
+            admitted = await self._admitted(pending)
+        finally:
+            room.joining -= 1
+            waiting = self._hello_waiting.pop(client) - 1
+            gone = client in self._closed_waiting
+            if waiting:
+                self._hello_waiting[client] = waiting
+            else:
+                self._closed_waiting.discard(client)
+        if not admitted:
+            if room.idle:
+                self._drop_room(room)
+            raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
+        # The connection may have closed while Redis answered: the session is in Redis, so it
+        # is started and ended at once (the client never learnt its id, so it cannot resume it).
+        session.client = None if gone else client
+        if not gone:
+            client.sessions.add(session)
+        room.sessions[session.session_id] = session
+        self.sessions[session.session_id] = session
+        self.wheel.add(session.session_id, time.monotonic() + self.timeout_s)
         if room.watched:
             room.out_left.pop(session.session_id, None)
             room.out_joined[session.session_id] = session
@@ -386,7 +423,32 @@ class Presence:
             tenant=room.tenant,
             client_info=session.client_info(),
         )
+        if gone:
+            self.end(session, "disconnect")
+            return
         self._welcome(client, session, resumed=False)
+
+    async def _admitted(self, pending: PendingJoin) -> bool:
+        """Whether Redis admits the join; True without its answer when Redis is down or slow."""
+        if self.store.healthy:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(pending.result), self.join_timeout_s)
+            except TimeoutError:
+                result = None
+            if result is not None:
+                if self.capacity_degraded:
+                    self.capacity_degraded = False
+                    logs.event(log, "capacity_check_restored")
+                return result != REFUSED
+        # Redis did not answer (or the script failed): admit on the local count, which the caller
+        # checked, and make Redis hold the session whatever its count says when it gets the join.
+        pending.force()
+        self.metrics.capacity_degraded.inc()
+        if not self.capacity_degraded:
+            self.capacity_degraded = True
+            logs.event(log, "capacity_check_degraded", logging.WARNING, error=self.store.last_error,
+                       timeout_ms=self.join_timeout_s * 1000)  # fmt: skip
+        return True
 
     def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
         client.stomp.send_json(
@@ -466,6 +528,8 @@ class Presence:
 
     def client_closed(self, client: Client, clean: bool) -> None:
         """The connection is gone. Clean (DISCONNECT): end its sessions; abrupt: keep them for the grace period."""
+        if client in self._hello_waiting:
+            self._closed_waiting.add(client)  # its HELLO ends the session once Redis answered
         sessions = list(client.sessions)
         client.sessions.clear()
         for session in sessions:
@@ -547,6 +611,11 @@ class Presence:
         if not claims.has_any(*READ_ROLES):
             raise ForbiddenError(f"subscribing to {destination.raw} needs role spidi:monitor or spidi:admin")
         sub = Subscription(client, sub_id)
+        if kind == dest.KIND_ALERTS:
+            if self.alert_feed is None:
+                raise UnknownDestinationError("alerting is not running on this server")
+            await self.alert_feed.subscribe(sub, claims.tenant)
+            return
         if kind == dest.KIND_ROOMS:
             self.tenant_subs.setdefault(claims.tenant, []).append(sub)
             rooms = await self._tenant_metrics(claims.tenant)
@@ -606,6 +675,8 @@ class Presence:
                 self._drop_room(room)
         for tenant, subs in list(self.tenant_subs.items()):
             self._set_tenant_subs(tenant, [s for s in subs if not matches(s)])
+        if self.alert_feed is not None:
+            self.alert_feed.remove(matches)
 
     def _set_tenant_subs(self, tenant: str, subs: list[Subscription]) -> None:
         if subs:
@@ -763,8 +834,11 @@ class Presence:
                 updated.pop(sid, None)
                 joined[sid] = entry
             for sid, reason in payload.get("l", {}).items():
-                if joined.pop(sid, None) is None:
-                    left[sid] = reason  # joined and left within one window: subscribers saw neither
+                # Passed on even when its join waits in this window: that join may repeat a session
+                # the subscribers' snapshot showed (see watched_changed), and subscribers ignore a
+                # left for a session they do not have.
+                joined.pop(sid, None)
+                left[sid] = reason
                 updated.pop(sid, None)
             for entry in payload.get("u", ()):
                 sid = entry["sessionId"]
@@ -775,10 +849,23 @@ class Presence:
         self._changed(room)
 
     def watched_changed(self, watched: set[str]) -> None:
-        """The set of rooms some process watches changed: publish changes of exactly those."""
+        """The set of rooms some process watches changed: publish changes of exactly those.
+
+        A room that becomes watched has its local sessions published as joined: the watcher may
+        have read its snapshot before a join this process made while it had not yet heard of the
+        watcher (the announcement crosses the network; on a Redis Cluster, the cluster bus too,
+        which can hold it back tens of milliseconds). Subscribers apply joined entries
+        idempotently, so one they already have costs nothing.
+        """
         self.watched = watched
         for room in self.rooms.values():
-            room.watched = room.room_id in watched
+            now_watched = room.room_id in watched
+            if now_watched and not room.watched and room.sessions:
+                for session_id, session in room.sessions.items():
+                    room.out_left.pop(session_id, None)
+                    room.out_joined[session_id] = session
+                self._out_changed(room)
+            room.watched = now_watched
 
     async def _watch(self, room: Room) -> None:
         room.watched = True

@@ -34,7 +34,20 @@ class Settings:
     )
     node_id: str = field(default="", metadata={"doc": "This node's id; generated when empty"})
 
-    redis_url: str = field(default="", metadata={"doc": "Redis URL; empty starts an embedded redis-server"})
+    redis_url: str = field(
+        default="",
+        metadata={
+            "doc": "Redis URL (redis://, rediss://, unix://, or redis+cluster://host:port[,host:port...] "
+            "for Redis Cluster); empty starts an embedded redis-server"
+        },
+    )
+    redis_join_timeout_ms: float = field(
+        default=1000.0,
+        metadata={
+            "doc": "Longest HELLO waits for Redis to admit a session against the room's capacity across "
+            "all nodes; after it (or at once while Redis is down) it admits on this process's count"
+        },
+    )
 
     postgres_dsn: str = field(
         default="", metadata={"doc": "PostgreSQL DSN; empty starts an embedded one (pgserver)"}
@@ -125,6 +138,116 @@ class Settings:
         metadata={"doc": "Worker only: host:port of every worker's private port, for node-wide /metrics"},
     )
 
+    # -- alerting (spidi_server/alerting) --
+    alerting: bool = field(
+        default=True, metadata={"doc": "Evaluate alert rules (needs PostgreSQL); one evaluator per cluster"}
+    )
+    alert_interval_s: float = field(default=1.0, metadata={"doc": "Period of alert evaluation"})
+    alert_lease_s: float = field(
+        default=5.0,
+        metadata={
+            "doc": "Evaluator lease in Redis: another process takes over this long after the holder dies"
+        },
+    )
+    alert_rules_refresh_s: float = field(
+        default=2.0, metadata={"doc": "The evaluator reloads rules and rooms from PostgreSQL this often"}
+    )
+    alert_hysteresis: float = field(
+        default=0.1,
+        metadata={
+            "doc": "Built-in rules resolve only below threshold x (1 - this), so a hovering value does not flap"
+        },
+    )
+    alert_stale_heartbeat_s: float = field(
+        default=60.0, metadata={"doc": "Heartbeat rule: a session silent this long while online is stale"}
+    )
+    alert_rate_limit_s: float = field(
+        default=300.0,
+        metadata={"doc": "At most one notification per rule and room in this window (0 = none)"},
+    )
+    webhook_secret: str = field(
+        default="", metadata={"doc": "HMAC-SHA256 key signing webhook bodies (X-Spidi-Signature)"}
+    )
+    webhook_timeout_s: float = field(default=5.0, metadata={"doc": "Timeout of one webhook POST"})
+    webhook_retries: int = field(
+        default=5, metadata={"doc": "Retries of a failed webhook POST (exponential backoff)"}
+    )
+    webhook_backoff_s: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per retry"})
+    smtp_host: str = field(
+        default="", metadata={"doc": "SMTP server for email alerts (empty: email channel off)"}
+    )
+    smtp_port: int = field(default=25, metadata={"doc": "SMTP port"})
+    smtp_tls: str = field(default="none", metadata={"doc": "none, starttls or ssl"})
+    smtp_user: str = field(default="", metadata={"doc": "SMTP login, if the server needs one"})
+    smtp_password: str = field(default="", metadata={"doc": "SMTP password"})
+    smtp_from: str = field(default="spidi@localhost", metadata={"doc": "From address of alert emails"})
+    smtp_to: list[str] = field(
+        default_factory=list, metadata={"doc": "Recipients of email channels that name none"}
+    )
+    smtp_timeout_s: float = field(default=10.0, metadata={"doc": "Timeout of one SMTP delivery"})
+    room_hooks_url: str = field(
+        default="", metadata={"doc": "Webhook for room lifecycle events (empty: off)"}
+    )
+    room_hooks_events: list[str] = field(
+        default_factory=lambda: ["room_occupied", "room_vacated", "member_joined", "member_left"],
+        metadata={"doc": "Lifecycle events posted to room_hooks_url"},
+    )
+
+    # -- hardening --
+    handshake_timeout_s: float = field(
+        default=10.0,
+        metadata={"doc": "Time from TCP accept to a complete TLS and WebSocket handshake (slowloris guard)"},
+    )
+    max_message_rate: float = field(
+        default=100.0,
+        metadata={"doc": "Frames per second one connection may send, sustained (token bucket); 0 = no limit"},
+    )
+    max_message_burst: int = field(
+        default=200, metadata={"doc": "Frames one connection may send at once above max_message_rate"}
+    )
+    max_send_buffer: int = field(
+        default=4 * 1024 * 1024,
+        metadata={"doc": "Bytes queued for a client that does not read, beyond which it is closed (1008)"},
+    )
+    max_connections: int = field(
+        default=100_000,
+        metadata={"doc": "WebSocket connections one process holds; more get HTTP 503; 0 = no cap"},
+    )
+    max_connections_per_ip: int = field(
+        default=0,
+        metadata={"doc": "Open WebSocket connections per client IP; more get HTTP 429; 0 = no limit"},
+    )
+    connection_rate_per_ip: float = field(
+        default=0.0,
+        metadata={
+            "doc": "New WebSocket connections per second per client IP; more get HTTP 429; 0 = no limit"
+        },
+    )
+    connection_burst_per_ip: int = field(
+        default=20, metadata={"doc": "New connections one IP may open at once above connection_rate_per_ip"}
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "Proxies (IP or CIDR) whose X-Forwarded-For names the client; empty = trust none"},
+    )
+    allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "Browser origins allowed on the WebSocket handshake and by CORS on the ops port; empty = any"
+        },
+    )
+    tls_cert_file: str = field(
+        default="", metadata={"doc": "PEM certificate (chain): serve wss:// and https:// on both ports"}
+    )
+    tls_key_file: str = field(default="", metadata={"doc": "PEM private key of tls_cert_file"})
+    jwt_keys: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"doc": "Key rotation: kid = HS256 secret, or PEM public key file for RS256/ES256"},
+    )
+    jwt_jwks_file: str = field(
+        default="", metadata={"doc": "JWKS file of verification keys by kid; reloaded when it changes"}
+    )
+
     @property
     def rooms_auto_created(self) -> bool:
         """Whether HELLO may create a room that does not exist."""
@@ -155,6 +278,7 @@ class Settings:
             "checkpoint_interval_s",
             "retention_hot_days",
             "retention_drop_days",
+            "redis_join_timeout_ms",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -174,6 +298,13 @@ class Settings:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"worker_metrics: {address!r} is not host:port")
+        if self.redis_url.startswith(("redis+cluster://", "rediss+cluster://")):
+            _, _, seeds = self.redis_url.partition("://")
+            seeds = seeds.split("?", 1)[0].split("/", 1)[0].rpartition("@")[2]
+            if not all(part.rpartition(":")[2].isdigit() for part in seeds.split(",")):
+                raise ConfigError(
+                    f"redis_url must list host:port seeds after redis+cluster://, got {seeds!r}"
+                )
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
         if self.transport not in ("websockets", "picows"):
@@ -193,12 +324,85 @@ class Settings:
             not a.startswith("HS") for a in self.jwt_algorithms
         ):
             raise ConfigError("jwt_algorithms: do not mix HS and RS/ES algorithms (key confusion)")
-        if self.jwt_algorithms[0].startswith(("RS", "ES")) and not self.jwt_public_key_file:
-            raise ConfigError("jwt_public_key_file is required for RS256/ES256")
+        if self.jwt_algorithms[0].startswith(("RS", "ES")) and not (
+            self.jwt_public_key_file or self.jwt_keys or self.jwt_jwks_file
+        ):
+            raise ConfigError("jwt_public_key_file (or jwt_keys, jwt_jwks_file) is required for RS256/ES256")
+        self._validate_hardening()
+        for name in ("alert_interval_s", "alert_lease_s", "alert_rules_refresh_s", "alert_stale_heartbeat_s",
+                     "webhook_timeout_s", "webhook_backoff_s", "smtp_timeout_s"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.alert_lease_s < 2 * self.alert_interval_s:
+            raise ConfigError(
+                "alert_lease_s must be at least twice alert_interval_s (the holder renews every interval)"
+            )
+        if not 0 <= self.alert_hysteresis < 1:
+            raise ConfigError(f"alert_hysteresis must be in [0, 1), got {self.alert_hysteresis}")
+        if self.alert_rate_limit_s < 0 or self.webhook_retries < 0:
+            raise ConfigError("alert_rate_limit_s and webhook_retries must not be negative")
+        if self.smtp_tls not in ("none", "starttls", "ssl"):
+            raise ConfigError(f"smtp_tls must be none, starttls or ssl, got {self.smtp_tls!r}")
+        for name in ("room_hooks_url",):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
+        for event in self.room_hooks_events:
+            if event not in ("room_occupied", "room_vacated", "member_joined", "member_left"):
+                raise ConfigError(f"room_hooks_events: unknown event {event!r}")
+        if self.room_hooks_url and not self.history:
+            raise ConfigError(
+                "room_hooks_url needs history = true (room hooks read the history events stream)"
+            )
         for code, capacity in self.rooms.items():
             if not isinstance(capacity, int) or capacity <= 0:
                 raise ConfigError(f"rooms.{code}: capacity must be a positive integer, got {capacity!r}")
         return self
+
+    def _validate_hardening(self) -> None:
+        """The ``# -- hardening --`` settings."""
+        import ipaddress
+
+        for name in (
+            "handshake_timeout_s",
+            "max_send_buffer",
+            "max_message_burst",
+            "connection_burst_per_ip",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
+        for name in (
+            "max_message_rate",
+            "max_connections",
+            "max_connections_per_ip",
+            "connection_rate_per_ip",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (0 = no limit), got {getattr(self, name)}")
+        if self.max_message_rate and self.max_message_burst < 1:
+            raise ConfigError("max_message_burst must be at least 1")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies: {entry!r} is not an IP address or network") from exc
+        for origin in self.allowed_origins:
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
+                raise ConfigError(
+                    f"allowed_origins: {origin!r} is not an origin like https://app.example.com (no path)"
+                )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
+        for name in ("tls_cert_file", "tls_key_file", "jwt_jwks_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: no such file {path!r}")
+        if self.jwt_keys and not self.jwt_algorithms[0].startswith("HS"):
+            for kid, path in self.jwt_keys.items():
+                if not Path(path).is_file():
+                    raise ConfigError(
+                        f"jwt_keys.{kid}: RS256/ES256 keys are PEM files; no such file {path!r}"
+                    )
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -225,10 +429,13 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
                 return [p.strip() for p in raw.split(",") if p.strip()]
             return list(raw)
         if kind.startswith("dict"):
+            value_type = int if kind.endswith("int]") else str
             if isinstance(raw, str):
                 pairs = (p.split("=", 1) for p in raw.split(",") if p.strip())
-                return {k.strip(): int(v) for k, v in pairs}
-            return dict(raw)
+                return {k.strip(): value_type(v.strip()) for k, v in pairs}
+            if value_type is int:
+                return dict(raw)  # validate() names a capacity that is not an integer
+            return {str(k): str(v) for k, v in dict(raw).items()}
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: cannot use {raw!r} as {kind}") from exc

@@ -553,3 +553,10 @@ ROUTES: tuple[Route, ...] = (
           "A user's sessions now, across rooms and nodes", "sessions", "read", path_params=(USER_ID,),
           response="UserLiveSessions"),
 )  # fmt: skip
+
+# The alerting operations live in alerts.py, which uses this module's helpers above: imported
+# here, at the end, so the one table holds every route. The package imports this module first
+# (api/__init__.py), so alerts.py always finds the helpers defined.
+from .alerts import ALERT_ROUTES  # noqa: E402
+
+ROUTES += ALERT_ROUTES

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..alerting import rules
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
 from .routing import Route
 
@@ -21,6 +22,7 @@ _NNUM = {"type": ["number", "null"]}
 _TS = {"type": "string", "format": "date-time"}
 _NTS = {"type": ["string", "null"], "format": "date-time"}
 _UUID = {"type": "string", "format": "uuid"}
+_NUUID = {"type": ["string", "null"], "format": "uuid"}
 _EPOCH_MS = {"type": "integer", "description": "epoch milliseconds"}
 
 
@@ -141,6 +143,95 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             },
         }
     ),
+    "AlertRule": _obj(
+        {
+            "id": _UUID,
+            "name": _STR,
+            "scope": {"type": "string", "enum": ["room", "roomType", "tenant"]},
+            "roomId": {**_NUUID, "description": "scope room: the room"},
+            "roomType": {**_NSTR, "description": "scope roomType: the room type's code"},
+            "roomTypeId": {**_NUUID, "description": "scope roomType: the room type's id"},
+            "kind": {"type": "string", "enum": list(rules.KINDS)},
+            "threshold": {**_NNUM, "description": "built-in kinds: the threshold in force; custom: null"},
+            "expression": {
+                **_STR,
+                "description": "the CEL expression that fires (built-ins: written from threshold)",
+            },
+            "resolveExpression": {
+                **_NSTR,
+                "description": "the CEL expression that resolves a firing alert; null: once the expression no longer holds",
+            },
+            "severity": {"type": "string", "enum": list(rules.SEVERITIES)},
+            "forSeconds": _INT,
+            "channels": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": _STR, "url": _STR, "to": {"type": "array", "items": _STR}},
+                    "required": ["type"],
+                },
+            },
+            "enabled": {"type": "boolean"},
+            "createdAt": _TS,
+            "createdBy": _STR,
+            "updatedAt": _TS,
+            "updatedBy": _STR,
+        }
+    ),
+    "AlertRuleList": _page("AlertRule"),
+    "Alert": _obj(
+        {
+            "id": {
+                **_UUID,
+                "description": "the event's id: an ALERT message's alertId (episodeId for the first)",
+            },
+            "ruleId": _UUID,
+            "ruleName": {**_NSTR, "description": "the rule's name now (kept when the rule is deleted)"},
+            "roomId": _NUUID,
+            "roomCode": _NSTR,
+            "state": {"type": "string", "enum": ["pending", "firing", "resolved"]},
+            "kind": _NSTR,
+            "severity": _NSTR,
+            "value": {**_NNUM, "description": "the built-in kind's metric at the transition; custom: null"},
+            "at": {**_TS, "description": "time of the transition"},
+            "details": {
+                "type": ["object", "null"],
+                "description": "what the evaluator recorded (metrics, ...)",
+            },
+            "acknowledgedBy": {**_NSTR, "description": "subject of the token that acknowledged it"},
+            "acknowledgedAt": _NTS,
+        },
+        "One transition of an alert (dat_spd_alert_event)",
+    ),
+    "AlertList": _page("Alert"),
+    "ActiveAlert": _obj(
+        {
+            "alertId": {**_UUID, "description": "the last transition's event id"},
+            "episodeId": {
+                **_UUID,
+                "description": "the event that opened the episode: the one to acknowledge",
+            },
+            "ruleId": _UUID,
+            "ruleName": _STR,
+            "kind": _STR,
+            "severity": _STR,
+            "expression": _STR,
+            "threshold": _NNUM,
+            "state": {"type": "string", "enum": ["pending", "firing"]},
+            "previousState": _STR,
+            "tenant": _STR,
+            "roomId": _UUID,
+            "roomCode": _STR,
+            "value": _NNUM,
+            "since": {**_EPOCH_MS, "description": "epoch ms the condition started to hold"},
+            "at": {**_EPOCH_MS, "description": "epoch ms of the last transition"},
+            "metrics": {"type": "object", "description": "the room's metrics the rule saw"},
+            "acknowledgedBy": _NSTR,
+            "acknowledgedAt": {**_NINT, "description": "epoch ms; null until acknowledged"},
+        },
+        "An open alert, as in /topic/alerts' ALERTS snapshot (docs/protocol.md)",
+    ),
+    "ActiveAlerts": _obj({"items": {"type": "array", "items": _ref("ActiveAlert")}}),
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details",
@@ -245,12 +336,20 @@ def build(routes: tuple[Route, ...] | list[Route]) -> dict:
         "info": {
             "title": "Spidi operators' API",
             "version": __version__,
-            "description": "Rooms, room types, live sessions and history of the caller's tenant. "
+            "description": "Rooms, room types, live sessions, history, alert rules and alerts of the "
+            "caller's tenant. "
             "Authenticate with the same JWT as the WebSocket: Authorization: Bearer <jwt>. "
             "Errors are RFC 9457 problem details (application/problem+json).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": "rooms"}, {"name": "room-types"}, {"name": "sessions"}, {"name": "meta"}],
+        "tags": [
+            {"name": "rooms"},
+            {"name": "room-types"},
+            {"name": "sessions"},
+            {"name": "alert-rules"},
+            {"name": "alerts"},
+            {"name": "meta"},
+        ],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

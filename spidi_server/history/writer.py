@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import orjson
 import psycopg
 import redis
 
@@ -39,6 +40,7 @@ from ..errors import ConfigError
 from ..processes import stop_process
 from ..settings import Settings, load_settings
 from ..stores import events, keys
+from ..stores.redis_store import connect_sync
 from . import queries
 from .migrate import migrate
 from .partitions import (
@@ -194,6 +196,27 @@ def stage_event(fields: dict) -> Staged:
     return Staged(event_id, row, SESSIONS, started, ended or last_hb)
 
 
+def stage_alert(fields: dict) -> tuple:
+    """Turn an ``alert_event`` stream entry into a ``queries.ALERT_EVENT_COLUMNS`` row."""
+    tenant = _text(fields, "tenant")
+    if tenant is None:
+        raise InvalidEvent("missing tenant")
+    state = _text(fields, "state")
+    if state not in ("pending", "firing", "resolved"):
+        raise InvalidEvent(f"bad alert state {state!r}")
+    details = _text(fields, "details")
+    if details is not None:
+        try:
+            orjson.loads(details)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"details: {exc}") from None
+    return (
+        _uuid(fields, "id"), _uuid(fields, "rule_id"), tenant, _uuid(fields, "room_id", required=False),
+        _text(fields, "room_code"), state, _text(fields, "alert_kind"), _text(fields, "severity"),
+        _float(fields, "value"), _int(fields, "at", required=True), details,
+    )  # fmt: skip
+
+
 # -- the writer --------------------------------------------------------------------------------
 
 
@@ -224,6 +247,7 @@ class _Batch:
         self.ids: list[str] = []  # every stream id to XACK once the batch is written
         self._seen: set[str] = set()
         self.staged: dict[str, Staged] = {}  # by event id: an event read twice is written once
+        self.alerts: dict[str, tuple[str, dict, tuple]] = {}  # alert events: id -> (stream id, fields, row)
         self.invalid: list[tuple[str, dict, str]] = []  # (stream id, fields, error)
         self.repeats = 0  # entries whose event id is already in this batch
         self.expired = 0  # events for periods retention already archived
@@ -243,6 +267,12 @@ class _Batch:
         if not fields:
             return  # the entry was trimmed away while pending: nothing left to write
         try:
+            if fields.get("kind") == events.ALERT_EVENT:
+                row = stage_alert(fields)
+                if row[0] in self.alerts:
+                    self.repeats += 1
+                self.alerts[row[0]] = (stream_id, fields, row)
+                return
             staged = stage_event(fields)
         except InvalidEvent as exc:
             self.invalid.append((stream_id, fields, str(exc)))
@@ -278,7 +308,9 @@ class HistoryWriter:
         self.parent_pid = parent_pid
         self.stats = WriterStats()
         self.partitions = PartitionManager()
-        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=30)
+        # A plain client, or a cluster client for redis+cluster:// URLs: the writer touches one key
+        # per command (the stream, the dead letters, its status hash), so it runs on either.
+        self.redis = connect_sync(self.redis_url, decode_responses=True, socket_timeout=30)
         self.conn: psycopg.Connection | None = None
         self._migrated = False
         self._backlog_level = 0
@@ -559,6 +591,31 @@ class HistoryWriter:
         return _Batch()
 
     def _write(self, conn: psycopg.Connection, batch: _Batch) -> queries.BatchResult:
+        """Write the batch's presence events, then its alert events."""
+        result = self._write_presence(conn, batch)
+        if batch.alerts:
+            inserted = self._write_alerts(conn, batch, list(batch.alerts.values()))
+            result.applied += inserted
+            result.duplicates += len(batch.alerts) - inserted
+        return result
+
+    def _write_alerts(
+        self, conn: psycopg.Connection, batch: _Batch, alerts: list[tuple[str, dict, tuple]]
+    ) -> int:
+        """Insert alert events (a replayed id changes nothing); one rejected event is dead-lettered
+        alone. Returns the events stored for the first time; rejected ones count as stored."""
+        try:
+            return queries.write_alert_events(conn, [row for _, _, row in alerts])
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            if len(alerts) == 1:
+                stream_id, fields, _ = alerts[0]
+                batch.invalid.append((stream_id, fields, f"{type(exc).__name__}: {exc}"))
+                return 1
+        return sum(self._write_alerts(conn, batch, [one]) for one in alerts)
+
+    def _write_presence(self, conn: psycopg.Connection, batch: _Batch) -> queries.BatchResult:
         """Ensure the partitions, then write in one transaction; isolate events PostgreSQL rejects."""
         staged = self._writable(conn, batch)
         if not staged:

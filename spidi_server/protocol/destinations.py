@@ -13,11 +13,13 @@ APP_LEAVE = "/app/leave"
 USER_SESSION = "/user/queue/session"
 USER_ERRORS = "/user/queue/errors"
 TOPIC_ROOMS = "/topic/rooms"
+TOPIC_ALERTS = "/topic/alerts"
 _ROOM_PREFIX = "/topic/rooms/"
 
 KIND_USER_SESSION = "user-session"
 KIND_USER_ERRORS = "user-errors"
 KIND_ROOMS = "rooms"
+KIND_ALERTS = "alerts"
 KIND_ROOM_METRICS = "room-metrics"
 KIND_ROOM_ROSTER = "room-roster"
 
@@ -47,6 +49,8 @@ def parse_subscription(raw: str) -> Destination:
         return Destination(raw, KIND_USER_ERRORS)
     if raw == TOPIC_ROOMS:
         return Destination(raw, KIND_ROOMS)
+    if raw == TOPIC_ALERTS:
+        return Destination(raw, KIND_ALERTS)
     if raw.startswith(_ROOM_PREFIX):
         rest = raw[len(_ROOM_PREFIX) :]
         code, _, leaf = rest.rpartition("/")
@@ -56,6 +60,6 @@ def parse_subscription(raw: str) -> Destination:
             if leaf == "roster":
                 return Destination(raw, KIND_ROOM_ROSTER, code)
     raise UnknownDestinationError(
-        f"cannot subscribe to {raw!r}: use /user/queue/session, /user/queue/errors, /topic/rooms, "
+        f"cannot subscribe to {raw!r}: use /user/queue/session, /user/queue/errors, /topic/rooms, /topic/alerts, "
         "/topic/rooms/{roomCode}/metrics or /topic/rooms/{roomCode}/roster"
     )

@@ -7,7 +7,6 @@ import re
 import time
 
 import aiohttp
-import pytest
 
 from ..conftest import token_for
 from ..stomp_client import connected
@@ -66,25 +65,6 @@ async def test_config_has_no_token_outside_dev_mode(node_factory):
 
 
 # -- in the browser ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def page(browser):
-    """A fresh browser context (empty sessionStorage) and page; fails the test on uncaught page errors."""
-    context = await browser.new_context(viewport={"width": 1360, "height": 920})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    def console(msg) -> None:
-        # A 404/503 of the history API shows as "Failed to load resource": expected, not a page bug.
-        if msg.type == "error" and "Failed to load resource" not in msg.text:
-            errors.append(msg.text)
-
-    page.on("console", console)
-    yield page
-    await context.close()
-    assert not errors, errors
 
 
 async def test_dashboard_live_in_chromium(node_factory, page):

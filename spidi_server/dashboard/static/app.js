@@ -3,6 +3,8 @@
  * WebSocket and reads room history from the REST API of the ops port.
  *
  * Views (location.hash): "#/" every room of the tenant, "#/rooms/<code>" one room.
+ * Open alerts come from /topic/alerts (a snapshot, then transitions and acknowledgements) and
+ * show in both views; the Acknowledge button calls the REST API with the signed-in token.
  */
 (function () {
   "use strict";
@@ -19,6 +21,8 @@
     "24h": { ms: 86400e3, bucket: "1h", label: "last 24 hours" },
     "7d": { ms: 7 * 86400e3, bucket: "1h", label: "last 7 days" },
   };
+  // Worst first where alerts are ranked; the rank also sorts the rooms table's alert column.
+  const SEVERITY_RANK = { critical: 3, warning: 2, info: 1 };
   const LATENCY_BUCKETS = [
     { lo: 0, hi: 25, label: "<25" },
     { lo: 25, hi: 50, label: "25–50" },
@@ -46,6 +50,11 @@
     rosterSort: { key: "connectedAt", dir: -1 },
     rosterFilter: "",
     historyRange: "1h",
+    alerts: new Map(), // "<ruleId>/<roomId>" -> open alert: the ALERT message, plus its acknowledgement
+    alertsByRoom: new Map(), // roomCode -> the room's open alerts, worst first
+    alertsReady: false,
+    alertsError: null,
+    acking: new Set(), // keys of the alerts whose acknowledgement is on its way
   };
 
   // -- small helpers ---------------------------------------------------------------------------
@@ -223,6 +232,7 @@
       if (what === "rooms") renderRooms();
       else if (what === "roomKpis") renderRoomKpis();
       else if (what === "roster") renderRoster();
+      else if (what === "alerts") renderAlerts();
     }
   }
 
@@ -329,6 +339,10 @@
     state.claims = null;
     state.rooms.clear();
     state.roomsLoaded = false;
+    state.alerts.clear();
+    state.alertsByRoom.clear();
+    state.alertsReady = false;
+    state.alertsError = null;
     if (!keepToken) $("#token").value = "";
     if (location.hash && location.hash !== "#/") history.replaceState(null, "", "#/");
     setConnState("idle", null);
@@ -365,6 +379,7 @@
   function onConnected(client) {
     client.subscribe("/user/queue/errors", onAppError);
     client.subscribe("/topic/rooms", onRooms);
+    client.subscribe("/topic/alerts", onAlerts);
     if (state.room) subscribeRoom(state.room);
   }
 
@@ -409,6 +424,9 @@
     } else if (ref === "/topic/rooms") {
       $("#rooms-error").hidden = false;
       $("#rooms-error").textContent = text;
+    } else if (ref === "/topic/alerts") {
+      state.alertsError = text;
+      schedule("alerts");
     } else {
       toast(text);
     }
@@ -440,7 +458,10 @@
     users: (r) => num(r.users) || 0,
     peak: (r) => num(r.peak) || 0,
     avgLatencyMs: (r) => num(r.avgLatencyMs),
-    alert: () => 0,
+    alert: (r) => {
+      const alerts = state.alertsByRoom.get(r.roomCode);
+      return alerts ? SEVERITY_RANK[alerts[0].severity] || 0 : null;
+    },
   };
 
   function compare(a, b) {
@@ -539,10 +560,251 @@
     const cell = tr.querySelector(".c-latency");
     setText(cell, fmtMs(lat));
     setClass(cell, "num c-latency " + latencyClass(lat));
+    updateAlertCell(tr.querySelector(".c-alert"), state.alertsByRoom.get(r.roomCode) || []);
+  }
+
+  /** A room's alert cell: its worst open alert's severity (more: "+n"), the rule names as tooltip. */
+  function updateAlertCell(cell, alerts) {
+    const sig = alerts.map((a) => [a.ruleName, a.severity, a.state].join(":")).join("|");
+    if (cell.dataset.sig === sig) return;
+    cell.dataset.sig = sig;
+    if (!alerts.length) {
+      cell.className = "c-alert muted";
+      cell.replaceChildren("—");
+      cell.removeAttribute("title");
+      return;
+    }
+    cell.className = "c-alert";
+    cell.replaceChildren(severityBadge(alerts[0].severity, alerts.every((a) => a.state === "pending")));
+    if (alerts.length > 1) cell.append(el("span", { class: "muted small more", text: "+" + (alerts.length - 1) }));
+    cell.title = alerts.map((a) => (a.ruleName || "rule") + " (" + a.severity + ", " + a.state + ")").join("\n");
   }
 
   function renderRoomsUpdated() {
     $("#rooms-updated").textContent = state.roomsAt ? "Updated " + fmtAgo(Date.now() - state.roomsAt) : "";
+  }
+
+  // -- alerts ------------------------------------------------------------------------------------
+
+  const alertKey = (a) => a.ruleId + "/" + a.roomId;
+
+  /**
+   * /topic/alerts: ALERTS (the open alerts, at once and after every reconnection) replaces what we
+   * hold; ALERT is one transition ("resolved" ends the rule's alert in that room); ALERT_ACK marks
+   * the open alert of that episode acknowledged. Alerts are keyed by rule and room.
+   */
+  function onAlerts(msg) {
+    if (!msg) return;
+    if (msg.type === "ALERTS" && Array.isArray(msg.alerts)) {
+      state.alerts = new Map();
+      for (const a of msg.alerts) if (a && a.ruleId) state.alerts.set(alertKey(a), Object.assign({}, a));
+      state.alertsReady = true;
+      state.alertsError = null;
+    } else if (msg.type === "ALERT" && msg.ruleId) {
+      const key = alertKey(msg);
+      if (msg.state === "resolved") state.alerts.delete(key);
+      else {
+        const prev = state.alerts.get(key);
+        const next = Object.assign({}, msg);
+        // pending -> firing continues the episode: an acknowledgement of it still holds.
+        if (prev && prev.episodeId === msg.episodeId && !next.acknowledgedBy) {
+          next.acknowledgedBy = prev.acknowledgedBy;
+          next.acknowledgedAt = prev.acknowledgedAt;
+        }
+        state.alerts.set(key, next);
+      }
+    } else if (msg.type === "ALERT_ACK" && msg.ruleId) {
+      markAcknowledged(alertKey(msg), msg.alertId, msg.acknowledgedBy, msg.acknowledgedAt);
+    } else {
+      return;
+    }
+    indexAlerts();
+    schedule("alerts");
+  }
+
+  function markAcknowledged(key, alertId, by, at) {
+    const a = state.alerts.get(key);
+    // An acknowledgement of an earlier episode says nothing about this one.
+    if (!a || (a.episodeId !== alertId && a.alertId !== alertId)) return;
+    a.acknowledgedBy = by;
+    a.acknowledgedAt = toMs(at);
+  }
+
+  function byWorst(a, b) {
+    return (SEVERITY_RANK[b.severity] || 0) - (SEVERITY_RANK[a.severity] || 0) ||
+      (a.state === "firing" ? 0 : 1) - (b.state === "firing" ? 0 : 1) || (num(b.since) || 0) - (num(a.since) || 0);
+  }
+
+  const byNewest = (a, b) => (num(b.since) || 0) - (num(a.since) || 0) || (num(b.at) || 0) - (num(a.at) || 0);
+
+  function indexAlerts() {
+    const byRoom = new Map();
+    for (const a of state.alerts.values()) {
+      if (!a.roomCode) continue;
+      if (!byRoom.has(a.roomCode)) byRoom.set(a.roomCode, []);
+      byRoom.get(a.roomCode).push(a);
+    }
+    for (const list of byRoom.values()) list.sort(byWorst);
+    state.alertsByRoom = byRoom;
+  }
+
+  function renderAlerts() {
+    const view = document.body.dataset.view;
+    if (view === "global") {
+      renderRooms();
+      renderAlertPanel();
+    } else if (view === "room") {
+      renderRoomAlerts();
+    }
+  }
+
+  function renderAlertPanel() {
+    if (document.body.dataset.view !== "global") return;
+    const now = Date.now();
+    const alerts = [...state.alerts.values()].sort(byNewest);
+    reconcile($("#alerts-table").tBodies[0], alerts, "alert", alertKey, () => createAlertRow(true),
+      (tr, a) => updateAlertRow(tr, a, now));
+    const err = $("#alerts-error");
+    err.hidden = !state.alertsError;
+    err.textContent = state.alertsError ? "Alerts are unavailable: " + state.alertsError : "";
+    const empty = $("#alerts-empty");
+    empty.hidden = alerts.length > 0 || !!state.alertsError;
+    empty.textContent = state.alertsReady ? "No open alerts." : "Waiting for alerts…";
+    const firing = alerts.filter((a) => a.state === "firing").length;
+    $("#alerts-count").textContent = alerts.length
+      ? alerts.length + " open" + (firing && firing < alerts.length ? " · " + firing + " firing" : "")
+      : "";
+  }
+
+  function renderRoomAlerts() {
+    const r = state.room;
+    if (!r) return;
+    const alerts = (state.alertsByRoom.get(r.code) || []).slice().sort(byNewest);
+    const now = Date.now();
+    $("#room-alerts-card").hidden = !alerts.length;
+    reconcile($("#room-alerts-table").tBodies[0], alerts, "alert", alertKey, () => createAlertRow(false),
+      (tr, a) => updateAlertRow(tr, a, now));
+    $("#room-alerts-count").textContent = alerts.length ? String(alerts.length) : "";
+  }
+
+  function severityBadge(severity, pending) {
+    return el("span", { class: "sev sev-" + (severity || "info") + (pending ? " pending" : ""), text: severity || "?" });
+  }
+
+  function createAlertRow(withRoom) {
+    const tr = el(
+      "tr",
+      {},
+      el("td", { class: "c-sev" }),
+      el("td", { class: "c-rule" }, el("div", { class: "primary-text" }), el("div", { class: "muted small mono expr" })),
+      withRoom ? el("td", { class: "c-room" }, el("a", { class: "mono" })) : null,
+      el("td", { class: "c-state" }),
+      el("td", { class: "num c-value" }),
+      el("td", { class: "num c-since" }),
+      el("td", { class: "c-ack" })
+    );
+    return tr;
+  }
+
+  function fmtAlertValue(kind, v) {
+    v = num(v);
+    if (v === null) return "—";
+    if (kind === "latency") return fmtMs(v);
+    if (kind === "capacity" || kind === "heartbeat") return (v * 100).toFixed(v < 0.1 && v > 0 ? 1 : 0) + " %";
+    return fmtTick(v, 2);
+  }
+
+  function updateAlertRow(tr, a, now) {
+    const sev = tr.querySelector(".c-sev");
+    const sevSig = a.severity + ":" + a.state;
+    if (sev.dataset.sig !== sevSig) {
+      sev.dataset.sig = sevSig;
+      sev.replaceChildren(severityBadge(a.severity, a.state === "pending"));
+    }
+    const rule = tr.querySelector(".c-rule");
+    setText(rule.firstChild, a.ruleName || "—");
+    setText(rule.lastChild, a.expression || "");
+    if (rule.lastChild.title !== (a.expression || "")) rule.lastChild.title = a.expression || "";
+    const link = tr.querySelector(".c-room a");
+    if (link) {
+      setText(link, a.roomCode || "—");
+      const href = "#/rooms/" + encodeURIComponent(a.roomCode || "");
+      if (link.getAttribute("href") !== href) link.setAttribute("href", href);
+    }
+    const st = tr.querySelector(".c-state");
+    if (st.textContent !== a.state) st.replaceChildren(el("span", { class: "tag state-" + a.state, text: a.state }));
+    const value = tr.querySelector(".c-value");
+    setText(value, fmtAlertValue(a.kind, a.value));
+    const threshold = num(a.threshold) === null ? "" : "threshold " + fmtAlertValue(a.kind, a.threshold);
+    if (value.title !== threshold) value.title = threshold;
+    const since = num(a.since);
+    setText(tr.querySelector(".c-since"), since === null ? "—" : fmtDuration(now - since));
+    updateAckCell(tr.querySelector(".c-ack"), a);
+  }
+
+  function updateAckCell(cell, a) {
+    const key = alertKey(a);
+    const busy = state.acking.has(key);
+    const sig = a.acknowledgedBy ? "by:" + a.acknowledgedBy + ":" + a.acknowledgedAt : busy ? "busy" : "open";
+    if (cell.dataset.sig === sig) return;
+    cell.dataset.sig = sig;
+    if (a.acknowledgedBy) {
+      const at = toMs(a.acknowledgedAt);
+      cell.replaceChildren(
+        el("span", { class: "acked" }, "✓ ", el("b", { text: a.acknowledgedBy }), at ? " · " + timeFmt.format(at) : "")
+      );
+      cell.title = "Acknowledged by " + a.acknowledgedBy + (at ? ", " + fullFmt.format(new Date(at)) : "");
+      return;
+    }
+    cell.removeAttribute("title");
+    cell.replaceChildren(
+      el("button", {
+        type: "button",
+        class: "small-btn ack",
+        disabled: busy,
+        text: busy ? "Acknowledging…" : "Acknowledge",
+        onclick: () => acknowledge(key),
+      })
+    );
+  }
+
+  /** POST the acknowledgement of the alert's episode; the ALERT_ACK that follows tells every dashboard. */
+  async function acknowledge(key) {
+    const a = state.alerts.get(key);
+    if (!a || state.acking.has(key)) return;
+    const id = a.episodeId || a.alertId;
+    state.acking.add(key);
+    schedule("alerts");
+    try {
+      const resp = await fetch("/api/v1/alerts/" + encodeURIComponent(id) + "/acknowledge", {
+        method: "POST",
+        headers: { Authorization: "Bearer " + state.token, Accept: "application/json" },
+        cache: "no-store",
+      });
+      if (resp.ok) {
+        const body = await resp.json();
+        markAcknowledged(key, id, body.acknowledgedBy, body.acknowledgedAt);
+      } else {
+        let detail = "";
+        try {
+          detail = (await resp.json()).detail || "";
+        } catch (e) {
+          /* not a problem document */
+        }
+        const reasons = {
+          401: "the API refused the token",
+          403: "this token may not acknowledge alerts",
+          404: "the alert is not in the history yet; try again in a few seconds",
+          503: "the history store is unavailable",
+        };
+        toast("Could not acknowledge the alert: " + (reasons[resp.status] || detail || "HTTP " + resp.status));
+      }
+    } catch (e) {
+      toast("Could not acknowledge the alert: the API could not be reached.");
+    } finally {
+      state.acking.delete(key);
+      schedule("alerts");
+    }
   }
 
   // -- room view -------------------------------------------------------------------------------------
@@ -570,6 +832,7 @@
     $("#roster-filter").value = state.rosterFilter;
     renderRoomError();
     renderRoomKpis();
+    renderRoomAlerts();
     renderRoster();
     renderHistogram();
     renderHistory();
@@ -1103,10 +1366,14 @@
   function tick() {
     if (state.connState === "reconnecting") renderConn();
     const view = document.body.dataset.view;
-    if (view === "global") renderRoomsUpdated();
+    if (view === "global") {
+      renderRoomsUpdated();
+      renderAlertPanel();
+    }
     if (view === "room" && state.room) {
       renderRoomUpdated();
       renderRoster();
+      renderRoomAlerts();
     }
   }
 

@@ -1,0 +1,255 @@
+"""Alert rules: the built-in kinds, the room metrics an expression may use, and CEL compilation.
+
+Every rule is evaluated the same way: a CEL expression (Common Expression Language, compiled and
+run by the ``common-expression-language`` package, never Python ``eval``) over one room's
+metrics. The built-in kinds only write that expression for the operator from a threshold:
+
+    capacity   utilization > T                                  T = 0.8
+    latency    avgLatencyMs > T                                 T = 500 (ms)
+    heartbeat  staleSessions > 0 || heartbeatRateDrop > T       T = 0.5
+    custom     the operator's expression, e.g. online > 900 && avgLatencyMs > 300
+
+A firing alert resolves only when its *resolve* expression holds. For the built-ins that is the
+threshold lowered by the hysteresis (``alert_hysteresis``, 10 %: capacity fires above 0.8 and
+resolves below 0.72), so a value hovering at the threshold does not flap; a custom rule may give
+its own, and otherwise resolves when its expression no longer holds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+KINDS = ("capacity", "latency", "heartbeat", "custom")
+SEVERITIES = ("info", "warning", "critical")
+SCOPES = ("room", "room_type", "tenant")
+CHANNEL_TYPES = ("in_app", "webhook", "email")
+
+DEFAULT_THRESHOLDS = {"capacity": 0.8, "latency": 500.0, "heartbeat": 0.5}
+
+# The room metrics an expression may use: name -> (CEL type, meaning). The evaluator provides
+# exactly these; a rule naming anything else is refused when it is created.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "online": ("int", "sessions in the room, every node"),
+    "capacity": ("int", "the room's capacity"),
+    "utilization": ("double", "online / capacity (0 when capacity is 0)"),
+    "peak": ("int", "most sessions at once this hour"),
+    "users": ("int", "distinct users in the room"),
+    "avgLatencyMs": ("double", "mean of the sessions' last reported latency, ms"),
+    "staleSessions": ("int", "online sessions whose last heartbeat is older than alert_stale_heartbeat_s"),
+    "oldestHeartbeatAgeS": ("double", "age of the oldest last heartbeat among online sessions, s"),
+    "heartbeatRateDrop": (
+        "double",
+        "share of online sessions that missed their heartbeat (none for 1.5 intervals): how far the "
+        "room's heartbeat rate fell below the expected online / interval",
+    ),
+    "roomCode": ("string", "the room's code"),
+    "tenant": ("string", "the room's tenant"),
+}
+
+# A context with every variable, used to type-check an expression when a rule is created.
+_SAMPLE = {
+    "online": 7,
+    "capacity": 10,
+    "utilization": 0.7,
+    "peak": 9,
+    "users": 5,
+    "avgLatencyMs": 42.5,
+    "staleSessions": 1,
+    "oldestHeartbeatAgeS": 3.5,
+    "heartbeatRateDrop": 0.25,
+    "roomCode": "room",
+    "tenant": "tenant",
+}
+
+MAX_EXPRESSION = 1000
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class AlertRuleError(ValueError):
+    """A rule that cannot be used; ``field`` names the offending field (camelCase, as in the API)."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+def compile_expression(text: str, field_name: str = "expression") -> cel.Program:
+    """Compile a CEL expression over the room metrics; AlertRuleError with the parser's message.
+
+    Besides parsing, the expression must name only known metrics and evaluate to a boolean
+    (checked by running it once over sample metrics).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise AlertRuleError(field_name, "must be a non-empty CEL expression")
+    if len(text) > MAX_EXPRESSION:
+        raise AlertRuleError(field_name, f"must be at most {MAX_EXPRESSION} characters")
+    try:
+        program = cel.compile(text)
+    except Exception as exc:  # the library raises ValueError with the parser's message
+        raise AlertRuleError(field_name, f"not a valid CEL expression: {exc}") from None
+    unknown = sorted(set(program.variables()) - VARIABLES.keys())
+    if unknown:
+        raise AlertRuleError(
+            field_name, f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(VARIABLES)}"
+        )
+    try:
+        result = program.execute(_SAMPLE)
+    except Exception as exc:
+        raise AlertRuleError(field_name, f"cannot be evaluated: {exc}") from None
+    if not isinstance(result, bool):
+        raise AlertRuleError(field_name, f"must evaluate to a boolean, got {type(result).__name__}")
+    return program
+
+
+def _number(value: float) -> str:
+    """A CEL double literal (always with a decimal point: CEL does not compare int to double loosely)."""
+    text = repr(float(value))
+    return text if ("." in text or "e" in text) else text + ".0"
+
+
+def builtin_expressions(kind: str, threshold: float, hysteresis: float) -> tuple[str, str]:
+    """(fire, resolve) CEL expressions of a built-in kind at ``threshold``."""
+    low = round(threshold * (1.0 - hysteresis), 9)
+    if kind == "capacity":
+        return f"utilization > {_number(threshold)}", f"utilization < {_number(low)}"
+    if kind == "latency":
+        return f"avgLatencyMs > {_number(threshold)}", f"avgLatencyMs < {_number(low)}"
+    if kind == "heartbeat":
+        return (
+            f"staleSessions > 0 || heartbeatRateDrop > {_number(threshold)}",
+            f"staleSessions == 0 && heartbeatRateDrop < {_number(low)}",
+        )
+    raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
+
+
+VALUE_METRIC = {"capacity": "utilization", "latency": "avgLatencyMs", "heartbeat": "heartbeatRateDrop"}
+
+
+def check_threshold(kind: str, threshold: Any) -> float | None:
+    """The threshold a rule of ``kind`` uses (its default when None)."""
+    if kind == "custom":
+        if threshold is not None:
+            raise AlertRuleError(
+                "threshold", "applies to the built-in kinds only; a custom rule has an expression"
+            )
+        return None
+    if threshold is None:
+        return DEFAULT_THRESHOLDS[kind]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0:
+        raise AlertRuleError("threshold", "must be a positive number")
+    if kind in ("capacity", "heartbeat") and threshold > 1:
+        raise AlertRuleError("threshold", f"a {kind} threshold is a ratio between 0 and 1")
+    return float(threshold)
+
+
+def check_channels(value: Any) -> list[dict]:
+    """Validate a rule's notification channels; returns them normalised.
+
+    ``{"type": "in_app"}``, ``{"type": "webhook", "url": "https://..."}`` or
+    ``{"type": "email", "to": ["ops@example.com"]}`` (``to`` optional: ``smtp_to`` then).
+    """
+    if not isinstance(value, list):
+        raise AlertRuleError("channels", "must be a list of channel objects")
+    out = []
+    for i, channel in enumerate(value):
+        where = f"channels[{i}]"
+        if not isinstance(channel, dict) or channel.get("type") not in CHANNEL_TYPES:
+            raise AlertRuleError(where, f"must be an object whose type is one of {', '.join(CHANNEL_TYPES)}")
+        kind = channel["type"]
+        allowed = {"in_app": {"type"}, "webhook": {"type", "url"}, "email": {"type", "to"}}[kind]
+        extra = sorted(set(channel) - allowed)
+        if extra:
+            raise AlertRuleError(where, f"unknown field(s) {', '.join(extra)} for a {kind} channel")
+        if kind == "webhook":
+            url = channel.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
+                raise AlertRuleError(f"{where}.url", "must be an http:// or https:// URL")
+        if kind == "email" and "to" in channel:
+            to = channel["to"]
+            if (
+                not isinstance(to, list)
+                or not to
+                or not all(isinstance(a, str) and _EMAIL.match(a) for a in to)
+            ):
+                raise AlertRuleError(f"{where}.to", "must be a non-empty list of email addresses")
+        out.append(dict(channel))
+    return out
+
+
+@dataclass
+class AlertRule:
+    """One rule as the evaluator uses it (a row of ``dat_spd_alert_rule``)."""
+
+    rule_id: str
+    tenant: str
+    name: str
+    kind: str
+    expression: str
+    resolve_expression: str | None = None
+    threshold: float | None = None
+    scope: str = "tenant"
+    room_id: str | None = None
+    room_type_id: str | None = None
+    severity: str = "warning"
+    for_seconds: int = 0
+    channels: list[dict] = field(default_factory=list)
+    enabled: bool = True
+    _fire: cel.Program | None = field(default=None, repr=False, compare=False)
+    _resolve: cel.Program | None = field(default=None, repr=False, compare=False)
+
+    def compile(self) -> AlertRule:
+        """Compile both expressions (AlertRuleError if either is unusable)."""
+        self._fire = compile_expression(self.expression)
+        self._resolve = (
+            compile_expression(self.resolve_expression, "resolveExpression")
+            if self.resolve_expression
+            else None
+        )
+        return self
+
+    def fires(self, metrics: dict) -> bool:
+        """Whether the condition holds for a room's metrics."""
+        return self._fire.execute(metrics) is True
+
+    def resolves(self, metrics: dict) -> bool:
+        """Whether a firing alert may resolve (hysteresis): the resolve expression, else not firing."""
+        if self._resolve is None:
+            return self._fire.execute(metrics) is not True
+        return self._resolve.execute(metrics) is True
+
+    def value(self, metrics: dict) -> float | None:
+        """The figure an alert reports: the built-in's metric (None for custom rules)."""
+        name = VALUE_METRIC.get(self.kind)
+        return None if name is None else float(metrics.get(name, 0))
+
+
+def make_rule_expressions(
+    kind: str, threshold: Any, expression: Any, resolve_expression: Any, hysteresis: float
+) -> tuple[str, str | None, float | None]:
+    """(expression, resolveExpression, threshold) to store for a rule as the API receives it.
+
+    Built-in kinds take a threshold (or their default) and write both expressions; a custom rule
+    takes an expression and optionally a resolve expression. Each is compiled here, so a bad one
+    is refused at create time with the CEL parser's message.
+    """
+    if kind not in KINDS:
+        raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
+    value = check_threshold(kind, threshold)
+    if kind != "custom":
+        if expression is not None or resolve_expression is not None:
+            raise AlertRuleError(
+                "expression", f"a {kind} rule writes its own expression from threshold; use kind custom"
+            )
+        fire, resolve = builtin_expressions(kind, value, hysteresis)
+        return fire, resolve, value
+    if expression is None:
+        raise AlertRuleError("expression", "is required for a custom rule")
+    compile_expression(expression)
+    if resolve_expression is not None:
+        compile_expression(resolve_expression, "resolveExpression")
+    return expression, resolve_expression, None
