@@ -29,9 +29,16 @@ $(VENV)/.built: $(VENV)/.installed $(PYX)
 build: $(VENV)/.built
 
 # Browser tests: Debian's chromium and Playwright's Python package (never `playwright install`:
-# it downloads a browser of its own, which this machine cannot).
-$(VENV)/.browser: $(VENV)/.installed
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# it downloads a browser of its own, which this machine cannot), and Debian's firefox-esr, driven
+# over WebDriver BiDi (tests/dashboard/bidi.py). Installs only what is missing, with one update;
+# checked again when this Makefile changes.
+$(VENV)/.browser: $(VENV)/.installed Makefile
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v firefox-esr >/dev/null 2>&1 || missing="$$missing firefox-esr"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	@touch $@
 
 run: build

@@ -1,4 +1,5 @@
-"""A real Chromium for the dashboard's browser tests (Playwright driving Debian's chromium)."""
+"""Real browsers for the dashboard's tests: Playwright driving Debian's chromium, and Debian's
+firefox-esr driven over WebDriver BiDi (``bidi.py``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ CHROMIUM_ARGS = [
 def chromium_path() -> str | None:
     """SPIDI_CHROMIUM, else Debian's /usr/bin/chromium, else whatever `chromium` is on PATH."""
     for candidate in (os.environ.get("SPIDI_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def firefox_path() -> str | None:
+    """SPIDI_FIREFOX, else Debian's /usr/bin/firefox-esr, else whatever `firefox-esr` is on PATH."""
+    for candidate in (os.environ.get("SPIDI_FIREFOX"), "/usr/bin/firefox-esr", shutil.which("firefox-esr")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -66,3 +75,17 @@ async def page(browser):
     yield page
     await context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+async def firefox(tmp_path):
+    """A headless firefox-esr on a fresh profile and a WebDriver BiDi session on it; killed afterwards."""
+    path = firefox_path()
+    if path is None:
+        pytest.skip(
+            "firefox-esr is not installed (apt-get install -y firefox-esr); the Firefox test needs it"
+        )
+    from .bidi import launch_firefox
+
+    async with launch_firefox(path, tmp_path / "firefox") as session:
+        yield session
