@@ -15,6 +15,10 @@ from spidi_server.stores.embedded_redis import EmbeddedRedis
 
 from .pg_fixtures import empty_pg_dsn, pg, pg_dsn, pg_server  # noqa: F401  (shared fixtures)
 
+# @pytest.mark.hardening: records each fault/hostile/security test's outcome for the table in
+# docs/operations.md (rules in the module's docstring).
+pytest_plugins = ["tests.hardening_report"]
+
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 

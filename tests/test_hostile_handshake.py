@@ -99,6 +99,11 @@ def refusals(node, reason: str) -> float:
     ids=["tls-on-plain", "garbage", "post", "http10", "no-upgrade", "no-connection", "upgrade-h2c",
          "no-key", "short-key", "bad-key", "version-8", "no-version", "huge-header", "many-headers"],
 )  # fmt: skip
+@pytest.mark.hardening(
+    "hostile",
+    "Malformed upgrades: TLS or garbage on the plain port, POST, HTTP/1.0, missing or bad Upgrade, Connection, key or version, a 20 KB header, 300 headers",
+    "A 4xx answer, never 101 (picows may drop an over-size request unanswered); the node keeps serving",
+)
 async def test_malformed_handshake_is_refused_with_4xx(node, transport, request_bytes, statuses):
     port = node.transport.port
     response = await raw_exchange(port, request_bytes)
@@ -111,6 +116,9 @@ async def test_malformed_handshake_is_refused_with_4xx(node, transport, request_
     await assert_serving(node)
 
 
+@pytest.mark.hardening(
+    "hostile", "An upgrade request on a path other than /ws", "404; the same request on /ws gets 101"
+)
 async def test_wrong_path_is_404_and_valid_upgrade_is_101(node):
     assert status_of(await raw_exchange(node.transport.port, upgrade("/other"))) == 404
     assert status_of(await raw_exchange(node.transport.port, upgrade())) == 101
@@ -119,6 +127,11 @@ async def test_wrong_path_is_404_and_valid_upgrade_is_101(node):
 # -- slowloris ------------------------------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "A TCP connection opened and left silent (slowloris)",
+    "Closed after handshake_timeout_s; the node keeps serving",
+)
 async def test_idle_tcp_connection_is_closed_after_handshake_timeout(node_factory):
     node = await node_factory(handshake_timeout_s=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", node.transport.port)
@@ -134,6 +147,11 @@ async def test_idle_tcp_connection_is_closed_after_handshake_timeout(node_factor
     await assert_serving(node)
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "An upgrade request trickled one byte at a time",
+    "Cut at handshake_timeout_s, before it completes",
+)
 async def test_handshake_trickled_byte_by_byte_is_cut_at_the_timeout(node_factory):
     node = await node_factory(handshake_timeout_s=0.6)
     reader, writer = await asyncio.open_connection("127.0.0.1", node.transport.port)
@@ -169,6 +187,11 @@ async def test_handshake_trickled_byte_by_byte_is_cut_at_the_timeout(node_factor
 # -- connection caps ------------------------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "More connections than max_connections",
+    "503 server full with Retry-After, counted; clients already in are served; a freed slot admits a newcomer",
+)
 async def test_node_wide_cap_answers_503(node_factory):
     node = await node_factory(max_connections=3)
     token = token_for(node.settings, "u", "spidi:user")
@@ -188,6 +211,11 @@ async def test_node_wide_cap_answers_503(node_factory):
         await client.close()
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "More simultaneous connections from one address than max_connections_per_ip",
+    "429 too many connections (picows: close 1013), counted; admitted again once one closes",
+)
 async def test_per_ip_concurrent_limit(node_factory, transport):
     node = await node_factory(max_connections_per_ip=2)
     token = token_for(node.settings, "u", "spidi:user")
@@ -213,6 +241,11 @@ async def assert_refused_per_ip(node, transport: str, text: bytes) -> None:
         assert client.ws.close_code == 1013 and text.decode() in client.ws.close_reason
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "New connections from one address faster than connection_rate_per_ip",
+    "429 too many new connections (picows: close 1013); admitted again when the bucket refills",
+)
 async def test_per_ip_connection_rate_limit(node_factory, transport):
     node = await node_factory(connection_rate_per_ip=2.0, connection_burst_per_ip=3)
     token = token_for(node.settings, "u", "spidi:user")
@@ -225,6 +258,11 @@ async def test_per_ip_connection_rate_limit(node_factory, transport):
         await client.close()
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "60 simultaneous connections from one address against a cap of 20",
+    "Never more than 20 held, the rest refused and counted; every slot freed afterwards",
+)
 async def test_connection_storm_is_bounded_and_the_node_recovers(node_factory):
     """A burst of 60 simultaneous connections against a cap of 20 per IP: never more than 20 held."""
     node = await node_factory(max_connections_per_ip=20)

@@ -45,6 +45,9 @@ def refusals(node, reason: str) -> float:
 # -- size -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "hostile", "A WebSocket message larger than 4 x max_frame_size", "Closed 1009; other clients unaffected"
+)
 async def test_oversized_websocket_message_is_closed_1009(node_factory):
     node = await node_factory(max_frame_size=4096)  # WebSocket messages up to 4 x that
     watcher = await user(node, "watcher")
@@ -56,6 +59,7 @@ async def test_oversized_websocket_message_is_closed_1009(node_factory):
     await watcher.close()
 
 
+@pytest.mark.hardening("hostile", "An over-size message sent in six fragments", "Closed 1009")
 async def test_oversized_fragmented_message_is_closed_1009(node_factory):
     node = await node_factory(max_frame_size=4096)
     big = await user(node, "big")
@@ -64,6 +68,9 @@ async def test_oversized_fragmented_message_is_closed_1009(node_factory):
     await good_client_works(node)
 
 
+@pytest.mark.hardening(
+    "hostile", "A STOMP frame with 100 headers (max_headers 64)", "ERROR too-many-headers, close 1002"
+)
 async def test_too_many_stomp_headers(node):
     bad = await user(node, "bad")
     headers = {f"x-{i}": "v" for i in range(100)}
@@ -74,6 +81,11 @@ async def test_too_many_stomp_headers(node):
     await good_client_works(node)
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "A STOMP header line of 9,000 bytes (max_header_line 8192)",
+    "ERROR header-line-too-long, close 1002",
+)
 async def test_header_line_too_long(node):
     bad = await user(node, "bad")
     await bad.send("SEND", {"destination": "/app/hello", "x": "v" * 9000}, "{}")
@@ -87,6 +99,9 @@ async def test_header_line_too_long(node):
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+@pytest.mark.hardening(
+    "hostile", "Text and binary messages with invalid UTF-8", "ERROR not valid UTF-8, close 1007, counted"
+)
 async def test_invalid_utf8_message_is_closed_1007(node, binary):
     bad = await user(node, "bad")
     payload = encode("SEND", {"destination": "/app/hello", "x": "caf\xe9"}).replace(
@@ -101,6 +116,9 @@ async def test_invalid_utf8_message_is_closed_1007(node, binary):
     await good_client_works(node)
 
 
+@pytest.mark.hardening(
+    "hostile", "Non-ASCII (valid UTF-8) user, client id and device (control case)", "Accepted: WELCOME"
+)
 async def test_valid_utf8_passes(node):
     client = await user(node, "ünïcode")
     welcome = await client.hello("lobby", "téléphone", device="Pixel ☃")
@@ -131,6 +149,11 @@ HELLO = {"roomCode": "lobby", "clientId": "c", "appVersion": "1"}
     ids=["depth-5000", "depth-20", "heartbeat-depth-3000", "long-number", "infinite-number", "big-int",
          "huge-string", "wide-array", "huge-session-id"],
 )  # fmt: skip
+@pytest.mark.hardening(
+    "hostile",
+    "JSON bombs in SEND bodies: nesting 20 to 5,000 deep, 4,000-digit and infinite numbers, 60 KB strings, 10,000-item arrays",
+    "An application error (BAD_JSON, BAD_REQUEST, UNKNOWN_SESSION) within 1 s; the connection stays usable",
+)
 async def test_json_bombs_get_an_error_and_the_connection_stays(node, destination, body, codes):
     bomber = await user(node, "bomber")
     started = time.monotonic()
@@ -147,6 +170,11 @@ async def test_json_bombs_get_an_error_and_the_connection_stays(node, destinatio
 # -- destinations and subscriptions ---------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "SEND and SUBSCRIBE to unknown or malformed destinations",
+    "UNKNOWN_DESTINATION (or FORBIDDEN) error; the connection stays",
+)
 async def test_unknown_destinations_keep_the_connection(node):
     client = await user(node)
     for i, destination in enumerate(["/app/nowhere", "/app/hello/../leave", "/queue/x", "", "/app/HELLO"]):
@@ -161,6 +189,11 @@ async def test_unknown_destinations_keep_the_connection(node):
     await client.close()
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "30 SUBSCRIBEs on one connection (max_subscriptions 10)",
+    "TOO_MANY_SUBSCRIPTIONS for each one beyond 10; the connection stays",
+)
 async def test_subscription_flood_is_capped_per_connection(node_factory):
     node = await node_factory(max_subscriptions=10)
     flooder = await user(node, "flooder", subscribe_user=False)
@@ -182,6 +215,11 @@ async def test_subscription_flood_is_capped_per_connection(node_factory):
 # -- floods ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "300 heartbeats as fast as possible (limit 50/s, burst 100)",
+    "ERROR message rate limit exceeded, close 1008, counted; a bystander keeps its service",
+)
 async def test_message_flood_gets_error_then_close(node_factory):
     node = await node_factory(max_message_rate=50, max_message_burst=100)
     bystander = await user(node, "bystander")
@@ -204,6 +242,11 @@ async def test_message_flood_gets_error_then_close(node_factory):
     await bystander.close()
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "40 STOMP frames packed into one WebSocket message (limit 10/s, burst 20)",
+    "Counted frame by frame: ERROR, close 1008",
+)
 async def test_frames_packed_in_one_message_count_one_by_one(node_factory):
     node = await node_factory(max_message_rate=10, max_message_burst=20)
     packer = await user(node, "packer", subscribe_user=False)
@@ -214,6 +257,9 @@ async def test_frames_packed_in_one_message_count_one_by_one(node_factory):
     await good_client_works(node)
 
 
+@pytest.mark.hardening(
+    "hostile", "A client at half the message rate limit for 1.5 s (control case)", "Never refused"
+)
 async def test_steady_client_under_the_rate_is_never_refused(node_factory):
     node = await node_factory(max_message_rate=20, max_message_burst=5)
     client = await user(node, "steady")
@@ -226,6 +272,9 @@ async def test_steady_client_under_the_rate_is_never_refused(node_factory):
     await client.close()
 
 
+@pytest.mark.hardening(
+    "hostile", "40 bare EOL heart-beats (limit 10/s)", "Counted like frames: ERROR, close 1008"
+)
 async def test_eol_flood_counts_too(node_factory):
     node = await node_factory(max_message_rate=10, max_message_burst=10)
     client = await user(node, "eols", subscribe_user=False)

@@ -116,6 +116,11 @@ class RawMonitor:
                 return
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "A monitor with 16 roster subscriptions of a busy room stops reading",
+    "Its queued bytes stay under max_send_buffer plus one publication; closed 1008 slow consumer; a reading monitor keeps every update",
+)
 async def test_slow_consumer_is_cut_and_others_keep_receiving(node_factory):
     node = await node_factory(max_send_buffer=CAP, max_message_rate=0)
     users = []
@@ -193,6 +198,11 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(node_factory):
         await client.close()
 
 
+@pytest.mark.hardening(
+    "hostile",
+    "A monitor that never reads again, not even the close frame",
+    "Aborted after the close grace period; the node lets go of it",
+)
 async def test_client_that_never_reads_is_dropped_even_if_it_never_resumes(node_factory):
     """Nobody reads the close frame: the connection is aborted after the grace period anyway."""
     node = await node_factory(max_send_buffer=16 * 1024, max_message_rate=0)

@@ -83,6 +83,11 @@ def transport(request) -> str:
     return request.param
 
 
+@pytest.mark.hardening(
+    "security",
+    "Forged tokens against an RS256 node: alg none/None, HS256 keyed with the public key, RS384, ES256, another key, swapped payload, no signature, garbage",
+    "ERROR (algorithm not accepted / invalid token), close 1008; the genuine token connects",
+)
 async def test_forged_tokens_against_an_rs256_node(node_factory, tmp_path, rsa_keys, ec_keys):
     public_pem = pem_public(rsa_keys[0])
     path = tmp_path / "public.pem"
@@ -117,6 +122,9 @@ async def test_forged_tokens_against_an_rs256_node(node_factory, tmp_path, rsa_k
             assert message == "invalid token", (name, message)
 
 
+@pytest.mark.hardening(
+    "security", "alg none, HS512 and RS256 tokens against an HS256 node", "ERROR algorithm not accepted"
+)
 async def test_forged_tokens_against_an_hs256_node(node, rsa_keys):
     secret = node.settings.jwt_secret.encode()
     assert (await outcome(node, hand_signed({"alg": "HS256"}, claims(), secret)))[0] == "CONNECTED"
@@ -129,6 +137,9 @@ async def test_forged_tokens_against_an_hs256_node(node, rsa_keys):
         assert kind == "ERROR" and "algorithm not accepted" in message
 
 
+@pytest.mark.hardening(
+    "security", "jwt_algorithms with none, HS512, or HS mixed with RS", "Start refused (ConfigError)"
+)
 def test_settings_refuse_none_and_mixed_algorithms():
     for algorithms in (["none"], ["HS256", "RS256"], ["RS256", "HS256"], ["HS512"]):
         with pytest.raises(ConfigError):
@@ -138,6 +149,11 @@ def test_settings_refuse_none_and_mixed_algorithms():
 # -- time claims, issuer, audience ----------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "security",
+    "Tokens expired or not yet valid, inside and beyond the 5 s leeway; a token without exp",
+    "Inside the leeway accepted; beyond it or without exp: ERROR naming the claim",
+)
 async def test_exp_and_nbf_with_the_leeway(node_factory):
     node = await node_factory(jwt_leeway_s=5.0)
     secret = node.settings.jwt_secret
@@ -158,6 +174,11 @@ async def test_exp_and_nbf_with_the_leeway(node_factory):
     )
 
 
+@pytest.mark.hardening(
+    "security",
+    "Missing or wrong iss / aud when the node requires them",
+    "ERROR naming the claim; correct tokens connect",
+)
 async def test_issuer_and_audience_when_configured(node_factory):
     node = await node_factory(jwt_issuer="https://id.example", jwt_audience="spidi")
     secret = node.settings.jwt_secret
@@ -183,6 +204,11 @@ async def test_issuer_and_audience_when_configured(node_factory):
 # -- key rotation ---------------------------------------------------------------------------------
 
 
+@pytest.mark.hardening(
+    "security",
+    "HS256 keys selected by kid: right key, another kid's key, unknown kid, no kid",
+    "Only the right kid and key connect; the others are refused with the reason",
+)
 async def test_hs256_keys_selected_by_kid(node_factory):
     keys = {"2024": "old-secret-" + "x" * 32, "2025": "new-secret-" + "y" * 32}
     node = await node_factory(jwt_keys=keys, jwt_secret="", dev=False)
@@ -207,6 +233,9 @@ async def test_hs256_keys_selected_by_kid(node_factory):
     assert await outcome(node, minted) == ("CONNECTED", "carol")
 
 
+@pytest.mark.hardening(
+    "security", "RS256 keys selected by kid: a token signed with the other kid's key", "ERROR invalid token"
+)
 async def test_rs256_keys_selected_by_kid(node_factory, tmp_path, rsa_keys):
     paths = {}
     for kid, key in zip(("a", "b"), rsa_keys, strict=True):
@@ -222,6 +251,11 @@ async def test_rs256_keys_selected_by_kid(node_factory, tmp_path, rsa_keys):
     assert await outcome(node, wrong) == ("ERROR", "invalid token")
 
 
+@pytest.mark.hardening(
+    "security",
+    "An unreadable PEM, a missing key file, a broken JWKS in the configuration",
+    "Start refused, naming the setting",
+)
 def test_bad_key_files_stop_the_start(tmp_path):
     from spidi_server.auth import TokenVerifier
 
@@ -253,6 +287,11 @@ def rewrite(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+@pytest.mark.hardening(
+    "security",
+    "The JWKS file rotated (a key retired, two added), then broken; an HS (oct) key in an ES256 JWKS",
+    "New keys accepted and the retired one refused within a second; a broken file keeps the previous keys; the oct key never verifies",
+)
 async def test_jwks_file_reloaded_when_it_changes(node_factory, tmp_path, ec_keys):
     path = tmp_path / "jwks.json"
     # An "oct" (HS) key in an ES256 deployment's JWKS is ignored: it could never verify anything.

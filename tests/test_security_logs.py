@@ -32,6 +32,11 @@ def token(sub: str, secret: str = SECRET, **extra) -> str:
     return jwt.encode({"sub": sub, "roles": ["spidi:user"], "exp": now + 600, **extra}, secret, "HS256")
 
 
+@pytest.mark.hardening(
+    "security",
+    "Good and bad tokens in the query string, Authorization and passcode against a node logging at debug",
+    "No token, payload or signature text in any log line",
+)
 async def test_tokens_never_appear_in_logs(tmp_path, redis_url, redis_sync, transport):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env.update(SPIDI_REDIS_URL=redis_url, SPIDI_JWT_SECRET=SECRET, SPIDI_LOG_LEVEL="debug",

@@ -32,6 +32,11 @@ async def connects(node, origin: str | None) -> bool:
     return True
 
 
+@pytest.mark.hardening(
+    "security",
+    "WebSocket handshakes from allowed, foreign, look-alike and null origins",
+    "Foreign ones 403 and counted; allowed origins and clients without Origin connect",
+)
 async def test_websocket_origin_checked_against_the_list(node_factory):
     node = await node_factory(allowed_origins=[APP, "http://localhost:3000"])
     assert await connects(node, APP)
@@ -43,12 +48,20 @@ async def test_websocket_origin_checked_against_the_list(node_factory):
     assert node.metrics.refusals.labels(reason="origin")._value.get() == 3
 
 
+@pytest.mark.hardening(
+    "security", "Any origin while allowed_origins is empty (the development default)", "Accepted"
+)
 async def test_empty_list_allows_every_origin(node):
     assert node.settings.allowed_origins == []
     assert await connects(node, EVIL)
     assert await connects(node, APP)
 
 
+@pytest.mark.hardening(
+    "security",
+    "allowed_origins entries that are not origins (no scheme, a path, ftp)",
+    "Start refused (ConfigError)",
+)
 def test_origins_must_be_origins():
     from spidi_server.errors import ConfigError
     from spidi_server.settings import Settings
@@ -58,6 +71,11 @@ def test_origins_must_be_origins():
             Settings(allowed_origins=[bad]).validate()
 
 
+@pytest.mark.hardening(
+    "security",
+    "CORS requests and preflights on the ops port from allowed and foreign origins",
+    "Allow-Origin only for allowed origins, errors included; a foreign preflight gets 403; never credentials",
+)
 async def test_cors_on_the_ops_port(node_factory):
     node = await node_factory(allowed_origins=[APP])
     base = node.ops.url
@@ -86,6 +104,7 @@ async def test_cors_on_the_ops_port(node_factory):
             assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
 
 
+@pytest.mark.hardening("security", "CORS while allowed_origins is empty", "Any origin allowed")
 async def test_cors_with_an_empty_list_allows_any_origin(node):
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{node.ops.url}/metrics", headers={"Origin": EVIL}) as resp:

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import ssl
 import time
 
 import aiohttp
 import pytest
 import websockets
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from spidi_server.errors import ConfigError
 from spidi_server.settings import Settings
 
+from .certs import write_self_signed
 from .conftest import token_for
 from .stomp_client import Client
 
@@ -33,35 +28,7 @@ def transport(request) -> str:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
     """(cert file, key file) of a self-signed certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spidi test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_file), str(key_file)
+    return write_self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -75,6 +42,11 @@ def trusting(certificate) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certificate[0])
 
 
+@pytest.mark.hardening(
+    "security",
+    "wss:// and https:// with a certificate the client trusts",
+    "STOMP session, /health and /metrics work over TLS",
+)
 async def test_wss_and_https_with_a_trusted_certificate(tls_node, certificate):
     node = tls_node
     assert node.ws_url.startswith("wss://") and node.ops.url.startswith("https://")
@@ -93,6 +65,11 @@ async def test_wss_and_https_with_a_trusted_certificate(tls_node, certificate):
     await client.close()
 
 
+@pytest.mark.hardening(
+    "security",
+    "A client that does not trust the certificate; plain ws:// and http:// to the TLS ports",
+    "Refused (certificate or handshake error); trusting clients still served",
+)
 async def test_untrusted_and_plaintext_clients_are_refused(tls_node, certificate):
     node = tls_node
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -110,6 +87,11 @@ async def test_untrusted_and_plaintext_clients_are_refused(tls_node, certificate
     await client.close()
 
 
+@pytest.mark.hardening(
+    "security",
+    "A TCP connection to the TLS port that never starts the TLS handshake",
+    "Cut within handshake_timeout_s",
+)
 async def test_silent_client_is_cut_during_the_tls_handshake(tls_node):
     reader, writer = await asyncio.open_connection("127.0.0.1", tls_node.transport.port)
     started = time.monotonic()
@@ -119,6 +101,9 @@ async def test_silent_client_is_cut_during_the_tls_handshake(tls_node):
     assert time.monotonic() - started < 4
 
 
+@pytest.mark.hardening(
+    "security", "A certificate without its key, or a missing certificate file", "Start refused (ConfigError)"
+)
 def test_certificate_and_key_go_together(certificate, tmp_path):
     with pytest.raises(ConfigError, match="go together"):
         Settings(tls_cert_file=certificate[0]).validate()

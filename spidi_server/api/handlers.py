@@ -133,6 +133,10 @@ def _window(query: dict, default: timedelta) -> tuple[datetime, datetime]:
     return start, end
 
 
+# Columns every write moves: not "changed fields" of an audit line.
+_AUDIT_COLUMNS = ("createdAt", "createdBy", "updatedAt", "updatedBy")
+
+
 def _not_found(what: str, ident: str) -> Problem:
     return Problem("not-found", f"no {what} {ident}")
 
@@ -286,15 +290,23 @@ async def get_room_type(api: Api, call: Call) -> web.Response:
 async def _update_room_type(api: Api, call: Call, changes: dict) -> web.Response:
     """Apply changes to a room type; rooms of the type may get a new capacity, so every node refreshes."""
     type_id, claims = call.path["type_id"], call.claims
+
+    def work(conn):
+        # Read before writing, in the same transaction, so the audit line says what changed.
+        before = queries.get_room_type(conn, type_id)
+        if before is None:
+            return None, None
+        return before, queries.update_room_type(conn, type_id, changes, actor=claims.user_id)
+
     try:
-        row = await api.db(
-            claims.tenant, lambda c: queries.update_room_type(c, type_id, changes, actor=claims.user_id)
-        )
+        before, row = await api.db(claims.tenant, work)
     except queries.ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     if row is None:
         raise _not_found("room type", type_id)
-    audit("room_type_updated", claims, room_type_id=type_id, code=row["code"], fields=changes)
+    old, new = room_type_json(before), room_type_json(row)
+    diff = {k: [old[k], new[k]] for k in new if old[k] != new[k] and k not in _AUDIT_COLUMNS}
+    audit("room_type_updated", claims, room_type_id=type_id, code=row["code"], changes=diff)
     # A new default capacity changes every room of the type, in any tenant.
     await api.rooms_changed("*", "*")
     return json_response(room_type_json(row))
@@ -390,7 +402,7 @@ async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
         raise _not_found("room", room_id)
     default = api.node.settings.default_room_capacity
     old, new = room_json(before, default), room_json(after, default)
-    diff = {k: [old[k], new[k]] for k in new if old[k] != new[k] and k not in ("updatedAt", "updatedBy")}
+    diff = {k: [old[k], new[k]] for k in new if old[k] != new[k] and k not in _AUDIT_COLUMNS}
     audit("room_updated", claims, room_id=room_id, room_code=after["code"], changes=diff)
     await api.rooms_changed(claims.tenant, after["code"])
     return json_response(new)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,21 @@ class Call:
 
 
 Handler = Callable[["Api", Call], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the audit log needs of the request a handler is serving (``service.audit``)."""
+
+    method: str
+    path: str
+    body_fields: tuple[str, ...]  # the body fields the caller gave, by wire name (camelCase)
+
+
+# Set around each handler call (each aiohttp request runs in a task of its own, so a context
+# variable is per request): ``service.audit`` reads it, so every write's audit line names the
+# request and the fields given without every handler passing them along.
+current_request: ContextVar[RequestInfo | None] = ContextVar("spidi_api_request", default=None)
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,12 @@ def endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.St
                     errors += problem.errors or []
             if errors:
                 raise invalid(errors)
-            return await route.handler(api, Call(request, claims, values["path"], values["query"], body))
+            given = tuple(f.name for f in route.body.fields if f.key in body) if body is not None else ()
+            scope = current_request.set(RequestInfo(request.method, request.path, given))
+            try:
+                return await route.handler(api, Call(request, claims, values["path"], values["query"], body))
+            finally:
+                current_request.reset(scope)
         except Problem as problem:
             return problem.response(request)
         except web.HTTPException:
