@@ -466,21 +466,22 @@ def upsert_room(
     return room
 
 
+def _soft_delete(conn: psycopg.Connection, table: str, where: str, params: Sequence, actor: str) -> int:
+    """Mark the live rows of ``table`` matching ``where`` (SQL of this module, never user text)
+    deleted: rows stay for history and audit. Returns how many."""
+    query = sql.SQL(
+        "UPDATE {} SET deleted_at = now(), updated_at = now(), updated_by = %s WHERE deleted_at IS NULL AND "
+    ).format(sql.Identifier(table)) + sql.SQL(where)
+    return conn.execute(query, [actor, *params]).rowcount
+
+
 def delete_room(conn: psycopg.Connection, tenant: str, code: str, actor: str = "spidi") -> bool:
     """Soft-delete a room and its attributes; False if there was no such live room."""
     room_id = room_id_for(tenant, code)
     with conn.transaction():
-        cur = conn.execute(
-            """UPDATE dat_spd_room SET deleted_at = now(), updated_at = now(), updated_by = %s
-               WHERE id = %s AND deleted_at IS NULL""",
-            [actor, room_id],
-        )
-        conn.execute(
-            """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
-               WHERE room_id = %s AND deleted_at IS NULL""",
-            [actor, room_id],
-        )
-        return cur.rowcount > 0
+        deleted = _soft_delete(conn, "dat_spd_room", "id = %s", [room_id], actor)
+        _soft_delete(conn, "dat_spd_room_attr", "room_id = %s", [room_id], actor)
+        return deleted > 0
 
 
 # -- history reads -----------------------------------------------------------------------------
@@ -637,10 +638,8 @@ def _replace_room_attrs(
     conn: psycopg.Connection, room_id: str, tenant: str, attrs: dict[str, str | None], actor: str
 ) -> None:
     """Make ``attrs`` the room's whole attribute set: others are soft-deleted, unchanged ones untouched."""
-    conn.execute(
-        """UPDATE dat_spd_room_attr SET deleted_at = now(), updated_at = now(), updated_by = %s
-           WHERE room_id = %s AND deleted_at IS NULL AND NOT (attr_key = ANY(%s))""",
-        [actor, room_id, list(attrs)],
+    _soft_delete(
+        conn, "dat_spd_room_attr", "room_id = %s AND NOT (attr_key = ANY(%s))", [room_id, list(attrs)], actor
     )
     for key, value in attrs.items():
         conn.execute(
@@ -830,12 +829,7 @@ def delete_room_type(conn: psycopg.Connection, type_id: str, *, actor: str) -> b
     with conn.transaction():
         if conn.execute("SELECT spd_room_type_in_use(%s)", [type_id]).fetchone()[0]:
             raise ConflictError("the room type is still used by rooms; change or delete them first")
-        cur = conn.execute(
-            """UPDATE tba_spd_room_type SET deleted_at = now(), updated_at = now(), updated_by = %s
-               WHERE id = %s AND deleted_at IS NULL""",
-            [actor, type_id],
-        )
-        return cur.rowcount > 0
+        return _soft_delete(conn, "tba_spd_room_type", "id = %s", [type_id], actor) > 0
 
 
 def list_sessions_page(
@@ -1043,12 +1037,12 @@ def api_update_alert_rule(
 def api_delete_alert_rule(conn: psycopg.Connection, tenant: str, rule_id: str, *, actor: str) -> bool:
     """Soft-delete a rule of ``tenant`` (its events stay); False if there is no such live rule."""
     with conn.transaction():
-        cur = conn.execute(
-            """UPDATE dat_spd_alert_rule SET deleted_at = now(), updated_at = now(), updated_by = %s
-               WHERE id = %s AND unidad_negocio_id = %s AND deleted_at IS NULL""",
-            [actor, rule_id, tenant],
+        return (
+            _soft_delete(
+                conn, "dat_spd_alert_rule", "id = %s AND unidad_negocio_id = %s", [rule_id, tenant], actor
+            )
+            > 0
         )
-        return cur.rowcount > 0
 
 
 def api_list_alert_events(

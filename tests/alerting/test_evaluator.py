@@ -363,6 +363,7 @@ async def test_one_evaluator_in_the_cluster_and_failover_when_the_holder_is_kill
         while not node.alerts.leader and time.monotonic() - killed_at < 5:
             await asyncio.sleep(0.05)
         took = time.monotonic() - killed_at
+        print(f"evaluator failover took {took:.2f} s")
         assert node.alerts.leader and took <= node.settings.alert_lease_s + 1.0
         # The successor continues the episode: no second firing, and the resolution closes it.
         await leave(clients[0], sids[0])
@@ -390,3 +391,27 @@ async def test_rule_deleted_while_firing_closes_its_alert(pg_dsn, node_factory):
     assert resolved["reason"] and resolved["ruleId"] == rule_id
     assert await node.store.redis.hlen(keys.alerts_active("default")) == 0
     assert await node.store.redis.hlen(keys.ALERT_STATE) == 0
+
+
+async def test_room_type_rule_applies_to_rooms_of_that_type_only(pg_dsn, node_factory):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        type_id = queries.upsert_room_type(conn, "stage", "Stage", default_capacity=10)
+        queries.upsert_room(conn, "default", "stage-1", room_type="stage")
+        queries.upsert_room(conn, "default", "plain-1", capacity=10)
+    fire, resolve, stored = make_rule_expressions("capacity", 0.05, None, None, 0.1)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rule_id = conn.execute(
+            """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, room_type_id, kind, expression,
+                   resolve_expression, threshold) VALUES ('default', 'stages', 'room_type', %s, 'capacity', %s, %s, %s)
+               RETURNING id::text""",
+            [type_id, fire, resolve, stored],
+        ).fetchone()[0]
+    node = await alert_node(node_factory, pg_dsn)
+    mon, _ = await monitor(node)
+    clients: list = []
+    await join(node, "plain-1", 1, clients, prefix="p")  # 1/10 > 0.05, but not a stage
+    with pytest.raises(TimeoutError):
+        await mon.json(ALERTS, timeout=1.0, type_="ALERT")
+    await join(node, "stage-1", 1, clients, prefix="s")
+    firing = await next_alert(mon, "firing")
+    assert firing["ruleId"] == rule_id and firing["roomCode"] == "stage-1"
