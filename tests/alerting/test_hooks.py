@@ -7,7 +7,6 @@ import logging
 from collections import Counter
 
 import pytest
-import redis.asyncio as aioredis
 
 from spidi_server.alerting.hooks import GROUP, RoomHooks, _Batch, drop_hooks_group, ensure_hooks_group
 from spidi_server.errors import ConfigError
@@ -18,23 +17,9 @@ from spidi_server.stores import events
 
 from ..conftest import token_for
 from ..stomp_client import connected
-from .receivers import WebhookReceiver, wait_for
+from .receivers import wait_for
 
 LOBBY = room_id_for("default", "lobby")
-
-
-@pytest.fixture
-async def aredis(redis_url, redis_sync):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def receiver():
-    server = await WebhookReceiver().start()
-    yield server
-    await server.stop()
 
 
 def hook_settings(settings, receiver, **extra):

@@ -12,7 +12,6 @@ import uuid
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from spidi_server.alerting.notify import Notifier, WebhookSender, email_subject, sign, verify_signature
 from spidi_server.metrics import NodeMetrics
@@ -21,21 +20,6 @@ from spidi_server.stores import keys
 from .receivers import Inbox, WebhookReceiver, free_port, self_signed, start_smtp
 
 SECRET = "s3cret-key"
-
-
-@pytest.fixture
-async def aredis(redis_url, redis_sync):
-    """An asyncio client (bytes replies, as the server's) on the emptied test Redis."""
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def receiver():
-    server = await WebhookReceiver().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
