@@ -8,7 +8,7 @@ buckets in Python, which on the heartbeat path cost more than the heartbeat itse
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .stores.events import LATENCY_BUCKETS_MS
 
@@ -166,6 +166,9 @@ class NodeMetrics:
         )
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason=reason)
+        # faults
+        self.fault_source = None  # the HotStore, set by the node: its outage figures, read at scrape time
+        r.register(_FaultCollector(self))
 
     def record_flush(self, commands: int, seconds: float, ok: bool) -> None:
         """Account one Redis pipeline flush (HotStore calls it)."""
@@ -173,3 +176,54 @@ class NodeMetrics:
         self.redis_flush_seconds.observe(seconds)
         if not ok:
             self.redis_flush_failures.inc()
+
+
+# faults
+class _FaultCollector:
+    """The hot store's outage figures (buffer, spill file, drops, re-asserts), read at scrape time:
+    the store keeps plain numbers, so an outage adds no metric calls to its hot loop."""
+
+    def __init__(self, metrics: NodeMetrics):
+        self.metrics = metrics
+
+    def collect(self):
+        store = self.metrics.fault_source
+        spill = store.spill if store is not None else None
+        yield GaugeMetricFamily(
+            "spidi_redis_buffered_ops",
+            "Redis writes waiting in memory (Redis unreachable, or a backlog being sent)",
+            value=store.buffered if store is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "spidi_spill_ops",
+            "Redis writes in the spill file waiting to be replayed",
+            value=spill.ops if spill else 0,
+        )
+        yield GaugeMetricFamily(
+            "spidi_spill_bytes",
+            "Bytes in the spill file waiting to be replayed",
+            value=spill.bytes if spill else 0,
+        )
+        yield CounterMetricFamily(
+            "spidi_spilled_ops",
+            "Redis writes moved to the spill file",
+            value=spill.spilled_total if spill else 0,
+        )
+        yield CounterMetricFamily(
+            "spidi_spill_failures",
+            "Chunks that could not be written to the spill file (disk full, size cap, I/O error)",
+            value=spill.failures if spill else 0,
+        )
+        yield CounterMetricFamily(
+            "spidi_redis_dropped_ops",
+            "Redis writes lost: past the memory buffer and not kept in the spill file",
+            value=store.dropped if store is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "spidi_redis_reasserts",
+            "Times the node wrote its live sessions to Redis again (reconnect, Redis lost its state)",
+            value=store.reasserts if store is not None else 0,
+        )
+
+    def describe(self):
+        return []

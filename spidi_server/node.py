@@ -23,6 +23,7 @@ from .services import BackingServices
 from .settings import Settings
 from .stores import keys
 from .stores.redis_store import HotStore, connect
+from .stores.spill import SpillFile
 from .tasks import cancel_and_wait
 from .transport.websocket import WebSocketTransport
 
@@ -39,6 +40,7 @@ def make_transport(node: Node):
 log = logging.getLogger("spidi.node")
 
 ROOM_REFRESH_S = 5.0
+WRITER_WATCH_S = 0.5  # how soon a dead writer child is noticed
 
 
 def tune_gc() -> None:
@@ -111,14 +113,25 @@ class Node:
         s = self.settings
         await self.services.start()
         await self.refresh_rooms()
+        spill = (
+            SpillFile(s.spill_path(self.node_id), s.redis_spill_max_bytes)
+            if s.redis_spill_max_bytes
+            else None
+        )
         self.store = HotStore(
             connect(self.redis_url),
             on_flush=self.metrics.record_flush,
             min_interval_s=s.redis_flush_interval_ms / 1000,
             node_id=self.node_id,
+            buffer_max_ops=s.redis_buffer_max_ops,
+            spill=spill,
         )
         await self.store.start()
+        self.metrics.fault_source = self.store
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
+        # What the store writes again when Redis lost (or may have lost) this node's state.
+        self.store.live_sessions = self.presence.live_sessions
+        self.store.is_live = self.presence.holds
         self.fanout = RoomFanout(self.store.redis, self.presence, self.node_id)
         self.fanout.on_rooms_changed = self.refresh_rooms
         self.presence.fanout = self.fanout
@@ -131,6 +144,7 @@ class Node:
             self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
         )
         await self.liveness.start()
+        self.store.watch_marker(keys.node_marker(self.node_id))
         if s.alerting and self.dsn:
             self.alerts = AlertEvaluator(s, self.store, self.dsn, self.metrics, self.node_id)
             await self.alerts.start()
@@ -148,6 +162,11 @@ class Node:
             loop.create_task(self._measure_loop_lag()),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
+        if self.services.writer_proc is not None:
+            # A writer child killed (OOM, SIGKILL) is started again; it re-reads what it had read.
+            self._tasks.append(
+                loop.create_task(run_every(WRITER_WATCH_S, self._watch_writer, "writer-watch"))
+            )
         if s.gc_full_interval_s > 0:
             self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._full_gc, "gc")))
             tune_gc()
@@ -232,6 +251,9 @@ class Node:
     async def _checkpoint(self) -> None:
         self.presence.checkpoint_sessions()
 
+    async def _watch_writer(self) -> None:
+        self.services.watch_writer(time.monotonic())
+
     async def _stomp_liveness(self) -> None:
         """Send STOMP heart-beat EOLs as negotiated; close connections silent for too long."""
         now = time.monotonic()
@@ -284,6 +306,7 @@ class Node:
         await self.alert_feed.stop()
         await self.fanout.stop()
         await self.store.flush(self.settings.shutdown_timeout_s)
+        self.store.unwatch_marker()  # the node gives its id up: no re-assert from here on
         await self.liveness.stop()
         await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()

@@ -348,6 +348,10 @@ class OpsServer:
         checks: dict[str, dict] = {}
         redis_ok = store is not None and await store.ping()
         checks["redis"] = {"status": "UP" if redis_ok else "DOWN", "pending": store.pending if store else 0}
+        if store is not None:
+            # While Redis is away the node keeps serving and buffers its writes: how many, where.
+            checks["redis"].update(mode=store.mode, buffered=store.buffered, spilled=store.spilled,
+                                   dropped=store.dropped, lastError=store.last_error)  # fmt: skip
         if node.dsn:
             pg_ok = await asyncio.to_thread(_postgres_answers, node.dsn)
             checks["postgres"] = {"status": "UP" if pg_ok else "DOWN"}

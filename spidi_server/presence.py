@@ -34,7 +34,7 @@ from .protocol.stomp import StompConnection
 from .rooms import ROOM_CODE, RoomCatalog, RoomDef
 from .settings import Settings
 from .stores import events
-from .stores.redis_store import REFUSED, HotStore, PendingJoin
+from .stores.redis_store import REFUSED, HotStore, LiveSession, PendingJoin
 
 log = logging.getLogger("spidi.presence")
 
@@ -571,7 +571,13 @@ class Presence:
         else:
             sample.disconnects += 1
         if self.history:
-            self.store.event(session.summary(events.SESSION_ENDED, ended_at=_now_ms(), reason=reason))
+            self.store.event(
+                session.summary(
+                    events.SESSION_ENDED, ended_at=_now_ms(), reason=reason, user_id=session.user_id,
+                    room_code=session.room.code, client_id=session.client_id, device=session.device,
+                    os=session.os, app_version=session.app_version,
+                )  # who left, for the room hooks: the end event stands alone
+            )  # fmt: skip
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
         self.metrics.sessions_ended.labels(reason=reason).inc()
@@ -890,6 +896,27 @@ class Presence:
 
     def _count_rooms(self) -> None:
         self.metrics.rooms_total.set(sum(1 for r in self.rooms.values() if r.sessions))
+
+    # -- re-asserting Redis after it lost state -----------------------------------------------
+
+    def live_sessions(self):
+        """Every session this node holds as Redis should hold it: what the hot store writes again
+        after Redis lost it or may have (a restart, FLUSHALL, an outage). The newest heartbeat
+        and latency are the session's own, so nothing coalesced during an outage is lost. Each
+        session is read when the caller takes it, so the caller may pause between items."""
+        ttl_s = self.session_ttl_s
+        # A snapshot: the caller may pause between items while sessions start and end.
+        for session in list(self.sessions.values()):
+            if self.sessions.get(session.session_id) is not session:
+                continue  # ended meanwhile: its LEAVE is already queued
+            room = session.room
+            yield LiveSession(room.room_id, room.tenant, room.code, room.capacity, session.session_id,
+                              session.user_id, session.last_heartbeat_at, session.latency_ms, ttl_s,
+                              session.static_fields())  # fmt: skip
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this node holds the session (Redis may still list ones whose LEAVE was lost)."""
+        return session_id in self.sessions
 
     def end_all(self, reason: str = "shutdown") -> None:
         """End every local session and emit the partial room samples (node shutdown)."""

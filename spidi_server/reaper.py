@@ -68,7 +68,9 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
                 "id": str(uuid.uuid4()), "kind": events.SESSION_ENDED, "session_id": sid, "room_id": room_id,
                 "tenant": tenant, "started_at": info.get("connectedAt") or now,
                 "last_heartbeat_at": int(last_beat) if last_beat is not None else None,
-                "ended_at": now, "reason": reason,
+                "ended_at": now, "reason": reason, "user_id": user, "room_code": info.get("roomCode"),
+                "client_id": info.get("clientId"), "device": info.get("device"), "os": info.get("os"),
+                "app_version": info.get("appVersion"),
             }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
             room = per_room.setdefault(
                 room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}}

@@ -9,10 +9,18 @@ same object, so both start and stop these the same way and in the same order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import time
 
+from . import logs
 from .settings import Settings
+
+log = logging.getLogger("spidi.services")
+
+WRITER_BACKOFF_FIRST_S = 0.5
+WRITER_BACKOFF_MAX_S = 30.0
+WRITER_STABLE_S = 30.0  # a writer that ran this long had a fresh start: back to the first backoff
 
 
 class BackingServices:
@@ -26,6 +34,8 @@ class BackingServices:
         self.embedded_pg = None
         self.writer_proc: subprocess.Popen | None = None
         self.writer_started_at = 0.0
+        self._writer_restart_at: float | None = None
+        self._writer_backoff_s = WRITER_BACKOFF_FIRST_S
 
     @property
     def wants_writer(self) -> bool:
@@ -56,6 +66,26 @@ class BackingServices:
         consumer = f"writer-{s.node_id}" if s.node_id else None
         self.writer_proc = start_writer_process(s, self.redis_url, self.dsn, consumer=consumer)
         self.writer_started_at = time.monotonic()
+
+    def watch_writer(self, now: float) -> None:
+        """Call periodically: a writer child that exited is started again after a backoff (0.5 s,
+        doubling to 30 s while it keeps dying, back to 0.5 s once it ran 30 s). Under the same
+        consumer name it first re-reads the entries its predecessor read and never acknowledged."""
+        proc = self.writer_proc
+        if proc is None:
+            return
+        if self._writer_restart_at is None and proc.poll() is not None:
+            uptime = now - self.writer_started_at
+            if uptime >= WRITER_STABLE_S:
+                self._writer_backoff_s = WRITER_BACKOFF_FIRST_S
+            logs.event(log, "writer_exited", logging.WARNING, pid=proc.pid, returncode=proc.returncode,
+                       uptime_s=round(uptime, 1), restart_in_s=self._writer_backoff_s)  # fmt: skip
+            self._writer_restart_at = now + self._writer_backoff_s
+            self._writer_backoff_s = min(WRITER_BACKOFF_MAX_S, self._writer_backoff_s * 2)
+        elif self._writer_restart_at is not None and now >= self._writer_restart_at:
+            self._writer_restart_at = None
+            self.start_writer()
+            logs.event(log, "writer_restarted", pid=self.writer_proc.pid)
 
     async def stop(self) -> None:
         """The writer (it flushes its open batch), then PostgreSQL, then Redis."""

@@ -248,6 +248,29 @@ class Settings:
         default="", metadata={"doc": "JWKS file of verification keys by kid; reloaded when it changes"}
     )
 
+    # -- faults --
+    redis_buffer_max_ops: int = field(
+        default=100_000,
+        metadata={
+            "doc": "Redis writes (history events, joins, leaves, TTL refreshes, roster announcements) kept "
+            "in memory while Redis does not answer; older ones go to the spill file"
+        },
+    )
+    redis_spill_dir: str = field(
+        default="",
+        metadata={
+            "doc": "Directory of the spill file `redis-<node_id>.jsonl` (JSON lines, fsync per chunk, "
+            "replayed in order once Redis answers, then removed); empty = `<data_dir>/spill`"
+        },
+    )
+    redis_spill_max_bytes: int = field(
+        default=1 << 30,
+        metadata={
+            "doc": "Largest spill file; writes beyond it (or on a full disk) are dropped and counted; "
+            "0 = no spill file, drop beyond redis_buffer_max_ops"
+        },
+    )
+
     @property
     def rooms_auto_created(self) -> bool:
         """Whether HELLO may create a room that does not exist."""
@@ -329,6 +352,7 @@ class Settings:
         ):
             raise ConfigError("jwt_public_key_file (or jwt_keys, jwt_jwks_file) is required for RS256/ES256")
         self._validate_hardening()
+        self._validate_faults()
         for name in ("alert_interval_s", "alert_lease_s", "alert_rules_refresh_s", "alert_stale_heartbeat_s",
                      "webhook_timeout_s", "webhook_backoff_s", "smtp_timeout_s"):  # fmt: skip
             if getattr(self, name) <= 0:
@@ -358,6 +382,21 @@ class Settings:
             if not isinstance(capacity, int) or capacity <= 0:
                 raise ConfigError(f"rooms.{code}: capacity must be a positive integer, got {capacity!r}")
         return self
+
+    def _validate_faults(self) -> None:
+        """The ``# -- faults --`` settings."""
+        if self.redis_buffer_max_ops < 100:
+            raise ConfigError(f"redis_buffer_max_ops must be at least 100, got {self.redis_buffer_max_ops}")
+        if self.redis_spill_max_bytes < 0:
+            raise ConfigError(
+                f"redis_spill_max_bytes must not be negative (0 = no spill file), got {self.redis_spill_max_bytes}"
+            )
+
+    def spill_path(self, node_id: str) -> Path:
+        """The spill file of node (process) ``node_id``: one per process, found again by a process
+        that starts under the same id."""
+        base = Path(self.redis_spill_dir).expanduser() if self.redis_spill_dir else self.data_path / "spill"
+        return base / f"redis-{node_id}.jsonl"
 
     def _validate_hardening(self) -> None:
         """The ``# -- hardening --`` settings."""

@@ -141,8 +141,6 @@ class Supervisor:
         self.ops_port = settings.ops_port
         self.slots: list[WorkerSlot] = []
         self.services = BackingServices(settings)
-        self.writer_restart_at: float | None = None
-        self.writer_backoff_s = BACKOFF_FIRST_S
         self.redis = None  # async client on the shared Redis, for reaping
         self.stop_event = asyncio.Event()
 
@@ -284,7 +282,7 @@ class Supervisor:
                 elif slot.restart_at is not None and now >= slot.restart_at and not self.stop_event.is_set():
                     slot.restarts += 1
                     self._spawn(slot)
-            self._watch_writer(now)
+            self.services.watch_writer(now)
             with contextlib.suppress(TimeoutError):  # woken early by a stop signal
                 await asyncio.wait_for(self.stop_event.wait(), POLL_S)
 
@@ -302,23 +300,6 @@ class Supervisor:
         await self.reap(slot.node_id, "disconnect")
         slot.restart_at = time.monotonic() + delay
         logs.event(log, "worker_restarting", worker=slot.index, node_id=slot.node_id, delay_s=delay)
-
-    def _watch_writer(self, now: float) -> None:
-        proc = self.services.writer_proc
-        if proc is None:
-            return
-        if self.writer_restart_at is None and proc.poll() is not None:
-            uptime = now - self.services.writer_started_at
-            if uptime >= STABLE_AFTER_S:
-                self.writer_backoff_s = BACKOFF_FIRST_S
-            logs.event(log, "writer_exited", logging.WARNING, pid=proc.pid, returncode=proc.returncode,
-                       uptime_s=round(uptime, 1), restart_in_s=self.writer_backoff_s)  # fmt: skip
-            self.writer_restart_at = now + self.writer_backoff_s
-            self.writer_backoff_s = min(BACKOFF_MAX_S, self.writer_backoff_s * 2)
-        elif self.writer_restart_at is not None and now >= self.writer_restart_at:
-            self.writer_restart_at = None
-            self.services.start_writer()
-            logs.event(log, "writer_restarted", pid=self.services.writer_proc.pid)
 
     async def reap(self, node_id: str, reason: str) -> int:
         """End every session ``node_id`` held (``reaper.reap_node``); -1 if that was not possible."""

@@ -19,9 +19,9 @@ which carries all of them. A flush POSTs, in this order and each only if listed 
                    (member_left adds "reason": leave, timeout, disconnect or shutdown)
 
 ``at`` is the event's time (epoch ms: the session's start or end; room_occupied: the batch's first
-join, room_vacated: its last leave), ``sentAt`` the POST's. Member fields the events do not
-carry (``session_ended`` has no user or device) come from the ``session_started`` this instance
-saw; a session that started before this instance took over has them null.
+join, room_vacated: its last leave), ``sentAt`` the POST's. Member fields come from the events themselves (``session_ended`` carries
+who left since it is read alone); an end event written by an older version, without them, takes
+them from the ``session_started`` this instance saw, else null.
 
 Occupied / vacated come from the room's cluster-wide online count (``ZCARD`` of its online set)
 read when a batch is flushed, against the count seen at the room's previous flush: 0 -> more is

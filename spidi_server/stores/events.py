@@ -9,7 +9,8 @@ checkpoints and its end event; a room's activity in one sample per room, node an
                        device os ip node_id started_at
     session_checkpoint id kind session_id room_id tenant started_at heartbeats last_heartbeat_at
                        latency_sum latency_count latency_min latency_max
-    session_ended      the checkpoint fields + ended_at reason
+    session_ended      the checkpoint fields + ended_at reason, and who left (user_id room_code
+                       client_id device os app_version: room hooks read the end alone)
     room_sample        id kind room_id room_code tenant node_id bucket (minute start, ms)
                        online_sum online_samples online_max joins leaves timeouts disconnects
                        latency_sum latency_count latency_hist (comma-separated counts per

@@ -14,6 +14,8 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:node:<nodeId>:alive              string the node's liveness, expires unless renewed
     spidi:node:<nodeId>:sessions           hash   sessionId -> roomId, the node's live sessions
     spidi:node:<nodeId>:reaping            string lock held while a node's sessions are being ended
+    spidi:node:<nodeId>:marker             string written only by the node's hot store; gone = Redis lost
+                                                  the node's state: it writes its sessions again
     spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code, or */* for a room type)
     spidi:roster:{<roomId>}                pubsub a process's roster changes of the room (fanout.py)
     spidi:watched                          zset   roomId -> when the last watcher's claim lapses
@@ -72,6 +74,10 @@ def node_sessions(node_id: str) -> str:
 
 def node_reaping(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:reaping"
+
+
+def node_marker(node_id: str) -> str:
+    return f"{PREFIX}node:{node_id}:marker"
 
 
 ROOMS_CHANGED = f"{PREFIX}rooms:changed"
