@@ -119,8 +119,7 @@ def generate(w: Workload, t0: int, rng: random.Random) -> list[dict]:
                             "room_id": room_id_for(TENANT, codes[r]), "room_code": codes[r], "tenant": TENANT,
                             "node_id": f"node-{n}", "bucket": t0 + minute * 60_000,
                             "online_sum": online[r][n] * 240, "online_samples": 240,
-                            "online_max": online[r][n], "joins": len(leaving) // (w.rooms * w.nodes),
-                            "leaves": len(leaving) // (w.rooms * w.nodes), "timeouts": 0, "disconnects": 0,
+                            "online_max": online[r][n],
                             "latency_sum": lat[r][n][0], "latency_count": lat[r][n][1],
                             "latency_hist": events.encode_hist(hist[r][n])})  # fmt: skip
     return out

@@ -175,22 +175,24 @@ class Session:
 
 
 class RoomSample:
-    """One room's activity on this node in the current minute (a ``room_sample`` event)."""
+    """What only this node knows of one room in the current minute (a ``room_sample`` event): its
+    online count, sampled once a second, and its sessions' heartbeat latencies. Joins, leaves,
+    timeouts and disconnects are not here: the writer counts them from the session events, which
+    survive this process (a SIGKILL loses the minute's sample, never a session event)."""
 
-    __slots__ = ("bucket", "online_sum", "online_samples", "online_max", "joins", "leaves", "timeouts",
-                 "disconnects", "latency_sum", "latency_count", "hist")  # fmt: skip
+    __slots__ = ("bucket", "online_sum", "online_samples", "online_max", "latency_sum", "latency_count",
+                 "hist")  # fmt: skip
 
     def __init__(self, bucket: int):
         self.bucket = bucket
         self.online_sum = self.online_samples = self.online_max = 0
-        self.joins = self.leaves = self.timeouts = self.disconnects = 0
         self.latency_sum = 0.0
         self.latency_count = 0
         self.hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
 
     @property
     def empty(self) -> bool:
-        return not (self.online_sum or self.joins or self.leaves or self.timeouts or self.disconnects)
+        return not (self.online_sum or self.latency_count)
 
     def event(self, room: Room, node_id: str) -> dict:
         return {
@@ -204,10 +206,6 @@ class RoomSample:
             "online_sum": self.online_sum,
             "online_samples": self.online_samples,
             "online_max": self.online_max,
-            "joins": self.joins,
-            "leaves": self.leaves,
-            "timeouts": self.timeouts,
-            "disconnects": self.disconnects,
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,
             "latency_hist": events.encode_hist(self.hist),
@@ -402,7 +400,6 @@ class Presence:
             room.out_left.pop(session.session_id, None)
             room.out_joined[session.session_id] = session
             self._out_changed(room)
-        room.sample.joins += 1
         if self.history:
             self.store.event(
                 {"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": session.session_id,
@@ -563,13 +560,6 @@ class Presence:
             room.out_updated.pop(session.session_id, None)
             room.out_left[session.session_id] = reason
             self._out_changed(room)
-        sample = room.sample
-        if reason == "timeout":
-            sample.timeouts += 1
-        elif reason == "leave":
-            sample.leaves += 1
-        else:
-            sample.disconnects += 1
         if self.history:
             self.store.event(
                 session.summary(

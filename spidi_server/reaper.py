@@ -4,9 +4,9 @@ Every node keeps ``spidi:node:<id>:alive`` alive (a key with a short expiry, ren
 and lists its sessions in ``spidi:node:<id>:sessions``. Every node checks the other nodes'
 keys; when one has expired, the first node to take ``spidi:node:<id>:reaping`` ends that node's
 sessions with reason ``disconnect``: removed from the rooms, the users' indexes and the node's,
-a ``session_ended`` event for the history, a room sample counting the disconnects, and a roster
-change for every subscriber. A node starting under an id that still has sessions (it crashed and
-came back) ends them first, so they are never resurrected. A supervisor that saw a worker die
+a ``session_ended`` event for the history (the writer counts the room's disconnects from those
+events), and a roster change for every subscriber. A node starting under an id that still has
+sessions (it crashed and came back) ends them first, so they are never resurrected. A supervisor that saw a worker die
 calls ``reap_node`` at once instead of waiting for the key to expire.
 
 Every command touches one key, or one room's keys (the leave script), so it all runs unchanged on a
@@ -50,7 +50,6 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
     # Script object cannot queue itself on a cluster pipeline.
     leave = await redis.script_load(_script("leave.lua"))
     now = int(time.time() * 1000)
-    bucket = now - now % 60_000
     per_room: dict[str, dict] = {}
     pipe = redis.pipeline(transaction=False)
     ended = 0
@@ -77,13 +76,8 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
             )
             room["left"][sid] = reason
         ended += 1
-    for room_id, room in per_room.items():
-        pipe.xadd(keys.EVENTS_STREAM, events.encode({
-            "id": str(uuid.uuid4()), "kind": events.ROOM_SAMPLE, "room_id": room_id, "room_code": room["code"],
-            "tenant": room["tenant"], "node_id": node_id, "bucket": bucket, "online_sum": 0, "online_samples": 0,
-            "online_max": 0, "joins": 0, "leaves": 0, "timeouts": 0, "disconnects": len(room["left"]),
-            "latency_sum": 0, "latency_count": 0, "latency_hist": "",
-        }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
+    # No room sample: the dead node's online figures are lost with it, and its sessions' joins and
+    # disconnects are counted by the writer from their session_started/session_ended events.
     # Announcements last, after the writes they announce (as the hot store does).
     for room_id, room in per_room.items():
         payload = orjson.dumps({"n": by or f"reaper:{node_id}", "j": [], "l": room["left"], "u": []})

@@ -165,8 +165,7 @@ STAGE_COLUMNS = (
     "event_id", "event_ms", "kind", "session_id", "room_id", "room_code", "tenant", "user_id",
     "client_id", "app_version", "device", "os", "ip", "node_id", "started_ms", "ended_ms",
     "end_reason", "heartbeats", "last_hb_ms", "latency_sum", "latency_count", "latency_min",
-    "latency_max", "bucket_ms", "online_sum", "online_samples", "online_max", "joins", "leaves",
-    "timeouts", "disconnects", "latency_hist",
+    "latency_max", "bucket_ms", "online_sum", "online_samples", "online_max", "latency_hist",
 )  # fmt: skip
 
 _CREATE_STAGE = """
@@ -177,29 +176,29 @@ CREATE TEMP TABLE IF NOT EXISTS spd_stage (
     started_ms bigint, ended_ms bigint, end_reason text, heartbeats bigint, last_hb_ms bigint,
     latency_sum double precision, latency_count bigint, latency_min double precision,
     latency_max double precision, bucket_ms bigint, online_sum bigint, online_samples bigint,
-    online_max integer, joins bigint, leaves bigint, timeouts bigint, disconnects bigint,
-    latency_hist bigint[]
+    online_max integer, latency_hist bigint[]
 ) ON COMMIT DELETE ROWS"""
 
 _COPY_STAGE = sql.SQL("COPY spd_stage ({}) FROM STDIN").format(
     sql.SQL(", ").join(map(sql.Identifier, STAGE_COLUMNS))
 )
 
-# Record the staged room samples in the ledger; the ones already there (replays) leave the
-# stage. Only room samples need it: they are added to the stored minute. Session events carry
-# cumulative figures that the upsert below only moves forward, so a replay of one changes
-# nothing by construction, and skipping the ledger for them halves the rows written per
-# checkpoint (the writer's main load: one checkpoint per session per minute).
+# Record the staged events that add to a stored figure in the ledger; the ones already there
+# (replays) leave the stage. Room samples add to their minute, session_started and session_ended
+# add to the joins/leaves/timeouts/disconnects of theirs (one each per session, so they cost little).
+# Checkpoints skip it: they carry cumulative figures that the session upsert below only moves
+# forward, so a replay of one changes nothing by construction, and skipping the ledger for them
+# halves the rows written per checkpoint (the writer's main load: one per session per minute).
 _LEDGER = """
 WITH fresh AS (
     INSERT INTO spd_event_ledger (event_id, event_day, kind)
     SELECT event_id, (to_timestamp(event_ms / 1000.0) AT TIME ZONE 'UTC')::date, kind FROM spd_stage
-    WHERE kind = 'room_sample'
+    WHERE kind <> 'session_checkpoint'
     ON CONFLICT DO NOTHING
     RETURNING event_id
 )
 DELETE FROM spd_stage AS s
-WHERE s.kind = 'room_sample' AND NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
+WHERE s.kind <> 'session_checkpoint' AND NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
 
 # One row per session of the batch: descriptive fields from session_started, cumulative figures
 # from the most advanced checkpoint/end (highest heartbeat count; the end wins a tie), the end
@@ -255,19 +254,33 @@ ON CONFLICT (session_id, started_at) DO UPDATE SET
     updated_at = now(),
     updated_by = excluded.updated_by"""
 
-# Room samples of the batch merged per (room, minute), then added to the stored minute: every
-# figure is a sum or a maximum, so nodes and batches combine in any order.
+# The batch's figures per (room, minute), added to the stored minute: every figure is a sum or a
+# maximum, so nodes and batches combine in any order. Online and latency figures come from room
+# samples (what only a node knows); joins from session_started and leaves/timeouts/disconnects from
+# session_ended events (bucket_ms: the minute of started_at/ended_at, set by the writer), so they are
+# exact whatever process dies (a session event's latency columns are the session's own: not summed
+# here). Any reason other than leave or timeout (disconnect, shutdown) counts as a disconnect. A minute may start with session events alone: its online figures stay 0 until
+# a sample arrives (node_samples says how many did).
 _ROOM_STATS = """
 INSERT INTO dat_spd_room_stats AS t (
     room_id, ts_bucket, unidad_negocio_id, room_code, online_sum, online_samples, online_avg,
     online_max, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
     node_samples, created_by, updated_by)
-SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code), sum(online_sum),
-       sum(online_samples),
-       sum(CASE WHEN online_samples > 0 THEN online_sum::double precision / online_samples ELSE 0 END),
-       max(online_max), sum(joins), sum(leaves), sum(timeouts), sum(disconnects), sum(latency_sum),
-       sum(latency_count), coalesce(spd_hist_sum(latency_hist), '{}'), count(*), %(actor)s, %(actor)s
-FROM spd_stage WHERE kind = 'room_sample'
+SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code),
+       coalesce(sum(online_sum), 0), coalesce(sum(online_samples), 0),
+       coalesce(sum(CASE WHEN online_samples > 0 THEN online_sum::double precision / online_samples END), 0),
+       coalesce(max(online_max), 0),
+       count(*) FILTER (WHERE kind = 'session_started'),
+       count(*) FILTER (WHERE kind = 'session_ended' AND end_reason = 'leave'),
+       count(*) FILTER (WHERE kind = 'session_ended' AND end_reason = 'timeout'),
+       count(*) FILTER (WHERE kind = 'session_ended' AND end_reason IS DISTINCT FROM 'leave'
+                        AND end_reason IS DISTINCT FROM 'timeout'),
+       coalesce(sum(latency_sum) FILTER (WHERE kind = 'room_sample'), 0),
+       coalesce(sum(latency_count) FILTER (WHERE kind = 'room_sample'), 0),
+       coalesce(spd_hist_sum(latency_hist) FILTER (WHERE kind = 'room_sample'), '{}'),
+       count(*) FILTER (WHERE kind = 'room_sample'),
+       %(actor)s, %(actor)s
+FROM spd_stage WHERE kind <> 'session_checkpoint' AND bucket_ms IS NOT NULL
 GROUP BY room_id, bucket_ms
 ON CONFLICT (room_id, ts_bucket) DO UPDATE SET
     room_code = coalesce(excluded.room_code, t.room_code),

@@ -147,12 +147,23 @@ class Staged:
     table: PartitionedTable  # sessions or room stats
     table_ms: int  # the partition key of that table (started_at or bucket)
     event_ms: int  # the ledger's partition key
+    stats_ms: int | None = None  # a session event's counted minute: it also writes dat_spd_room_stats
     stream_id: str = ""
     fields: dict | None = None
 
 
+def _minute(ms: int) -> int:
+    return ms - ms % 60_000
+
+
 def stage_event(fields: dict) -> Staged:
-    """Turn a stream entry (see stores/events.py) into a staging row; InvalidEvent if malformed."""
+    """Turn a stream entry (see stores/events.py) into a staging row; InvalidEvent if malformed.
+
+    A room sample's ``joins``/``leaves``/``timeouts``/``disconnects`` (sent by nodes before those
+    counters came from session events, and possibly still in the stream during an upgrade) are
+    ignored: counting them too would count those sessions twice. A session_started, and a
+    session_ended, with a room gets the minute it counts in as its ``bucket_ms``.
+    """
     kind = fields.get("kind")
     event_id = _uuid(fields, "id")
     tenant = _text(fields, "tenant")
@@ -165,8 +176,7 @@ def stage_event(fields: dict) -> Staged:
             None, None, None, None, None, None, _text(fields, "node_id"), None, None, None, None, None,
             _float(fields, "latency_sum") or 0.0, _int(fields, "latency_count") or 0, None, None, bucket,
             _int(fields, "online_sum") or 0, _int(fields, "online_samples") or 0,
-            _int(fields, "online_max") or 0, _int(fields, "joins") or 0, _int(fields, "leaves") or 0,
-            _int(fields, "timeouts") or 0, _int(fields, "disconnects") or 0, _hist(fields),
+            _int(fields, "online_max") or 0, _hist(fields),
         )  # fmt: skip
         return Staged(event_id, row, ROOM_STATS, bucket, bucket)
     if kind not in (events.SESSION_STARTED, events.SESSION_CHECKPOINT, events.SESSION_ENDED):
@@ -175,25 +185,31 @@ def stage_event(fields: dict) -> Staged:
     session_id = _uuid(fields, "session_id")
     room_id = _uuid(fields, "room_id", required=False)
     if kind == events.SESSION_STARTED:
+        minute = _minute(started) if room_id else None
         row = (
             event_id, started, kind, session_id, room_id, _text(fields, "room_code"), tenant,
             _text(fields, "user_id"), _text(fields, "client_id"), _text(fields, "app_version"),
             _text(fields, "device"), _text(fields, "os"), _text(fields, "ip"), _text(fields, "node_id"),
             started, None, None, None, None, None, None, None, None,
-            None, None, None, None, None, None, None, None, None,
+            minute, None, None, None, None,
         )  # fmt: skip
-        return Staged(event_id, row, SESSIONS, started, started)
+        return Staged(event_id, row, SESSIONS, started, started, minute)
     last_hb = _int(fields, "last_heartbeat_at") or started
-    ended = _int(fields, "ended_at", required=True) if kind == events.SESSION_ENDED else None
+    if kind == events.SESSION_ENDED:
+        ended = _int(fields, "ended_at", required=True)
+        minute = _minute(ended) if room_id else None
+        room_code, reason = _text(fields, "room_code"), _text(fields, "reason")
+    else:
+        ended = minute = room_code = reason = None
     row = (
-        event_id, ended or last_hb, kind, session_id, room_id, None, tenant,
+        event_id, ended or last_hb, kind, session_id, room_id, room_code, tenant,
         None, None, None, None, None, None, None,
-        started, ended, _text(fields, "reason") if ended else None, _int(fields, "heartbeats") or 0, last_hb,
+        started, ended, reason, _int(fields, "heartbeats") or 0, last_hb,
         _float(fields, "latency_sum") or 0.0, _int(fields, "latency_count") or 0,
         _float(fields, "latency_min"), _float(fields, "latency_max"),
-        None, None, None, None, None, None, None, None, None,
+        minute, None, None, None, None,
     )  # fmt: skip
-    return Staged(event_id, row, SESSIONS, started, ended or last_hb)
+    return Staged(event_id, row, SESSIONS, started, ended or last_hb, minute)
 
 
 def stage_alert(fields: dict) -> tuple:
@@ -654,6 +670,16 @@ class HistoryWriter:
             if not self.partitions.ensure(conn, LEDGER, ledger_day):
                 expired += 1
                 continue
+            # A session event is also counted in its room's minute. That quarter never ends before
+            # the session's month, so retention archives it no earlier than the session partition.
+            if staged.stats_ms is not None:
+                stats_day_no = staged.stats_ms // 86_400_000
+                stats_day = days.get(stats_day_no)
+                if stats_day is None:
+                    stats_day = days[stats_day_no] = utc_day(staged.stats_ms)
+                if not self.partitions.ensure(conn, ROOM_STATS, period_start(ROOM_STATS, stats_day)):
+                    expired += 1
+                    continue
             out.append(staged)
         batch.expired = expired  # counted once the batch is written (this may run again on a retry)
         return out

@@ -12,9 +12,10 @@ checkpoints and its end event; a room's activity in one sample per room, node an
     session_ended      the checkpoint fields + ended_at reason, and who left (user_id room_code
                        client_id device os app_version: room hooks read the end alone)
     room_sample        id kind room_id room_code tenant node_id bucket (minute start, ms)
-                       online_sum online_samples online_max joins leaves timeouts disconnects
-                       latency_sum latency_count latency_hist (comma-separated counts per
-                       LATENCY_BUCKETS_MS upper bound, plus one overflow count)
+                       online_sum online_samples online_max latency_sum latency_count
+                       latency_hist (comma-separated counts per LATENCY_BUCKETS_MS upper bound,
+                       plus one overflow count). Older nodes also sent joins leaves timeouts
+                       disconnects: the writer ignores them (see below).
 
     alert_event        id kind rule_id tenant room_id room_code state (pending|firing|resolved)
                        alert_kind severity value at details (JSON: ruleName, expression,
@@ -25,7 +26,16 @@ Room samples are per node: a node counts only its own sessions, sampling its onl
 second. Samples of several nodes (or several samples of one node, e.g. around a restart) for one
 room and minute merge by addition: the minute's average online is SUM(online_sum) / 60 (a
 time-weighted average, exact whatever the split); online_max adds the samples' maxima (an upper
-bound when several nodes hold the room); counters and histogram counts add.
+bound when several nodes hold the room); latency sums and histogram counts add. A sample lives in
+its node's memory until the minute ends, so a process killed without a word loses its minute's.
+
+A room minute's joins, leaves, timeouts and disconnects are not sampled: the writer counts them
+from the session events, which are sent when they happen and survive any process (the reaper
+sends session_ended, reason disconnect, for a dead node's sessions). joins = session_started per
+minute of started_at; leaves/timeouts/disconnects = session_ended per minute of ended_at by reason
+(leave, timeout, anything else: disconnect, shutdown). Both kinds therefore go through the writer's
+event ledger like room samples, so a replay does not count twice; checkpoints (cumulative figures)
+do not need it.
 """
 
 from __future__ import annotations

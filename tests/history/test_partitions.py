@@ -62,7 +62,15 @@ def test_events_across_month_and_quarter_boundaries(history_settings, redis_sync
     stats = sorted(
         pg.execute("SELECT ts_bucket, tableoid::regclass::text FROM dat_spd_room_stats").fetchall()
     )
-    assert [p for _, p in stats] == ["dat_spd_room_stats_p2026_q1"] * 3 + ["dat_spd_room_stats_p2026_q2"]
+    # Samples' minutes, and the minutes the session events count in (joins at each start, the
+    # timeout at jan's end): the far-future start needed a room-statistics partition of its own.
+    assert [p for _, p in stats] == (["dat_spd_room_stats_p2026_q1"] * 5 + ["dat_spd_room_stats_p2026_q2"] * 2
+                                     + ["dat_spd_room_stats_p2031_q3"])  # fmt: skip
+    counts = pg.execute(
+        "SELECT ts_bucket, joins, timeouts, node_samples FROM dat_spd_room_stats ORDER BY 1"
+    ).fetchall()
+    assert [(b, j, t, n) for b, j, t, n in counts if b.year == 2026 and b.month == 2] == [
+        (dt("2026-02-01T00:00"), 0, 0, 1), (dt("2026-02-01T00:01"), 1, 0, 0), (dt("2026-02-01T00:02"), 0, 1, 0)]  # fmt: skip
     ledger = set(queries.list_partitions(pg, "spd_event_ledger"))
     assert {
         "spd_event_ledger_p2026_01_31",

@@ -9,7 +9,18 @@ from psycopg.rows import dict_row
 from spidi_server.history import queries
 from spidi_server.rooms import room_id_for
 
-from .helpers import dt, hist_of, ms, push, quantile, room_sample, running_writer, wait_for, written
+from .helpers import (
+    FakeSession,
+    dt,
+    hist_of,
+    ms,
+    push,
+    quantile,
+    room_sample,
+    running_writer,
+    wait_for,
+    written,
+)
 
 ROOM = room_id_for("acme", "stage")
 
@@ -18,21 +29,31 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
     minute = ms("2026-05-04T10:07")
     lat_a = [3, 8, 8, 20, 40, 90, 140, 180]
     lat_b = [4, 12, 30, 60, 70, 260, 480, 900, 1500, 7000]
+    # Counters as older nodes sent them: ignored (the session events below are what count).
     a = room_sample("acme", "stage", minute, "node-a", online=[10, 12, 14], joins=5, leaves=1, timeouts=1,
                     latencies=lat_a)  # fmt: skip
     b = room_sample("acme", "stage", minute, "node-b", online=[20, 18], joins=2, leaves=3, disconnects=2,
                     latencies=lat_b)  # fmt: skip
+    sessions = [FakeSession("acme", "stage", f"u{i}", minute + 1000 * i, node=f"node-{'ab'[i % 2]}")
+                for i in range(7)]  # fmt: skip
+    reasons = ["leave", "leave", "leave", "leave", "timeout", "disconnect", "shutdown"]
+    ends = [
+        s.ended(minute + 30_000 + i, reason)
+        for i, (s, reason) in enumerate(zip(sessions, reasons, strict=True))
+    ]
     with running_writer(history_settings):
-        push(redis_sync, [a])  # separate batches: the second merges into the stored row
-        wait_for(lambda: written(redis_sync) == 1)
-        push(redis_sync, [b])
-        wait_for(lambda: written(redis_sync) == 2)
+        first = [a, *(s.started() for s in sessions)]
+        push(redis_sync, first)  # separate batches: the second merges into the stored row
+        wait_for(lambda: written(redis_sync) == len(first))
+        push(redis_sync, [b, *ends])
+        wait_for(lambda: written(redis_sync) == len(first) + 1 + len(ends))
     with pg.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM dat_spd_room_stats").fetchone()
     assert row["ts_bucket"] == dt("2026-05-04T10:07") and str(row["room_id"]) == ROOM
     assert (row["online_sum"], row["online_samples"], row["online_max"]) == (36 + 38, 5, 20)
     # The room's average online is the sum of the nodes' averages (12 + 19), not the mean of samples.
     assert row["online_avg"] == pytest.approx(12 + 19)
+    # From the session events: 7 starts; 4 leaves, 1 timeout, and a disconnect and a shutdown.
     assert (row["joins"], row["leaves"], row["timeouts"], row["disconnects"]) == (7, 4, 1, 2)
     assert row["latency_count"] == len(lat_a) + len(lat_b)
     assert row["latency_sum"] == pytest.approx(sum(lat_a) + sum(lat_b))
@@ -67,7 +88,12 @@ def test_rollups_1m_1h_1d(history_settings, redis_sync, pg):
         ("2026-05-04T11:30", [2], 0, [5]),
         ("2026-05-05T09:00", [1, 3], 4, [100, 100, 100]),
     ]
-    evs = [room_sample("acme", "stage", ms(t), online=o, joins=j, latencies=lat) for t, o, j, lat in plan]
+    evs = [room_sample("acme", "stage", ms(t), online=o, latencies=lat) for t, o, _, lat in plan]
+    evs += [
+        FakeSession("acme", "stage", f"u{k}", ms(t) + 1000 * k).started()
+        for t, _, j, _ in plan
+        for k in range(j)
+    ]
     push(redis_sync, evs)
     with running_writer(history_settings):
         wait_for(lambda: written(redis_sync) == len(evs))

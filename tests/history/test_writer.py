@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import dict_row
@@ -16,6 +17,10 @@ from spidi_server.stores import events
 from .helpers import FakeSession, dt, ms, pending, push, room_sample, running_writer, wait_for, written
 
 T0 = ms("2026-05-04T10:00")
+
+
+def dt_ms(at: int) -> datetime:
+    return datetime.fromtimestamp(at / 1000, UTC)
 
 
 def _sessions(conn) -> dict[str, dict]:
@@ -48,8 +53,8 @@ def _workload(T0: int = T0):  # noqa: N803 - the module's T0 unless given
     evs += [alice.checkpoint(), bob.checkpoint()]
     alice.beat(T0 + 60_000, 30)
     evs.append(alice.ended(T0 + 61_000, "leave"))
-    evs.append(room_sample("acme", "lobby", T0, online=[1, 2, 2], joins=2, latencies=[20, 40, 600, 12]))
-    evs.append(room_sample("acme", "lobby", T0 + 60_000, online=[2, 1], leaves=1, latencies=[30]))
+    evs.append(room_sample("acme", "lobby", T0, online=[1, 2, 2], latencies=[20, 40, 600, 12]))
+    evs.append(room_sample("acme", "lobby", T0 + 60_000, online=[2, 1], latencies=[30]))
     return alice, bob, evs
 
 
@@ -77,6 +82,7 @@ def test_events_become_rows(history_settings, redis_sync, pg):
     stats = queries.room_stats(
         pg, room_id_for("acme", "lobby"), dt("2026-05-04T10:00"), dt("2026-05-04T10:02")
     )
+    # Counted from the session events: both starts in the first minute, alice's leave in the second.
     assert [s["joins"] for s in stats] == [2, 0] and [s["leaves"] for s in stats] == [0, 1]
     assert [round(s["online_avg"], 4) for s in stats] == [round(5 / 3, 4), 1.5]
 
@@ -94,9 +100,10 @@ def test_replayed_events_change_nothing(history_settings, redis_sync, pg):
     with running_writer(history_settings):
         wait_for(lambda: written(redis_sync) == len(evs))
     before = _snapshot(pg)
-    # Only room samples (added to their minute) need the ledger; session events carry cumulative
-    # figures that only move forward, so a replay of one is a no-op by construction.
-    assert before[2] == sum(1 for e in evs if e["kind"] == events.ROOM_SAMPLE)
+    # Room samples and session starts and ends (added to their minute) need the ledger; checkpoints
+    # carry cumulative figures that only move forward, so a replay of one is a no-op by construction.
+    assert before[2] == sum(1 for e in evs if e["kind"] != events.SESSION_CHECKPOINT)
+    assert [(s[6], s[7]) for s in before[1]] == [(2, 0), (0, 1)]  # joins, leaves
 
     # The same event ids again, twice: once across batches, once inside one batch.
     push(redis_sync, evs + evs)
@@ -167,12 +174,51 @@ def test_events_for_an_archived_period_are_dropped(history_settings, redis_sync,
 
 
 def test_stage_event_reads_server_events_verbatim():
-    s = FakeSession("acme", "lobby", "gina", T0)
+    s = FakeSession("acme", "lobby", "gina", T0 + 1500)
     staged = stage_event(events.encode(s.started()))
-    assert staged.table.name == "dat_spd_session" and staged.table_ms == T0 and staged.event_ms == T0
+    assert (
+        staged.table.name == "dat_spd_session"
+        and staged.table_ms == T0 + 1500
+        and staged.event_ms == T0 + 1500
+    )
+    assert staged.stats_ms == T0  # counted as a join in its minute: it needs that stats partition too
     s.beat(T0 + 500, 7.5)
-    staged = stage_event(events.encode(s.ended(T0 + 900)))
-    assert staged.event_ms == T0 + 900 and staged.row[17] == 1 and staged.row[21] == 7.5
+    end = s.ended(T0 + 61_000) | {"room_code": "lobby"}
+    staged = stage_event(events.encode(end))
+    assert staged.event_ms == T0 + 61_000 and staged.row[17] == 1 and staged.row[21] == 7.5
+    assert staged.stats_ms == T0 + 60_000 and staged.row[5] == "lobby" and staged.row[16] == "leave"
+    assert stage_event(events.encode(s.checkpoint())).stats_ms is None
+    # An old node's sample: its counters are not read (they would count the sessions twice).
+    staged = stage_event(events.encode(room_sample("acme", "lobby", T0, joins=3, leaves=2)))
+    assert len(staged.row) == len(queries.STAGE_COLUMNS) and staged.stats_ms is None
+
+
+def test_a_dead_nodes_sessions_are_counted_once_each(history_settings, redis_sync, pg):
+    """Counters come from session events only: a room with sessions and no sample at all (the node
+    died before its minute's sample) still has its joins and disconnects, replays count once, and a
+    sample arriving later fills in the online figures of the same row."""
+    minute = int(time.time() // 60 * 60_000) - 120_000  # recent: inside the ledger's window
+    members = [FakeSession("acme", "lost", f"u{i}", minute + i) for i in range(3)]
+    starts = [m.started() for m in members]
+    ends = [m.ended(minute + 60_000 + i, "disconnect") | {"room_code": "lost"} for i, m in enumerate(members)]
+    with running_writer(history_settings):
+        push(redis_sync, starts + ends)
+        wait_for(lambda: written(redis_sync) == 6)
+        push(redis_sync, starts + ends[:1])  # replayed (a writer killed between COMMIT and XACK)
+        wait_for(lambda: int(redis_sync.hget(STATUS_KEY, "events_duplicate") or 0) == 4)
+        push(redis_sync, [room_sample("acme", "lost", minute, online=[3, 3])])
+        wait_for(lambda: written(redis_sync) == 7)
+    rows = pg.execute(
+        """SELECT ts_bucket, unidad_negocio_id, room_code, joins, leaves, timeouts, disconnects, online_sum,
+                  online_avg, online_max, node_samples, latency_count, latency_hist
+           FROM dat_spd_room_stats ORDER BY ts_bucket"""
+    ).fetchall()
+    b0, b1 = dt_ms(minute), dt_ms(minute + 60_000)
+    hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+    assert rows == [
+        (b0, "acme", "lost", 3, 0, 0, 0, 6, 3.0, 3, 1, 0, hist),
+        (b1, "acme", "lost", 0, 0, 0, 3, 0, 0.0, 0, 0, 0, []),
+    ]
 
 
 def test_writer_connection_is_left_clean(history_settings, redis_sync, pg_dsn):
