@@ -1184,6 +1184,7 @@
       }
       return;
     }
+    status.replaceChildren(); // not "Loading…" behind the charts: readers and tests see the truth
     status.hidden = true;
     charts.hidden = false;
     const t = (p) => p.t;
