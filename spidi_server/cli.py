@@ -120,6 +120,8 @@ def banner_lines(
         f"Spidi {__version__} node {node_id}",
         f"  WebSocket (STOMP): {ws_url}",
         f"  Ops:               {ops_url}/metrics  {ops_url}/health",
+        f"  Dashboard:         {ops_url}/",
+        f"  REST API:          {ops_url}/api/v1  (OpenAPI: {ops_url}/api/openapi.json)",
         f"  Data directory:    {settings.data_path}",
         f"  Redis:             {'embedded at ' + redis_url if embedded_redis else redis_url}",
     ]
