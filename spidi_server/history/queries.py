@@ -591,6 +591,18 @@ _ROOM_COLUMNS = {"name": "name", "capacity": "capacity", "ttl_s": "ttl_s", "stat
 _ROOM_TYPE_COLUMNS = {"code": "code", "name": "name", "default_capacity": "default_capacity"}
 
 
+def _page(
+    conn: psycopg.Connection, query: str, params: dict[str, Any], order_by: str
+) -> tuple[list[dict], int]:
+    """One page (``params`` has limit and offset) of ``query``'s rows in ``order_by``, and how many in all."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
+        rows = cur.execute(
+            f"{query} ORDER BY {order_by} LIMIT %(limit)s OFFSET %(offset)s", params
+        ).fetchall()
+    return rows, total
+
+
 def api_list_rooms(
     conn: psycopg.Connection,
     tenant: str,
@@ -620,12 +632,7 @@ def api_list_rooms(
     if room_type:
         query += " AND rt.code = %(type)s"
         params["type"] = room_type
-    with conn.cursor(row_factory=dict_row) as cur:
-        total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
-        rows = cur.execute(
-            query + ' ORDER BY r.code COLLATE "C" LIMIT %(limit)s OFFSET %(offset)s', params
-        ).fetchall()
-    return rows, total
+    return _page(conn, query, params, 'r.code COLLATE "C"')
 
 
 def api_get_room(conn: psycopg.Connection, tenant: str, room_id: str) -> dict[str, Any] | None:
@@ -977,12 +984,7 @@ def api_list_alert_rules(
     if room_id:
         query += " AND r.room_id = %(room_id)s"
         params["room_id"] = room_id
-    with conn.cursor(row_factory=dict_row) as cur:
-        total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
-        rows = cur.execute(
-            query + ' ORDER BY r.name COLLATE "C", r.id LIMIT %(limit)s OFFSET %(offset)s', params
-        ).fetchall()
-    return rows, total
+    return _page(conn, query, params, 'r.name COLLATE "C", r.id')
 
 
 def api_get_alert_rule(conn: psycopg.Connection, tenant: str, rule_id: str) -> dict[str, Any] | None:
@@ -1086,12 +1088,7 @@ def api_list_alert_events(
     if end is not None:
         query += " AND e.at < %(end)s"
         params["end"] = end
-    with conn.cursor(row_factory=dict_row) as cur:
-        total = cur.execute(f"SELECT count(*) AS n FROM ({query}) AS q", params).fetchone()["n"]
-        rows = cur.execute(
-            query + " ORDER BY e.at DESC, e.id DESC LIMIT %(limit)s OFFSET %(offset)s", params
-        ).fetchall()
-    return rows, total
+    return _page(conn, query, params, "e.at DESC, e.id DESC")
 
 
 def api_get_alert_event(conn: psycopg.Connection, tenant: str, event_id: str) -> dict[str, Any] | None:
