@@ -63,7 +63,8 @@ fuzz: build
 	$(PY) -m fuzzing.fuzz_codec --seconds $(FUZZ_SECONDS)
 
 lint: install
-	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests
+	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests fuzzing
+	$(VENV)/bin/ruff format --check spidi_core spidi_server tests benchmarks loadtests fuzzing
 
 clean:
 	rm -rf build *.egg-info spidi_core/*.c spidi_core/*.so spidi_core/*.html $(VENV)/.built

@@ -82,7 +82,10 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
     proc, banner, port, ops, data = served
     assert f"ws://127.0.0.1:{port}/ws" in banner
     assert f"http://127.0.0.1:{ops}/metrics" in banner
-    assert f"Dashboard:         http://127.0.0.1:{ops}/" in banner and f"http://127.0.0.1:{ops}/api/openapi.json" in banner
+    assert (
+        f"Dashboard:         http://127.0.0.1:{ops}/" in banner
+        and f"http://127.0.0.1:{ops}/api/openapi.json" in banner
+    )
     assert str(data) in banner
     tokens = dict(re.findall(r"^\s+(admin|monitor|user)\s+(\S+)$", banner, re.M))
     assert set(tokens) == {"admin", "monitor", "user"}
