@@ -54,6 +54,7 @@ class RoomFanout:
         self._node_attempt = 0  # on a cluster: which node the pub/sub connection goes to
         self._tasks: list[asyncio.Task] = []
         self.on_rooms_changed = None  # async callable: a room definition changed somewhere
+        self.on_alert = None  # callable(dict): an alert message for /topic/alerts (alerting/feed.py)
 
     async def start(self) -> None:
         """Subscribe to the announcement channels, learn the watched rooms, start listening."""
@@ -71,7 +72,9 @@ class RoomFanout:
         """Subscribe to the announcements and to the roster of every room watched here."""
         self._pubsub_redis = await pubsub_client(self.redis, self._node_attempt)
         self.pubsub = self._pubsub_redis.pubsub(ignore_subscribe_messages=True)
-        await self.pubsub.subscribe(keys.WATCH, keys.ROOMS_CHANGED, *map(keys.roster_channel, self.local))
+        await self.pubsub.subscribe(
+            keys.WATCH, keys.ROOMS_CHANGED, keys.ALERTS_CHANNEL, *map(keys.roster_channel, self.local)
+        )
 
     async def _close_pubsub(self) -> None:
         with contextlib.suppress(Exception):  # Redis already gone at shutdown: nothing to release
@@ -154,6 +157,9 @@ class RoomFanout:
                     elif channel == keys.ROOMS_CHANGED:
                         if self.on_rooms_changed is not None:
                             await self.on_rooms_changed()
+                    elif channel == keys.ALERTS_CHANNEL:
+                        if self.on_alert is not None:
+                            self.on_alert(orjson.loads(data))
                     else:
                         self.presence.remote_changes(keys.room_of_roster_channel(channel), orjson.loads(data))
             except asyncio.CancelledError:

@@ -135,10 +135,10 @@ class Node:
         self.fanout = RoomFanout(self.store.redis, self.presence, self.node_id)
         self.fanout.on_rooms_changed = self.refresh_rooms
         self.presence.fanout = self.fanout
-        await self.fanout.start()
         self.alert_feed = AlertFeed(self.store.redis)
+        self.fanout.on_alert = self.alert_feed.deliver
         self.presence.alert_feed = self.alert_feed
-        await self.alert_feed.start()
+        await self.fanout.start()
         # Before accepting anyone: end what a crashed process under this id left, then keep alive.
         self.liveness = NodeLiveness(
             self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
@@ -303,7 +303,6 @@ class Node:
         self.presence.end_all("shutdown")
         if self.alerts is not None:
             await self.alerts.stop()
-        await self.alert_feed.stop()
         await self.fanout.stop()
         await self.store.flush(self.settings.shutdown_timeout_s)
         self.store.unwatch_marker()  # the node gives its id up: no re-assert from here on

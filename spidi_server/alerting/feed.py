@@ -3,29 +3,23 @@
 The evaluator (one per cluster) publishes each transition on ``spidi:alerts`` and keeps the
 tenant's open alerts (pending, firing) in ``spidi:alerts:active:<tenant>``. Every process relays
 the channel to its local subscribers of the alert's tenant, after a snapshot of the open alerts:
-a subscriber sees the open alerts first, then every change, whichever process it is on.
+a subscriber sees the open alerts first, then every change, whichever process it is on. The
+channel is heard on the process's one pub/sub connection (``fanout.RoomFanout``, which hands each
+message to ``deliver``), so it follows that connection's reconnects and cluster-node moves.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from typing import TYPE_CHECKING
 
 import orjson
 
-from .. import logs
 from ..protocol import destinations as dest
 from ..stores import keys
-from ..stores.redis_store import pubsub_client
-from ..tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from ..presence import Subscription
-
-log = logging.getLogger("spidi.alerting.feed")
 
 
 def alert_key(rule_id: str, room_id: str) -> str:
@@ -34,33 +28,12 @@ def alert_key(rule_id: str, room_id: str) -> str:
 
 
 class AlertFeed:
-    """Local ``/topic/alerts`` subscribers by tenant, fed from Redis pub/sub."""
+    """Local ``/topic/alerts`` subscribers by tenant, fed from Redis pub/sub through ``deliver``."""
 
     def __init__(self, redis):
         self.redis = redis
         self.subs: dict[str, list[Subscription]] = {}
         self._pending: dict[int, list[dict]] = {}  # subscriptions waiting for their snapshot
-        self.pubsub = None
-        self._pubsub_redis = None
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        """Subscribe to the alerts channel and start relaying."""
-        # On a cluster: a plain connection to one node (classic PUBLISH reaches every node).
-        self._pubsub_redis = await pubsub_client(self.redis)
-        self.pubsub = self._pubsub_redis.pubsub(ignore_subscribe_messages=True)
-        await self.pubsub.subscribe(keys.ALERTS_CHANNEL)
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="spidi-alert-feed")
-
-    async def stop(self) -> None:
-        """Stop relaying and release the pub/sub connection."""
-        if self._task is not None:
-            await cancel_and_wait([self._task])
-        if self.pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
-                if self._pubsub_redis is not self.redis:
-                    await self._pubsub_redis.aclose()
 
     async def subscribe(self, sub: Subscription, tenant: str) -> None:
         """Register ``sub`` for ``tenant``'s alerts; send the open alerts, then every change."""
@@ -96,21 +69,6 @@ class AlertFeed:
                 held.append(dict(payload))
             else:
                 sub.send(dest.TOPIC_ALERTS, dict(payload))  # a copy each: send() numbers it
-
-    async def _listen(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                async for message in self.pubsub.listen():
-                    backoff = 0.2
-                    if message["type"] == "message":
-                        self.deliver(orjson.loads(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost: redis-py resubscribes on the next listen
-                logs.event(log, "alert_feed_listen_failed", logging.WARNING, error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
 
 async def publish_acknowledgement(
