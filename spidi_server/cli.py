@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from collections.abc import Iterable
 
 from . import __version__, logs
 from .auth import mint_token
 from .errors import ConfigError
+from .processes import stop_on_signals
 from .settings import ROLES, Settings, load_settings
 
 
@@ -79,10 +78,7 @@ async def _serve(settings: Settings) -> None:
     from .node import Node
 
     node = Node(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await node.start()
     try:
         lines = banner_lines(

@@ -1,8 +1,20 @@
-"""Child processes Spidi starts (redis-server, the writer): one way to stop them."""
+"""Processes: one way to stop the children Spidi starts (redis-server, the writer), and one way
+for a Spidi process to be told to stop."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """``stop`` (or a new event), set by the running loop on SIGINT or SIGTERM: a graceful stop."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from dataclasses import dataclass, fields
 
 from . import __version__, logs
 from .errors import ConfigError
+from .processes import stop_on_signals
 from .services import BackingServices
 from .settings import Settings, load_settings
 
@@ -148,9 +148,7 @@ class Supervisor:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit code of ``spidi serve``."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop_event.set)
+        stop_on_signals(self.stop_event)
         try:
             try:
                 await self._start()
@@ -376,12 +374,9 @@ async def run_worker(settings: Settings, parent_pid: int) -> None:
     from .node import Node
 
     node = Node(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await node.start()
-    watch = loop.create_task(_watch_parent(parent_pid, stop))
+    watch = asyncio.get_running_loop().create_task(_watch_parent(parent_pid, stop))
     try:
         await stop.wait()
     finally:
