@@ -22,7 +22,8 @@ import orjson
 
 from . import logs
 from .errors import AuthError, ConfigError
-from .settings import ROLES, Settings
+from .roles import ALL as ROLES
+from .settings import Settings
 
 log = logging.getLogger("spidi.auth")
 

@@ -11,7 +11,8 @@ from . import __version__, logs
 from .auth import mint_token
 from .errors import ConfigError
 from .processes import stop_on_signals
-from .settings import ROLES, Settings, load_settings
+from .roles import ALL as ROLES
+from .settings import Settings, load_settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

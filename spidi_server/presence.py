@@ -18,7 +18,7 @@ from typing import Protocol
 
 from spidi_core import HeartbeatWheel
 
-from . import logs
+from . import logs, roles
 from .errors import (
     BadRequestError,
     ForbiddenError,
@@ -38,8 +38,6 @@ from .stores.redis_store import REFUSED, HotStore, LiveSession, PendingJoin
 
 log = logging.getLogger("spidi.presence")
 
-WRITE_ROLES = ("spidi:user", "spidi:admin")
-READ_ROLES = ("spidi:monitor", "spidi:admin")
 MAX_SESSIONS_PER_CONNECTION = 16
 OUT_WINDOW_S = 0.05  # a process publishes its changes of a room at most this often
 _BUCKETS = events.LATENCY_BUCKETS_MS
@@ -139,24 +137,62 @@ class Session:
         return {"clientId": self.client_id, "device": self.device, "os": self.os, "appVersion": self.app_version,
                 "ip": self.ip}  # fmt: skip
 
-    def summary(self, kind: str, **extra) -> dict:
-        """A checkpoint or end event: the cumulative heartbeat and latency figures."""
+    def checkpoint_event(self) -> dict:
+        """A ``session_checkpoint``: the cumulative heartbeat and latency figures."""
+        return events.session_checkpoint(
+            session_id=self.session_id,
+            room_id=self.room.room_id,
+            tenant=self.room.tenant,
+            started_at=self.connected_at,
+            heartbeats=self.heartbeats,
+            last_heartbeat_at=self.last_heartbeat_at,
+            latency_sum=self.latency_sum,
+            latency_count=self.heartbeats,
+            latency_min=self.latency_min,
+            latency_max=self.latency_max,
+        )
+
+    def end_event(self, reason: str, ended_at: int) -> dict:
+        """A ``session_ended``: the final figures, and who left (the room hooks read the end alone)."""
         room = self.room
-        return {
-            "id": str(uuid.uuid4()),
-            "kind": kind,
-            "session_id": self.session_id,
-            "room_id": room.room_id,
-            "tenant": room.tenant,
-            "started_at": self.connected_at,
-            "heartbeats": self.heartbeats,
-            "last_heartbeat_at": self.last_heartbeat_at,
-            "latency_sum": self.latency_sum,
-            "latency_count": self.heartbeats,
-            "latency_min": self.latency_min,
-            "latency_max": self.latency_max,
-            **extra,
-        }
+        return events.session_ended(
+            session_id=self.session_id,
+            room_id=room.room_id,
+            tenant=room.tenant,
+            started_at=self.connected_at,
+            ended_at=ended_at,
+            reason=reason,
+            user_id=self.user_id,
+            room_code=room.code,
+            client_id=self.client_id,
+            device=self.device,
+            os=self.os,
+            app_version=self.app_version,
+            last_heartbeat_at=self.last_heartbeat_at,
+            heartbeats=self.heartbeats,
+            latency_sum=self.latency_sum,
+            latency_count=self.heartbeats,
+            latency_min=self.latency_min,
+            latency_max=self.latency_max,
+        )
+
+    def started_event(self) -> dict:
+        """A ``session_started`` with the session's static fields."""
+        room = self.room
+        return events.session_started(
+            session_id=self.session_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            user_id=self.user_id,
+            client_id=self.client_id,
+            app_version=self.app_version,
+            device=self.device,
+            os=self.os,
+            ip=self.ip,
+            node_id=self.node_id,
+            started_at=self.connected_at,
+        )
 
     def entry(self) -> dict:
         """The roster entry subscribers see."""
@@ -195,21 +231,20 @@ class RoomSample:
         return not (self.online_sum or self.latency_count)
 
     def event(self, room: Room, node_id: str) -> dict:
-        return {
-            "id": str(uuid.uuid4()),
-            "kind": events.ROOM_SAMPLE,
-            "room_id": room.room_id,
-            "room_code": room.code,
-            "tenant": room.tenant,
-            "node_id": node_id,
-            "bucket": self.bucket,
-            "online_sum": self.online_sum,
-            "online_samples": self.online_samples,
-            "online_max": self.online_max,
-            "latency_sum": self.latency_sum,
-            "latency_count": self.latency_count,
-            "latency_hist": events.encode_hist(self.hist),
-        }
+        """The minute's ``room_sample``."""
+        return events.room_sample(
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            node_id=node_id,
+            bucket=self.bucket,
+            online_sum=self.online_sum,
+            online_samples=self.online_samples,
+            online_max=self.online_max,
+            latency_sum=self.latency_sum,
+            latency_count=self.latency_count,
+            latency_hist=self.hist,
+        )
 
 
 class Room:
@@ -324,8 +359,8 @@ class Presence:
         ``spidi_capacity_checks_degraded_total``). The local count is also a fast pre-check.
         """
         claims = client.stomp.claims
-        if not claims.has_any(*WRITE_ROLES):
-            raise ForbiddenError("HELLO needs role spidi:user or spidi:admin")
+        if not claims.has_any(*roles.allowed(roles.JOIN)):
+            raise ForbiddenError(f"HELLO needs role {roles.describe(roles.JOIN)}")
         code = payload.get("roomCode")
         if not isinstance(code, str) or not ROOM_CODE.match(code):
             raise BadRequestError("roomCode must be 1-64 characters of letters, digits, _ . : -")
@@ -401,12 +436,7 @@ class Presence:
             room.out_joined[session.session_id] = session
             self._out_changed(room)
         if self.history:
-            self.store.event(
-                {"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": session.session_id,
-                 "room_id": room.room_id, "room_code": room.code, "tenant": room.tenant, "user_id": session.user_id,
-                 "client_id": session.client_id, "app_version": session.app_version, "device": session.device,
-                 "os": session.os, "ip": session.ip, "node_id": self.node_id, "started_at": now_ms}
-            )  # fmt: skip
+            self.store.event(session.started_event())
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
         logs.event(
@@ -561,13 +591,7 @@ class Presence:
             room.out_left[session.session_id] = reason
             self._out_changed(room)
         if self.history:
-            self.store.event(
-                session.summary(
-                    events.SESSION_ENDED, ended_at=_now_ms(), reason=reason, user_id=session.user_id,
-                    room_code=session.room.code, client_id=session.client_id, device=session.device,
-                    os=session.os, app_version=session.app_version,
-                )  # who left, for the room hooks: the end event stands alone
-            )  # fmt: skip
+            self.store.event(session.end_event(reason, _now_ms()))
         self.metrics.sessions_active.set(len(self.sessions))
         self._count_rooms()
         self.metrics.sessions_ended.labels(reason=reason).inc()
@@ -604,8 +628,10 @@ class Presence:
         if kind in (dest.KIND_USER_SESSION, dest.KIND_USER_ERRORS):
             return
         claims = client.stomp.claims
-        if not claims.has_any(*READ_ROLES):
-            raise ForbiddenError(f"subscribing to {destination.raw} needs role spidi:monitor or spidi:admin")
+        if not claims.has_any(*roles.allowed(roles.OBSERVE)):
+            raise ForbiddenError(
+                f"subscribing to {destination.raw} needs role {roles.describe(roles.OBSERVE)}"
+            )
         sub = Subscription(client, sub_id)
         if kind == dest.KIND_ALERTS:
             if self.alert_feed is None:
@@ -770,7 +796,7 @@ class Presence:
         for session in self.sessions.values():
             if session.heartbeats != session.checkpointed:
                 session.checkpointed = session.heartbeats
-                self.store.event(session.summary(events.SESSION_CHECKPOINT))
+                self.store.event(session.checkpoint_event())
                 count += 1
         return count
 

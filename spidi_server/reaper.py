@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 import orjson
 
@@ -63,14 +62,25 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
         pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         if tenant:
             pipe.hdel(keys.user_sessions(tenant, user), sid)
-            pipe.xadd(keys.EVENTS_STREAM, events.encode({
-                "id": str(uuid.uuid4()), "kind": events.SESSION_ENDED, "session_id": sid, "room_id": room_id,
-                "tenant": tenant, "started_at": info.get("connectedAt") or now,
-                "last_heartbeat_at": int(last_beat) if last_beat is not None else None,
-                "ended_at": now, "reason": reason, "user_id": user, "room_code": info.get("roomCode"),
-                "client_id": info.get("clientId"), "device": info.get("device"), "os": info.get("os"),
-                "app_version": info.get("appVersion"),
-            }), maxlen=events.STREAM_MAXLEN, approximate=True)  # fmt: skip
+            last_heartbeat_at = int(last_beat) if last_beat is not None else None
+            end_event = events.session_ended(
+                session_id=sid,
+                room_id=room_id,
+                tenant=tenant,
+                started_at=info.get("connectedAt") or now,
+                ended_at=now,
+                reason=reason,
+                user_id=user,
+                room_code=info.get("roomCode"),
+                client_id=info.get("clientId"),
+                device=info.get("device"),
+                os=info.get("os"),
+                app_version=info.get("appVersion"),
+                last_heartbeat_at=last_heartbeat_at,
+            )
+            pipe.xadd(
+                keys.EVENTS_STREAM, events.encode(end_event), maxlen=events.STREAM_MAXLEN, approximate=True
+            )
             room = per_room.setdefault(
                 room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}}
             )

@@ -16,8 +16,6 @@ from typing import Any
 
 from .errors import ConfigError
 
-ROLES = ("spidi:admin", "spidi:monitor", "spidi:user")
-
 
 @dataclass
 class Settings:

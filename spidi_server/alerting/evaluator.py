@@ -423,12 +423,19 @@ class AlertEvaluator:
                                                "episodeId", "metrics") if payload.get(k) is not None}  # fmt: skip
             if orphan:
                 details["reason"] = payload["reason"]
-            event = {
-                "id": payload["alertId"], "kind": events.ALERT_EVENT, "rule_id": payload["ruleId"],
-                "tenant": tenant, "room_id": payload["roomId"], "room_code": payload["roomCode"],
-                "state": payload["state"], "alert_kind": payload["kind"], "severity": payload["severity"],
-                "value": payload["value"], "at": payload["at"], "details": orjson.dumps(details).decode(),
-            }  # fmt: skip
+            event = events.alert_event(
+                alert_id=payload["alertId"],
+                rule_id=payload["ruleId"],
+                tenant=tenant,
+                room_id=payload["roomId"],
+                room_code=payload["roomCode"],
+                state=payload["state"],
+                alert_kind=payload["kind"],
+                severity=payload["severity"],
+                value=payload["value"],
+                at=payload["at"],
+                details=orjson.dumps(details).decode(),
+            )
             pipe.xadd(events.STREAM, events.encode(event), maxlen=events.STREAM_MAXLEN, approximate=True)
         if tenant:
             if payload["state"] == RESOLVED:

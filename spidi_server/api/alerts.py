@@ -24,6 +24,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
+from .. import roles
 from ..alerting import rules
 from ..alerting.feed import publish_acknowledgement
 from ..history import queries
@@ -489,31 +490,31 @@ _ACK_NOTE = ("Operators acknowledge: spidi:monitor may, as well as spidi:admin. 
              "ALERT_ACK on /topic/alerts (again on a repeat).")  # fmt: skip
 
 ALERT_ROUTES: tuple[Route, ...] = (
-    Route("GET", _RULES, list_rules, "listAlertRules", "List the tenant's alert rules", "alert-rules", "read",
+    Route("GET", _RULES, list_rules, "listAlertRules", "List the tenant's alert rules", "alert-rules", roles.OBSERVE,
           query=RULE_LIST_QUERY, response="AlertRuleList"),
-    Route("POST", _RULES, create_rule, "createAlertRule", "Create an alert rule", "alert-rules", "write",
+    Route("POST", _RULES, create_rule, "createAlertRule", "Create an alert rule", "alert-rules", roles.ADMINISTER,
           body=RULE_CREATE, status=201, response="AlertRule",
           description="Expressions are compiled at once: a malformed CEL expression, an unknown metric or a "
                       "non-boolean result is a validation error naming the field, with the parser's message. "
                       "The evaluator picks the rule up within alert_rules_refresh_s."),
-    Route("GET", _RULES + "/{id}", get_rule, "getAlertRule", "Get an alert rule", "alert-rules", "read",
+    Route("GET", _RULES + "/{id}", get_rule, "getAlertRule", "Get an alert rule", "alert-rules", roles.OBSERVE,
           path_params=(RULE_ID,), response="AlertRule", problems=(404,)),
     Route("PATCH", _RULES + "/{id}", patch_rule, "updateAlertRule", "Change fields of an alert rule",
-          "alert-rules", "write", path_params=(RULE_ID,), body=RULE_PATCH, response="AlertRule",
+          "alert-rules", roles.ADMINISTER, path_params=(RULE_ID,), body=RULE_PATCH, response="AlertRule",
           problems=(404,)),
     Route("DELETE", _RULES + "/{id}", delete_rule, "deleteAlertRule", "Delete an alert rule (soft)",
-          "alert-rules", "write", path_params=(RULE_ID,), status=204, problems=(404,),
+          "alert-rules", roles.ADMINISTER, path_params=(RULE_ID,), status=204, problems=(404,),
           description="Its events stay in the history."),
     Route("GET", _ALERTS, list_alerts, "listAlerts", "Alert history (the evaluator's transitions)", "alerts",
-          "read", query=ALERT_LIST_QUERY, response="AlertList",
+          roles.OBSERVE, query=ALERT_LIST_QUERY, response="AlertList",
           description="One item per transition (pending, firing, resolved), newest first."),
     # Before /alerts/{id}, which would take "active" for an id.
     Route("GET", _ALERTS + "/active", active_alerts, "listActiveAlerts", "Open alerts now (from Redis)",
-          "alerts", "read", response="ActiveAlerts",
+          "alerts", roles.OBSERVE, response="ActiveAlerts",
           description="The tenant's pending and firing alerts, newest first: what a /topic/alerts "
                       "subscription starts with."),
-    Route("GET", _ALERTS + "/{id}", get_alert, "getAlert", "Get an alert event", "alerts", "read",
+    Route("GET", _ALERTS + "/{id}", get_alert, "getAlert", "Get an alert event", "alerts", roles.OBSERVE,
           path_params=(ALERT_ID,), response="Alert", problems=(404,)),
     Route("POST", _ALERTS + "/{id}/acknowledge", acknowledge_alert, "acknowledgeAlert", "Acknowledge an alert",
-          "alerts", "read", path_params=(ALERT_ID,), response="Alert", problems=(404,), description=_ACK_NOTE),
+          "alerts", roles.ACKNOWLEDGE, path_params=(ALERT_ID,), response="Alert", problems=(404,), description=_ACK_NOTE),
 )  # fmt: skip

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from .. import roles
 from ..history import queries
 from ..rooms import ROOM_CODE
 from .problems import Problem, field_error, invalid
@@ -520,49 +521,49 @@ _ROOMS = "/api/v1/rooms"
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", openapi_document, "getOpenApi", "This OpenAPI document", "meta",
           None, response="OpenApiDocument"),
-    Route("GET", _ROOM_TYPES, list_room_types, "listRoomTypes", "List room types", "room-types", "read",
+    Route("GET", _ROOM_TYPES, list_room_types, "listRoomTypes", "List room types", "room-types", roles.OBSERVE,
           query=(_limit(50, 500), OFFSET), response="RoomTypeList"),
-    Route("POST", _ROOM_TYPES, create_room_type, "createRoomType", "Create a room type", "room-types", "write",
+    Route("POST", _ROOM_TYPES, create_room_type, "createRoomType", "Create a room type", "room-types", roles.ADMINISTER,
           body=ROOM_TYPE_CREATE, status=201, response="RoomType", problems=(409,),
           description="Room types are a catalogue shared by every tenant."),
-    Route("GET", _ROOM_TYPES + "/{id}", get_room_type, "getRoomType", "Get a room type", "room-types", "read",
+    Route("GET", _ROOM_TYPES + "/{id}", get_room_type, "getRoomType", "Get a room type", "room-types", roles.OBSERVE,
           path_params=(TYPE_ID,), response="RoomType", problems=(404,)),
     Route("PUT", _ROOM_TYPES + "/{id}", replace_room_type, "replaceRoomType", "Replace a room type",
-          "room-types", "write", path_params=(TYPE_ID,), body=ROOM_TYPE_REPLACE, response="RoomType",
+          "room-types", roles.ADMINISTER, path_params=(TYPE_ID,), body=ROOM_TYPE_REPLACE, response="RoomType",
           problems=(404, 409)),
     Route("PATCH", _ROOM_TYPES + "/{id}", patch_room_type, "updateRoomType", "Change fields of a room type",
-          "room-types", "write", path_params=(TYPE_ID,), body=ROOM_TYPE_PATCH, response="RoomType",
+          "room-types", roles.ADMINISTER, path_params=(TYPE_ID,), body=ROOM_TYPE_PATCH, response="RoomType",
           problems=(404, 409)),
     Route("DELETE", _ROOM_TYPES + "/{id}", delete_room_type, "deleteRoomType", "Delete a room type (soft)",
-          "room-types", "write", path_params=(TYPE_ID,), status=204, problems=(404, 409),
+          "room-types", roles.ADMINISTER, path_params=(TYPE_ID,), status=204, problems=(404, 409),
           description="Refused (409) while a live room of any tenant uses the type."),
-    Route("GET", _ROOMS, list_rooms, "listRooms", "List the tenant's rooms", "rooms", "read",
+    Route("GET", _ROOMS, list_rooms, "listRooms", "List the tenant's rooms", "rooms", roles.OBSERVE,
           query=ROOM_LIST_QUERY, response="RoomList"),
-    Route("POST", _ROOMS, create_room, "createRoom", "Create a room", "rooms", "write", body=ROOM_CREATE,
+    Route("POST", _ROOMS, create_room, "createRoom", "Create a room", "rooms", roles.ADMINISTER, body=ROOM_CREATE,
           status=201, response="Room", problems=(409,),
           description="Takes effect on every node within a second (capacity, status)."),
-    Route("GET", _ROOMS + "/{id}", get_room, "getRoom", "Get a room", "rooms", "read", path_params=(ROOM_ID,),
+    Route("GET", _ROOMS + "/{id}", get_room, "getRoom", "Get a room", "rooms", roles.OBSERVE, path_params=(ROOM_ID,),
           response="Room", problems=(404,)),
-    Route("PUT", _ROOMS + "/{id}", replace_room, "replaceRoom", "Replace a room's definition", "rooms", "write",
+    Route("PUT", _ROOMS + "/{id}", replace_room, "replaceRoom", "Replace a room's definition", "rooms", roles.ADMINISTER,
           path_params=(ROOM_ID,), body=ROOM_REPLACE, response="Room", problems=(404,),
           description="Lowering capacity below the sessions online refuses new HELLOs (ROOM_FULL) but "
                       "drops nobody; status disabled refuses HELLO with ROOM_DISABLED."),
-    Route("PATCH", _ROOMS + "/{id}", patch_room, "updateRoom", "Change fields of a room", "rooms", "write",
+    Route("PATCH", _ROOMS + "/{id}", patch_room, "updateRoom", "Change fields of a room", "rooms", roles.ADMINISTER,
           path_params=(ROOM_ID,), body=ROOM_PATCH, response="Room", problems=(404,),
           description="Lowering capacity below the sessions online refuses new HELLOs (ROOM_FULL) but "
                       "drops nobody; status disabled refuses HELLO with ROOM_DISABLED."),
-    Route("DELETE", _ROOMS + "/{id}", delete_room, "deleteRoom", "Delete a room (soft)", "rooms", "write",
+    Route("DELETE", _ROOMS + "/{id}", delete_room, "deleteRoom", "Delete a room (soft)", "rooms", roles.ADMINISTER,
           path_params=(ROOM_ID,), status=204, problems=(404,)),
     Route("GET", _ROOMS + "/{id}/sessions", room_sessions, "listRoomLiveSessions",
-          "Sessions in a room now (from Redis, every node)", "rooms", "read", path_params=(ROOM_ID,),
+          "Sessions in a room now (from Redis, every node)", "rooms", roles.OBSERVE, path_params=(ROOM_ID,),
           response="LiveSessions", problems=(404,)),
     Route("GET", _ROOMS + "/{id}/stats", room_stats, "getRoomStats", "A room's statistics over time",
-          "rooms", "read", path_params=(ROOM_ID,), query=STATS_QUERY, response="RoomStats", problems=(404,)),
-    Route("GET", "/api/v1/sessions", list_sessions, "listSessions", "Session history", "sessions", "read",
+          "rooms", roles.OBSERVE, path_params=(ROOM_ID,), query=STATS_QUERY, response="RoomStats", problems=(404,)),
+    Route("GET", "/api/v1/sessions", list_sessions, "listSessions", "Session history", "sessions", roles.OBSERVE,
           query=SESSIONS_QUERY, response="SessionList",
           description="Sessions that started in [from, to), newest first."),
     Route("GET", "/api/v1/users/{userId}/sessions", user_sessions, "listUserLiveSessions",
-          "A user's sessions now, across rooms and nodes", "sessions", "read", path_params=(USER_ID,),
+          "A user's sessions now, across rooms and nodes", "sessions", roles.OBSERVE, path_params=(USER_ID,),
           response="UserLiveSessions"),
 )  # fmt: skip
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
+from .. import __version__, roles
 from ..alerting import rules
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
 from .routing import Route
@@ -291,13 +291,11 @@ def _parameters(route: Route) -> list[dict]:
 
 
 def _operation(route: Route, schemas: dict) -> dict:
-    roles = {"read": "spidi:monitor or spidi:admin", "write": "spidi:admin", None: "none (public)"}[
-        route.access
-    ]
+    who = roles.describe(route.access) if route.access else "none (public)"
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
-        "description": (route.description + "\n\n" if route.description else "") + f"Roles: {roles}.",
+        "description": (route.description + "\n\n" if route.description else "") + f"Roles: {who}.",
         "tags": [route.tag],
         "security": [{"bearerAuth": []}] if route.access else [],
     }

@@ -66,7 +66,7 @@ class Route:
     operation_id: str
     summary: str
     tag: str
-    access: str | None  # "read" (monitor, admin), "write" (admin) or None (public)
+    access: str | None  # the roles action it needs (roles.OBSERVE, roles.ADMINISTER, ...), None: public
     path_params: tuple[Field, ...] = ()
     query: tuple[Field, ...] = ()
     body: Body | None = None

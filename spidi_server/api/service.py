@@ -20,7 +20,7 @@ from aiohttp import web
 from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
-from .. import logs
+from .. import logs, roles
 from ..auth import Claims
 from ..errors import AuthError
 from ..history import queries
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spidi.api")
 
-READ_ROLES = ("spidi:monitor", "spidi:admin")
-WRITE_ROLES = ("spidi:admin",)
 POOL_MAX_SIZE = 4
 POOL_TIMEOUT_S = 5.0
 
@@ -64,7 +62,7 @@ class Api:
     # -- authentication and roles -----------------------------------------------------------
 
     def authenticate(self, request: web.Request, access: str) -> Claims:
-        """The caller's claims, checked for ``access`` ("read" or "write"); Problem 401/403 otherwise."""
+        """The caller's claims, checked for the roles ``access`` (a ``roles`` action) needs; Problem 401/403 otherwise."""
         header = request.headers.get("Authorization", "").strip()
         if not header:
             raise Problem(
@@ -86,7 +84,7 @@ class Api:
             raise Problem(
                 "unauthorized", str(exc), headers=_www_authenticate("invalid_token", str(exc))
             ) from None
-        needed = WRITE_ROLES if access == "write" else READ_ROLES
+        needed = roles.allowed(access)
         if not claims.has_any(*needed):
             raise Problem("forbidden", f"this needs role {' or '.join(needed)}")
         return claims

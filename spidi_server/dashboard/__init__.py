@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from .. import roles
 from ..auth import mint_token
 from ..errors import ConfigError
 
@@ -53,7 +54,6 @@ _COMMON_HEADERS = {
 }
 
 DEV_SUBJECT = "dev-admin"
-DEV_ROLES = ["spidi:admin"]
 DEV_TENANT = "default"
 
 
@@ -116,7 +116,7 @@ def register_dashboard(app: web.Application, node: Node) -> None:
         body: dict = {"wsUrl": ws_url_for(request, node), "dev": bool(node.settings.dev)}
         if node.settings.dev:
             try:
-                body["devToken"] = mint_token(node.settings, DEV_SUBJECT, DEV_ROLES, DEV_TENANT)
+                body["devToken"] = mint_token(node.settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT)
             except ConfigError as exc:  # e.g. RS256 configured: nothing to sign with
                 log.warning("dashboard: no development token: %s", exc)
         return web.Response(

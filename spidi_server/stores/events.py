@@ -40,6 +40,8 @@ do not need it.
 
 from __future__ import annotations
 
+import uuid
+
 from . import keys
 
 STREAM = keys.EVENTS_STREAM
@@ -56,14 +58,195 @@ ALERT_EVENT = "alert_event"
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
 
 
+def _event(kind: str, event_id: str | None = None, **fields) -> dict:
+    return {"id": event_id or str(uuid.uuid4()), "kind": kind, **fields}
+
+
+def session_started(
+    *,
+    session_id: str,
+    room_id: str,
+    room_code: str,
+    tenant: str,
+    user_id: str,
+    client_id: str,
+    app_version: str,
+    device: str | None,
+    os: str | None,
+    ip: str,
+    node_id: str,
+    started_at: int,
+) -> dict:
+    """A session began on ``node_id`` (its static fields: what history keeps of the client)."""
+    return _event(
+        SESSION_STARTED,
+        session_id=session_id,
+        room_id=room_id,
+        room_code=room_code,
+        tenant=tenant,
+        user_id=user_id,
+        client_id=client_id,
+        app_version=app_version,
+        device=device,
+        os=os,
+        ip=ip,
+        node_id=node_id,
+        started_at=started_at,
+    )
+
+
+def session_checkpoint(
+    *,
+    session_id: str,
+    room_id: str,
+    tenant: str,
+    started_at: int,
+    heartbeats: int,
+    last_heartbeat_at: int | None,
+    latency_sum: float,
+    latency_count: int,
+    latency_min: float | None,
+    latency_max: float | None,
+) -> dict:
+    """A live session's cumulative heartbeat and latency figures (only ever moving forward)."""
+    return _event(
+        SESSION_CHECKPOINT,
+        session_id=session_id,
+        room_id=room_id,
+        tenant=tenant,
+        started_at=started_at,
+        heartbeats=heartbeats,
+        last_heartbeat_at=last_heartbeat_at,
+        latency_sum=latency_sum,
+        latency_count=latency_count,
+        latency_min=latency_min,
+        latency_max=latency_max,
+    )
+
+
+def session_ended(
+    *,
+    session_id: str,
+    room_id: str,
+    tenant: str,
+    started_at: int,
+    ended_at: int,
+    reason: str,
+    user_id: str,
+    room_code: str | None,
+    client_id: str | None,
+    device: str | None,
+    os: str | None,
+    app_version: str | None,
+    last_heartbeat_at: int | None,
+    heartbeats: int | None = None,
+    latency_sum: float | None = None,
+    latency_count: int | None = None,
+    latency_min: float | None = None,
+    latency_max: float | None = None,
+) -> dict:
+    """A session's end: its final figures where the ender knows them (a reaper does not), and who
+    left, so that the room hooks can read the end alone."""
+    event = _event(
+        SESSION_ENDED,
+        session_id=session_id,
+        room_id=room_id,
+        tenant=tenant,
+        started_at=started_at,
+        last_heartbeat_at=last_heartbeat_at,
+        ended_at=ended_at,
+        reason=reason,
+        user_id=user_id,
+        room_code=room_code,
+        client_id=client_id,
+        device=device,
+        os=os,
+        app_version=app_version,
+    )
+    if heartbeats is not None:
+        event.update(
+            heartbeats=heartbeats,
+            latency_sum=latency_sum,
+            latency_count=latency_count,
+            latency_min=latency_min,
+            latency_max=latency_max,
+        )
+    return event
+
+
+def room_sample(
+    *,
+    room_id: str,
+    room_code: str,
+    tenant: str,
+    node_id: str,
+    bucket: int,
+    online_sum: int,
+    online_samples: int,
+    online_max: int,
+    latency_sum: float,
+    latency_count: int,
+    latency_hist: list[int],
+) -> dict:
+    """What one node saw of one room in the minute starting at ``bucket`` (epoch ms)."""
+    return _event(
+        ROOM_SAMPLE,
+        room_id=room_id,
+        room_code=room_code,
+        tenant=tenant,
+        node_id=node_id,
+        bucket=bucket,
+        online_sum=online_sum,
+        online_samples=online_samples,
+        online_max=online_max,
+        latency_sum=latency_sum,
+        latency_count=latency_count,
+        latency_hist=encode_hist(latency_hist),
+    )
+
+
+def alert_event(
+    *,
+    alert_id: str,
+    rule_id: str,
+    tenant: str,
+    room_id: str,
+    room_code: str,
+    state: str,
+    alert_kind: str,
+    severity: str,
+    value: float | None,
+    at: int,
+    details: str,
+) -> dict:
+    """One alert transition (``details`` is JSON text); its id is the transition's, so a replay
+    is recognised."""
+    return _event(
+        ALERT_EVENT,
+        alert_id,
+        rule_id=rule_id,
+        tenant=tenant,
+        room_id=room_id,
+        room_code=room_code,
+        state=state,
+        alert_kind=alert_kind,
+        severity=severity,
+        value=value,
+        at=at,
+        details=details,
+    )
+
+
 def encode(fields: dict) -> dict:
     """A stream entry: every value a string (None becomes empty)."""
     return {k: "" if v is None else (v if isinstance(v, str) else str(v)) for k, v in fields.items()}
 
 
 def decode_hist(text: str) -> list[int]:
+    """Histogram counts from their stream text."""
     return [int(x) for x in text.split(",")] if text else [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
 
 def encode_hist(counts: list[int]) -> str:
+    """Histogram counts as stream text."""
     return ",".join(map(str, counts))
