@@ -38,7 +38,17 @@ async def test_files_and_config_are_served(node_factory):
         assert status == 200 and ctype.startswith(expected), (name, status, ctype)
         assert body
 
-    for bad in ("/static/nope.js", "/static/..%2f__init__.py", "/static/.hidden.js", "/static/__init__.py"):
+    for bad in (
+        "/static/nope.js",
+        "/static/..%2f__init__.py",
+        "/static/.hidden.js",
+        "/static/__init__.py",
+        "/static/views/nope.js",
+        "/static/nope/..%2f..%2f__init__.py",
+        "/static/views%2f..%2f..%2f__init__.py",
+        "/static/.git/config.js",
+        "/static/views//nope.js",
+    ):
         status, _, _ = await _get(base + bad)
         assert status == 404, bad
 
