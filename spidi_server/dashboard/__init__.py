@@ -1,9 +1,11 @@
 """The operators' dashboard, served at / on the ops port.
 
-Static files only (no build step, no CDN): ``static/index.html`` with ``app.js``, ``stomp.js``
-(a small STOMP 1.2 client) and ``style.css``. The page talks STOMP over the node's WebSocket
-(another port) and reads history from the REST API on this port. ``/dashboard/config`` tells
-it where the WebSocket is and, in development mode only, hands it an admin token.
+Static files only (no build step, no CDN): ``static/index.html`` and ``style.css``, and the
+page's script as plain ES modules loaded from ``main.js`` (``static/*.js`` and
+``static/views/*.js``; ``stomp.js`` is a small STOMP 1.2 client). The page talks STOMP over the
+node's WebSocket (another port) and reads history from the REST API on this port.
+``/dashboard/config`` tells it where the WebSocket is and, in development mode only, hands it an
+admin token.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import time
 
 import aiohttp
 
+from spidi_server.dashboard import STATIC_DIR
+
 from ..conftest import token_for
 from ..stomp_client import connected
 from .conftest import ARTIFACTS
@@ -26,11 +28,13 @@ async def test_files_and_config_are_served(node_factory):
 
     status, ctype, body = await _get(base + "/")
     assert status == 200 and ctype.startswith("text/html"), (status, ctype)
-    assert "/static/app.js" in body and "/static/stomp.js" in body
+    assert '<script type="module" src="/static/main.js">' in body and "/static/stomp.js" in body
 
+    # Every script, in static/ and its folders (views/), as text/javascript: modules require it.
+    scripts = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*.js"))
+    assert {"main.js", "stomp.js", "views/room.js", "views/rooms.js"} <= set(scripts), scripts
     for name, expected in [
-        ("app.js", "text/javascript"),
-        ("stomp.js", "text/javascript"),
+        *((script, "text/javascript") for script in scripts),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ]:
