@@ -28,7 +28,7 @@ async def test_files_and_config_are_served(node_factory):
 
     status, ctype, body = await _get(base + "/")
     assert status == 200 and ctype.startswith("text/html"), (status, ctype)
-    assert '<script type="module" src="/static/main.js">' in body and "/static/stomp.js" in body
+    assert '<script type="module" src="/static/main.js">' in body  # it imports the others, stomp.js too
 
     # Every script, in static/ and its folders (views/), as text/javascript: modules require it.
     scripts = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*.js"))
@@ -301,8 +301,8 @@ async def test_stomp_frame_parser_in_browser(node_factory, page):
     node = await node_factory()
     await page.goto(node.ops.url + "/")
     result = await page.evaluate(
-        """() => {
-        const { FrameParser, serializeFrame, negotiateHeartbeat } = window.SpidiStomp;
+        """async () => {
+        const { FrameParser, serializeFrame, negotiateHeartbeat } = await import("/static/stomp.js");
         const p = new FrameParser();
         const out = [];
         const msg = 'MESSAGE\\nsubscription:s1\\ncontent-length:5\\ndestination:/a\\\\cb\\n\\nab\\u0000cd\\u0000';

@@ -7,11 +7,9 @@
 import { onAlerts } from "./alerts.js";
 import { $, toast } from "./dom.js";
 import { schedule, state } from "./state.js";
+import { StompClient } from "./stomp.js";
 import { renderRoomError, subscribeRoom } from "./views/room.js";
 import { onRooms } from "./views/rooms.js";
-
-// stomp.js is a classic script, run before the modules (index.html): it exposes window.SpidiStomp.
-const { StompClient } = window.SpidiStomp;
 
 /** Connect with state.token to state.wsUrl; ``onAuthFailure(message)`` when the server refuses the token. */
 export function connect(onAuthFailure) {
