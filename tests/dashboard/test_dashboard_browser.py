@@ -33,6 +33,8 @@ async def test_files_and_config_are_served(node_factory):
     # Every script, in static/ and its folders (views/), as text/javascript: modules require it.
     scripts = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*.js"))
     assert {"main.js", "stomp.js", "views/room.js", "views/rooms.js"} <= set(scripts), scripts
+    for script in set(scripts) - {"main.js"}:  # preloaded: no round trip per import level
+        assert f'<link rel="modulepreload" href="/static/{script}">' in body, script
     for name, expected in [
         *((script, "text/javascript") for script in scripts),
         ("style.css", "text/css"),
