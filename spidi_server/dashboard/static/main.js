@@ -6,8 +6,8 @@
  * Views (location.hash, router.js): "#/" every room of the tenant (views/rooms.js),
  * "#/rooms/<code>" one room (views/room.js, views/history.js). Open alerts come from
  * /topic/alerts and show in both views (alerts.js). This module wires the page's controls,
- * registers the renderers that state.schedule() runs, ticks the clocks every second, and loads
- * the config before signing in.
+ * registers the renderers that schedule() (state.js) runs, ticks the clocks every second, and
+ * loads the config before signing in.
  */
 
 import { renderAlertPanel, renderRoomAlerts } from "./alerts.js";
