@@ -1,9 +1,11 @@
 """The operators' dashboard, served at / on the ops port.
 
-Static files only (no build step, no CDN): ``static/index.html`` with ``app.js``, ``stomp.js``
-(a small STOMP 1.2 client) and ``style.css``. The page talks STOMP over the node's WebSocket
-(another port) and reads history from the REST API on this port. ``/dashboard/config`` tells
-it where the WebSocket is and, in development mode only, hands it an admin token.
+Static files only (no build step, no CDN): ``static/index.html`` and ``style.css``, and the
+page's script as plain ES modules loaded from ``main.js`` (``static/*.js`` and
+``static/views/*.js``; ``stomp.js`` is a small STOMP 1.2 client). The page talks STOMP over the
+node's WebSocket (another port) and reads history from the REST API on this port.
+``/dashboard/config`` tells it where the WebSocket is and, in development mode only, hands it an
+admin token.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ def _file_response(path: Path, extra_headers: dict | None = None) -> web.Respons
     )
 
 
+def static_path(name: str) -> Path | None:
+    """The file under ``STATIC_DIR`` that ``/static/<name>`` serves (``views/room.js`` too), or None.
+
+    Each part of the name must be a plain file or folder name (no ``..``, no hidden file, no
+    empty part), of a type in ``CONTENT_TYPES``, and the file must exist inside ``STATIC_DIR``.
+    """
+    parts = name.split("/")
+    if not all(_SAFE_NAME.fullmatch(part) for part in parts):
+        return None
+    path = STATIC_DIR.joinpath(*parts)
+    if path.suffix.lower() not in CONTENT_TYPES or not path.is_file():
+        return None
+    if not path.resolve().is_relative_to(STATIC_DIR.resolve()):
+        return None
+    return path
+
+
 def _browser_hostname(request: web.Request, fallback: str) -> str:
     """The hostname the browser used to reach this page (Host header), bracketed if IPv6."""
     host = request.host or ""
@@ -106,9 +125,8 @@ def register_dashboard(app: web.Application, node: Node) -> None:
         return _file_response(STATIC_DIR / "index.html", {"Content-Security-Policy": CSP})
 
     async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        path = STATIC_DIR / name
-        if not _SAFE_NAME.match(name) or path.suffix.lower() not in CONTENT_TYPES or not path.is_file():
+        path = static_path(request.match_info["name"])
+        if path is None:
             raise web.HTTPNotFound(text="not found")
         return _file_response(path)
 
@@ -127,5 +145,5 @@ def register_dashboard(app: web.Application, node: Node) -> None:
 
     app.router.add_get("/", index)
     app.router.add_get("/index.html", index)
-    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/static/{name:.+}", static)
     app.router.add_get("/dashboard/config", config)

@@ -8,6 +8,8 @@ import time
 
 import aiohttp
 
+from spidi_server.dashboard import STATIC_DIR
+
 from ..conftest import token_for
 from ..stomp_client import connected
 from .conftest import ARTIFACTS
@@ -26,11 +28,15 @@ async def test_files_and_config_are_served(node_factory):
 
     status, ctype, body = await _get(base + "/")
     assert status == 200 and ctype.startswith("text/html"), (status, ctype)
-    assert "/static/app.js" in body and "/static/stomp.js" in body
+    assert '<script type="module" src="/static/main.js">' in body  # it imports the others, stomp.js too
 
+    # Every script, in static/ and its folders (views/), as text/javascript: modules require it.
+    scripts = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*.js"))
+    assert {"main.js", "stomp.js", "views/room.js", "views/rooms.js"} <= set(scripts), scripts
+    for script in set(scripts) - {"main.js"}:  # preloaded: no round trip per import level
+        assert f'<link rel="modulepreload" href="/static/{script}">' in body, script
     for name, expected in [
-        ("app.js", "text/javascript"),
-        ("stomp.js", "text/javascript"),
+        *((script, "text/javascript") for script in scripts),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ]:
@@ -38,7 +44,17 @@ async def test_files_and_config_are_served(node_factory):
         assert status == 200 and ctype.startswith(expected), (name, status, ctype)
         assert body
 
-    for bad in ("/static/nope.js", "/static/..%2f__init__.py", "/static/.hidden.js", "/static/__init__.py"):
+    for bad in (
+        "/static/nope.js",
+        "/static/..%2f__init__.py",
+        "/static/.hidden.js",
+        "/static/__init__.py",
+        "/static/views/nope.js",
+        "/static/nope/..%2f..%2f__init__.py",
+        "/static/views%2f..%2f..%2f__init__.py",
+        "/static/.git/config.js",
+        "/static/views//nope.js",
+    ):
         status, _, _ = await _get(base + bad)
         assert status == 404, bad
 
@@ -287,8 +303,8 @@ async def test_stomp_frame_parser_in_browser(node_factory, page):
     node = await node_factory()
     await page.goto(node.ops.url + "/")
     result = await page.evaluate(
-        """() => {
-        const { FrameParser, serializeFrame, negotiateHeartbeat } = window.SpidiStomp;
+        """async () => {
+        const { FrameParser, serializeFrame, negotiateHeartbeat } = await import("/static/stomp.js");
         const p = new FrameParser();
         const out = [];
         const msg = 'MESSAGE\\nsubscription:s1\\ncontent-length:5\\ndestination:/a\\\\cb\\n\\nab\\u0000cd\\u0000';
