@@ -14,8 +14,11 @@ future the flusher resolves with the script's result. Nothing else is awaited pe
 A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); past
 ``buffer_max_ops`` the oldest operations go to the spill file. What happens then, and when Redis
 answers again or turns out to have lost the node's state, is stores/recovery.py's job: the store
-owns one ``Recovery`` and tells it how each pipeline went. Connections and the cluster pipeline
-helpers are in stores/client.py, the Lua scripts in stores/scripts.py.
+owns one ``Recovery`` and tells it how each pipeline went. What each buffered operation sends is
+stores/commands.py's, connections and the cluster pipeline helpers are stores/client.py's, the Lua
+scripts stores/scripts.py's. What is left here is one job, the buffers and the one task that
+empties them; it runs past 500 lines because the flusher's retry, waiter and close paths all work
+on those buffers and read best together.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from . import events, keys, reads
-from .client import REDIS_FAILURES, pipeline_publish
-from .recovery import MARKER_TTL_MS, Recovery
+from . import events, reads
+from .client import REDIS_FAILURES
+from .commands import build
+from .recovery import Recovery
 from .scripts import JOIN_LIMIT_ARG, Scripts, current_hour, join_args
 from .spill import SpillFile
 
@@ -113,7 +117,6 @@ class HotStore:
     ):
         self.redis = client
         self.node_id = node_id
-        self._node_key = keys.node_sessions(node_id)
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
         self._ops: list[tuple] = []
@@ -324,94 +327,6 @@ class HotStore:
 
     # -- the flusher ---------------------------------------------------------------------------
 
-    def _build(
-        self, pipe, ops: list[tuple], beats: dict, joins: list, check: bool
-    ) -> tuple[int, int | None, bool]:
-        """Queue ``ops`` and ``beats`` on ``pipe``; returns (command count, index of the marker
-        check's reply or None, whether the batch writes the marker). Every command adds one
-        reply, so a join's script reply is at the index ``commands`` had when queued: ``joins``
-        receives (index, PendingJoin)."""
-        commands = 0
-        publishes = []
-        marks = False
-        scripts = self.scripts
-        for op in ops:
-            kind = op[0]
-            if kind == "join":
-                j = op[1]
-                room_id, session_id = j.room_id, j.session_id
-                joins.append((commands, j))
-                scripts.queue(
-                    pipe, "join", [*keys.room_keys(room_id), keys.session(room_id, session_id)], j.args
-                )
-                pipe.hset(keys.tenant_rooms(j.tenant), room_id, j.code)
-                # The user's index lives in its own slot: plain commands, not part of the script.
-                # (Written with the join, not after its answer, to save a round trip; a refused
-                # join takes them back with an "unindex".)
-                user_key = keys.user_sessions(j.tenant, j.user_id)
-                pipe.hset(user_key, session_id, room_id)
-                pipe.expire(user_key, j.ttl_s)
-                # The node's index: what to end if this process dies without a word.
-                pipe.hset(self._node_key, session_id, room_id)
-                commands += 5
-            elif kind == "unindex":
-                _, session_id, tenant, user_id = op
-                pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
-                pipe.hdel(self._node_key, session_id)
-                commands += 2
-            elif kind == "leave":
-                _, room_id, session_id, user_id, tenant = op
-                scripts.queue(
-                    pipe,
-                    "leave",
-                    [*keys.room_keys(room_id), keys.session(room_id, session_id)],
-                    [session_id, user_id],
-                )
-                pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
-                pipe.hdel(self._node_key, session_id)
-                commands += 3
-            elif kind == "touch":
-                _, room_id, session_id, ttl_s, fields, tenant, user_id = op
-                key = keys.session(room_id, session_id)
-                if fields:
-                    pipe.hset(key, mapping={k: ("" if v is None else v) for k, v in fields.items()})
-                    commands += 1
-                pipe.expire(key, ttl_s)
-                pipe.expire(keys.user_sessions(tenant, user_id), ttl_s)
-                commands += 2
-            elif kind == "event":
-                pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
-                commands += 1
-            elif kind == "publish":
-                publishes.append(op)
-            elif kind == "capacity":
-                _, room_id, capacity = op
-                pipe.hset(keys.room_metrics(room_id), "capacity", capacity)
-                commands += 1
-            elif kind == "marker" and self.marker_key is not None:
-                # After the node's first writes or a re-assert: Redis holds this node's state.
-                pipe.set(self.marker_key, self.node_id, px=MARKER_TTL_MS)
-                pipe.sadd(keys.NODES, self.node_id)  # FLUSHALL took the node off the reapers' list too
-                commands += 2
-                marks = True
-        for room_id, room_beats in beats.items():
-            packed = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()])
-            scripts.queue(
-                pipe, "heartbeats", [keys.room_online(room_id), keys.room_latency(room_id)], [packed]
-            )
-            commands += 1
-        # Announcements last: whoever hears one and reads Redis sees every write it announces.
-        for _, channel, payload in publishes:
-            pipeline_publish(pipe, channel, payload)
-            commands += 1
-        marker_at = None
-        if check and self.marker_key is not None:
-            # Last, so a marker written earlier in this very batch counts: nil means Redis lost it.
-            marker_at = commands
-            pipe.set(self.marker_key, self.node_id, xx=True, px=MARKER_TTL_MS)
-            commands += 1
-        return commands, marker_at, marks
-
     async def _flusher(self) -> None:
         backoff = 0.05
         last = 0.0
@@ -447,7 +362,7 @@ class HotStore:
                 commands = 0
                 joins: list = []
                 try:
-                    commands, marker_at, marks = self._build(pipe, ops, beats, joins, check)
+                    commands, marker_at, marks = build(pipe, ops, beats, joins, check, self)
                     results = await pipe.execute(raise_on_error=False)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):

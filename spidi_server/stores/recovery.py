@@ -34,7 +34,6 @@ log = logging.getLogger("spidi.redis")
 
 _REASSERT_CHUNK = 1_000  # sessions re-asserted between two yields to the event loop
 MARKER_CHECK_S = 1.0  # how often the node checks that Redis still holds its marker
-MARKER_TTL_MS = 3_600_000  # the marker of a node that died goes away by itself within the hour
 
 
 class Host(Protocol):
