@@ -90,7 +90,8 @@ class PendingJoin:
         self.forced = True
         self.args[JOIN_LIMIT_ARG] = 0
 
-    def _resolve(self, value) -> None:
+    def resolve(self, value) -> None:
+        """Answer whoever waits for ``result`` (the store's side; the first answer stands)."""
         if not self.result.done():
             self.result.set_result(value)
 
@@ -399,7 +400,7 @@ class HotStore:
                     log.exception("redis pipeline raised unexpectedly; %d commands dropped", commands)
                     for op in ops:
                         if op[0] == "join":
-                            op[1]._resolve(None)
+                            op[1].resolve(None)
                     if spill_read is not None:
                         recovery.consume_spill(spill_read)
                     self.dropped += len(ops)
@@ -428,7 +429,7 @@ class HotStore:
                         waiter.set_result(ok)
                 for op in self._ops:
                     if op[0] == "join":
-                        op[1]._resolve(None)
+                        op[1].resolve(None)
                 return
 
     def _take(self) -> tuple[list[tuple], dict]:
@@ -448,15 +449,15 @@ class HotStore:
         for index, j in joins:
             reply = results[index]
             if isinstance(reply, Exception):
-                j._resolve(None)  # logged with the pipeline's errors; the caller decides
+                j.resolve(None)  # logged with the pipeline's errors; the caller decides
             elif int(reply) != REFUSED:
-                j._resolve(int(reply))
+                j.resolve(int(reply))
             elif j.forced:
                 # Admitted without Redis's answer (it came too late): Redis must hold the
                 # session anyway. Ahead of what was queued since, so a LEAVE stays after it.
                 redo.append(("join", j))
             else:
-                j._resolve(REFUSED)
+                j.resolve(REFUSED)
                 self._ops.append(("unindex", j.session_id, j.tenant, j.user_id))
         if redo:
             self._ops[:0] = redo

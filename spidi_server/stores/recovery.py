@@ -183,7 +183,7 @@ class Recovery:
                 # Whoever waits for this join learns it was not answered and admits on the local
                 # count (degraded mode); Redis must then hold it whatever its count says.
                 op[1].force()
-                op[1]._resolve(None)
+                op[1].resolve(None)
         kept = 0
         if spill is not None:
             records = [_record(op) for op in ops]
