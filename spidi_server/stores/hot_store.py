@@ -271,8 +271,9 @@ class HotStore:
         j.forced = True
         return j
 
-    def rejoin(self, s: LiveSession, hour: str) -> None:
+    def rejoin(self, session: LiveSession, hour: str) -> None:
         """Queue a live session's join again (unconditional), with its newest heartbeat and latency."""
+        s = session
         # The join script with the newest heartbeat as its time and no limit: it restores the
         # online score, the session hash, the users count, the peak and the indexes.
         args = join_args(
