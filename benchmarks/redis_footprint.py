@@ -31,8 +31,9 @@ from pathlib import Path
 import redis
 
 from spidi_server.stores import events
+from spidi_server.stores.client import connect
 from spidi_server.stores.embedded_redis import EmbeddedRedis
-from spidi_server.stores.redis_store import HotStore, connect
+from spidi_server.stores.hot_store import HotStore
 
 
 def _info(client: redis.Redis, section: str) -> dict:

@@ -27,7 +27,7 @@ import orjson
 
 from . import logs
 from .stores import keys
-from .stores.redis_store import is_cluster, pubsub_client
+from .stores.client import is_cluster, pubsub_client
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from .rooms import RoomCatalog, RoomDef
 from .services import BackingServices
 from .settings import Settings
 from .stores import keys
-from .stores.redis_store import HotStore, connect
+from .stores.client import connect
+from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
 from .tasks import cancel_and_wait
 from .transport.websocket import WebSocketTransport

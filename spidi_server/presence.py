@@ -34,7 +34,7 @@ from .protocol.stomp import StompConnection
 from .rooms import ROOM_CODE, RoomCatalog, RoomDef
 from .settings import Settings
 from .stores import events
-from .stores.redis_store import REFUSED, HotStore, LiveSession, PendingJoin
+from .stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
 
 log = logging.getLogger("spidi.presence")
 

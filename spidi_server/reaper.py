@@ -24,7 +24,8 @@ import orjson
 
 from . import logs
 from .stores import events, keys
-from .stores.redis_store import _script, _text, pipeline_evalsha, pipeline_publish
+from .stores.client import pipeline_evalsha, pipeline_publish, text
+from .stores.scripts import script_source
 from .tasks import cancel_and_wait
 
 log = logging.getLogger("spidi.reaper")
@@ -39,7 +40,7 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
     index = await redis.hgetall(keys.node_sessions(node_id))
     if not index:
         return 0
-    pairs = [(_text(sid), _text(room_id)) for sid, room_id in index.items()]
+    pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
     pipe = redis.pipeline(transaction=False)
     for sid, room_id in pairs:
         pipe.hgetall(keys.session(room_id, sid))
@@ -47,13 +48,13 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
     raw = await pipe.execute()
     # SCRIPT LOAD (on a cluster: on every master) then EVALSHA in the pipeline: redis-py's
     # Script object cannot queue itself on a cluster pipeline.
-    leave = await redis.script_load(_script("leave.lua"))
+    leave = await redis.script_load(script_source("leave"))
     now = int(time.time() * 1000)
     per_room: dict[str, dict] = {}
     pipe = redis.pipeline(transaction=False)
     ended = 0
     for i, (sid, room_id) in enumerate(pairs):
-        info = {_text(k): _text(v) for k, v in (raw[2 * i] or {}).items()}
+        info = {text(k): text(v) for k, v in (raw[2 * i] or {}).items()}
         last_beat = raw[2 * i + 1]
         pipe.hdel(keys.node_sessions(node_id), sid)
         if not info:
@@ -153,7 +154,7 @@ class NodeLiveness:
 
     async def check(self) -> int:
         """Reap every known node whose liveness key expired; returns sessions ended."""
-        others = [_text(n) for n in await self.redis.smembers(keys.NODES)]
+        others = [text(n) for n in await self.redis.smembers(keys.NODES)]
         others = [n for n in others if n != self.node_id]
         if not others:
             return 0

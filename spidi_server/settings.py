@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .stores.client import is_cluster_url, parse_cluster_url
 
 
 @dataclass
@@ -319,13 +320,8 @@ class Settings:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"worker_metrics: {address!r} is not host:port")
-        if self.redis_url.startswith(("redis+cluster://", "rediss+cluster://")):
-            _, _, seeds = self.redis_url.partition("://")
-            seeds = seeds.split("?", 1)[0].split("/", 1)[0].rpartition("@")[2]
-            if not all(part.rpartition(":")[2].isdigit() for part in seeds.split(",")):
-                raise ConfigError(
-                    f"redis_url must list host:port seeds after redis+cluster://, got {seeds!r}"
-                )
+        if is_cluster_url(self.redis_url):
+            parse_cluster_url(self.redis_url)  # raises ConfigError naming redis_url
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
         if self.transport not in ("websockets", "picows"):

@@ -180,7 +180,7 @@ class Supervisor:
 
     async def _start_shared(self) -> None:
         """Embedded Redis, PostgreSQL (migrated) and the writer, on the same conditions as a Node."""
-        from .stores.redis_store import connect
+        from .stores.client import connect
 
         await self.services.start()
         self.redis = connect(self.services.redis_url)

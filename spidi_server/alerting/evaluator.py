@@ -30,7 +30,7 @@ import orjson
 from .. import logs
 from ..history import queries
 from ..stores import events, keys
-from ..stores.redis_store import pipeline_publish
+from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
 from .feed import alert_key
 from .lifecycle import FIRING, INACTIVE, PENDING, RESOLVED, AlertState, step
@@ -39,7 +39,7 @@ from .rules import AlertRule, AlertRuleError
 if TYPE_CHECKING:
     from ..metrics import NodeMetrics
     from ..settings import Settings
-    from ..stores.redis_store import HotStore
+    from ..stores.hot_store import HotStore
 
 log = logging.getLogger("spidi.alerting")
 

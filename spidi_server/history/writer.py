@@ -40,7 +40,7 @@ from ..errors import ConfigError
 from ..processes import stop_process
 from ..settings import Settings, load_settings
 from ..stores import events, keys
-from ..stores.redis_store import connect_sync
+from ..stores.client import connect_sync
 from . import queries
 from .migrate import migrate
 from .partitions import (

@@ -7,7 +7,7 @@ file when it has read it to the end. Everything the file holds is therefore olde
 memory, and the writes reach Redis in the order they were made.
 
 Format: JSON lines (orjson), one operation per line, a JSON array whose first element is the
-operation's kind (see ``redis_store._record``). A line is only ever appended whole: each chunk is
+operation's kind (see ``recovery._record``). A line is only ever appended whole: each chunk is
 one ``write()`` followed by ``fsync()``, and a chunk that fails is cut off again (``ftruncate``) so
 a later chunk never follows half a line. A line that still does not parse (a crash in the middle
 of a write) is skipped and counted as dropped.

@@ -17,7 +17,7 @@ from spidi_server.errors import ConfigError
 from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
 from spidi_server.stores import keys
-from spidi_server.stores.redis_store import is_cluster, parse_cluster_url
+from spidi_server.stores.client import is_cluster, parse_cluster_url
 
 from ..conftest import token_for
 from ..stomp_client import connected

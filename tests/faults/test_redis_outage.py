@@ -12,7 +12,8 @@ import redis
 
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
-from spidi_server.stores.redis_store import HotStore, connect
+from spidi_server.stores.client import connect
+from spidi_server.stores.hot_store import HotStore
 from spidi_server.stores.spill import SpillFile
 
 from ..conftest import token_for

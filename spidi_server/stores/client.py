@@ -1,0 +1,156 @@
+"""Redis connections: the one parser of Redis URLs, the clients, and pipeline helpers for both kinds.
+
+``connect`` gives a plain client for ``redis://`` / ``rediss://`` / ``unix://`` URLs and a
+``RedisCluster`` for ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS).
+A room's keys share one slot (``{roomId}`` hash tag, stores/keys.py) and every script touches one
+room only, so the same pipelines and scripts run on both: the cluster pipeline (never
+transactional) sends each node its own commands, in order.
+
+``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
+and the settings validation (settings.py) all call it. This module imports nothing of Spidi's but
+its errors, so the settings can import it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import RedisClusterException, RedisError
+
+from ..errors import ConfigError
+
+# What a failed round trip raises: a RedisError, a socket error, or on a cluster (no node
+# reachable, say) a RedisClusterException, which is not a RedisError.
+REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def text(value) -> str:
+    """A Redis reply (bytes, or already a str or a number) as a str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
+    """``redis+cluster://[user:password@]host:port[,host:port...]`` -> seed nodes and the
+    connection options every node shares (credentials, TLS). A cluster has only database 0.
+
+    A seed without a port gets 6379. Raises ``ConfigError`` (naming ``redis_url``) for a URL of
+    another scheme or a seed that is not ``host:port``.
+    """
+    if not is_cluster_url(url):
+        raise ConfigError(f"redis_url: not a redis+cluster:// URL: {url!r}")
+    scheme, rest = url.split("://", 1)
+    rest = rest.split("?", 1)[0].split("/", 1)[0]
+    options: dict = {"ssl": scheme == "rediss+cluster"}
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    nodes = []
+    for part in rest.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host:
+            host, port = port, "6379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"redis_url: {part!r} is not host:port in {url!r}")
+        nodes.append((host, int(port)))
+    return nodes, options
+
+
+def connect(url: str) -> aioredis.Redis | RedisCluster:
+    """A redis-py asyncio client (hiredis parser when installed) for ``url``.
+
+    ``redis+cluster://`` URLs give a ``RedisCluster`` seeded with every listed node; it learns
+    the slot map from them and follows MOVED/ASK redirections by itself.
+    """
+    if is_cluster_url(url):
+        nodes, options = parse_cluster_url(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            socket_connect_timeout=2.0,
+            **options,
+        )
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, health_check_interval=0)
+
+
+def connect_sync(url: str, **kwargs) -> redis.Redis | redis.cluster.RedisCluster:
+    """The synchronous twin of ``connect`` (the history writer), with extra client options."""
+    if is_cluster_url(url):
+        from redis.cluster import ClusterNode as SyncClusterNode
+        from redis.cluster import RedisCluster as SyncRedisCluster
+
+        nodes, options = parse_cluster_url(url)
+        return SyncRedisCluster(
+            startup_nodes=[SyncClusterNode(host, port) for host, port in nodes], **options, **kwargs
+        )
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def is_cluster(client) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
+
+
+# redis-py refuses the ``evalsha`` and ``publish`` methods on a cluster pipeline (its list of
+# commands it cannot route), yet routes the raw commands correctly: EVALSHA by its keys, PUBLISH by
+# its channel as if it were a key. Both helpers queue the raw command, on plain pipelines too.
+
+
+def pipeline_evalsha(pipe, sha: str, script_keys: list[str], args: list) -> None:
+    """Queue EVALSHA on ``pipe``, a plain or a cluster pipeline (the keys pick the node)."""
+    pipe.execute_command("EVALSHA", sha, len(script_keys), *script_keys, *args)
+
+
+def pipeline_publish(pipe, channel: str, payload) -> None:
+    """Queue a PUBLISH on ``pipe``, a plain or a cluster pipeline.
+
+    On a cluster ``spidi:roster:{roomId}`` goes to the room's own master, after the room's writes
+    of the same pipeline, and a classic PUBLISH reaches the subscribers of every node.
+    """
+    pipe.execute_command("PUBLISH", channel, payload)
+
+
+_NODE_OPTIONS = (
+    "username",
+    "password",
+    "ssl",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "socket_connect_timeout",
+    "socket_keepalive",
+)
+
+
+async def pubsub_client(client, attempt: int = 0) -> aioredis.Redis:
+    """The client to SUBSCRIBE with: ``client`` itself, or on a cluster a plain client of one
+    node (the ``attempt``-th, so a caller whose node went away moves on to the next).
+
+    Classic PUBLISH reaches the subscribers of every node of a cluster, so one connection to any
+    node hears every channel; a plain client keeps redis-py's ordinary PubSub, with its
+    reconnect and resubscribe, instead of the cluster's per-slot routing of channels.
+    """
+    if not is_cluster(client):
+        return client
+    await client.initialize()
+    nodes = sorted(client.get_nodes(), key=lambda n: n.name)
+    node = nodes[attempt % len(nodes)]
+    options = {k: v for k, v in node.connection_kwargs.items() if k in _NODE_OPTIONS}
+    if issubclass(node.connection_class, SSLConnection):  # how the cluster client records TLS
+        options["ssl"] = True
+    return aioredis.Redis(host=node.host, port=node.port, **options)

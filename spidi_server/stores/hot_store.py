@@ -1,0 +1,557 @@
+"""Redis hot state, the write side: pipelined writes that nobody awaits, and reads ordered after them.
+
+Writers (the presence layer) call the synchronous ``join`` / ``heartbeat`` / ``leave`` methods;
+they only append to in-memory buffers and wake the flusher. One flusher task sends everything
+buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
+flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
+are coalesced per session (only the newest matters) and written per room as one ZADD and one HSET.
+Reads (stores/reads.py) go through ``flush()`` first, so they see every write made before them.
+
+A join is the one write whose answer matters: the join script refuses a session when the room
+already holds its capacity of sessions of every node, so ``join`` returns a ``PendingJoin`` whose
+future the flusher resolves with the script's result. Nothing else is awaited per operation.
+
+A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); past
+``buffer_max_ops`` the oldest operations go to the spill file. What happens then, and when Redis
+answers again or turns out to have lost the node's state, is stores/recovery.py's job: the store
+owns one ``Recovery`` and tells it how each pipeline went. What each buffered operation sends is
+stores/commands.py's, connections and the cluster pipeline helpers are stores/client.py's, the Lua
+scripts stores/scripts.py's. What is left here is one job, the buffers and the one task that
+empties them; it runs past 500 lines because the flusher's retry, waiter and close paths all work
+on those buffers and read best together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import NamedTuple
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from . import events, reads
+from .client import REDIS_FAILURES
+from .commands import build
+from .recovery import Recovery
+from .scripts import JOIN_LIMIT_ARG, Scripts, current_hour, join_args
+from .spill import SpillFile
+
+log = logging.getLogger("spidi.redis")
+
+_MAX_BATCH_OPS = 5_000  # operations per pipeline: a backlog goes out in several (each ≤ ~0.1 s to build)
+_BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
+_SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
+
+REFUSED = -1  # join.lua's answer when the room is full
+
+
+class LiveSession(NamedTuple):
+    """A session the node holds, as re-asserting writes it to Redis (``Presence.live_sessions``)."""
+
+    room_id: str
+    tenant: str
+    code: str
+    capacity: int
+    session_id: str
+    user_id: str
+    beat_ms: int  # the newest heartbeat (the join time if none yet)
+    latency_ms: float | None  # the newest reported latency
+    ttl_s: int
+    fields: dict  # the session hash
+
+
+class PendingJoin:
+    """A join on its way to Redis.
+
+    ``result`` resolves to the room's online count once the join is in Redis, to ``REFUSED``
+    when the room was already full (counting every node's sessions), or to None when the script
+    failed or the store closed first. ``force`` makes the join unconditional: the caller admitted
+    the session without Redis's answer (Redis down or slow) and Redis must then hold it whatever
+    its count says.
+    """
+
+    __slots__ = ("room_id", "session_id", "tenant", "code", "user_id", "ttl_s", "args", "result", "forced")
+
+    def __init__(self, room_id, session_id, tenant, code, user_id, ttl_s, args, result):
+        self.room_id = room_id
+        self.session_id = session_id
+        self.tenant = tenant
+        self.code = code
+        self.user_id = user_id
+        self.ttl_s = ttl_s
+        self.args = args
+        self.result: asyncio.Future = result
+        self.forced = False
+
+    def force(self) -> None:
+        """Admit whatever Redis counts (degraded mode); a refusal already on its way is redone."""
+        self.forced = True
+        self.args[JOIN_LIMIT_ARG] = 0
+
+    def resolve(self, value) -> None:
+        """Answer whoever waits for ``result`` (the store's side; the first answer stands)."""
+        if not self.result.done():
+            self.result.set_result(value)
+
+
+class HotStore:
+    """The presence hot state of every room, in Redis.
+
+    While Redis is unreachable every write stays buffered, in order: in memory up to
+    ``buffer_max_ops`` operations, then the oldest in the ``spill`` file (see stores/spill.py);
+    heartbeats stay coalesced per session (the newest wins) and are never spilled. Once Redis
+    answers again the spill file is replayed first, then the memory buffer, then the node's live
+    sessions are written again (see stores/recovery.py).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        on_flush=None,
+        min_interval_s: float = 0.0,
+        node_id: str = "",
+        buffer_max_ops: int = 100_000,
+        spill: SpillFile | None = None,
+    ):
+        self.redis = client
+        self.node_id = node_id
+        self.min_interval_s = min_interval_s
+        self.scripts = Scripts(client)
+        self._ops: list[tuple] = []
+        self._beats: dict[str, dict[str, tuple[int, float]]] = {}
+        self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future] = []
+        self._task: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
+        self._closing = False
+        self.on_flush = on_flush  # callable(commands, seconds, ok) for metrics
+        self.healthy = True
+        self.last_error: str | None = None
+        # -- outages --
+        self.buffer_max_ops = buffer_max_ops
+        self.spill = spill
+        self.dropped = 0  # operations lost: beyond the memory buffer and not kept on disk
+        self.live_sessions = None  # callable -> iterable of LiveSession (set by the node)
+        self.is_live = None  # callable(session_id) -> bool (set by the node)
+        self.marker_key: str | None = None
+        self.recovery = Recovery(self)
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every Lua script (at start, and again if Redis lost them)."""
+        await self.scripts.load()
+
+    async def start(self) -> None:
+        """Check the connection, load the scripts, take over a leftover spill file, start the flusher."""
+        await self.redis.ping()
+        await self.load_scripts()
+        if await self.recovery.take_over_spill():
+            self._wake.set()
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._flusher(), name="spidi-redis-flusher")
+        self._ticker = loop.create_task(self.recovery.tick(), name="spidi-redis-marker")
+
+    def watch_marker(self, key: str) -> None:
+        """Own ``key`` in Redis from now on and check every second that Redis still holds it.
+
+        The key is written with this node's first pipeline and after every re-assert, and only
+        by this store; ``SET key XX`` (which also renews its expiry) answers nil once Redis lost it
+        (FLUSHALL, a restart without persistence, a failover to a replica that never saw it), and
+        the node then writes its live sessions again. One command per second whatever the load,
+        nothing per heartbeat, and it notices a loss even in rooms where nobody is heartbeating.
+        """
+        self.marker_key = key
+        self.queue_marker()
+
+    def unwatch_marker(self) -> None:
+        """Stop checking (shutdown: the node is about to give its id up)."""
+        self.marker_key = None
+
+    # -- buffered writes (never awaited) ------------------------------------------------------
+
+    def join(
+        self,
+        room_id: str,
+        tenant: str,
+        code: str,
+        capacity: int,
+        session_id: str,
+        user_id: str,
+        now_ms: int,
+        ttl_s: int,
+        fields: dict,
+    ) -> PendingJoin:
+        """Record a session joining a room, with its static metadata, if the room has a place.
+
+        Buffered like every write; the returned ``PendingJoin`` resolves when Redis answered.
+        The room is full when it already holds ``capacity`` sessions of any node (0: no limit).
+        """
+        args = join_args(
+            session_id,
+            now_ms,
+            user_id,
+            current_hour(now_ms / 1000),
+            ttl_s,
+            capacity,
+            code,
+            tenant,
+            capacity,
+            fields,
+        )
+        pending = PendingJoin(
+            room_id,
+            session_id,
+            tenant,
+            code,
+            user_id,
+            ttl_s,
+            args,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._ops.append(("join", pending))
+        self._wake.set()
+        return pending
+
+    def heartbeat(self, room_id: str, session_id: str, now_ms: int, latency_ms: float) -> None:
+        """Record a heartbeat; the newest per session wins, written with the next pipeline."""
+        beats = self._beats.get(room_id)
+        if beats is None:
+            beats = self._beats[room_id] = {}
+        beats[session_id] = (now_ms, latency_ms)
+        self._wake.set()
+
+    def update_session(
+        self, room_id: str, session_id: str, tenant: str, user_id: str, ttl_s: int, fields: dict | None = None
+    ) -> None:
+        """Refresh a session's TTLs, and optionally some of its fields (resume: new ip)."""
+        self._ops.append(("touch", room_id, session_id, ttl_s, fields, tenant, user_id))
+        self._wake.set()
+
+    def leave(self, room_id: str, session_id: str, tenant: str, user_id: str) -> None:
+        """Remove a session from its room."""
+        beats = self._beats.get(room_id)
+        if beats is not None:
+            beats.pop(session_id, None)
+        self._ops.append(("leave", room_id, session_id, user_id, tenant))
+        self._wake.set()
+
+    def event(self, fields: dict) -> None:
+        """Append a history event (see stores/events.py) to the stream, in the next pipeline."""
+        self._ops.append(("event", events.encode(fields)))
+        self._wake.set()
+
+    def publish(self, channel: str, payload: bytes) -> None:
+        """PUBLISH in the next pipeline, after the writes queued before it (readers see them)."""
+        self._ops.append(("publish", channel, payload))
+        self._wake.set()
+
+    def set_capacity(self, room_id: str, capacity: int) -> None:
+        """Record a room's capacity (shown in its metrics)."""
+        self._ops.append(("capacity", room_id, capacity))
+        self._wake.set()
+
+    # -- what recovery queues (stores/recovery.py) ---------------------------------------------
+
+    def forced_join(
+        self, room_id: str, session_id: str, tenant: str, code: str, user_id: str, ttl_s: int, args: list
+    ) -> PendingJoin:
+        """A join Redis must hold whatever its count says (replayed or re-asserted): nobody waits for it."""
+        j = PendingJoin(
+            room_id,
+            session_id,
+            tenant,
+            code,
+            user_id,
+            ttl_s,
+            args,
+            asyncio.get_running_loop().create_future(),
+        )
+        j.forced = True
+        return j
+
+    def rejoin(self, session: LiveSession, hour: str) -> None:
+        """Queue a live session's join again (unconditional), with its newest heartbeat and latency."""
+        s = session
+        # The join script with the newest heartbeat as its time and no limit: it restores the
+        # online score, the session hash, the users count, the peak and the indexes.
+        args = join_args(
+            s.session_id, s.beat_ms, s.user_id, hour, s.ttl_s, s.capacity, s.code, s.tenant, 0, s.fields
+        )
+        self._ops.append(
+            ("join", self.forced_join(s.room_id, s.session_id, s.tenant, s.code, s.user_id, s.ttl_s, args))
+        )
+        if s.latency_ms is not None:
+            room_beats = self._beats.get(s.room_id)
+            if room_beats is None:
+                room_beats = self._beats[s.room_id] = {}
+            room_beats.setdefault(s.session_id, (s.beat_ms, s.latency_ms))  # a newer one stays
+
+    def queue_marker(self) -> None:
+        """Write the marker with the next pipeline: Redis holds this node's state from then on."""
+        self._ops.append(("marker",))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Have the flusher send what is buffered."""
+        self._wake.set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Operations waiting for the next pipeline."""
+        return len(self._ops) + sum(len(b) for b in self._beats.values())
+
+    @property
+    def buffered(self) -> int:
+        """Operations waiting in memory (heartbeats excluded: one per session at most)."""
+        return len(self._ops)
+
+    @property
+    def spilled(self) -> int:
+        """Operations waiting in the spill file."""
+        return self.spill.ops if self.spill is not None else 0
+
+    @property
+    def reasserts(self) -> int:
+        """Times the live sessions were written to Redis again."""
+        return self.recovery.reasserts
+
+    @property
+    def mode(self) -> str:
+        """``ok``, ``buffering`` (Redis away, writes in memory), ``spilling`` (... and on disk) or
+        ``replaying`` (Redis back, the spill file still being sent)."""
+        if self.spilled:
+            return "replaying" if self.healthy else "spilling"
+        return "ok" if self.healthy else "buffering"
+
+    # -- the flusher ---------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        backoff = 0.05
+        last = 0.0
+        recovery = self.recovery
+        while True:
+            await self._wake.wait()
+            replaying = self.spilled > 0
+            if not self.healthy or replaying:
+                await self._spill_excess()
+            # Let a few milliseconds of writes gather: a pipeline costs the same Python work for
+            # 2 commands as for 200 heartbeats coalesced into them. A flush() caller, the close and
+            # a replay do not wait.
+            pause = self.min_interval_s - (time.monotonic() - last)
+            if pause > 0 and not self._waiters and not self._closing and not replaying:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
+            self._wake.clear()
+            waiters, self._waiters = self._waiters, []
+            spill_read = None
+            if replaying:
+                # The spill file holds the oldest writes: all of it goes before anything in memory.
+                ops, spill_read = await recovery.read_spill()
+                beats: dict = {}
+            else:
+                ops, beats = self._take()
+            check = recovery.marker_due and self.marker_key is not None and not self._closing
+            recovery.marker_due = False
+            drained = spill_read is None and not self._ops and not self._beats
+            ok = True
+            if ops or beats or check:
+                started = time.perf_counter()
+                pipe = self.redis.pipeline(transaction=False)
+                commands = 0
+                joins: list = []
+                try:
+                    commands, marker_at, marks = build(pipe, ops, beats, joins, check, self)
+                    results = await pipe.execute(raise_on_error=False)
+                    errors = [r for r in results if isinstance(r, Exception)]
+                    if any(isinstance(e, NoScriptError) for e in errors):
+                        # Redis restarted and lost the scripts: load them, replay the batch
+                        # (joins and leaves are idempotent, heartbeats carry absolute values).
+                        await self.load_scripts()
+                        raise NoScriptError("scripts reloaded; replaying the batch")
+                    if errors:
+                        log.error(
+                            "redis pipeline: %d of %d commands failed: %s", len(errors), commands, errors[0]
+                        )
+                    self.healthy, self.last_error, backoff = True, None, 0.05
+                    if spill_read is not None:
+                        recovery.consume_spill(spill_read)
+                    recovery.answered(marker_lost=marker_at is not None and results[marker_at] is None)
+                    if joins:
+                        self._answer_joins(joins, results)
+                        # What the admitted HELLOs write next (their history events) goes out
+                        # without the pause, as it did when it travelled with the join.
+                        last = 0.0
+                    recovery.written(marks)
+                except REDIS_FAILURES as exc:
+                    ok = False
+                    self.healthy, self.last_error = False, str(exc)
+                    recovery.unreachable(exc)
+                    log.error("redis pipeline failed (%d commands), will retry: %s", commands, exc)
+                    recovery.marker_due = True  # ask at once whether Redis kept our state
+                    if spill_read is None:
+                        self._requeue(ops, beats)
+                    # (a spill chunk stays in the file and is read again)
+                except Exception:
+                    # A bug, not an outage: retrying the same batch would fail forever. Drop it
+                    # loudly and keep the flusher alive for everything after it.
+                    log.exception("redis pipeline raised unexpectedly; %d commands dropped", commands)
+                    for op in ops:
+                        if op[0] == "join":
+                            op[1].resolve(None)
+                    if spill_read is not None:
+                        recovery.consume_spill(spill_read)
+                    self.dropped += len(ops)
+                if self.on_flush is not None:
+                    self.on_flush(commands, time.perf_counter() - started, ok)
+            elif spill_read is not None:
+                recovery.consume_spill(spill_read)  # nothing in that chunk to send (all skipped)
+            if not ok and not self._closing:
+                # The waiters of this batch wait for its retry.
+                self._waiters[:0] = waiters
+                await self._wait_to_retry(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                self._wake.set()
+                continue
+            if ok and not drained:
+                # More was queued before these waiters than one batch carries: they wait for it.
+                self._waiters[:0] = waiters
+                self._wake.set()
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(ok)
+            if self._closing and (not ok or (not self._ops and not self._beats)):
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(ok)
+                for op in self._ops:
+                    if op[0] == "join":
+                        op[1].resolve(None)
+                return
+
+    def _take(self) -> tuple[list[tuple], dict]:
+        """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
+        only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join)."""
+        if len(self._ops) > _MAX_BATCH_OPS:
+            ops = self._ops[:_MAX_BATCH_OPS]
+            del self._ops[:_MAX_BATCH_OPS]
+            return ops, {}
+        ops, self._ops = self._ops, []
+        beats, self._beats = self._beats, {}
+        return ops, beats
+
+    def _answer_joins(self, joins: list, results: list) -> None:
+        """Resolve each join with its script's reply; undo the indexes of refused ones."""
+        redo = []
+        for index, j in joins:
+            reply = results[index]
+            if isinstance(reply, Exception):
+                j.resolve(None)  # logged with the pipeline's errors; the caller decides
+            elif int(reply) != REFUSED:
+                j.resolve(int(reply))
+            elif j.forced:
+                # Admitted without Redis's answer (it came too late): Redis must hold the
+                # session anyway. Ahead of what was queued since, so a LEAVE stays after it.
+                redo.append(("join", j))
+            else:
+                j.resolve(REFUSED)
+                self._ops.append(("unindex", j.session_id, j.tenant, j.user_id))
+        if redo:
+            self._ops[:0] = redo
+        if self._ops:
+            self._wake.set()
+
+    def _requeue(self, ops: list[tuple], beats: dict) -> None:
+        """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
+        self._ops[:0] = ops
+        for room_id, room_beats in beats.items():
+            merged = dict(room_beats)
+            merged.update(self._beats.get(room_id, {}))
+            self._beats[room_id] = merged
+
+    async def _wait_to_retry(self, seconds: float) -> None:
+        """Sleep before the next attempt, moving what passes the memory cap to the spill file."""
+        deadline = time.monotonic() + seconds
+        while not self._closing:
+            await self._spill_excess()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(_SPILL_POLL_S, left))
+
+    async def _spill_excess(self) -> None:
+        """Past ``buffer_max_ops``: the oldest operations go to the spill file, down to half the
+        cap (so it is written in chunks, not one operation at a time). Only between pipelines:
+        a batch in flight may come back to the front of the memory buffer."""
+        if len(self._ops) <= self.buffer_max_ops:
+            return
+        count = len(self._ops) - self.buffer_max_ops // 2
+        chunk = self._ops[:count]
+        del self._ops[:count]
+        await self.recovery.spill_ops(chunk)
+
+    async def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything buffered before this call is in Redis. True on success."""
+        if self._task is None or self._task.done():
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered (bounded by ``timeout``), stop the flusher, close the client.
+
+        History events Redis did not take in time go to the spill file: the next start under the
+        same node id replays them.
+        """
+        if self._task is not None:
+            await self.flush(timeout)
+            self._closing = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self._task, 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        tasks = [t for t in (self._ticker, *self.recovery.tasks) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        left, self._ops = self._ops, []
+        await self.recovery.keep_for_next_start(left)
+        if self.spill is not None:
+            self.spill.close()
+        await self.redis.aclose()
+
+    # -- reads (stores/reads.py) ---------------------------------------------------------------
+
+    async def room_metrics(self, room_ids: list[str]) -> list[dict]:
+        """Metrics of each room as Redis holds them (every node's sessions), in input order."""
+        return await reads.room_metrics(self, room_ids)
+
+    async def room_online(self, room_id: str) -> int:
+        """Sessions in a room across every node."""
+        return await reads.room_online(self, room_id)
+
+    async def roster(self, room_id: str) -> list[dict]:
+        """Every session of a room with its metadata, latency and last heartbeat."""
+        return await reads.roster(self, room_id)
+
+    async def user_sessions(self, tenant: str, user_id: str) -> list[dict]:
+        """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
+        return await reads.user_sessions(self, tenant, user_id)
+
+    async def tenant_rooms(self, tenant: str) -> dict[str, str]:
+        """roomId -> roomCode for every room of a tenant that ever had a session."""
+        return await reads.tenant_rooms(self, tenant)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers within a second (on a cluster: every node)."""
+        return await reads.ping(self.redis)

@@ -1,0 +1,142 @@
+"""Redis hot state, the read side: room metrics, rosters, a user's sessions, a tenant's rooms.
+
+Every read first waits for the hot store's buffered writes (``flush``), so it sees every write made
+before it, then reads what every node wrote. The hot store (stores/hot_store.py) calls these from its
+read methods; ``Source`` says what they need from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from redis.exceptions import NoScriptError
+
+from . import keys
+from .client import REDIS_FAILURES, text
+from .scripts import Scripts, current_hour
+
+
+class Source(Protocol):
+    """What the reads need from the hot store."""
+
+    redis: Any
+    scripts: Scripts
+
+    async def flush(self, timeout: float | None = 10.0) -> bool: ...
+
+
+async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
+    """Metrics of each room as Redis holds them (every node's sessions), in input order."""
+    if not room_ids:
+        return []
+    await source.flush(2.0)
+    hour = current_hour()
+    for attempt in range(2):
+        pipe = source.redis.pipeline(transaction=False)
+        for room_id in room_ids:
+            source.scripts.queue(pipe, "room_metrics", keys.room_keys(room_id), [hour])
+        try:
+            replies = await pipe.execute()
+            break
+        except NoScriptError:
+            # A restarted Redis, or a cluster replica promoted without our scripts.
+            if attempt:
+                raise
+            await source.scripts.load()
+    out = []
+    for room_id, raw in zip(room_ids, replies, strict=True):
+        online, users, peak, capacity, lat_sum, lat_n, code, tenant = raw
+        lat_sum = float(lat_sum)
+        out.append(
+            {
+                "roomId": room_id,
+                "roomCode": text(code),
+                "tenant": text(tenant),
+                "online": int(online),
+                "users": int(users),
+                "peak": int(peak),
+                "capacity": int(capacity),
+                "avgLatencyMs": round(lat_sum / lat_n, 1) if lat_n else 0.0,
+            }
+        )
+    return out
+
+
+async def room_online(source: Source, room_id: str) -> int:
+    """Sessions in a room across every node."""
+    await source.flush(2.0)
+    return int(await source.redis.zcard(keys.room_online(room_id)))
+
+
+async def roster(source: Source, room_id: str) -> list[dict]:
+    """Every session of a room with its metadata, latency and last heartbeat."""
+    await source.flush(2.0)
+    pipe = source.redis.pipeline(transaction=False)
+    pipe.zrange(keys.room_online(room_id), 0, -1, withscores=True)
+    pipe.hgetall(keys.room_latency(room_id))
+    members, latencies = await pipe.execute()
+    if not members:
+        return []
+    pipe = source.redis.pipeline(transaction=False)
+    for sid, _ in members:
+        pipe.hgetall(keys.session(room_id, text(sid)))
+    infos = await pipe.execute()
+    latencies = {text(k): float(v) for k, v in latencies.items()}
+    out = []
+    for (sid, score), info in zip(members, infos, strict=True):
+        sid = text(sid)
+        entry = {text(k): text(v) for k, v in info.items()}
+        entry["sessionId"] = sid
+        entry["latencyMs"] = latencies.get(sid)
+        entry["lastHeartbeatAt"] = int(score)
+        if "connectedAt" in entry:
+            entry["connectedAt"] = int(entry["connectedAt"])
+        out.append(entry)
+    return out
+
+
+async def user_sessions(source: Source, tenant: str, user_id: str) -> list[dict]:
+    """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
+    await source.flush(2.0)
+    index = await source.redis.hgetall(keys.user_sessions(tenant, user_id))
+    if not index:
+        return []
+    pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
+    pipe = source.redis.pipeline(transaction=False)
+    for sid, room_id in pairs:
+        pipe.hgetall(keys.session(room_id, sid))
+        pipe.hget(keys.room_latency(room_id), sid)
+        pipe.zscore(keys.room_online(room_id), sid)
+    raw = await pipe.execute()
+    out = []
+    for i, (sid, room_id) in enumerate(pairs):
+        info, latency, score = raw[3 * i : 3 * i + 3]
+        if not info or score is None:
+            continue  # ended between the two reads, or a stale index entry
+        entry = {text(k): text(v) for k, v in info.items()}
+        entry.update(
+            sessionId=sid,
+            roomId=room_id,
+            lastHeartbeatAt=int(score),
+            latencyMs=float(latency) if latency is not None else None,
+        )
+        if "connectedAt" in entry:
+            entry["connectedAt"] = int(entry["connectedAt"])
+        out.append(entry)
+    return out
+
+
+async def tenant_rooms(source: Source, tenant: str) -> dict[str, str]:
+    """roomId -> roomCode for every room of a tenant that ever had a session."""
+    await source.flush(2.0)
+    raw = await source.redis.hgetall(keys.tenant_rooms(tenant))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def ping(client) -> bool:
+    """Whether ``client``'s Redis answers within a second (on a cluster: every node)."""
+    try:
+        return bool(await asyncio.wait_for(client.ping(), 1.0))
+    except (*REDIS_FAILURES, TimeoutError):
+        return False
