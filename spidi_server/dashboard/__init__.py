@@ -134,7 +134,9 @@ def register_dashboard(app: web.Application, node: Node) -> None:
         body: dict = {"wsUrl": ws_url_for(request, node), "dev": bool(node.settings.dev)}
         if node.settings.dev:
             try:
-                body["devToken"] = mint_token(node.settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT)
+                body["devToken"] = mint_token(
+                    node.settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT
+                )
             except ConfigError as exc:  # e.g. RS256 configured: nothing to sign with
                 log.warning("dashboard: no development token: %s", exc)
         return web.Response(
