@@ -28,10 +28,10 @@ import psycopg
 import redis
 
 from spidi_server import logs
-from spidi_server.history import queries
 from spidi_server.history.embedded_pg import EmbeddedPostgres
 from spidi_server.history.migrate import migrate
-from spidi_server.history.writer import STATUS_KEY, run_writer
+from spidi_server.history.sql.sessions import table_counts
+from spidi_server.history.writer_loop import STATUS_KEY, run_writer
 from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
 from spidi_server.stores import events
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             elapsed, status = drain(settings, client, len(evs))
             with psycopg.connect(dsn, autocommit=True) as conn:
-                counts = queries.table_counts(conn)
+                counts = table_counts(conn)
             stored_rows = counts["dat_spd_session"] + counts["dat_spd_room_stats"]
             # Rows inserted or updated: session and room-minute upserts, plus the ledger rows (room
             # samples only; session events are idempotent without it).

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from spidi_server.history.writer import run_writer
+from spidi_server.history.writer_loop import run_writer
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
