@@ -23,9 +23,13 @@ def test_ahead_of_time_partitions(pg):
         list_partitions(pg, "dat_spd_session")
     )
     assert {"dat_spd_room_stats_p2026_q4", "dat_spd_room_stats_p2027_q1"} <= set(
-        list_partitions(pg, "dat_spd_room_stats"))  # fmt: skip
-    assert {"spd_event_ledger_p2026_12_30", "spd_event_ledger_p2026_12_31", "spd_event_ledger_p2027_01_01"} <= set(
-        list_partitions(pg, "spd_event_ledger"))  # fmt: skip
+        list_partitions(pg, "dat_spd_room_stats")
+    )
+    assert {
+        "spd_event_ledger_p2026_12_30",
+        "spd_event_ledger_p2026_12_31",
+        "spd_event_ledger_p2027_01_01",
+    } <= set(list_partitions(pg, "spd_event_ledger"))
     # Idempotent, and a fresh manager (another writer) finds them without failing.
     PartitionManager().ensure_ahead(pg, now=datetime(2026, 12, 30, 23, 0, tzinfo=UTC))
 

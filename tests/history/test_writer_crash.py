@@ -116,9 +116,11 @@ def test_entries_of_a_dead_writer_are_claimed_by_another(history_settings, redis
     time.sleep(0.3)
     stop = threading.Event()
     thread = threading.Thread(
-        target=writer_loop.run_writer, args=(history_settings, stop),
-        kwargs={"consumer": "live-writer", "reclaim_idle_s": 0.2}, daemon=True,
-    )  # fmt: skip
+        target=writer_loop.run_writer,
+        args=(history_settings, stop),
+        kwargs={"consumer": "live-writer", "reclaim_idle_s": 0.2},
+        daemon=True,
+    )
     thread.start()
     try:
         wait_for(lambda: pending(redis_sync) == 0)
