@@ -66,7 +66,9 @@ def load_rooms(dsn: str, default_capacity: int) -> list[RoomDef]:
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
         return [
-            RoomDef(r["id"], r["tenant"], r["code"], r["capacity"] or default_capacity, r["status"] == "active")
+            RoomDef(
+                r["id"], r["tenant"], r["code"], r["capacity"] or default_capacity, r["status"] == "active"
+            )
             for r in rooms.list_all(conn)
         ]
 

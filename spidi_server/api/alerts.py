@@ -393,9 +393,7 @@ async def patch_rule(api: Api, call: Call) -> web.Response:
         if before is None:
             return None, None
         changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis)
-        return before, alerts.update_rule(
-            conn, claims.tenant, rule_id, changes, actor=claims.user_id
-        )
+        return before, alerts.update_rule(conn, claims.tenant, rule_id, changes, actor=claims.user_id)
 
     before, after = await api.db(claims.tenant, work)
     if after is None:

@@ -263,9 +263,7 @@ SESSIONS_QUERY = (
 async def list_room_types(api: Api, call: Call) -> web.Response:
     """GET /api/v1/room-types: a page of the room-type catalogue."""
     q = call.query
-    rows, total = await api.db(
-        call.claims.tenant, lambda c: room_types.list_page(c, q["limit"], q["offset"])
-    )
+    rows, total = await api.db(call.claims.tenant, lambda c: room_types.list_page(c, q["limit"], q["offset"]))
     return json_response(page([room_type_json(r) for r in rows], total, q))
 
 
@@ -331,9 +329,7 @@ async def delete_room_type(api: Api, call: Call) -> web.Response:
     """DELETE /api/v1/room-types/{id}: soft delete, refused while any room uses it."""
     type_id, claims = call.path["type_id"], call.claims
     try:
-        deleted = await api.db(
-            claims.tenant, lambda c: room_types.delete(c, type_id, actor=claims.user_id)
-        )
+        deleted = await api.db(claims.tenant, lambda c: room_types.delete(c, type_id, actor=claims.user_id))
     except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     if not deleted:
