@@ -1,12 +1,12 @@
 """One batch of stream entries, and writing it to PostgreSQL.
 
 ``Batch`` collects entries as they are read: each is staged at once (``staging.py``), malformed
-ones are set aside for the dead-letter stream, an event read twice is written once. ``write`` then
-makes sure every partition the rows need exists (events for periods retention has archived are
-counted and dropped), writes the presence rows in one transaction and the alert events after
-them. When PostgreSQL rejects the batch for its data, it is split until the bad events stand
-alone: the rest is written, those are dead-lettered. A lost connection (``OperationalError``)
-propagates: the loop keeps the batch and retries it.
+ones are set aside for the dead-letter stream, an event read twice is written once.
+``write_to_postgres`` then makes sure every partition the rows need exists (events for periods
+retention has archived are counted and dropped), writes the presence rows in one transaction and
+the alert events after them. When PostgreSQL rejects the batch for its data, it is split until
+the bad events stand alone: the rest is written, those are dead-lettered. A lost connection
+(``OperationalError``) propagates: the loop keeps the batch and retries it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ class Batch:
         self.ids: list[str] = []  # every stream id to XACK once the batch is written
         self._seen: set[str] = set()
         self.staged: dict[str, Staged] = {}  # by event id: an event read twice is written once
-        self.alerts: dict[
-            str, tuple[str, dict, AlertRow]
-        ] = {}  # alert events: id -> (stream id, fields, row)
+        # Alert events: id -> (stream id, fields, row).
+        self.alerts: dict[str, tuple[str, dict, AlertRow]] = {}
         self.invalid: list[tuple[str, dict, str]] = []  # (stream id, fields, error)
         self.repeats = 0  # entries whose event id is already in this batch
         self.expired = 0  # events for periods retention already archived
