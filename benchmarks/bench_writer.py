@@ -28,16 +28,17 @@ import psycopg
 import redis
 
 from spidi_server import logs
-from spidi_server.history import queries
 from spidi_server.history.embedded_pg import EmbeddedPostgres
 from spidi_server.history.migrate import migrate
-from spidi_server.history.writer import STATUS_KEY, run_writer
+from spidi_server.history.sql.sessions import table_counts
+from spidi_server.history.writer_loop import STATUS_KEY, run_writer
 from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
 from spidi_server.stores import events
 from spidi_server.stores.embedded_redis import EmbeddedRedis
 
 TENANT = "bench"
+CLIENT = {"client_id": "bench", "app_version": "2.4.1", "device": "Pixel 8", "os": "Android 15"}
 
 
 @dataclasses.dataclass
@@ -58,11 +59,11 @@ class Workload:
 
 
 class _Session:
-    __slots__ = ("sid", "room", "node", "started", "beats", "lat_sum", "lat_min", "lat_max", "last")
+    __slots__ = ("sid", "room", "node", "user", "started", "beats", "lat_sum", "lat_min", "lat_max", "last")
 
-    def __init__(self, room: int, node: int, started: int):
+    def __init__(self, room: int, node: int, user: str, started: int):
         self.sid = str(uuid.uuid4())
-        self.room, self.node, self.started = room, node, started
+        self.room, self.node, self.user, self.started = room, node, user, started
         self.beats, self.lat_sum, self.lat_min, self.lat_max, self.last = 0, 0.0, None, None, started
 
 
@@ -74,19 +75,39 @@ def generate(w: Workload, t0: int, rng: random.Random) -> list[dict]:
     per_session_per_min = w.heartbeats_per_s * 60 / w.sessions
 
     def start(now: int) -> _Session:
-        s = _Session(rng.randrange(w.rooms), rng.randrange(w.nodes), now)
-        out.append({"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": s.sid,
-                    "room_id": room_id_for(TENANT, codes[s.room]), "room_code": codes[s.room], "tenant": TENANT,
-                    "user_id": f"user-{rng.randrange(10**6)}", "client_id": "bench", "app_version": "2.4.1",
-                    "device": "Pixel 8", "os": "Android 15", "ip": "10.0.0.1", "node_id": f"node-{s.node}",
-                    "started_at": now})  # fmt: skip
+        room, node = rng.randrange(w.rooms), rng.randrange(w.nodes)
+        s = _Session(room, node, f"user-{rng.randrange(10**6)}", now)
+        out.append(
+            events.session_started(
+                session_id=s.sid,
+                room_id=room_id_for(TENANT, codes[s.room]),
+                room_code=codes[s.room],
+                tenant=TENANT,
+                user_id=s.user,
+                client_id=CLIENT["client_id"],
+                app_version=CLIENT["app_version"],
+                device=CLIENT["device"],
+                os=CLIENT["os"],
+                ip="10.0.0.1",
+                node_id=f"node-{s.node}",
+                started_at=now,
+            )
+        )
         return s
 
-    def summary(s: _Session, kind: str, **extra) -> dict:
-        return {"id": str(uuid.uuid4()), "kind": kind, "session_id": s.sid,
-                "room_id": room_id_for(TENANT, codes[s.room]), "tenant": TENANT, "started_at": s.started,
-                "heartbeats": s.beats, "last_heartbeat_at": s.last, "latency_sum": s.lat_sum,
-                "latency_count": s.beats, "latency_min": s.lat_min, "latency_max": s.lat_max, **extra}  # fmt: skip
+    def figures(s: _Session) -> dict:
+        return {
+            "session_id": s.sid,
+            "room_id": room_id_for(TENANT, codes[s.room]),
+            "tenant": TENANT,
+            "started_at": s.started,
+            "heartbeats": s.beats,
+            "last_heartbeat_at": s.last,
+            "latency_sum": s.lat_sum,
+            "latency_count": s.beats,
+            "latency_min": s.lat_min,
+            "latency_max": s.lat_max,
+        }
 
     live = [start(t0 + i % 60_000) for i in range(w.sessions)]
     for minute in range(w.minutes):
@@ -107,21 +128,38 @@ def generate(w: Workload, t0: int, rng: random.Random) -> list[dict]:
             hist[s.room][s.node][bucket] += beats
             lat[s.room][s.node][0] += latency * beats
             lat[s.room][s.node][1] += beats
-            out.append(summary(s, events.SESSION_CHECKPOINT))
+            out.append(events.session_checkpoint(**figures(s)))
         leaving = rng.sample(range(len(live)), int(len(live) * w.churn))
         for i in sorted(leaving, reverse=True):
             s = live.pop(i)
-            out.append(summary(s, events.SESSION_ENDED, ended_at=end_of_minute, reason="leave"))
+            out.append(
+                events.session_ended(
+                    **figures(s),
+                    ended_at=end_of_minute,
+                    reason="leave",
+                    user_id=s.user,
+                    room_code=codes[s.room],
+                    **CLIENT,
+                )
+            )
             live.append(start(end_of_minute))
         for r in range(w.rooms):
             for n in range(w.nodes):
-                out.append({"id": str(uuid.uuid4()), "kind": events.ROOM_SAMPLE,
-                            "room_id": room_id_for(TENANT, codes[r]), "room_code": codes[r], "tenant": TENANT,
-                            "node_id": f"node-{n}", "bucket": t0 + minute * 60_000,
-                            "online_sum": online[r][n] * 240, "online_samples": 240,
-                            "online_max": online[r][n],
-                            "latency_sum": lat[r][n][0], "latency_count": lat[r][n][1],
-                            "latency_hist": events.encode_hist(hist[r][n])})  # fmt: skip
+                out.append(
+                    events.room_sample(
+                        room_id=room_id_for(TENANT, codes[r]),
+                        room_code=codes[r],
+                        tenant=TENANT,
+                        node_id=f"node-{n}",
+                        bucket=t0 + minute * 60_000,
+                        online_sum=online[r][n] * 240,
+                        online_samples=240,
+                        online_max=online[r][n],
+                        latency_sum=lat[r][n][0],
+                        latency_count=lat[r][n][1],
+                        latency_hist=hist[r][n],
+                    )
+                )
     return out
 
 
@@ -200,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             elapsed, status = drain(settings, client, len(evs))
             with psycopg.connect(dsn, autocommit=True) as conn:
-                counts = queries.table_counts(conn)
+                counts = table_counts(conn)
             stored_rows = counts["dat_spd_session"] + counts["dat_spd_room_stats"]
             # Rows inserted or updated: session and room-minute upserts, plus the ledger rows (room
             # samples only; session events are idempotent without it).

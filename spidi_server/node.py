@@ -63,12 +63,14 @@ def load_rooms(dsn: str, default_capacity: int) -> list[RoomDef]:
     """Every room stored in PostgreSQL, as the catalog holds them (blocking: run in a thread)."""
     import psycopg
 
-    from .history import queries
+    from .history.sql import rooms
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
         return [
-            RoomDef(r.room_id, r.tenant, r.code, r.capacity or default_capacity, r.active)
-            for r in queries.list_all_rooms(conn)
+            RoomDef(
+                r["id"], r["tenant"], r["code"], r["capacity"] or default_capacity, r["status"] == "active"
+            )
+            for r in rooms.list_all(conn)
         ]
 
 

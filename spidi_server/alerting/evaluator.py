@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .. import logs
-from ..history import queries
+from ..history.sql import alerts as alert_sql
 from ..stores import events, keys
 from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
@@ -233,8 +233,8 @@ class AlertEvaluator:
 
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
-        rules = queries.load_alert_rules(self._conn)
-        rooms = queries.load_alert_rooms(self._conn, sorted({r["tenant"] for r in rules}))
+        rules = alert_sql.load_rules(self._conn)
+        rooms = alert_sql.load_rooms(self._conn, sorted({r["tenant"] for r in rules}))
         return rules, rooms
 
     def _close_pg(self) -> None:

@@ -27,7 +27,7 @@ from aiohttp import web
 from .. import roles
 from ..alerting import rules
 from ..alerting.feed import publish_acknowledgement
-from ..history import queries
+from ..history.sql import alerts, room_types, rooms
 from ..stores import keys
 from .handlers import FROM, OFFSET, TO, _limit, iso, page
 from .problems import Problem, field_error, invalid
@@ -291,14 +291,14 @@ def rule_columns(
         room_id = body["room_id"] if given("room_id") else cur.get("room_id")
         if room_id is None:
             errors.append(field_error("body", "roomId", "is required when scope is room"))
-        elif given("room_id") and not queries.api_room_exists(conn, tenant, room_id):
+        elif given("room_id") and not rooms.exists(conn, tenant, room_id):
             errors.append(field_error("body", "roomId", f"no room {room_id} is stored for this tenant "
                                                         "(rooms are created with POST /api/v1/rooms)"))  # fmt: skip
     if scope == "room_type":
         if body.get("room_type") is not None:
             try:
-                room_type_id = queries.api_room_type_id(conn, body["room_type"])
-            except queries.UnknownRoomTypeError as exc:
+                room_type_id = room_types.id_for_code(conn, body["room_type"])
+            except room_types.UnknownRoomTypeError as exc:
                 errors.append(field_error("body", "roomType", str(exc)))
         elif given("room_type") or cur.get("room_type_id") is None:
             errors.append(field_error("body", "roomType", "is required when scope is roomType"))
@@ -351,7 +351,7 @@ def rule_columns(
 async def list_rules(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alert-rules: a page of the tenant's rules, filtered."""
     q, tenant = call.query, call.claims.tenant
-    rows, total = await api.db(tenant, lambda c: queries.api_list_alert_rules(
+    rows, total = await api.db(tenant, lambda c: alerts.list_rules(
         c, tenant, kind=q["kind"], enabled=q["enabled"], room_id=q["room_id"], limit=q["limit"],
         offset=q["offset"]))  # fmt: skip
     return json_response(page([rule_json(r) for r in rows], total, q))
@@ -365,7 +365,7 @@ async def create_rule(api: Api, call: Call) -> web.Response:
 
     def work(conn):
         columns = rule_columns(conn, claims.tenant, b, None, hysteresis)
-        return queries.api_create_alert_rule(conn, claims.tenant, columns, actor=claims.user_id)
+        return alerts.create_rule(conn, claims.tenant, columns, actor=claims.user_id)
 
     row = await api.db(claims.tenant, work)
     # Channels are left out of the log: a webhook URL may carry a secret.
@@ -377,7 +377,7 @@ async def create_rule(api: Api, call: Call) -> web.Response:
 async def get_rule(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alert-rules/{id}."""
     rule_id, tenant = call.path["rule_id"], call.claims.tenant
-    row = await api.db(tenant, lambda c: queries.api_get_alert_rule(c, tenant, rule_id))
+    row = await api.db(tenant, lambda c: alerts.get_rule(c, tenant, rule_id))
     if row is None:
         raise _not_found("alert rule", rule_id)
     return json_response(rule_json(row))
@@ -389,13 +389,11 @@ async def patch_rule(api: Api, call: Call) -> web.Response:
     hysteresis = api.node.settings.alert_hysteresis
 
     def work(conn):
-        before = queries.api_get_alert_rule(conn, claims.tenant, rule_id)
+        before = alerts.get_rule(conn, claims.tenant, rule_id)
         if before is None:
             return None, None
         changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis)
-        return before, queries.api_update_alert_rule(
-            conn, claims.tenant, rule_id, changes, actor=claims.user_id
-        )
+        return before, alerts.update_rule(conn, claims.tenant, rule_id, changes, actor=claims.user_id)
 
     before, after = await api.db(claims.tenant, work)
     if after is None:
@@ -411,7 +409,7 @@ async def delete_rule(api: Api, call: Call) -> web.Response:
     rule_id, claims = call.path["rule_id"], call.claims
     deleted = await api.db(
         claims.tenant,
-        lambda c: queries.api_delete_alert_rule(c, claims.tenant, rule_id, actor=claims.user_id),
+        lambda c: alerts.delete_rule(c, claims.tenant, rule_id, actor=claims.user_id),
     )
     if not deleted:
         raise _not_found("alert rule", rule_id)
@@ -431,7 +429,7 @@ async def list_alerts(api: Api, call: Call) -> web.Response:
         raise invalid(
             [field_error("query", "from", f"must be before to ({iso(start)} is not before {iso(limit)})")]
         )
-    rows, total = await api.db(tenant, lambda c: queries.api_list_alert_events(
+    rows, total = await api.db(tenant, lambda c: alerts.list_events(
         c, tenant, state=q["state"], room_id=q["room_id"], rule_id=q["rule_id"], severity=q["severity"],
         start=start, end=end, limit=q["limit"], offset=q["offset"]))  # fmt: skip
     return json_response(page([event_json(r) for r in rows], total, q))
@@ -440,7 +438,7 @@ async def list_alerts(api: Api, call: Call) -> web.Response:
 async def get_alert(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alerts/{id}."""
     alert_id, tenant = call.path["alert_id"], call.claims.tenant
-    row = await api.db(tenant, lambda c: queries.api_get_alert_event(c, tenant, alert_id))
+    row = await api.db(tenant, lambda c: alerts.get_event(c, tenant, alert_id))
     if row is None:
         raise _not_found("alert", alert_id)
     return json_response(event_json(row))
@@ -454,7 +452,7 @@ async def acknowledge_alert(api: Api, call: Call) -> web.Response:
     was stored is made good by retrying).
     """
     alert_id, claims = call.path["alert_id"], call.claims
-    row, acknowledged_now = await api.db(claims.tenant, lambda c: queries.api_acknowledge_alert_event(
+    row, acknowledged_now = await api.db(claims.tenant, lambda c: alerts.acknowledge_event(
         c, claims.tenant, alert_id, actor=claims.user_id))  # fmt: skip
     if row is None:
         raise _not_found("alert", alert_id)

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from .. import roles
-from ..history import queries
+from ..history.sql import room_types, rooms, sessions
+from ..history.sql.common import ConflictError
+from ..history.sql.room_types import UnknownRoomTypeError
 from ..rooms import ROOM_CODE
 from .problems import Problem, field_error, invalid
 from .routing import Call, Route, json_response
@@ -142,7 +144,7 @@ def _not_found(what: str, ident: str) -> Problem:
     return Problem("not-found", f"no {what} {ident}")
 
 
-def _unknown_type(exc: queries.UnknownRoomTypeError) -> Problem:
+def _unknown_type(exc: UnknownRoomTypeError) -> Problem:
     return invalid([field_error("body", "type", str(exc))])
 
 
@@ -261,9 +263,7 @@ SESSIONS_QUERY = (
 async def list_room_types(api: Api, call: Call) -> web.Response:
     """GET /api/v1/room-types: a page of the room-type catalogue."""
     q = call.query
-    rows, total = await api.db(
-        call.claims.tenant, lambda c: queries.list_room_types_page(c, q["limit"], q["offset"])
-    )
+    rows, total = await api.db(call.claims.tenant, lambda c: room_types.list_page(c, q["limit"], q["offset"]))
     return json_response(page([room_type_json(r) for r in rows], total, q))
 
 
@@ -271,9 +271,9 @@ async def create_room_type(api: Api, call: Call) -> web.Response:
     """POST /api/v1/room-types: add a room type (409 on a duplicate code)."""
     b, claims = call.body, call.claims
     try:
-        row = await api.db(claims.tenant, lambda c: queries.create_room_type(
+        row = await api.db(claims.tenant, lambda c: room_types.create(
             c, b["code"], b["name"], b.get("default_capacity"), actor=claims.user_id))  # fmt: skip
-    except queries.ConflictError as exc:
+    except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     audit("room_type_created", claims, room_type_id=row["id"], code=row["code"], fields=b)
     return json_response(room_type_json(row), 201, {"Location": f"/api/v1/room-types/{row['id']}"})
@@ -282,7 +282,7 @@ async def create_room_type(api: Api, call: Call) -> web.Response:
 async def get_room_type(api: Api, call: Call) -> web.Response:
     """GET /api/v1/room-types/{id}."""
     type_id = call.path["type_id"]
-    row = await api.db(call.claims.tenant, lambda c: queries.get_room_type(c, type_id))
+    row = await api.db(call.claims.tenant, lambda c: room_types.get(c, type_id))
     if row is None:
         raise _not_found("room type", type_id)
     return json_response(room_type_json(row))
@@ -294,14 +294,14 @@ async def _update_room_type(api: Api, call: Call, changes: dict) -> web.Response
 
     def work(conn):
         # Read before writing, in the same transaction, so the audit line says what changed.
-        before = queries.get_room_type(conn, type_id)
+        before = room_types.get(conn, type_id)
         if before is None:
             return None, None
-        return before, queries.update_room_type(conn, type_id, changes, actor=claims.user_id)
+        return before, room_types.update(conn, type_id, changes, actor=claims.user_id)
 
     try:
         before, row = await api.db(claims.tenant, work)
-    except queries.ConflictError as exc:
+    except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     if row is None:
         raise _not_found("room type", type_id)
@@ -329,10 +329,8 @@ async def delete_room_type(api: Api, call: Call) -> web.Response:
     """DELETE /api/v1/room-types/{id}: soft delete, refused while any room uses it."""
     type_id, claims = call.path["type_id"], call.claims
     try:
-        deleted = await api.db(
-            claims.tenant, lambda c: queries.delete_room_type(c, type_id, actor=claims.user_id)
-        )
-    except queries.ConflictError as exc:
+        deleted = await api.db(claims.tenant, lambda c: room_types.delete(c, type_id, actor=claims.user_id))
+    except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     if not deleted:
         raise _not_found("room type", type_id)
@@ -346,7 +344,7 @@ async def delete_room_type(api: Api, call: Call) -> web.Response:
 async def list_rooms(api: Api, call: Call) -> web.Response:
     """GET /api/v1/rooms: a page of the tenant's rooms, filtered."""
     q, tenant = call.query, call.claims.tenant
-    rows, total = await api.db(tenant, lambda c: queries.api_list_rooms(
+    rows, total = await api.db(tenant, lambda c: rooms.list_page(
         c, tenant, code_prefix=q["code_prefix"], code_contains=q["code_contains"], status=q["status"],
         room_type=q["room_type"], limit=q["limit"], offset=q["offset"]))  # fmt: skip
     default = api.node.settings.default_room_capacity
@@ -357,13 +355,13 @@ async def create_room(api: Api, call: Call) -> web.Response:
     """POST /api/v1/rooms: create a room and make every node know it."""
     b, claims = call.body, call.claims
     try:
-        row = await api.db(claims.tenant, lambda c: queries.api_create_room(
+        row = await api.db(claims.tenant, lambda c: rooms.create(
             c, claims.tenant, b["code"], name=b.get("name"), room_type=b.get("room_type"),
             capacity=b.get("capacity"), ttl_s=b.get("ttl_s"), status=b.get("status") or "active",
             attrs=b.get("attrs"), actor=claims.user_id))  # fmt: skip
-    except queries.ConflictError as exc:
+    except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
-    except queries.UnknownRoomTypeError as exc:
+    except UnknownRoomTypeError as exc:
         raise _unknown_type(exc) from None
     audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=b)
     await api.rooms_changed(claims.tenant, row["code"])
@@ -374,7 +372,7 @@ async def create_room(api: Api, call: Call) -> web.Response:
 async def get_room(api: Api, call: Call) -> web.Response:
     """GET /api/v1/rooms/{id}."""
     room_id, tenant = call.path["room_id"], call.claims.tenant
-    row = await api.db(tenant, lambda c: queries.api_get_room(c, tenant, room_id))
+    row = await api.db(tenant, lambda c: rooms.get(c, tenant, room_id))
     if row is None:
         raise _not_found("room", room_id)
     return json_response(room_json(row, api.node.settings.default_room_capacity))
@@ -386,18 +384,18 @@ async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
     code = changes.pop("code", None)
 
     def work(conn):
-        before = queries.api_get_room(conn, claims.tenant, room_id)
+        before = rooms.get(conn, claims.tenant, room_id)
         if before is None:
             return None, None
         if code is not None and code != before["code"]:
             raise invalid(
                 [field_error("body", "code", f"cannot change (is {before['code']!r}); create a new room")]
             )
-        return before, queries.api_update_room(conn, claims.tenant, room_id, changes, actor=claims.user_id)
+        return before, rooms.update(conn, claims.tenant, room_id, changes, actor=claims.user_id)
 
     try:
         before, after = await api.db(claims.tenant, work)
-    except queries.UnknownRoomTypeError as exc:
+    except UnknownRoomTypeError as exc:
         raise _unknown_type(exc) from None
     if after is None:
         raise _not_found("room", room_id)
@@ -429,10 +427,10 @@ async def delete_room(api: Api, call: Call) -> web.Response:
     room_id, claims = call.path["room_id"], call.claims
 
     def work(conn):
-        room = queries.api_get_room(conn, claims.tenant, room_id)
+        room = rooms.get(conn, claims.tenant, room_id)
         if room is None:
             return None
-        queries.delete_room(conn, claims.tenant, room["code"], actor=claims.user_id)
+        rooms.delete(conn, claims.tenant, room_id, actor=claims.user_id)
         return room["code"]
 
     code = await api.db(claims.tenant, work)
@@ -449,7 +447,7 @@ async def _room_known(api: Api, tenant: str, room_id: str) -> bool:
         return True
     if api.node.dsn is None:
         return False
-    return await api.db(tenant, lambda c: queries.api_room_exists(c, tenant, room_id))
+    return await api.db(tenant, lambda c: rooms.exists(c, tenant, room_id))
 
 
 async def room_sessions(api: Api, call: Call) -> web.Response:
@@ -473,8 +471,8 @@ async def room_stats(api: Api, call: Call) -> web.Response:
                                    f"{MAX_BUCKETS}: shorten the range or use a larger bucket")])  # fmt: skip
 
     def work(conn):
-        rows = queries.room_stats(conn, room_id, start, end, bucket)
-        return rows, bool(rows) or queries.api_room_exists(conn, tenant, room_id)
+        rows = sessions.room_stats(conn, room_id, start, end, bucket)
+        return rows, bool(rows) or rooms.exists(conn, tenant, room_id)
 
     rows, exists = await api.db(tenant, work)
     if not exists and not await api.room_known_live(tenant, room_id):
@@ -490,7 +488,7 @@ async def list_sessions(api: Api, call: Call) -> web.Response:
     """GET /api/v1/sessions: stored sessions that started in [from, to), newest first."""
     q = call.query
     start, end = _window(q, SESSIONS_WINDOW)
-    rows, total = await api.db(call.claims.tenant, lambda c: queries.list_sessions_page(
+    rows, total = await api.db(call.claims.tenant, lambda c: sessions.list_page(
         c, start, end, room_id=q["room_id"], user_id=q["user_id"], limit=q["limit"], offset=q["offset"]))  # fmt: skip
     return json_response(page([session_json(r) for r in rows], total, q))
 

@@ -1,8 +1,8 @@
 """What every API handler shares: authentication, tenant-scoped PostgreSQL access, live-state reads.
 
-PostgreSQL: ``history.queries`` functions are synchronous (psycopg ``Connection``), so the API
+PostgreSQL: ``history.sql`` functions are synchronous (psycopg ``Connection``), so the API
 runs each request's queries in a worker thread on a connection from a ``psycopg_pool``
-``ConnectionPool``, always inside ``queries.tenant_transaction`` (role spidi_reader and the
+``ConnectionPool``, always inside ``tenant_transaction`` (role spidi_reader and the
 caller's tenant for that one transaction: row-level security, not only a WHERE clause). The pool
 is created on first use from ``node.dsn`` and closed with the ops application.
 """
@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from .. import logs, roles
 from ..auth import Claims
 from ..errors import AuthError
-from ..history import queries
+from ..history.sql.tenancy import tenant_transaction
 from ..rooms import room_id_for
 from ..stores import keys
 from .problems import Problem
@@ -119,7 +119,7 @@ class Api:
         pool = self._get_pool()
 
         def run() -> T:
-            with pool.connection() as conn, queries.tenant_transaction(conn, tenant):
+            with pool.connection() as conn, tenant_transaction(conn, tenant):
                 return work(conn)
 
         try:

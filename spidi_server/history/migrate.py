@@ -16,12 +16,12 @@ from pathlib import Path
 import psycopg
 
 from .. import logs
-from . import queries
 
 log = logging.getLogger("spidi.history.migrate")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_MIGRATION_LOCK = 0x5350_4944_4931  # pg_advisory_lock key "SPIDI1" (retention.py has "SPIDI2")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,44 @@ class Migration:
     def checksum(self) -> str:
         """SHA-256 of the file, recorded to notice edits of applied migrations."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+# -- the record of applied migrations -----------------------------------------------------------
+
+
+def migration_lock(conn: psycopg.Connection) -> None:
+    """Serialise migrations of concurrent nodes (session-level advisory lock)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+
+
+def migration_unlock(conn: psycopg.Connection) -> None:
+    """Release the migration lock."""
+    conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+
+
+def ensure_migrations_table(conn: psycopg.Connection) -> None:
+    """Create ``spd_schema_migrations`` (the record of applied migrations) if missing."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS spd_schema_migrations (
+               version    text PRIMARY KEY,
+               name       text NOT NULL,
+               checksum   text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(),
+               applied_by text NOT NULL DEFAULT current_user)"""
+    )
+
+
+def applied_migrations(conn: psycopg.Connection) -> dict[str, str]:
+    """version -> checksum of every applied migration."""
+    return dict(conn.execute("SELECT version, checksum FROM spd_schema_migrations").fetchall())
+
+
+def record_migration(conn: psycopg.Connection, version: str, name: str, checksum: str) -> None:
+    """Note a migration as applied (inside its own transaction)."""
+    conn.execute(
+        "INSERT INTO spd_schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+        [version, name, checksum],
+    )
 
 
 def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -71,24 +109,29 @@ def _migrate(conn: psycopg.Connection, directory: Path) -> list[str]:
     conn.autocommit = True
     applied_now: list[str] = []
     try:
-        queries.migration_lock(conn)
+        migration_lock(conn)
         try:
-            queries.ensure_migrations_table(conn)
-            done = queries.applied_migrations(conn)
+            ensure_migrations_table(conn)
+            done = applied_migrations(conn)
             for migration in available_migrations(directory):
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         # An applied file was edited: never re-run it, but say so.
-                        logs.event(log, "migration_changed", logging.WARNING, version=migration.version,
-                                   migration=migration.name)  # fmt: skip
+                        logs.event(
+                            log,
+                            "migration_changed",
+                            logging.WARNING,
+                            version=migration.version,
+                            migration=migration.name,
+                        )
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql)
-                    queries.record_migration(conn, migration.version, migration.name, migration.checksum)
+                    record_migration(conn, migration.version, migration.name, migration.checksum)
                 applied_now.append(migration.version)
                 logs.event(log, "migration_applied", version=migration.version, migration=migration.name)
         finally:
-            queries.migration_unlock(conn)
+            migration_unlock(conn)
     finally:
         conn.autocommit = was_autocommit
     return applied_now

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
-
-from . import queries
+from psycopg import sql
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ ROOM_STATS = PartitionedTable("dat_spd_room_stats", "quarter")
 LEDGER = PartitionedTable("spd_event_ledger", "day", key_is_date=True)
 TABLES = (SESSIONS, ROOM_STATS, LEDGER)
 _BY_NAME = {t.name: t for t in TABLES}
+ARCHIVE_SCHEMA = "spd_archive"  # where retention moves old partitions (see retention.py)
 
 _SUFFIX = re.compile(
     r"^(?P<table>.+)_p(?P<year>\d{4})_(?:q(?P<q>[1-4])|(?P<month>\d{2})(?:_(?P<day>\d{2}))?)$"
@@ -124,7 +124,7 @@ class PartitionManager:
         if state is None:
             name = partition_name(table, start)
             end = period_end(table, start)
-            state = queries.ensure_partition(conn, table.name, name, _bound(table, start), _bound(table, end))
+            state = ensure_partition(conn, table.name, name, _bound(table, start), _bound(table, end))
             self._known[key] = state
         return state
 
@@ -137,3 +137,84 @@ class PartitionManager:
             for _ in range(periods):
                 self.ensure(conn, table, start)
                 start = period_end(table, start)
+
+
+# -- the statements: create, list, archive and drop partitions ---------------------------------
+
+
+def ensure_partition(
+    conn: psycopg.Connection, parent: str, name: str, start: date | datetime, end: date | datetime
+) -> bool:
+    """Create partition ``name`` of ``parent`` for [start, end) unless it exists.
+
+    True when the partition is (now) attached and writable; False when a table of that name sits
+    in the archive schema (retention already moved that period out). An advisory lock on the
+    name makes concurrent writers wait for each other instead of failing on a duplicate.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+        hot, archived = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            [
+                sql.Identifier(name).as_string(conn),
+                f"{ARCHIVE_SCHEMA}.{sql.Identifier(name).as_string(conn)}",
+            ],
+        ).fetchone()
+        if hot:
+            return True
+        if archived:
+            return False
+        conn.execute(
+            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name), sql.Identifier(parent), sql.Literal(start), sql.Literal(end)
+            )
+        )
+    return True
+
+
+def list_partitions(conn: psycopg.Connection, parent: str) -> list[str]:
+    """Names of the partitions attached to ``parent``."""
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+           WHERE i.inhparent = to_regclass(%s) ORDER BY c.relname""",
+        [parent],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def list_archived(conn: psycopg.Connection) -> list[str]:
+    """Names of the tables in the archive schema."""
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname""",
+        [ARCHIVE_SCHEMA],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def archive_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
+    """Detach ``name`` from ``parent`` and move it, data and indexes, into the archive schema."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                sql.Identifier(name), sql.Identifier(ARCHIVE_SCHEMA)
+            )
+        )
+
+
+def drop_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
+    """Detach and drop an attached partition (data past every retention horizon)."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+
+
+def drop_archived(conn: psycopg.Connection, name: str) -> None:
+    """Drop table ``name`` of the archive schema."""
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(ARCHIVE_SCHEMA), sql.Identifier(name)))

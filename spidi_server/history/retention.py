@@ -22,14 +22,35 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from .. import logs
-from . import queries
-from .partitions import LEDGER, ROOM_STATS, SESSIONS, parse_partition_name
+from .partitions import (
+    ARCHIVE_SCHEMA,
+    LEDGER,
+    ROOM_STATS,
+    SESSIONS,
+    archive_partition,
+    drop_archived,
+    drop_partition,
+    list_archived,
+    list_partitions,
+    parse_partition_name,
+)
 
 log = logging.getLogger("spidi.history.retention")
 
 # Replays happen between a batch's commit and its XACK, or when a dead writer's entries are
 # reclaimed; a week covers any realistic outage of the writer.
 LEDGER_KEEP_DAYS = 7
+_RETENTION_LOCK = 0x5350_4944_4932  # pg_advisory_lock key "SPIDI2" (migrate.py has "SPIDI1")
+
+
+def try_retention_lock(conn: psycopg.Connection) -> bool:
+    """Take the retention lock (session-level) unless another session holds it."""
+    return conn.execute("SELECT pg_try_advisory_lock(%s)", [_RETENTION_LOCK]).fetchone()[0]
+
+
+def retention_unlock(conn: psycopg.Connection) -> None:
+    """Release the retention lock."""
+    conn.execute("SELECT pg_advisory_unlock(%s)", [_RETENTION_LOCK])
 
 
 @dataclass
@@ -53,16 +74,17 @@ def apply_retention(
 ) -> RetentionReport:
     """Archive and drop partitions by age on ``conn`` (an autocommit connection is best: each move
     commits on its own). Several writers may call it at once: one does the work, the others skip."""
-    if not queries.try_retention_lock(conn):
+    if not try_retention_lock(conn):
         return RetentionReport()
     try:
         return _apply(conn, hot_days, drop_days, now, ledger_days)
     finally:
-        queries.retention_unlock(conn)
+        retention_unlock(conn)
 
 
-def _apply(conn: psycopg.Connection, hot_days: int, drop_days: int, now: datetime | None,
-           ledger_days: int) -> RetentionReport:  # fmt: skip
+def _apply(
+    conn: psycopg.Connection, hot_days: int, drop_days: int, now: datetime | None, ledger_days: int
+) -> RetentionReport:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     hot_cutoff = (now - timedelta(days=hot_days)).date()
     drop_cutoff = (now - timedelta(days=drop_days)).date()
@@ -70,33 +92,39 @@ def _apply(conn: psycopg.Connection, hot_days: int, drop_days: int, now: datetim
     report = RetentionReport()
 
     for table in (SESSIONS, ROOM_STATS):
-        for name in queries.list_partitions(conn, table.name):
+        for name in list_partitions(conn, table.name):
             parsed = parse_partition_name(name)
             if parsed is None:
                 continue  # not ours (added by hand): leave it alone
             _, _, end = parsed
             if end <= drop_cutoff:
-                queries.drop_partition(conn, table.name, name)
+                drop_partition(conn, table.name, name)
                 report.dropped.append(name)
             elif end <= hot_cutoff:
-                queries.archive_partition(conn, table.name, name)
+                archive_partition(conn, table.name, name)
                 report.archived.append(name)
 
-    for name in queries.list_partitions(conn, LEDGER.name):
+    for name in list_partitions(conn, LEDGER.name):
         parsed = parse_partition_name(name)
         if parsed is not None and parsed[2] <= ledger_cutoff:
-            queries.drop_partition(conn, LEDGER.name, name)
+            drop_partition(conn, LEDGER.name, name)
             report.dropped.append(name)
 
-    for name in queries.list_archived(conn):
+    for name in list_archived(conn):
         parsed = parse_partition_name(name)
         if parsed is not None and parsed[2] <= drop_cutoff:
-            queries.drop_archived(conn, name)
-            report.dropped.append(f"{queries.ARCHIVE_SCHEMA}.{name}")
+            drop_archived(conn, name)
+            report.dropped.append(f"{ARCHIVE_SCHEMA}.{name}")
 
     if report.archived or report.dropped:
-        logs.event(log, "retention_applied", archived=report.archived, dropped=report.dropped,
-                   hot_cutoff=hot_cutoff.isoformat(), drop_cutoff=drop_cutoff.isoformat())  # fmt: skip
+        logs.event(
+            log,
+            "retention_applied",
+            archived=report.archived,
+            dropped=report.dropped,
+            hot_cutoff=hot_cutoff.isoformat(),
+            drop_cutoff=drop_cutoff.isoformat(),
+        )
     return report
 
 

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from spidi_server.alerting.feed import publish_acknowledgement
 from spidi_server.alerting.rules import make_rule_expressions
-from spidi_server.history import queries
+from spidi_server.history.sql import room_types, rooms
 from spidi_server.stores import keys
 
 from ..conftest import TEST_SECRET, token_for
@@ -41,7 +41,7 @@ async def alert_node(node_factory, pg_dsn, **overrides):
 
 def add_room(dsn: str, tenant: str, code: str, capacity: int) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return queries.upsert_room(conn, tenant, code, capacity=capacity).room_id
+        return rooms.create(conn, tenant, code, capacity=capacity, actor="test")["id"]
 
 
 def add_rule(dsn: str, tenant: str, kind: str, *, threshold=None, expression=None, resolve=None,
@@ -395,9 +395,9 @@ async def test_rule_deleted_while_firing_closes_its_alert(pg_dsn, node_factory):
 
 async def test_room_type_rule_applies_to_rooms_of_that_type_only(pg_dsn, node_factory):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        type_id = queries.upsert_room_type(conn, "stage", "Stage", default_capacity=10)
-        queries.upsert_room(conn, "default", "stage-1", room_type="stage")
-        queries.upsert_room(conn, "default", "plain-1", capacity=10)
+        type_id = room_types.create(conn, "stage", "Stage", default_capacity=10, actor="test")["id"]
+        rooms.create(conn, "default", "stage-1", room_type="stage", actor="test")
+        rooms.create(conn, "default", "plain-1", capacity=10, actor="test")
     fire, resolve, stored = make_rule_expressions("capacity", 0.05, None, None, 0.1)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rule_id = conn.execute(

@@ -8,7 +8,8 @@ import uuid
 import psycopg
 import pytest
 
-from spidi_server.history import queries
+from spidi_server.history.sql import alerts
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 
 from .conftest import assert_problem, check_shape, create_room, error_fields
@@ -96,7 +97,7 @@ async def test_rule_crud_round_trip(api, pg, caplog):
                      "WHERE id = %s", [rule["id"]]).fetchone()  # fmt: skip
     assert row == ("alice", "admin-of-default", "tenant", None, 30)
     assert (await api.patch(f"{RULES}/{rule['id']}", {"enabled": True})).status == 200
-    (loaded,) = queries.load_alert_rules(pg)
+    (loaded,) = alerts.load_rules(pg)
     assert (loaded["rule_id"], loaded["tenant"], loaded["expression"]) == (
         rule["id"],
         "default",
@@ -110,7 +111,7 @@ async def test_rule_crud_round_trip(api, pg, caplog):
     assert_problem(await api.patch(f"{RULES}/{rule['id']}", {"name": "x"}), 404, "not-found")
     assert pg.execute("SELECT deleted_at IS NOT NULL FROM dat_spd_alert_rule WHERE id = %s",
                       [rule["id"]]).fetchone() == (True,)  # fmt: skip
-    assert queries.load_alert_rules(pg) == []
+    assert alerts.load_rules(pg) == []
 
     logged = [(r.getMessage(), r.actor) for r in caplog.records if r.getMessage().startswith("alert_rule_")]
     assert logged[0] == ("alert_rule_created", "alice") and logged[1] == ("alert_rule_updated", "bob")
@@ -310,18 +311,18 @@ async def test_tenants_are_isolated_by_row_level_security(api, pg_dsn):
     # Row-level security does it, not only the statements' tenant conditions: as globex, asking
     # for acme's rule by id with acme's tenant in the WHERE clause still finds nothing.
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        with queries.tenant_transaction(conn, "globex"):
-            assert queries.api_get_alert_rule(conn, "acme", mine["id"]) is None
-            assert queries.api_list_alert_rules(conn, "acme") == ([], 0)
-            assert queries.api_update_alert_rule(conn, "acme", mine["id"], {"name": "x"}, actor="eve") is None
-            assert not queries.api_delete_alert_rule(conn, "acme", mine["id"], actor="eve")
+        with tenant_transaction(conn, "globex"):
+            assert alerts.get_rule(conn, "acme", mine["id"]) is None
+            assert alerts.list_rules(conn, "acme") == ([], 0)
+            assert alerts.update_rule(conn, "acme", mine["id"], {"name": "x"}, actor="eve") is None
+            assert not alerts.delete_rule(conn, "acme", mine["id"], actor="eve")
         # And cannot write a row of acme (the policy's WITH CHECK).
         planted = {"name": "planted", "scope": "tenant", "kind": "latency", "expression": "online > 1"}
         with (
             pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"),
-            queries.tenant_transaction(conn, "globex"),
+            tenant_transaction(conn, "globex"),
         ):
-            queries.api_create_alert_rule(conn, "acme", planted, actor="eve")
+            alerts.create_rule(conn, "acme", planted, actor="eve")
         name, updated_by = conn.execute(
             "SELECT name, updated_by FROM dat_spd_alert_rule WHERE id = %s", [mine["id"]]
         ).fetchone()

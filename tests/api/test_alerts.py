@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from psycopg.types.json import Jsonb
 
 from spidi_server.alerting.feed import alert_key
-from spidi_server.history import queries
+from spidi_server.history.sql import alerts
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import keys
 
@@ -261,16 +262,16 @@ async def test_tenants_are_isolated_by_row_level_security(api, pg, pg_dsn):
 
     # Row-level security does it: as globex, even with acme in the statements' own conditions.
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        with queries.tenant_transaction(conn, "globex"):
-            assert queries.api_get_alert_event(conn, "acme", event) is None
-            assert queries.api_list_alert_events(conn, "acme") == ([], 0)
-            assert queries.api_acknowledge_alert_event(conn, "acme", event, actor="eve") == (None, False)
+        with tenant_transaction(conn, "globex"):
+            assert alerts.get_event(conn, "acme", event) is None
+            assert alerts.list_events(conn, "acme") == ([], 0)
+            assert alerts.acknowledge_event(conn, "acme", event, actor="eve") == (None, False)
             cur = conn.execute(
                 "UPDATE dat_spd_alert_event SET acknowledged_by = 'eve', acknowledged_at = now()"
             )
             assert cur.rowcount == 0
-        with queries.tenant_transaction(conn, "acme"):
-            assert queries.api_get_alert_event(conn, "acme", event)["id"] == event
+        with tenant_transaction(conn, "acme"):
+            assert alerts.get_event(conn, "acme", event)["id"] == event
     assert pg.execute(
         "SELECT acknowledged_by FROM dat_spd_alert_event WHERE id = %s", [event]
     ).fetchone() == (None,)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from spidi_server.history.writer import run_writer
+from spidi_server.history.writer_loop import run_writer
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
@@ -43,10 +43,16 @@ class FakeSession:
         self.last_heartbeat_at = started_at
 
     def started(self) -> dict:
-        return {"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": self.session_id,
-                "room_id": self.room_id, "room_code": self.room_code, "tenant": self.tenant,
-                "user_id": self.user, **self.info, "node_id": self.node,
-                "started_at": self.started_at}  # fmt: skip
+        return events.session_started(
+            session_id=self.session_id,
+            room_id=self.room_id,
+            room_code=self.room_code,
+            tenant=self.tenant,
+            user_id=self.user,
+            node_id=self.node,
+            started_at=self.started_at,
+            **self.info,
+        )
 
     def beat(self, at: int, latency: float) -> None:
         self.heartbeats += 1
@@ -55,18 +61,37 @@ class FakeSession:
         self.latency_max = latency if self.latency_max is None else max(self.latency_max, latency)
         self.last_heartbeat_at = at
 
-    def _summary(self, kind: str, **extra) -> dict:
-        return {"id": str(uuid.uuid4()), "kind": kind, "session_id": self.session_id, "room_id": self.room_id,
-                "tenant": self.tenant, "started_at": self.started_at, "heartbeats": self.heartbeats,
-                "last_heartbeat_at": self.last_heartbeat_at, "latency_sum": self.latency_sum,
-                "latency_count": self.heartbeats, "latency_min": self.latency_min,
-                "latency_max": self.latency_max, **extra}  # fmt: skip
+    def _figures(self) -> dict:
+        return {
+            "session_id": self.session_id,
+            "room_id": self.room_id,
+            "tenant": self.tenant,
+            "started_at": self.started_at,
+            "heartbeats": self.heartbeats,
+            "last_heartbeat_at": self.last_heartbeat_at,
+            "latency_sum": self.latency_sum,
+            "latency_count": self.heartbeats,
+            "latency_min": self.latency_min,
+            "latency_max": self.latency_max,
+        }
 
     def checkpoint(self) -> dict:
-        return self._summary(events.SESSION_CHECKPOINT)
+        return events.session_checkpoint(**self._figures())
 
-    def ended(self, at: int, reason: str = "leave") -> dict:
-        return self._summary(events.SESSION_ENDED, ended_at=at, reason=reason)
+    def ended(self, at: int, reason: str = "leave", room_code: str | None = None) -> dict:
+        """The session's end; ``room_code`` None, as a reaper's end may have it."""
+        info = self.info
+        return events.session_ended(
+            **self._figures(),
+            ended_at=at,
+            reason=reason,
+            user_id=self.user,
+            room_code=room_code,
+            client_id=info["client_id"],
+            device=info["device"],
+            os=info["os"],
+            app_version=info["app_version"],
+        )
 
 
 def hist_of(latencies) -> list[int]:
@@ -82,16 +107,40 @@ def hist_of(latencies) -> list[int]:
     return hist
 
 
-def room_sample(tenant: str, room: str, bucket: int, node: str = "node-a", *, online: list[int] = (1,),
-                joins: int = 0, leaves: int = 0, timeouts: int = 0, disconnects: int = 0,
-                latencies: list[float] = ()) -> dict:  # fmt: skip
-    """A room_sample event: ``online`` is the list of per-tick online counts of the minute."""
-    return {"id": str(uuid.uuid4()), "kind": events.ROOM_SAMPLE, "room_id": room_id_for(tenant, room),
-            "room_code": room, "tenant": tenant, "node_id": node, "bucket": bucket,
-            "online_sum": sum(online), "online_samples": len(online), "online_max": max(online, default=0),
-            "joins": joins, "leaves": leaves, "timeouts": timeouts, "disconnects": disconnects,
-            "latency_sum": float(sum(latencies)), "latency_count": len(latencies),
-            "latency_hist": events.encode_hist(hist_of(latencies))}  # fmt: skip
+def room_sample(
+    tenant: str,
+    room: str,
+    bucket: int,
+    node: str = "node-a",
+    *,
+    online: list[int] = (1,),
+    joins: int = 0,
+    leaves: int = 0,
+    timeouts: int = 0,
+    disconnects: int = 0,
+    latencies: list[float] = (),
+) -> dict:
+    """A room_sample event: ``online`` is the list of per-tick online counts of the minute.
+
+    ``joins``/``leaves``/``timeouts``/``disconnects``, when given, are added as older nodes sent
+    them (the writer must ignore them).
+    """
+    event = events.room_sample(
+        room_id=room_id_for(tenant, room),
+        room_code=room,
+        tenant=tenant,
+        node_id=node,
+        bucket=bucket,
+        online_sum=sum(online),
+        online_samples=len(online),
+        online_max=max(online, default=0),
+        latency_sum=float(sum(latencies)),
+        latency_count=len(latencies),
+        latency_hist=hist_of(latencies),
+    )
+    if joins or leaves or timeouts or disconnects:
+        event.update(joins=joins, leaves=leaves, timeouts=timeouts, disconnects=disconnects)
+    return event
 
 
 def push(redis_client, evs) -> None:

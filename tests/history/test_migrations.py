@@ -7,8 +7,9 @@ from datetime import date
 import psycopg
 import pytest
 
-from spidi_server.history import partitions, queries
+from spidi_server.history import partitions
 from spidi_server.history.migrate import available_migrations, migrate
+from spidi_server.history.sql import sessions
 from spidi_server.stores import events
 
 
@@ -44,7 +45,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
 
 
 def test_sql_histogram_bounds_match_the_events_contract(pg):
-    assert queries.latency_bounds(pg) == [float(b) for b in events.LATENCY_BUCKETS_MS]
+    assert sessions.latency_bounds(pg) == [float(b) for b in events.LATENCY_BUCKETS_MS]
 
 
 def test_a_broken_migration_rolls_back_whole(empty_pg_dsn, tmp_path):

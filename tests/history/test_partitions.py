@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from spidi_server.history import queries
-from spidi_server.history.partitions import PartitionManager
+from spidi_server.history.partitions import PartitionManager, list_partitions
 
 from .helpers import FakeSession, dt, ms, push, room_sample, running_writer, wait_for, written
 
@@ -21,12 +20,16 @@ def _where(conn, table: str) -> dict[str, str]:
 def test_ahead_of_time_partitions(pg):
     PartitionManager().ensure_ahead(pg, now=datetime(2026, 12, 30, 23, 0, tzinfo=UTC))
     assert {"dat_spd_session_p2026_12", "dat_spd_session_p2027_01"} <= set(
-        queries.list_partitions(pg, "dat_spd_session")
+        list_partitions(pg, "dat_spd_session")
     )
     assert {"dat_spd_room_stats_p2026_q4", "dat_spd_room_stats_p2027_q1"} <= set(
-        queries.list_partitions(pg, "dat_spd_room_stats"))  # fmt: skip
-    assert {"spd_event_ledger_p2026_12_30", "spd_event_ledger_p2026_12_31", "spd_event_ledger_p2027_01_01"} <= set(
-        queries.list_partitions(pg, "spd_event_ledger"))  # fmt: skip
+        list_partitions(pg, "dat_spd_room_stats")
+    )
+    assert {
+        "spd_event_ledger_p2026_12_30",
+        "spd_event_ledger_p2026_12_31",
+        "spd_event_ledger_p2027_01_01",
+    } <= set(list_partitions(pg, "spd_event_ledger"))
     # Idempotent, and a fresh manager (another writer) finds them without failing.
     PartitionManager().ensure_ahead(pg, now=datetime(2026, 12, 30, 23, 0, tzinfo=UTC))
 
@@ -71,7 +74,7 @@ def test_events_across_month_and_quarter_boundaries(history_settings, redis_sync
     ).fetchall()
     assert [(b, j, t, n) for b, j, t, n in counts if b.year == 2026 and b.month == 2] == [
         (dt("2026-02-01T00:00"), 0, 0, 1), (dt("2026-02-01T00:01"), 1, 0, 0), (dt("2026-02-01T00:02"), 0, 1, 0)]  # fmt: skip
-    ledger = set(queries.list_partitions(pg, "spd_event_ledger"))
+    ledger = set(list_partitions(pg, "spd_event_ledger"))
     assert {
         "spd_event_ledger_p2026_01_31",
         "spd_event_ledger_p2026_02_01",

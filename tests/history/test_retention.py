@@ -6,8 +6,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, date, datetime
 
-from spidi_server.history import queries
-from spidi_server.history.partitions import LEDGER, ROOM_STATS, SESSIONS, PartitionManager
+from spidi_server.history.partitions import (
+    LEDGER,
+    ROOM_STATS,
+    SESSIONS,
+    PartitionManager,
+    list_archived,
+    list_partitions,
+)
 from spidi_server.history.retention import apply_retention, run_retention
 
 from .helpers import FakeSession, ms, push, room_sample, running_writer, wait_for, written
@@ -34,11 +40,11 @@ def test_archive_then_drop(history_settings, redis_sync, pg):
     # Ledger days older than a week go too.
     assert "spd_event_ledger_p2025_03_10" in report.dropped
 
-    hot_sessions = set(queries.list_partitions(pg, SESSIONS.name))
+    hot_sessions = set(list_partitions(pg, SESSIONS.name))
     assert "dat_spd_session_p2026_10" in hot_sessions
     assert not hot_sessions & {"dat_spd_session_p2025_03", "dat_spd_session_p2023_06"}
-    assert "dat_spd_room_stats_p2026_q3" in queries.list_partitions(pg, ROOM_STATS.name)
-    assert queries.list_archived(pg) == ["dat_spd_room_stats_p2025_q1", "dat_spd_session_p2025_03"]
+    assert "dat_spd_room_stats_p2026_q3" in list_partitions(pg, ROOM_STATS.name)
+    assert list_archived(pg) == ["dat_spd_room_stats_p2025_q1", "dat_spd_session_p2025_03"]
     # The archive keeps the rows; the hot table no longer shows them.
     archived_user = pg.execute("SELECT user_id FROM spd_archive.dat_spd_session_p2025_03").fetchone()[0]
     assert archived_user == "u1"
@@ -54,7 +60,7 @@ def test_archive_then_drop(history_settings, redis_sync, pg):
     assert "spd_archive.dat_spd_session_p2025_03" in later.dropped
     assert "spd_archive.dat_spd_room_stats_p2025_q1" in later.dropped
     assert "dat_spd_session_p2026_10" in later.archived
-    assert "dat_spd_session_p2025_03" not in queries.list_archived(pg)
+    assert "dat_spd_session_p2025_03" not in list_archived(pg)
 
 
 def test_ledger_partitions_are_kept_a_week(pg):
@@ -64,5 +70,5 @@ def test_ledger_partitions_are_kept_a_week(pg):
     # A week before NOW is 2026-11-23 12:00: only days that ended by then go.
     report = apply_retention(pg, hot_days=90, drop_days=730, now=NOW)
     assert report.dropped == ["spd_event_ledger_p2026_11_20"] and report.archived == []
-    assert queries.list_partitions(pg, LEDGER.name) == [
+    assert list_partitions(pg, LEDGER.name) == [
         "spd_event_ledger_p2026_11_23", "spd_event_ledger_p2026_11_24", "spd_event_ledger_p2026_11_30"]  # fmt: skip

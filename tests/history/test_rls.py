@@ -9,8 +9,9 @@ import uuid
 import psycopg
 import pytest
 
-from spidi_server.history import queries
 from spidi_server.history.migrate import migrate
+from spidi_server.history.sql import rooms, sessions
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 
 from .helpers import FakeSession, dt, ms, push, room_sample, running_writer, wait_for, written
@@ -21,7 +22,7 @@ FROM, TO = dt("2026-05-04T00:00"), dt("2026-05-05T00:00")
 
 def _two_tenants(settings, redis_sync, conn) -> None:
     for tenant in ("tenant-a", "tenant-b"):
-        queries.upsert_room(conn, tenant, "lobby", capacity=10, attrs={"floor": tenant})
+        rooms.create(conn, tenant, "lobby", capacity=10, attrs={"floor": tenant}, actor="test")
     evs = []
     for tenant in ("tenant-a", "tenant-b"):
         s = FakeSession(tenant, "lobby", f"user-of-{tenant}", T0)
@@ -32,18 +33,17 @@ def _two_tenants(settings, redis_sync, conn) -> None:
 
 
 def _visible(conn, tenant: str) -> dict:
-    with queries.tenant_transaction(conn, tenant):
+    other = "tenant-b" if tenant == "tenant-a" else "tenant-a"
+    with tenant_transaction(conn, tenant):
         return {
             "sessions": {r[0] for r in conn.execute("SELECT unidad_negocio_id FROM dat_spd_session")},
             "stats": {r[0] for r in conn.execute("SELECT unidad_negocio_id FROM dat_spd_room_stats")},
             "rooms": {r[0] for r in conn.execute("SELECT unidad_negocio_id FROM dat_spd_room")},
             "attrs": {r[0] for r in conn.execute("SELECT attr_value FROM dat_spd_room_attr")},
-            "fn_sessions": {r["user_id"] for r in queries.list_sessions(conn, FROM, TO)},
-            "fn_stats": {str(r["room_id"]) for r in queries.room_stats(conn, None, FROM, TO, "1h")},
-            "listed": [r.code for r in queries.list_rooms(conn, tenant)],
-            "other_room": queries.get_room_by_code(
-                conn, "tenant-b" if tenant == "tenant-a" else "tenant-a", "lobby"
-            ),
+            "fn_sessions": {r["user_id"] for r in sessions.find(conn, FROM, TO)},
+            "fn_stats": {str(r["room_id"]) for r in sessions.room_stats(conn, None, FROM, TO, "1h")},
+            "listed": [r["code"] for r in rooms.list_page(conn, tenant)[0]],
+            "other_room": rooms.get(conn, other, room_id_for(other, "lobby")),
         }
 
 
@@ -59,7 +59,7 @@ def _assert_isolated(conn) -> None:
         conn.execute("SET LOCAL ROLE spidi_reader")
         assert conn.execute("SELECT count(*) FROM dat_spd_session").fetchone()[0] == 0
     # Readers cannot write, not even their own tenant's rows.
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), queries.tenant_transaction(conn, "tenant-a"):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction(conn, "tenant-a"):
         conn.execute("UPDATE dat_spd_session SET user_id = 'x'")
     # Outside a tenant transaction the owner sees everything again (the role was SET LOCAL).
     assert conn.execute("SELECT count(DISTINCT unidad_negocio_id) FROM dat_spd_session").fetchone()[0] == 2
@@ -74,11 +74,11 @@ def test_tenant_transaction_refuses_to_nest(pg):
     with (
         pg.transaction(),
         pytest.raises(psycopg.ProgrammingError),
-        queries.tenant_transaction(pg, "tenant-a"),
+        tenant_transaction(pg, "tenant-a"),
     ):
         pass
     with pytest.raises(ValueError):
-        queries.tenant_transaction(pg, "").__enter__()
+        tenant_transaction(pg, "").__enter__()
 
 
 def test_external_postgres_as_plain_owner(history_settings, redis_sync, pg_server):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from psycopg.rows import dict_row
 
-from spidi_server.history import queries
+from spidi_server.history.sql.sessions import hist_quantile, room_stats
 from spidi_server.rooms import room_id_for
 
 from .helpers import (
@@ -63,7 +63,7 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
     )
     assert row["node_samples"] == 2
 
-    (stats,) = queries.room_stats(pg, ROOM, dt("2026-05-04T10:07"), dt("2026-05-04T10:08"), "1m")
+    (stats,) = room_stats(pg, ROOM, dt("2026-05-04T10:07"), dt("2026-05-04T10:08"), "1m")
     assert stats["latency_p95"] == pytest.approx(quantile(merged, 0.95))
     assert stats["latency_avg"] == pytest.approx((sum(lat_a) + sum(lat_b)) / 18)
     assert stats["online_avg"] == pytest.approx(31) and stats["online_max"] == 20
@@ -75,7 +75,7 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
      ([0] * 14 + [5], 0.95), ([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 0.75)],
 )  # fmt: skip
 def test_sql_quantile_matches_python(pg, hist, q):
-    assert queries.hist_quantile(pg, hist, q) == (
+    assert hist_quantile(pg, hist, q) == (
         None if quantile(hist, q) is None else pytest.approx(quantile(hist, q))
     )
 
@@ -99,12 +99,12 @@ def test_rollups_1m_1h_1d(history_settings, redis_sync, pg):
         wait_for(lambda: written(redis_sync) == len(evs))
     start, end = dt("2026-05-04T00:00"), dt("2026-05-06T00:00")
 
-    minutes = queries.room_stats(pg, ROOM, start, end, "1m")
+    minutes = room_stats(pg, ROOM, start, end, "1m")
     assert [m["bucket"] for m in minutes] == [dt(t) for t, *_ in plan]
     assert [m["online_avg"] for m in minutes] == [4, 6, 2, 2]
     assert [m["joins"] for m in minutes] == [2, 1, 0, 4]
 
-    hours = queries.room_stats(pg, ROOM, start, end, "1h")
+    hours = room_stats(pg, ROOM, start, end, "1h")
     assert [h["bucket"] for h in hours] == [
         dt("2026-05-04T10:00"),
         dt("2026-05-04T11:00"),
@@ -116,7 +116,7 @@ def test_rollups_1m_1h_1d(history_settings, redis_sync, pg):
     assert hours[0]["latency_count"] == 5 and hours[0]["latency_avg"] == pytest.approx(700 / 5)
     assert hours[0]["latency_p95"] == pytest.approx(quantile(hist_of([10, 20, 30, 40, 600]), 0.95))
 
-    days = queries.room_stats(pg, ROOM, start, end, "1d")
+    days = room_stats(pg, ROOM, start, end, "1d")
     assert [d["bucket"] for d in days] == [dt("2026-05-04T00:00"), dt("2026-05-05T00:00")]
     assert days[0]["online_avg"] == pytest.approx((4 + 6 + 2) / 1440)
     assert [d["joins"] for d in days] == [3, 4] and days[0]["latency_count"] == 6
@@ -124,11 +124,11 @@ def test_rollups_1m_1h_1d(history_settings, redis_sync, pg):
     assert days[1]["latency_p95"] == pytest.approx(quantile(hist_of([100] * 3), 0.95))
 
     # A window cutting into an hour averages over the minutes inside the window only.
-    (part,) = queries.room_stats(pg, ROOM, dt("2026-05-04T10:00"), dt("2026-05-04T10:02"), "1h")
+    (part,) = room_stats(pg, ROOM, dt("2026-05-04T10:00"), dt("2026-05-04T10:02"), "1h")
     assert part["online_avg"] == pytest.approx((4 + 6) / 2)
     # Plain SQL works too, and every room at once with a NULL room.
     assert (
         pg.execute("SELECT count(*) FROM spd_room_stats(NULL, %s, %s, '1d')", [start, end]).fetchone()[0] == 2
     )
     with pytest.raises(ValueError):
-        queries.room_stats(pg, ROOM, start, end, "5m")
+        room_stats(pg, ROOM, start, end, "5m")

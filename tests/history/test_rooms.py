@@ -1,43 +1,51 @@
-"""Room definitions the server reads: upsert, list, lookup by code, soft delete, attributes, types."""
+"""Room definitions the server reads: create, update, list, lookup, soft delete, attributes, types."""
 
 from __future__ import annotations
 
 import pytest
 
-from spidi_server.history import queries
+from spidi_server.history.sql import room_types, rooms
+from spidi_server.history.sql.sessions import find as find_sessions
 from spidi_server.rooms import room_id_for
 
 from .helpers import FakeSession, dt, ms, push, running_writer, wait_for, written
 
 
 def test_rooms_round_trip(pg):
-    queries.upsert_room_type(pg, "classroom", "Classroom", default_capacity=40)
-    lobby = queries.upsert_room(
-        pg, "acme", "lobby", capacity=100, name="Lobby", attrs={"floor": "1", "wing": "E"}
+    room_types.create(pg, "classroom", "Classroom", default_capacity=40, actor="test")
+    lobby = rooms.create(
+        pg, "acme", "lobby", capacity=100, name="Lobby", attrs={"floor": "1", "wing": "E"}, actor="test"
     )
-    assert lobby.room_id == room_id_for("acme", "lobby") and lobby.capacity == 100 and lobby.active
-    assert lobby.attrs == {"floor": "1", "wing": "E"}
-    room = queries.upsert_room(pg, "acme", "a-101", room_type="classroom", ttl_s=3600)
-    assert room.capacity == 40 and room.room_type == "classroom" and room.ttl_s == 3600  # the type's default
-    queries.upsert_room(pg, "other", "lobby", capacity=5)
+    assert (
+        lobby["id"] == room_id_for("acme", "lobby")
+        and lobby["capacity"] == 100
+        and lobby["status"] == "active"
+    )
+    assert lobby["attrs"] == {"floor": "1", "wing": "E"}
+    room = rooms.create(pg, "acme", "a-101", room_type="classroom", ttl_s=3600, actor="test")
+    assert (
+        room["capacity"] == 40 and room["room_type"] == "classroom" and room["ttl_s"] == 3600
+    )  # the type's default
+    rooms.create(pg, "other", "lobby", capacity=5, actor="test")
 
-    assert [r.code for r in queries.list_rooms(pg, "acme")] == ["a-101", "lobby"]
+    assert [r["code"] for r in rooms.list_page(pg, "acme")[0]] == ["a-101", "lobby"]
     # Attributes replaced as a set; status change.
-    lobby = queries.upsert_room(pg, "acme", "lobby", capacity=120, status="disabled", attrs={"floor": "2"})
-    assert (lobby.capacity, lobby.status, lobby.attrs) == (120, "disabled", {"floor": "2"})
-    assert [r.code for r in queries.list_rooms(pg, "acme", include_disabled=False)] == ["a-101"]
-    assert queries.get_room_by_code(pg, "other", "lobby").capacity == 5
-    assert queries.get_room_by_code(pg, "acme", "nope") is None
+    changes = {"capacity": 120, "status": "disabled", "attrs": {"floor": "2"}}
+    lobby = rooms.update(pg, "acme", lobby["id"], changes, actor="test")
+    assert (lobby["capacity"], lobby["status"], lobby["attrs"]) == (120, "disabled", {"floor": "2"})
+    assert [r["code"] for r in rooms.list_page(pg, "acme", status="active")[0]] == ["a-101"]
+    assert rooms.get(pg, "other", room_id_for("other", "lobby"))["capacity"] == 5
+    assert rooms.get(pg, "acme", room_id_for("acme", "nope")) is None
 
-    assert queries.delete_room(pg, "acme", "lobby") is True
-    assert queries.delete_room(pg, "acme", "lobby") is False
-    assert queries.get_room_by_code(pg, "acme", "lobby") is None
+    assert rooms.delete(pg, "acme", lobby["id"], actor="test") is True
+    assert rooms.delete(pg, "acme", lobby["id"], actor="test") is False
+    assert rooms.get(pg, "acme", lobby["id"]) is None
     # Soft-deleted rows stay for the record; the code can be used again (same id, undeleted).
     assert pg.execute("SELECT count(*) FROM dat_spd_room WHERE deleted_at IS NOT NULL").fetchone()[0] == 1
-    again = queries.upsert_room(pg, "acme", "lobby", capacity=7)
-    assert again.capacity == 7 and again.attrs == {}
+    again = rooms.create(pg, "acme", "lobby", capacity=7, actor="test")
+    assert again["id"] == lobby["id"] and again["capacity"] == 7 and again["attrs"] == {}
     with pytest.raises(ValueError):
-        queries.upsert_room(pg, "acme", "x", room_type="no-such-type")
+        rooms.create(pg, "acme", "x", room_type="no-such-type", actor="test")
 
 
 def test_session_query(history_settings, redis_sync, pg):
@@ -52,12 +60,12 @@ def test_session_query(history_settings, redis_sync, pg):
         wait_for(lambda: written(redis_sync) == len(evs))
 
     day = (dt("2026-05-04T00:00"), dt("2026-05-05T00:00"))
-    assert [s["user_id"] for s in queries.list_sessions(pg, *day)] == ["ann", "ben", "ann"]  # newest first
-    lobby = queries.list_sessions(pg, *day, room_id=room_id_for("acme", "lobby"))
+    assert [s["user_id"] for s in find_sessions(pg, *day)] == ["ann", "ben", "ann"]  # newest first
+    lobby = find_sessions(pg, *day, room_id=room_id_for("acme", "lobby"))
     assert [s["user_id"] for s in lobby] == ["ben", "ann"]
-    (first,) = queries.list_sessions(pg, *day, user_id="ann", room_id=room_id_for("acme", "lobby"))
+    (first,) = find_sessions(pg, *day, user_id="ann", room_id=room_id_for("acme", "lobby"))
     assert (first["end_reason"], first["heartbeat_count"], first["latency_avg"]) == ("disconnect", 1, 25.0)
-    assert len(queries.list_sessions(pg, *day, limit=1)) == 1
+    assert len(find_sessions(pg, *day, limit=1)) == 1
     # The plain-SQL question: every session with start, end, reason, device, OS, app version, IP,
     # heartbeat count and latency summary.
     rows = pg.execute(

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import dict_row
 
-from spidi_server.history import queries
 from spidi_server.history.retention import apply_retention
-from spidi_server.history.writer import DEAD_LETTER_STREAM, STATUS_KEY, stage_event
+from spidi_server.history.sql.ingest import StageRow
+from spidi_server.history.sql.sessions import room_stats
+from spidi_server.history.staging import stage_event
+from spidi_server.history.stream import DEAD_LETTER_STREAM
+from spidi_server.history.writer_loop import STATUS_KEY
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
@@ -79,9 +82,7 @@ def test_events_become_rows(history_settings, redis_sync, pg):
     assert a["unidad_negocio_id"] == "acme" and a["node_id"] == "node-a" and a["created_by"] == "spidi-writer"
     assert b["ended_at"] is None and b["heartbeat_count"] == 1 and b["node_id"] == "node-b"
 
-    stats = queries.room_stats(
-        pg, room_id_for("acme", "lobby"), dt("2026-05-04T10:00"), dt("2026-05-04T10:02")
-    )
+    stats = room_stats(pg, room_id_for("acme", "lobby"), dt("2026-05-04T10:00"), dt("2026-05-04T10:02"))
     # Counted from the session events: both starts in the first minute, alice's leave in the second.
     assert [s["joins"] for s in stats] == [2, 0] and [s["leaves"] for s in stats] == [0, 1]
     assert [round(s["online_avg"], 4) for s in stats] == [round(5 / 3, 4), 1.5]
@@ -185,12 +186,20 @@ def test_stage_event_reads_server_events_verbatim():
     s.beat(T0 + 500, 7.5)
     end = s.ended(T0 + 61_000) | {"room_code": "lobby"}
     staged = stage_event(events.encode(end))
-    assert staged.event_ms == T0 + 61_000 and staged.row[17] == 1 and staged.row[21] == 7.5
-    assert staged.stats_ms == T0 + 60_000 and staged.row[5] == "lobby" and staged.row[16] == "leave"
+    assert staged.event_ms == T0 + 61_000 and staged.row.heartbeats == 1 and staged.row.latency_min == 7.5
+    assert (
+        staged.stats_ms == T0 + 60_000
+        and staged.row.room_code == "lobby"
+        and staged.row.end_reason == "leave"
+    )
     assert stage_event(events.encode(s.checkpoint())).stats_ms is None
     # An old node's sample: its counters are not read (they would count the sessions twice).
     staged = stage_event(events.encode(room_sample("acme", "lobby", T0, joins=3, leaves=2)))
-    assert len(staged.row) == len(queries.STAGE_COLUMNS) and staged.stats_ms is None
+    assert (
+        isinstance(staged.row, StageRow)
+        and len(staged.row) == len(StageRow._fields)
+        and staged.stats_ms is None
+    )
 
 
 def test_a_dead_nodes_sessions_are_counted_once_each(history_settings, redis_sync, pg):

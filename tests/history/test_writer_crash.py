@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 import time
 
 import psycopg
 
-from spidi_server.history import writer as writer_module
+from spidi_server.history import writer_loop
 from spidi_server.history.embedded_pg import EmbeddedPostgres
 from spidi_server.history.partitions import (
     LEDGER,
@@ -19,7 +20,8 @@ from spidi_server.history.partitions import (
     period_start,
     utc_day,
 )
-from spidi_server.history.writer import STATUS_KEY, start_writer_process, stop_writer_process
+from spidi_server.history.writer import start_writer_process, stop_writer_process
+from spidi_server.history.writer_loop import STATUS_KEY
 from spidi_server.stores import events
 
 from ..pg_fixtures import private_pg_dir
@@ -112,11 +114,13 @@ def test_entries_of_a_dead_writer_are_claimed_by_another(history_settings, redis
     redis_sync.xreadgroup(events.GROUP, "dead-writer", {events.STREAM: ">"}, count=1000)
     assert pending(redis_sync) == len(evs)
     time.sleep(0.3)
-    stop = writer_module.threading.Event()
-    thread = writer_module.threading.Thread(
-        target=writer_module.run_writer, args=(history_settings, stop),
-        kwargs={"consumer": "live-writer", "reclaim_idle_s": 0.2}, daemon=True,
-    )  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=writer_loop.run_writer,
+        args=(history_settings, stop),
+        kwargs={"consumer": "live-writer", "reclaim_idle_s": 0.2},
+        daemon=True,
+    )
     thread.start()
     try:
         wait_for(lambda: pending(redis_sync) == 0)
@@ -139,7 +143,7 @@ def test_own_pending_entries_are_read_again_on_start(history_settings, redis_syn
 def test_postgres_down_then_back_loses_nothing(
     history_settings, redis_sync, pg_server, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(writer_module, "BACKOFF_MAX_S", 0.4)
+    monkeypatch.setattr(writer_loop, "BACKOFF_MAX_S", 0.4)
     server = pg_server.embedded
     settings = history_settings
     own = server is None  # an external test PostgreSQL is not ours to stop: use a private one

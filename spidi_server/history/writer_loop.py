@@ -1,0 +1,420 @@
+"""The history writer's loop: drains the ``spidi:events`` Redis Stream into PostgreSQL.
+
+The writer (a child of ``spidi serve``, or run alone with ``spidi writer``; see ``writer.py``) reads
+the stream as a member of the ``spidi-writers`` consumer group, batches up to
+``writer_batch_size`` events or ``writer_flush_interval_s`` seconds, writes each batch in one
+transaction (COPY into a staging table, then set-based upserts: ``sql/ingest.py``) and only then
+XACKs it. Delivery is at-least-once and the effect exactly-once: every event id goes into the
+ledger in the same transaction as its effect, so an event read twice (a writer killed between
+COMMIT and XACK, entries reclaimed from a dead writer) changes nothing the second time.
+
+On start the writer first re-reads its own pending entries (XREADGROUP from id 0; its consumer
+name is stable across restarts) and claims those of dead writers (XAUTOCLAIM past a minimum idle
+time), so a writer killed with SIGKILL mid-batch loses nothing. PostgreSQL unavailable: the batch
+is kept and retried with capped exponential backoff (Redis unavailable: each call is retried the
+same way). Asked to stop: the open batch is flushed, then ``run`` returns. Partitions are created
+ahead of time and retention applied now and then (``_maintenance``). Progress is published in the
+Redis hash ``spidi:writer:status``.
+
+This module is the loop and its state; ``stream.py`` speaks to Redis, ``batch.py`` collects a
+batch (``staging.py`` turns each entry into a row) and writes it (``sql/ingest.py``,
+``sql/alerts.py``); ``writer.py`` is the process around the loop (command line, signals, child).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+import redis
+
+from .. import logs
+from ..settings import Settings
+from ..stores import keys
+from ..stores.client import connect_sync
+from .batch import Batch, write_to_postgres
+from .migrate import migrate
+from .partitions import PartitionManager
+from .retention import apply_retention
+from .stream import EventStream
+
+log = logging.getLogger("spidi.history.writer")
+
+STATUS_KEY = keys.WRITER_STATUS
+BACKLOG_THRESHOLDS = (10_000, 100_000, 1_000_000)  # a warning each time the backlog crosses one upward
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+RETENTION_EVERY_S = 86_400.0
+PARTITIONS_AHEAD_EVERY_S = 3_600.0
+RECLAIM_EVERY_S = 60.0
+STATUS_EVERY_S = 5.0  # status refresh while idle, so readers can tell a live writer from a dead one
+READ_BLOCK_MS = 250  # longest XREADGROUP block: keeps shutdown and parent checks responsive
+
+
+def default_consumer_name() -> str:
+    """A consumer name stable across restarts on this host, so a restarted writer finds its own
+    pending entries."""
+    return f"writer-{socket.gethostname()}"
+
+
+@dataclass
+class WriterStats:
+    """The writer's counters, published in the ``spidi:writer:status`` hash."""
+
+    events_written: int = 0  # applied for the first time
+    events_duplicate: int = 0  # already in the ledger (replays)
+    events_expired: int = 0  # for periods retention had already archived
+    events_invalid: int = 0  # malformed or rejected: sent to the dead-letter stream
+    rows_upserted: int = 0  # session and room-statistics rows inserted or updated
+    batches: int = 0
+    last_batch_size: int = 0
+    last_batch_ms: float = 0.0
+    last_batch_at: float = 0.0
+    backlog: int = 0
+    pending: int = 0
+    pg_ok: bool = False
+    last_error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class HistoryWriter:
+    """The writer loop; ``run`` until ``stop_event`` is set (``writer.main`` sets it on SIGTERM/SIGINT)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str | None = None,
+        dsn: str | None = None,
+        consumer: str | None = None,
+        stop_event: threading.Event | None = None,
+        parent_pid: int | None = None,
+        reclaim_idle_s: float | None = None,
+    ):
+        self.settings = settings
+        self.redis_url = redis_url or settings.redis_url
+        self.dsn = dsn or settings.postgres_dsn
+        if not self.redis_url or not self.dsn:
+            raise ValueError("the writer needs a Redis URL and a PostgreSQL DSN")
+        self.consumer = consumer or default_consumer_name()
+        self.batch_size = settings.writer_batch_size
+        self.flush_interval = settings.writer_flush_interval_s
+        self.stop_event = stop_event or threading.Event()
+        self.parent_pid = parent_pid
+        self.stats = WriterStats()
+        self.partitions = PartitionManager()
+        # A plain client, or a cluster client for redis+cluster:// URLs: the writer touches one key
+        # per command (the stream, the dead letters, its status hash), so it runs on either.
+        self.redis = connect_sync(self.redis_url, decode_responses=True, socket_timeout=30)
+        self.stream = EventStream(self.redis, self.consumer)
+        self.conn: psycopg.Connection | None = None
+        self._migrated = False
+        self._backlog_level = 0
+        self._next_retention = 0.0
+        self._next_partitions = 0.0
+        self._next_reclaim = 0.0
+        self._next_status = 0.0
+        # Entries idle this long in another consumer's pending list belong to a dead writer (a
+        # live one acknowledges within a flush interval, or keeps retrying a PostgreSQL outage:
+        # taking those over too is harmless, the ledger makes the second write a no-op).
+        if reclaim_idle_s is None:
+            reclaim_idle_s = max(300.0, 10 * self.flush_interval)
+        self.reclaim_idle_ms = int(reclaim_idle_s * 1000)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Whether to wind down: asked to stop, or the parent process (``spidi serve``) is gone."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.stop_event.set()  # the server that started us is gone: finish up, exit
+        return self.stop_event.is_set()
+
+    def run(self) -> WriterStats:
+        """Drain the stream until stopped; flush the open batch on the way out."""
+        logs.event(
+            log,
+            "writer_started",
+            consumer=self.consumer,
+            batch_size=self.batch_size,
+            flush_interval_s=self.flush_interval,
+            pid=os.getpid(),
+        )
+        self._redis_call(self.stream.ensure_group)
+        batch = Batch()
+        try:
+            # 1. Entries this consumer read before it died, then those of other dead writers.
+            cursor = "0"
+            while not self.stopping:
+                entries = self._redis_call(self.stream.read, cursor, self.batch_size - len(batch), None)
+                if not entries:
+                    break
+                for stream_id, fields in entries:
+                    batch.add(stream_id, fields)
+                cursor = entries[-1][0]
+                if len(batch) >= self.batch_size:
+                    batch = self._flush(batch)
+            batch = self._reclaim(batch)
+            if batch and not self.stopping:
+                batch = self._flush(batch)
+            self._next_reclaim = time.monotonic() + RECLAIM_EVERY_S
+            # 2. New entries (and, now and then, entries of writers that died meanwhile).
+            while not self.stopping:
+                self._maintenance()
+                if time.monotonic() >= self._next_status:
+                    self._redis_call(self._publish_status)
+                if time.monotonic() >= self._next_reclaim:
+                    batch = self._reclaim(batch)
+                    self._next_reclaim = time.monotonic() + RECLAIM_EVERY_S
+                if batch:
+                    remaining = batch.started + self.flush_interval - time.monotonic()
+                    if remaining <= 0 or len(batch) >= self.batch_size:
+                        batch = self._flush(batch)
+                        continue
+                    block = max(1, min(READ_BLOCK_MS, int(remaining * 1000)))
+                else:
+                    block = READ_BLOCK_MS
+                entries = self._redis_call(self.stream.read, ">", self.batch_size - len(batch), block)
+                for stream_id, fields in entries or ():
+                    batch.add(stream_id, fields)
+            if batch:
+                batch = self._flush(batch, final=True)
+        finally:
+            if batch:
+                logs.event(log, "writer_batch_left_pending", logging.WARNING, events=len(batch))
+            with contextlib.suppress(redis.RedisError):
+                self._publish_status(final=True)
+            self._close_pg()
+            self.redis.close()
+            logs.event(
+                log,
+                "writer_stopped",
+                consumer=self.consumer,
+                events_written=self.stats.events_written,
+                batches=self.stats.batches,
+            )
+        return self.stats
+
+    def _maintenance(self) -> None:
+        """Partitions ahead of time (hourly) and retention (daily, first right after start-up)."""
+        now = time.monotonic()
+        if now >= self._next_partitions or now >= self._next_retention:
+            conn = self._pg()
+            if conn is None:
+                return
+            try:
+                if now >= self._next_partitions:
+                    self.partitions.ensure_ahead(conn)
+                    self._next_partitions = now + PARTITIONS_AHEAD_EVERY_S
+                if now >= self._next_retention:
+                    apply_retention(conn, self.settings.retention_hot_days, self.settings.retention_drop_days)
+                    self.partitions.forget()
+                    self._next_retention = now + RETENTION_EVERY_S
+            except psycopg.OperationalError as exc:
+                self._pg_failed(exc)
+            except psycopg.Error as exc:
+                # Not worth dying for (a partition a DBA made by hand, say): try again next time.
+                logs.event(log, "writer_maintenance_failed", logging.WARNING, error=str(exc).strip()[:500])
+                self._next_partitions = max(self._next_partitions, now + 60)
+                self._next_retention = max(self._next_retention, now + 3600)
+
+    # -- Redis -------------------------------------------------------------------------------
+
+    def _redis_call(self, fn, *args):
+        """Call ``fn``, retrying with backoff while Redis is unreachable (until stopped)."""
+        delay = BACKOFF_INITIAL_S
+        while True:
+            try:
+                return fn(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logs.event(log, "writer_redis_unavailable", logging.WARNING, error=str(exc), retry_in_s=delay)
+                if self.stop_event.wait(delay):
+                    return None
+                delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _reclaim(self, batch: Batch) -> Batch:
+        """Take over entries that dead writers read and never acknowledged."""
+        cursor = "0-0"
+        while not self.stopping:
+            reply = self._redis_call(self.stream.claim_idle, cursor, self.reclaim_idle_ms, self.batch_size)
+            if not reply:
+                break
+            cursor, entries = reply
+            for stream_id, fields in entries:
+                batch.add(stream_id, fields)
+                if len(batch) >= self.batch_size:
+                    batch = self._flush(batch)
+            if cursor in ("0-0", "0"):
+                break
+        return batch
+
+    def _dead_letter(self, stream_id: str, fields: dict, error: str) -> None:
+        self.stream.dead_letter(stream_id, fields, error)
+        self.stats.events_invalid += 1
+
+    # -- PostgreSQL --------------------------------------------------------------------------
+
+    def _pg(self) -> psycopg.Connection | None:
+        """The connection, (re)opened and migrated on first use; None while PostgreSQL is down.
+
+        Autocommit: every ``conn.transaction()`` of the ``sql`` modules is then a real transaction.
+        """
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        try:
+            conn = psycopg.connect(
+                self.dsn, autocommit=True, application_name="spidi-writer", connect_timeout=10
+            )
+            if not self._migrated:
+                migrate(conn)
+                self._migrated = True
+        except psycopg.OperationalError as exc:
+            self._pg_failed(exc)
+            return None
+        self.conn = conn
+        self.partitions.forget()
+        if not self.stats.pg_ok:
+            logs.event(log, "writer_postgres_connected")
+        self.stats.pg_ok = True
+        return conn
+
+    def _pg_failed(self, exc: Exception, retry_in: float | None = None) -> None:
+        self.stats.pg_ok = False
+        self.stats.last_error = str(exc).strip()[:500]
+        logs.event(
+            log,
+            "writer_postgres_unavailable",
+            logging.WARNING,
+            error=self.stats.last_error,
+            retry_in_s=retry_in,
+        )
+        self._close_pg()
+        with contextlib.suppress(redis.RedisError):
+            self._publish_status()
+
+    def _close_pg(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            # Closing a broken connection may fail; it is gone either way.
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _flush(self, batch: Batch, final: bool = False) -> Batch:
+        """Write the batch, then acknowledge it; returns a fresh batch.
+
+        While PostgreSQL is down the batch is kept and retried with capped exponential backoff.
+        Once stopping, one more attempt is made; if it fails the batch is given up and returned
+        as is: its entries stay pending in the group and the next writer start re-reads them.
+        """
+        started = time.monotonic()
+        delay = BACKOFF_INITIAL_S
+        while True:
+            stopping = self.stopping or final
+            conn = self._pg()
+            if conn is not None:
+                try:
+                    result = write_to_postgres(conn, batch, self.partitions)
+                    break
+                except psycopg.OperationalError as exc:
+                    self._pg_failed(exc, retry_in=delay)
+            if stopping:
+                return batch
+            self.stop_event.wait(delay)  # a stop request cuts the wait short: one last attempt
+            delay = min(BACKOFF_MAX_S, delay * 2)
+        for stream_id, fields, error in batch.invalid:
+            self._dead_letter(stream_id, fields, error)
+        self._redis_call(self.stream.ack, batch.ids)
+        elapsed = time.monotonic() - started
+        stats = self.stats
+        stats.events_written += result.applied
+        stats.events_duplicate += result.duplicates + batch.repeats
+        stats.rows_upserted += result.session_rows + result.stats_rows
+        stats.events_expired += batch.expired
+        if batch.expired:
+            logs.event(log, "writer_events_expired", logging.WARNING, events=batch.expired)
+        stats.batches += 1
+        stats.last_batch_size = len(batch)
+        stats.last_batch_ms = round(elapsed * 1000, 1)
+        stats.last_batch_at = time.time()
+        logs.event(
+            log,
+            "writer_batch",
+            logging.DEBUG,
+            entries=len(batch),
+            applied=result.applied,
+            duplicates=result.duplicates,
+            ms=stats.last_batch_ms,
+        )
+        self._redis_call(self._publish_status)
+        return Batch()
+
+    # -- status ------------------------------------------------------------------------------
+
+    def _publish_status(self, final: bool = False) -> None:
+        """Backlog figures, threshold warnings, and the ``spidi:writer:status`` hash."""
+        stats = self.stats
+        self._next_status = time.monotonic() + STATUS_EVERY_S
+        with contextlib.suppress(redis.ResponseError):
+            stats.backlog = self.stream.length()
+            stats.pending = self.stream.pending()
+        level = sum(1 for t in BACKLOG_THRESHOLDS if stats.backlog >= t)
+        if level > self._backlog_level:
+            logs.event(
+                log,
+                "writer_backlog_growing",
+                logging.WARNING,
+                backlog=stats.backlog,
+                threshold=BACKLOG_THRESHOLDS[level - 1],
+                pending=stats.pending,
+            )
+        elif level < self._backlog_level:
+            logs.event(log, "writer_backlog_shrinking", backlog=stats.backlog, pending=stats.pending)
+        self._backlog_level = level
+        self.redis.hset(
+            STATUS_KEY,
+            mapping={
+                "consumer": self.consumer,
+                "pid": os.getpid(),
+                "state": "stopped" if final else ("running" if stats.pg_ok else "postgres_unavailable"),
+                "events_written": stats.events_written,
+                "events_duplicate": stats.events_duplicate,
+                "events_expired": stats.events_expired,
+                "events_invalid": stats.events_invalid,
+                "rows_upserted": stats.rows_upserted,
+                "batches": stats.batches,
+                "last_batch_size": stats.last_batch_size,
+                "last_batch_ms": stats.last_batch_ms,
+                "last_batch_at": round(stats.last_batch_at, 3),
+                "backlog": stats.backlog,
+                "pending": stats.pending,
+                "pg_ok": int(stats.pg_ok),
+                "last_error": stats.last_error,
+                "updated_at": round(time.time(), 3),
+            },
+        )
+
+
+def run_writer(
+    settings: Settings,
+    stop_event: threading.Event | None = None,
+    *,
+    redis_url: str | None = None,
+    dsn: str | None = None,
+    consumer: str | None = None,
+    parent_pid: int | None = None,
+    reclaim_idle_s: float | None = None,
+) -> WriterStats:
+    """Run the writer in this thread until ``stop_event`` is set; returns its counters.
+
+    ``redis_url``/``dsn`` default to the settings'. The DSN must be set here (``main`` starts the
+    embedded PostgreSQL when the settings have none).
+    """
+    writer = HistoryWriter(settings, redis_url, dsn, consumer, stop_event, parent_pid, reclaim_idle_s)
+    return writer.run()
