@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+import spidi_core
+
 from .api import register_api
 from .api.service import ApiHost
 from .dashboard import DashboardHost, register_dashboard
@@ -26,6 +28,10 @@ from .transport.admission import server_ssl_context
 if TYPE_CHECKING:
     from .metrics import NodeMetrics
     from .presence import Presence
+
+# Which STOMP codec and heartbeat wheel this process runs (/health says): the Cython builds, or the
+# pure-Python references (extensions not built, or SPIDI_NO_EXTENSIONS=1).
+CODEC = "cython" if spidi_core.USE_EXTENSIONS else "python"
 
 
 class ServingTransport(Protocol):
@@ -342,7 +348,7 @@ class OpsServer:
         return answering == expected, component
 
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness plus each component's state; 503 when Redis does not answer."""
+        """Liveness plus each component's state and the codec running; 503 when Redis does not answer."""
         host = self.host
         store = host.store
         redis_ok = store is not None and await store.ping()
@@ -366,6 +372,7 @@ class OpsServer:
         body = {
             "status": "degraded" if degraded else "ok",
             "node": host.node_id,
+            "codec": CODEC,
             "components": components,
         }
         return _json(body, 503 if not redis_ok else 200)
