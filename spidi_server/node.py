@@ -225,7 +225,7 @@ class Node:
         self.metrics.websocket_connections.inc()
         return conn
 
-    def connection_closed(self, conn: ClientConnection) -> None:
+    def connection_closed(self, conn) -> None:
         """A WebSocket is gone: hand its sessions to presence (ended or kept for the grace period)."""
         if conn in self.clients:
             self.clients.discard(conn)

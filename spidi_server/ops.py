@@ -8,7 +8,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sized
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
@@ -43,6 +43,7 @@ class ServingTransport(Protocol):
     def port(self) -> int: ...
 
 
+@runtime_checkable
 class OpsHost(ApiHost, DashboardHost, Protocol):
     """What the ops server needs from the node: what the API and the dashboard it serves need, and
     the figures and state its endpoints report."""

@@ -206,3 +206,18 @@ def test_the_import_reader_sees_every_form(tmp_path, monkeypatch):
     found = _imports_of(sample)
     assert found >= ABOVE_NODE
     assert "spidi_server.sub.sibling" in found
+
+
+def test_the_node_is_the_host_every_module_below_it_asks_for(tmp_path):
+    # The Protocols are checked structurally (runtime_checkable: every member present), so a
+    # member renamed on one side fails here rather than in a running node.
+    from spidi_server.api.service import ApiHost
+    from spidi_server.dashboard import DashboardHost
+    from spidi_server.node import Node
+    from spidi_server.ops import OpsHost
+    from spidi_server.settings import Settings
+    from spidi_server.transport.websocket import TransportHost
+
+    node = Node(Settings(dev=True, data_dir=str(tmp_path), port=0, ops_port=0).validate())
+    for host in (TransportHost, ApiHost, DashboardHost, OpsHost):
+        assert isinstance(node, host), f"Node no longer provides what {host.__qualname__} asks for"

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import psycopg
 from aiohttp import web
@@ -53,6 +53,7 @@ def _www_authenticate(error: str | None = None, description: str | None = None) 
     return {"WWW-Authenticate": value}
 
 
+@runtime_checkable
 class ApiHost(Protocol):
     """What the REST API needs from the process that serves it (the node)."""
 

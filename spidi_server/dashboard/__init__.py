@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 from aiohttp import web
@@ -61,6 +61,7 @@ class Listener(Protocol):
     def port(self) -> int: ...
 
 
+@runtime_checkable
 class DashboardHost(Protocol):
     """What the dashboard needs from the process that serves it (the node)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -53,6 +53,7 @@ class Connection(Protocol):
     def receive(self, data: bytes) -> None: ...  # one WebSocket message from the client
 
 
+@runtime_checkable
 class TransportHost(Protocol):
     """What a transport needs from the process that runs it (the node); both transports use it."""
 
