@@ -461,8 +461,12 @@ async def acknowledge_alert(api: Api, call: Call) -> web.Response:
     if acknowledged_now:
         audit("alert_acknowledged", claims, alert_id=alert_id, rule_id=row["rule_id"], room_id=row["room_id"])
     at_ms = int(row["acknowledged_at"].timestamp() * 1000)
-    await api.live(publish_acknowledgement(api.host.store.redis, claims.tenant, row["rule_id"], row["room_id"],
-                                           alert_id, row["acknowledged_by"], at_ms))  # fmt: skip
+    redis = api.host.store.redis
+    await api.live(
+        publish_acknowledgement(
+            redis, claims.tenant, row["rule_id"], row["room_id"], alert_id, row["acknowledged_by"], at_ms
+        )
+    )
     return json_response(event_json(row))
 
 

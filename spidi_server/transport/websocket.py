@@ -1,8 +1,9 @@
 """The reference transport: the websockets library's asyncio server.
 
 It only pumps bytes: each WebSocket message goes to the connection its host opened for it (the
-node's ``ClientConnection``), and what that queues is written back. No protocol logic lives here. Admission (origin, connection
-caps, per-IP rate) runs on the upgrade, see ``admission.py``.
+node's ``ClientConnection``), and what that queues is written back. No protocol logic lives here.
+Admission (origin, connection caps, per-IP rate) runs on the upgrade, see ``admission.py``. What
+a transport needs from its host is ``TransportHost`` (both transports use it).
 """
 
 from __future__ import annotations
