@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYX    := $(wildcard spidi_core/*.pyx spidi_core/*.pxd)
 
-.PHONY: all install build run test test-pure bench loadtest lint clean fuzz
+.PHONY: all install build run test test-pure bench loadtest lint clean fuzz docs-check hardening-docs
 
 all: build
 
@@ -48,6 +48,15 @@ run: build
 test: build $(VENV)/.browser
 	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
+
+# The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,
+# written by `make test` or `pytest -m hardening`): exit 1 when they differ. Tests never edit docs/;
+# `make hardening-docs` copies the full run's table in, deliberately.
+docs-check:
+	$(PY) -m tests.hardening_report --check test-artifacts/hardening.md
+
+hardening-docs:
+	$(PY) -m tests.hardening_report --write test-artifacts/hardening.md
 
 bench: build
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops,rounds

@@ -12,6 +12,7 @@ from . import logs
 from .alerting.evaluator import AlertEvaluator
 from .alerting.feed import AlertFeed
 from .auth import TokenVerifier
+from .connection import ClientConnection, Writer
 from .fanout import RoomFanout
 from .metrics import NodeMetrics
 from .ops import OpsServer
@@ -59,8 +60,8 @@ def tune_gc() -> None:
     gc.set_threshold(young, middle, 1_000_000)
 
 
-def load_rooms(dsn: str, default_capacity: int) -> list[RoomDef]:
-    """Every room stored in PostgreSQL, as the catalog holds them (blocking: run in a thread)."""
+def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
+    """Every room stored in PostgreSQL, as ``catalog`` holds them (blocking: run in a thread)."""
     import psycopg
 
     from .history.sql import rooms
@@ -68,7 +69,7 @@ def load_rooms(dsn: str, default_capacity: int) -> list[RoomDef]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
         return [
             RoomDef(
-                r["id"], r["tenant"], r["code"], r["capacity"] or default_capacity, r["status"] == "active"
+                r["id"], r["tenant"], r["code"], catalog.effective_capacity(r["capacity"]), r["status"] == "active"
             )
             for r in rooms.list_all(conn)
         ]
@@ -83,7 +84,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.verifier = TokenVerifier(settings)
         self.catalog = RoomCatalog(settings)
-        self.clients: set = set()
+        self.clients: set[ClientConnection] = set()
         self.services = BackingServices(settings)
         self.store: HotStore | None = None
         self.presence: Presence | None = None
@@ -207,7 +208,7 @@ class Node:
         if not self.dsn:
             return
         try:
-            rooms = await asyncio.to_thread(load_rooms, self.dsn, self.settings.default_room_capacity)
+            rooms = await asyncio.to_thread(load_rooms, self.dsn, self.catalog)
         except Exception as exc:  # psycopg errors and OSError alike: the cache stays in force
             logs.event(log, "rooms_refresh_failed", logging.WARNING, error=str(exc))
             return
@@ -218,10 +219,14 @@ class Node:
         await self.refresh_rooms()
         await self.store.redis.publish(keys.ROOMS_CHANGED, f"{tenant}/{code}")
 
-    def connection_opened(self, conn) -> None:
-        """A transport accepted a WebSocket: count it and keep it for liveness checks."""
+    def connection_opened(
+        self, writer: Writer, conn_id: str, ip: str, query_token: str | None
+    ) -> ClientConnection:
+        """A transport accepted a WebSocket: its connection, counted and kept for liveness checks."""
+        conn = ClientConnection(self, writer, conn_id, ip, query_token)
         self.clients.add(conn)
         self.metrics.websocket_connections.inc()
+        return conn
 
     def connection_closed(self, conn) -> None:
         """A WebSocket is gone: hand its sessions to presence (ended or kept for the grace period)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
@@ -16,13 +17,44 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+import spidi_core
+
 from .api import register_api
-from .dashboard import register_dashboard
+from .api.service import ApiHost
+from .dashboard import DashboardHost, register_dashboard
 from .stores import keys
 from .transport.admission import server_ssl_context
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .metrics import NodeMetrics
+    from .presence import Presence
+
+# Which STOMP codec and heartbeat wheel this process runs (/health says): the Cython builds, or the
+# pure-Python references (extensions not built, or SPIDI_NO_EXTENSIONS=1).
+CODEC = "cython" if spidi_core.USE_EXTENSIONS else "python"
+
+
+class ServingTransport(Protocol):
+    """The WebSocket transport as /health reports it."""
+
+    name: str  # "websockets" or "picows"
+
+    @property
+    def port(self) -> int: ...
+
+
+@runtime_checkable
+class OpsHost(ApiHost, DashboardHost, Protocol):
+    """What the ops server needs from the node: what the API and the dashboard it serves need, and
+    the figures and state its endpoints report."""
+
+    node_id: str
+    metrics: NodeMetrics  # the registry /metrics renders; the writer gauges it refreshes
+    presence: Presence | None  # this worker's rooms (node-wide room count in worker mode)
+    transport: ServingTransport
+
+    @property
+    def clients(self) -> Sized: ...  # the open WebSocket connections (counted)
 
 
 def _postgres_answers(dsn: str) -> bool:
@@ -162,23 +194,23 @@ class Cors:
 class OpsServer:
     """Serves the operator endpoints of a node on the ops port."""
 
-    def __init__(self, node: Node):
-        self.node = node
-        cors = Cors(node.settings.allowed_origins)
+    def __init__(self, host: OpsHost):
+        self.host = host
+        cors = Cors(host.settings.allowed_origins)
         self.app = web.Application(middlewares=[cors.preflight])
         self.app.on_response_prepare.append(cors.on_prepare)
-        self.ssl = server_ssl_context(node.settings)
+        self.ssl = server_ssl_context(host.settings)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/health/ready", self.ready)
         self.app.router.add_get("/actuator/health/spidi", self.ready)
-        register_api(self.app, node)
-        register_dashboard(self.app, node)
+        register_api(self.app, host)
+        register_dashboard(self.app, host)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
         # Worker mode (``spidi serve --workers N``): this worker's own figures on a loopback port
         # of its own, and the private ports of its siblings, whose figures /metrics adds up.
-        s = node.settings
+        s = host.settings
         own = f"127.0.0.1:{s.ops_private_port}"
         self.siblings = [a for a in s.worker_metrics if a != own] if s.ops_private_port else []
         self.worker_mode = bool(s.ops_private_port)
@@ -193,7 +225,7 @@ class OpsServer:
 
     async def start(self) -> None:
         """Listen on the ops host and port."""
-        s = self.node.settings
+        s = self.host.settings
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         # With reuse_port every worker binds the same ops port and the kernel picks who answers a
@@ -215,7 +247,7 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{self.node.settings.ops_host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{self.host.settings.ops_host}:{self.port}"
 
     async def stop(self) -> None:
         """Stop serving (the REST API closes its database pool on cleanup)."""
@@ -230,19 +262,19 @@ class OpsServer:
             self.http = None
 
     async def _refresh_writer_gauges(self) -> None:
-        node = self.node
-        if node.settings.history and node.store is not None:
+        host = self.host
+        if host.settings.history and host.store is not None:
             try:
                 status = await self._writer_status()
-                node.metrics.writer_backlog.set(status["backlog"])
-                node.metrics.writer_batch_seconds.set(status.get("lastBatchMs", 0) / 1000)
+                host.metrics.writer_backlog.set(status["backlog"])
+                host.metrics.writer_batch_seconds.set(status.get("lastBatchMs", 0) / 1000)
             except Exception:  # Redis down: the gauges keep their last values; /health says why
                 pass
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text of the node: in worker mode, every worker's figures added up."""
         await self._refresh_writer_gauges()
-        own = generate_latest(self.node.metrics.registry)
+        own = generate_latest(self.host.metrics.registry)
         if self.worker_mode:
             own = await self._node_wide(own)
         return web.Response(body=own, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -282,7 +314,7 @@ class OpsServer:
 
     def _local_rooms(self) -> list[str]:
         """Ids of the rooms with a session on this worker (for the node's distinct room count)."""
-        presence = self.node.presence
+        presence = self.host.presence
         if presence is None:
             return []
         return [room_id for room_id, room in presence.rooms.items() if room.sessions]
@@ -290,19 +322,19 @@ class OpsServer:
     async def metrics_local(self, request: web.Request) -> web.Response:
         """This worker's own figures (private loopback port)."""
         await self._refresh_writer_gauges()
-        body = generate_latest(self.node.metrics.registry)
+        body = generate_latest(self.host.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def worker_state(self, request: web.Request) -> web.Response:
         """What a sibling needs for node-wide /metrics: this worker's text and its rooms."""
-        text = generate_latest(self.node.metrics.registry).decode()
+        text = generate_latest(self.host.metrics.registry).decode()
         return _json(
-            {"node": self.node.node_id, "pid": os.getpid(), "metrics": text, "rooms": self._local_rooms()}
+            {"node": self.host.node_id, "pid": os.getpid(), "metrics": text, "rooms": self._local_rooms()}
         )
 
     async def health_local(self, request: web.Request) -> web.Response:
         """This worker is up (private loopback port): the supervisor and siblings ask."""
-        return _json({"node": self.node.node_id, "pid": os.getpid(), "connections": len(self.node.clients)})
+        return _json({"node": self.host.node_id, "pid": os.getpid(), "connections": len(self.host.clients)})
 
     async def _workers_component(self) -> tuple[bool, dict]:
         """(all answer, component) for /health and /health/ready in worker mode."""
@@ -317,9 +349,9 @@ class OpsServer:
         return answering == expected, component
 
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness plus each component's state; 503 when Redis does not answer."""
-        node = self.node
-        store = node.store
+        """Liveness plus each component's state and the codec running; 503 when Redis does not answer."""
+        host = self.host
+        store = host.store
         redis_ok = store is not None and await store.ping()
         components = {
             "redis": {
@@ -327,24 +359,29 @@ class OpsServer:
                 "pending": store.pending if store else 0,
                 "lastError": store.last_error if store else None,
             },
-            "websocket": {"status": "ok", "connections": len(node.clients), "transport": node.transport.name},
+            "websocket": {"status": "ok", "connections": len(host.clients), "transport": host.transport.name},
         }
-        if node.dsn:
-            pg_ok = await asyncio.to_thread(_postgres_answers, node.dsn)
+        if host.dsn:
+            pg_ok = await asyncio.to_thread(_postgres_answers, host.dsn)
             components["postgres"] = {"status": "ok" if pg_ok else "down"}
-        if node.settings.history and redis_ok:
+        if host.settings.history and redis_ok:
             components["writer"] = await self._writer_status()
         if self.worker_mode:
             all_up, workers = await self._workers_component()
             components["workers"] = {"status": "ok" if all_up else "degraded", **workers}
         degraded = not redis_ok or any(c.get("status") not in ("ok", "running") for c in components.values())
-        body = {"status": "degraded" if degraded else "ok", "node": node.node_id, "components": components}
+        body = {
+            "status": "degraded" if degraded else "ok",
+            "node": host.node_id,
+            "codec": CODEC,
+            "components": components,
+        }
         return _json(body, 503 if not redis_ok else 200)
 
     async def ready(self, request: web.Request) -> web.Response:
         """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are fine."""
-        node = self.node
-        store = node.store
+        host = self.host
+        store = host.store
         checks: dict[str, dict] = {}
         redis_ok = store is not None and await store.ping()
         checks["redis"] = {"status": "UP" if redis_ok else "DOWN", "pending": store.pending if store else 0}
@@ -352,10 +389,10 @@ class OpsServer:
             # While Redis is away the node keeps serving and buffers its writes: how many, where.
             checks["redis"].update(mode=store.mode, buffered=store.buffered, spilled=store.spilled,
                                    dropped=store.dropped, lastError=store.last_error)  # fmt: skip
-        if node.dsn:
-            pg_ok = await asyncio.to_thread(_postgres_answers, node.dsn)
+        if host.dsn:
+            pg_ok = await asyncio.to_thread(_postgres_answers, host.dsn)
             checks["postgres"] = {"status": "UP" if pg_ok else "DOWN"}
-        if node.settings.history and redis_ok:
+        if host.settings.history and redis_ok:
             writer = await self._writer_status()
             bounded = writer["backlog"] <= READY_MAX_BACKLOG
             writer_ok = writer["status"] == "running" and bounded
@@ -365,11 +402,11 @@ class OpsServer:
             all_up, workers = await self._workers_component()
             checks["workers"] = {"status": "UP" if all_up else "DOWN", **workers}
         up = all(c["status"] == "UP" for c in checks.values())
-        body = {"status": "UP" if up else "DOWN", "node": node.node_id, "components": checks}
+        body = {"status": "UP" if up else "DOWN", "node": host.node_id, "components": checks}
         return _json(body, 200 if up else 503)
 
     async def _writer_status(self) -> dict:
-        redis = self.node.store.redis
+        redis = self.host.store.redis
         raw = await redis.hgetall(keys.WRITER_STATUS)
         status = {k.decode(): v.decode() for k, v in raw.items()}
         backlog = await redis.xlen(keys.EVENTS_STREAM)

@@ -41,6 +41,14 @@ class RoomCatalog:
         self.defined = dict(settings.rooms)
         self.stored: dict[tuple[str, str], RoomDef] = {}
 
+    def effective_capacity(self, stored: int | None) -> int:
+        """The capacity a room is held to: its own, else its type's default (both as the SQL
+        coalesces them into ``stored``), else the configured ``default_room_capacity``.
+
+        What HELLO is checked against and what the REST API shows as a room's ``capacity``.
+        """
+        return stored or self.default_capacity
+
     def replace_stored(self, rooms: list[RoomDef]) -> None:
         """Install a fresh copy of the rooms stored in PostgreSQL."""
         self.stored = {(r.tenant, r.code): r for r in rooms}

@@ -4,28 +4,40 @@ A test joins the table with ``@pytest.mark.hardening(category, scenario, expecte
 ``pytestmark``): ``category`` is ``"fault"``, ``"hostile"`` or ``"security"``, ``scenario`` what is
 done to the server and ``expected`` what it must do, both in words an operator understands. This
 plugin (loaded by ``tests/conftest.py``) records each marked test's outcome and duration and, when
-the session ends, renders one row per test function (parametrised cases share the row):
+the session ends, renders one row per test function (parametrised cases share the row) into
+``test-artifacts/`` (ignored by git) only, so a test run never changes the work tree:
 
-- ``test-artifacts/hardening.md``: whenever at least one marked test ran, full set or not;
-- ``docs/operations.md``, between ``<!-- hardening:begin -->`` and ``<!-- hardening:end -->``:
-  only after a **full run** of the marked set, so that a partial run never leaves the documentation
-  showing fewer tests (or a stale mixture). A run is full when
+- ``test-artifacts/hardening.md`` after a **full run** of the marked set (``make test``, or
+  ``pytest -m hardening``). A run is full when
 
   1. the whole ``tests`` directory was collected (no file or ``::`` node arguments, no
      ``--ignore``/``--ignore-glob``), without a collection error;
   2. no marked test was deselected (``-k``, ``-m`` other than one keeping them all, ``--deselect``,
-     ``--lf``): ``pytest -m hardening`` is the intended command;
+     ``--lf``);
   3. every selected marked test finished (no ``-x`` stop, no interrupt).
 
-  Failures do not prevent the rewrite: a failing row is what the table is for.
+  Failures count: a failing row is what the table is for.
+- ``test-artifacts/hardening-partial.md`` after any other run with at least one marked test, so a
+  partial run never replaces the last full table.
 
-Only the text between the two markers is replaced, read and written back at the end of the
-session (others edit the rest of the file), atomically (a temporary file, then a rename).
+The copy in ``docs/operations.md``, between ``<!-- hardening:begin -->`` and
+``<!-- hardening:end -->``, changes only when asked. Run as a module, after a full run::
+
+    python -m tests.hardening_report --check   # exit 1 (and the differing rows) when docs are out of date
+    python -m tests.hardening_report --write   # put the full run's table into docs/operations.md
+
+(``make docs-check`` and ``make hardening-docs``). The check compares rows (category, scenario,
+expected, outcome, test) and the counts; dates and durations differ on every run and are ignored.
+``--write`` replaces only the text between the two markers, read and written back at once (others
+edit the rest of the file), atomically (a temporary file, then a rename).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,7 +49,10 @@ MARKER = "hardening"
 CATEGORIES = ("fault", "hostile", "security")
 BEGIN, END = "<!-- hardening:begin -->", "<!-- hardening:end -->"
 DOC = Path("docs") / "operations.md"
-ARTIFACT = Path("test-artifacts") / "hardening.md"
+ARTIFACT = Path("test-artifacts") / "hardening.md"  # the last full run's table
+PARTIAL_ARTIFACT = Path("test-artifacts") / "hardening-partial.md"  # the last partial run's
+TITLE = "# Hardening tests\n\n"
+PARTIAL = "**Partial run**"
 
 
 @dataclass
@@ -104,8 +119,7 @@ class HardeningReport:
         self.case_row: dict[str, Row] = {}  # selected marked case node id -> its row
         self.deselected: list[str] = []
         self.collection_errors = 0
-        self.docs_state = ""
-        self.wrote_artifact = False
+        self.written: Path | None = None
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -189,7 +203,7 @@ class HardeningReport:
             f"{_count(cases, 'case')}, {failed} failing."
         )
         if not full:
-            head += f" **Partial run**: {reason}; docs/operations.md was left as it was."
+            head += f" {PARTIAL}: {reason}."
         lines = [
             head,
             "",
@@ -209,19 +223,19 @@ class HardeningReport:
             return  # an xdist worker sees only its share; the controller has the whole run
         reason = self._not_full(session)
         table = self.render(reason is None, reason)
-        artifact = self.root / ARTIFACT
+        self.written = ARTIFACT if reason is None else PARTIAL_ARTIFACT
+        artifact = self.root / self.written
         artifact.parent.mkdir(exist_ok=True)
-        _write_atomically(artifact, "# Hardening tests\n\n" + table)
-        self.wrote_artifact = True
-        if reason is not None:
-            self.docs_state = f"not updated (partial run: {reason})"
-            return
-        self.docs_state = _replace_between_markers(self.root / DOC, table)
+        _write_atomically(artifact, TITLE + table)
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.wrote_artifact:
-            terminalreporter.write_line(f"hardening table: {ARTIFACT} written; {DOC} {self.docs_state}")
+        if self.written == ARTIFACT:
+            terminalreporter.write_line(
+                f"hardening table: {ARTIFACT} written (full run); `make docs-check` compares it with {DOC}"
+            )
+        elif self.written is not None:
+            terminalreporter.write_line(f"hardening table: {PARTIAL_ARTIFACT} written (partial run)")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -234,6 +248,53 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _between_markers(text: str) -> str | None:
+    """The text between the markers, or None when they are missing."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return None
+    return text[start + len(BEGIN) : end].strip("\n") + "\n"
+
+
+_DATE = re.compile(r" on \d{4}-\d{2}-\d{2} UTC")
+
+
+def comparable(table: str) -> list[str]:
+    """The lines of a rendered table that say something: the date and each row's time left out."""
+    lines = []
+    for line in table.strip().splitlines():
+        if line.startswith("| ") and not line.startswith("| category |"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]  # a "\|" inside a cell is not a separator
+            if len(cells) == 6:
+                del cells[4]  # the time column
+            line = " | ".join(cell.strip() for cell in cells)
+        lines.append(_DATE.sub("", line))
+    return lines
+
+
+def check(doc: Path, artifact: Path) -> tuple[int, str]:
+    """(exit status, message): 0 when ``doc``'s table says what the full run in ``artifact`` says."""
+    try:
+        table = artifact.read_text().removeprefix(TITLE)
+    except OSError as exc:
+        return 2, f"no full run to compare with ({exc}): run `make test` or `pytest -m hardening` first"
+    if PARTIAL in table:
+        return 2, f"{artifact} is from a partial run; it cannot say whether {doc} is up to date"
+    documented = _between_markers(doc.read_text())
+    if documented is None:
+        return 2, f"{doc} has no {BEGIN} ... {END}"
+    old, new = comparable(documented), comparable(table)
+    if old == new:
+        return 0, f"{doc}: the hardening table is up to date with {artifact}"
+    gone = [line for line in old if line not in new]
+    added = [line for line in new if line not in old]
+    lines = [
+        f"{doc}: the hardening table is out of date ({artifact} differs); `make hardening-docs` rewrites it"
+    ]
+    lines += [f"- {line}" for line in gone] + [f"+ {line}" for line in added]
+    return 1, "\n".join(lines)
 
 
 def _replace_between_markers(doc: Path, table: str) -> str:
@@ -254,3 +315,27 @@ def _replace_between_markers(doc: Path, table: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(HardeningReport(config), "spidi-hardening-report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--check``: is docs/operations.md's table the full run's? ``--write``: make it so."""
+    parser = argparse.ArgumentParser(prog="python -m tests.hardening_report", description=main.__doc__)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument(
+        "--check", action="store_true", help="exit 1 when the documented table is out of date"
+    )
+    action.add_argument("--write", action="store_true", help="rewrite the documented table from the artifact")
+    parser.add_argument("artifact", nargs="?", type=Path, default=ARTIFACT, help=f"default {ARTIFACT}")
+    parser.add_argument("--doc", type=Path, default=DOC, help=f"default {DOC}")
+    args = parser.parse_args(argv)
+    status, message = check(args.doc, args.artifact)
+    if args.write and status != 2:
+        table = args.artifact.read_text().removeprefix(TITLE)
+        message = f"{args.doc}: hardening table {_replace_between_markers(args.doc, table)}"
+        status = 0
+    print(message, file=sys.stderr if status else sys.stdout)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+import spidi_core
 from spidi_server.logs import JsonFormatter
 from spidi_server.stores.embedded_redis import EmbeddedRedis
 
@@ -57,6 +58,16 @@ async def test_not_ready_while_history_has_no_writer(node):
     status, body = await _get(f"{node.ops.url}/health/ready")
     assert status == 503 and body["components"]["writer"]["status"] == "DOWN"
     assert body["components"]["writer"]["state"] == "unknown"
+
+
+async def test_health_names_the_codec_running(node):
+    # The Cython codec and wheel when built (and not turned off), else the pure-Python references.
+    status, body = await _get(f"{node.ops.url}/health")
+    assert status == 200
+    assert body["codec"] == ("cython" if spidi_core.FrameParser is spidi_core.FrameParserC else "python")
+    assert body["codec"] == (
+        "cython" if spidi_core.HeartbeatWheel is spidi_core.HeartbeatWheelC else "python"
+    )
 
 
 async def test_metrics_names(node):

@@ -29,7 +29,7 @@ from ..alerting import rules
 from ..alerting.feed import publish_acknowledgement
 from ..history.sql import alerts, room_types, rooms
 from ..stores import keys
-from .handlers import FROM, OFFSET, TO, _limit, iso, page
+from .params import FROM, OFFSET, TO, iso, page, page_limit
 from .problems import Problem, field_error, invalid
 from .routing import Call, Route, json_response
 from .service import Api, audit
@@ -196,7 +196,7 @@ RULE_LIST_QUERY = (
     Choice("kind", "kind", "Only rules of this kind", values=rules.KINDS),
     Flag("enabled", "enabled", "Only enabled (true) or disabled (false) rules"),
     Uuid("roomId", "room_id", "Only rules of scope room for this room"),
-    _limit(50, 500),
+    page_limit(50, 500),
     OFFSET,
 )
 ALERT_LIST_QUERY = (
@@ -206,7 +206,7 @@ ALERT_LIST_QUERY = (
     Choice("severity", "severity", "Only alerts of this severity", values=rules.SEVERITIES),
     FROM.but(description=FROM.description + "; default: no lower bound"),
     TO.but(description="End of the range (exclusive), ISO 8601; default: no upper bound"),
-    _limit(100, 1000),
+    page_limit(100, 1000),
     OFFSET,
 )
 
@@ -361,7 +361,7 @@ async def create_rule(api: Api, call: Call) -> web.Response:
     """POST /api/v1/alert-rules: check the rule as a whole, store it; the evaluator loads it within
     ``alert_rules_refresh_s``."""
     b, claims = call.body, call.claims
-    hysteresis = api.node.settings.alert_hysteresis
+    hysteresis = api.host.settings.alert_hysteresis
 
     def work(conn):
         columns = rule_columns(conn, claims.tenant, b, None, hysteresis)
@@ -386,7 +386,7 @@ async def get_rule(api: Api, call: Call) -> web.Response:
 async def patch_rule(api: Api, call: Call) -> web.Response:
     """PATCH /api/v1/alert-rules/{id}: the fields given, checked with the stored rest."""
     rule_id, claims = call.path["rule_id"], call.claims
-    hysteresis = api.node.settings.alert_hysteresis
+    hysteresis = api.host.settings.alert_hysteresis
 
     def work(conn):
         before = alerts.get_rule(conn, claims.tenant, rule_id)
@@ -459,14 +459,18 @@ async def acknowledge_alert(api: Api, call: Call) -> web.Response:
     if acknowledged_now:
         audit("alert_acknowledged", claims, alert_id=alert_id, rule_id=row["rule_id"], room_id=row["room_id"])
     at_ms = int(row["acknowledged_at"].timestamp() * 1000)
-    await api.live(publish_acknowledgement(api.node.store.redis, claims.tenant, row["rule_id"], row["room_id"],
-                                           alert_id, row["acknowledged_by"], at_ms))  # fmt: skip
+    redis = api.host.store.redis
+    await api.live(
+        publish_acknowledgement(
+            redis, claims.tenant, row["rule_id"], row["room_id"], alert_id, row["acknowledged_by"], at_ms
+        )
+    )
     return json_response(event_json(row))
 
 
 async def active_alerts(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alerts/active: the tenant's open (pending, firing) alerts from Redis, newest first."""
-    raw = await api.live(api.node.store.redis.hvals(keys.alerts_active(call.claims.tenant)))
+    raw = await api.live(api.host.store.redis.hvals(keys.alerts_active(call.claims.tenant)))
     items = []
     for value in raw:
         try:
@@ -479,7 +483,7 @@ async def active_alerts(api: Api, call: Call) -> web.Response:
     return json_response({"items": items})
 
 
-# -- routes (added to handlers.ROUTES) ---------------------------------------------------------
+# -- routes (api/__init__.py joins them to handlers.ROOM_ROUTES) -------------------------------
 
 _RULES = "/api/v1/alert-rules"
 _ALERTS = "/api/v1/alerts"

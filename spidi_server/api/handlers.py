@@ -1,4 +1,7 @@
-"""The operations of the REST API (``/api/v1``) and the route table that registers and documents them.
+"""The room, room-type and session operations of the REST API (``/api/v1``) and their routes.
+
+``ROOM_ROUTES`` (with the OpenAPI document's own route) joins ``alerts.ALERT_ROUTES`` in
+``api.ROUTES``, the one table that registers and documents every operation.
 
 Reads need ``spidi:monitor`` or ``spidi:admin``; writes need ``spidi:admin``. Everything a caller
 sees or changes belongs to the tenant of its token: PostgreSQL through row-level security
@@ -15,11 +18,12 @@ from .. import roles
 from ..history.sql import room_types, rooms, sessions
 from ..history.sql.common import ConflictError
 from ..history.sql.room_types import UnknownRoomTypeError
-from ..rooms import ROOM_CODE
+from ..rooms import ROOM_CODE, RoomCatalog
+from .params import FROM, OFFSET, TO, iso, page, page_limit
 from .problems import Problem, field_error, invalid
 from .routing import Call, Route, json_response
 from .service import Api, audit
-from .validation import Body, Choice, Integer, StringMap, Text, Timestamp, Uuid
+from .validation import Body, Choice, Integer, StringMap, Text, Uuid
 
 # -- rendering ---------------------------------------------------------------------------------
 
@@ -32,22 +36,16 @@ MAX_BUCKETS = 10_080  # a week of minutes
 SESSIONS_WINDOW = timedelta(days=1)
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds and a Z, e.g. 2026-05-04T10:00:00.000Z."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def room_json(row: dict, default_capacity: int) -> dict:
-    """A room as the API shows it. ``capacity`` is the one in force: the room's, else its type's
-    default, else the server's ``default_room_capacity`` (what HELLO is checked against)."""
+def room_json(row: dict, catalog: RoomCatalog) -> dict:
+    """A room as the API shows it. ``capacity`` is the one in force (``RoomCatalog.effective_capacity``:
+    the room's, else its type's default, else the server's ``default_room_capacity``), what HELLO is
+    checked against."""
     return {
         "id": row["id"],
         "code": row["code"],
         "name": row["name"],
         "type": row["room_type"],
-        "capacity": row["capacity"] or default_capacity,
+        "capacity": catalog.effective_capacity(row["capacity"]),
         "ttlSeconds": row["ttl_s"],
         "status": row["status"],
         "attributes": row["attrs"] or {},
@@ -120,11 +118,6 @@ def stats_point(row: dict) -> dict:
     }
 
 
-def page(items: list, total: int, query: dict) -> dict:
-    """The list envelope of every collection."""
-    return {"items": items, "total": total, "limit": query["limit"], "offset": query["offset"]}
-
-
 def _window(query: dict, default: timedelta) -> tuple[datetime, datetime]:
     """``from`` and ``to`` of a query, with defaults (``to`` now, ``from`` = ``to`` - default)."""
     end = query["to"] or datetime.now(UTC)
@@ -157,14 +150,6 @@ ROOM_ID = Uuid("id", "room_id", "Room id (uuid5 of tenant and code; WELCOME's ro
 TYPE_ID = Uuid("id", "type_id", "Room type id", required=True)
 USER_ID = Text("userId", "user_id", "User id (the token's sub claim)", required=True, max_length=256)
 
-
-def _limit(default: int, maximum: int) -> Integer:
-    return Integer("limit", "limit", "Page size", default=default, minimum=1, maximum=maximum)
-
-
-OFFSET = Integer("offset", "offset", "Items to skip before the page", default=0, minimum=0, maximum=10**9)
-FROM = Timestamp("from", "from", "Start of the range (inclusive), ISO 8601; without an offset: UTC")
-TO = Timestamp("to", "to", "End of the range (exclusive), ISO 8601; default now")
 
 ROOM_CODE_FIELD = Text("code", "code", "Room code, unique in the tenant; cannot change later",
                        max_length=64, pattern=_CODE_PATTERN, pattern_hint=_CODE_HINT)  # fmt: skip
@@ -240,7 +225,7 @@ ROOM_LIST_QUERY = (
     Text("codeContains", "code_contains", "Codes containing this (case-insensitive)", max_length=64),
     Choice("status", "status", "Only rooms of this status", values=("active", "disabled")),
     Text("type", "room_type", "Only rooms of this room type code", max_length=64),
-    _limit(50, 500),
+    page_limit(50, 500),
     OFFSET,
 )
 STATS_QUERY = (
@@ -253,7 +238,7 @@ SESSIONS_QUERY = (
     Uuid("roomId", "room_id", "Only sessions in this room"),
     FROM.but(description=FROM.description + "; sessions that started then or later; default: to minus 24 h"),
     TO,
-    _limit(100, 1000),
+    page_limit(100, 1000),
     OFFSET,
 )
 
@@ -347,8 +332,8 @@ async def list_rooms(api: Api, call: Call) -> web.Response:
     rows, total = await api.db(tenant, lambda c: rooms.list_page(
         c, tenant, code_prefix=q["code_prefix"], code_contains=q["code_contains"], status=q["status"],
         room_type=q["room_type"], limit=q["limit"], offset=q["offset"]))  # fmt: skip
-    default = api.node.settings.default_room_capacity
-    return json_response(page([room_json(r, default) for r in rows], total, q))
+    catalog = api.host.catalog
+    return json_response(page([room_json(r, catalog) for r in rows], total, q))
 
 
 async def create_room(api: Api, call: Call) -> web.Response:
@@ -365,8 +350,7 @@ async def create_room(api: Api, call: Call) -> web.Response:
         raise _unknown_type(exc) from None
     audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=b)
     await api.rooms_changed(claims.tenant, row["code"])
-    default = api.node.settings.default_room_capacity
-    return json_response(room_json(row, default), 201, {"Location": f"/api/v1/rooms/{row['id']}"})
+    return json_response(room_json(row, api.host.catalog), 201, {"Location": f"/api/v1/rooms/{row['id']}"})
 
 
 async def get_room(api: Api, call: Call) -> web.Response:
@@ -375,7 +359,7 @@ async def get_room(api: Api, call: Call) -> web.Response:
     row = await api.db(tenant, lambda c: rooms.get(c, tenant, room_id))
     if row is None:
         raise _not_found("room", room_id)
-    return json_response(room_json(row, api.node.settings.default_room_capacity))
+    return json_response(room_json(row, api.host.catalog))
 
 
 async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
@@ -399,8 +383,8 @@ async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
         raise _unknown_type(exc) from None
     if after is None:
         raise _not_found("room", room_id)
-    default = api.node.settings.default_room_capacity
-    old, new = room_json(before, default), room_json(after, default)
+    catalog = api.host.catalog
+    old, new = room_json(before, catalog), room_json(after, catalog)
     diff = {k: [old[k], new[k]] for k in new if old[k] != new[k] and k not in _AUDIT_COLUMNS}
     audit("room_updated", claims, room_id=room_id, room_code=after["code"], changes=diff)
     await api.rooms_changed(claims.tenant, after["code"])
@@ -445,7 +429,7 @@ async def _room_known(api: Api, tenant: str, room_id: str) -> bool:
     """A room of ``tenant``: known live (catalog, configuration, Redis) or stored in PostgreSQL."""
     if await api.room_known_live(tenant, room_id):
         return True
-    if api.node.dsn is None:
+    if api.host.dsn is None:
         return False
     return await api.db(tenant, lambda c: rooms.exists(c, tenant, room_id))
 
@@ -455,7 +439,7 @@ async def room_sessions(api: Api, call: Call) -> web.Response:
     room_id, tenant = call.path["room_id"], call.claims.tenant
     if not await _room_known(api, tenant, room_id):
         raise _not_found("room", room_id)
-    roster = await api.live(api.node.store.roster(room_id))
+    roster = await api.live(api.host.store.roster(room_id))
     items = sorted((roster_entry(e) for e in roster), key=lambda e: (e["connectedAt"] or 0, e["sessionId"]))
     return json_response({"items": items})
 
@@ -497,7 +481,7 @@ async def user_sessions(api: Api, call: Call) -> web.Response:
     """GET /api/v1/users/{userId}/sessions: the user's live sessions across rooms and nodes."""
     user_id = call.path["user_id"]
     # The index key carries the tenant: another tenant's user of the same id is another key.
-    live = await api.live(api.node.store.user_sessions(call.claims.tenant, user_id))
+    live = await api.live(api.host.store.user_sessions(call.claims.tenant, user_id))
     items = [{**roster_entry(e), "roomId": e.get("roomId"), "roomCode": e.get("roomCode")} for e in live]
     items.sort(key=lambda e: (e["connectedAt"] or 0, e["sessionId"]))
     return json_response({"items": items})
@@ -507,7 +491,7 @@ async def user_sessions(api: Api, call: Call) -> web.Response:
 
 
 async def openapi_document(api: Api, call: Call) -> web.Response:
-    """GET /api/openapi.json: the document built from ROUTES at registration."""
+    """GET /api/openapi.json: the document built from ``api.ROUTES`` at registration."""
     return web.Response(body=api.openapi, content_type="application/json")
 
 
@@ -516,11 +500,11 @@ async def openapi_document(api: Api, call: Call) -> web.Response:
 _ROOM_TYPES = "/api/v1/room-types"
 _ROOMS = "/api/v1/rooms"
 
-ROUTES: tuple[Route, ...] = (
+ROOM_ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", openapi_document, "getOpenApi", "This OpenAPI document", "meta",
           None, response="OpenApiDocument"),
     Route("GET", _ROOM_TYPES, list_room_types, "listRoomTypes", "List room types", "room-types", roles.OBSERVE,
-          query=(_limit(50, 500), OFFSET), response="RoomTypeList"),
+          query=(page_limit(50, 500), OFFSET), response="RoomTypeList"),
     Route("POST", _ROOM_TYPES, create_room_type, "createRoomType", "Create a room type", "room-types", roles.ADMINISTER,
           body=ROOM_TYPE_CREATE, status=201, response="RoomType", problems=(409,),
           description="Room types are a catalogue shared by every tenant."),
@@ -564,10 +548,3 @@ ROUTES: tuple[Route, ...] = (
           "A user's sessions now, across rooms and nodes", "sessions", roles.OBSERVE, path_params=(USER_ID,),
           response="UserLiveSessions"),
 )  # fmt: skip
-
-# The alerting operations live in alerts.py, which uses this module's helpers above: imported
-# here, at the end, so the one table holds every route. The package imports this module first
-# (api/__init__.py), so alerts.py always finds the helpers defined.
-from .alerts import ALERT_ROUTES  # noqa: E402
-
-ROUTES += ALERT_ROUTES

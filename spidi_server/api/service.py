@@ -4,7 +4,7 @@ PostgreSQL: ``history.sql`` functions are synchronous (psycopg ``Connection``), 
 runs each request's queries in a worker thread on a connection from a ``psycopg_pool``
 ``ConnectionPool``, always inside ``tenant_transaction`` (role spidi_reader and the
 caller's tenant for that one transaction: row-level security, not only a WHERE clause). The pool
-is created on first use from ``node.dsn`` and closed with the ops application.
+is created on first use from the host's ``dsn`` and closed with the ops application.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import psycopg
 from aiohttp import web
@@ -30,7 +30,10 @@ from .problems import Problem
 from .routing import current_request
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..auth import TokenVerifier
+    from ..rooms import RoomCatalog
+    from ..settings import Settings
+    from ..stores.hot_store import HotStore
 
 log = logging.getLogger("spidi.api")
 
@@ -50,11 +53,27 @@ def _www_authenticate(error: str | None = None, description: str | None = None) 
     return {"WWW-Authenticate": value}
 
 
+@runtime_checkable
+class ApiHost(Protocol):
+    """What the REST API needs from the process that serves it (the node)."""
+
+    settings: Settings
+    verifier: TokenVerifier  # checks the bearer tokens
+    catalog: RoomCatalog  # the rooms this node knows, and their effective capacity
+    store: HotStore | None  # live state in Redis (set once the node has started)
+
+    @property
+    def dsn(self) -> str | None: ...  # PostgreSQL, or None: the history routes then answer 503
+
+    # A room definition changed: refresh it here and tell every other process.
+    async def rooms_changed(self, tenant: str, code: str) -> None: ...
+
+
 class Api:
     """The REST API of one node: its pool, its checks, its view of live state."""
 
-    def __init__(self, node: Node):
-        self.node = node
+    def __init__(self, host: ApiHost):
+        self.host = host
         self._pool: ConnectionPool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.openapi = b"{}"  # the OpenAPI document, rendered once at registration
@@ -79,7 +98,7 @@ class Api:
                 headers=_www_authenticate("invalid_request", "use the Bearer scheme"),
             )
         try:
-            claims = self.node.verifier.verify(token)
+            claims = self.host.verifier.verify(token)
         except AuthError as exc:
             raise Problem(
                 "unauthorized", str(exc), headers=_www_authenticate("invalid_token", str(exc))
@@ -92,14 +111,14 @@ class Api:
     # -- PostgreSQL -------------------------------------------------------------------------
 
     def _get_pool(self) -> ConnectionPool:
-        if self.node.dsn is None:
+        if self.host.dsn is None:
             raise Problem("unavailable", "history store not configured: this node has no PostgreSQL")
         if self._pool is None:
             # Created on the event loop's thread (one at a time); open(wait=False) connects in the
             # pool's own threads, so a PostgreSQL that is down costs a request POOL_TIMEOUT_S,
             # never the loop. check_connection drops connections a PostgreSQL restart has broken.
             self._pool = ConnectionPool(
-                self.node.dsn,
+                self.host.dsn,
                 min_size=1,
                 max_size=POOL_MAX_SIZE,
                 timeout=POOL_TIMEOUT_S,
@@ -155,21 +174,21 @@ class Api:
         the node's catalog, configured ones, or the tenant's rooms hash in Redis, which every join
         fills) cannot belong to another tenant.
         """
-        catalog = self.node.catalog
+        catalog = self.host.catalog
         if any(r.room_id == room_id and r.tenant == tenant for r in catalog.stored.values()):
             return True
         for name in catalog.defined:
             scope, _, code = name.rpartition("/")
             if (scope in ("", tenant)) and room_id_for(tenant, code) == room_id:
                 return True
-        store = self.node.store
+        store = self.host.store
         await store.flush(2.0)  # a join made just before is in the hash too
         return bool(await self.live(store.redis.hexists(keys.tenant_rooms(tenant), room_id)))
 
     async def rooms_changed(self, tenant: str, code: str) -> None:
         """Make a room change effective everywhere: refresh here and announce it to every node."""
         try:
-            await self.node.rooms_changed(tenant, code)
+            await self.host.rooms_changed(tenant, code)
         except (RedisError, OSError) as exc:
             # The change is stored; other nodes pick it up with their periodic refresh (5 s).
             logs.event(log, "room_change_not_announced", logging.WARNING, tenant=tenant, room_code=code,

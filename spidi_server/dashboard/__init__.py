@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 from aiohttp import web
@@ -24,7 +24,7 @@ from ..auth import mint_token
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..settings import Settings
 
 log = logging.getLogger("spidi.dashboard")
 
@@ -54,6 +54,22 @@ _COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class Listener(Protocol):
+    """The WebSocket server the page is told to connect to."""
+
+    @property
+    def port(self) -> int: ...
+
+
+@runtime_checkable
+class DashboardHost(Protocol):
+    """What the dashboard needs from the process that serves it (the node)."""
+
+    settings: Settings  # the WebSocket host name, dev mode, the token signing key
+    transport: Listener  # where the WebSocket listens
+
 
 DEV_SUBJECT = "dev-admin"
 DEV_TENANT = "default"
@@ -110,15 +126,15 @@ def _browser_hostname(request: web.Request, fallback: str) -> str:
     return name
 
 
-def ws_url_for(request: web.Request, node: Node) -> str:
+def ws_url_for(request: web.Request, host: DashboardHost) -> str:
     """The node's WebSocket URL as this browser can reach it: its Host header's name, the WS port."""
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
     scheme = "wss" if secure else "ws"
-    name = _browser_hostname(request, node.settings.host)
-    return f"{scheme}://{name}:{node.transport.port}/ws"
+    name = _browser_hostname(request, host.settings.host)
+    return f"{scheme}://{name}:{host.transport.port}/ws"
 
 
-def register_dashboard(app: web.Application, node: Node) -> None:
+def register_dashboard(app: web.Application, host: DashboardHost) -> None:
     """Add the dashboard's routes (page, static files, config) to the ops aiohttp application."""
 
     async def index(request: web.Request) -> web.Response:
@@ -131,12 +147,11 @@ def register_dashboard(app: web.Application, node: Node) -> None:
         return _file_response(path)
 
     async def config(request: web.Request) -> web.Response:
-        body: dict = {"wsUrl": ws_url_for(request, node), "dev": bool(node.settings.dev)}
-        if node.settings.dev:
+        settings = host.settings
+        body: dict = {"wsUrl": ws_url_for(request, host), "dev": bool(settings.dev)}
+        if settings.dev:
             try:
-                body["devToken"] = mint_token(
-                    node.settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT
-                )
+                body["devToken"] = mint_token(settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT)
             except ConfigError as exc:  # e.g. RS256 configured: nothing to sign with
                 log.warning("dashboard: no development token: %s", exc)
         return web.Response(

@@ -29,12 +29,11 @@ from picows import (
     ws_create_server,
 )
 
-from ..connection import ClientConnection
 from .admission import Admission, refusal_headers, server_ssl_context
 from .websocket import CLOSE_GRACE_S, query_token, select_stomp_subprotocol
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .websocket import Connection, TransportHost
 
 _ids = itertools.count(1)
 _TEXT = WSMsgType.TEXT
@@ -76,24 +75,30 @@ def _cut(transport: WSTransport) -> None:
 
 
 class StompListener(WSListener):
-    """One picows connection: reassembles fragmented messages and feeds ClientConnection."""
+    """One picows connection: reassembles fragmented messages and feeds its host's connection."""
 
-    def __init__(self, node: Node, admission: Admission, forwarded: str | None, token: str | None,
-                 max_message: int):  # fmt: skip
+    def __init__(
+        self,
+        host: TransportHost,
+        admission: Admission,
+        forwarded: str | None,
+        token: str | None,
+        max_message: int,
+    ):
         super().__init__()
-        self.node = node
+        self.host = host
         self.admission = admission
         self.forwarded = forwarded
         self.ip = ""
         self.token = token
         self.max_message = max_message
-        self.conn: ClientConnection | None = None
+        self.conn: Connection | None = None
         self.admitted = False
         self.fragments: list[bytes] | None = None
         self.fragment_size = 0
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        node = self.node
+        host = self.host
         admission = self.admission
         peer = transport.underlying_transport.get_extra_info("peername")
         self.ip = ip = admission.proxies.client_ip(str(peer[0]) if peer else "unknown", self.forwarded)
@@ -105,9 +110,8 @@ class StompListener(WSListener):
             return
         admission.opened(ip)
         self.admitted = True
-        self.conn = ClientConnection(node, PicowsWriter(transport), f"{node.node_id}-p{next(_ids)}", ip,
-                                     self.token)  # fmt: skip
-        node.connection_opened(self.conn)
+        conn_id = f"{host.node_id}-p{next(_ids)}"
+        self.conn = host.connection_opened(PicowsWriter(transport), conn_id, ip, self.token)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.conn is None:
@@ -138,7 +142,7 @@ class StompListener(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.conn is not None:
-            self.node.connection_closed(self.conn)
+            self.host.connection_closed(self.conn)
         if self.admitted:
             self.admitted = False
             self.admission.closed(self.ip)
@@ -149,10 +153,10 @@ class PicowsTransport:
 
     name = "picows"
 
-    def __init__(self, node: Node):
-        self.node = node
+    def __init__(self, host: TransportHost):
+        self.host = host
         self.server: asyncio.AbstractServer | None = None
-        self.admission = Admission(node.settings, node.metrics.refusals)
+        self.admission = Admission(host.settings, host.metrics.refusals)
 
     def _factory(self, request: WSUpgradeRequest):
         path = request.path.decode() if isinstance(request.path, bytes) else request.path
@@ -177,13 +181,18 @@ class PicowsTransport:
             return WSUpgradeResponseWithListener(response, None)
         offered = [p.strip() for p in (headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
         chosen = select_stomp_subprotocol(offered)
-        listener = StompListener(self.node, self.admission, headers.get("X-Forwarded-For"), query_token(path),
-                                 self.node.settings.max_frame_size * 4)  # fmt: skip
+        listener = StompListener(
+            self.host,
+            self.admission,
+            headers.get("X-Forwarded-For"),
+            query_token(path),
+            self.host.settings.max_frame_size * 4,
+        )
         extra = {"Sec-WebSocket-Protocol": chosen} if chosen else None
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), listener)
 
     async def start(self) -> None:
-        s = self.node.settings
+        s = self.host.settings
         self.server = await ws_create_server(
             self._factory,
             s.host,
@@ -208,7 +217,7 @@ class PicowsTransport:
         return self.server.sockets[0].getsockname()[1]
 
     def close_all(self) -> list:
-        for conn in list(self.node.clients):
+        for conn in list(self.host.clients):
             conn.writer.close(1001, "server shutting down")
         return []
 

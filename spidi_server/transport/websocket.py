@@ -1,15 +1,17 @@
 """The reference transport: the websockets library's asyncio server.
 
-It only pumps bytes: each WebSocket message goes to the connection's ``ClientConnection``, and
-what that queues is written back. No protocol logic lives here. Admission (origin, connection
-caps, per-IP rate) runs on the upgrade, see ``admission.py``.
+It only pumps bytes: each WebSocket message goes to the connection its host opened for it (the
+node's ``ClientConnection``), and what that queues is written back. No protocol logic lives here.
+Admission (origin, connection caps, per-IP rate) runs on the upgrade, see ``admission.py``. What
+a transport needs from its host is ``TransportHost`` (both transports use it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -17,11 +19,12 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Response
 from websockets.protocol import State
 
-from ..connection import ClientConnection
 from .admission import Admission, refusal_headers, server_ssl_context
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..connection import Writer
+    from ..metrics import NodeMetrics
+    from ..settings import Settings
 
 SUBPROTOCOLS = ["v12.stomp", "v11.stomp", "v10.stomp"]  # highest first: the first the client offers wins
 # A close the client does not complete (it stopped reading, say) is cut this long after it began.
@@ -41,6 +44,33 @@ def query_token(path: str) -> str | None:
     """The ``access_token`` query parameter of the handshake URL, if any."""
     values = parse_qs(urlsplit(path).query).get("access_token")
     return values[0] if values else None
+
+
+class Connection(Protocol):
+    """A client connection as a transport sees it: messages in, and the writer it was given."""
+
+    writer: Writer
+
+    def receive(self, data: bytes) -> None: ...  # one WebSocket message from the client
+
+
+@runtime_checkable
+class TransportHost(Protocol):
+    """What a transport needs from the process that runs it (the node); both transports use it."""
+
+    settings: Settings  # listen address, TLS, limits
+    metrics: NodeMetrics  # admission counts its refusals here
+    node_id: str  # the prefix of connection ids
+
+    @property
+    def clients(self) -> Collection[Connection]: ...  # the open connections: closed with 1001 on shutdown
+
+    # A WebSocket was accepted: the connection to feed its messages to, counted by the host.
+    def connection_opened(
+        self, writer: Writer, conn_id: str, ip: str, query_token: str | None
+    ) -> Connection: ...
+
+    def connection_closed(self, conn: Connection) -> None: ...  # the WebSocket is gone
 
 
 _BAD_REQUEST_BODY = b"Failed to open a WebSocket connection: did not receive a valid HTTP request.\n"
@@ -144,17 +174,17 @@ class WebSocketWriter:
 
 
 class WebSocketTransport:
-    """Serves ``/ws`` with the websockets library and hands each connection to a ClientConnection."""
+    """Serves ``/ws`` with the websockets library and hands each connection's messages to its host."""
 
     name = "websockets"
 
-    def __init__(self, node: Node):
-        self.node = node
+    def __init__(self, host: TransportHost):
+        self.host = host
         self.server = None
-        self.admission = Admission(node.settings, node.metrics.refusals)
+        self.admission = Admission(host.settings, host.metrics.refusals)
 
     async def start(self) -> None:
-        settings = self.node.settings
+        settings = self.host.settings
         self.server = await serve(
             self.handle,
             settings.host,
@@ -214,7 +244,7 @@ class WebSocketTransport:
 
     def close_all(self) -> list:
         """Close every connection with 1001; return what to await."""
-        return [c.writer.ws.close(1001, "server shutting down") for c in list(self.node.clients)]
+        return [c.writer.ws.close(1001, "server shutting down") for c in list(self.host.clients)]
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -226,11 +256,10 @@ class WebSocketTransport:
             self.server.close(close_connections=False)
 
     async def handle(self, ws: ServerConnection) -> None:
-        node = self.node
+        host = self.host
         writer = WebSocketWriter(ws)
-        conn = ClientConnection(node, writer, f"{node.node_id}-{next(_ids)}", ws.client_ip,
-                                query_token(ws.request.path) if ws.request else None)  # fmt: skip
-        node.connection_opened(conn)
+        token = query_token(ws.request.path) if ws.request else None
+        conn = host.connection_opened(writer, f"{host.node_id}-{next(_ids)}", ws.client_ip, token)
         try:
             while True:
                 try:
@@ -248,6 +277,6 @@ class WebSocketTransport:
                     await ws.close(*writer.close_with)
                     break
         finally:
-            node.connection_closed(conn)
+            host.connection_closed(conn)
             if writer.task is not None:
                 writer.task.cancel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spidi_server.api.handlers import ROUTES
+from spidi_server.api import ROUTES
 
 from .conftest import check_shape, create_room
 
