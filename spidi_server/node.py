@@ -69,7 +69,11 @@ def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
         return [
             RoomDef(
-                r["id"], r["tenant"], r["code"], catalog.effective_capacity(r["capacity"]), r["status"] == "active"
+                r["id"],
+                r["tenant"],
+                r["code"],
+                catalog.effective_capacity(r["capacity"]),
+                r["status"] == "active",
             )
             for r in rooms.list_all(conn)
         ]
