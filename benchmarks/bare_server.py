@@ -88,9 +88,12 @@ def reply_for(payload: bytes) -> bytes | None:
         sid = f"bare-{next(_session_ids)}".encode()
         body = b'{"type":"WELCOME","sessionId":"' + sid + b'","resumed":false}'
         return (
-            b"MESSAGE\ndestination:/user/queue/session\nsubscription:s\nmessage-id:" + sid
-            + b"\ncontent-type:application/json\n\n" + body + b"\x00"
-        )  # fmt: skip
+            b"MESSAGE\ndestination:/user/queue/session\nsubscription:s\nmessage-id:"
+            + sid
+            + b"\ncontent-type:application/json\n\n"
+            + body
+            + b"\x00"
+        )
     receipt = _receipt_id(payload)
     return None if receipt is None else b"RECEIPT\nreceipt-id:" + receipt + b"\n\n\x00"
 
@@ -315,9 +318,13 @@ async def _ops(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         else:
             body, status = b"not found\n", b"404 Not Found"
         writer.write(
-            b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
-        )  # fmt: skip
+            b"HTTP/1.0 "
+            + status
+            + b"\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
         await writer.drain()
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         pass

@@ -222,8 +222,15 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             client = redis.Redis.from_url(redis_url, decode_responses=True)
             client.delete(events.STREAM, STATUS_KEY)
-            settings = Settings(data_dir=tmp, redis_url=redis_url, postgres_dsn=dsn, writer_batch_size=args.batch_size,
-                                writer_flush_interval_s=0.05, retention_hot_days=3650, retention_drop_days=3650)  # fmt: skip
+            settings = Settings(
+                data_dir=tmp,
+                redis_url=redis_url,
+                postgres_dsn=dsn,
+                writer_batch_size=args.batch_size,
+                writer_flush_interval_s=0.05,
+                retention_hot_days=3650,
+                retention_drop_days=3650,
+            )
             # Warm-up: first start migrates and creates this month's partitions; not timed.
             drain(settings, client, 0)
 

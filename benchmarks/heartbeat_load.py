@@ -152,8 +152,21 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         if self.is_spidi:
             # `python -m spidi_server.cli` is the `spidi` console script (spidi_server.cli:main).
-            argv = [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", str(self.data_dir), "--host", self.host,
-                    "--port", "0", "--ops-port", "0"]  # fmt: skip
+            argv = [
+                sys.executable,
+                "-m",
+                "spidi_server.cli",
+                "serve",
+                "--dev",
+                "--data-dir",
+                str(self.data_dir),
+                "--host",
+                self.host,
+                "--port",
+                "0",
+                "--ops-port",
+                "0",
+            ]
             env.update(
                 SPIDI_JWT_SECRET=self.secret,
                 # Sessions must outlive the run: no expiry in the middle of a measurement.
@@ -170,8 +183,19 @@ class ServerProcess:
             env.update(self.extra_env)
         else:
             transport = self.kind.split("-", 1)[1]
-            argv = [sys.executable, "-m", "benchmarks.bare_server", "--transport", transport,
-                    "--host", self.host, "--port", "0", "--ops-port", "0"]  # fmt: skip
+            argv = [
+                sys.executable,
+                "-m",
+                "benchmarks.bare_server",
+                "--transport",
+                transport,
+                "--host",
+                self.host,
+                "--port",
+                "0",
+                "--ops-port",
+                "0",
+            ]
         if self.pin_cpu is not None:
             argv = ["taskset", "-c", str(self.pin_cpu), *argv]
         return argv, env
@@ -454,8 +478,19 @@ class PySpy:
             print("  py-spy not found: pip install py-spy", flush=True)
             shutil.rmtree(self.raw.parent, ignore_errors=True)
             return False
-        argv = [tool, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw", "--nonblocking",
-                "--output", str(self.raw)]  # fmt: skip
+        argv = [
+            tool,
+            "record",
+            "--pid",
+            str(self.pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(self.raw),
+        ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         await asyncio.sleep(0.5)  # let it attach
         return True
@@ -533,14 +568,23 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
     data_dir = Path(tempfile.mkdtemp(prefix=f"spidi-bench-{kind}-"))
     # Workers are spread over every core by design: only a one-process server is pinned.
     pin = cfg.server_cpu if not kind.endswith("-2w") else None
-    server = ServerProcess(kind, data_dir, pin, cfg.secret, cfg.connections, cfg.server_log_level,
-                           extra_env=dict(item.split("=", 1) for item in cfg.server_env))  # fmt: skip
+    server = ServerProcess(
+        kind,
+        data_dir,
+        pin,
+        cfg.secret,
+        cfg.connections,
+        cfg.server_log_level,
+        extra_env=dict(item.split("=", 1) for item in cfg.server_env),
+    )
     gen = None
     say = lambda text: print(f"[{kind}] {text}", flush=True)  # noqa: E731
     try:
         await server.start()
-        say(f"pid {server.pid} ws :{server.ws_port} ops :{server.ops_port}"
-            + (f" redis pid {server.redis_pid}" if server.redis_pid else ""))  # fmt: skip
+        say(
+            f"pid {server.pid} ws :{server.ws_port} ops :{server.ops_port}"
+            + (f" redis pid {server.redis_pid}" if server.redis_pid else "")
+        )
         await asyncio.sleep(0.5)
         rss_before = server.rss()
         cpu_before = server.cpu()
@@ -593,9 +637,11 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
                 ok, why = window_held(w, cfg)
                 s = w.summary()
                 p99 = s["rtt_p99_ms"]
-                say(f"{rate:>9.0f}/s: sent {s['achieved_send_rate']:.0f}/s processed {s['processed_rate']:.0f}/s "
+                say(
+                    f"{rate:>9.0f}/s: sent {s['achieved_send_rate']:.0f}/s processed {s['processed_rate']:.0f}/s "
                     f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms cpu {s['server_cpu_pct']:.0f}% "
-                    f"{'held' if ok else 'FAILED: ' + why}")  # fmt: skip
+                    f"{'held' if ok else 'FAILED: ' + why}"
+                )
                 if not ok:
                     run.stop_reason = why
                     break
@@ -653,8 +699,13 @@ def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[s
 
     summaries = [(r, (r.main_window().summary() if r.main_window() else {})) for r in runs]
     mib = 1024 * 1024
-    add("connections ready", [f"{r.info.get('connections', 0):,} / {r.info.get('connections_requested', 0):,}"
-                              for r, _ in summaries])  # fmt: skip
+    add(
+        "connections ready",
+        [
+            f"{r.info.get('connections', 0):,} / {r.info.get('connections_requested', 0):,}"
+            for r, _ in summaries
+        ],
+    )
     add("connect time (s)", [_fmt(r.info.get("connect_s"), ".2f") for r, _ in summaries])
     add("connect rate (conn/s)", [r.info.get("connect_rate") for r, _ in summaries])
     add("server CPU per connect (us)", [r.info.get("connect_cpu_us_per_conn") for r, _ in summaries])
@@ -687,8 +738,10 @@ def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[s
     add("presence samples", [s.get("presence_samples") for _, s in summaries])
     add("server CPU (%)", [_fmt(s.get("server_cpu_pct"), ".1f") for _, s in summaries])
     add("server CPU per heartbeat (us)", [_fmt(s.get("server_cpu_us_per_hb"), ".2f") for _, s in summaries])
-    add("CPU-bound ceiling est. (hb/s)", [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None
-                                          for _, s in summaries])  # fmt: skip
+    add(
+        "CPU-bound ceiling est. (hb/s)",
+        [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None for _, s in summaries],
+    )
     add("redis CPU (%)", [_fmt(s.get("redis_cpu_pct"), ".1f") for _, s in summaries])
     add("redis CPU per heartbeat (us)", [_fmt(s.get("redis_cpu_us_per_hb"), ".2f") for _, s in summaries])
     add("redis commands/s", [s.get("redis_commands_per_s") for _, s in summaries])
@@ -754,10 +807,18 @@ def host_info(cfg: argparse.Namespace) -> dict:
     except OSError:
         pass
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip()  # fmt: skip
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "spidi_core", "spidi_server"], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=5).stdout.strip())  # fmt: skip
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "spidi_core", "spidi_server"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         rev, dirty = "", None
     try:
@@ -797,8 +858,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, help="seconds of unmeasured heartbeats first (2; --quick 1)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds idle after connecting, before RSS (1)")
     p.add_argument("--quick", action="store_true", help="smoke preset: C=1000, H=5000, T=5")
-    p.add_argument("--compare", action="store_true",
-                   help="also run Spidi pure-Python, a bare uvloop and a bare websockets server")  # fmt: skip
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run Spidi pure-Python, a bare uvloop and a bare websockets server",
+    )
     p.add_argument(
         "--servers",
         help="comma-separated servers to run, from "
@@ -814,8 +878,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-seconds", type=float, help="--find-max seconds per step (5; --quick 3)")
     p.add_argument("--max-steps", type=int, default=20, help="--find-max step limit (20)")
     p.add_argument("--max-rate", type=float, default=2_000_000, help="--find-max rate limit")
-    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
-                   help="pin server and generator to CPUs (default: on if taskset exists and >1 CPU)")  # fmt: skip
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pin server and generator to CPUs (default: on if taskset exists and >1 CPU)",
+    )
     p.add_argument(
         "--server-cpu", type=int, default=0, help="CPU of the server (and its redis) when pinned (0)"
     )
@@ -889,8 +957,10 @@ def probe_tokens(secret: str) -> tuple[str, str]:
     from spidi_server.settings import Settings
 
     settings = Settings(jwt_secret=secret)
-    return (mint_token(settings, "probe", ["spidi:user"], "default", 6 * 3600),
-            mint_token(settings, "probe-monitor", ["spidi:monitor"], "default", 6 * 3600))  # fmt: skip
+    return (
+        mint_token(settings, "probe", ["spidi:user"], "default", 6 * 3600),
+        mint_token(settings, "probe-monitor", ["spidi:monitor"], "default", 6 * 3600),
+    )
 
 
 def mint_tokens(secret: str, count: int) -> list[str]:
@@ -922,8 +992,10 @@ async def main_async(cfg: argparse.Namespace) -> int:
 
     print()
     mode = "find-max" if cfg.find_max else "fixed rate"
-    print(f"Spidi heartbeat load: C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s "
-          f"({mode}), sample {cfg.sample:g}, pinned={bool(cfg.pin)}")  # fmt: skip
+    print(
+        f"Spidi heartbeat load: C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s "
+        f"({mode}), sample {cfg.sample:g}, pinned={bool(cfg.pin)}"
+    )
     if runs:
         print_table(["figure", *(r.kind for r in runs)], run_rows(runs, cfg))
     comparison = ratios(runs)
@@ -931,9 +1003,11 @@ async def main_async(cfg: argparse.Namespace) -> int:
         print()
         print_table(
             ["ratio (spidi / other)", "processed rate", "CPU us per heartbeat"],
-            [(k, [_fmt(v["processed_rate"], ".2f"), _fmt(v["server_cpu_us_per_hb"], ".2f")])
-             for k, v in comparison.items()],
-        )  # fmt: skip
+            [
+                (k, [_fmt(v["processed_rate"], ".2f"), _fmt(v["server_cpu_us_per_hb"], ".2f")])
+                for k, v in comparison.items()
+            ],
+        )
     for r in runs:
         for phase, profile in r.profile.items():
             print_profile(r.kind, phase, profile)

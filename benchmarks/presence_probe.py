@@ -40,8 +40,17 @@ def _parse(message) -> tuple[str, dict, str] | None:
 
 async def _connect(url: str, token: str):
     ws = await websockets.connect(url, subprotocols=["v12.stomp"], ping_interval=None, compression=None)
-    await ws.send(_frame("CONNECT", {"accept-version": "1.2", "host": "spidi", "heart-beat": "0,0",
-                                     "Authorization": f"Bearer {token}"}))  # fmt: skip
+    await ws.send(
+        _frame(
+            "CONNECT",
+            {
+                "accept-version": "1.2",
+                "host": "spidi",
+                "heart-beat": "0,0",
+                "Authorization": f"Bearer {token}",
+            },
+        )
+    )
     frame = _parse(await ws.recv())
     if frame is None or frame[0] != "CONNECTED":
         raise RuntimeError(f"probe CONNECT failed: {frame}")
@@ -89,8 +98,13 @@ async def probe(
             sent_at[("join", sid)] = t0
             await asyncio.sleep(gap)
             sent_at[("leave", sid)] = time.perf_counter()
-            await prober.send(_frame("SEND", {"destination": "/app/leave", "content-type": "application/json"},
-                                     json.dumps({"sessionId": sid})))  # fmt: skip
+            await prober.send(
+                _frame(
+                    "SEND",
+                    {"destination": "/app/leave", "content-type": "application/json"},
+                    json.dumps({"sessionId": sid}),
+                )
+            )
             await asyncio.sleep(gap)
         await asyncio.sleep(1.0)  # the last deltas
         watcher.cancel()

@@ -125,11 +125,24 @@ async def measure(args) -> dict:
         # History events in the stream: one session_started-sized event each.
         before = int(_info(sync, "memory")["used_memory"])
         for _ in range(args.sessions):
-            store.event({"id": str(uuid.uuid4()), "kind": events.SESSION_STARTED, "session_id": str(uuid.uuid4()),
-                         "room_id": room_ids[0], "room_code": "lobby", "tenant": "acme", "user_id": "user-0000001",
-                         "client_id": "web-0123456789ab", "app_version": "2.3.4", "device": "Pixel 8",
-                         "os": "Android 15", "ip": "10.0.0.7", "node_id": "4e1f0c9a2b7d-w0",
-                         "started_at": int(time.time() * 1000)})  # fmt: skip
+            store.event(
+                {
+                    "id": str(uuid.uuid4()),
+                    "kind": events.SESSION_STARTED,
+                    "session_id": str(uuid.uuid4()),
+                    "room_id": room_ids[0],
+                    "room_code": "lobby",
+                    "tenant": "acme",
+                    "user_id": "user-0000001",
+                    "client_id": "web-0123456789ab",
+                    "app_version": "2.3.4",
+                    "device": "Pixel 8",
+                    "os": "Android 15",
+                    "ip": "10.0.0.7",
+                    "node_id": "4e1f0c9a2b7d-w0",
+                    "started_at": int(time.time() * 1000),
+                }
+            )
         await store.flush(30)
         after = int(_info(sync, "memory")["used_memory"])
         out["memory_per_stream_event_bytes"] = round((after - before) / args.sessions, 1)
@@ -161,10 +174,22 @@ async def measure(args) -> dict:
         cpu0 = _cpu(sync)
         for k in range(0, len(sessions), 1000):
             for room_id, sid, _ in sessions[k : k + 1000]:
-                store.event({"id": str(uuid.uuid4()), "kind": events.SESSION_CHECKPOINT, "session_id": sid,
-                             "room_id": room_id, "tenant": "acme", "started_at": 1764484000000, "heartbeats": 42,
-                             "last_heartbeat_at": 1764484995000, "latency_sum": 525.0, "latency_count": 42,
-                             "latency_min": 8.0, "latency_max": 31.0})  # fmt: skip
+                store.event(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "kind": events.SESSION_CHECKPOINT,
+                        "session_id": sid,
+                        "room_id": room_id,
+                        "tenant": "acme",
+                        "started_at": 1764484000000,
+                        "heartbeats": 42,
+                        "last_heartbeat_at": 1764484995000,
+                        "latency_sum": 525.0,
+                        "latency_count": 42,
+                        "latency_min": 8.0,
+                        "latency_max": 31.0,
+                    }
+                )
             await store.flush(30)
         out["xadd_us_per_event"] = round((_cpu(sync) - cpu0) / len(sessions) * 1e6, 2)
         sync.delete(events.STREAM)

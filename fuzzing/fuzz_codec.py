@@ -91,8 +91,11 @@ def check(data: bytes) -> None:
         for frame in frames:
             raw_py = ser_py(frame.command, frame.headers, frame.body)
             assert ser_c(frame.command, frame.headers, frame.body) == raw_py, "serializers disagree"
-            again = parser_py(max_frame_size=len(raw_py) + 1, max_headers=len(frame.headers) + 1,
-                              max_header_line=len(raw_py)).feed(raw_py)  # fmt: skip
+            again = parser_py(
+                max_frame_size=len(raw_py) + 1,
+                max_headers=len(frame.headers) + 1,
+                max_header_line=len(raw_py),
+            ).feed(raw_py)
             headers = dict(frame.headers)
             if frame.body and "content-length" not in headers:
                 headers["content-length"] = str(len(frame.body))
@@ -118,8 +121,14 @@ def run_atheris(seconds: int) -> int:
     def one_input(data: bytes) -> None:
         check(data)
 
-    argv = [sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-max_len=4096",
-            f"-artifact_prefix={WORK / 'crashes'}/", "-print_final_stats=1"]  # fmt: skip
+    argv = [
+        sys.argv[0],
+        str(corpus),
+        f"-max_total_time={seconds}",
+        "-max_len=4096",
+        f"-artifact_prefix={WORK / 'crashes'}/",
+        "-print_final_stats=1",
+    ]
     atheris.Setup(argv, one_input)
     atheris.Fuzz()  # exits the process: 0 when the time is up, non-zero on a crash
     return 0
@@ -129,8 +138,28 @@ def run_hypothesis(seconds: int) -> int:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    tokens = [b"SEND", b"CONNECT", b"MESSAGE", b":", b"\\", b"\\n", b"\\c", b"\\t", b"\x00", b"\n", b"\r\n",
-              b"\r", b"content-length:", b"0", b"12", b"-1", b"\xff", b"\xc3\xa9", b"\xc3", b"x" * 50]  # fmt: skip
+    tokens = [
+        b"SEND",
+        b"CONNECT",
+        b"MESSAGE",
+        b":",
+        b"\\",
+        b"\\n",
+        b"\\c",
+        b"\\t",
+        b"\x00",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"content-length:",
+        b"0",
+        b"12",
+        b"-1",
+        b"\xff",
+        b"\xc3\xa9",
+        b"\xc3",
+        b"x" * 50,
+    ]
 
     @st.composite
     def mutated(draw):
@@ -151,8 +180,13 @@ def run_hypothesis(seconds: int) -> int:
     inputs = st.tuples(st.binary(min_size=4, max_size=12), st.one_of(st.binary(max_size=300), mutated()))
     examples = 0
 
-    @settings(max_examples=500, deadline=None, database=None, phases=[Phase.generate, Phase.shrink],
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=500,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(inputs)
     def batch(pair):
         nonlocal examples

@@ -100,8 +100,16 @@ class Options:
         return cls(**values)
 
 
-_OPTION_TYPES = {"heartbeat_interval": float, "leave_probability": float, "rooms": int, "room_prefix": str,
-                 "tenant": str, "monitors": int, "path": str, "timeout": float}  # fmt: skip
+_OPTION_TYPES = {
+    "heartbeat_interval": float,
+    "leave_probability": float,
+    "rooms": int,
+    "room_prefix": str,
+    "tenant": str,
+    "monitors": int,
+    "path": str,
+    "timeout": float,
+}
 _OPTION_HELP = {
     "heartbeat_interval": "Seconds between two heartbeats of a presence user",
     "leave_probability": "Chance, at each heartbeat tick, of a LEAVE followed by a new HELLO",
@@ -477,8 +485,14 @@ def _json_or_empty(body: bytes) -> dict:
 # -- statistics ---------------------------------------------------------------------------------
 
 
-def fire(environment, name: str, started: float | None, length: int = 0, exception: Exception | None = None,
-         response_time: float | None = None) -> None:  # fmt: skip
+def fire(
+    environment,
+    name: str,
+    started: float | None,
+    length: int = 0,
+    exception: Exception | None = None,
+    response_time: float | None = None,
+) -> None:
     """Record one request in Locust's statistics; time is ms since ``started`` unless given."""
     if response_time is None:
         response_time = (time.perf_counter() - started) * 1000 if started is not None else 0.0
@@ -565,8 +579,13 @@ class PresenceUser(User):
         client = None
         try:
             token = token_for("user", self.user_id, self.options.tenant)
-            client = StompClient(ws_url(self.host or self.environment.host, self.options), token,
-                                 self.options.timeout, self._on_message, self._on_lost)  # fmt: skip
+            client = StompClient(
+                ws_url(self.host or self.environment.host, self.options),
+                token,
+                self.options.timeout,
+                self._on_message,
+                self._on_lost,
+            )
             size = client.connect()
             client.send("SUBSCRIBE", {"id": "session", "destination": USER_SESSION})
             size += client.request("SUBSCRIBE", {"id": "errors", "destination": USER_ERRORS}).size
@@ -582,8 +601,13 @@ class PresenceUser(User):
     def hello(self) -> bool:
         """HELLO into this user's room; the RECEIPT comes right after the WELCOME."""
         client = self.stomp
-        payload = {"roomCode": self.room, "clientId": self.client_id, "appVersion": "load-1.0",
-                   "device": self.device, "os": self.os}  # fmt: skip
+        payload = {
+            "roomCode": self.room,
+            "clientId": self.client_id,
+            "appVersion": "load-1.0",
+            "device": self.device,
+            "os": self.os,
+        }
         started = time.perf_counter()
         self.welcome = None
         try:
@@ -607,8 +631,9 @@ class PresenceUser(User):
         try:
             if client is None or self.session_id is None:
                 raise ConnectionLost("no session")
-            receipt = client.send_json(APP_HEARTBEAT, {"sessionId": self.session_id,
-                                                       "latencyMs": round(self.latency_ms, 1)})  # fmt: skip
+            receipt = client.send_json(
+                APP_HEARTBEAT, {"sessionId": self.session_id, "latencyMs": round(self.latency_ms, 1)}
+            )
         except StompFailure as exc:
             fire(self.environment, "heartbeat", started, exception=exc)
             if isinstance(exc, AppError) and exc.code == "UNKNOWN_SESSION":
@@ -643,8 +668,12 @@ class PresenceUser(User):
             elif kind == "SESSION_ENDED" and payload.get("sessionId") == self.session_id:
                 self.session_id = None
                 reason = payload.get("reason")
-                fire(self.environment, "session-ended", None,
-                     exception=StompFailure(f"server ended the session: {reason}"))  # fmt: skip
+                fire(
+                    self.environment,
+                    "session-ended",
+                    None,
+                    exception=StompFailure(f"server ended the session: {reason}"),
+                )
         elif destination == USER_ERRORS:
             fire(self.environment, "app-error", None, len(frame.body), exception=AppError(payload))
 
@@ -699,8 +728,13 @@ class MonitorUser(User):
         client = None
         try:
             token = token_for("monitor", self.user_id, self.options.tenant)
-            client = StompClient(ws_url(self.host or self.environment.host, self.options), token,
-                                 self.options.timeout, self._on_message, self._on_lost)  # fmt: skip
+            client = StompClient(
+                ws_url(self.host or self.environment.host, self.options),
+                token,
+                self.options.timeout,
+                self._on_message,
+                self._on_lost,
+            )
             size = client.connect()
             size += client.request("SUBSCRIBE", {"id": "errors", "destination": USER_ERRORS}).size
         except Exception as exc:  # every failure is a failed request

@@ -61,18 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-t", "--duration", type=_duration, default=20.0, help="run time, e.g. 20s, 2m (default 20s)"
     )
-    parser.add_argument("--heartbeat-interval", type=float, default=1.0,
-                        help="seconds between heartbeats of one user (default 1; real clients use 15)")  # fmt: skip
-    parser.add_argument("--leave-probability", type=float, default=0.02,
-                        help="chance per tick of LEAVE + HELLO (default 0.02)")  # fmt: skip
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=1.0,
+        help="seconds between heartbeats of one user (default 1; real clients use 15)",
+    )
+    parser.add_argument(
+        "--leave-probability",
+        type=float,
+        default=0.02,
+        help="chance per tick of LEAVE + HELLO (default 0.02)",
+    )
     parser.add_argument("--rooms", type=int, default=10, help="rooms the users spread over (default 10)")
     parser.add_argument("--room-prefix", default="load-", help="room code prefix (default load-)")
     parser.add_argument("--monitors", type=int, default=2, help="MonitorUsers among the users (default 2)")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds before a request counts as failed"
     )
-    parser.add_argument("--max-failure-ratio", type=float, default=0.01,
-                        help="highest failures/requests ratio that still passes (default 0.01)")  # fmt: skip
+    parser.add_argument(
+        "--max-failure-ratio",
+        type=float,
+        default=0.01,
+        help="highest failures/requests ratio that still passes (default 0.01)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (node log, CSV stats)"
     )
@@ -103,13 +115,34 @@ class SpidiNode:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the node and wait until it prints its WebSocket URL."""
-        cmd = self._spidi("serve", "--dev", "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", "0",
-                          "--ops-host", "127.0.0.1", "--ops-port", "0", "--log-level", "warning")  # fmt: skip
+        cmd = self._spidi(
+            "serve",
+            "--dev",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+            "--ops-port",
+            "0",
+            "--log-level",
+            "warning",
+        )
         with open(self.log_path, "wb") as log:
             # Own session: a Ctrl-C reaches Locust (which then prints its summary) but not the node,
             # which we stop ourselves once Locust is done.
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
@@ -218,12 +251,33 @@ def run_locust(args: argparse.Namespace, node: SpidiNode, workdir: Path) -> list
         SPIDI_LOAD_STATS_FILE=str(stats_file),
     )
     extra = [a for a in args.locust_args if a != "--"]
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-           "-u", str(args.users), "-r", f"{args.spawn_rate:g}", "-t", f"{args.duration:g}s",
-           "--host", node.host, "--only-summary",
-           "--exit-code-on-error", "0", "--stop-timeout", "5", *extra]  # fmt: skip
-    print(f"$ locust -f {LOCUSTFILE.relative_to(REPO)} --headless -u {args.users} -r {args.spawn_rate:g} "
-          f"-t {args.duration:g}s --host {node.host} --only-summary", flush=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        f"{args.spawn_rate:g}",
+        "-t",
+        f"{args.duration:g}s",
+        "--host",
+        node.host,
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        "5",
+        *extra,
+    ]
+    print(
+        f"$ locust -f {LOCUSTFILE.relative_to(REPO)} --headless -u {args.users} -r {args.spawn_rate:g} "
+        f"-t {args.duration:g}s --host {node.host} --only-summary",
+        flush=True,
+    )
     limit = args.duration + 90
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
@@ -248,8 +302,10 @@ def verdict(rows: list[Row], max_ratio: float) -> tuple[bool, str]:
     ratio = failures / requests if requests else 1.0
     line = f"{requests} requests, {failures} failures ({ratio:.2%}, limit {max_ratio:.2%})"
     if beats is not None:
-        line += (f"; heartbeat: {beats.requests} round trips, {beats.failures} failed, "
-                 f"median {beats.median_ms:g} ms, p95 {beats.p95_ms:g} ms")  # fmt: skip
+        line += (
+            f"; heartbeat: {beats.requests} round trips, {beats.failures} failed, "
+            f"median {beats.median_ms:g} ms, p95 {beats.p95_ms:g} ms"
+        )
     if beats is None or beats.requests == 0:
         return False, line + "; no heartbeat was measured"
     return ratio <= max_ratio, line

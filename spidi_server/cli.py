@@ -151,10 +151,18 @@ def _history_command(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     if args.command == "writer":
         return writer.main(
-            [a for pair in (("--data-dir", settings.data_dir), ("--redis-url", settings.redis_url),
-                            ("--postgres-dsn", settings.postgres_dsn)) if pair[1] for a in pair]
+            [
+                a
+                for pair in (
+                    ("--data-dir", settings.data_dir),
+                    ("--redis-url", settings.redis_url),
+                    ("--postgres-dsn", settings.postgres_dsn),
+                )
+                if pair[1]
+                for a in pair
+            ]
             + (["--config", args.config] if args.config else [])
-        )  # fmt: skip
+        )
     if args.command == "retention":
         print(json.dumps(retention.run_retention(settings).as_dict(), indent=2, default=str))
         return 0

@@ -188,6 +188,13 @@ def app_error_payload(exc: AppError, ref: str | None) -> dict:
 # Labels of spidi_refusals_total, one per hardening limit.
 REFUSAL_REASONS = tuple(
     cls.reason
-    for cls in (InvalidTextError, RateLimitError, SlowConsumerError, OriginNotAllowedError,
-                IpRateLimitError, IpConnectionLimitError, ServerFullError)
-)  # fmt: skip
+    for cls in (
+        InvalidTextError,
+        RateLimitError,
+        SlowConsumerError,
+        OriginNotAllowedError,
+        IpRateLimitError,
+        IpConnectionLimitError,
+        ServerFullError,
+    )
+)

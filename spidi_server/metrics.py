@@ -117,9 +117,11 @@ class NodeMetrics:
             self.sessions_ended.labels(reason=reason)
         # alerting
         self.alerts_triggered = Counter(
-            "spidi_alerts_triggered", "Alerts that started firing, by kind and severity", ["kind", "severity"],
+            "spidi_alerts_triggered",
+            "Alerts that started firing, by kind and severity",
+            ["kind", "severity"],
             registry=r,
-        )  # fmt: skip
+        )
         self.alert_transitions = Counter(
             "spidi_alert_transitions", "Alert lifecycle transitions, by new state", ["state"], registry=r
         )
@@ -138,9 +140,11 @@ class NodeMetrics:
             "spidi_alert_evaluator_leader", "1 while this process holds the evaluator lease", registry=r
         )
         self.alert_notifications = Counter(
-            "spidi_alert_notifications", "Alert notifications, by channel and outcome (sent, failed, suppressed)",
-            ["channel", "outcome"], registry=r,
-        )  # fmt: skip
+            "spidi_alert_notifications",
+            "Alert notifications, by channel and outcome (sent, failed, suppressed)",
+            ["channel", "outcome"],
+            registry=r,
+        )
         self.webhook_retries = Counter(
             "spidi_webhook_retries",
             "Webhook POSTs retried after a failure, by purpose",

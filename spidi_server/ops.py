@@ -231,9 +231,12 @@ class OpsServer:
         # With reuse_port every worker binds the same ops port and the kernel picks who answers a
         # scrape; None (not False) keeps the single-process bind exactly as it was.
         self.site = web.TCPSite(
-            self.runner, s.ops_host, s.ops_port, reuse_port=True if s.reuse_port else None,
+            self.runner,
+            s.ops_host,
+            s.ops_port,
+            reuse_port=True if s.reuse_port else None,
             ssl_context=self.ssl,
-        )  # fmt: skip
+        )
         await self.site.start()
         if self.private_app is not None:
             self.private_runner = web.AppRunner(self.private_app, access_log=None)
@@ -291,8 +294,11 @@ class OpsServer:
                 rooms.update(state["rooms"])
         extra = {
             "spidi_workers": ("Worker processes of this node answering (this one included)", answering),
-            "spidi_workers_unreachable": ("Sibling workers that did not answer this scrape", len(states) + 1 - answering),
-        }  # fmt: skip
+            "spidi_workers_unreachable": (
+                "Sibling workers that did not answer this scrape",
+                len(states) + 1 - answering,
+            ),
+        }
         # Parsing and rendering a few hundred lines: well under a millisecond per worker.
         return merge_exposition(texts, rooms_total=len(rooms), extra=extra)
 
@@ -387,8 +393,13 @@ class OpsServer:
         checks["redis"] = {"status": "UP" if redis_ok else "DOWN", "pending": store.pending if store else 0}
         if store is not None:
             # While Redis is away the node keeps serving and buffers its writes: how many, where.
-            checks["redis"].update(mode=store.mode, buffered=store.buffered, spilled=store.spilled,
-                                   dropped=store.dropped, lastError=store.last_error)  # fmt: skip
+            checks["redis"].update(
+                mode=store.mode,
+                buffered=store.buffered,
+                spilled=store.spilled,
+                dropped=store.dropped,
+                lastError=store.last_error,
+            )
         if host.dsn:
             pg_ok = await asyncio.to_thread(_postgres_answers, host.dsn)
             checks["postgres"] = {"status": "UP" if pg_ok else "DOWN"}
@@ -396,8 +407,12 @@ class OpsServer:
             writer = await self._writer_status()
             bounded = writer["backlog"] <= READY_MAX_BACKLOG
             writer_ok = writer["status"] == "running" and bounded
-            checks["writer"] = {"status": "UP" if writer_ok else "DOWN", "state": writer["status"],
-                                "backlog": writer["backlog"], "maxBacklog": READY_MAX_BACKLOG}  # fmt: skip
+            checks["writer"] = {
+                "status": "UP" if writer_ok else "DOWN",
+                "state": writer["status"],
+                "backlog": writer["backlog"],
+                "maxBacklog": READY_MAX_BACKLOG,
+            }
         if self.worker_mode:
             all_up, workers = await self._workers_component()
             checks["workers"] = {"status": "UP" if all_up else "DOWN", **workers}

@@ -78,8 +78,15 @@ class BackingServices:
             uptime = now - self.writer_started_at
             if uptime >= WRITER_STABLE_S:
                 self._writer_backoff_s = WRITER_BACKOFF_FIRST_S
-            logs.event(log, "writer_exited", logging.WARNING, pid=proc.pid, returncode=proc.returncode,
-                       uptime_s=round(uptime, 1), restart_in_s=self._writer_backoff_s)  # fmt: skip
+            logs.event(
+                log,
+                "writer_exited",
+                logging.WARNING,
+                pid=proc.pid,
+                returncode=proc.returncode,
+                uptime_s=round(uptime, 1),
+                restart_in_s=self._writer_backoff_s,
+            )
             self._writer_restart_at = now + self._writer_backoff_s
             self._writer_backoff_s = min(WRITER_BACKOFF_MAX_S, self._writer_backoff_s * 2)
         elif self._writer_restart_at is not None and now >= self._writer_restart_at:

@@ -347,8 +347,15 @@ class Settings:
             raise ConfigError("jwt_public_key_file (or jwt_keys, jwt_jwks_file) is required for RS256/ES256")
         self._validate_hardening()
         self._validate_faults()
-        for name in ("alert_interval_s", "alert_lease_s", "alert_rules_refresh_s", "alert_stale_heartbeat_s",
-                     "webhook_timeout_s", "webhook_backoff_s", "smtp_timeout_s"):  # fmt: skip
+        for name in (
+            "alert_interval_s",
+            "alert_lease_s",
+            "alert_rules_refresh_s",
+            "alert_stale_heartbeat_s",
+            "webhook_timeout_s",
+            "webhook_backoff_s",
+            "smtp_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
         if self.alert_lease_s < 2 * self.alert_interval_s:

@@ -216,8 +216,14 @@ class Supervisor:
         )
         slot.started_at = time.monotonic()
         slot.restart_at = None
-        logs.event(log, "worker_started", worker=slot.index, node_id=slot.node_id, pid=slot.proc.pid,
-                   restarts=slot.restarts)  # fmt: skip
+        logs.event(
+            log,
+            "worker_started",
+            worker=slot.index,
+            node_id=slot.node_id,
+            pid=slot.proc.pid,
+            restarts=slot.restarts,
+        )
 
     async def _wait_ready(self) -> None:
         """Until every worker answers on its private port; StartupFailed if one exits or hangs."""
@@ -291,8 +297,16 @@ class Supervisor:
             slot.backoff_s = BACKOFF_FIRST_S
         delay = slot.backoff_s
         slot.backoff_s = min(BACKOFF_MAX_S, slot.backoff_s * 2)
-        logs.event(log, "worker_exited", logging.WARNING, worker=slot.index, node_id=slot.node_id,
-                   pid=slot.proc.pid, returncode=code, uptime_s=round(uptime, 1))  # fmt: skip
+        logs.event(
+            log,
+            "worker_exited",
+            logging.WARNING,
+            worker=slot.index,
+            node_id=slot.node_id,
+            pid=slot.proc.pid,
+            returncode=code,
+            uptime_s=round(uptime, 1),
+        )
         # Its sessions end now (reason disconnect) rather than when its liveness key expires,
         # and before the restarted worker takes the id again.
         await self.reap(slot.node_id, "disconnect")
@@ -342,8 +356,14 @@ class Supervisor:
             await asyncio.sleep(POLL_S)
         for slot in live:
             if slot.proc.poll() is None:
-                logs.event(log, "worker_killed", logging.WARNING, node_id=slot.node_id, pid=slot.proc.pid,
-                           grace_s=grace)  # fmt: skip
+                logs.event(
+                    log,
+                    "worker_killed",
+                    logging.WARNING,
+                    node_id=slot.node_id,
+                    pid=slot.proc.pid,
+                    grace_s=grace,
+                )
                 slot.proc.kill()
                 await asyncio.to_thread(slot.proc.wait)
                 await self.reap(slot.node_id, "shutdown")
@@ -395,8 +415,10 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m spidi_server.supervisor --parent-pid P``: a worker, configured by SPIDI_* only."""
-    parser = argparse.ArgumentParser(prog="python -m spidi_server.supervisor",
-                                     description=f"Spidi {__version__} worker process (started by spidi serve --workers N)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m spidi_server.supervisor",
+        description=f"Spidi {__version__} worker process (started by spidi serve --workers N)",
+    )
     parser.add_argument("--parent-pid", type=int, required=True, help="exit when this process is gone")
     args = parser.parse_args(argv)
     try:

@@ -72,20 +72,32 @@ class LocalRedisCluster:
         data.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_path(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "2000",
-            "--appendonly", "no",
-            "--save", "",
-            "--dir", str(data),
-            "--logfile", str(data / "redis.log"),
-        ]  # fmt: skip
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            str(data),
+            "--logfile",
+            str(data / "redis.log"),
+        ]
         self.processes[port] = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -108,15 +108,29 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
 
     # A token minted by `spidi token` with the same data directory is accepted by the running server.
     minted = subprocess.run(
-        [*SPIDI, "token", "--data-dir", str(data), "--role", "monitor", "--sub", "ops-1", "--tenant", "default"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [
+            *SPIDI,
+            "token",
+            "--data-dir",
+            str(data),
+            "--role",
+            "monitor",
+            "--sub",
+            "ops-1",
+            "--tenant",
+            "default",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     mon = await connected(f"ws://127.0.0.1:{port}/ws", minted)
     await mon.subscribe("/topic/rooms/lobby/metrics")
     assert (await mon.json("/topic/rooms/lobby/metrics"))["online"] == 1
 
-    report = subprocess.run([*SPIDI, "retention", "--now", "--data-dir", str(data)], capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    report = subprocess.run(
+        [*SPIDI, "retention", "--now", "--data-dir", str(data)], capture_output=True, text=True, timeout=60
+    )
     assert report.returncode == 0, report.stderr
     assert isinstance(json.loads(report.stdout), dict)
 
@@ -145,8 +159,11 @@ def test_ctrl_c_stops_cleanly(served):
 def test_bad_configuration_exits_2_with_a_clear_message(tmp_path):
     result = subprocess.run(
         [*SPIDI, "serve", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, env=dict(os.environ, SPIDI_HEARTBEAT_TIMEOUT_MS="-5"), timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SPIDI_HEARTBEAT_TIMEOUT_MS="-5"),
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "heartbeat_timeout_ms must be a positive number" in result.stderr
 
@@ -154,6 +171,8 @@ def test_bad_configuration_exits_2_with_a_clear_message(tmp_path):
 def test_token_requires_a_secret_outside_dev(tmp_path):
     result = subprocess.run(
         [*SPIDI, "token", "--data-dir", str(tmp_path), "--role", "user", "--sub", "x"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "jwt_secret" in result.stderr

@@ -552,9 +552,27 @@ def outcome(parser, chunks):
 EOLS = [b"\n", b"\r\n", b"\r"]
 # Pieces that steer random bytes into every corner of the grammar.
 TOKENS = [
-    b"SEND", b"CONNECT", b"MESSAGE", b"send", b":", b"\\", b"\\n", b"\\c", b"\\t", b"\x00",
-    b"content-length:", b"0", b"3", b"12", b"-1", b"a", b"\xff", b"\xc3\xa9", b"dest", b"x" * 20,
-]  # fmt: skip
+    b"SEND",
+    b"CONNECT",
+    b"MESSAGE",
+    b"send",
+    b":",
+    b"\\",
+    b"\\n",
+    b"\\c",
+    b"\\t",
+    b"\x00",
+    b"content-length:",
+    b"0",
+    b"3",
+    b"12",
+    b"-1",
+    b"a",
+    b"\xff",
+    b"\xc3\xa9",
+    b"dest",
+    b"x" * 20,
+]
 
 
 @st.composite

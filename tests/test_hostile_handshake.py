@@ -26,8 +26,13 @@ def transport(request) -> str:
 
 def upgrade(path: str = "/ws", **headers: str | None) -> bytes:
     """A WebSocket upgrade request; a header given as None is left out."""
-    base = {"Host": "127.0.0.1", "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Key": GOOD_KEY, "Sec-WebSocket-Version": "13"}  # fmt: skip
+    base = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": GOOD_KEY,
+        "Sec-WebSocket-Version": "13",
+    }
     base.update({k.replace("_", "-"): v for k, v in headers.items()})
     lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in base.items() if v is not None]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -96,9 +101,23 @@ def refusals(node, reason: str) -> float:
         (upgrade(X_Big="a" * 20000), {400, 431}),
         (upgrade(**{f"X-H{i}": "v" for i in range(300)}), {400, 431}),
     ],
-    ids=["tls-on-plain", "garbage", "post", "http10", "no-upgrade", "no-connection", "upgrade-h2c",
-         "no-key", "short-key", "bad-key", "version-8", "no-version", "huge-header", "many-headers"],
-)  # fmt: skip
+    ids=[
+        "tls-on-plain",
+        "garbage",
+        "post",
+        "http10",
+        "no-upgrade",
+        "no-connection",
+        "upgrade-h2c",
+        "no-key",
+        "short-key",
+        "bad-key",
+        "version-8",
+        "no-version",
+        "huge-header",
+        "many-headers",
+    ],
+)
 @pytest.mark.hardening(
     "hostile",
     "Malformed upgrades: TLS or garbage on the plain port, POST, HTTP/1.0, missing or bad Upgrade, Connection, key or version, a 20 KB header, 300 headers",

@@ -135,20 +135,39 @@ HELLO = {"roomCode": "lobby", "clientId": "c", "appVersion": "1"}
     "destination, body, codes",
     [
         ("/app/hello", '{"a":' * 5000 + "1" + "}" * 5000, {"BAD_JSON"}),  # past orjson's depth limit
-        ("/app/hello", '{"roomCode":"lobby","clientId":"c","appVersion":"1","x":' + "[" * 20 + "]" * 20 + "}",
-         {"BAD_JSON"}),  # deeper than 16
-        ("/app/heartbeat", '{"sessionId":"s","latencyMs":1,"x":' + "[" * 3000 + "]" * 3000 + "}", {"BAD_JSON"}),
+        (
+            "/app/hello",
+            '{"roomCode":"lobby","clientId":"c","appVersion":"1","x":' + "[" * 20 + "]" * 20 + "}",
+            {"BAD_JSON"},
+        ),  # deeper than 16
+        (
+            "/app/heartbeat",
+            '{"sessionId":"s","latencyMs":1,"x":' + "[" * 3000 + "]" * 3000 + "}",
+            {"BAD_JSON"},
+        ),
         ("/app/heartbeat", '{"sessionId":"s","latencyMs":' + "9" * 4000 + "}", {"BAD_JSON"}),
         ("/app/heartbeat", '{"sessionId":"s","latencyMs":1e999999}', {"BAD_JSON"}),
-        ("/app/heartbeat", '{"sessionId":"s","latencyMs":123456789012345678901234567890}',
-         {"BAD_JSON", "BAD_REQUEST"}),
+        (
+            "/app/heartbeat",
+            '{"sessionId":"s","latencyMs":123456789012345678901234567890}',
+            {"BAD_JSON", "BAD_REQUEST"},
+        ),
         ("/app/hello", json.dumps({**HELLO, "clientId": "c" * 60000}), {"BAD_REQUEST"}),
         ("/app/hello", json.dumps({**HELLO, "device": ["d"] * 10000}), {"BAD_REQUEST"}),
         ("/app/leave", '{"sessionId":"' + "s" * 60000 + '"}', {"UNKNOWN_SESSION"}),
     ],
-    ids=["depth-5000", "depth-20", "heartbeat-depth-3000", "long-number", "infinite-number", "big-int",
-         "huge-string", "wide-array", "huge-session-id"],
-)  # fmt: skip
+    ids=[
+        "depth-5000",
+        "depth-20",
+        "heartbeat-depth-3000",
+        "long-number",
+        "infinite-number",
+        "big-int",
+        "huge-string",
+        "wide-array",
+        "huge-session-id",
+    ],
+)
 @pytest.mark.hardening(
     "hostile",
     "JSON bombs in SEND bodies: nesting 20 to 5,000 deep, 4,000-digit and infinite numbers, 60 KB strings, 10,000-item arrays",

@@ -137,8 +137,10 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(node_factory):
 
     slow = await RawMonitor.open(node.transport.port)
     token = token_for(node.settings, "slow-mon", "spidi:monitor")
-    await slow.send("CONNECT", {"accept-version": "1.2", "host": "x", "heart-beat": "0,0",
-                                "Authorization": f"Bearer {token}"})  # fmt: skip
+    await slow.send(
+        "CONNECT",
+        {"accept-version": "1.2", "host": "x", "heart-beat": "0,0", "Authorization": f"Bearer {token}"},
+    )
     await slow.wait_for(b"CONNECTED")
     for i in range(16):
         await slow.send(

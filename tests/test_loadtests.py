@@ -30,8 +30,23 @@ needs_locust = pytest.mark.skipif(
 @pytest.mark.timeout(90)
 def test_loadtest_run_small():
     """10 users for 4 s: exits 0, and Locust's summary shows heartbeats with no failures."""
-    cmd = [sys.executable, "-m", "loadtests.run", "--users", "10", "--spawn-rate", "10", "--duration", "4s",
-           "--heartbeat-interval", "0.5", "--rooms", "2", "--monitors", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadtests.run",
+        "--users",
+        "10",
+        "--spawn-rate",
+        "10",
+        "--duration",
+        "4s",
+        "--heartbeat-interval",
+        "0.5",
+        "--rooms",
+        "2",
+        "--monitors",
+        "1",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=75)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output

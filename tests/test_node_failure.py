@@ -23,13 +23,32 @@ from .test_cli import free_port, read_banner
 def start_node(redis_url: str, node_id: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_JWT_SECRET=TEST_SECRET, SPIDI_WRITER="external",
-               SPIDI_NODE_ID=node_id, SPIDI_LOG_LEVEL="warning")  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_JWT_SECRET=TEST_SECRET,
+        SPIDI_WRITER="external",
+        SPIDI_NODE_ID=node_id,
+        SPIDI_LOG_LEVEL="warning",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", tempfile.mkdtemp(),
-         "--port", str(port), "--ops-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "spidi_server.cli",
+            "serve",
+            "--dev",
+            "--data-dir",
+            tempfile.mkdtemp(),
+            "--port",
+            str(port),
+            "--ops-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     read_banner(proc)
     return proc, port
 

@@ -241,8 +241,9 @@ async def test_rs256_keys_selected_by_kid(node_factory, tmp_path, rsa_keys):
     for kid, key in zip(("a", "b"), rsa_keys, strict=True):
         paths[kid] = tmp_path / f"{kid}.pem"
         paths[kid].write_bytes(pem_public(key))
-    node = await node_factory(jwt_algorithms=["RS256"], jwt_secret="",
-                              jwt_keys={k: str(p) for k, p in paths.items()})  # fmt: skip
+    node = await node_factory(
+        jwt_algorithms=["RS256"], jwt_secret="", jwt_keys={k: str(p) for k, p in paths.items()}
+    )
     for kid, key in zip(("a", "b"), rsa_keys, strict=True):
         assert (await outcome(node, jwt.encode(claims(), key, "RS256", headers={"kid": kid})))[
             0

@@ -39,10 +39,18 @@ def token(sub: str, secret: str = SECRET, **extra) -> str:
 )
 async def test_tokens_never_appear_in_logs(tmp_path, redis_url, redis_sync, transport):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_JWT_SECRET=SECRET, SPIDI_LOG_LEVEL="debug",
-               SPIDI_WRITER="external", SPIDI_TRANSPORT=transport, SPIDI_DATA_DIR=str(tmp_path / "data"),
-               SPIDI_PORT=str(free_port()), SPIDI_OPS_PORT=str(free_port()), SPIDI_AUTO_CREATE_ROOMS="1",
-               SPIDI_ALERTING="0")  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_JWT_SECRET=SECRET,
+        SPIDI_LOG_LEVEL="debug",
+        SPIDI_WRITER="external",
+        SPIDI_TRANSPORT=transport,
+        SPIDI_DATA_DIR=str(tmp_path / "data"),
+        SPIDI_PORT=str(free_port()),
+        SPIDI_OPS_PORT=str(free_port()),
+        SPIDI_AUTO_CREATE_ROOMS="1",
+        SPIDI_ALERTING="0",
+    )
     stderr = open(tmp_path / "stderr.log", "w+")  # noqa: SIM115  (closed below, read after exit)
     proc = subprocess.Popen([*SPIDI, "serve"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     tokens: list[str] = []

@@ -91,8 +91,11 @@ async def test_cors_on_the_ops_port(node_factory):
         # Errors of the REST API carry it too, so a page can read why it failed.
         async with http.get(f"{base}/api/v1/rooms", headers={"Origin": APP}) as resp:
             assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == APP
-        preflight = {"Origin": APP, "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "authorization, content-type"}  # fmt: skip
+        preflight = {
+            "Origin": APP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        }
         async with http.options(f"{base}/api/v1/rooms", headers=preflight) as resp:
             assert resp.status == 204
             assert resp.headers["Access-Control-Allow-Origin"] == APP

@@ -75,8 +75,14 @@ async def test_stomp_command_and_version_negotiation(node):
     client = await Client.open(node.ws_url, subprotocols=("v10.stomp", "v11.stomp", "v12.stomp"))
     # The server picks the highest subprotocol the client offers, whatever the client's order.
     assert client.ws.subprotocol == "v12.stomp"
-    await client.send("STOMP", {"accept-version": "1.0,1.1", "host": "x",
-                                "Authorization": "Bearer " + token_for(node.settings, "a", "spidi:user")})  # fmt: skip
+    await client.send(
+        "STOMP",
+        {
+            "accept-version": "1.0,1.1",
+            "host": "x",
+            "Authorization": "Bearer " + token_for(node.settings, "a", "spidi:user"),
+        },
+    )
     frame = await client.next()
     assert frame[0] == "CONNECTED" and frame[1]["version"] == "1.1"
     await client.close()
@@ -84,9 +90,14 @@ async def test_stomp_command_and_version_negotiation(node):
 
 @pytest.mark.parametrize(
     "token_kind, message",
-    [("none", "missing token"), ("garbage", "invalid token"), ("expired", "token expired"),
-     ("wrong-secret", "invalid token"), ("no-role", "no spidi role")],
-)  # fmt: skip
+    [
+        ("none", "missing token"),
+        ("garbage", "invalid token"),
+        ("expired", "token expired"),
+        ("wrong-secret", "invalid token"),
+        ("no-role", "no spidi role"),
+    ],
+)
 async def test_bad_token_gets_error_and_close(node, token_kind, message):
     import jwt
 

@@ -19,8 +19,11 @@ def test_defaults():
 def test_precedence_file_env_flags(tmp_path):
     path = tmp_path / "spidi.toml"
     path.write_text('port = 1000\nops_port = 1001\nlog_level = "debug"\nrooms = { lobby = 50 }\n')
-    s = load_settings(str(path), env={"SPIDI_OPS_PORT": "2001", "SPIDI_JWT_ALGORITHMS": "HS256"},
-                      overrides={"log_level": "warning"})  # fmt: skip
+    s = load_settings(
+        str(path),
+        env={"SPIDI_OPS_PORT": "2001", "SPIDI_JWT_ALGORITHMS": "HS256"},
+        overrides={"log_level": "warning"},
+    )
     assert s.port == 1000 and s.ops_port == 2001 and s.log_level == "warning" and s.rooms == {"lobby": 50}
 
 
@@ -33,13 +36,18 @@ def test_env_parses_types():
 
 @pytest.mark.parametrize(
     "env, message",
-    [({"SPIDI_PORT": "eighty"}, "SPIDI_PORT"), ({"SPIDI_PORT": "70000"}, "port must be"),
-     ({"SPIDI_HEARTBEAT_TIMEOUT_MS": "10", "SPIDI_HEARTBEAT_INTERVAL_MS": "20"}, "heartbeat_timeout_ms"),
-     ({"SPIDI_LOG_LEVEL": "chatty"}, "log_level"), ({"SPIDI_DEFAULT_ROOM_CAPACITY": "0"}, "default_room_capacity"),
-     ({"SPIDI_JWT_ALGORITHMS": "none"}, "unsupported algorithm"),
-     ({"SPIDI_JWT_ALGORITHMS": "HS256,RS256"}, "do not mix"), ({"SPIDI_ROOMS": "a=-1"}, "rooms.a"),
-     ({"SPIDI_DEV": "maybe"}, "SPIDI_DEV")],
-)  # fmt: skip
+    [
+        ({"SPIDI_PORT": "eighty"}, "SPIDI_PORT"),
+        ({"SPIDI_PORT": "70000"}, "port must be"),
+        ({"SPIDI_HEARTBEAT_TIMEOUT_MS": "10", "SPIDI_HEARTBEAT_INTERVAL_MS": "20"}, "heartbeat_timeout_ms"),
+        ({"SPIDI_LOG_LEVEL": "chatty"}, "log_level"),
+        ({"SPIDI_DEFAULT_ROOM_CAPACITY": "0"}, "default_room_capacity"),
+        ({"SPIDI_JWT_ALGORITHMS": "none"}, "unsupported algorithm"),
+        ({"SPIDI_JWT_ALGORITHMS": "HS256,RS256"}, "do not mix"),
+        ({"SPIDI_ROOMS": "a=-1"}, "rooms.a"),
+        ({"SPIDI_DEV": "maybe"}, "SPIDI_DEV"),
+    ],
+)
 def test_bad_values_are_named(env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(env=env)

@@ -66,8 +66,12 @@ def _scenario(port: int, user_token: str, monitor_token: str) -> dict:
     welcome = events.next_message("/user/queue/session")
     assert events.receipts.get(timeout=5) == "hello-1"
     sid = welcome["sessionId"]
-    conn.send("/app/heartbeat", json.dumps({"sessionId": sid, "latencyMs": 33}), content_type="application/json",
-              headers={"receipt": "hb-1"})  # fmt: skip
+    conn.send(
+        "/app/heartbeat",
+        json.dumps({"sessionId": sid, "latencyMs": 33}),
+        content_type="application/json",
+        headers={"receipt": "hb-1"},
+    )
     assert events.receipts.get(timeout=5) == "hb-1"
     joined = mon_events.next_message("/topic/rooms/stomppy/roster")
     while True:

@@ -91,12 +91,25 @@ async def world(pg_server, redis_url, tmp_path_factory):
     db = _create_db(pg_server, TEMPLATE_DB)
     dsn = pg_server.database_dsn(db)
     settings = Settings(
-        host="127.0.0.1", port=0, ops_host="127.0.0.1", ops_port=0,
-        data_dir=str(tmp_path_factory.mktemp("isolation") / "data"), dev=False, auto_create_rooms=False,
-        redis_url=redis_url, jwt_secret=TEST_SECRET, metrics_interval_ms=50, rooms_topic_interval_ms=200,
-        postgres_dsn=dsn, writer="child", writer_flush_interval_s=0.2, alert_interval_s=0.2,
-        alert_lease_s=1.0, alert_rules_refresh_s=0.2, grace_period_ms=0,
-    ).validate()  # fmt: skip
+        host="127.0.0.1",
+        port=0,
+        ops_host="127.0.0.1",
+        ops_port=0,
+        data_dir=str(tmp_path_factory.mktemp("isolation") / "data"),
+        dev=False,
+        auto_create_rooms=False,
+        redis_url=redis_url,
+        jwt_secret=TEST_SECRET,
+        metrics_interval_ms=50,
+        rooms_topic_interval_ms=200,
+        postgres_dsn=dsn,
+        writer="child",
+        writer_flush_interval_s=0.2,
+        alert_interval_s=0.2,
+        alert_lease_s=1.0,
+        alert_rules_refresh_s=0.2,
+        grace_period_ms=0,
+    ).validate()
     node = Node(settings)
     users: list[Client] = []
     tasks: list[asyncio.Task] = []
@@ -113,9 +126,17 @@ async def world(pg_server, redis_url, tmp_path_factory):
                 tenant.rooms[code] = reply.body["id"]
             # Fires as soon as one session is in the tenant's own room (1/10 > 0.05).
             tenant.rule_name = f"{name} {own_room[name]} occupied"
-            reply = await api.post("/api/v1/alert-rules", {
-                "name": tenant.rule_name, "scope": "room", "roomId": tenant.rooms[own_room[name]],
-                "kind": "capacity", "threshold": 0.05}, tenant=name)  # fmt: skip
+            reply = await api.post(
+                "/api/v1/alert-rules",
+                {
+                    "name": tenant.rule_name,
+                    "scope": "room",
+                    "roomId": tenant.rooms[own_room[name]],
+                    "kind": "capacity",
+                    "threshold": 0.05,
+                },
+                tenant=name,
+            )
             assert reply.status == 201, reply.body
             tenant.rule_id = reply.body["id"]
             tenant.monitor = await connected(
@@ -138,8 +159,13 @@ async def world(pg_server, redis_url, tmp_path_factory):
         await join(B, "dave", "b-secret")  # the same user id as A's dave: another tenant's user
 
         for tenant in tenants.values():
-            await _wait(lambda t=tenant: any(m.get("type") == "ALERT" and m["state"] == "firing"
-                                             for m in t.alerts_seen), 10, f"{tenant.name}'s alert")  # fmt: skip
+            await _wait(
+                lambda t=tenant: any(
+                    m.get("type") == "ALERT" and m["state"] == "firing" for m in t.alerts_seen
+                ),
+                10,
+                f"{tenant.name}'s alert",
+            )
             tenant.alert_id = next(m["alertId"] for m in tenant.alerts_seen if m.get("type") == "ALERT")
         # The writer has stored both alerts and every session: the REST checks read PostgreSQL.
         every_session = {s for t in tenants.values() for s in t.sessions.values()}
@@ -351,8 +377,11 @@ async def _rest_checks(world: World, name: str) -> None:
     assert [r["id"] for r in rules.body["items"]] == [me.rule_id]
     for room_id in them.rooms.values():
         assert (await get("/api/v1/alert-rules", params={"roomId": room_id})).body["items"] == []
-    _same_404(await get(f"/api/v1/alert-rules/{them.rule_id}"), them.rule_id,
-              await control("/api/v1/alert-rules/{}"))  # fmt: skip
+    _same_404(
+        await get(f"/api/v1/alert-rules/{them.rule_id}"),
+        them.rule_id,
+        await control("/api/v1/alert-rules/{}"),
+    )
     for method, body in (("PATCH", {"enabled": False}), ("DELETE", None)):
         reply = await api.call(method, f"/api/v1/alert-rules/{them.rule_id}", tenant=name, json=body)
         _same_404(reply, them.rule_id, await control("/api/v1/alert-rules/{}", method, body))
@@ -396,8 +425,15 @@ async def test_dashboard_shows_only_the_tenant(world):
     if path is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     me, them = world.tenants[A], world.tenants[B]
-    forbidden = ["b-secret", "bravo", them.rule_id, them.rule_name, them.alert_id, *them.rooms.values(),
-                 *them.sessions.values()]  # fmt: skip
+    forbidden = [
+        "b-secret",
+        "bravo",
+        them.rule_id,
+        them.rule_name,
+        them.alert_id,
+        *them.rooms.values(),
+        *them.sessions.values(),
+    ]
     token = token_for(world.node.settings, "mon-alpha", "spidi:monitor", A)
     pw = await async_playwright().start()
     try:

@@ -152,8 +152,21 @@ def supervisor(workdir):
     env["SPIDI_ROOMS"] = "small=3"  # one capacity for both workers
     with open(workdir / "stderr.log", "w") as err:
         # stderr to a file: three processes' logs would fill a pipe nobody reads and block them.
-        proc = _spawn(["--dev", "--workers", "2", "--data-dir", str(workdir / "data"), "--port", str(port),
-                       "--ops-port", str(ops)], env, err)  # fmt: skip
+        proc = _spawn(
+            [
+                "--dev",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(workdir / "data"),
+                "--port",
+                str(port),
+                "--ops-port",
+                str(ops),
+            ],
+            env,
+            err,
+        )
     banner = ""
     try:
         banner = read_banner(proc, timeout=60)
@@ -305,8 +318,10 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
         if reaper:
             assert _sample(text, "spidi_sessions_active") == CLIENTS - lost
         assert _sample(text, "spidi_websocket_connections") == CLIENTS - lost + 1  # + the monitor
-        print(f"per worker {per_worker}, monitor on {mon_worker}, killed {victim} ({lost} sessions), "
-              f"restarted as pid {new_pid}, /metrics answered by {sorted(answered)}")  # fmt: skip
+        print(
+            f"per worker {per_worker}, monitor on {mon_worker}, killed {victim} ({lost} sessions), "
+            f"restarted as pid {new_pid}, /metrics answered by {sorted(answered)}"
+        )
         logs = (workdir / "stderr.log").read_text()
         assert '"event":"worker_exited"' in logs and '"event":"worker_restarting"' in logs
         if not reaper:
@@ -338,10 +353,14 @@ def _running_redis(data: Path) -> bool:
 async def test_picows_workers_share_the_port_and_stop_when_the_supervisor_dies(redis_url, workdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     # Redis of the test run, no history: nothing of the supervisor's own would outlive its SIGKILL.
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_HISTORY="0", SPIDI_SHUTDOWN_TIMEOUT_S="1",
-               SPIDI_TRANSPORT="picows")  # fmt: skip
-    proc = _spawn(["--dev", "--workers", "2", "--data-dir", str(workdir / "data"), "--port", "0",
-                   "--ops-port", "0"], env, subprocess.DEVNULL)  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url, SPIDI_HISTORY="0", SPIDI_SHUTDOWN_TIMEOUT_S="1", SPIDI_TRANSPORT="picows"
+    )
+    proc = _spawn(
+        ["--dev", "--workers", "2", "--data-dir", str(workdir / "data"), "--port", "0", "--ops-port", "0"],
+        env,
+        subprocess.DEVNULL,
+    )
     banner = ""
     try:
         banner = read_banner(proc, timeout=30)
@@ -374,9 +393,23 @@ def test_a_port_in_use_is_a_configuration_error(redis_url, workdir):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
         env.update(SPIDI_REDIS_URL=redis_url, SPIDI_HISTORY="0")
         result = subprocess.run(
-            [*SPIDI, "serve", "--dev", "--workers", "2", "--data-dir", str(workdir / "data"),
-             "--port", str(taken.getsockname()[1]), "--ops-port", "0"],
-            capture_output=True, text=True, env=env, timeout=30,
-        )  # fmt: skip
+            [
+                *SPIDI,
+                "serve",
+                "--dev",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(workdir / "data"),
+                "--port",
+                str(taken.getsockname()[1]),
+                "--ops-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
     assert result.returncode == 2, result.stderr
     assert "cannot listen on 127.0.0.1" in result.stderr

@@ -203,12 +203,21 @@ class AlertEvaluator:
         rules = []
         for row in rows:
             rule = AlertRule(
-                rule_id=row["rule_id"], tenant=row["tenant"], name=row["name"], kind=row["kind"],
-                expression=row["expression"], resolve_expression=row["resolve_expression"],
-                threshold=row["threshold"], scope=row["scope"], room_id=row["room_id"],
-                room_type_id=row["room_type_id"], severity=row["severity"], for_seconds=row["for_seconds"],
-                channels=row["channels"] or [], enabled=row["enabled"],
-            )  # fmt: skip
+                rule_id=row["rule_id"],
+                tenant=row["tenant"],
+                name=row["name"],
+                kind=row["kind"],
+                expression=row["expression"],
+                resolve_expression=row["resolve_expression"],
+                threshold=row["threshold"],
+                scope=row["scope"],
+                room_id=row["room_id"],
+                room_type_id=row["room_type_id"],
+                severity=row["severity"],
+                for_seconds=row["for_seconds"],
+                channels=row["channels"] or [],
+                enabled=row["enabled"],
+            )
             try:
                 rules.append(rule.compile())
             except AlertRuleError as exc:  # stored around the API (e.g. by hand): skip, say so once
@@ -325,8 +334,14 @@ class AlertEvaluator:
                     self.metrics.alert_evaluation_errors.inc()
                     if rule.rule_id not in self._bad_rules:
                         self._bad_rules.add(rule.rule_id)
-                        logs.event(log, "alert_rule_failed", logging.WARNING, rule_id=rule.rule_id,
-                                   room_id=room.room_id, error=str(exc))  # fmt: skip
+                        logs.event(
+                            log,
+                            "alert_rule_failed",
+                            logging.WARNING,
+                            rule_id=rule.rule_id,
+                            room_id=room.room_id,
+                            error=str(exc),
+                        )
                     continue
                 before = alert.state
                 new = step(alert, fires, resolves, rule.for_seconds * 1000, now_ms)
@@ -384,32 +399,68 @@ class AlertEvaluator:
             alert.episode_id = alert_id
         alert.tenant, alert.room_code = rule.tenant, values["roomCode"]
         payload = {
-            "type": "ALERT", "alertId": alert_id, "episodeId": alert.episode_id, "ruleId": rule.rule_id,
-            "ruleName": rule.name, "kind": rule.kind, "severity": rule.severity, "expression": rule.expression,
-            "threshold": rule.threshold, "state": new, "previousState": before, "tenant": rule.tenant,
-            "roomId": room.room_id, "roomCode": values["roomCode"], "value": rule.value(values),
-            "since": alert.since_ms, "at": now_ms, "metrics": values,
-        }  # fmt: skip
+            "type": "ALERT",
+            "alertId": alert_id,
+            "episodeId": alert.episode_id,
+            "ruleId": rule.rule_id,
+            "ruleName": rule.name,
+            "kind": rule.kind,
+            "severity": rule.severity,
+            "expression": rule.expression,
+            "threshold": rule.threshold,
+            "state": new,
+            "previousState": before,
+            "tenant": rule.tenant,
+            "roomId": room.room_id,
+            "roomCode": values["roomCode"],
+            "value": rule.value(values),
+            "since": alert.since_ms,
+            "at": now_ms,
+            "metrics": values,
+        }
         payload.update(ack)
         self._record(pipe, payload, alert)
         self.metrics.alert_transitions.labels(state=new).inc()
         if new == FIRING:
             self.metrics.alerts_triggered.labels(kind=rule.kind, severity=rule.severity).inc()
-        logs.event(log, "alert_" + new, logging.WARNING if new == FIRING else logging.INFO, rule_id=rule.rule_id,
-                   rule=rule.name, room_id=room.room_id, room_code=values["roomCode"], tenant=rule.tenant,
-                   value=payload["value"], severity=rule.severity)  # fmt: skip
+        logs.event(
+            log,
+            "alert_" + new,
+            logging.WARNING if new == FIRING else logging.INFO,
+            rule_id=rule.rule_id,
+            rule=rule.name,
+            room_id=room.room_id,
+            room_code=values["roomCode"],
+            tenant=rule.tenant,
+            value=payload["value"],
+            severity=rule.severity,
+        )
         return payload
 
     def _orphan(self, pipe, key: str, alert: AlertState, now_ms: int) -> None:
         """Resolve an open alert whose rule or room no longer applies (no notification)."""
         rule_id, _, room_id = key.partition("/")
         payload = {
-            "type": "ALERT", "alertId": str(uuid.uuid4()), "episodeId": alert.episode_id, "ruleId": rule_id,
-            "ruleName": None, "kind": None, "severity": None, "expression": None, "threshold": None,
-            "state": RESOLVED, "previousState": alert.state, "tenant": alert.tenant, "roomId": room_id,
-            "roomCode": alert.room_code or None, "value": None, "since": alert.since_ms, "at": now_ms,
-            "metrics": None, "reason": "rule or room no longer applies",
-        }  # fmt: skip
+            "type": "ALERT",
+            "alertId": str(uuid.uuid4()),
+            "episodeId": alert.episode_id,
+            "ruleId": rule_id,
+            "ruleName": None,
+            "kind": None,
+            "severity": None,
+            "expression": None,
+            "threshold": None,
+            "state": RESOLVED,
+            "previousState": alert.state,
+            "tenant": alert.tenant,
+            "roomId": room_id,
+            "roomCode": alert.room_code or None,
+            "value": None,
+            "since": alert.since_ms,
+            "at": now_ms,
+            "metrics": None,
+            "reason": "rule or room no longer applies",
+        }
         alert.state = INACTIVE
         self._record(pipe, payload, alert, orphan=True)
         self.metrics.alert_transitions.labels(state=RESOLVED).inc()
@@ -419,8 +470,19 @@ class AlertEvaluator:
         tenant, key = payload["tenant"], alert_key(payload["ruleId"], payload["roomId"])
         body = orjson.dumps(payload)
         if self.settings.history and tenant:
-            details = {k: payload[k] for k in ("ruleName", "expression", "threshold", "previousState", "since",
-                                               "episodeId", "metrics") if payload.get(k) is not None}  # fmt: skip
+            details = {
+                k: payload[k]
+                for k in (
+                    "ruleName",
+                    "expression",
+                    "threshold",
+                    "previousState",
+                    "since",
+                    "episodeId",
+                    "metrics",
+                )
+                if payload.get(k) is not None
+            }
             if orphan:
                 details["reason"] = payload["reason"]
             event = events.alert_event(

@@ -83,6 +83,13 @@ async def publish_acknowledgement(
         if alert.get("episodeId") == alert_id or alert.get("alertId") == alert_id:
             alert["acknowledgedBy"], alert["acknowledgedAt"] = by, at_ms
             await redis.hset(active, field, orjson.dumps(alert))
-    message = {"type": "ALERT_ACK", "tenant": tenant, "ruleId": rule_id, "roomId": room_id,
-               "alertId": alert_id, "acknowledgedBy": by, "acknowledgedAt": at_ms}  # fmt: skip
+    message = {
+        "type": "ALERT_ACK",
+        "tenant": tenant,
+        "ruleId": rule_id,
+        "roomId": room_id,
+        "alertId": alert_id,
+        "acknowledgedBy": by,
+        "acknowledgedAt": at_ms,
+    }
     await redis.publish(keys.ALERTS_CHANNEL, orjson.dumps(message))

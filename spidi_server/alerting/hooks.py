@@ -281,9 +281,13 @@ class RoomHooks:
         claimed = 0
         while True:
             reply = await self.redis.xautoclaim(
-                events.STREAM, GROUP, self.consumer, int(self.claim_idle_s * 1000), start_id=start,
+                events.STREAM,
+                GROUP,
+                self.consumer,
+                int(self.claim_idle_s * 1000),
+                start_id=start,
                 count=READ_COUNT,
-            )  # fmt: skip
+            )
             start = _text(reply[0])
             entries = [(_text(i), f) for i, f in reply[1] if _text(i) not in self._held]
             claimed += len(entries)
@@ -383,10 +387,16 @@ class RoomHooks:
                     self.metrics.room_hooks.labels(
                         event=name, outcome="sent" if result.ok else "failed"
                     ).inc()
-                    logs.event(log, "room_hook_sent" if result.ok else "room_hook_failed",
-                               logging.DEBUG if result.ok else logging.WARNING, hook_event=name, room_id=room_id,
-                               members=len(payload.get("members", ())), attempts=result.attempts,
-                               status=result.status)  # fmt: skip
+                    logs.event(
+                        log,
+                        "room_hook_sent" if result.ok else "room_hook_failed",
+                        logging.DEBUG if result.ok else logging.WARNING,
+                        hook_event=name,
+                        room_id=room_id,
+                        members=len(payload.get("members", ())),
+                        attempts=result.attempts,
+                        status=result.status,
+                    )
             # The window counts from the end of a flush: retries of a slow receiver do not let the
             # next POST of this room follow its previous one closer than window_s.
             self._last_flush[room_id] = asyncio.get_running_loop().time()

@@ -195,9 +195,19 @@ class WebhookSender:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 retryable, error = True, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             will_retry = retryable and attempt <= retries
-            logs.event(log, "webhook_failed", logging.WARNING, host=host, status=status, attempt=attempt,
-                       purpose=purpose, event_type=event, delivery_id=delivery_id, error=error,
-                       will_retry=will_retry)  # fmt: skip
+            logs.event(
+                log,
+                "webhook_failed",
+                logging.WARNING,
+                host=host,
+                status=status,
+                attempt=attempt,
+                purpose=purpose,
+                event_type=event,
+                delivery_id=delivery_id,
+                error=error,
+                will_retry=will_retry,
+            )
             if not will_retry:
                 return WebhookResult(False, delivery_id, attempt, status, error)
             if self.metrics is not None:
@@ -328,8 +338,15 @@ class Notifier:
         if not external or not (state == "firing" or (state == "resolved" and before == "firing")):
             return
         if self._closed:
-            logs.event(log, "alert_notification_dropped", logging.WARNING, reason="notifier closed",
-                       rule_id=alert.get("ruleId"), room_id=alert.get("roomId"), state=state)  # fmt: skip
+            logs.event(
+                log,
+                "alert_notification_dropped",
+                logging.WARNING,
+                reason="notifier closed",
+                rule_id=alert.get("ruleId"),
+                room_id=alert.get("roomId"),
+                state=state,
+            )
             return
         task = asyncio.get_running_loop().create_task(
             self._deliver(alert, external), name=f"spidi-notify-{alert.get('alertId')}"
@@ -369,9 +386,15 @@ class Notifier:
                     self.metrics.alert_notifications.labels(
                         channel=channel["type"], outcome="suppressed"
                     ).inc()
-                logs.event(log, "alert_notification_suppressed", rule_id=alert.get("ruleId"),
-                           room_id=alert.get("roomId"), state=alert.get("state"), alert_id=alert.get("alertId"),
-                           rate_limit_s=self.settings.alert_rate_limit_s)  # fmt: skip
+                logs.event(
+                    log,
+                    "alert_notification_suppressed",
+                    rule_id=alert.get("ruleId"),
+                    room_id=alert.get("roomId"),
+                    state=alert.get("state"),
+                    alert_id=alert.get("alertId"),
+                    rate_limit_s=self.settings.alert_rate_limit_s,
+                )
                 return
             sends = [
                 self._webhook(alert, c) if c["type"] == "webhook" else self._email(alert, c) for c in channels
@@ -395,8 +418,14 @@ class Notifier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logs.event(log, "alert_rate_limit_unavailable", logging.WARNING, error=str(exc),
-                       rule_id=alert.get("ruleId"), room_id=alert.get("roomId"))  # fmt: skip
+            logs.event(
+                log,
+                "alert_rate_limit_unavailable",
+                logging.WARNING,
+                error=str(exc),
+                rule_id=alert.get("ruleId"),
+                room_id=alert.get("roomId"),
+            )
             return True
         return bool(taken)
 
@@ -406,11 +435,20 @@ class Notifier:
     async def _webhook(self, alert: dict, channel: dict) -> None:
         result = await self.webhooks.post(channel["url"], alert, event="alert", purpose="alert")
         self._count("webhook", result.ok)
-        logs.event(log, "alert_notification_sent" if result.ok else "alert_notification_failed",
-                   logging.INFO if result.ok else logging.WARNING, channel="webhook",
-                   host=URL(channel["url"]).host, rule_id=alert.get("ruleId"), room_id=alert.get("roomId"),
-                   state=alert.get("state"), delivery_id=result.delivery_id, attempts=result.attempts,
-                   status=result.status, error=result.error)  # fmt: skip
+        logs.event(
+            log,
+            "alert_notification_sent" if result.ok else "alert_notification_failed",
+            logging.INFO if result.ok else logging.WARNING,
+            channel="webhook",
+            host=URL(channel["url"]).host,
+            rule_id=alert.get("ruleId"),
+            room_id=alert.get("roomId"),
+            state=alert.get("state"),
+            delivery_id=result.delivery_id,
+            attempts=result.attempts,
+            status=result.status,
+            error=result.error,
+        )
 
     def email_message(self, alert: dict, recipients: list[str]) -> EmailMessage:
         """The email of one alert: readable text, the alert JSON attached."""
@@ -440,8 +478,14 @@ class Notifier:
                     self._smtp_missing_logged = True
                     logs.event(log, "email_not_configured", logging.WARNING, reason="smtp_host is empty")
             else:
-                logs.event(log, "alert_notification_failed", logging.WARNING, channel="email",
-                           error="no recipients (channel has no 'to' and smtp_to is empty)", **fields)  # fmt: skip
+                logs.event(
+                    log,
+                    "alert_notification_failed",
+                    logging.WARNING,
+                    channel="email",
+                    error="no recipients (channel has no 'to' and smtp_to is empty)",
+                    **fields,
+                )
             return
         msg = self.email_message(alert, recipients)
         error = None
@@ -449,8 +493,14 @@ class Notifier:
             try:
                 await asyncio.to_thread(self._smtp_send, msg, recipients)
                 self._count("email", True)
-                logs.event(log, "alert_notification_sent", channel="email", recipients=len(recipients),
-                           attempts=attempt, **fields)  # fmt: skip
+                logs.event(
+                    log,
+                    "alert_notification_sent",
+                    channel="email",
+                    recipients=len(recipients),
+                    attempts=attempt,
+                    **fields,
+                )
                 return
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -460,8 +510,15 @@ class Notifier:
                     continue
                 break
         self._count("email", False)
-        logs.event(log, "alert_notification_failed", logging.WARNING, channel="email", host=s.smtp_host,
-                   error=error, **fields)  # fmt: skip
+        logs.event(
+            log,
+            "alert_notification_failed",
+            logging.WARNING,
+            channel="email",
+            host=s.smtp_host,
+            error=error,
+            **fields,
+        )
 
     def _smtp_send(self, msg: EmailMessage, recipients: list[str]) -> None:
         """Send one message (in a worker thread: smtplib blocks)."""

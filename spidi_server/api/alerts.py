@@ -44,9 +44,27 @@ MAX_CHANNELS = 20
 MAX_FOR_SECONDS = 86_400
 # The keys of an open alert as the API shows it: the ALERT message contract (alerting/__init__.py)
 # without its "type", and the acknowledgement publish_acknowledgement adds.
-ACTIVE_ALERT_KEYS = ("alertId", "episodeId", "ruleId", "ruleName", "kind", "severity", "expression", "threshold",
-                     "state", "previousState", "tenant", "roomId", "roomCode", "value", "since", "at", "metrics",
-                     "acknowledgedBy", "acknowledgedAt")  # fmt: skip
+ACTIVE_ALERT_KEYS = (
+    "alertId",
+    "episodeId",
+    "ruleId",
+    "ruleName",
+    "kind",
+    "severity",
+    "expression",
+    "threshold",
+    "state",
+    "previousState",
+    "tenant",
+    "roomId",
+    "roomCode",
+    "value",
+    "since",
+    "at",
+    "metrics",
+    "acknowledgedBy",
+    "acknowledgedAt",
+)
 
 # -- fields these operations need beyond ``validation``'s -----------------------------------------
 
@@ -292,8 +310,14 @@ def rule_columns(
         if room_id is None:
             errors.append(field_error("body", "roomId", "is required when scope is room"))
         elif given("room_id") and not rooms.exists(conn, tenant, room_id):
-            errors.append(field_error("body", "roomId", f"no room {room_id} is stored for this tenant "
-                                                        "(rooms are created with POST /api/v1/rooms)"))  # fmt: skip
+            errors.append(
+                field_error(
+                    "body",
+                    "roomId",
+                    f"no room {room_id} is stored for this tenant "
+                    "(rooms are created with POST /api/v1/rooms)",
+                )
+            )
     if scope == "room_type":
         if body.get("room_type") is not None:
             try:
@@ -306,8 +330,11 @@ def rule_columns(
             room_type_id = cur["room_type_id"]
     for name, key, owner in (("roomId", "room_id", "room"), ("roomType", "room_type", "room_type")):
         if scope != owner and body.get(key) is not None:
-            errors.append(field_error("body", name, f"only with scope {_API_SCOPES[owner]} "
-                                                    f"(scope is {_API_SCOPES[scope]})"))  # fmt: skip
+            errors.append(
+                field_error(
+                    "body", name, f"only with scope {_API_SCOPES[owner]} (scope is {_API_SCOPES[scope]})"
+                )
+            )
     if current is None or given("scope") or given("room_id") or given("room_type"):
         out["room_id"], out["room_type_id"] = room_id, room_type_id
 
@@ -351,9 +378,18 @@ def rule_columns(
 async def list_rules(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alert-rules: a page of the tenant's rules, filtered."""
     q, tenant = call.query, call.claims.tenant
-    rows, total = await api.db(tenant, lambda c: alerts.list_rules(
-        c, tenant, kind=q["kind"], enabled=q["enabled"], room_id=q["room_id"], limit=q["limit"],
-        offset=q["offset"]))  # fmt: skip
+    rows, total = await api.db(
+        tenant,
+        lambda c: alerts.list_rules(
+            c,
+            tenant,
+            kind=q["kind"],
+            enabled=q["enabled"],
+            room_id=q["room_id"],
+            limit=q["limit"],
+            offset=q["offset"],
+        ),
+    )
     return json_response(page([rule_json(r) for r in rows], total, q))
 
 
@@ -369,8 +405,15 @@ async def create_rule(api: Api, call: Call) -> web.Response:
 
     row = await api.db(claims.tenant, work)
     # Channels are left out of the log: a webhook URL may carry a secret.
-    audit("alert_rule_created", claims, rule_id=row["id"], rule_name=row["name"], kind=row["kind"],
-          scope=row["scope"], expression=row["expression"])  # fmt: skip
+    audit(
+        "alert_rule_created",
+        claims,
+        rule_id=row["id"],
+        rule_name=row["name"],
+        kind=row["kind"],
+        scope=row["scope"],
+        expression=row["expression"],
+    )
     return json_response(rule_json(row), 201, {"Location": f"/api/v1/alert-rules/{row['id']}"})
 
 
@@ -429,9 +472,21 @@ async def list_alerts(api: Api, call: Call) -> web.Response:
         raise invalid(
             [field_error("query", "from", f"must be before to ({iso(start)} is not before {iso(limit)})")]
         )
-    rows, total = await api.db(tenant, lambda c: alerts.list_events(
-        c, tenant, state=q["state"], room_id=q["room_id"], rule_id=q["rule_id"], severity=q["severity"],
-        start=start, end=end, limit=q["limit"], offset=q["offset"]))  # fmt: skip
+    rows, total = await api.db(
+        tenant,
+        lambda c: alerts.list_events(
+            c,
+            tenant,
+            state=q["state"],
+            room_id=q["room_id"],
+            rule_id=q["rule_id"],
+            severity=q["severity"],
+            start=start,
+            end=end,
+            limit=q["limit"],
+            offset=q["offset"],
+        ),
+    )
     return json_response(page([event_json(r) for r in rows], total, q))
 
 
@@ -452,8 +507,9 @@ async def acknowledge_alert(api: Api, call: Call) -> web.Response:
     was stored is made good by retrying).
     """
     alert_id, claims = call.path["alert_id"], call.claims
-    row, acknowledged_now = await api.db(claims.tenant, lambda c: alerts.acknowledge_event(
-        c, claims.tenant, alert_id, actor=claims.user_id))  # fmt: skip
+    row, acknowledged_now = await api.db(
+        claims.tenant, lambda c: alerts.acknowledge_event(c, claims.tenant, alert_id, actor=claims.user_id)
+    )
     if row is None:
         raise _not_found("alert", alert_id)
     if acknowledged_now:
@@ -487,9 +543,11 @@ async def active_alerts(api: Api, call: Call) -> web.Response:
 
 _RULES = "/api/v1/alert-rules"
 _ALERTS = "/api/v1/alerts"
-_ACK_NOTE = ("Operators acknowledge: spidi:monitor may, as well as spidi:admin. Idempotent: an alert "
-             "acknowledged already answers 200 with the first acknowledgement (who, when) unchanged. Publishes "
-             "ALERT_ACK on /topic/alerts (again on a repeat).")  # fmt: skip
+_ACK_NOTE = (
+    "Operators acknowledge: spidi:monitor may, as well as spidi:admin. Idempotent: an alert "
+    "acknowledged already answers 200 with the first acknowledgement (who, when) unchanged. Publishes "
+    "ALERT_ACK on /topic/alerts (again on a repeat)."
+)
 
 ALERT_ROUTES: tuple[Route, ...] = (
     Route("GET", _RULES, list_rules, "listAlertRules", "List the tenant's alert rules", "alert-rules", roles.OBSERVE,

@@ -27,8 +27,18 @@ from .validation import Body, Choice, Integer, StringMap, Text, Uuid
 
 # -- rendering ---------------------------------------------------------------------------------
 
-ROSTER_KEYS = ("sessionId", "userId", "clientId", "device", "os", "appVersion", "ip", "latencyMs",
-               "connectedAt", "lastHeartbeatAt")  # fmt: skip
+ROSTER_KEYS = (
+    "sessionId",
+    "userId",
+    "clientId",
+    "device",
+    "os",
+    "appVersion",
+    "ip",
+    "latencyMs",
+    "connectedAt",
+    "lastHeartbeatAt",
+)
 BUCKET_STEPS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # Default window of the stats endpoint per bucket, when ``from`` is not given.
 BUCKET_WINDOWS = {"1m": timedelta(hours=1), "1h": timedelta(days=1), "1d": timedelta(days=30)}
@@ -151,8 +161,14 @@ TYPE_ID = Uuid("id", "type_id", "Room type id", required=True)
 USER_ID = Text("userId", "user_id", "User id (the token's sub claim)", required=True, max_length=256)
 
 
-ROOM_CODE_FIELD = Text("code", "code", "Room code, unique in the tenant; cannot change later",
-                       max_length=64, pattern=_CODE_PATTERN, pattern_hint=_CODE_HINT)  # fmt: skip
+ROOM_CODE_FIELD = Text(
+    "code",
+    "code",
+    "Room code, unique in the tenant; cannot change later",
+    max_length=64,
+    pattern=_CODE_PATTERN,
+    pattern_hint=_CODE_HINT,
+)
 _ROOM_FIELDS = (
     ROOM_CODE_FIELD,
     Text("name", "name", "Display name", nullable=True, max_length=256),
@@ -190,10 +206,17 @@ _ROOM_FIELDS = (
 )
 ROOM_CREATE = Body("RoomCreate", "A new room", (_ROOM_FIELDS[0].but(required=True), *_ROOM_FIELDS[1:]))
 _SAME_CODE = ROOM_CODE_FIELD.but(description="If given, must equal the room's code (codes cannot change)")
-ROOM_REPLACE = Body("RoomReplace", "A room's whole definition; fields left out take their defaults",
-                    (_SAME_CODE, *_ROOM_FIELDS[1:]))  # fmt: skip
-ROOM_PATCH = Body("RoomPatch", "The fields to change; attributes, when given, replace the whole set",
-                  (_SAME_CODE, *_ROOM_FIELDS[1:]), partial=True)  # fmt: skip
+ROOM_REPLACE = Body(
+    "RoomReplace",
+    "A room's whole definition; fields left out take their defaults",
+    (_SAME_CODE, *_ROOM_FIELDS[1:]),
+)
+ROOM_PATCH = Body(
+    "RoomPatch",
+    "The fields to change; attributes, when given, replace the whole set",
+    (_SAME_CODE, *_ROOM_FIELDS[1:]),
+    partial=True,
+)
 
 _TYPE_FIELDS = (
     Text(
@@ -256,8 +279,12 @@ async def create_room_type(api: Api, call: Call) -> web.Response:
     """POST /api/v1/room-types: add a room type (409 on a duplicate code)."""
     b, claims = call.body, call.claims
     try:
-        row = await api.db(claims.tenant, lambda c: room_types.create(
-            c, b["code"], b["name"], b.get("default_capacity"), actor=claims.user_id))  # fmt: skip
+        row = await api.db(
+            claims.tenant,
+            lambda c: room_types.create(
+                c, b["code"], b["name"], b.get("default_capacity"), actor=claims.user_id
+            ),
+        )
     except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     audit("room_type_created", claims, room_type_id=row["id"], code=row["code"], fields=b)
@@ -301,8 +328,9 @@ async def _update_room_type(api: Api, call: Call, changes: dict) -> web.Response
 async def replace_room_type(api: Api, call: Call) -> web.Response:
     """PUT /api/v1/room-types/{id}: the whole definition (defaultCapacity left out: none)."""
     b = call.body
-    return await _update_room_type(api, call, {"code": b["code"], "name": b["name"],
-                                               "default_capacity": b.get("default_capacity")})  # fmt: skip
+    return await _update_room_type(
+        api, call, {"code": b["code"], "name": b["name"], "default_capacity": b.get("default_capacity")}
+    )
 
 
 async def patch_room_type(api: Api, call: Call) -> web.Response:
@@ -329,9 +357,19 @@ async def delete_room_type(api: Api, call: Call) -> web.Response:
 async def list_rooms(api: Api, call: Call) -> web.Response:
     """GET /api/v1/rooms: a page of the tenant's rooms, filtered."""
     q, tenant = call.query, call.claims.tenant
-    rows, total = await api.db(tenant, lambda c: rooms.list_page(
-        c, tenant, code_prefix=q["code_prefix"], code_contains=q["code_contains"], status=q["status"],
-        room_type=q["room_type"], limit=q["limit"], offset=q["offset"]))  # fmt: skip
+    rows, total = await api.db(
+        tenant,
+        lambda c: rooms.list_page(
+            c,
+            tenant,
+            code_prefix=q["code_prefix"],
+            code_contains=q["code_contains"],
+            status=q["status"],
+            room_type=q["room_type"],
+            limit=q["limit"],
+            offset=q["offset"],
+        ),
+    )
     catalog = api.host.catalog
     return json_response(page([room_json(r, catalog) for r in rows], total, q))
 
@@ -340,10 +378,21 @@ async def create_room(api: Api, call: Call) -> web.Response:
     """POST /api/v1/rooms: create a room and make every node know it."""
     b, claims = call.body, call.claims
     try:
-        row = await api.db(claims.tenant, lambda c: rooms.create(
-            c, claims.tenant, b["code"], name=b.get("name"), room_type=b.get("room_type"),
-            capacity=b.get("capacity"), ttl_s=b.get("ttl_s"), status=b.get("status") or "active",
-            attrs=b.get("attrs"), actor=claims.user_id))  # fmt: skip
+        row = await api.db(
+            claims.tenant,
+            lambda c: rooms.create(
+                c,
+                claims.tenant,
+                b["code"],
+                name=b.get("name"),
+                room_type=b.get("room_type"),
+                capacity=b.get("capacity"),
+                ttl_s=b.get("ttl_s"),
+                status=b.get("status") or "active",
+                attrs=b.get("attrs"),
+                actor=claims.user_id,
+            ),
+        )
     except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     except UnknownRoomTypeError as exc:
@@ -394,8 +443,14 @@ async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
 async def replace_room(api: Api, call: Call) -> web.Response:
     """PUT /api/v1/rooms/{id}: the whole definition; fields left out take their defaults."""
     b = call.body
-    changes = {"name": b.get("name"), "room_type": b.get("room_type"), "capacity": b.get("capacity"),
-               "ttl_s": b.get("ttl_s"), "status": b.get("status") or "active", "attrs": b.get("attrs") or {}}  # fmt: skip
+    changes = {
+        "name": b.get("name"),
+        "room_type": b.get("room_type"),
+        "capacity": b.get("capacity"),
+        "ttl_s": b.get("ttl_s"),
+        "status": b.get("status") or "active",
+        "attrs": b.get("attrs") or {},
+    }
     if "code" in b:
         changes["code"] = b["code"]
     return await _update_room(api, call, changes)
@@ -451,8 +506,16 @@ async def room_stats(api: Api, call: Call) -> web.Response:
     start, end = _window(q, BUCKET_WINDOWS[bucket])
     buckets = (end - start) / BUCKET_STEPS[bucket]
     if buckets > MAX_BUCKETS:
-        raise invalid([field_error("query", "bucket", f"the range holds {int(buckets)} buckets of {bucket}; at most "
-                                   f"{MAX_BUCKETS}: shorten the range or use a larger bucket")])  # fmt: skip
+        raise invalid(
+            [
+                field_error(
+                    "query",
+                    "bucket",
+                    f"the range holds {int(buckets)} buckets of {bucket}; at most "
+                    f"{MAX_BUCKETS}: shorten the range or use a larger bucket",
+                )
+            ]
+        )
 
     def work(conn):
         rows = sessions.room_stats(conn, room_id, start, end, bucket)
@@ -461,8 +524,15 @@ async def room_stats(api: Api, call: Call) -> web.Response:
     rows, exists = await api.db(tenant, work)
     if not exists and not await api.room_known_live(tenant, room_id):
         raise _not_found("room", room_id)
-    return json_response({"roomId": room_id, "bucket": bucket, "from": iso(start), "to": iso(end),
-                          "points": [stats_point(r) for r in rows]})  # fmt: skip
+    return json_response(
+        {
+            "roomId": room_id,
+            "bucket": bucket,
+            "from": iso(start),
+            "to": iso(end),
+            "points": [stats_point(r) for r in rows],
+        }
+    )
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -472,8 +542,12 @@ async def list_sessions(api: Api, call: Call) -> web.Response:
     """GET /api/v1/sessions: stored sessions that started in [from, to), newest first."""
     q = call.query
     start, end = _window(q, SESSIONS_WINDOW)
-    rows, total = await api.db(call.claims.tenant, lambda c: sessions.list_page(
-        c, start, end, room_id=q["room_id"], user_id=q["user_id"], limit=q["limit"], offset=q["offset"]))  # fmt: skip
+    rows, total = await api.db(
+        call.claims.tenant,
+        lambda c: sessions.list_page(
+            c, start, end, room_id=q["room_id"], user_id=q["user_id"], limit=q["limit"], offset=q["offset"]
+        ),
+    )
     return json_response(page([session_json(r) for r in rows], total, q))
 
 

@@ -38,8 +38,10 @@ def _ref(name: str) -> dict:
 
 
 def _page(item: str) -> dict:
-    return _obj({"items": {"type": "array", "items": _ref(item)}, "total": _INT, "limit": _INT, "offset": _INT},
-                f"A page of {item} items; total counts every match")  # fmt: skip
+    return _obj(
+        {"items": {"type": "array", "items": _ref(item)}, "total": _INT, "limit": _INT, "offset": _INT},
+        f"A page of {item} items; total counts every match",
+    )
 
 
 _LIVE_SESSION = {
@@ -285,8 +287,15 @@ def _parameters(route: Route) -> list[dict]:
         for field in fields:
             schema = field.schema()
             description = schema.pop("description")
-            out.append({"name": field.name, "in": where, "required": where == "path" or field.required,
-                        "description": description, "schema": schema})  # fmt: skip
+            out.append(
+                {
+                    "name": field.name,
+                    "in": where,
+                    "required": where == "path" or field.required,
+                    "description": description,
+                    "schema": schema,
+                }
+            )
     return out
 
 
@@ -304,8 +313,10 @@ def _operation(route: Route, schemas: dict) -> dict:
         op["parameters"] = params
     if route.body is not None:
         schemas[route.body.schema_name] = route.body.schema()
-        op["requestBody"] = {"required": True,
-                             "content": {"application/json": {"schema": _ref(route.body.schema_name)}}}  # fmt: skip
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.body.schema_name)}},
+        }
     success: dict[str, Any] = {"description": {200: "OK", 201: "Created", 204: "No content"}[route.status]}
     if route.response:
         success["content"] = {"application/json": {"schema": _ref(route.response)}}

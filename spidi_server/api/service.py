@@ -191,8 +191,14 @@ class Api:
             await self.host.rooms_changed(tenant, code)
         except (RedisError, OSError) as exc:
             # The change is stored; other nodes pick it up with their periodic refresh (5 s).
-            logs.event(log, "room_change_not_announced", logging.WARNING, tenant=tenant, room_code=code,
-                       error=str(exc))  # fmt: skip
+            logs.event(
+                log,
+                "room_change_not_announced",
+                logging.WARNING,
+                tenant=tenant,
+                room_code=code,
+                error=str(exc),
+            )
 
 
 # The audit trail has a logger of its own, at INFO whatever ``log_level`` says: an operator who

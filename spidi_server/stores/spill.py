@@ -144,8 +144,13 @@ class SpillFile:
                     try:
                         records.append(orjson.loads(line))
                     except orjson.JSONDecodeError:
-                        logs.event(log, "spill_line_unreadable", logging.WARNING, path=str(self.path),
-                                   offset=offset - len(line) - 1)  # fmt: skip
+                        logs.event(
+                            log,
+                            "spill_line_unreadable",
+                            logging.WARNING,
+                            path=str(self.path),
+                            offset=offset - len(line) - 1,
+                        )
                 fh.seek(offset)
         return records, offset, lines, leftover
 

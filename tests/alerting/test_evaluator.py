@@ -32,9 +32,14 @@ ALERTS = "/topic/alerts"
 async def alert_node(node_factory, pg_dsn, **overrides):
     """A node with PostgreSQL, its writer, and a fast evaluator."""
     base = dict(
-        postgres_dsn=pg_dsn, writer="child", writer_flush_interval_s=0.2, alert_interval_s=0.2,
-        alert_lease_s=1.0, alert_rules_refresh_s=0.2, grace_period_ms=0,
-    )  # fmt: skip
+        postgres_dsn=pg_dsn,
+        writer="child",
+        writer_flush_interval_s=0.2,
+        alert_interval_s=0.2,
+        alert_lease_s=1.0,
+        alert_rules_refresh_s=0.2,
+        grace_period_ms=0,
+    )
     base.update(overrides)
     return await node_factory(**base)
 
@@ -44,8 +49,20 @@ def add_room(dsn: str, tenant: str, code: str, capacity: int) -> str:
         return rooms.create(conn, tenant, code, capacity=capacity, actor="test")["id"]
 
 
-def add_rule(dsn: str, tenant: str, kind: str, *, threshold=None, expression=None, resolve=None,
-             scope="tenant", room_id=None, for_seconds=0, channels=None, severity="warning") -> str:  # fmt: skip
+def add_rule(
+    dsn: str,
+    tenant: str,
+    kind: str,
+    *,
+    threshold=None,
+    expression=None,
+    resolve=None,
+    scope="tenant",
+    room_id=None,
+    for_seconds=0,
+    channels=None,
+    severity="warning",
+) -> str:
     fire, resolve_expr, stored = make_rule_expressions(kind, threshold, expression, resolve, 0.1)
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
@@ -304,8 +321,13 @@ async def test_firing_alert_is_posted_to_a_webhook_with_a_valid_signature(pg_dsn
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        add_rule(pg_dsn, "default", "capacity", threshold=0.0001,
-                 channels=[{"type": "in_app"}, {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}])  # fmt: skip
+        add_rule(
+            pg_dsn,
+            "default",
+            "capacity",
+            threshold=0.0001,
+            channels=[{"type": "in_app"}, {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook"}],
+        )
         node = await alert_node(node_factory, pg_dsn, webhook_secret="s3cret", alert_rate_limit_s=0)
         clients: list = []
         sids = await join(node, "hooked", 1, clients)
@@ -326,14 +348,36 @@ async def test_firing_alert_is_posted_to_a_webhook_with_a_valid_signature(pg_dsn
 def start_evaluator_process(redis_url: str, pg_dsn: str, node_id: str) -> subprocess.Popen:
     """A `spidi serve` process (no writer of its own) that competes for the evaluator lease."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_POSTGRES_DSN=pg_dsn, SPIDI_JWT_SECRET=TEST_SECRET,
-               SPIDI_WRITER="external", SPIDI_NODE_ID=node_id, SPIDI_LOG_LEVEL="warning",
-               SPIDI_ALERT_INTERVAL_S="0.2", SPIDI_ALERT_LEASE_S="1.0", SPIDI_ALERT_RULES_REFRESH_S="0.2")  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_POSTGRES_DSN=pg_dsn,
+        SPIDI_JWT_SECRET=TEST_SECRET,
+        SPIDI_WRITER="external",
+        SPIDI_NODE_ID=node_id,
+        SPIDI_LOG_LEVEL="warning",
+        SPIDI_ALERT_INTERVAL_S="0.2",
+        SPIDI_ALERT_LEASE_S="1.0",
+        SPIDI_ALERT_RULES_REFRESH_S="0.2",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", tempfile.mkdtemp(),
-         "--port", str(free_port()), "--ops-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "spidi_server.cli",
+            "serve",
+            "--dev",
+            "--data-dir",
+            tempfile.mkdtemp(),
+            "--port",
+            str(free_port()),
+            "--ops-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     read_banner(proc)
     return proc
 

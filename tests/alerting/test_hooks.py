@@ -76,8 +76,15 @@ async def test_room_lifecycle_hooks(node_factory, settings, aredis, receiver):
         assert isinstance(occupied["at"], int) and isinstance(occupied["sentAt"], int)
         assert joined["event"] == "member_joined" and joined["roomCode"] == "lobby"
         [member] = joined["members"]
-        assert member == {"sessionId": sid_a, "userId": "alice", "clientId": "phone", "device": "Pixel",
-                          "os": "Android", "appVersion": "1.0.0", "at": member["at"]}  # fmt: skip
+        assert member == {
+            "sessionId": sid_a,
+            "userId": "alice",
+            "clientId": "phone",
+            "device": "Pixel",
+            "os": "Android",
+            "appVersion": "1.0.0",
+            "at": member["at"],
+        }
         first = receiver.delivered[-1]
         assert first.headers["X-Spidi-Event"] == "member_joined" and first.headers["X-Spidi-Signature"]
 
@@ -112,8 +119,14 @@ async def test_room_lifecycle_hooks(node_factory, settings, aredis, receiver):
         for event, at in times.items():
             gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
             assert all(gap >= 0.9 for gap in gaps), (event, gaps)
-        assert await wait_for(lambda: metrics.registry.get_sample_value(
-            "spidi_room_hooks_total", {"event": "room_vacated", "outcome": "sent"}) == 1)  # fmt: skip
+        assert await wait_for(
+            lambda: (
+                metrics.registry.get_sample_value(
+                    "spidi_room_hooks_total", {"event": "room_vacated", "outcome": "sent"}
+                )
+                == 1
+            )
+        )
         sent = metrics.registry.get_sample_value(
             "spidi_room_hooks_total", {"event": "member_joined", "outcome": "sent"}
         )
@@ -187,8 +200,15 @@ def test_hooks_need_history(tmp_path):
 
 
 def _member(sid: str) -> dict:
-    return {"sessionId": sid, "userId": sid, "clientId": None, "device": None, "os": None,
-            "appVersion": None, "at": 1}  # fmt: skip
+    return {
+        "sessionId": sid,
+        "userId": sid,
+        "clientId": None,
+        "device": None,
+        "os": None,
+        "appVersion": None,
+        "at": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -212,8 +232,13 @@ def test_occupied_and_vacated_semantics(settings, seen, joins, leaves, online, e
     )
     if seen is not None:
         hooks._counts["r"] = seen
-    batch = _Batch("default", "lobby", [_member(f"j{i}") for i in range(joins)],
-                   [_member(f"l{i}") for i in range(leaves)], [])  # fmt: skip
+    batch = _Batch(
+        "default",
+        "lobby",
+        [_member(f"j{i}") for i in range(joins)],
+        [_member(f"l{i}") for i in range(leaves)],
+        [],
+    )
     assert [name for name, _ in hooks.payloads("r", batch, online)] == expected
     assert hooks._counts["r"] == online
 
@@ -226,5 +251,12 @@ def test_only_the_configured_events_are_posted(settings):
     hooks._counts["r"] = 1
     out = hooks.payloads("r", _Batch("default", "lobby", [], [_member("x")], []), 0)
     assert [name for name, _ in out] == ["room_vacated"]
-    assert out[0][1] == {"event": "room_vacated", "tenant": "default", "roomId": "r", "roomCode": "lobby",
-                         "online": 0, "at": 1, "sentAt": out[0][1]["sentAt"]}  # fmt: skip
+    assert out[0][1] == {
+        "event": "room_vacated",
+        "tenant": "default",
+        "roomId": "r",
+        "roomCode": "lobby",
+        "online": 0,
+        "at": 1,
+        "sentAt": out[0][1]["sentAt"],
+    }

@@ -291,8 +291,14 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 
 def smtp_settings(port: int, **extra) -> dict:
-    return {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_to": ["oncall@example.com"], "smtp_timeout_s": 5,
-            "smtp_from": "spidi@example.com", **extra}  # fmt: skip
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_to": ["oncall@example.com"],
+        "smtp_timeout_s": 5,
+        "smtp_from": "spidi@example.com",
+        **extra,
+    }
 
 
 async def test_email_plain_smtp(settings, aredis, metrics):
@@ -309,16 +315,25 @@ async def test_email_plain_smtp(settings, aredis, metrics):
     finally:
         await asyncio.to_thread(controller.stop)
     assert sorted(rcpt for _, rcpts, _ in inbox.messages for rcpt in rcpts) == [
-        "a@example.com", "b@example.com", "oncall@example.com"
-    ]  # fmt: skip
+        "a@example.com",
+        "b@example.com",
+        "oncall@example.com",
+    ]
     sender, _, raw = inbox.messages[0]
     assert sender == "spidi@example.com"
     msg = parse(raw)
     assert msg["Subject"] == "[Spidi] FIRING critical: Full rooms in lobby" == email_subject(alert)
     assert msg["From"] == "spidi@example.com" and msg["Message-ID"]
     text = msg.get_body(("plain",)).get_content()
-    for fragment in ("FIRING (critical): Full rooms in room lobby", "was pending", "0.93 (threshold 0.8)",
-                     "utilization > 0.8", "avgLatencyMs", "41.5", alert["episodeId"]):  # fmt: skip
+    for fragment in (
+        "FIRING (critical): Full rooms in room lobby",
+        "was pending",
+        "0.93 (threshold 0.8)",
+        "utilization > 0.8",
+        "avgLatencyMs",
+        "41.5",
+        alert["episodeId"],
+    ):
         assert fragment in text, fragment
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(alert["since"] // 1000))
     assert f"Since:      {since}" in text
@@ -355,9 +370,10 @@ async def test_email_over_tls_with_login(settings, aredis, metrics, tmp_path, mo
     controller = await start_smtp(inbox, authenticator=inbox.authenticate, auth_required=True, **tls)
     try:
         s = dataclasses.replace(
-            settings, alert_rate_limit_s=0,
+            settings,
+            alert_rate_limit_s=0,
             **smtp_settings(controller.port, smtp_tls=mode, smtp_user="spidi", smtp_password="pw"),
-        ).validate()  # fmt: skip
+        ).validate()
         notifier = Notifier(s, aredis, metrics, smtp_ssl_context=client_ctx)
         notifier.notify(make_alert(), [{"type": "email"}])
         assert await notifier.wait(10)

@@ -123,8 +123,9 @@ async def write_history(node, redis_client, evs: list[dict]) -> None:
 
     The writer flushes quickly and keeps everything (the tests use fixed past dates).
     """
-    settings = dataclasses.replace(node.settings, writer_flush_interval_s=0.1, retention_hot_days=36500,
-                                   retention_drop_days=36500).validate()  # fmt: skip
+    settings = dataclasses.replace(
+        node.settings, writer_flush_interval_s=0.1, retention_hot_days=36500, retention_drop_days=36500
+    ).validate()
     push(redis_client, evs)
 
     def drained() -> bool:

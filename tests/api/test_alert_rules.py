@@ -15,9 +15,26 @@ from spidi_server.rooms import room_id_for
 from .conftest import assert_problem, check_shape, create_room, error_fields
 
 RULES = "/api/v1/alert-rules"
-RULE_KEYS = {"id", "name", "scope", "roomId", "roomType", "roomTypeId", "kind", "threshold", "expression",
-             "resolveExpression", "severity", "forSeconds", "channels", "enabled", "createdAt", "createdBy",
-             "updatedAt", "updatedBy"}  # fmt: skip
+RULE_KEYS = {
+    "id",
+    "name",
+    "scope",
+    "roomId",
+    "roomType",
+    "roomTypeId",
+    "kind",
+    "threshold",
+    "expression",
+    "resolveExpression",
+    "severity",
+    "forSeconds",
+    "channels",
+    "enabled",
+    "createdAt",
+    "createdBy",
+    "updatedAt",
+    "updatedBy",
+}
 
 
 async def create_rule(api, tenant: str = "default", **fields) -> dict:
@@ -32,8 +49,9 @@ async def test_rule_crud_round_trip(api, pg, caplog):
     caplog.set_level(logging.INFO, "spidi.api")
     doc = (await api.get("/api/openapi.json", role=None)).body
     room = await create_room(api, "lobby", capacity=100)
-    reply = await api.post(RULES, {"name": "Lobby full", "scope": "room", "roomId": room["id"], "kind": "capacity"},
-                           sub="alice")  # fmt: skip
+    reply = await api.post(
+        RULES, {"name": "Lobby full", "scope": "room", "roomId": room["id"], "kind": "capacity"}, sub="alice"
+    )
     assert reply.status == 201, reply.body
     rule = reply.body
     assert set(rule) == RULE_KEYS
@@ -47,7 +65,12 @@ async def test_rule_crud_round_trip(api, pg, caplog):
         None,
     )
     assert (rule["kind"], rule["threshold"], rule["severity"], rule["forSeconds"], rule["enabled"]) == (
-        "capacity", 0.8, "warning", 0, True)  # fmt: skip
+        "capacity",
+        0.8,
+        "warning",
+        0,
+        True,
+    )
     assert (rule["expression"], rule["resolveExpression"]) == ("utilization > 0.8", "utilization < 0.72")
     assert rule["channels"] == [{"type": "in_app"}]
     assert rule["createdBy"] == rule["updatedBy"] == "alice" and rule["createdAt"] == rule["updatedAt"]
@@ -59,7 +82,10 @@ async def test_rule_crud_round_trip(api, pg, caplog):
     patched = await api.patch(f"{RULES}/{rule['id']}", {"threshold": 0.9, "severity": "critical"}, sub="bob")
     assert patched.status == 200, patched.body
     assert (patched.body["threshold"], patched.body["expression"], patched.body["resolveExpression"]) == (
-        0.9, "utilization > 0.9", "utilization < 0.81")  # fmt: skip
+        0.9,
+        "utilization > 0.9",
+        "utilization < 0.81",
+    )
     assert patched.body["severity"] == "critical" and patched.body["name"] == "Lobby full"
     assert patched.body["createdBy"] == "alice" and patched.body["updatedBy"] == "bob"
     assert patched.body["updatedAt"] > rule["updatedAt"]
@@ -67,34 +93,62 @@ async def test_rule_crud_round_trip(api, pg, caplog):
     # Another kind: the old threshold means nothing to it, so the new kind's default applies.
     latency = (await api.patch(f"{RULES}/{rule['id']}", {"kind": "latency"})).body
     assert (latency["kind"], latency["threshold"], latency["expression"], latency["resolveExpression"]) == (
-        "latency", 500.0, "avgLatencyMs > 500.0", "avgLatencyMs < 450.0")  # fmt: skip
+        "latency",
+        500.0,
+        "avgLatencyMs > 500.0",
+        "avgLatencyMs < 450.0",
+    )
     heartbeat = (await api.patch(f"{RULES}/{rule['id']}", {"kind": "heartbeat", "threshold": 0.25})).body
     assert heartbeat["expression"] == "staleSessions > 0 || heartbeatRateDrop > 0.25"
     assert heartbeat["resolveExpression"] == "staleSessions == 0 && heartbeatRateDrop < 0.225"
 
     # Custom: the operator's expressions as given, no threshold; a later PATCH keeps what it omits.
-    custom = await api.patch(f"{RULES}/{rule['id']}", {"kind": "custom", "expression": "online > 90 && avgLatencyMs > 300.0",
-                                                       "resolveExpression": "online < 80"})  # fmt: skip
+    custom = await api.patch(
+        f"{RULES}/{rule['id']}",
+        {
+            "kind": "custom",
+            "expression": "online > 90 && avgLatencyMs > 300.0",
+            "resolveExpression": "online < 80",
+        },
+    )
     assert custom.status == 200, custom.body
     assert (custom.body["threshold"], custom.body["expression"], custom.body["resolveExpression"]) == (
-        None, "online > 90 && avgLatencyMs > 300.0", "online < 80")  # fmt: skip
+        None,
+        "online > 90 && avgLatencyMs > 300.0",
+        "online < 80",
+    )
     renamed = (await api.patch(f"{RULES}/{rule['id']}", {"expression": "online > 95"})).body
     assert (renamed["expression"], renamed["resolveExpression"]) == ("online > 95", "online < 80")
     cleared = (await api.patch(f"{RULES}/{rule['id']}", {"resolveExpression": None})).body
     assert (cleared["expression"], cleared["resolveExpression"]) == ("online > 95", None)
 
     # A new scope drops the old target; forSeconds, channels and enabled change like any field.
-    wide = await api.patch(f"{RULES}/{rule['id']}", {"scope": "tenant", "forSeconds": 30, "enabled": False,
-                           "channels": [{"type": "webhook", "url": "https://hooks.example.test/x"},
-                                        {"type": "email", "to": ["ops@example.test"]}]})  # fmt: skip
+    wide = await api.patch(
+        f"{RULES}/{rule['id']}",
+        {
+            "scope": "tenant",
+            "forSeconds": 30,
+            "enabled": False,
+            "channels": [
+                {"type": "webhook", "url": "https://hooks.example.test/x"},
+                {"type": "email", "to": ["ops@example.test"]},
+            ],
+        },
+    )
     assert wide.status == 200, wide.body
     assert (wide.body["scope"], wide.body["roomId"], wide.body["forSeconds"], wide.body["enabled"]) == (
-        "tenant", None, 30, False)  # fmt: skip
+        "tenant",
+        None,
+        30,
+        False,
+    )
     assert wide.body["channels"][1] == {"type": "email", "to": ["ops@example.test"]}
 
     # The stored row: audit columns from the tokens' subjects; the evaluator reads what it needs.
-    row = pg.execute("SELECT created_by, updated_by, scope, room_id, for_seconds FROM dat_spd_alert_rule "
-                     "WHERE id = %s", [rule["id"]]).fetchone()  # fmt: skip
+    row = pg.execute(
+        "SELECT created_by, updated_by, scope, room_id, for_seconds FROM dat_spd_alert_rule WHERE id = %s",
+        [rule["id"]],
+    ).fetchone()
     assert row == ("alice", "admin-of-default", "tenant", None, 30)
     assert (await api.patch(f"{RULES}/{rule['id']}", {"enabled": True})).status == 200
     (loaded,) = alerts.load_rules(pg)
@@ -109,8 +163,9 @@ async def test_rule_crud_round_trip(api, pg, caplog):
     assert_problem(await api.get(f"{RULES}/{rule['id']}"), 404, "not-found")
     assert_problem(await api.delete(f"{RULES}/{rule['id']}"), 404, "not-found")
     assert_problem(await api.patch(f"{RULES}/{rule['id']}", {"name": "x"}), 404, "not-found")
-    assert pg.execute("SELECT deleted_at IS NOT NULL FROM dat_spd_alert_rule WHERE id = %s",
-                      [rule["id"]]).fetchone() == (True,)  # fmt: skip
+    assert pg.execute(
+        "SELECT deleted_at IS NOT NULL FROM dat_spd_alert_rule WHERE id = %s", [rule["id"]]
+    ).fetchone() == (True,)
     assert alerts.load_rules(pg) == []
 
     logged = [(r.getMessage(), r.actor) for r in caplog.records if r.getMessage().startswith("alert_rule_")]
@@ -124,7 +179,11 @@ async def test_room_type_scope_by_code(api):
     created = await api.post("/api/v1/room-types", {"code": "class", "name": "Classroom"})
     rule = await create_rule(api, scope="roomType", roomType="class", kind="latency", threshold=250)
     assert (rule["scope"], rule["roomType"], rule["roomTypeId"], rule["roomId"]) == (
-        "roomType", "class", created.body["id"], None)  # fmt: skip
+        "roomType",
+        "class",
+        created.body["id"],
+        None,
+    )
     assert (rule["threshold"], rule["expression"]) == (250.0, "avgLatencyMs > 250.0")
     # Only the code changes: the scope stays, the id follows.
     await api.post("/api/v1/room-types", {"code": "hall", "name": "Hall"})
@@ -173,9 +232,22 @@ async def test_list_filters_and_pagination(api):
 
 async def test_validation_lists_every_mistake(api):
     # Each field on its own: every mistake of the body in one answer.
-    errors = error_fields(await api.post(RULES, {"nme": "x", "scope": "everywhere", "kind": "cpu", "threshold": "high",
-                                                 "roomId": "room-1", "forSeconds": -1, "enabled": "yes",
-                                                 "severity": "fatal", "channels": "email"}))  # fmt: skip
+    errors = error_fields(
+        await api.post(
+            RULES,
+            {
+                "nme": "x",
+                "scope": "everywhere",
+                "kind": "cpu",
+                "threshold": "high",
+                "roomId": "room-1",
+                "forSeconds": -1,
+                "enabled": "yes",
+                "severity": "fatal",
+                "channels": "email",
+            },
+        )
+    )
     assert errors["nme"].startswith("unknown field; allowed: name, scope, roomId, roomType, kind, threshold")
     assert errors == {
         "nme": errors["nme"],
@@ -189,10 +261,16 @@ async def test_validation_lists_every_mistake(api):
         "severity": "must be one of info, warning, critical",
         "channels": "must be a list of channel objects",
     }
-    assert error_fields(await api.post(RULES, {})) == {"name": "is required", "scope": "is required",
-                                                        "kind": "is required"}  # fmt: skip
-    assert_problem(await api.post(RULES, data=b"{nope", headers={"Content-Type": "application/json"}), 400,
-                   "malformed-json")  # fmt: skip
+    assert error_fields(await api.post(RULES, {})) == {
+        "name": "is required",
+        "scope": "is required",
+        "kind": "is required",
+    }
+    assert_problem(
+        await api.post(RULES, data=b"{nope", headers={"Content-Type": "application/json"}),
+        400,
+        "malformed-json",
+    )
 
     async def rule_errors(**fields) -> dict[str, str]:
         body = {"name": "r", "scope": "tenant", "kind": "custom", **fields}
@@ -226,9 +304,11 @@ async def test_validation_lists_every_mistake(api):
     assert (await rule_errors(kind="latency", channels=[{"type": "sms"}])) == {
         "channels[0]": "must be an object whose type is one of in_app, webhook, email"
     }
-    assert (await rule_errors(kind="latency", channels=[{"type": "in_app"}, {"type": "webhook", "url": "ftp://x"}])) == {
-        "channels[1].url": "must be an http:// or https:// URL"
-    }  # fmt: skip
+    assert (
+        await rule_errors(
+            kind="latency", channels=[{"type": "in_app"}, {"type": "webhook", "url": "ftp://x"}]
+        )
+    ) == {"channels[1].url": "must be an http:// or https:// URL"}
     assert (await rule_errors(kind="latency", channels=[{"type": "email", "to": []}])) == {
         "channels[0].to": "must be a non-empty list of email addresses"
     }
@@ -271,7 +351,10 @@ async def test_patch_to_another_kind_rewrites_the_expressions(api):
     built_in = await api.patch(f"{RULES}/{rule['id']}", {"kind": "capacity"})
     assert built_in.status == 200, built_in.body
     assert (built_in.body["threshold"], built_in.body["expression"], built_in.body["resolveExpression"]) == (
-        0.8, "utilization > 0.8", "utilization < 0.72")  # fmt: skip
+        0.8,
+        "utilization > 0.8",
+        "utilization < 0.72",
+    )
     # Back to custom needs an expression: the built-in's is not the operator's.
     assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"kind": "custom"})) == {
         "expression": "is required for a custom rule"
@@ -284,8 +367,11 @@ async def test_roles(api):
         assert_problem(await api.call(method, path, role="user", json=body), 403, "forbidden")
         assert_problem(await api.call(method, path, role=None, json=body), 401, "unauthorized")
         assert (await api.call(method, path, role="monitor")).status == 200
-    body = assert_problem(await api.post(RULES, {"name": "x", "scope": "tenant", "kind": "latency"}, role="monitor"),
-                          403, "forbidden")  # fmt: skip
+    body = assert_problem(
+        await api.post(RULES, {"name": "x", "scope": "tenant", "kind": "latency"}, role="monitor"),
+        403,
+        "forbidden",
+    )
     assert body["detail"] == "this needs role spidi:admin"
     assert_problem(await api.patch(f"{RULES}/{rule['id']}", {"name": "x"}, role="monitor"), 403, "forbidden")
     assert_problem(await api.delete(f"{RULES}/{rule['id']}", role="monitor"), 403, "forbidden")
@@ -304,8 +390,9 @@ async def test_tenants_are_isolated_by_row_level_security(api, pg_dsn):
     assert (await api.get(RULES, tenant="globex")).body["total"] == 0
     assert (await api.get(path, tenant="acme")).body["name"] == "acme's"
     # Nor point a rule of its own at another tenant's room.
-    reply = await api.post(RULES, {"name": "x", "scope": "room", "roomId": theirs_room["id"], "kind": "latency"},
-                           tenant="acme")  # fmt: skip
+    reply = await api.post(
+        RULES, {"name": "x", "scope": "room", "roomId": theirs_room["id"], "kind": "latency"}, tenant="acme"
+    )
     assert error_fields(reply)["roomId"].startswith(f"no room {theirs_room['id']} is stored for this tenant")
 
     # Row-level security does it, not only the statements' tenant conditions: as globex, asking

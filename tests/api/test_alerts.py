@@ -25,8 +25,21 @@ from .conftest import assert_problem, check_shape, error_fields
 
 ALERTS = "/api/v1/alerts"
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-EVENT_KEYS = {"id", "ruleId", "ruleName", "roomId", "roomCode", "state", "kind", "severity", "value", "at",
-              "details", "acknowledgedBy", "acknowledgedAt"}  # fmt: skip
+EVENT_KEYS = {
+    "id",
+    "ruleId",
+    "ruleName",
+    "roomId",
+    "roomCode",
+    "state",
+    "kind",
+    "severity",
+    "value",
+    "at",
+    "details",
+    "acknowledgedBy",
+    "acknowledgedAt",
+}
 
 
 async def disabled_rule(api, tenant: str = "default", name: str = "Full", severity: str = "warning") -> dict:
@@ -37,32 +50,77 @@ async def disabled_rule(api, tenant: str = "default", name: str = "Full", severi
     return reply.body
 
 
-def insert_event(pg, rule: dict, *, tenant: str = "default", room: str = "lobby", state: str = "firing",
-                 at: datetime = T0, severity: str | None = None, value: float | None = 0.93,
-                 episode: str | None = None) -> str:  # fmt: skip
+def insert_event(
+    pg,
+    rule: dict,
+    *,
+    tenant: str = "default",
+    room: str = "lobby",
+    state: str = "firing",
+    at: datetime = T0,
+    severity: str | None = None,
+    value: float | None = 0.93,
+    episode: str | None = None,
+) -> str:
     """Store one transition as the history writer does; its id."""
     event_id = str(uuid.uuid4())
-    details = {"ruleName": rule["name"], "previousState": "pending", "episodeId": episode or event_id,
-               "metrics": {"online": 93, "capacity": 100}}  # fmt: skip
+    details = {
+        "ruleName": rule["name"],
+        "previousState": "pending",
+        "episodeId": episode or event_id,
+        "metrics": {"online": 93, "capacity": 100},
+    }
     pg.execute(
         """INSERT INTO dat_spd_alert_event (id, rule_id, unidad_negocio_id, room_id, room_code, state, kind, severity,
                                             value, at, details, created_by, updated_by)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'spidi-writer', 'spidi-writer')""",
-        [event_id, rule["id"], tenant, room_id_for(tenant, room), room, state, rule["kind"],
-         severity or rule["severity"], value, at, Jsonb(details)],
-    )  # fmt: skip
+        [
+            event_id,
+            rule["id"],
+            tenant,
+            room_id_for(tenant, room),
+            room,
+            state,
+            rule["kind"],
+            severity or rule["severity"],
+            value,
+            at,
+            Jsonb(details),
+        ],
+    )
     return event_id
 
 
-def open_alert(rule: dict, event_id: str, *, tenant: str = "default", room: str = "lobby", since: int,
-               state: str = "firing") -> dict:  # fmt: skip
+def open_alert(
+    rule: dict,
+    event_id: str,
+    *,
+    tenant: str = "default",
+    room: str = "lobby",
+    since: int,
+    state: str = "firing",
+) -> dict:
     """An open alert as the evaluator keeps it in keys.alerts_active (the ALERT message)."""
-    return {"type": "ALERT", "alertId": event_id, "episodeId": event_id, "ruleId": rule["id"],
-            "ruleName": rule["name"], "kind": rule["kind"], "severity": rule["severity"],
-            "expression": rule["expression"], "threshold": rule["threshold"], "state": state,
-            "previousState": "pending", "tenant": tenant, "roomId": room_id_for(tenant, room), "roomCode": room,
-            "value": 0.93, "since": since, "at": since + 1000,
-            "metrics": {"online": 93, "capacity": 100, "utilization": 0.93}}  # fmt: skip
+    return {
+        "type": "ALERT",
+        "alertId": event_id,
+        "episodeId": event_id,
+        "ruleId": rule["id"],
+        "ruleName": rule["name"],
+        "kind": rule["kind"],
+        "severity": rule["severity"],
+        "expression": rule["expression"],
+        "threshold": rule["threshold"],
+        "state": state,
+        "previousState": "pending",
+        "tenant": tenant,
+        "roomId": room_id_for(tenant, room),
+        "roomCode": room,
+        "value": 0.93,
+        "since": since,
+        "at": since + 1000,
+        "metrics": {"online": 93, "capacity": 100, "utilization": 0.93},
+    }
 
 
 async def test_history_filters_and_pagination(api, pg):
@@ -90,8 +148,14 @@ async def test_history_filters_and_pagination(api, pg):
     assert (body["total"], body["limit"], body["offset"]) == (4, 100, 0)
     item = body["items"][2]
     assert set(item) == EVENT_KEYS
-    assert (item["ruleId"], item["ruleName"], item["roomId"], item["roomCode"], item["state"], item["kind"]) == (
-        full["id"], "Full", room_id_for("default", "lobby"), "lobby", "firing", "capacity")  # fmt: skip
+    assert (
+        item["ruleId"],
+        item["ruleName"],
+        item["roomId"],
+        item["roomCode"],
+        item["state"],
+        item["kind"],
+    ) == (full["id"], "Full", room_id_for("default", "lobby"), "lobby", "firing", "capacity")
     assert (item["severity"], item["value"], item["at"]) == ("critical", 0.93, "2026-03-02T10:01:00.000Z")
     assert item["details"]["metrics"] == {"online": 93, "capacity": 100}
     assert (item["acknowledgedBy"], item["acknowledgedAt"]) == (None, None)
@@ -116,17 +180,19 @@ async def test_history_filters_and_pagination(api, pg):
     assert (await api.get(f"{ALERTS}/{ids['slow-firing']}")).body["ruleName"] == "Slow"
 
     # Like the stats route: a range that ends before it starts is refused.
-    assert error_fields(await api.get(ALERTS, params={"from": "2026-03-02T11:00:00Z", "to": "2026-03-02T10:00:00Z"})) == {
-        "from": "must be before to (2026-03-02T11:00:00.000Z is not before 2026-03-02T10:00:00.000Z)"
-    }  # fmt: skip
+    assert error_fields(
+        await api.get(ALERTS, params={"from": "2026-03-02T11:00:00Z", "to": "2026-03-02T10:00:00Z"})
+    ) == {"from": "must be before to (2026-03-02T11:00:00.000Z is not before 2026-03-02T10:00:00.000Z)"}
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert set(error_fields(await api.get(ALERTS, params={"from": future}))) == {"from"}
-    assert error_fields(await api.get(ALERTS, params={"state": "open", "severity": "fatal", "ruleId": "r1", "x": "1"})) == {
+    assert error_fields(
+        await api.get(ALERTS, params={"state": "open", "severity": "fatal", "ruleId": "r1", "x": "1"})
+    ) == {
         "x": "unknown parameter; allowed: state, roomId, ruleId, severity, from, to, limit, offset",
         "state": "must be one of pending, firing, resolved",
         "severity": "must be one of info, warning, critical",
         "ruleId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'r1'",
-    }  # fmt: skip
+    }
 
     got = await api.get(f"{ALERTS}/{ids['full-firing']}", role="monitor")
     assert got.status == 200 and got.body == item
@@ -169,11 +235,20 @@ async def test_acknowledge_stores_who_and_when_and_tells_every_dashboard(api, pg
         assert reply.body["id"] == episode and reply.body["acknowledgedBy"] == "mo"
         assert before <= datetime.fromisoformat(acked_at) <= datetime.now(UTC)
         at_ms = int(datetime.fromisoformat(acked_at).timestamp() * 1000)
-        assert await next_message() == {"type": "ALERT_ACK", "tenant": "default", "ruleId": rule["id"],
-                                        "roomId": room_id_for("default", "lobby"), "alertId": episode,
-                                        "acknowledgedBy": "mo", "acknowledgedAt": at_ms}  # fmt: skip
-        row = pg.execute("SELECT acknowledged_by, acknowledged_at, updated_by, created_by FROM dat_spd_alert_event "
-                         "WHERE id = %s", [episode]).fetchone()  # fmt: skip
+        assert await next_message() == {
+            "type": "ALERT_ACK",
+            "tenant": "default",
+            "ruleId": rule["id"],
+            "roomId": room_id_for("default", "lobby"),
+            "alertId": episode,
+            "acknowledgedBy": "mo",
+            "acknowledgedAt": at_ms,
+        }
+        row = pg.execute(
+            "SELECT acknowledged_by, acknowledged_at, updated_by, created_by FROM dat_spd_alert_event "
+            "WHERE id = %s",
+            [episode],
+        ).fetchone()
         assert (row[0], int(row[1].timestamp() * 1000), row[2], row[3]) == ("mo", at_ms, "mo", "spidi-writer")
         # The open alert carries it too: a dashboard that subscribes now sees it acknowledged.
         stored = orjson.loads(await listener.hget(active, field))
@@ -188,8 +263,9 @@ async def test_acknowledge_stores_who_and_when_and_tells_every_dashboard(api, pg
         again = await api.post(f"{ALERTS}/{episode}/acknowledge", role="admin", sub="ad")
         assert again.status == 200 and again.body == reply.body
         assert (await next_message())["acknowledgedBy"] == "mo"
-        assert pg.execute("SELECT acknowledged_by FROM dat_spd_alert_event WHERE id = %s", [episode]).fetchone() == (
-            "mo",)  # fmt: skip
+        assert pg.execute(
+            "SELECT acknowledged_by FROM dat_spd_alert_event WHERE id = %s", [episode]
+        ).fetchone() == ("mo",)
 
         # Another event of the episode is acknowledged on its own; the open alert keeps its first.
         other = await api.post(f"{ALERTS}/{firing}/acknowledge", sub="ad")

@@ -41,8 +41,9 @@ class Audited:
     async def call(self, method: str, path: str, sub: str, role: str = "admin", json_body=None) -> Reply:
         token = token_for(self.api.node.settings, sub, f"spidi:{role}", TENANT)
         self.tokens.append(token)
-        return await self.api.call(method, path, role=None, json=json_body,
-                                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        return await self.api.call(
+            method, path, role=None, json=json_body, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def new_lines(self) -> list[dict]:
         """The audit lines logged since the last call, rendered as the node's JSON log renders them."""
@@ -65,8 +66,13 @@ def row(pg, table: str, ident: str) -> dict:
         f"SELECT created_by, updated_by, created_at, updated_at, deleted_at FROM {table} WHERE id = %s",
         [ident],
     )
-    return dict(zip(("created_by", "updated_by", "created_at", "updated_at", "deleted_at"), cur.fetchone(),
-                    strict=True))  # fmt: skip
+    return dict(
+        zip(
+            ("created_by", "updated_by", "created_at", "updated_at", "deleted_at"),
+            cur.fetchone(),
+            strict=True,
+        )
+    )
 
 
 def assert_recent(at: datetime, started: datetime) -> None:
@@ -89,15 +95,23 @@ async def test_every_admin_write_has_actor_columns_and_one_audit_line(api, pg, c
 async def check_every_write(a: Audited, pg, caplog) -> None:
     # Room type: create, change, (delete at the end: rooms use it until then).
     started = datetime.now(UTC)
-    reply = await a.call("POST", "/api/v1/room-types", "ana", json_body={"code": "lab", "name": "Lab",
-                                                                        "defaultCapacity": 30})  # fmt: skip
+    reply = await a.call(
+        "POST", "/api/v1/room-types", "ana", json_body={"code": "lab", "name": "Lab", "defaultCapacity": 30}
+    )
     assert reply.status == 201, reply.body
     type_id = reply.body["id"]
     stored = row(pg, "tba_spd_room_type", type_id)
     assert (stored["created_by"], stored["updated_by"]) == ("ana", "ana")
     assert_recent(stored["created_at"], started)
-    a.one_line(actor="ana", tenant=TENANT, action="create", resource_type="room_type", resource_id=type_id,
-               changed=["code", "defaultCapacity", "name"], request="POST /api/v1/room-types")  # fmt: skip
+    a.one_line(
+        actor="ana",
+        tenant=TENANT,
+        action="create",
+        resource_type="room_type",
+        resource_id=type_id,
+        changed=["code", "defaultCapacity", "name"],
+        request="POST /api/v1/room-types",
+    )
 
     started = datetime.now(UTC)
     reply = await a.call("PATCH", f"/api/v1/room-types/{type_id}", "ben", json_body={"defaultCapacity": 40})
@@ -106,30 +120,52 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
     assert (changed["created_by"], changed["updated_by"]) == ("ana", "ben")
     assert changed["created_at"] == stored["created_at"] and changed["updated_at"] > stored["updated_at"]
     assert_recent(changed["updated_at"], started)
-    a.one_line(actor="ben", action="update", resource_type="room_type", resource_id=type_id,
-               changed=["defaultCapacity"], changes={"defaultCapacity": [30, 40]})  # fmt: skip
+    a.one_line(
+        actor="ben",
+        action="update",
+        resource_type="room_type",
+        resource_id=type_id,
+        changed=["defaultCapacity"],
+        changes={"defaultCapacity": [30, 40]},
+    )
 
     # Room: create (with an attribute), replace, patch.
-    reply = await a.call("POST", "/api/v1/rooms", "cy", json_body={"code": "lab-1", "type": "lab", "capacity": 10,
-                                                                   "attributes": {"floor": "2"}})  # fmt: skip
+    reply = await a.call(
+        "POST",
+        "/api/v1/rooms",
+        "cy",
+        json_body={"code": "lab-1", "type": "lab", "capacity": 10, "attributes": {"floor": "2"}},
+    )
     assert reply.status == 201, reply.body
     room_id = reply.body["id"]
     assert (row(pg, "dat_spd_room", room_id)["created_by"], reply.body["createdBy"]) == ("cy", "cy")
     attr = pg.execute("SELECT created_by, updated_by FROM dat_spd_room_attr WHERE room_id = %s", [room_id])
     assert attr.fetchall() == [("cy", "cy")]
-    a.one_line(actor="cy", action="create", resource_type="room", resource_id=room_id,
-               changed=["attributes", "capacity", "code", "type"])  # fmt: skip
+    a.one_line(
+        actor="cy",
+        action="create",
+        resource_type="room",
+        resource_id=room_id,
+        changed=["attributes", "capacity", "code", "type"],
+    )
 
-    reply = await a.call("PUT", f"/api/v1/rooms/{room_id}", "dee", json_body={"code": "lab-1", "name": "Lab one",
-                                                                              "capacity": 10, "type": "lab"})  # fmt: skip
+    reply = await a.call(
+        "PUT",
+        f"/api/v1/rooms/{room_id}",
+        "dee",
+        json_body={"code": "lab-1", "name": "Lab one", "capacity": 10, "type": "lab"},
+    )
     assert reply.status == 200, reply.body
-    assert (row(pg, "dat_spd_room", room_id)["created_by"], row(pg, "dat_spd_room", room_id)["updated_by"]) == (
-        "cy", "dee")  # fmt: skip
+    assert (
+        row(pg, "dat_spd_room", room_id)["created_by"],
+        row(pg, "dat_spd_room", room_id)["updated_by"],
+    ) == ("cy", "dee")
     # PUT leaves out the attributes (so they go) and keeps capacity and type: only those that moved count.
     line = a.one_line(actor="dee", action="update", resource_type="room", changed=["attributes", "name"])
     assert line["changes"] == {"name": [None, "Lab one"], "attributes": [{"floor": "2"}, {}]}
-    attr = pg.execute("SELECT updated_by, deleted_at IS NOT NULL FROM dat_spd_room_attr WHERE room_id = %s",
-                      [room_id])  # fmt: skip
+    attr = pg.execute(
+        "SELECT updated_by, deleted_at IS NOT NULL FROM dat_spd_room_attr WHERE room_id = %s", [room_id]
+    )
     assert attr.fetchall() == [("dee", True)]
 
     before = row(pg, "dat_spd_room", room_id)
@@ -137,23 +173,45 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
     assert reply.status == 200 and reply.body["updatedBy"] == "eve"
     after = row(pg, "dat_spd_room", room_id)
     assert after["updated_by"] == "eve" and after["updated_at"] > before["updated_at"]
-    a.one_line(actor="eve", action="update", resource_id=room_id, changed=["capacity"],
-               changes={"capacity": [10, 12]}, request=f"PATCH /api/v1/rooms/{room_id}")  # fmt: skip
+    a.one_line(
+        actor="eve",
+        action="update",
+        resource_id=room_id,
+        changed=["capacity"],
+        changes={"capacity": [10, 12]},
+        request=f"PATCH /api/v1/rooms/{room_id}",
+    )
 
     # Alert rule: create, change.
-    reply = await a.call("POST", "/api/v1/alert-rules", "fay", json_body={
-        "name": "Lab full", "scope": "room", "roomId": room_id, "kind": "capacity", "threshold": 0.9})  # fmt: skip
+    reply = await a.call(
+        "POST",
+        "/api/v1/alert-rules",
+        "fay",
+        json_body={
+            "name": "Lab full",
+            "scope": "room",
+            "roomId": room_id,
+            "kind": "capacity",
+            "threshold": 0.9,
+        },
+    )
     assert reply.status == 201, reply.body
     rule_id = reply.body["id"]
     assert (row(pg, "dat_spd_alert_rule", rule_id)["created_by"], reply.body["createdBy"]) == ("fay", "fay")
-    a.one_line(actor="fay", action="create", resource_type="alert_rule", resource_id=rule_id,
-               changed=["kind", "name", "roomId", "scope", "threshold"])  # fmt: skip
+    a.one_line(
+        actor="fay",
+        action="create",
+        resource_type="alert_rule",
+        resource_id=rule_id,
+        changed=["kind", "name", "roomId", "scope", "threshold"],
+    )
 
     reply = await a.call("PATCH", f"/api/v1/alert-rules/{rule_id}", "gus", json_body={"severity": "critical"})
     assert reply.status == 200, reply.body
     assert row(pg, "dat_spd_alert_rule", rule_id)["updated_by"] == "gus"
-    a.one_line(actor="gus", action="update", resource_type="alert_rule", resource_id=rule_id,
-               changed=["severity"])  # fmt: skip
+    a.one_line(
+        actor="gus", action="update", resource_type="alert_rule", resource_id=rule_id, changed=["severity"]
+    )
 
     # Acknowledgement (a monitor may): who and when on the event row, one line; a repeat changes
     # nothing and logs nothing.
@@ -163,16 +221,24 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
                                             severity, value, created_by, updated_by)
            VALUES (%s, %s, %s, %s, 'lab-1', 'firing', 'capacity', 'critical', 0.95, 'spidi-writer', 'spidi-writer')""",
         [alert_id, rule_id, TENANT, room_id],
-    )  # fmt: skip
+    )
     started = datetime.now(UTC)
     reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "hal", role="monitor")
     assert reply.status == 200, reply.body
-    ack = pg.execute("SELECT acknowledged_by, acknowledged_at, created_by, updated_by FROM dat_spd_alert_event"
-                     " WHERE id = %s", [alert_id]).fetchone()  # fmt: skip
+    ack = pg.execute(
+        "SELECT acknowledged_by, acknowledged_at, created_by, updated_by FROM dat_spd_alert_event"
+        " WHERE id = %s",
+        [alert_id],
+    ).fetchone()
     assert (ack[0], ack[2], ack[3]) == ("hal", "spidi-writer", "hal")
     assert_recent(ack[1], started)
-    a.one_line(actor="hal", action="acknowledge", resource_type="alert", resource_id=alert_id,
-               changed=["acknowledgedBy", "acknowledgedAt"])  # fmt: skip
+    a.one_line(
+        actor="hal",
+        action="acknowledge",
+        resource_type="alert",
+        resource_id=alert_id,
+        changed=["acknowledgedBy", "acknowledgedAt"],
+    )
     reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "ivy", role="monitor")
     assert reply.status == 200 and reply.body["acknowledgedBy"] == "hal"
     assert a.new_lines() == []
@@ -194,8 +260,14 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
         assert (await a.call("DELETE", path, sub)).status == 204
         gone = row(pg, table, ident)
         assert gone["updated_by"] == sub and gone["deleted_at"] is not None, (table, gone)
-        a.one_line(actor=sub, action="delete", resource_type=resource, resource_id=ident, changed=[],
-                   request=f"DELETE {path}")  # fmt: skip
+        a.one_line(
+            actor=sub,
+            action="delete",
+            resource_type=resource,
+            resource_id=ident,
+            changed=[],
+            request=f"DELETE {path}",
+        )
 
     # No token, nor any piece of one, in anything logged (audit lines or the handlers' own).
     logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
@@ -207,10 +279,17 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
 async def test_audit_line_in_a_real_node_logging_at_warning(tmp_path, redis_url, redis_sync, pg_dsn):
     """`spidi serve` with log_level warning: the audit line still reaches its JSON stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_POSTGRES_DSN=pg_dsn, SPIDI_JWT_SECRET=TEST_SECRET,
-               SPIDI_LOG_LEVEL="warning", SPIDI_WRITER="external", SPIDI_ALERTING="0",
-               SPIDI_DATA_DIR=str(tmp_path / "data"), SPIDI_PORT=str(free_port()),
-               SPIDI_OPS_PORT=str(free_port()))  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_POSTGRES_DSN=pg_dsn,
+        SPIDI_JWT_SECRET=TEST_SECRET,
+        SPIDI_LOG_LEVEL="warning",
+        SPIDI_WRITER="external",
+        SPIDI_ALERTING="0",
+        SPIDI_DATA_DIR=str(tmp_path / "data"),
+        SPIDI_PORT=str(free_port()),
+        SPIDI_OPS_PORT=str(free_port()),
+    )
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen([*SPIDI, "serve"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
@@ -236,7 +315,7 @@ async def test_audit_line_in_a_real_node_logging_at_warning(tmp_path, redis_url,
                 f"{ops}/api/v1/rooms",
                 json={"code": "war-room", "capacity": 3},
                 headers={"Authorization": f"Bearer {token}"},
-            ) as resp,  # fmt: skip
+            ) as resp,
         ):
             assert resp.status == 201, await resp.text()
             room_id = (await resp.json())["id"]
@@ -247,9 +326,16 @@ async def test_audit_line_in_a_real_node_logging_at_warning(tmp_path, redis_url,
     lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
     audits = [x for x in lines if x.get("event") == "audit"]
     assert len(audits) == 1, lines
-    assert {k: audits[0][k] for k in ("actor", "tenant", "action", "resource_type", "resource_id", "changed")} == {
-        "actor": "olga", "tenant": "globex", "action": "create", "resource_type": "room", "resource_id": room_id,
-        "changed": ["capacity", "code"]}  # fmt: skip
+    assert {
+        k: audits[0][k] for k in ("actor", "tenant", "action", "resource_type", "resource_id", "changed")
+    } == {
+        "actor": "olga",
+        "tenant": "globex",
+        "action": "create",
+        "resource_type": "room",
+        "resource_id": room_id,
+        "changed": ["capacity", "code"],
+    }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", audits[0]["ts"])
     # The handler's own line is at info: below this node's log level, so it is not there.
     assert not [x for x in lines if x.get("event") == "room_created"]

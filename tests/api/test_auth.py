@@ -72,11 +72,14 @@ def _token(**claims) -> str:
         ("Bearer", "the Authorization header must be 'Bearer <jwt>'", "invalid_request"),
         ("Bearer not.a.jwt", "invalid token", "invalid_token"),
         (f"Bearer {_token(exp=1)}", "token expired", "invalid_token"),
-        (f"Bearer {jwt.encode({'sub': 'x', 'roles': ['spidi:admin'], 'exp': 2**40}, 'wrong-key-0123456789-0123456789-xx')}",
-         "invalid token", "invalid_token"),
+        (
+            f"Bearer {jwt.encode({'sub': 'x', 'roles': ['spidi:admin'], 'exp': 2**40}, 'wrong-key-0123456789-0123456789-xx')}",
+            "invalid token",
+            "invalid_token",
+        ),
         (f"Bearer {_token(roles=['other'])}", "token carries no spidi role", "invalid_token"),
     ],
-)  # fmt: skip
+)
 async def test_unauthenticated(api, authorization, detail, error):
     headers = {"Authorization": authorization} if authorization else {}
     reply = await api.call("GET", "/api/v1/rooms", role=None, headers=headers)
@@ -127,8 +130,9 @@ async def test_tenant_isolation(api, api_node, redis_sync):
             assert_problem(await api.get(path, role=role, tenant="tenant-b", params=None), 404, "not-found")
         listed = await api.get("/api/v1/rooms", role=role, tenant="tenant-b")
         assert listed.body == {"items": [], "total": 0, "limit": 50, "offset": 0}
-        history = await api.get("/api/v1/sessions", role=role, tenant="tenant-b",
-                                params={**window, "roomId": a_id})  # fmt: skip
+        history = await api.get(
+            "/api/v1/sessions", role=role, tenant="tenant-b", params={**window, "roomId": a_id}
+        )
         assert history.body["items"] == [] and history.body["total"] == 0
         users = await api.get("/api/v1/users/alice/sessions", role=role, tenant="tenant-b")
         assert users.body == {"items": []}

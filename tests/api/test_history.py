@@ -25,9 +25,12 @@ async def history(api, api_node, redis_sync):
     s3 = FakeSession("default", "other", "alice", T0 + 20 * MIN, node="node-b")
     foreign = FakeSession("acme", "hist", "alice", T0 + 30 * MIN)
     evs = [
-        s1.started(), s1.ended(T0 + 5 * MIN, "leave"),
-        s2.started(), s2.checkpoint(),
-        s3.started(), s3.ended(T0 + 21 * MIN, "timeout"),
+        s1.started(),
+        s1.ended(T0 + 5 * MIN, "leave"),
+        s2.started(),
+        s2.checkpoint(),
+        s3.started(),
+        s3.ended(T0 + 21 * MIN, "timeout"),
         foreign.started(),
         room_sample("default", "hist", T0, online=[2, 4], latencies=[10, 20, 30]),
         room_sample("default", "hist", T0 + MIN, online=[4], latencies=[100]),
@@ -35,7 +38,7 @@ async def history(api, api_node, redis_sync):
         room_sample("default", "hist", T0 + 61 * MIN, "node-b", online=[2, 2]),
         room_sample("default", "ghost", T0, online=[1]),
         room_sample("acme", "hist", T0, online=[9]),
-    ]  # fmt: skip
+    ]
     await write_history(api_node, redis_sync, evs)
     return {"s1": s1, "s2": s2, "s3": s3}
 
@@ -50,13 +53,23 @@ async def test_room_stats_per_minute_and_hour(api, history):
     check_shape(doc["components"]["schemas"]["RoomStats"], reply.body, doc, "stats")
     body = reply.body
     assert (body["roomId"], body["bucket"], body["from"], body["to"]) == (
-        room_id, "1m", "2026-05-04T10:00:00.000Z", "2026-05-04T12:00:00.000Z")  # fmt: skip
+        room_id,
+        "1m",
+        "2026-05-04T10:00:00.000Z",
+        "2026-05-04T12:00:00.000Z",
+    )
     # Online and latency come from the nodes' samples; joins and ends from the session events, in
     # the minute they happened (alice joins at 10:00 and leaves at 10:05, bob joins at 10:10).
     p0, p1, p_left, p_joined, p2 = body["points"]
     assert [p["ts"][11:16] for p in body["points"]] == ["10:00", "10:01", "10:05", "10:10", "11:01"]
-    assert (p0["onlineAvg"], p0["onlineMax"], p0["joins"], p0["leaves"], p0["timeouts"], p0["disconnects"]) == (
-        3, 4, 1, 0, 0, 0)  # fmt: skip
+    assert (
+        p0["onlineAvg"],
+        p0["onlineMax"],
+        p0["joins"],
+        p0["leaves"],
+        p0["timeouts"],
+        p0["disconnects"],
+    ) == (3, 4, 1, 0, 0, 0)
     assert p0["latencyAvgMs"] == 20 and p0["latencyP95Ms"] == pytest.approx(
         quantile(hist_of([10, 20, 30]), 0.95)
     )
@@ -65,7 +78,12 @@ async def test_room_stats_per_minute_and_hour(api, history):
     assert (p_joined["joins"], p_joined["leaves"]) == (1, 0)
     # Two nodes in the same minute add up: 1 + 2 sessions on average, at most 2 on one node.
     assert (p2["onlineAvg"], p2["onlineMax"], p2["disconnects"], p2["latencyAvgMs"], p2["latencyP95Ms"]) == (
-        3, 2, 0, None, None)  # fmt: skip
+        3,
+        2,
+        0,
+        None,
+        None,
+    )
 
     hourly = (await api.get(url, params={**window, "bucket": "1h"})).body
     h0, h1 = hourly["points"]
@@ -86,8 +104,11 @@ async def test_room_stats_per_minute_and_hour(api, history):
     ghost = await api.get(f"/api/v1/rooms/{room_id_for('default', 'ghost')}/stats", params=window)
     assert ghost.status == 200 and len(ghost.body["points"]) == 1
     assert_problem(await api.get(url, tenant="acme", params=window), 404, "not-found")
-    assert_problem(await api.get(f"/api/v1/rooms/{room_id_for('default', 'never')}/stats", params=window), 404,
-                   "not-found")  # fmt: skip
+    assert_problem(
+        await api.get(f"/api/v1/rooms/{room_id_for('default', 'never')}/stats", params=window),
+        404,
+        "not-found",
+    )
 
 
 async def test_session_history(api, history):
@@ -106,12 +127,25 @@ async def test_session_history(api, history):
     check_shape(doc["components"]["schemas"]["SessionList"], body, doc, "sessions")
     first = body["items"][2]
     assert first == {
-        "sessionId": s1.session_id, "roomId": room_id_for("default", "hist"), "roomCode": "hist",
-        "userId": "alice", "clientId": "web", "device": "Pixel", "os": "Android", "appVersion": "1.2.3",
-        "ip": "10.0.0.7", "nodeId": "node-a", "startedAt": "2026-05-04T10:00:00.000Z",
-        "endedAt": "2026-05-04T10:05:00.000Z", "endReason": "leave", "heartbeatCount": 2, "latencyAvgMs": 20.0,
-        "latencyMinMs": 10.0, "latencyMaxMs": 30.0, "lastHeartbeatAt": "2026-05-04T10:00:20.000Z",
-    }  # fmt: skip
+        "sessionId": s1.session_id,
+        "roomId": room_id_for("default", "hist"),
+        "roomCode": "hist",
+        "userId": "alice",
+        "clientId": "web",
+        "device": "Pixel",
+        "os": "Android",
+        "appVersion": "1.2.3",
+        "ip": "10.0.0.7",
+        "nodeId": "node-a",
+        "startedAt": "2026-05-04T10:00:00.000Z",
+        "endedAt": "2026-05-04T10:05:00.000Z",
+        "endReason": "leave",
+        "heartbeatCount": 2,
+        "latencyAvgMs": 20.0,
+        "latencyMinMs": 10.0,
+        "latencyMaxMs": 30.0,
+        "lastHeartbeatAt": "2026-05-04T10:00:20.000Z",
+    }
     live = body["items"][1]
     assert (live["endedAt"], live["endReason"], live["device"], live["heartbeatCount"]) == (
         None,

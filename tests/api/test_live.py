@@ -9,8 +9,18 @@ from spidi_server.rooms import room_id_for
 from ..stomp_client import connected
 from .conftest import assert_problem, check_shape
 
-ROSTER_KEYS = {"sessionId", "userId", "clientId", "device", "os", "appVersion", "ip", "latencyMs", "connectedAt",
-               "lastHeartbeatAt"}  # fmt: skip
+ROSTER_KEYS = {
+    "sessionId",
+    "userId",
+    "clientId",
+    "device",
+    "os",
+    "appVersion",
+    "ip",
+    "latencyMs",
+    "connectedAt",
+    "lastHeartbeatAt",
+}
 
 
 async def _beat(client, session_id: str, latency: float) -> None:
@@ -39,8 +49,14 @@ async def test_room_roster_and_user_sessions(api, api_node):
     assert set(items) == {s_phone, s_bob}
     entry = items[s_phone]
     assert set(entry) == ROSTER_KEYS
-    assert (entry["userId"], entry["clientId"], entry["device"], entry["os"], entry["appVersion"], entry["ip"]) == (
-        "alice", "phone-1", "Pixel 8", "Android 15", "1.0.0", "127.0.0.1")  # fmt: skip
+    assert (
+        entry["userId"],
+        entry["clientId"],
+        entry["device"],
+        entry["os"],
+        entry["appVersion"],
+        entry["ip"],
+    ) == ("alice", "phone-1", "Pixel 8", "Android 15", "1.0.0", "127.0.0.1")
     assert entry["latencyMs"] == 42 and items[s_bob]["latencyMs"] == 7.5
     assert items[s_bob]["device"] is None and items[s_bob]["os"] is None
     assert started - 1000 <= entry["connectedAt"] <= entry["lastHeartbeatAt"] <= int(time.time() * 1000)
@@ -58,7 +74,10 @@ async def test_room_roster_and_user_sessions(api, api_node):
         42,
     )
     assert (by_id[s_laptop]["roomCode"], by_id[s_laptop]["latencyMs"], by_id[s_laptop]["clientId"]) == (
-        "office", None, "laptop-1")  # fmt: skip
+        "office",
+        None,
+        "laptop-1",
+    )
     assert by_id[s_laptop]["roomId"] == room_id_for("default", "office")
 
     # Leaving shows at once (reads are ordered after the node's buffered writes).
@@ -98,8 +117,12 @@ async def test_without_postgres_live_reads_work_and_history_is_503(http, node_fa
     live = await api.get(f"/api/v1/rooms/{room_id_for('default', 'solo')}/sessions", role="monitor")
     assert [e["sessionId"] for e in live.body["items"]] == [sid]
     assert [e["sessionId"] for e in (await api.get("/api/v1/users/carol/sessions")).body["items"]] == [sid]
-    for method, path in [("GET", "/api/v1/rooms"), ("POST", "/api/v1/rooms"), ("GET", "/api/v1/sessions"),
-                         ("GET", "/api/v1/room-types")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/api/v1/rooms"),
+        ("POST", "/api/v1/rooms"),
+        ("GET", "/api/v1/sessions"),
+        ("GET", "/api/v1/room-types"),
+    ]:
         reply = await api.call(method, path, json={"code": "x"} if method == "POST" else None)
         body = assert_problem(reply, 503, "unavailable")
         assert body["detail"] == "history store not configured: this node has no PostgreSQL"

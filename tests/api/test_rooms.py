@@ -10,8 +10,20 @@ from spidi_server.rooms import room_id_for
 
 from .conftest import assert_problem, create_room
 
-ROOM_KEYS = {"id", "code", "name", "type", "capacity", "ttlSeconds", "status", "attributes", "createdAt",
-             "createdBy", "updatedAt", "updatedBy"}  # fmt: skip
+ROOM_KEYS = {
+    "id",
+    "code",
+    "name",
+    "type",
+    "capacity",
+    "ttlSeconds",
+    "status",
+    "attributes",
+    "createdAt",
+    "createdBy",
+    "updatedAt",
+    "updatedBy",
+}
 
 
 async def test_room_crud_round_trip(api, pg_dsn, caplog):
@@ -24,7 +36,7 @@ async def test_room_crud_round_trip(api, pg_dsn, caplog):
             "capacity": 50,
             "ttlSeconds": 3600,
             "attributes": {"floor": "3", "wing": None},
-        },  # fmt: skip
+        },
         sub="alice",
     )
     assert reply.status == 201, reply.body
@@ -32,8 +44,14 @@ async def test_room_crud_round_trip(api, pg_dsn, caplog):
     assert set(room) == ROOM_KEYS
     assert room["id"] == room_id_for("default", "lobby")
     assert reply.headers["Location"] == f"/api/v1/rooms/{room['id']}"
-    assert (room["code"], room["name"], room["type"], room["capacity"], room["ttlSeconds"], room["status"]) == (
-        "lobby", "Lobby", None, 50, 3600, "active")  # fmt: skip
+    assert (
+        room["code"],
+        room["name"],
+        room["type"],
+        room["capacity"],
+        room["ttlSeconds"],
+        room["status"],
+    ) == ("lobby", "Lobby", None, 50, 3600, "active")
     assert room["attributes"] == {"floor": "3", "wing": None}
     assert room["createdBy"] == room["updatedBy"] == "alice"
     assert room["createdAt"].endswith("Z") and room["createdAt"] == room["updatedAt"]
@@ -41,8 +59,9 @@ async def test_room_crud_round_trip(api, pg_dsn, caplog):
     got = await api.get(f"/api/v1/rooms/{room['id']}", role="monitor")
     assert got.status == 200 and got.body == room
 
-    patched = await api.patch(f"/api/v1/rooms/{room['id']}", {"capacity": 10, "attributes": {"floor": "4"}},
-                              sub="bob")  # fmt: skip
+    patched = await api.patch(
+        f"/api/v1/rooms/{room['id']}", {"capacity": 10, "attributes": {"floor": "4"}}, sub="bob"
+    )
     assert patched.status == 200, patched.body
     assert patched.body["capacity"] == 10 and patched.body["attributes"] == {"floor": "4"}
     assert patched.body["name"] == "Lobby" and patched.body["ttlSeconds"] == 3600  # untouched
@@ -55,7 +74,11 @@ async def test_room_crud_round_trip(api, pg_dsn, caplog):
     )
     assert put.status == 200, put.body
     assert (put.body["name"], put.body["status"], put.body["ttlSeconds"], put.body["attributes"]) == (
-        "Main lobby", "disabled", None, {})  # fmt: skip
+        "Main lobby",
+        "disabled",
+        None,
+        {},
+    )
     # No capacity of its own and no type: the server's default capacity is the one in force.
     assert put.body["capacity"] == api.node.settings.default_room_capacity
 
@@ -75,8 +98,12 @@ async def test_room_crud_round_trip(api, pg_dsn, caplog):
     assert api.node.catalog.stored.get(("default", "lobby")) is None
 
     events = [(r.getMessage(), getattr(r, "actor", None)) for r in caplog.records if r.name == "spidi.api"]
-    assert events == [("room_created", "alice"), ("room_updated", "bob"), ("room_updated", "admin-of-default"),
-                      ("room_deleted", "admin-of-default")]  # fmt: skip
+    assert events == [
+        ("room_created", "alice"),
+        ("room_updated", "bob"),
+        ("room_updated", "admin-of-default"),
+        ("room_deleted", "admin-of-default"),
+    ]
     updated = [r for r in caplog.records if r.getMessage() == "room_updated"][0]
     assert updated.changes == {
         "capacity": [50, 10],
@@ -99,15 +126,22 @@ async def test_code_cannot_change(api):
     room = await create_room(api, "fixed")
     same = await api.patch(f"/api/v1/rooms/{room['id']}", {"code": "fixed", "name": "ok"})
     assert same.status == 200 and same.body["name"] == "ok"
-    body = assert_problem(await api.patch(f"/api/v1/rooms/{room['id']}", {"code": "other"}), 400,
-                          "validation-error")  # fmt: skip
-    assert body["errors"] == [{"in": "body", "field": "code",
-                               "message": "cannot change (is 'fixed'); create a new room"}]  # fmt: skip
+    body = assert_problem(
+        await api.patch(f"/api/v1/rooms/{room['id']}", {"code": "other"}), 400, "validation-error"
+    )
+    assert body["errors"] == [
+        {"in": "body", "field": "code", "message": "cannot change (is 'fixed'); create a new room"}
+    ]
 
 
 async def test_list_filters_and_pagination(api):
-    for code, status in [("alpha-1", "active"), ("alpha-2", "disabled"), ("Beta-ALPHA", "active"),
-                         ("gamma", "active"), ("delta", "disabled")]:  # fmt: skip
+    for code, status in [
+        ("alpha-1", "active"),
+        ("alpha-2", "disabled"),
+        ("Beta-ALPHA", "active"),
+        ("gamma", "active"),
+        ("delta", "disabled"),
+    ]:
         await create_room(api, code, status=status)
     await api.post("/api/v1/room-types", {"code": "class", "name": "Classroom", "defaultCapacity": 30})
     await create_room(api, "typed", type="class")
@@ -133,8 +167,9 @@ async def test_list_filters_and_pagination(api):
 
 
 async def test_room_types_crud_and_their_effect_on_rooms(api):
-    created = await api.post("/api/v1/room-types", {"code": "class", "name": "Classroom", "defaultCapacity": 30},
-                             sub="carol")  # fmt: skip
+    created = await api.post(
+        "/api/v1/room-types", {"code": "class", "name": "Classroom", "defaultCapacity": 30}, sub="carol"
+    )
     assert created.status == 201, created.body
     rt = created.body
     assert set(rt) == {

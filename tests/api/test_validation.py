@@ -12,8 +12,11 @@ ROOMS = "/api/v1/rooms"
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
-        ({"code": "ok", "colour": "red"}, "colour", "unknown field; allowed: code, name, type, capacity, "
-                                                   "ttlSeconds, status, attributes"),
+        (
+            {"code": "ok", "colour": "red"},
+            "colour",
+            "unknown field; allowed: code, name, type, capacity, ttlSeconds, status, attributes",
+        ),
         ({"code": "ok", "capacity": 0}, "capacity", "must be a positive integer (at most 10000000)"),
         ({"code": "ok", "capacity": -3}, "capacity", "must be a positive integer (at most 10000000)"),
         ({"code": "ok", "capacity": 2.5}, "capacity", "must be a positive integer (at most 10000000)"),
@@ -27,12 +30,19 @@ ROOMS = "/api/v1/rooms"
         ({"code": 7}, "code", "must be a string"),
         ({"code": None}, "code", "must not be null"),
         ({"code": "ok", "status": "paused"}, "status", "must be one of active, disabled"),
-        ({"code": "ok", "attributes": ["a"]}, "attributes",
-         "must be a JSON object of string keys to string or null values"),
+        (
+            {"code": "ok", "attributes": ["a"]},
+            "attributes",
+            "must be a JSON object of string keys to string or null values",
+        ),
         ({"code": "ok", "attributes": {"n": 1}}, "attributes", "value of 'n' must be a string or null"),
-        ({"code": "ok", "attributes": {"": "v"}}, "attributes", "keys must be 1 to 64 characters long; got ''"),
+        (
+            {"code": "ok", "attributes": {"": "v"}},
+            "attributes",
+            "keys must be 1 to 64 characters long; got ''",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_room_body_rules(api, body, field, message):
     reply = await api.post(ROOMS, body)
     assert error_fields(reply) == {field: message}
@@ -49,17 +59,26 @@ async def test_every_mistake_is_listed_at_once(api):
 
 @pytest.mark.parametrize(
     ("data", "detail"),
-    [(b"{", "the body is not valid JSON"), (b'{"code": "a",}', "the body is not valid JSON"),
-     (b"\xff\xfe", "the body is not valid JSON")],
-)  # fmt: skip
+    [
+        (b"{", "the body is not valid JSON"),
+        (b'{"code": "a",}', "the body is not valid JSON"),
+        (b"\xff\xfe", "the body is not valid JSON"),
+    ],
+)
 async def test_malformed_json(api, data, detail):
     reply = await api.call("POST", ROOMS, data=data, headers={"Content-Type": "application/json"})
     body = assert_problem(reply, 400, "malformed-json")
     assert body["detail"].startswith(detail) and "errors" not in body
 
 
-@pytest.mark.parametrize(("data", "message"), [(b"", "a JSON object is required"), (b"[1]", "must be a JSON object"),
-                                               (b'"lobby"', "must be a JSON object")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "a JSON object is required"),
+        (b"[1]", "must be a JSON object"),
+        (b'"lobby"', "must be a JSON object"),
+    ],
+)
 async def test_body_must_be_an_object(api, data, message):
     assert error_fields(await api.call("POST", ROOMS, data=data)) == {"(body)": message}
 
@@ -67,9 +86,11 @@ async def test_body_must_be_an_object(api, data, message):
 async def test_patch_needs_a_field_and_put_checks_the_same_rules(api):
     room = await create_room(api, "rules")
     assert error_fields(await api.patch(f"{ROOMS}/{room['id']}", {})) == {
-        "(body)": "give at least one field to change"}  # fmt: skip
+        "(body)": "give at least one field to change"
+    }
     assert error_fields(await api.put(f"{ROOMS}/{room['id']}", {"capacity": 0})) == {
-        "capacity": "must be a positive integer (at most 10000000)"}  # fmt: skip
+        "capacity": "must be a positive integer (at most 10000000)"
+    }
     assert error_fields(await api.patch(f"{ROOMS}/{room['id']}", {"status": None})) == {
         "status": "must not be null"
     }
@@ -84,7 +105,8 @@ async def test_bad_uuid_in_path(api, bad, suffix):
     fields = error_fields(await api.get(f"{ROOMS}/{bad}{suffix}"))
     assert fields["id"].startswith("must be a UUID such as ") and bad in fields["id"]
     assert error_fields(await api.get("/api/v1/sessions", params={"roomId": bad}))["roomId"].startswith(
-        "must be a UUID")  # fmt: skip
+        "must be a UUID"
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,10 +118,13 @@ async def test_bad_uuid_in_path(api, bad, suffix):
         ({"offset": "-1"}, "offset", "must be an integer from 0 to 1000000000"),
         ({"offset": "1.5"}, "offset", "must be an integer from 0 to 1000000000"),
         ({"status": "gone"}, "status", "must be one of active, disabled"),
-        ({"colour": "red"}, "colour", "unknown parameter; allowed: codePrefix, codeContains, status, type, "
-                                      "limit, offset"),
+        (
+            {"colour": "red"},
+            "colour",
+            "unknown parameter; allowed: codePrefix, codeContains, status, type, limit, offset",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_list_query_rules(api, params, field, message):
     assert error_fields(await api.get(ROOMS, params=params, role="monitor")) == {field: message}
 
@@ -114,7 +139,8 @@ async def test_time_range_and_bucket_rules(api):
     stats = f"{ROOMS}/{room['id']}/stats"
     reply = await api.get(stats, params={"from": "2026-05-04T10:00:00Z", "to": "2026-05-04T09:00:00Z"})
     assert error_fields(reply) == {
-        "from": "must be before to (2026-05-04T10:00:00.000Z is not before 2026-05-04T09:00:00.000Z)"}  # fmt: skip
+        "from": "must be before to (2026-05-04T10:00:00.000Z is not before 2026-05-04T09:00:00.000Z)"
+    }
     reply = await api.get(
         "/api/v1/sessions", params={"from": "2026-05-04T10:00:00Z", "to": "2026-05-04T10:00:00Z"}
     )
@@ -123,10 +149,13 @@ async def test_time_range_and_bucket_rules(api):
         "bucket": "must be one of 1m, 1h, 1d"
     }
     assert error_fields(await api.get(stats, params={"from": "yesterday"})) == {
-        "from": "must be an ISO 8601 date-time such as 2026-05-04T10:00:00Z; got 'yesterday'"}  # fmt: skip
+        "from": "must be an ISO 8601 date-time such as 2026-05-04T10:00:00Z; got 'yesterday'"
+    }
     too_long = await api.get(stats, params={"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"})
-    assert error_fields(too_long) == {"bucket": "the range holds 44640 buckets of 1m; at most 10080: shorten the "
-                                                "range or use a larger bucket"}  # fmt: skip
+    assert error_fields(too_long) == {
+        "bucket": "the range holds 44640 buckets of 1m; at most 10080: shorten the "
+        "range or use a larger bucket"
+    }
     ok = await api.get(
         stats, params={"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "bucket": "1h"}
     )

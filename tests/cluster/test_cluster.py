@@ -78,8 +78,9 @@ async def test_two_nodes_on_a_cluster(pg_dsn, redis_cluster, node_factory):
     small = codes[0]
     common = {"redis_url": redis_cluster.url, "rooms": {small: 2}, "heartbeat_timeout_ms": 60_000}
     # Node A runs the history writer (a child process, on the cluster URL too).
-    a = await node_factory(node_id="cl-a", postgres_dsn=pg_dsn, writer="child", writer_flush_interval_s=0.2,
-                           **common)  # fmt: skip
+    a = await node_factory(
+        node_id="cl-a", postgres_dsn=pg_dsn, writer="child", writer_flush_interval_s=0.2, **common
+    )
     b = await node_factory(node_id="cl-b", history=True, **common)
     assert is_cluster(a.store.redis) and is_cluster(b.store.redis)
     assert a.writer_proc is not None and a.writer_proc.poll() is None

@@ -159,8 +159,12 @@ class BiDiSession:
                 if future.done():
                     continue
                 if message.get("type") == "error":
-                    error = BiDiError(method, message.get("error", "error"), message.get("message", ""),
-                                      message.get("stacktrace", ""))  # fmt: skip
+                    error = BiDiError(
+                        method,
+                        message.get("error", "error"),
+                        message.get("message", ""),
+                        message.get("stacktrace", ""),
+                    )
                     future.set_exception(error)
                 else:
                     future.set_result(message.get("result", {}))
@@ -238,15 +242,23 @@ class Tab:
 
     async def evaluate(self, expression: str, timeout: float = COMMAND_TIMEOUT_S) -> Any:
         """The value of a JS expression (a promise is awaited)."""
-        params = {"expression": expression, "target": {"context": self.context}, "awaitPromise": True,
-                  "resultOwnership": "none"}  # fmt: skip
+        params = {
+            "expression": expression,
+            "target": {"context": self.context},
+            "awaitPromise": True,
+            "resultOwnership": "none",
+        }
         return self._script_result(await self.session.send("script.evaluate", params, timeout))
 
     async def call(self, function: str, *args: Any, timeout: float = COMMAND_TIMEOUT_S) -> Any:
         """Call a JS function declaration, e.g. ``"(sel) => document.querySelector(sel).textContent"``."""
-        params = {"functionDeclaration": function, "arguments": [to_local(a) for a in args],
-                  "target": {"context": self.context}, "awaitPromise": True,
-                  "resultOwnership": "none"}  # fmt: skip
+        params = {
+            "functionDeclaration": function,
+            "arguments": [to_local(a) for a in args],
+            "target": {"context": self.context},
+            "awaitPromise": True,
+            "resultOwnership": "none",
+        }
         return self._script_result(await self.session.send("script.callFunction", params, timeout))
 
     async def wait_for(
@@ -312,8 +324,11 @@ class Tab:
 
     async def screenshot(self, path: Path, full_page: bool = True) -> None:
         """A PNG of the viewport, or of the whole document."""
-        params = {"context": self.context, "origin": "document" if full_page else "viewport",
-                  "format": {"type": "image/png"}}  # fmt: skip
+        params = {
+            "context": self.context,
+            "origin": "document" if full_page else "viewport",
+            "format": {"type": "image/png"},
+        }
         result = await self.session.send("browsingContext.captureScreenshot", params, timeout=20)
         path.write_bytes(base64.b64decode(result["data"]))
 
@@ -382,9 +397,14 @@ async def launch_firefox(
     ]
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            executable, *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            executable,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
             start_new_session=True,  # its own process group: killed as one below
-        )  # fmt: skip
+        )
     session = None
     try:
         deadline = time.monotonic() + startup_timeout

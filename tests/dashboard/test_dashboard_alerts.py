@@ -37,12 +37,27 @@ class Evaluator:
     ) -> dict:
         now = int(time.time() * 1000)
         alert_id = str(uuid.uuid4())
-        return {"type": "ALERT", "alertId": alert_id, "episodeId": episode or alert_id, "ruleId": rule["id"],
-                "ruleName": rule["name"], "kind": rule["kind"], "severity": rule["severity"],
-                "expression": rule["expression"], "threshold": rule.get("threshold"), "state": state,
-                "previousState": "pending" if state == "firing" else "inactive", "tenant": self.tenant,
-                "roomId": room_id_for(self.tenant, room), "roomCode": room, "value": extra.pop("value", 0.93),
-                "since": now - 95_000, "at": now, "metrics": {"online": 93, "capacity": 100}, **extra}  # fmt: skip
+        return {
+            "type": "ALERT",
+            "alertId": alert_id,
+            "episodeId": episode or alert_id,
+            "ruleId": rule["id"],
+            "ruleName": rule["name"],
+            "kind": rule["kind"],
+            "severity": rule["severity"],
+            "expression": rule["expression"],
+            "threshold": rule.get("threshold"),
+            "state": state,
+            "previousState": "pending" if state == "firing" else "inactive",
+            "tenant": self.tenant,
+            "roomId": room_id_for(self.tenant, room),
+            "roomCode": room,
+            "value": extra.pop("value", 0.93),
+            "since": now - 95_000,
+            "at": now,
+            "metrics": {"online": 93, "capacity": 100},
+            **extra,
+        }
 
     def store(self, alert: dict) -> None:
         field = alert_key(alert["ruleId"], alert["roomId"])
@@ -57,21 +72,34 @@ class Evaluator:
         return alert
 
     def resolve(self, alert: dict) -> dict:
-        return self.transition({**alert, "alertId": str(uuid.uuid4()), "state": "resolved",
-                                "previousState": alert["state"], "at": int(time.time() * 1000)})  # fmt: skip
+        return self.transition(
+            {
+                **alert,
+                "alertId": str(uuid.uuid4()),
+                "state": "resolved",
+                "previousState": alert["state"],
+                "at": int(time.time() * 1000),
+            }
+        )
 
 
 def stored_rule(pg, name: str, kind: str, severity: str, expression: str, threshold: float | None) -> dict:
     """A rule row (alert events reference it), disabled: no evaluator runs in this test anyway."""
-    rule = {"id": str(uuid.uuid4()), "name": name, "kind": kind, "severity": severity, "expression": expression,
-            "threshold": threshold}  # fmt: skip
+    rule = {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "kind": kind,
+        "severity": severity,
+        "expression": expression,
+        "threshold": threshold,
+    }
     pg.execute(
         """INSERT INTO dat_spd_alert_rule (id, unidad_negocio_id, name, scope, kind, expression, threshold, severity,
                                            enabled)
            VALUES (%(id)s, 'default', %(name)s, 'tenant', %(kind)s, %(expression)s, %(threshold)s, %(severity)s,
                    false)""",
         rule,
-    )  # fmt: skip
+    )
     return rule
 
 
@@ -81,9 +109,19 @@ def stored_event(pg, alert: dict) -> None:
         """INSERT INTO dat_spd_alert_event (id, rule_id, unidad_negocio_id, room_id, room_code, state, kind, severity,
                                             value, at, details)
            VALUES (%s, %s, 'default', %s, %s, %s, %s, %s, %s, to_timestamp(%s / 1000.0), %s)""",
-        [alert["alertId"], alert["ruleId"], alert["roomId"], alert["roomCode"], alert["state"], alert["kind"],
-         alert["severity"], alert["value"], alert["at"], Jsonb({"episodeId": alert["episodeId"]})],
-    )  # fmt: skip
+        [
+            alert["alertId"],
+            alert["ruleId"],
+            alert["roomId"],
+            alert["roomCode"],
+            alert["state"],
+            alert["kind"],
+            alert["severity"],
+            alert["value"],
+            alert["at"],
+            Jsonb({"episodeId": alert["episodeId"]}),
+        ],
+    )
 
 
 async def test_alerts_live_in_chromium(node_factory, pg_dsn, pg, redis_sync, redis_url, page):
@@ -147,12 +185,20 @@ async def test_alerts_live_in_chromium(node_factory, pg_dsn, pg, redis_sync, red
     # Acknowledge: the REST API with the page's token, then ALERT_ACK to every dashboard.
     await row.locator("button.ack").click()
     await expect(row.locator(".c-ack")).to_contain_text("dev-admin", timeout=2000)
-    assert pg.execute("SELECT acknowledged_by FROM dat_spd_alert_event WHERE id = %s",
-                      [firing["alertId"]]).fetchone() == ("dev-admin",)  # fmt: skip
+    assert pg.execute(
+        "SELECT acknowledged_by FROM dat_spd_alert_event WHERE id = %s", [firing["alertId"]]
+    ).fetchone() == ("dev-admin",)
     # Another operator (another dashboard, another node) acknowledges the pending one.
     async with aioredis.Redis.from_url(redis_url) as client:
-        await publish_acknowledgement(client, "default", slow["id"], pending["roomId"], pending["episodeId"], "mo",
-                                      int(time.time() * 1000))  # fmt: skip
+        await publish_acknowledgement(
+            client,
+            "default",
+            slow["id"],
+            pending["roomId"],
+            pending["episodeId"],
+            "mo",
+            int(time.time() * 1000),
+        )
     await expect(pending_row.locator(".c-ack")).to_contain_text("mo", timeout=2000)
     await expect(pending_row.locator("button.ack")).to_have_count(0)
     # pending -> firing continues the episode: the acknowledgement still holds.
@@ -181,8 +227,9 @@ async def test_alerts_live_in_chromium(node_factory, pg_dsn, pg, redis_sync, red
     await expect(lobby.locator(".c-alert")).to_have_text("warning")
 
     # A dashboard opened now starts from the snapshot: the open alerts, with their acknowledgements.
-    acked = evaluator.alert(full, "checkout", severity="info", acknowledgedBy="carol",
-                            acknowledgedAt=int(time.time() * 1000))  # fmt: skip
+    acked = evaluator.alert(
+        full, "checkout", severity="info", acknowledgedBy="carol", acknowledgedAt=int(time.time() * 1000)
+    )
     evaluator.store(acked)  # stored, not announced
     await page.reload()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=3000)
@@ -208,8 +255,14 @@ async def test_acknowledge_failure_is_reported(node_factory, redis_sync, page):
 
     node = await node_factory()  # no PostgreSQL
     evaluator = Evaluator(redis_sync)
-    rule = {"id": str(uuid.uuid4()), "name": "Full", "kind": "capacity", "severity": "warning",
-            "expression": "utilization > 0.8", "threshold": 0.8}  # fmt: skip
+    rule = {
+        "id": str(uuid.uuid4()),
+        "name": "Full",
+        "kind": "capacity",
+        "severity": "warning",
+        "expression": "utilization > 0.8",
+        "threshold": 0.8,
+    }
     alert = evaluator.alert(rule, "lobby")
     evaluator.store(alert)
     token = token_for(node.settings, "mo", "spidi:monitor")

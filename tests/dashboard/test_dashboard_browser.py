@@ -223,11 +223,19 @@ async def test_history_charts_and_errors(node_factory, page):
         else:
             now = int(time.time() // 60 * 60)
             points = [
-                {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60 * (59 - i))),
-                 "onlineAvg": 20 + (i % 17), "onlineMax": 24 + (i % 17), "joins": 3, "leaves": 2, "timeouts": 0,
-                 "disconnects": 0, "latencyAvgMs": 40 + (i % 9) * 3, "latencyP95Ms": 90 + (i % 7) * 10}
+                {
+                    "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60 * (59 - i))),
+                    "onlineAvg": 20 + (i % 17),
+                    "onlineMax": 24 + (i % 17),
+                    "joins": 3,
+                    "leaves": 2,
+                    "timeouts": 0,
+                    "disconnects": 0,
+                    "latencyAvgMs": 40 + (i % 9) * 3,
+                    "latencyP95Ms": 90 + (i % 7) * 10,
+                }
                 for i in range(60)
-            ]  # fmt: skip
+            ]
             await route.fulfill(
                 status=200,
                 content_type="application/json",
@@ -325,13 +333,17 @@ async def test_stomp_frame_parser_in_browser(node_factory, page):
     }"""
     )
     assert result == [
-        0, 1,  # a bare EOL is a heart-beat
+        0,
+        1,  # a bare EOL is a heart-beat
         0,  # half a frame: nothing yet
-        2, "ab\x00cd", "/a:b", "7",
+        2,
+        "ab\x00cd",
+        "/a:b",
+        "7",
         3,  # CR LF, then LF, between the frames: two more
         "é",  # content-length counts bytes, not characters
         "a\\b",  # CONNECTED headers are not unescaped
         "SEND\ndestination:a\\cb\ncontent-length:2\n\né\x00",
         "20000,10000",
         "0,0",
-    ]  # fmt: skip
+    ]

@@ -146,8 +146,12 @@ async def test_dashboard_live_in_firefox(node_factory, firefox, tab):
         await tab.wait_for(ATTR, "#conn", "data-state", "reconnecting", timeout=2, what="reconnecting")
         await tab.wait_for(ATTR, "#conn", "data-state", "connected", timeout=5, what="connected again")
         again = await alice.hello("lobby", client_id="phone-7f3a", device="Pixel 8", os="Android 15")
-        await tab.wait_for(VISIBLE, f'#roster-table tr[data-session="{again["sessionId"]}"]', timeout=2,
-                           what="alice back in the roster")  # fmt: skip
+        await tab.wait_for(
+            VISIBLE,
+            f'#roster-table tr[data-session="{again["sessionId"]}"]',
+            timeout=2,
+            what="alice back in the roster",
+        )
 
         # Back to all rooms: the global view is live too.
         await tab.click("#crumbs a")

@@ -61,9 +61,16 @@ async def test_postgres_down_60s_with_writer_sigkill(node_factory, redis_sync):
     dsn = pg.start()
     try:
         node = await node_factory(
-            postgres_dsn=dsn, writer="child", writer_flush_interval_s=0.2, node_id="pgdown", alerting=False,
-            heartbeat_interval_ms=1000, heartbeat_timeout_ms=3000, grace_period_ms=0, checkpoint_interval_s=1.0,
-        )  # fmt: skip
+            postgres_dsn=dsn,
+            writer="child",
+            writer_flush_interval_s=0.2,
+            node_id="pgdown",
+            alerting=False,
+            heartbeat_interval_ms=1000,
+            heartbeat_timeout_ms=3000,
+            grace_period_ms=0,
+            checkpoint_interval_s=1.0,
+        )
         ready = f"{node.ops.url}/health/ready"
         plan: dict[str, tuple[str, Member]] = {}  # session id -> (end reason, member)
         beating: list[Member] = []
@@ -92,9 +99,18 @@ async def test_postgres_down_60s_with_writer_sigkill(node_factory, redis_sync):
         down_at = time.monotonic()
         assert not await asyncio.to_thread(_pg_answers, dsn)
         # A minute of activity without PostgreSQL; the writer child is killed in the middle of it.
-        script = [(3, end, 2, "leave"), (6, join, 2, "b"), (9, end, 1, "disconnect"), (12, end, 2, "silent"),
-                  (20, end, 2, "leave"), (25, join, 3, "c"), (40, end, 1, "disconnect"), (45, join, 2, "d"),
-                  (50, end, 1, "silent"), (55, end, 2, "leave")]  # fmt: skip
+        script = [
+            (3, end, 2, "leave"),
+            (6, join, 2, "b"),
+            (9, end, 1, "disconnect"),
+            (12, end, 2, "silent"),
+            (20, end, 2, "leave"),
+            (25, join, 3, "c"),
+            (40, end, 1, "disconnect"),
+            (45, join, 2, "d"),
+            (50, end, 1, "silent"),
+            (55, end, 2, "leave"),
+        ]
         killed = None
         held = 0
         while time.monotonic() - down_at < PG_DOWN_S:
@@ -130,8 +146,12 @@ async def test_postgres_down_60s_with_writer_sigkill(node_factory, redis_sync):
             sid: (reason, m.sent) for sid, (reason, m) in plan.items()
         }
         reasons = [reason for reason, _ in plan.values()]
-        want = {"joins": len(plan), "leaves": reasons.count("leave"), "timeouts": reasons.count("timeout"),
-                "disconnects": reasons.count("disconnect")}  # fmt: skip
+        want = {
+            "joins": len(plan),
+            "leaves": reasons.count("leave"),
+            "timeouts": reasons.count("timeout"),
+            "disconnects": reasons.count("disconnect"),
+        }
         stats = await poll_pg(dsn, STATS_SQL, lambda rows: rows and rows[0] == want, 20)
         assert stats[0] == want
         assert node.metrics.sessions_ended.labels(reason="timeout")._value.get() == 3
@@ -152,14 +172,36 @@ def _start_server(
     """``spidi serve`` with its writer child; returns (process, port, writer pid)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
-    env.update(SPIDI_REDIS_URL=redis_url, SPIDI_POSTGRES_DSN=dsn, SPIDI_JWT_SECRET=TEST_SECRET, SPIDI_NODE_ID=node_id,
-               SPIDI_LOG_LEVEL="warning", SPIDI_WRITER_FLUSH_INTERVAL_S="0.2", SPIDI_ALERTING="false",
-               SPIDI_CHECKPOINT_INTERVAL_S="0.5", SPIDI_GRACE_PERIOD_MS="0")  # fmt: skip
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_POSTGRES_DSN=dsn,
+        SPIDI_JWT_SECRET=TEST_SECRET,
+        SPIDI_NODE_ID=node_id,
+        SPIDI_LOG_LEVEL="warning",
+        SPIDI_WRITER_FLUSH_INTERVAL_S="0.2",
+        SPIDI_ALERTING="false",
+        SPIDI_CHECKPOINT_INTERVAL_S="0.5",
+        SPIDI_GRACE_PERIOD_MS="0",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", str(data_dir),
-         "--port", str(port), "--ops-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "spidi_server.cli",
+            "serve",
+            "--dev",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--ops-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     banner = read_banner(proc)
     writer_pid = int(re.search(r"History writer:\s+pid (\d+)", banner).group(1))
     return proc, port, writer_pid
@@ -212,9 +254,11 @@ async def test_server_sigkill_with_the_writer_alive(settings, redis_url, redis_s
         expect = {m.sid: ("leave", m.sent) for m in calm} | {m.sid: (None, m.sent) for m in doomed}
         # The writer is alive and writing: checkpoints carried every heartbeat into PostgreSQL.
         rows = await poll_pg(
-            pg_dsn, SESSIONS_SQL,
-            lambda rows: {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect, 20,
-        )  # fmt: skip
+            pg_dsn,
+            SESSIONS_SQL,
+            lambda rows: {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect,
+            20,
+        )
         assert len(rows) == 9
         calm_stats = {"joins": 4, "leaves": 4, "disconnects": 0}
         assert (await poll_pg(pg_dsn, _room_stats_sql("calm"), lambda r: r and r[0] == calm_stats, 10)) == [
@@ -234,9 +278,11 @@ async def test_server_sigkill_with_the_writer_alive(settings, redis_url, redis_s
         procs.append(again)
         expect |= {m.sid: ("disconnect", m.sent) for m in doomed}
         rows = await poll_pg(
-            pg_dsn, SESSIONS_SQL,
-            lambda rows: {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect, 20,
-        )  # fmt: skip
+            pg_dsn,
+            SESSIONS_SQL,
+            lambda rows: {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect,
+            20,
+        )
         assert {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect
         assert all(r["node_id"] == "victim" for r in rows)
         # Exact, whatever minute the kill fell in: the 5 joins from the session_started events the

@@ -46,10 +46,19 @@ ROOM = "load"
 async def test_redis_unreachable_10s_under_load(own_redis, pg_dsn, node_factory):
     server = own_redis(persistent=True)  # a cut-off Redis keeps its data: AOF, fsync always
     node = await node_factory(
-        redis_url=server.url, postgres_dsn=pg_dsn, writer="child", writer_flush_interval_s=0.2,
-        node_id="outage", alerting=False, heartbeat_interval_ms=1000, heartbeat_timeout_ms=3000,
-        grace_period_ms=0, checkpoint_interval_s=0.5, redis_buffer_max_ops=100, redis_join_timeout_ms=2000,
-    )  # fmt: skip
+        redis_url=server.url,
+        postgres_dsn=pg_dsn,
+        writer="child",
+        writer_flush_interval_s=0.2,
+        node_id="outage",
+        alerting=False,
+        heartbeat_interval_ms=1000,
+        heartbeat_timeout_ms=3000,
+        grace_period_ms=0,
+        checkpoint_interval_s=0.5,
+        redis_buffer_max_ops=100,
+        redis_join_timeout_ms=2000,
+    )
     ready = f"{node.ops.url}/health/ready"
     room_id = room_id_for("default", ROOM)
     monitor = await connected(node.ws_url, token_for(node.settings, "mon", "spidi:monitor"))

@@ -32,10 +32,16 @@ async def test_spill_on_a_full_disk_drops_counts_and_keeps_serving(own_redis, tm
     spill_file = spill_dir / "redis-diskfull.jsonl"
     spill_file.symlink_to("/dev/full")  # every write fails with ENOSPC
     node = await node_factory(
-        redis_url=server.url, node_id="diskfull", redis_spill_dir=str(spill_dir), redis_buffer_max_ops=100,
-        checkpoint_interval_s=0.2, heartbeat_interval_ms=1000, heartbeat_timeout_ms=5000, grace_period_ms=0,
+        redis_url=server.url,
+        node_id="diskfull",
+        redis_spill_dir=str(spill_dir),
+        redis_buffer_max_ops=100,
+        checkpoint_interval_s=0.2,
+        heartbeat_interval_ms=1000,
+        heartbeat_timeout_ms=5000,
+        grace_period_ms=0,
         alerting=False,
-    )  # fmt: skip
+    )
     ready = f"{node.ops.url}/health/ready"
     room_id = room_id_for("default", ROOM)
     members = [await Member.join(node, ROOM, f"f{i}") for i in range(10)]

@@ -34,8 +34,13 @@ class FakeSession:
         self.room_id = room_id_for(tenant, room)
         self.started_at = started_at
         self.node = node
-        self.info = {"client_id": "web", "app_version": "1.2.3", "device": "Pixel", "os": "Android",
-                     "ip": "10.0.0.7"} | info  # fmt: skip
+        self.info = {
+            "client_id": "web",
+            "app_version": "1.2.3",
+            "device": "Pixel",
+            "os": "Android",
+            "ip": "10.0.0.7",
+        } | info
         self.heartbeats = 0
         self.latency_sum = 0.0
         self.latency_min: float | None = None

@@ -81,8 +81,12 @@ async def test_session_rows_and_room_stats_match_what_happened(node_factory, pg_
         assert row["heartbeat_count"] == len(lats)
         assert row["latency_min"] == min(lats) and row["latency_max"] == max(lats)
         assert abs(row["latency_avg"] - sum(lats) / len(lats)) < 1e-9
-        assert (row["device"], row["os"], row["app_version"], row["ip"]) == ("Pixel", "Android 15", "1.0.0",
-                                                                           "127.0.0.1")  # fmt: skip
+        assert (row["device"], row["os"], row["app_version"], row["ip"]) == (
+            "Pixel",
+            "Android 15",
+            "1.0.0",
+            "127.0.0.1",
+        )
         assert row["client_id"] == f"client-{user}" and row["room_code"] == "hist"
         assert row["node_id"] == node.node_id
         assert row["started_at"] <= row["last_heartbeat_at"] <= row["ended_at"]

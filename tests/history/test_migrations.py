@@ -22,12 +22,26 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
         assert migrate(conn) == []
         recorded = conn.execute("SELECT version FROM spd_schema_migrations ORDER BY version").fetchall()
         assert [r[0] for r in recorded] == versions
-        tables = {r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()}  # fmt: skip
-        parents = {r[0] for r in conn.execute(
-            "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid").fetchall()}  # fmt: skip
-        assert {"tba_spd_room_type", "dat_spd_room", "dat_spd_room_attr", "dat_spd_alert_rule",
-                "dat_spd_alert_event", "spd_schema_migrations"} <= tables  # fmt: skip
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()
+        }
+        parents = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid"
+            ).fetchall()
+        }
+        assert {
+            "tba_spd_room_type",
+            "dat_spd_room",
+            "dat_spd_room_attr",
+            "dat_spd_alert_rule",
+            "dat_spd_alert_event",
+            "spd_schema_migrations",
+        } <= tables
         assert parents == {"dat_spd_session", "dat_spd_room_stats", "spd_event_ledger"}
         assert (
             conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'spd_archive'").fetchone()[0] == 1
@@ -35,11 +49,22 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
         forced = conn.execute(
             "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY relname"
         ).fetchall()
-        assert [r[0] for r in forced] == sorted(["dat_spd_room", "dat_spd_room_attr", "dat_spd_session",
-                                                 "dat_spd_room_stats", "dat_spd_alert_rule",
-                                                 "dat_spd_alert_event"])  # fmt: skip
-        indexes = {r[0] for r in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE tablename IN ('dat_spd_session', 'dat_spd_room_stats')").fetchall()}  # fmt: skip
+        assert [r[0] for r in forced] == sorted(
+            [
+                "dat_spd_room",
+                "dat_spd_room_attr",
+                "dat_spd_session",
+                "dat_spd_room_stats",
+                "dat_spd_alert_rule",
+                "dat_spd_alert_event",
+            ]
+        )
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE tablename IN ('dat_spd_session', 'dat_spd_room_stats')"
+            ).fetchall()
+        }
         for column in ("(room_id)", "(user_id)", "(last_heartbeat_at)", "(room_id, ts_bucket)"):
             assert any(column in d for d in indexes), column
 
@@ -56,8 +81,9 @@ def test_a_broken_migration_rolls_back_whole(empty_pg_dsn, tmp_path):
     with pytest.raises(psycopg.errors.UndefinedTable):
         migrate(empty_pg_dsn, tmp_path)
     with psycopg.connect(empty_pg_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT to_regclass('spd_first') IS NOT NULL, to_regclass('spd_half_done')").fetchone() == (
-            True, None)  # fmt: skip
+        assert conn.execute(
+            "SELECT to_regclass('spd_first') IS NOT NULL, to_regclass('spd_half_done')"
+        ).fetchone() == (True, None)
         assert [r[0] for r in conn.execute("SELECT version FROM spd_schema_migrations")] == ["0001"]
     (tmp_path / "0002_broken.sql").write_text("CREATE TABLE spd_half_done (x int);")
     assert migrate(empty_pg_dsn, tmp_path) == ["0002"]

@@ -43,8 +43,10 @@ def test_events_across_month_and_quarter_boundaries(history_settings, redis_sync
     # jan's session ends in February: its row stays in January's partition.
     jan.beat(ms("2026-02-01T00:00:30"), 20)
     evs.append(jan.ended(ms("2026-02-01T00:02"), "timeout"))
-    evs += [room_sample("acme", "lobby", ms(t)) for t in
-            ("2026-01-31T23:59", "2026-02-01T00:00", "2026-03-31T23:59", "2026-04-01T00:00")]  # fmt: skip
+    evs += [
+        room_sample("acme", "lobby", ms(t))
+        for t in ("2026-01-31T23:59", "2026-02-01T00:00", "2026-03-31T23:59", "2026-04-01T00:00")
+    ]
     # Far in the future too: no partition exists for it either.
     future = FakeSession("acme", "lobby", "u5", ms("2031-07-04T12:00"))
     evs.append(future.started())
@@ -58,8 +60,9 @@ def test_events_across_month_and_quarter_boundaries(history_settings, redis_sync
     assert where[mar.session_id] == "dat_spd_session_p2026_03"
     assert where[apr.session_id] == "dat_spd_session_p2026_04"
     assert where[future.session_id] == "dat_spd_session_p2031_07"
-    ended = pg.execute("SELECT ended_at, end_reason FROM dat_spd_session WHERE session_id = %s",
-                       [jan.session_id]).fetchone()  # fmt: skip
+    ended = pg.execute(
+        "SELECT ended_at, end_reason FROM dat_spd_session WHERE session_id = %s", [jan.session_id]
+    ).fetchone()
     assert ended == (dt("2026-02-01T00:02"), "timeout")
 
     stats = sorted(
@@ -67,13 +70,19 @@ def test_events_across_month_and_quarter_boundaries(history_settings, redis_sync
     )
     # Samples' minutes, and the minutes the session events count in (joins at each start, the
     # timeout at jan's end): the far-future start needed a room-statistics partition of its own.
-    assert [p for _, p in stats] == (["dat_spd_room_stats_p2026_q1"] * 5 + ["dat_spd_room_stats_p2026_q2"] * 2
-                                     + ["dat_spd_room_stats_p2031_q3"])  # fmt: skip
+    assert [p for _, p in stats] == (
+        ["dat_spd_room_stats_p2026_q1"] * 5
+        + ["dat_spd_room_stats_p2026_q2"] * 2
+        + ["dat_spd_room_stats_p2031_q3"]
+    )
     counts = pg.execute(
         "SELECT ts_bucket, joins, timeouts, node_samples FROM dat_spd_room_stats ORDER BY 1"
     ).fetchall()
     assert [(b, j, t, n) for b, j, t, n in counts if b.year == 2026 and b.month == 2] == [
-        (dt("2026-02-01T00:00"), 0, 0, 1), (dt("2026-02-01T00:01"), 1, 0, 0), (dt("2026-02-01T00:02"), 0, 1, 0)]  # fmt: skip
+        (dt("2026-02-01T00:00"), 0, 0, 1),
+        (dt("2026-02-01T00:01"), 1, 0, 0),
+        (dt("2026-02-01T00:02"), 0, 1, 0),
+    ]
     ledger = set(list_partitions(pg, "spd_event_ledger"))
     assert {
         "spd_event_ledger_p2026_01_31",

@@ -71,4 +71,7 @@ def test_ledger_partitions_are_kept_a_week(pg):
     report = apply_retention(pg, hot_days=90, drop_days=730, now=NOW)
     assert report.dropped == ["spd_event_ledger_p2026_11_20"] and report.archived == []
     assert list_partitions(pg, LEDGER.name) == [
-        "spd_event_ledger_p2026_11_23", "spd_event_ledger_p2026_11_24", "spd_event_ledger_p2026_11_30"]  # fmt: skip
+        "spd_event_ledger_p2026_11_23",
+        "spd_event_ledger_p2026_11_24",
+        "spd_event_ledger_p2026_11_30",
+    ]

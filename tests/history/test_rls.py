@@ -101,8 +101,9 @@ def test_external_postgres_as_plain_owner(history_settings, redis_sync, pg_serve
     try:
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            assert conn.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone() == (
-                False,)  # fmt: skip
+            assert conn.execute(
+                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (False,)
             _two_tenants(dataclasses.replace(history_settings, postgres_dsn=dsn), redis_sync, conn)
             _assert_isolated(conn)
     finally:

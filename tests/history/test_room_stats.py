@@ -30,12 +30,15 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
     lat_a = [3, 8, 8, 20, 40, 90, 140, 180]
     lat_b = [4, 12, 30, 60, 70, 260, 480, 900, 1500, 7000]
     # Counters as older nodes sent them: ignored (the session events below are what count).
-    a = room_sample("acme", "stage", minute, "node-a", online=[10, 12, 14], joins=5, leaves=1, timeouts=1,
-                    latencies=lat_a)  # fmt: skip
-    b = room_sample("acme", "stage", minute, "node-b", online=[20, 18], joins=2, leaves=3, disconnects=2,
-                    latencies=lat_b)  # fmt: skip
-    sessions = [FakeSession("acme", "stage", f"u{i}", minute + 1000 * i, node=f"node-{'ab'[i % 2]}")
-                for i in range(7)]  # fmt: skip
+    a = room_sample(
+        "acme", "stage", minute, "node-a", online=[10, 12, 14], joins=5, leaves=1, timeouts=1, latencies=lat_a
+    )
+    b = room_sample(
+        "acme", "stage", minute, "node-b", online=[20, 18], joins=2, leaves=3, disconnects=2, latencies=lat_b
+    )
+    sessions = [
+        FakeSession("acme", "stage", f"u{i}", minute + 1000 * i, node=f"node-{'ab'[i % 2]}") for i in range(7)
+    ]
     reasons = ["leave", "leave", "leave", "leave", "timeout", "disconnect", "shutdown"]
     ends = [
         s.ended(minute + 30_000 + i, reason)
@@ -71,9 +74,15 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
 
 @pytest.mark.parametrize(
     ("hist", "q"),
-    [([0] * 15, 0.95), ([100] + [0] * 14, 0.95), ([0, 0, 10, 10] + [0] * 11, 0.5), ([1] * 15, 0.95),
-     ([0] * 14 + [5], 0.95), ([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 0.75)],
-)  # fmt: skip
+    [
+        ([0] * 15, 0.95),
+        ([100] + [0] * 14, 0.95),
+        ([0, 0, 10, 10] + [0] * 11, 0.5),
+        ([1] * 15, 0.95),
+        ([0] * 14 + [5], 0.95),
+        ([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 0.75),
+    ],
+)
 def test_sql_quantile_matches_python(pg, hist, q):
     assert hist_quantile(pg, hist, q) == (
         None if quantile(hist, q) is None else pytest.approx(quantile(hist, q))

@@ -49,9 +49,15 @@ def test_rooms_round_trip(pg):
 
 
 def test_session_query(history_settings, redis_sync, pg):
-    sessions = [FakeSession("acme", room, user, ms(t)) for room, user, t in
-                [("lobby", "ann", "2026-05-04T09:00"), ("lobby", "ben", "2026-05-04T10:00"),
-                 ("hall", "ann", "2026-05-04T11:00"), ("lobby", "cy", "2026-05-05T10:00")]]  # fmt: skip
+    sessions = [
+        FakeSession("acme", room, user, ms(t))
+        for room, user, t in [
+            ("lobby", "ann", "2026-05-04T09:00"),
+            ("lobby", "ben", "2026-05-04T10:00"),
+            ("hall", "ann", "2026-05-04T11:00"),
+            ("lobby", "cy", "2026-05-05T10:00"),
+        ]
+    ]
     evs = [s.started() for s in sessions]
     sessions[0].beat(ms("2026-05-04T09:00:15"), 25)
     evs.append(sessions[0].ended(ms("2026-05-04T09:30"), "disconnect"))

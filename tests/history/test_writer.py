@@ -74,7 +74,13 @@ def test_events_become_rows(history_settings, redis_sync, pg):
     a, b = rows[alice.session_id], rows[bob.session_id]
     assert a["started_at"] == dt("2026-05-04T10:00") and a["ended_at"] == dt("2026-05-04T10:01:01")
     assert (a["end_reason"], a["device"], a["os"], a["ip"], a["app_version"], a["user_id"]) == (
-        "leave", "iPhone", "iOS", "10.1.1.1", "1.2.3", "alice")  # fmt: skip
+        "leave",
+        "iPhone",
+        "iOS",
+        "10.1.1.1",
+        "1.2.3",
+        "alice",
+    )
     assert (a["heartbeat_count"], a["latency_count"], a["latency_sum"]) == (4, 4, 690.0)
     assert (a["latency_min"], a["latency_max"], a["latency_avg"]) == (20.0, 600.0, 172.5)
     assert a["last_heartbeat_at"] == dt("2026-05-04T10:01")
@@ -109,8 +115,14 @@ def test_replayed_events_change_nothing(history_settings, redis_sync, pg):
     # The same event ids again, twice: once across batches, once inside one batch.
     push(redis_sync, evs + evs)
     with running_writer(history_settings):
-        wait_for(lambda: written(redis_sync) + int(redis_sync.hget(STATUS_KEY, "events_duplicate") or 0)
-                 == len(evs) * 2 or None, what="replays seen")  # fmt: skip
+        wait_for(
+            lambda: (
+                written(redis_sync) + int(redis_sync.hget(STATUS_KEY, "events_duplicate") or 0)
+                == len(evs) * 2
+                or None
+            ),
+            what="replays seen",
+        )
     assert _snapshot(pg) == before
 
 
@@ -144,8 +156,14 @@ def test_order_of_arrival_does_not_matter(history_settings, redis_sync, pg):
 def test_bad_events_go_to_the_dead_letter_stream(history_settings, redis_sync, pg):
     s = FakeSession("acme", "lobby", "dave", T0)
     good = s.started()
-    push(redis_sync, [good, {"id": "not-a-uuid", "kind": events.SESSION_STARTED, "tenant": "acme"},
-                      {"id": "6d0c8f0e-8a8e-4b8e-9a57-4f1f00000001", "kind": "mystery", "tenant": "acme"}])  # fmt: skip
+    push(
+        redis_sync,
+        [
+            good,
+            {"id": "not-a-uuid", "kind": events.SESSION_STARTED, "tenant": "acme"},
+            {"id": "6d0c8f0e-8a8e-4b8e-9a57-4f1f00000001", "kind": "mystery", "tenant": "acme"},
+        ],
+    )
     # Passes the writer's own checks, but PostgreSQL refuses it (integer out of range).
     huge = room_sample("acme", "lobby", T0, online=[1])
     huge["online_max"] = 10**12

@@ -42,8 +42,12 @@ def _workload(n_sessions: int = 40, n_samples: int = 20):
         evs.append(s.checkpoint())
         sessions.append(s)
     # Room samples are additive: a sample applied twice would show in the sums.
-    evs += [room_sample("acme", f"room-{i % 4}", T0 + 60_000 * (i // 4), node=f"n{i}", online=[2, 3],
-                        latencies=[15]) for i in range(n_samples)]  # fmt: skip
+    evs += [
+        room_sample(
+            "acme", f"room-{i % 4}", T0 + 60_000 * (i // 4), node=f"n{i}", online=[2, 3], latencies=[15]
+        )
+        for i in range(n_samples)
+    ]
     return sessions, evs
 
 
@@ -55,7 +59,8 @@ def _check(conn, sessions, evs, n_samples: int = 20) -> None:
     assert rows == {s.session_id: s.heartbeats for s in sessions}
     # Samples and session starts are additive: one applied twice would show in the sums.
     joins, nodes, latency_count = conn.execute(
-        "SELECT sum(joins), sum(node_samples), sum(latency_count) FROM dat_spd_room_stats").fetchone()  # fmt: skip
+        "SELECT sum(joins), sum(node_samples), sum(latency_count) FROM dat_spd_room_stats"
+    ).fetchone()
     assert (joins, nodes, latency_count) == (len(sessions), n_samples, n_samples)
 
 
@@ -79,9 +84,17 @@ def test_sigkill_mid_batch_then_restart(history_settings, redis_sync, redis_url,
     try:
         # The batch is in flight: all entries pending for the writer, its INSERT waiting on our lock.
         wait_for(lambda: pending(redis_sync) == len(evs), timeout=15)
-        wait_for(lambda: pg.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spidi-writer' "
-            "AND wait_event_type = 'Lock'").fetchone()[0] == 1, timeout=15, what="writer blocked")  # fmt: skip
+        wait_for(
+            lambda: (
+                pg.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spidi-writer' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                == 1
+            ),
+            timeout=15,
+            what="writer blocked",
+        )
         proc.kill()
         proc.wait(5)
     finally:
@@ -90,8 +103,14 @@ def test_sigkill_mid_batch_then_restart(history_settings, redis_sync, redis_url,
         locker.rollback()
         locker.close()
     # The killed batch committed nothing (ledger rows and sessions were already inserted in it).
-    wait_for(lambda: pg.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spidi-writer'").fetchone()[0] == 0)  # fmt: skip
+    wait_for(
+        lambda: (
+            pg.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spidi-writer'"
+            ).fetchone()[0]
+            == 0
+        )
+    )
     assert pg.execute("SELECT count(*) FROM spd_event_ledger").fetchone()[0] == 0
     assert pg.execute("SELECT count(*) FROM dat_spd_session").fetchone()[0] == 0
     assert pending(redis_sync) == len(evs)
