@@ -47,7 +47,7 @@ run: build
 # `timeout` is a backstop: a hung teardown must fail the run, not stall CI.
 test: build $(VENV)/.browser
 	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
-	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py -k "heartbeat or roster"
+	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
 
 # The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,
 # written by `make test` or `pytest -m hardening`): exit 1 when they differ. Tests never edit docs/;
