@@ -9,6 +9,7 @@ from spidi_core import FrameParserPy, serialize_frame
 from spidi_server.auth import TokenVerifier
 from spidi_server.errors import ProtocolError
 from spidi_server.protocol import destinations as dest
+from spidi_server.protocol import events as ev
 from spidi_server.protocol import stomp
 from spidi_server.settings import Settings
 
@@ -38,7 +39,7 @@ def connect(conn, role="spidi:user", **headers) -> list:
 def test_connect_yields_connected_event_and_frame():
     conn = make()
     (event,) = connect(conn)
-    assert event[0] == stomp.EV_CONNECTED and event[1].user_id == "u"
+    assert type(event) is ev.Connected and event.claims.user_id == "u"
     (frame,) = out_frames(conn)
     assert frame.command == "CONNECTED" and frame.headers["session"] == "c-1"
     assert conn.state == stomp.STATE_OPEN
@@ -59,7 +60,7 @@ def test_bad_heartbeat_header(bad):
         stomp.negotiate_heartbeat(bad, 1, 1)
 
 
-def test_heartbeat_event_is_a_plain_tuple():
+def test_heartbeat_event_is_a_typed_record():
     conn = make()
     connect(conn)
     conn.data_to_send()
@@ -67,7 +68,7 @@ def test_heartbeat_event_is_a_plain_tuple():
     events = conn.receive_data(
         serialize_frame("SEND", {"destination": "/app/heartbeat", "receipt": "r"}, body)
     )
-    assert events == [(stomp.EV_HEARTBEAT, "s1", 12.5, "r")]
+    assert events == [ev.Heartbeat("s1", 12.5, "r")] and type(events[0]) is ev.Heartbeat
 
 
 def test_several_frames_in_one_message_and_split_frames():
@@ -77,7 +78,7 @@ def test_several_frames_in_one_message_and_split_frames():
     data = hb + b"\n" + hb
     assert len(conn.receive_data(data[:10])) == 0
     events = conn.receive_data(data[10:])
-    assert [e[0] for e in events] == [stomp.EV_HEARTBEAT, stomp.EV_HEARTBEAT]
+    assert [type(e) for e in events] == [ev.Heartbeat, ev.Heartbeat]
     assert conn.heartbeats_received == 1
 
 
@@ -113,7 +114,7 @@ def test_unsubscribe_forgets_destination():
     connect(conn)
     conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "s", "destination": dest.USER_SESSION}))
     events = conn.receive_data(serialize_frame("UNSUBSCRIBE", {"id": "s"}))
-    assert events[0][0] == stomp.EV_UNSUBSCRIBE and events[0][2].kind == dest.KIND_USER_SESSION
+    assert type(events[0]) is ev.Unsubscribe and events[0].destination.kind == dest.KIND_USER_SESSION
     assert not conn.send_json(dest.USER_SESSION, {"a": 1})
 
 
