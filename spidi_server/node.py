@@ -15,7 +15,7 @@ from .auth import TokenVerifier
 from .fanout import RoomFanout
 from .metrics import NodeMetrics
 from .ops import OpsServer
-from .presence import Presence, run_every
+from .presence import Presence
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
 from .rooms import RoomCatalog, RoomDef
@@ -24,7 +24,7 @@ from .settings import Settings
 from .stores import keys
 from .stores.redis_store import HotStore, connect
 from .stores.spill import SpillFile
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, run_every
 from .transport.websocket import WebSocketTransport
 
 
