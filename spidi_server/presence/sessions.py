@@ -73,6 +73,7 @@ class SessionLifecycle:
         self.capacity_degraded = False  # admitting on local counts (Redis down or slow): logged once
         self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
         self._hot = metrics.hot
+        self._sessions = local.sessions  # the same dict: one lookup less on the heartbeat path
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
 
@@ -242,7 +243,7 @@ class SessionLifecycle:
 
     def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
         """HEARTBEAT: the hot path. No await, no log line, no Redis round trip."""
-        session = self.local.sessions.get(session_id)
+        session = self._sessions.get(session_id)
         if session is None or session.client is not client:
             raise UnknownSessionError(f"no session {session_id!r} on this connection")
         now = now_ms()
