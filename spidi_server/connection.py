@@ -12,15 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from . import logs
 from .errors import AppError, SlowConsumerError
-from .protocol import stomp
+from .metrics import NodeMetrics
+from .protocol.destinations import Destination
+from .protocol.events import (
+    Connected,
+    Disconnect,
+    Event,
+    Heartbeat,
+    Hello,
+    Leave,
+    ReceiptOnly,
+    Subscribe,
+    Unsubscribe,
+)
 from .protocol.stomp import StompConnection
-
-if TYPE_CHECKING:
-    from .node import Node
+from .settings import Settings
 
 log = logging.getLogger("spidi.connection")
 
@@ -37,26 +47,66 @@ class Writer(Protocol):
     def close(self, code: int, reason: str, discard: bool = False) -> None: ...
 
 
+class PresenceService(Protocol):
+    """What a connection asks presence to do (``presence.Presence``); the connection is its client."""
+
+    async def hello(self, client: ClientConnection, payload: dict) -> None: ...
+
+    def heartbeat(self, client: ClientConnection, session_id: str, latency_ms: float) -> None: ...
+
+    def leave(self, client: ClientConnection, session_id: str) -> None: ...
+
+    async def subscribe(self, client: ClientConnection, sub_id: str, destination: Destination) -> None: ...
+
+    def unsubscribe(self, client: ClientConnection, sub_id: str) -> None: ...
+
+    def client_closed(self, client: ClientConnection, clean: bool) -> None: ...
+
+
+class Host(Protocol):
+    """What a connection needs from the process that accepted it (the node)."""
+
+    settings: Settings  # max_send_buffer, max_message_rate, max_message_burst
+    metrics: NodeMetrics  # frame counts, errors, refusals
+    presence: PresenceService
+
+    def new_stomp_connection(self, conn_id: str, query_token: str | None) -> StompConnection: ...
+
+
 class ClientConnection:
     """A connected client: its STOMP state, its presence sessions, and the dispatch of its events."""
 
-    __slots__ = ("node", "stomp", "ip", "sessions", "conn_id", "writer", "backlog", "clean", "_presence",
-                 "_count", "_errors", "_hot", "_send_cap", "_closing")  # fmt: skip
+    __slots__ = (
+        "host",
+        "stomp",
+        "ip",
+        "sessions",
+        "conn_id",
+        "writer",
+        "backlog",
+        "clean",
+        "_presence",
+        "_count",
+        "_errors",
+        "_hot",
+        "_send_cap",
+        "_closing",
+    )
 
-    def __init__(self, node: Node, writer: Writer, conn_id: str, ip: str, query_token: str | None):
-        self.node = node
+    def __init__(self, host: Host, writer: Writer, conn_id: str, ip: str, query_token: str | None):
+        self.host = host
         self.writer = writer
         self.conn_id = conn_id
         self.ip = ip
-        self.stomp: StompConnection = node.new_stomp_connection(conn_id, query_token)
+        self.stomp: StompConnection = host.new_stomp_connection(conn_id, query_token)
         self.sessions: set = set()
-        self.backlog: list | None = None  # events waiting behind a pending SUBSCRIBE
+        self.backlog: list[Event] | None = None  # events waiting behind a pending SUBSCRIBE or HELLO
         self.clean = False
-        self._presence = node.presence
-        self._count = node.metrics.frame_counts
-        self._errors = node.metrics.errors
-        self._hot = node.metrics.hot
-        settings = node.settings
+        self._presence = host.presence
+        self._count = host.metrics.frame_counts
+        self._errors = host.metrics.errors
+        self._hot = host.metrics.hot
+        settings = host.settings
         self._send_cap = settings.max_send_buffer
         self._closing = False  # the writer was told to close: what is queued later is dropped
         if settings.max_message_rate:
@@ -80,10 +130,10 @@ class ClientConnection:
             asyncio.get_running_loop().create_task(self._subscribe_then_continue(events[i]))
         self.push()
 
-    async def _subscribe_then_continue(self, event: tuple) -> None:
+    async def _subscribe_then_continue(self, event: Hello | Subscribe) -> None:
         try:
             while True:
-                await (self.hello(event) if event[0] == stomp.EV_HELLO else self.subscribe(event))
+                await (self.hello(event) if type(event) is Hello else self.subscribe(event))
                 events, self.backlog = self.backlog, []
                 i = self.dispatch(events)
                 if i < 0:
@@ -95,44 +145,52 @@ class ClientConnection:
             self.backlog = None
             self.push()
 
-    def dispatch(self, events: list[tuple]) -> int:
+    def dispatch(self, events: list[Event]) -> int:
         """Handle events in order; stop at a SUBSCRIBE or HELLO and return its index (it must be
         awaited), else -1."""
         presence = self._presence
         count = self._count
         conn = self.stomp
         for i, event in enumerate(events):
-            kind = event[0]
+            # By exact type, heartbeats first: the cheapest test on the path every heartbeat takes.
+            kind = type(event)
             receipt = None
             try:
-                if kind == stomp.EV_HEARTBEAT:
+                if kind is Heartbeat:
                     count[0] += 1
-                    receipt = event[3]
-                    presence.heartbeat(self, event[1], event[2])
-                elif kind == stomp.EV_SUBSCRIBE or kind == stomp.EV_HELLO:
+                    receipt = event.receipt
+                    presence.heartbeat(self, event.session_id, event.latency_ms)
+                elif kind is Subscribe or kind is Hello:
                     return i  # both wait for Redis: the caller awaits them, the rest queues behind
-                elif kind == stomp.EV_LEAVE:
+                elif kind is Leave:
                     count[0] += 1
-                    receipt = event[2]
-                    presence.leave(self, event[1])
-                elif kind == stomp.EV_UNSUBSCRIBE:
+                    receipt = event.receipt
+                    presence.leave(self, event.session_id)
+                elif kind is Unsubscribe:
                     count[2] += 1
-                    receipt = event[3]
-                    presence.unsubscribe(self, event[1])
-                elif kind == stomp.EV_CONNECTED:
+                    receipt = event.receipt
+                    presence.unsubscribe(self, event.sub_id)
+                elif kind is Connected:
                     count[3] += 1
-                    claims = event[1]
+                    claims = event.claims
                     # Debug only: session_started already says who joined; a line per connect cost
                     # ~8% of connect CPU at 10,000 connections.
-                    logs.event(log, "connected", logging.DEBUG, trace_id=self.conn_id, user_id=claims.user_id,
-                               tenant=claims.tenant, ip=self.ip)  # fmt: skip
-                elif kind == stomp.EV_DISCONNECT:
+                    logs.event(
+                        log,
+                        "connected",
+                        logging.DEBUG,
+                        trace_id=self.conn_id,
+                        user_id=claims.user_id,
+                        tenant=claims.tenant,
+                        ip=self.ip,
+                    )
+                elif kind is Disconnect:
                     count[4] += 1
-                    receipt = event[1]
+                    receipt = event.receipt
                     self.clean = True
-                elif kind == stomp.EV_RECEIPT_ONLY:
+                elif kind is ReceiptOnly:
                     count[5] += 1
-                    receipt = event[1]
+                    receipt = event.receipt
             except AppError as exc:
                 self._errors.labels(code=exc.name).inc()
                 conn.send_app_error(exc, receipt)
@@ -140,12 +198,12 @@ class ClientConnection:
                 conn.send_receipt(receipt)
         return -1
 
-    async def subscribe(self, event: tuple) -> None:
+    async def subscribe(self, event: Subscribe) -> None:
         """SUBSCRIBE: the one step that reads Redis (the snapshot) before answering."""
-        _, sub_id, destination, receipt = event
+        sub_id, receipt = event.sub_id, event.receipt
         self._count[1] += 1
         try:
-            await self._presence.subscribe(self, sub_id, destination)
+            await self._presence.subscribe(self, sub_id, event.destination)
         except AppError as exc:
             self.stomp.remove_subscription(sub_id)
             self._errors.labels(code=exc.name).inc()
@@ -153,12 +211,12 @@ class ClientConnection:
         if receipt is not None:
             self.stomp.send_receipt(receipt)
 
-    async def hello(self, event: tuple) -> None:
+    async def hello(self, event: Hello) -> None:
         """HELLO: WELCOME or an error once Redis has admitted (or refused) the session."""
-        receipt = event[2]
+        receipt = event.receipt
         self._count[0] += 1
         try:
-            await self._presence.hello(self, event[1])
+            await self._presence.hello(self, event.payload)
         except AppError as exc:
             self._errors.labels(code=exc.name).inc()
             self.stomp.send_app_error(exc, receipt)
@@ -184,11 +242,17 @@ class ClientConnection:
             if conn.close_reason is not None and not self.clean:
                 self._errors.labels(code="PROTOCOL").inc()
                 if conn.refused is not None:
-                    self.node.metrics.refusals.labels(reason=conn.refused.reason).inc()
+                    self.host.metrics.refusals.labels(reason=conn.refused.reason).inc()
                 claims = conn.claims
-                logs.event(log, "connection_error", logging.WARNING, trace_id=self.conn_id,
-                           user_id=claims.user_id if claims else None, reason=conn.close_reason[1],
-                           client_info={"ip": self.ip})  # fmt: skip
+                logs.event(
+                    log,
+                    "connection_error",
+                    logging.WARNING,
+                    trace_id=self.conn_id,
+                    user_id=claims.user_id if claims else None,
+                    reason=conn.close_reason[1],
+                    client_info={"ip": self.ip},
+                )
             code, reason = conn.close_reason or (1000, "bye")
             conn.close(code, reason)
             self.writer.close(code, reason)
@@ -201,11 +265,17 @@ class ClientConnection:
         conn.close(exc.close_code, "slow consumer")
         conn.refused = exc
         self._closing = True
-        self.node.metrics.refusals.labels(reason=exc.reason).inc()
+        self.host.metrics.refusals.labels(reason=exc.reason).inc()
         claims = conn.claims
-        logs.event(log, "connection_error", logging.WARNING, trace_id=self.conn_id,
-                   user_id=claims.user_id if claims else None, reason=str(exc),
-                   client_info={"ip": self.ip})  # fmt: skip
+        logs.event(
+            log,
+            "connection_error",
+            logging.WARNING,
+            trace_id=self.conn_id,
+            user_id=claims.user_id if claims else None,
+            reason=str(exc),
+            client_info={"ip": self.ip},
+        )
         self.writer.close(exc.close_code, "slow consumer", discard=True)
 
     def closed(self) -> None:

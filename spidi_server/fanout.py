@@ -28,7 +28,7 @@ import orjson
 from . import logs
 from .stores import keys
 from .stores.client import is_cluster, pubsub_client
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, run_every, warn
 
 if TYPE_CHECKING:
     from .presence import Presence
@@ -61,7 +61,9 @@ class RoomFanout:
         await self._open_pubsub()
         await self._refresh()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._renew())]
+        # Redis down: the renewal fails, the last set stays in force; the hot store reports it.
+        renew = run_every(RENEW_S, self._refresh, "watch-refresh", warn(log, "watch_refresh_failed"))
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(renew)]
 
     async def stop(self) -> None:
         """Stop listening and release the pub/sub connection."""
@@ -125,16 +127,6 @@ class RoomFanout:
         # An announcement heard while the read was in flight may be newer than what it read.
         self.watched = {m.decode() if isinstance(m, bytes) else m for m in members} | self.local | self._heard
         self.presence.watched_changed(self.watched)
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(RENEW_S)
-            try:
-                await self._refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis down: keep the last set; the hot store reports it
-                logs.event(log, "watch_refresh_failed", logging.WARNING, error=str(exc))
 
     async def _listen(self) -> None:
         backoff = 0.2

@@ -16,7 +16,7 @@ from .connection import ClientConnection, Writer
 from .fanout import RoomFanout
 from .metrics import NodeMetrics
 from .ops import OpsServer
-from .presence import Presence, run_every
+from .presence import Presence
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
 from .rooms import RoomCatalog, RoomDef
@@ -26,7 +26,7 @@ from .stores import keys
 from .stores.client import connect
 from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, run_every
 from .transport.websocket import WebSocketTransport
 
 

@@ -26,7 +26,7 @@ from . import logs
 from .stores import events, keys
 from .stores.client import pipeline_evalsha, pipeline_publish, text
 from .stores.scripts import script_source
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, run_every, warn
 
 log = logging.getLogger("spidi.reaper")
 
@@ -116,7 +116,10 @@ class NodeLiveness:
             self.on_reaped(left_over)
         await self.redis.sadd(keys.NODES, self.node_id)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch_others())]
+        # Redis down: the hot store reports it; each loop retries at its next tick.
+        renew = run_every(RENEW_S, self._beat, "alive-renew", warn(log, "alive_renew_failed"))
+        check = run_every(CHECK_S, self.check, "reaper-check", warn(log, "reaper_check_failed"))
+        self._tasks = [loop.create_task(renew), loop.create_task(check)]
 
     async def stop(self) -> None:
         """Stop renewing and give the id up (a clean stop leaves nothing to reap)."""
@@ -131,26 +134,6 @@ class NodeLiveness:
 
     async def _beat(self) -> None:
         await self.redis.set(keys.node_alive(self.node_id), int(time.time() * 1000), px=ALIVE_TTL_MS)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(RENEW_S)
-            try:
-                await self._beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis down: the hot store reports it; retry next second
-                logs.event(log, "alive_renew_failed", logging.WARNING, error=str(exc))
-
-    async def _watch_others(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_S)
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logs.event(log, "reaper_check_failed", logging.WARNING, error=str(exc))
 
     async def check(self) -> int:
         """Reap every known node whose liveness key expired; returns sessions ended."""

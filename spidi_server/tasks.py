@@ -1,9 +1,47 @@
-"""Stopping background tasks reliably."""
+"""Background tasks: running a job periodically, and stopping tasks reliably."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from . import logs
+
+log = logging.getLogger("spidi.tasks")
+
+
+async def run_every(
+    interval_s: float,
+    job: Callable[[], Awaitable[object]],
+    name: str,
+    on_error: Callable[[Exception], None] | None = None,
+) -> None:
+    """Run ``job`` (a coroutine function) every ``interval_s``, the first time after one interval.
+
+    A failure does not stop the loop: it is handed to ``on_error``, or else logged with its
+    traceback as ``"<name> failed"``. Cancelling the task ends the loop.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if on_error is None:
+                log.exception("%s failed", name)
+            else:
+                on_error(exc)
+
+
+def warn(logger: logging.Logger, event: str) -> Callable[[Exception], None]:
+    """An ``on_error`` for ``run_every``: one structured WARNING line ``event`` with the error."""
+
+    def on_error(exc: Exception) -> None:
+        logs.event(logger, event, logging.WARNING, error=str(exc))
+
+    return on_error
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task], timeout: float = 5.0) -> set[asyncio.Task]:

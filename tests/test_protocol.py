@@ -7,9 +7,10 @@ import pytest
 
 from spidi_core import FrameParserPy, serialize_frame
 from spidi_server.auth import TokenVerifier
-from spidi_server.errors import ProtocolError
+from spidi_server.errors import BadJsonError, BadRequestError, ProtocolError
 from spidi_server.protocol import destinations as dest
-from spidi_server.protocol import stomp
+from spidi_server.protocol import events as ev
+from spidi_server.protocol import payloads, stomp
 from spidi_server.settings import Settings
 
 from .conftest import TEST_SECRET, token_for
@@ -38,7 +39,7 @@ def connect(conn, role="spidi:user", **headers) -> list:
 def test_connect_yields_connected_event_and_frame():
     conn = make()
     (event,) = connect(conn)
-    assert event[0] == stomp.EV_CONNECTED and event[1].user_id == "u"
+    assert type(event) is ev.Connected and event.claims.user_id == "u"
     (frame,) = out_frames(conn)
     assert frame.command == "CONNECTED" and frame.headers["session"] == "c-1"
     assert conn.state == stomp.STATE_OPEN
@@ -59,7 +60,7 @@ def test_bad_heartbeat_header(bad):
         stomp.negotiate_heartbeat(bad, 1, 1)
 
 
-def test_heartbeat_event_is_a_plain_tuple():
+def test_heartbeat_event_is_a_typed_record():
     conn = make()
     connect(conn)
     conn.data_to_send()
@@ -67,7 +68,7 @@ def test_heartbeat_event_is_a_plain_tuple():
     events = conn.receive_data(
         serialize_frame("SEND", {"destination": "/app/heartbeat", "receipt": "r"}, body)
     )
-    assert events == [(stomp.EV_HEARTBEAT, "s1", 12.5, "r")]
+    assert events == [ev.Heartbeat("s1", 12.5, "r")] and type(events[0]) is ev.Heartbeat
 
 
 def test_several_frames_in_one_message_and_split_frames():
@@ -77,7 +78,7 @@ def test_several_frames_in_one_message_and_split_frames():
     data = hb + b"\n" + hb
     assert len(conn.receive_data(data[:10])) == 0
     events = conn.receive_data(data[10:])
-    assert [e[0] for e in events] == [stomp.EV_HEARTBEAT, stomp.EV_HEARTBEAT]
+    assert [type(e) for e in events] == [ev.Heartbeat, ev.Heartbeat]
     assert conn.heartbeats_received == 1
 
 
@@ -113,7 +114,7 @@ def test_unsubscribe_forgets_destination():
     connect(conn)
     conn.receive_data(serialize_frame("SUBSCRIBE", {"id": "s", "destination": dest.USER_SESSION}))
     events = conn.receive_data(serialize_frame("UNSUBSCRIBE", {"id": "s"}))
-    assert events[0][0] == stomp.EV_UNSUBSCRIBE and events[0][2].kind == dest.KIND_USER_SESSION
+    assert type(events[0]) is ev.Unsubscribe and events[0].destination.kind == dest.KIND_USER_SESSION
     assert not conn.send_json(dest.USER_SESSION, {"a": 1})
 
 
@@ -170,3 +171,123 @@ def test_frame_error_maps_to_error_and_1009_for_size():
     (frame,) = out_frames(conn)
     assert frame.command == "ERROR" and "frame-too-large" in frame.headers["message"]
     assert conn.close_reason[0] == 1009
+
+
+# -- /app/* bodies (protocol.payloads) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b'{"sessionId":"s1","latencyMs":12.5}', ev.Heartbeat("s1", 12.5, "r")),
+        (b'{"sessionId":"s1"}', ev.Heartbeat("s1", 0, "r")),
+        (b'{"sessionId":"s1","latencyMs":0,"extra":{"a":[1]}}', ev.Heartbeat("s1", 0, "r")),
+    ],
+)
+def test_good_heartbeat_bodies(body, expected):
+    assert payloads.heartbeat(body, "r") == expected
+
+
+@pytest.mark.parametrize(
+    "body, error, message",
+    [
+        (b"{nope", BadJsonError, "body is not valid JSON: "),
+        (b"[1]", BadJsonError, "body must be a JSON object"),
+        (b"{}", BadRequestError, "heartbeat needs sessionId (string)"),
+        (b'{"sessionId":""}', BadRequestError, "heartbeat needs sessionId (string)"),
+        (b'{"sessionId":7}', BadRequestError, "heartbeat needs sessionId (string)"),
+        (
+            b'{"sessionId":"s","latencyMs":"5"}',
+            BadRequestError,
+            "heartbeat latencyMs must be a number from 0 to 3600000",
+        ),
+        (
+            b'{"sessionId":"s","latencyMs":true}',
+            BadRequestError,
+            "heartbeat latencyMs must be a number from 0 to 3600000",
+        ),
+        (
+            b'{"sessionId":"s","latencyMs":-1}',
+            BadRequestError,
+            "heartbeat latencyMs must be a number from 0 to 3600000",
+        ),
+        (
+            b'{"sessionId":"s","latencyMs":3600000}',
+            BadRequestError,
+            "heartbeat latencyMs must be a number from 0 to 3600000",
+        ),
+    ],
+)
+def test_bad_heartbeat_bodies(body, error, message):
+    with pytest.raises(error) as raised:
+        payloads.heartbeat(body, None)
+    assert type(raised.value) is error and str(raised.value).startswith(message)
+
+
+def test_leave_bodies():
+    assert payloads.leave(b'{"sessionId":"s1"}', None) == ev.Leave("s1", None)
+    with pytest.raises(BadRequestError, match=r"^leave needs sessionId \(string\)$"):
+        payloads.leave(b'{"sessionId":null}', None)
+    deep = b'{"sessionId":"s","x":' + b"[" * 20 + b"]" * 20 + b"}"
+    with pytest.raises(BadJsonError, match="^JSON nested too deeply$"):
+        payloads.leave(deep, None)
+
+
+def test_a_good_hello():
+    hello = payloads.hello(
+        {"roomCode": "lobby-1", "clientId": "tablet", "appVersion": "2.0", "device": "iPad", "extra": 1}
+    )
+    assert hello == payloads.HelloPayload("lobby-1", "tablet", "2.0", "iPad", None, None)
+    resumed = payloads.hello(
+        {"roomCode": "a.b:c_d", "clientId": "t", "appVersion": "1", "resumeSessionId": "s"}
+    )
+    assert resumed.resume_session_id == "s" and resumed.room_code == "a.b:c_d"
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({}, "roomCode must be 1-64 characters of letters, digits, _ . : -"),
+        ({"roomCode": "a b"}, "roomCode must be 1-64 characters of letters, digits, _ . : -"),
+        ({"roomCode": "x" * 65}, "roomCode must be 1-64 characters of letters, digits, _ . : -"),
+        (
+            {"roomCode": "r", "appVersion": "1"},
+            "clientId must be a non-empty string of at most 128 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c" * 129, "appVersion": "1"},
+            "clientId must be a non-empty string of at most 128 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c"},
+            "appVersion must be a non-empty string of at most 64 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c", "appVersion": 2},
+            "appVersion must be a non-empty string of at most 64 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c", "appVersion": "1", "device": ""},
+            "device must be a non-empty string of at most 128 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c", "appVersion": "1", "os": ["x"]},
+            "os must be a non-empty string of at most 128 characters",
+        ),
+        (
+            {"roomCode": "r", "clientId": "c", "appVersion": "1", "resumeSessionId": 1},
+            "resumeSessionId must be a string",
+        ),
+    ],
+)
+def test_bad_hellos(payload, message):
+    with pytest.raises(BadRequestError) as raised:
+        payloads.hello(payload)
+    assert str(raised.value) == message
+
+
+def test_hello_body_is_parsed_and_checked_later():
+    conn = make()
+    connect(conn)
+    (event,) = conn.receive_data(serialize_frame("SEND", {"destination": "/app/hello"}, b'{"roomCode":1}'))
+    assert event == ev.Hello({"roomCode": 1}, None)  # presence checks it, after the role check

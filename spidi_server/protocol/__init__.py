@@ -1,1 +1,1 @@
-"""Sans-I/O STOMP protocol: frames in, presence events out."""
+"""Sans-I/O STOMP protocol: frames in, presence events out (``events``), bodies checked (``payloads``)."""

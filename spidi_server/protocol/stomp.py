@@ -1,14 +1,14 @@
 """The server side of one STOMP 1.2 connection, sans I/O.
 
-Bytes go in through ``receive_data``; it returns presence events (plain tuples, cheap on the hot
-path) for the layer above to act on, and queues the frames to send, which ``data_to_send`` hands
-out. Nothing here awaits or touches a socket, so every protocol rule is testable without one.
+Bytes go in through ``receive_data``; it returns presence events (the typed records of
+``protocol.events``) for the layer above to act on, and queues the frames to send, which
+``data_to_send`` hands out. Nothing here awaits or touches a socket, so every protocol rule is
+testable without one. The bodies of /app/* SENDs are checked in ``protocol.payloads``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 
@@ -18,7 +18,6 @@ from ..auth import Claims, TokenVerifier
 from ..errors import (
     AppError,
     AuthError,
-    BadJsonError,
     BadRequestError,
     ConnectionFatalError,
     InvalidTextError,
@@ -29,35 +28,15 @@ from ..errors import (
     app_error_payload,
 )
 from . import destinations as dest
+from . import payloads
+from .events import Connected, Disconnect, Event, Hello, ReceiptOnly, Subscribe, Unsubscribe
 
 SERVER_NAME = "spidi/0.1.0"
 VERSIONS = ("1.2", "1.1", "1.0")
 
-# Event kinds returned by receive_data. Tuples keep the heartbeat path free of object set-up.
-EV_CONNECTED = 1  # (EV_CONNECTED, claims)
-EV_HELLO = 2  # (EV_HELLO, payload: dict, receipt)
-EV_HEARTBEAT = 3  # (EV_HEARTBEAT, session_id, latency_ms, receipt)
-EV_LEAVE = 4  # (EV_LEAVE, session_id, receipt)
-EV_SUBSCRIBE = 5  # (EV_SUBSCRIBE, sub_id, destination: dest.Destination, receipt)
-EV_UNSUBSCRIBE = 6  # (EV_UNSUBSCRIBE, sub_id, destination, receipt)
-EV_DISCONNECT = 7  # (EV_DISCONNECT, receipt)
-EV_RECEIPT_ONLY = 8  # (EV_RECEIPT_ONLY, receipt): a frame with nothing to do but acknowledge
-
 STATE_AWAIT_CONNECT = 0
 STATE_OPEN = 1
 STATE_CLOSED = 2
-
-_JSON_MAX_DEPTH = 16
-
-
-def _json_depth(value: Any, depth: int = 0) -> int:
-    if depth > _JSON_MAX_DEPTH:
-        return depth
-    if isinstance(value, dict):
-        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
-    if isinstance(value, list):
-        return max((_json_depth(v, depth + 1) for v in value), default=depth + 1)
-    return depth
 
 
 def negotiate_heartbeat(client: str | None, server_send_ms: int, server_expect_ms: int) -> tuple[int, int]:
@@ -149,7 +128,7 @@ class StompConnection:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | str) -> list[tuple]:
+    def receive_data(self, data: bytes | str) -> list[Event]:
         """Feed one WebSocket message; return the events it produced, in order.
 
         A connection-fatal problem queues an ERROR frame, sets ``close_reason`` and stops
@@ -158,7 +137,7 @@ class StompConnection:
         if self.state == STATE_CLOSED:
             return []
         now = time.monotonic()
-        events: list[tuple] = []
+        events: list[Event] = []
         # All of Spidi's STOMP is UTF-8 text (headers by the spec, bodies are JSON): anything else
         # ends the connection, as RFC 6455 asks for a text message. ASCII needs no decoding.
         if not data.isascii() and not isinstance(data, str):
@@ -206,7 +185,7 @@ class StompConnection:
                 break
         return events
 
-    def _handle(self, frame) -> tuple | None:
+    def _handle(self, frame) -> Event | None:
         command = frame.command
         headers = frame.headers
         if self.state == STATE_AWAIT_CONNECT:
@@ -223,17 +202,17 @@ class StompConnection:
             if sub_id is None:
                 raise BadRequestError("UNSUBSCRIBE needs an id header")
             destination = self.remove_subscription(sub_id)
-            return (EV_UNSUBSCRIBE, sub_id, destination, receipt)
+            return Unsubscribe(sub_id, destination, receipt)
         if command == "DISCONNECT":
-            return (EV_DISCONNECT, receipt)
+            return Disconnect(receipt)
         if command in ("ACK", "NACK", "BEGIN", "COMMIT", "ABORT"):
             # Spidi has no client-acked subscriptions nor transactions; accept them harmlessly.
-            return (EV_RECEIPT_ONLY, receipt) if receipt is not None else None
+            return ReceiptOnly(receipt) if receipt is not None else None
         if command in ("CONNECT", "STOMP"):
             raise ProtocolError("already connected")
         raise ProtocolError(f"unknown command {command!r}")
 
-    def _connect(self, headers: dict) -> tuple:
+    def _connect(self, headers: dict) -> Connected:
         accepted = headers.get("accept-version", "1.0").split(",")
         for version in VERSIONS:
             if version in accepted:
@@ -268,46 +247,23 @@ class StompConnection:
                 },
             )
         )
-        return (EV_CONNECTED, self.claims)
+        return Connected(self.claims)
 
-    def _send(self, headers: dict, body: bytes, receipt: str | None) -> tuple:
+    def _send(self, headers: dict, body: bytes, receipt: str | None) -> Event:
         destination = headers.get("destination")
         if destination is None:
             raise BadRequestError("SEND needs a destination header")
         if destination == dest.APP_HEARTBEAT:
-            payload = self._json(body, check_depth=False)
-            session_id = payload.get("sessionId")
-            latency = payload.get("latencyMs", 0)
-            if not isinstance(session_id, str) or not session_id:
-                raise BadRequestError("heartbeat needs sessionId (string)")
-            if type(latency) not in (int, float) or not 0 <= latency < 3_600_000:
-                raise BadRequestError("heartbeat latencyMs must be a number from 0 to 3600000")
-            return (EV_HEARTBEAT, session_id, latency, receipt)
+            return payloads.heartbeat(body, receipt)
         if destination == dest.APP_HELLO:
-            return (EV_HELLO, self._json(body), receipt)
+            return Hello(payloads.json_object(body), receipt)
         if destination == dest.APP_LEAVE:
-            session_id = self._json(body).get("sessionId")
-            if not isinstance(session_id, str) or not session_id:
-                raise BadRequestError("leave needs sessionId (string)")
-            return (EV_LEAVE, session_id, receipt)
+            return payloads.leave(body, receipt)
         raise UnknownDestinationError(
             f"no such destination {destination!r}: send to /app/hello, /app/heartbeat or /app/leave"
         )
 
-    @staticmethod
-    def _json(body: bytes, check_depth: bool = True) -> dict:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadJsonError(f"body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise BadJsonError("body must be a JSON object")
-        # Heartbeats read two scalar fields and skip the walk; orjson itself caps nesting at 1024.
-        if check_depth and _json_depth(payload) > _JSON_MAX_DEPTH:
-            raise BadJsonError("JSON nested too deeply")
-        return payload
-
-    def _subscribe(self, headers: dict, receipt: str | None) -> tuple:
+    def _subscribe(self, headers: dict, receipt: str | None) -> Subscribe:
         sub_id = headers.get("id")
         destination = headers.get("destination")
         if sub_id is None or destination is None:
@@ -319,7 +275,7 @@ class StompConnection:
         parsed = dest.parse_subscription(destination)
         self.subscriptions[sub_id] = parsed
         self.by_destination.setdefault(destination, []).append(sub_id)
-        return (EV_SUBSCRIBE, sub_id, parsed, receipt)
+        return Subscribe(sub_id, parsed, receipt)
 
     def remove_subscription(self, sub_id: str) -> dest.Destination | None:
         """Forget a subscription (UNSUBSCRIBE, or a subscribe the application refused)."""

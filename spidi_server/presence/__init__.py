@@ -1,0 +1,197 @@
+"""Presence: sessions in rooms, their liveness, and what subscribers are told.
+
+This layer turns protocol events into presence changes. It owns the local sessions of this node
+and the heartbeat wheel; it writes every change to the Redis hot store (buffered, never awaited
+on the heartbeat path) and reads metrics and roster snapshots back from Redis, so what
+subscribers see is right when several processes share one Redis. It never touches a socket: a
+client is anything with a ``stomp`` (StompConnection), ``ip``, ``sessions`` and ``push()``
+(``model.Client``).
+
+The parts, each one job:
+
+    model          Session, Room, Subscription, RoomSample: plain objects, no I/O
+    local          the rooms and sessions this node holds (shared by the parts below)
+    sessions       HELLO, HEARTBEAT, LEAVE, the connection's close, expiry and end
+    subscriptions  snapshots and deltas to subscribers (rooms, rosters, /topic/rooms, alerts)
+    crossnode      watched rooms and this node's changes published to every process
+    sampling       room samples and session checkpoints for the history
+
+``Presence`` composes them: it is what the node, the connections and the fan-out talk to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..metrics import NodeMetrics
+from ..protocol.destinations import Destination
+from ..rooms import RoomCatalog
+from ..settings import Settings
+from ..stores.hot_store import HotStore, LiveSession
+from .crossnode import CrossNode, Fanout
+from .local import LocalState
+from .model import Client, Room, RoomSample, Session, Subscription
+from .sampling import Sampling
+from .sessions import SessionLifecycle
+from .subscriptions import AlertFeed, Subscriptions
+
+__all__ = ["Client", "Presence", "Room", "RoomSample", "Session", "Subscription"]
+
+
+class Presence:
+    """The presence service of one node."""
+
+    # HEARTBEAT is the parts' own bound method (set in __init__): the hot path takes no extra call.
+    heartbeat: Callable[[Client, str, float], None]
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: HotStore,
+        catalog: RoomCatalog,
+        metrics: NodeMetrics,
+        node_id: str = "",
+    ):
+        self.settings = settings
+        self.node_id = node_id
+        self.store = store
+        self.catalog = catalog
+        self.metrics = metrics
+        self.sampling = Sampling(store, node_id, settings.history)
+        self.local = LocalState(store, metrics, self.sampling)
+        self.crossnode = CrossNode(self.local)
+        self.subscriptions = Subscriptions(
+            self.local, store, catalog, self.crossnode, settings.metrics_interval_ms / 1000
+        )
+        self.lifecycle = SessionLifecycle(
+            settings, self.local, store, catalog, metrics, self.crossnode, node_id
+        )
+        self.rooms: dict[str, Room] = self.local.rooms  # by room id
+        self.sessions: dict[str, Session] = self.local.sessions  # by session id
+        self.heartbeat = self.lifecycle.heartbeat
+
+    # -- wiring, set by the node ---------------------------------------------------------------
+
+    @property
+    def fanout(self) -> Fanout | None:
+        """The pub/sub fan-out between processes (``fanout.RoomFanout``)."""
+        return self.crossnode.fanout
+
+    @fanout.setter
+    def fanout(self, fanout: Fanout | None) -> None:
+        self.crossnode.fanout = fanout
+
+    @property
+    def alert_feed(self) -> AlertFeed | None:
+        """/topic/alerts (``alerting.feed.AlertFeed``), when alerting runs."""
+        return self.subscriptions.alert_feed
+
+    @alert_feed.setter
+    def alert_feed(self, feed: AlertFeed | None) -> None:
+        self.subscriptions.alert_feed = feed
+
+    # -- state others read ---------------------------------------------------------------------
+
+    @property
+    def watched(self) -> set[str]:
+        """The rooms some process watches (as the fan-out last said)."""
+        return self.local.watched
+
+    @watched.setter
+    def watched(self, watched: set[str]) -> None:
+        self.local.watched = watched
+
+    @property
+    def capacity_degraded(self) -> bool:
+        """Whether HELLO admits on local counts (Redis down or slow)."""
+        return self.lifecycle.capacity_degraded
+
+    @property
+    def session_ttl_s(self) -> int:
+        """The expiry of a session's keys in Redis, renewed while it heartbeats."""
+        return self.lifecycle.session_ttl_s
+
+    # -- commands from clients -----------------------------------------------------------------
+
+    async def hello(self, client: Client, payload: dict) -> None:
+        """HELLO: create (or resume) a session and answer WELCOME (``SessionLifecycle.hello``)."""
+        await self.lifecycle.hello(client, payload)
+
+    def leave(self, client: Client, session_id: str) -> None:
+        """LEAVE: end the session at once."""
+        self.lifecycle.leave(client, session_id)
+
+    async def subscribe(self, client: Client, sub_id: str, destination: Destination) -> None:
+        """SUBSCRIBE: check role and tenant, register, and send the snapshot at once."""
+        await self.subscriptions.subscribe(client, sub_id, destination)
+
+    def unsubscribe(self, client: Client, sub_id: str) -> None:
+        """UNSUBSCRIBE: forget the subscription wherever it is."""
+        self.subscriptions.unsubscribe(client, sub_id)
+
+    def unsubscribe_all(self, client: Client) -> None:
+        """Forget all the subscriptions of a client."""
+        self.subscriptions.unsubscribe_all(client)
+
+    def client_closed(self, client: Client, clean: bool) -> None:
+        """The connection is gone. Clean (DISCONNECT): end its sessions; abrupt: keep them for the
+        grace period. Its subscriptions end either way."""
+        self.lifecycle.client_closed(client, clean)
+        self.subscriptions.unsubscribe_all(client)
+
+    # -- the node's timers ---------------------------------------------------------------------
+
+    def end(self, session: Session, reason: str) -> None:
+        """End a session: remove it locally and from Redis, tell subscribers and the client."""
+        self.lifecycle.end(session, reason)
+
+    def expire(self, now: float | None = None) -> int:
+        """End every session whose deadline passed; how many deadlines passed."""
+        return self.lifecycle.expire(now)
+
+    async def publish_room(self, room: Room) -> None:
+        """Send a room's roster delta and metrics to its subscribers."""
+        await self.subscriptions.publish_room(room)
+
+    async def publish_tenants(self) -> None:
+        """``/topic/rooms``: every room of each subscribed tenant, when anything changed."""
+        await self.subscriptions.publish_tenants()
+
+    def sample_rooms(self, now_ms: int | None = None) -> None:
+        """Once a second: add each room's online count to its minute sample; emit finished minutes."""
+        self.sampling.sample(self.rooms.values(), now_ms)
+
+    def checkpoint_sessions(self) -> int:
+        """Emit a checkpoint for every session that heartbeated since its last one."""
+        return self.sampling.checkpoint(self.sessions.values())
+
+    def flush_history(self) -> None:
+        """Emit every room's partial minute (shutdown)."""
+        self.sampling.flush(self.rooms.values())
+
+    def end_all(self, reason: str = "shutdown") -> None:
+        """End every local session and emit the partial room samples (node shutdown)."""
+        self.lifecycle.end_all(reason)
+        self.flush_history()
+
+    # -- from the fan-out ----------------------------------------------------------------------
+
+    def remote_changes(self, room_id: str, payload: dict) -> None:
+        """Roster changes published by some process (this one included) for a room watched here."""
+        room = self.crossnode.remote_changes(room_id, payload)
+        if room is not None:
+            self.subscriptions.changed(room)
+
+    def watched_changed(self, watched: set[str]) -> None:
+        """The set of rooms some process watches changed (``CrossNode.watched_changed``)."""
+        self.crossnode.watched_changed(watched)
+
+    # -- for the hot store, after Redis lost state ---------------------------------------------
+
+    def live_sessions(self) -> Iterator[LiveSession]:
+        """Every session this node holds as Redis should hold it (``SessionLifecycle.live_sessions``)."""
+        return self.lifecycle.live_sessions()
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this node holds the session (Redis may still list ones whose LEAVE was lost)."""
+        return session_id in self.sessions

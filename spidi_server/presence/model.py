@@ -1,0 +1,340 @@
+"""Presence's model: sessions, rooms, subscriptions and room samples, as plain objects (no I/O).
+
+The services around them (``sessions``, ``subscriptions``, ``crossnode``, ``sampling``) change
+them and write to the hot store; these classes only hold state and build what is sent or
+recorded (roster entries, history events through ``stores.events``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from ..protocol.payloads import HelloPayload
+from ..protocol.stomp import StompConnection
+from ..rooms import RoomDef
+from ..stores import events
+
+
+class Client(Protocol):
+    """What presence needs of a client connection (``connection.ClientConnection``)."""
+
+    stomp: StompConnection  # claims, send_json
+    ip: str
+    sessions: set
+    conn_id: str
+
+    def push(self) -> None: ...
+
+
+class Subscription:
+    """One client's subscription to a room or tenant topic, with its own gap-free ``seq``."""
+
+    __slots__ = ("client", "sub_id", "seq")
+
+    def __init__(self, client: Client, sub_id: str):
+        self.client = client
+        self.sub_id = sub_id
+        self.seq = 0
+
+    def send(self, destination: str, payload: dict) -> None:
+        self.seq += 1
+        payload["seq"] = self.seq
+        if self.client.stomp.send_json(destination, payload, self.sub_id):
+            self.client.push()
+
+
+class Session:
+    """A presence session held by this node."""
+
+    __slots__ = (
+        "session_id",
+        "room",
+        "user_id",
+        "client_id",
+        "app_version",
+        "device",
+        "os",
+        "ip",
+        "latency_ms",
+        "connected_at",
+        "last_heartbeat_at",
+        "client",
+        "ttl_refreshed",
+        "heartbeats",
+        "latency_sum",
+        "latency_min",
+        "latency_max",
+        "checkpointed",
+        "trace_id",
+        "node_id",
+    )
+
+    def __init__(self, session_id: str, room: Room, user_id: str, hello: HelloPayload, ip: str, now_ms: int):
+        self.session_id = session_id
+        self.room = room
+        self.user_id = user_id
+        self.client_id = hello.client_id
+        self.app_version = hello.app_version
+        self.device = hello.device
+        self.os = hello.os
+        self.ip = ip
+        self.latency_ms: float | None = None
+        self.connected_at = now_ms
+        self.last_heartbeat_at = now_ms
+        self.client: Client | None = None
+        self.ttl_refreshed = now_ms
+        self.heartbeats = 0
+        self.latency_sum = 0.0
+        self.latency_min: float | None = None
+        self.latency_max: float | None = None
+        self.checkpointed = 0  # heartbeat count at the last checkpoint event
+        self.trace_id = ""  # the connection that started it: every log line of the session carries it
+        self.node_id = ""
+
+    def static_fields(self) -> dict:
+        """What the session hash in Redis holds."""
+        return {
+            "userId": self.user_id,
+            "clientId": self.client_id,
+            "appVersion": self.app_version,
+            "device": self.device,
+            "os": self.os,
+            "ip": self.ip,
+            "connectedAt": self.connected_at,
+            "roomCode": self.room.code,
+            "tenant": self.room.tenant,
+            "nodeId": self.node_id,
+        }
+
+    def client_info(self) -> dict:
+        return {
+            "clientId": self.client_id,
+            "device": self.device,
+            "os": self.os,
+            "appVersion": self.app_version,
+            "ip": self.ip,
+        }
+
+    def checkpoint_event(self) -> dict:
+        """A ``session_checkpoint``: the cumulative heartbeat and latency figures."""
+        return events.session_checkpoint(
+            session_id=self.session_id,
+            room_id=self.room.room_id,
+            tenant=self.room.tenant,
+            started_at=self.connected_at,
+            heartbeats=self.heartbeats,
+            last_heartbeat_at=self.last_heartbeat_at,
+            latency_sum=self.latency_sum,
+            latency_count=self.heartbeats,
+            latency_min=self.latency_min,
+            latency_max=self.latency_max,
+        )
+
+    def end_event(self, reason: str, ended_at: int) -> dict:
+        """A ``session_ended``: the final figures, and who left (the room hooks read the end alone)."""
+        room = self.room
+        return events.session_ended(
+            session_id=self.session_id,
+            room_id=room.room_id,
+            tenant=room.tenant,
+            started_at=self.connected_at,
+            ended_at=ended_at,
+            reason=reason,
+            user_id=self.user_id,
+            room_code=room.code,
+            client_id=self.client_id,
+            device=self.device,
+            os=self.os,
+            app_version=self.app_version,
+            last_heartbeat_at=self.last_heartbeat_at,
+            heartbeats=self.heartbeats,
+            latency_sum=self.latency_sum,
+            latency_count=self.heartbeats,
+            latency_min=self.latency_min,
+            latency_max=self.latency_max,
+        )
+
+    def started_event(self) -> dict:
+        """A ``session_started`` with the session's static fields."""
+        room = self.room
+        return events.session_started(
+            session_id=self.session_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            user_id=self.user_id,
+            client_id=self.client_id,
+            app_version=self.app_version,
+            device=self.device,
+            os=self.os,
+            ip=self.ip,
+            node_id=self.node_id,
+            started_at=self.connected_at,
+        )
+
+    def entry(self) -> dict:
+        """The roster entry subscribers see."""
+        return {
+            "sessionId": self.session_id,
+            "userId": self.user_id,
+            "clientId": self.client_id,
+            "device": self.device,
+            "os": self.os,
+            "appVersion": self.app_version,
+            "ip": self.ip,
+            "latencyMs": self.latency_ms,
+            "connectedAt": self.connected_at,
+            "lastHeartbeatAt": self.last_heartbeat_at,
+        }
+
+
+class RoomSample:
+    """What only this node knows of one room in the current minute (a ``room_sample`` event): its
+    online count, sampled once a second, and its sessions' heartbeat latencies. Joins, leaves,
+    timeouts and disconnects are not here: the writer counts them from the session events, which
+    survive this process (a SIGKILL loses the minute's sample, never a session event)."""
+
+    __slots__ = (
+        "bucket",
+        "online_sum",
+        "online_samples",
+        "online_max",
+        "latency_sum",
+        "latency_count",
+        "hist",
+    )
+
+    def __init__(self, bucket: int):
+        self.bucket = bucket
+        self.online_sum = self.online_samples = self.online_max = 0
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.online_sum or self.latency_count)
+
+    def event(self, room: Room, node_id: str) -> dict:
+        """The minute's ``room_sample``."""
+        return events.room_sample(
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            node_id=node_id,
+            bucket=self.bucket,
+            online_sum=self.online_sum,
+            online_samples=self.online_samples,
+            online_max=self.online_max,
+            latency_sum=self.latency_sum,
+            latency_count=self.latency_count,
+            latency_hist=self.hist,
+        )
+
+
+class Room:
+    """A room as this node sees it: its local sessions, subscribers and pending roster delta."""
+
+    __slots__ = (
+        "room_id",
+        "tenant",
+        "code",
+        "capacity",
+        "sessions",
+        "metrics_subs",
+        "roster_subs",
+        "dirty",
+        "joined",
+        "left",
+        "updated",
+        "last_metrics",
+        "sample",
+        "published_at",
+        "watched",
+        "out_joined",
+        "out_left",
+        "out_updated",
+        "out_scheduled",
+        "out_published_at",
+        "pending_subs",
+        "joining",
+    )
+
+    def __init__(self, definition: RoomDef):
+        self.room_id = definition.room_id
+        self.tenant = definition.tenant
+        self.code = definition.code
+        self.capacity = definition.capacity
+        self.sessions: dict[str, Session] = {}
+        self.metrics_subs: list[Subscription] = []
+        self.roster_subs: list[Subscription] = []
+        self.dirty = False
+        # Changes received from every process (this one included), for the local subscribers.
+        self.joined: dict[str, dict] = {}
+        self.left: dict[str, str] = {}
+        self.updated: dict[str, dict] = {}
+        self.last_metrics: dict | None = None
+        self.sample = RoomSample(minute(now_ms()))
+        self.published_at = 0.0
+        # Changes of this process's sessions, to publish for every process's subscribers.
+        self.watched = False
+        self.out_joined: dict[str, Session] = {}
+        self.out_left: dict[str, str] = {}
+        self.out_updated: dict[str, Session] = {}
+        self.out_scheduled = False
+        self.out_published_at = 0.0
+        self.pending_subs = 0  # subscriptions waiting for their snapshot
+        self.joining = 0  # HELLOs waiting for Redis to admit them
+
+    @property
+    def idle(self) -> bool:
+        """Nothing keeps the room here: no session, subscriber, pending snapshot or HELLO."""
+        return not (
+            self.sessions or self.metrics_subs or self.roster_subs or self.pending_subs or self.joining
+        )
+
+    @property
+    def observed(self) -> bool:
+        """Whether a subscriber here has, or waits for, the room's roster or metrics."""
+        return bool(self.roster_subs or self.metrics_subs or self.pending_subs)
+
+    def merge_remote(self, payload: dict) -> None:
+        """Fold roster changes some process published (``{"j": [...], "l": {...}, "u": [...]}``)
+        into the delta waiting for this node's roster subscribers."""
+        joined, left, updated = self.joined, self.left, self.updated
+        for entry in payload.get("j", ()):
+            sid = entry["sessionId"]
+            left.pop(sid, None)
+            updated.pop(sid, None)
+            joined[sid] = entry
+        for sid, reason in payload.get("l", {}).items():
+            # Passed on even when its join waits in this window: that join may repeat a session
+            # the subscribers' snapshot showed (see CrossNode.watched_changed), and subscribers
+            # ignore a left for a session they do not have.
+            joined.pop(sid, None)
+            left[sid] = reason
+            updated.pop(sid, None)
+        for entry in payload.get("u", ()):
+            sid = entry["sessionId"]
+            if sid in joined:
+                joined[sid] = entry
+            elif sid not in left:
+                updated[sid] = entry
+
+
+def public_metrics(metrics: dict) -> dict:
+    """A room's metrics as subscribers see them (without the tenant)."""
+    out = dict(metrics)
+    out.pop("tenant", None)
+    return out
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, as sessions and events carry them."""
+    return int(time.time() * 1000)
+
+
+def minute(ms: int) -> int:
+    """The start of the minute ``ms`` falls in (a room sample's bucket)."""
+    return ms - ms % 60_000

@@ -1,0 +1,60 @@
+"""Presence history this node alone knows: each room's minute sample and sessions' checkpoints.
+
+Session starts and ends are recorded where they happen (``sessions``); this module records what
+accumulates in between: every second each room's online count is added to its minute's
+``RoomSample`` (finished minutes become ``room_sample`` events), and every
+``checkpoint_interval_s`` each session that heartbeated gets a ``session_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..stores.hot_store import HotStore
+from .model import Room, RoomSample, Session, minute, now_ms
+
+
+class Sampling:
+    """Builds the sample and checkpoint events and hands them to the hot store's event stream."""
+
+    def __init__(self, store: HotStore, node_id: str, enabled: bool):
+        self.store = store
+        self.node_id = node_id
+        self.enabled = enabled  # settings.history: without it nothing is recorded
+
+    def sample(self, rooms: Iterable[Room], now: int | None = None) -> None:
+        """Once a second: add each room's online count to its minute sample; emit finished minutes."""
+        bucket = minute(now_ms() if now is None else now)
+        for room in list(rooms):
+            if room.sample.bucket != bucket:
+                self.emit(room)
+                room.sample = RoomSample(bucket)
+            online = len(room.sessions)
+            sample = room.sample
+            sample.online_sum += online
+            sample.online_samples += 1
+            if online > sample.online_max:
+                sample.online_max = online
+
+    def emit(self, room: Room) -> None:
+        """Record the room's current sample (if anything was sampled) and start it afresh."""
+        if self.enabled and not room.sample.empty:
+            self.store.event(room.sample.event(room, self.node_id))
+        room.sample = RoomSample(room.sample.bucket)
+
+    def checkpoint(self, sessions: Iterable[Session]) -> int:
+        """Emit a checkpoint for every session that heartbeated since its last one; how many."""
+        if not self.enabled:
+            return 0
+        count = 0
+        for session in sessions:
+            if session.heartbeats != session.checkpointed:
+                session.checkpointed = session.heartbeats
+                self.store.event(session.checkpoint_event())
+                count += 1
+        return count
+
+    def flush(self, rooms: Iterable[Room]) -> None:
+        """Emit every room's partial minute (shutdown)."""
+        for room in rooms:
+            self.emit(room)

@@ -1,0 +1,388 @@
+"""Sessions: HELLO (join or resume), HEARTBEAT, LEAVE, the connection's close, expiry and end.
+
+This node's sessions live in ``LocalState.sessions``; their liveness in a heartbeat wheel (a
+session's deadline moves with each heartbeat; past it the session ends with ``timeout``, or with
+``disconnect`` after the grace period of a closed connection). Every change is written to the hot
+store (buffered: the heartbeat path never awaits), published to the watching processes
+(``crossnode``) and, with history on, recorded as ``session_started`` / ``session_ended`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from spidi_core import HeartbeatWheel
+
+from .. import logs, roles
+from ..errors import (
+    BadRequestError,
+    ForbiddenError,
+    RoomDisabledError,
+    RoomFullError,
+    RoomNotFoundError,
+    UnknownSessionError,
+)
+from ..metrics import NodeMetrics
+from ..protocol import destinations as dest
+from ..protocol import payloads
+from ..rooms import RoomCatalog
+from ..settings import Settings
+from ..stores import events
+from ..stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
+from .crossnode import CrossNode
+from .local import LocalState
+from .model import Client, Session, now_ms
+
+log = logging.getLogger("spidi.presence")
+
+MAX_SESSIONS_PER_CONNECTION = 16
+_BUCKETS = events.LATENCY_BUCKETS_MS
+
+
+class SessionLifecycle:
+    """The lifecycle of this node's presence sessions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        local: LocalState,
+        store: HotStore,
+        catalog: RoomCatalog,
+        metrics: NodeMetrics,
+        crossnode: CrossNode,
+        node_id: str,
+    ):
+        self.settings = settings
+        self.local = local
+        self.store = store
+        self.catalog = catalog
+        self.metrics = metrics
+        self.crossnode = crossnode
+        self.node_id = node_id
+        self.history = settings.history
+        self.wheel = HeartbeatWheel(0.1, 4096, time.monotonic())
+        self.timeout_s = settings.heartbeat_timeout_ms / 1000
+        self.grace_s = settings.grace_period_ms / 1000
+        self.session_ttl_s = int((settings.heartbeat_timeout_ms + settings.grace_period_ms) / 1000) + 60
+        self.join_timeout_s = settings.redis_join_timeout_ms / 1000
+        self.capacity_degraded = False  # admitting on local counts (Redis down or slow): logged once
+        self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
+        self._hot = metrics.hot
+        self._sessions = local.sessions  # the same dict: one lookup less on the heartbeat path
+        self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
+        self._closed_waiting: set = set()  # ... whose connection closed meanwhile
+
+    # -- HELLO ---------------------------------------------------------------------------------
+
+    async def hello(self, client: Client, payload: dict) -> None:
+        """HELLO: create (or resume) a session and answer WELCOME on /user/queue/session.
+
+        A new session takes a place in its room only if Redis admits it: the join script counts
+        the sessions of every node, so N processes cannot admit N x capacity. HELLO waits for
+        that answer (at most ``redis_join_timeout_ms``); when Redis is down or slow it admits on
+        this process's own count instead (degraded mode, logged once, counted in
+        ``spidi_capacity_checks_degraded_total``). The local count is also a fast pre-check.
+        """
+        claims = client.stomp.claims
+        if not claims.has_any(*roles.allowed(roles.JOIN)):
+            raise ForbiddenError(f"HELLO needs role {roles.describe(roles.JOIN)}")
+        hello = payloads.hello(payload)
+        code = hello.room_code
+        local = self.local
+        if hello.resume_session_id is not None:
+            session = local.sessions.get(hello.resume_session_id)
+            if session is not None and session.user_id == claims.user_id and session.room.code == code:
+                self._resume(client, session)
+                self._welcome(client, session, resumed=True)
+                return
+            # Not resumable (expired, foreign, other room): fall through to a fresh session.
+        if len(client.sessions) >= MAX_SESSIONS_PER_CONNECTION:
+            raise BadRequestError(f"at most {MAX_SESSIONS_PER_CONNECTION} sessions per connection")
+        definition = self.catalog.lookup(claims.tenant, code, create=True)
+        if definition is None:
+            raise RoomNotFoundError(f"room {code!r} does not exist")
+        if not definition.active:
+            raise RoomDisabledError(f"room {code!r} is disabled")
+        room = local.room(definition)
+        # HELLOs still waiting for Redis count too: in degraded mode they are admitted on this count.
+        if len(room.sessions) + room.joining >= room.capacity:
+            raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
+        started = now_ms()
+        session = Session(str(uuid.uuid4()), room, claims.user_id, hello, client.ip, started)
+        session.trace_id = client.conn_id
+        session.node_id = self.node_id
+        pending = self.store.join(
+            room.room_id,
+            room.tenant,
+            room.code,
+            room.capacity,
+            session.session_id,
+            session.user_id,
+            started,
+            self.session_ttl_s,
+            session.static_fields(),
+        )
+        room.joining += 1
+        self._hello_waiting[client] = self._hello_waiting.get(client, 0) + 1
+        try:
+            admitted = await self._admitted(pending)
+        finally:
+            room.joining -= 1
+            waiting = self._hello_waiting.pop(client) - 1
+            gone = client in self._closed_waiting
+            if waiting:
+                self._hello_waiting[client] = waiting
+            else:
+                self._closed_waiting.discard(client)
+        if not admitted:
+            if room.idle:
+                local.drop_room(room)
+            raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
+        # The connection may have closed while Redis answered: the session is in Redis, so it
+        # is started and ended at once (the client never learnt its id, so it cannot resume it).
+        session.client = None if gone else client
+        if not gone:
+            client.sessions.add(session)
+        room.sessions[session.session_id] = session
+        local.sessions[session.session_id] = session
+        self.wheel.add(session.session_id, time.monotonic() + self.timeout_s)
+        self.crossnode.session_joined(room, session)
+        if self.history:
+            self.store.event(session.started_event())
+        self.metrics.sessions_active.set(len(local.sessions))
+        local.count_rooms()
+        logs.event(
+            log,
+            "session_started",
+            trace_id=session.trace_id,
+            session_id=session.session_id,
+            user_id=session.user_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            tenant=room.tenant,
+            client_info=session.client_info(),
+        )
+        if gone:
+            self.end(session, "disconnect")
+            return
+        self._welcome(client, session, resumed=False)
+
+    async def _admitted(self, pending: PendingJoin) -> bool:
+        """Whether Redis admits the join; True without its answer when Redis is down or slow."""
+        if self.store.healthy:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(pending.result), self.join_timeout_s)
+            except TimeoutError:
+                result = None
+            if result is not None:
+                if self.capacity_degraded:
+                    self.capacity_degraded = False
+                    logs.event(log, "capacity_check_restored")
+                return result != REFUSED
+        # Redis did not answer (or the script failed): admit on the local count, which the caller
+        # checked, and make Redis hold the session whatever its count says when it gets the join.
+        pending.force()
+        self.metrics.capacity_degraded.inc()
+        if not self.capacity_degraded:
+            self.capacity_degraded = True
+            logs.event(
+                log,
+                "capacity_check_degraded",
+                logging.WARNING,
+                error=self.store.last_error,
+                timeout_ms=self.join_timeout_s * 1000,
+            )
+        return True
+
+    def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
+        client.stomp.send_json(
+            dest.USER_SESSION,
+            {
+                "type": "WELCOME",
+                "sessionId": session.session_id,
+                "roomId": session.room.room_id,
+                "roomCode": session.room.code,
+                "heartbeatIntervalMs": self.settings.heartbeat_interval_ms,
+                "timeoutMs": self.settings.heartbeat_timeout_ms,
+                "resumed": resumed,
+            },
+        )
+
+    def _resume(self, client: Client, session: Session) -> None:
+        old = session.client
+        if old is not None and old is not client:
+            old.sessions.discard(session)
+        session.client = client
+        client.sessions.add(session)
+        self.wheel.touch(session.session_id, time.monotonic() + self.timeout_s)
+        room = session.room
+        fields = None
+        if session.ip != client.ip:
+            session.ip = client.ip
+            fields = {"ip": client.ip}
+            self.crossnode.session_updated(room, session)
+        self.store.update_session(
+            room.room_id, session.session_id, room.tenant, session.user_id, self.session_ttl_s, fields
+        )
+        logs.event(
+            log,
+            "session_resumed",
+            trace_id=client.conn_id,
+            session_id=session.session_id,
+            user_id=session.user_id,
+            room_id=room.room_id,
+            client_info=session.client_info(),
+        )
+
+    # -- HEARTBEAT, LEAVE ----------------------------------------------------------------------
+
+    def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
+        """HEARTBEAT: the hot path. No await, no log line, no Redis round trip."""
+        session = self._sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise UnknownSessionError(f"no session {session_id!r} on this connection")
+        now = now_ms()
+        session.last_heartbeat_at = now
+        session.latency_ms = latency_ms
+        session.heartbeats += 1
+        session.latency_sum += latency_ms
+        if session.latency_min is None or latency_ms < session.latency_min:
+            session.latency_min = latency_ms
+        if session.latency_max is None or latency_ms > session.latency_max:
+            session.latency_max = latency_ms
+        self.wheel.touch(session_id, time.monotonic() + self.timeout_s)
+        room = session.room
+        self.store.heartbeat(room.room_id, session_id, now, latency_ms)
+        if now - session.ttl_refreshed > self._ttl_refresh_ms:
+            session.ttl_refreshed = now
+            self.store.update_session(
+                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
+            )
+        if room.watched:
+            # CrossNode.session_updated inlined: no call when the room's window is already open.
+            room.out_updated[session_id] = session
+            if not room.out_scheduled:
+                self.crossnode.out_changed(room)
+        bucket = bisect_left(_BUCKETS, latency_ms)
+        sample = room.sample
+        sample.latency_sum += latency_ms
+        sample.latency_count += 1
+        sample.hist[bucket] += 1
+        hot = self._hot
+        hot.heartbeats += 1
+        hot.latency_sum += latency_ms
+        hot.latency_hist[bucket] += 1
+
+    def leave(self, client: Client, session_id: str) -> None:
+        """LEAVE: end the session at once."""
+        session = self.local.sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise UnknownSessionError(f"no session {session_id!r} on this connection")
+        self.end(session, "leave")
+
+    # -- ends ----------------------------------------------------------------------------------
+
+    def client_closed(self, client: Client, clean: bool) -> None:
+        """The connection is gone. Clean (DISCONNECT): end its sessions; abrupt: keep them for
+        the grace period (its subscriptions are the caller's to forget)."""
+        if client in self._hello_waiting:
+            self._closed_waiting.add(client)  # its HELLO ends the session once Redis answered
+        sessions = list(client.sessions)
+        client.sessions.clear()
+        for session in sessions:
+            if session.client is not client:
+                continue
+            if clean or self.grace_s <= 0:
+                self.end(session, "disconnect")
+            else:
+                session.client = None
+                self.wheel.touch(session.session_id, time.monotonic() + self.grace_s)
+
+    def end(self, session: Session, reason: str) -> None:
+        """End a session: remove it locally and from Redis, tell subscribers and the client."""
+        local = self.local
+        if local.sessions.pop(session.session_id, None) is None:
+            return
+        room = session.room
+        room.sessions.pop(session.session_id, None)
+        self.wheel.remove(session.session_id)
+        self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id)
+        client = session.client
+        if client is not None:
+            client.sessions.discard(session)
+            if reason != "leave" and client.stomp.send_json(
+                dest.USER_SESSION,
+                {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason},
+            ):
+                client.push()
+        self.crossnode.session_left(room, session.session_id, reason)
+        if self.history:
+            self.store.event(session.end_event(reason, now_ms()))
+        self.metrics.sessions_active.set(len(local.sessions))
+        local.count_rooms()
+        self.metrics.sessions_ended.labels(reason=reason).inc()
+        logs.event(
+            log,
+            "session_ended",
+            trace_id=session.trace_id,
+            session_id=session.session_id,
+            user_id=session.user_id,
+            room_id=room.room_id,
+            room_code=room.code,
+            reason=reason,
+            heartbeats=session.heartbeats,
+            duration_ms=now_ms() - session.connected_at,
+            client_info=session.client_info(),
+        )
+        if room.idle:
+            local.drop_room(room)
+
+    def expire(self, now: float | None = None) -> int:
+        """End every session whose deadline passed: ``timeout``, or ``disconnect`` after the grace period."""
+        expired = self.wheel.advance(time.monotonic() if now is None else now)
+        for session_id in expired:
+            session = self.local.sessions.get(session_id)
+            if session is not None:
+                self.end(session, "timeout" if session.client is not None else "disconnect")
+        return len(expired)
+
+    def end_all(self, reason: str) -> None:
+        """End every local session (node shutdown)."""
+        for session in list(self.local.sessions.values()):
+            self.end(session, reason)
+
+    # -- re-asserting Redis after it lost state -----------------------------------------------
+
+    def live_sessions(self) -> Iterator[LiveSession]:
+        """Every session this node holds as Redis should hold it: what the hot store writes again
+        after Redis lost it or may have (a restart, FLUSHALL, an outage). The newest heartbeat
+        and latency are the session's own, so nothing coalesced during an outage is lost. Each
+        session is read when the caller takes it, so the caller may pause between items."""
+        ttl_s = self.session_ttl_s
+        sessions = self.local.sessions
+        # A snapshot: the caller may pause between items while sessions start and end.
+        for session in list(sessions.values()):
+            if sessions.get(session.session_id) is not session:
+                continue  # ended meanwhile: its LEAVE is already queued
+            room = session.room
+            yield LiveSession(
+                room.room_id,
+                room.tenant,
+                room.code,
+                room.capacity,
+                session.session_id,
+                session.user_id,
+                session.last_heartbeat_at,
+                session.latency_ms,
+                ttl_s,
+                session.static_fields(),
+            )
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this node holds the session (Redis may still list ones whose LEAVE was lost)."""
+        return session_id in self.local.sessions

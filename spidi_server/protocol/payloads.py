@@ -1,0 +1,113 @@
+"""The JSON bodies clients send to /app/hello, /app/heartbeat and /app/leave, checked in one place.
+
+HEARTBEAT and LEAVE are checked as their frame arrives (``StompConnection``); HELLO is checked by
+presence, after its role check, so a client without the role is told FORBIDDEN whatever it sent.
+Errors are ``BadJsonError`` and ``BadRequestError``; their texts are part of the wire contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+from ..errors import BadJsonError, BadRequestError
+from ..rooms import ROOM_CODE
+from .events import Heartbeat, Leave
+
+JSON_MAX_DEPTH = 16
+MAX_LATENCY_MS = 3_600_000
+# HELLO's text fields and their length limits; the first two are required.
+TEXT_LIMITS = {"clientId": 128, "appVersion": 64, "device": 128, "os": 128}
+_REQUIRED = ("clientId", "appVersion")
+
+
+class HelloPayload(NamedTuple):
+    """A checked HELLO body."""
+
+    room_code: str
+    client_id: str
+    app_version: str
+    device: str | None
+    os: str | None
+    resume_session_id: str | None
+
+
+def _depth(value: Any, depth: int = 0) -> int:
+    if depth > JSON_MAX_DEPTH:
+        return depth
+    if isinstance(value, dict):
+        return max((_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_depth(v, depth + 1) for v in value), default=depth + 1)
+    return depth
+
+
+def _not_json(exc: orjson.JSONDecodeError) -> BadJsonError:
+    return BadJsonError(f"body is not valid JSON: {exc}")
+
+
+_NOT_AN_OBJECT = "body must be a JSON object"
+
+
+def json_object(body: bytes, check_depth: bool = True) -> dict:
+    """A frame body as a JSON object; ``BadJsonError`` if it is not one (or nests too deeply)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(exc) from exc
+    if not isinstance(payload, dict):
+        raise BadJsonError(_NOT_AN_OBJECT)
+    if check_depth and _depth(payload) > JSON_MAX_DEPTH:
+        raise BadJsonError("JSON nested too deeply")
+    return payload
+
+
+def heartbeat(body: bytes, receipt: str | None) -> Heartbeat:
+    """A /app/heartbeat body as its event: ``{"sessionId": str, "latencyMs": number}`` (latency
+    optional, 0).
+
+    The hot path: the JSON is parsed here rather than through ``json_object`` (one call less per
+    heartbeat), and the depth walk is skipped: two scalar fields are read, and orjson itself caps
+    nesting at 1024.
+    """
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(exc) from exc
+    if not isinstance(payload, dict):
+        raise BadJsonError(_NOT_AN_OBJECT)
+    session_id = payload.get("sessionId")
+    latency = payload.get("latencyMs", 0)
+    if not isinstance(session_id, str) or not session_id:
+        raise BadRequestError("heartbeat needs sessionId (string)")
+    if type(latency) not in (int, float) or not 0 <= latency < MAX_LATENCY_MS:
+        raise BadRequestError("heartbeat latencyMs must be a number from 0 to 3600000")
+    return Heartbeat(session_id, latency, receipt)
+
+
+def leave(body: bytes, receipt: str | None) -> Leave:
+    """A /app/leave body as its event: ``{"sessionId": str}``."""
+    session_id = json_object(body).get("sessionId")
+    if not isinstance(session_id, str) or not session_id:
+        raise BadRequestError("leave needs sessionId (string)")
+    return Leave(session_id, receipt)
+
+
+def hello(payload: dict) -> HelloPayload:
+    """Check a HELLO body (already a JSON object): room code, client texts, resume id."""
+    code = payload.get("roomCode")
+    if not isinstance(code, str) or not ROOM_CODE.match(code):
+        raise BadRequestError("roomCode must be 1-64 characters of letters, digits, _ . : -")
+    for name, limit in TEXT_LIMITS.items():
+        value = payload.get(name)
+        if value is None and name not in _REQUIRED:
+            continue
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise BadRequestError(f"{name} must be a non-empty string of at most {limit} characters")
+    resume = payload.get("resumeSessionId")
+    if resume is not None and not isinstance(resume, str):
+        raise BadRequestError("resumeSessionId must be a string")
+    return HelloPayload(
+        code, payload["clientId"], payload["appVersion"], payload.get("device"), payload.get("os"), resume
+    )

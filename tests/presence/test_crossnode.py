@@ -1,0 +1,80 @@
+"""presence.crossnode: what this node publishes for watched rooms, and when.
+
+The fan-out here is a recorder of ``publish`` calls (the ``crossnode.Fanout`` protocol): the
+Redis side of the fan-out is tested in tests/test_two_nodes.py.
+"""
+
+from __future__ import annotations
+
+from spidi_server.rooms import room_id_for
+
+from .conftest import wait_for
+
+LOBBY = room_id_for("default", "lobby")
+
+
+class RecordingFanout:
+    def __init__(self):
+        self.published: list[tuple] = []
+        self.watching: set[str] = set()
+
+    def publish(self, room_id, joined, left, updated):
+        self.published.append((room_id, joined, dict(left), updated))
+
+    async def watch(self, room_id):
+        self.watching.add(room_id)
+
+    async def unwatch(self, room_id):
+        self.watching.discard(room_id)
+
+
+async def joined(presence, client) -> str:
+    await presence.hello(client, {"roomCode": "lobby", "clientId": "t", "appVersion": "1"})
+    return next(iter(client.sessions)).session_id
+
+
+async def test_nothing_is_published_for_an_unwatched_room(presence, client_factory):
+    presence.fanout = fanout = RecordingFanout()
+    client = client_factory()
+    sid = await joined(presence, client)
+    presence.heartbeat(client, sid, 5.0)
+    presence.leave(client, sid)
+    assert LOBBY not in presence.rooms and fanout.published == []
+
+
+async def test_changes_of_a_watched_room_go_out_together(presence, client_factory):
+    presence.fanout = fanout = RecordingFanout()
+    presence.watched_changed({LOBBY})
+    client = client_factory()
+    sid = await joined(presence, client)
+    presence.heartbeat(client, sid, 5.0)
+    assert await wait_for(lambda: fanout.published)
+    ((room_id, joined_entries, left, updated),) = fanout.published
+    assert room_id == LOBBY and [e["sessionId"] for e in joined_entries] == [sid] and left == {}
+    assert [e["sessionId"] for e in updated] == [sid] and updated[0]["latencyMs"] == 5.0
+    presence.leave(client, sid)
+    assert await wait_for(lambda: len(fanout.published) == 2)
+    assert fanout.published[1][2] == {sid: "leave"} and fanout.published[1][1] == []
+
+
+async def test_a_room_that_becomes_watched_reannounces_its_sessions(presence, client_factory):
+    presence.fanout = fanout = RecordingFanout()
+    sid = await joined(presence, client_factory())
+    assert not presence.rooms[LOBBY].watched
+    presence.watched_changed({LOBBY})
+    assert presence.watched == {LOBBY} and presence.rooms[LOBBY].watched
+    assert await wait_for(lambda: fanout.published)
+    assert [e["sessionId"] for e in fanout.published[0][1]] == [sid]
+    presence.watched_changed(set())
+    assert not presence.rooms[LOBBY].watched
+
+
+async def test_a_subscriber_watches_and_the_last_one_unwatches(presence, client_factory):
+    from spidi_server.protocol import destinations as dest
+
+    presence.fanout = fanout = RecordingFanout()
+    monitor = client_factory("mon", "spidi:monitor")
+    await presence.subscribe(monitor, "r", dest.parse_subscription(dest.room_roster("lobby")))
+    assert fanout.watching == {LOBBY}
+    presence.unsubscribe(monitor, "r")
+    assert await wait_for(lambda: not fanout.watching)

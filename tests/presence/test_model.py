@@ -1,0 +1,121 @@
+"""presence.model: plain objects, no store and no loop."""
+
+from __future__ import annotations
+
+from spidi_server.presence.model import Room, RoomSample, Session, Subscription, minute, public_metrics
+from spidi_server.protocol.payloads import HelloPayload
+from spidi_server.rooms import RoomDef
+from spidi_server.stores import events
+
+ROOM = RoomDef("room-1", "acme", "lobby", 10)
+HELLO = HelloPayload("lobby", "tablet", "2.1", "iPad", None, None)
+
+
+def make_session(room: Room | None = None, sid: str = "s-1") -> Session:
+    return Session(sid, room or Room(ROOM), "ann", HELLO, "10.0.0.1", 1_000)
+
+
+def test_session_takes_its_fields_from_the_checked_hello():
+    session = make_session()
+    assert session.static_fields() == {
+        "userId": "ann",
+        "clientId": "tablet",
+        "appVersion": "2.1",
+        "device": "iPad",
+        "os": None,
+        "ip": "10.0.0.1",
+        "connectedAt": 1_000,
+        "roomCode": "lobby",
+        "tenant": "acme",
+        "nodeId": "",
+    }
+    entry = session.entry()
+    assert entry["sessionId"] == "s-1" and entry["latencyMs"] is None and entry["lastHeartbeatAt"] == 1_000
+    assert session.client_info() == {
+        "clientId": "tablet",
+        "device": "iPad",
+        "os": None,
+        "appVersion": "2.1",
+        "ip": "10.0.0.1",
+    }
+
+
+def test_session_history_events():
+    session = make_session()
+    session.node_id = "n-1"
+    session.heartbeats, session.latency_sum, session.latency_min, session.latency_max = 2, 30.0, 10.0, 20.0
+    started = session.started_event()
+    assert started["kind"] == events.SESSION_STARTED and started["node_id"] == "n-1"
+    checkpoint = session.checkpoint_event()
+    assert checkpoint["kind"] == events.SESSION_CHECKPOINT and checkpoint["latency_count"] == 2
+    ended = session.end_event("leave", 5_000)
+    assert ended["kind"] == events.SESSION_ENDED and ended["reason"] == "leave" and ended["ended_at"] == 5_000
+    assert ended["latency_max"] == 20.0 and ended["room_code"] == "lobby"
+
+
+def test_room_idle_and_observed():
+    room = Room(ROOM)
+    assert room.idle and not room.observed
+    room.pending_subs = 1
+    assert not room.idle and room.observed
+    room.pending_subs = 0
+    room.joining = 1
+    assert not room.idle and not room.observed
+    room.joining = 0
+    room.sessions["s-1"] = make_session(room)
+    assert not room.idle and not room.observed
+
+
+def test_merge_remote_keeps_the_last_word_per_session():
+    room = Room(ROOM)
+    a, b = {"sessionId": "a", "latencyMs": 1}, {"sessionId": "b", "latencyMs": 2}
+    room.merge_remote({"j": [a], "l": {}, "u": [b]})
+    assert room.joined == {"a": a} and room.updated == {"b": b} and room.left == {}
+    a2 = {"sessionId": "a", "latencyMs": 5}
+    room.merge_remote({"u": [a2]})  # an update of a join in the same window stays a join
+    assert room.joined == {"a": a2}
+    room.merge_remote({"l": {"a": "leave", "b": "timeout"}})
+    assert room.joined == {} and room.updated == {} and room.left == {"a": "leave", "b": "timeout"}
+    room.merge_remote({"u": [b]})  # a late update of a session that left is dropped
+    assert room.updated == {}
+    room.merge_remote({"j": [a]})  # joined again: the leave is superseded
+    assert room.joined == {"a": a} and "a" not in room.left
+
+
+def test_room_sample_event_and_emptiness():
+    sample = RoomSample(minute(125_000))
+    assert sample.bucket == 120_000 and sample.empty
+    sample.online_sum, sample.online_samples, sample.online_max = 3, 2, 2
+    assert not sample.empty
+    event = sample.event(Room(ROOM), "n-1")
+    assert event["kind"] == events.ROOM_SAMPLE and event["bucket"] == 120_000 and event["node_id"] == "n-1"
+
+
+def test_subscription_numbers_its_messages():
+    class Stomp:
+        def __init__(self):
+            self.sent = []
+
+        def send_json(self, destination, payload, sub_id=None):
+            self.sent.append((destination, dict(payload), sub_id))
+            return True
+
+    class Client:
+        def __init__(self):
+            self.stomp, self.pushes = Stomp(), 0
+
+        def push(self):
+            self.pushes += 1
+
+    client = Client()
+    sub = Subscription(client, "sub-1")
+    sub.send("/topic/rooms", {"type": "ROOMS"})
+    sub.send("/topic/rooms", {"type": "ROOMS"})
+    assert [p["seq"] for _, p, _ in client.stomp.sent] == [1, 2]
+    assert client.stomp.sent[0][2] == "sub-1" and client.pushes == 2
+
+
+def test_public_metrics_hides_the_tenant():
+    metrics = {"roomId": "r", "tenant": "acme", "online": 1}
+    assert public_metrics(metrics) == {"roomId": "r", "online": 1}
+    assert metrics["tenant"] == "acme"  # a copy

@@ -1,0 +1,187 @@
+"""connection.ClientConnection without a socket: bytes in, frames out, a real presence and hot store.
+
+The host is what a node gives a connection (``connection.Host``); the writer stands for the
+transport (``connection.Writer``) and keeps what it was handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from spidi_core import FrameParserPy, serialize_frame
+from spidi_server.auth import TokenVerifier
+from spidi_server.connection import ClientConnection
+from spidi_server.metrics import NodeMetrics
+from spidi_server.presence import Presence
+from spidi_server.protocol import destinations as dest
+from spidi_server.protocol.stomp import StompConnection
+from spidi_server.rooms import RoomCatalog
+from spidi_server.stores.client import connect
+from spidi_server.stores.hot_store import HotStore
+
+from .conftest import token_for
+
+
+class Host:
+    def __init__(self, settings, store):
+        self.settings = settings
+        self.metrics = NodeMetrics()
+        self.presence = Presence(settings, store, RoomCatalog(settings), self.metrics, "conn-node")
+        self._verifier = TokenVerifier(settings)
+
+    def new_stomp_connection(self, conn_id, query_token):
+        return StompConnection(self._verifier, conn_id, query_token=query_token)
+
+
+class Writer:
+    def __init__(self):
+        self.parser = FrameParserPy()
+        self.frames: list = []
+        self.closed: tuple | None = None
+        self.backlog = 0
+
+    def write(self, chunks):
+        for chunk in chunks:
+            self.frames.extend(self.parser.feed(chunk))
+
+    def buffered(self):
+        return self.backlog
+
+    def close(self, code, reason, discard=False):
+        self.closed = (code, reason, discard)
+
+    def take(self, command: str | None = None) -> list:
+        frames, self.frames = self.frames, []
+        return [f for f in frames if command in (None, f.command)]
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return bool(predicate())
+
+
+@pytest.fixture
+async def host(settings, redis_url):
+    store = HotStore(connect(redis_url), node_id="conn-node")
+    await store.start()
+    yield Host(settings, store)
+    await store.close()
+
+
+def frame(command: str, body: dict | None = None, **headers) -> bytes:
+    return serialize_frame(command, headers, orjson.dumps(body) if body is not None else b"")
+
+
+async def open_connection(host, user="ann", role="spidi:user") -> tuple[ClientConnection, Writer]:
+    writer = Writer()
+    conn = ClientConnection(host, writer, "c-1", "10.0.0.9", token_for(host.settings, user, role))
+    conn.receive(frame("CONNECT", **{"accept-version": "1.2"}))
+    conn.receive(frame("SUBSCRIBE", id="s", destination=dest.USER_SESSION))
+    conn.receive(frame("SUBSCRIBE", id="e", destination=dest.USER_ERRORS))
+    assert await wait_for(lambda: conn.backlog is None)  # a SUBSCRIBE is awaited: the rest waits
+    return conn, writer
+
+
+def bodies(frames) -> list[dict]:
+    return [orjson.loads(f.body) for f in frames]
+
+
+HELLO = {"roomCode": "lobby", "clientId": "t", "appVersion": "1"}
+
+
+async def test_hello_then_heartbeat_in_one_message_keep_their_order(host):
+    conn, writer = await open_connection(host)
+    assert [f.command for f in writer.take()] == ["CONNECTED"]
+    data = frame("SEND", HELLO, destination=dest.APP_HELLO, receipt="h")
+    conn.receive(data)
+    assert await wait_for(lambda: conn.backlog is None and conn.sessions)
+    (sid,) = [s.session_id for s in conn.sessions]
+    beat = frame("SEND", {"sessionId": sid, "latencyMs": 7}, destination=dest.APP_HEARTBEAT, receipt="b")
+    # A HELLO and a heartbeat for the session it is about to get cannot share a message, but a
+    # heartbeat right behind a second HELLO waits for it, in order.
+    conn.receive(
+        frame("SEND", {**HELLO, "roomCode": "other"}, destination=dest.APP_HELLO, receipt="h2") + beat
+    )
+    assert await wait_for(lambda: conn.backlog is None and len(conn.sessions) == 2)
+    frames = writer.take()
+    receipts = [f.headers["receipt-id"] for f in frames if f.command == "RECEIPT"]
+    assert receipts == ["h", "h2", "b"]
+    welcomes = [b for b in bodies(f for f in frames if f.command == "MESSAGE") if b["type"] == "WELCOME"]
+    assert [w["roomCode"] for w in welcomes] == ["lobby", "other"]
+    assert host.presence.sessions[sid].heartbeats == 1 and host.metrics.frame_counts[0] == 3
+
+
+async def test_an_app_error_is_answered_and_the_connection_stays(host):
+    conn, writer = await open_connection(host)
+    writer.take()
+    conn.receive(frame("SEND", {"sessionId": "nope"}, destination=dest.APP_HEARTBEAT, receipt="r"))
+    error, receipt = writer.take()
+    payload = orjson.loads(error.body)
+    assert error.headers["subscription"] == "e" and payload["code"] == "UNKNOWN_SESSION"
+    assert payload["message"] == "no session 'nope' on this connection" and payload["ref"] == "r"
+    assert receipt.headers["receipt-id"] == "r" and writer.closed is None
+    assert host.metrics.errors.labels(code="UNKNOWN_SESSION")._value.get() == 1
+
+
+async def test_hello_refused_for_a_monitor(host):
+    conn, writer = await open_connection(host, "mon", "spidi:monitor")
+    writer.take()
+    conn.receive(frame("SEND", {"roomCode": "!"}, destination=dest.APP_HELLO, receipt="h"))
+    assert await wait_for(lambda: len(writer.frames) == 2)
+    error, receipt = writer.take()
+    assert orjson.loads(error.body)["code"] == "FORBIDDEN" and receipt.headers["receipt-id"] == "h"
+
+
+async def test_a_refused_subscribe_is_forgotten_by_the_protocol(host):
+    conn, writer = await open_connection(host)  # a user may not observe rooms
+    writer.take()
+    conn.receive(frame("SUBSCRIBE", id="r", destination=dest.room_roster("lobby"), receipt="sub"))
+    assert await wait_for(lambda: conn.backlog is None and len(writer.frames) == 2)
+    error, receipt = writer.take()
+    assert orjson.loads(error.body)["code"] == "FORBIDDEN" and "r" not in conn.stomp.subscriptions
+
+
+async def test_leave_unsubscribe_and_disconnect(host):
+    conn, writer = await open_connection(host)
+    conn.receive(frame("SEND", HELLO, destination=dest.APP_HELLO))
+    assert await wait_for(lambda: conn.backlog is None and conn.sessions)
+    (sid,) = [s.session_id for s in conn.sessions]
+    conn.receive(frame("SEND", {"sessionId": sid}, destination=dest.APP_LEAVE, receipt="l"))
+    assert sid not in host.presence.sessions and not conn.sessions
+    conn.receive(frame("UNSUBSCRIBE", id="s", receipt="u") + frame("DISCONNECT", receipt="bye"))
+    receipts = [f.headers["receipt-id"] for f in writer.take("RECEIPT")]
+    assert receipts == ["l", "u", "bye"] and conn.clean and writer.closed == (1000, "bye", False)
+    conn.closed()
+    assert host.metrics.frame_counts[2] == 1 and host.metrics.frame_counts[4] == 1
+
+
+async def test_abrupt_close_keeps_the_session_for_the_grace_period(host):
+    conn, _ = await open_connection(host)
+    conn.receive(frame("SEND", HELLO, destination=dest.APP_HELLO))
+    assert await wait_for(lambda: conn.backlog is None and conn.sessions)
+    (session,) = conn.sessions
+    conn.closed()
+    assert host.presence.sessions[session.session_id].client is None
+
+
+async def test_a_protocol_error_closes_with_its_code(host):
+    conn, writer = await open_connection(host)
+    writer.take()
+    conn.receive(frame("BOGUS"))
+    (error,) = writer.take()
+    assert error.command == "ERROR" and writer.closed == (1002, "unknown command 'BOGUS'", False)
+    assert host.metrics.errors.labels(code="PROTOCOL")._value.get() == 1
+
+
+async def test_a_client_that_does_not_read_is_cut(host):
+    conn, writer = await open_connection(host)
+    writer.backlog = host.settings.max_send_buffer + 1
+    conn.receive(frame("SEND", {"sessionId": "x"}, destination=dest.APP_HEARTBEAT))  # an error to send
+    assert writer.closed == (1008, "slow consumer", True)
+    assert host.metrics.refusals.labels(reason="slow_consumer")._value.get() == 1
