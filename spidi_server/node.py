@@ -179,8 +179,14 @@ class Node:
             self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._full_gc, "gc")))
             tune_gc()
         self.started = True
-        logs.event(log, "node_started", node_id=self.node_id, ws_port=self.transport.port, ops_port=self.ops.port,
-                   redis="embedded" if self.embedded_redis else "external")  # fmt: skip
+        logs.event(
+            log,
+            "node_started",
+            node_id=self.node_id,
+            ws_port=self.transport.port,
+            ops_port=self.ops.port,
+            redis="embedded" if self.embedded_redis else "external",
+        )
 
     def _liveness_period(self) -> float:
         s = self.settings

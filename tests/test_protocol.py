@@ -47,9 +47,14 @@ def test_connect_yields_connected_event_and_frame():
 
 @pytest.mark.parametrize(
     "client, server, expected",
-    [(None, 10000, (0, 0)), ("0,0", 10000, (0, 0)), ("5000,20000", 10000, (20000, 10000)),
-     ("15000,0", 10000, (0, 15000)), ("100,100", 0, (0, 0))],
-)  # fmt: skip
+    [
+        (None, 10000, (0, 0)),
+        ("0,0", 10000, (0, 0)),
+        ("5000,20000", 10000, (20000, 10000)),
+        ("15000,0", 10000, (0, 15000)),
+        ("100,100", 0, (0, 0)),
+    ],
+)
 def test_heartbeat_negotiation(client, server, expected):
     assert stomp.negotiate_heartbeat(client, server, server) == expected
 
@@ -120,9 +125,13 @@ def test_unsubscribe_forgets_destination():
 
 @pytest.mark.parametrize(
     "raw, kind, code",
-    [("/topic/rooms", dest.KIND_ROOMS, None), ("/topic/rooms/r-1/metrics", dest.KIND_ROOM_METRICS, "r-1"),
-     ("/topic/rooms/r-1/roster", dest.KIND_ROOM_ROSTER, "r-1"), ("/user/queue/session", dest.KIND_USER_SESSION, None)],
-)  # fmt: skip
+    [
+        ("/topic/rooms", dest.KIND_ROOMS, None),
+        ("/topic/rooms/r-1/metrics", dest.KIND_ROOM_METRICS, "r-1"),
+        ("/topic/rooms/r-1/roster", dest.KIND_ROOM_ROSTER, "r-1"),
+        ("/user/queue/session", dest.KIND_USER_SESSION, None),
+    ],
+)
 def test_destinations(raw, kind, code):
     parsed = dest.parse_subscription(raw)
     assert (parsed.kind, parsed.room_code) == (kind, code)
@@ -140,11 +149,13 @@ def test_unknown_destinations(raw):
 
 @pytest.mark.parametrize(
     "data, reason",
-    [(b"SEND\ndestination:/app/hello\n\n{}\x00", "before CONNECT"),
-     (b"CONNECT\naccept-version:2.0\n\n\x00", "no common STOMP version"),
-     (b"CONNECT\naccept-version:1.2\nAuthorization:Basic abc\n\n\x00", "Bearer"),
-     (b"BOGUS\n\n\x00", "before CONNECT")],
-)  # fmt: skip
+    [
+        (b"SEND\ndestination:/app/hello\n\n{}\x00", "before CONNECT"),
+        (b"CONNECT\naccept-version:2.0\n\n\x00", "no common STOMP version"),
+        (b"CONNECT\naccept-version:1.2\nAuthorization:Basic abc\n\n\x00", "Bearer"),
+        (b"BOGUS\n\n\x00", "before CONNECT"),
+    ],
+)
 def test_fatal_errors_queue_error_frame_and_close(data, reason):
     conn = make()
     assert conn.receive_data(data) == []

@@ -162,9 +162,11 @@ class StompConnection:
             self.tokens = tokens
             if tokens < 0:
                 self.last_received = now
-                self._fail(RateLimitError(
-                    f"message rate limit exceeded: at most {self.rate:g} frames/s (bursts of {self.burst:g})"
-                ))  # fmt: skip
+                self._fail(
+                    RateLimitError(
+                        f"message rate limit exceeded: at most {self.rate:g} frames/s (bursts of {self.burst:g})"
+                    )
+                )
                 return events
         self.last_received = now
         for frame in frames:
