@@ -148,7 +148,12 @@ def register_dashboard(app: web.Application, host: DashboardHost) -> None:
 
     async def config(request: web.Request) -> web.Response:
         settings = host.settings
-        body: dict = {"wsUrl": ws_url_for(request, host), "dev": bool(settings.dev)}
+        body: dict = {
+            "wsUrl": ws_url_for(request, host),
+            "dev": bool(settings.dev),
+            # The page checks a pasted token against these before trying it (roles.py decides).
+            "watchRoles": list(roles.allowed(roles.OBSERVE)),
+        }
         if settings.dev:
             try:
                 body["devToken"] = mint_token(settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT)

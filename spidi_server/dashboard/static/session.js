@@ -13,7 +13,6 @@ import { leaveRoom } from "./views/room.js";
 
 const TOKEN_KEY = "spidi.dashboard.token";
 const WSURL_KEY = "spidi.dashboard.wsUrl";
-const READ_ROLES = ["spidi:monitor", "spidi:admin"];
 
 function decodeJwt(token) {
   const parts = token.split(".");
@@ -55,8 +54,10 @@ function checkToken(token) {
   if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) {
     return "This token expired " + fullFmt.format(new Date(claims.exp * 1000)) + ".";
   }
-  if (!rolesOf(claims).some((r) => READ_ROLES.includes(r))) {
-    return "This token cannot watch rooms: it needs the role spidi:monitor or spidi:admin.";
+  // The roles that may watch come from the server (roles.py); without its config the server decides.
+  const watchRoles = state.config && state.config.watchRoles;
+  if (Array.isArray(watchRoles) && !rolesOf(claims).some((r) => watchRoles.includes(r))) {
+    return "This token cannot watch rooms: it needs the role " + watchRoles.join(" or ") + ".";
   }
   return null;
 }
