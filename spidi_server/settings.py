@@ -3,6 +3,9 @@
 Precedence, lowest first: the defaults below, a TOML file (``--config`` or ``SPIDI_CONFIG``),
 ``SPIDI_<NAME>`` environment variables, then command-line flags. ``validate`` runs at start and
 raises ``ConfigError`` with a message naming the bad setting.
+
+One job, one long table: every setting with its type, default and doc string (the README table is
+generated from it), then loading and validation; splitting it would put settings in two places.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ event for the writer (``alert_event`` -> ``dat_spd_alert_event``), the tenant's 
 the evaluator's state hash (so a successor continues where this one stopped), and a message on
 ``spidi:alerts`` (``/topic/alerts`` on every process). Firing and resolved-from-firing transitions
 are also handed to the notifier (webhook, email; rate limited).
+
+The rules and the lifecycle are plain objects elsewhere (rules.py, lifecycle.py); what stays here
+is the round and its I/O — the lease, the reads and the one pipeline per transition — which is why
+it is a little over 500 lines.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ the JSON body with::
                                          webhook_secret; absent when webhook_secret is empty
 
 A receiver checks it with ``verify_signature`` (or the same three lines in its own language).
+
+The module is long because delivery is: two channels, each with its retries, timeouts and error
+counting, behind the one rate limit they share.
 """
 
 from __future__ import annotations
