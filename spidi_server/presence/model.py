@@ -107,6 +107,18 @@ class Session:
             "nodeId": self.node_id,
         }
 
+    def log_fields(self) -> dict:
+        """What every log line about this session carries (session_started, session_ended)."""
+        room = self.room
+        return {
+            "trace_id": self.trace_id,
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "room_id": room.room_id,
+            "room_code": room.code,
+            "client_info": self.client_info(),
+        }
+
     def client_info(self) -> dict:
         return {
             "clientId": self.client_id,

@@ -156,17 +156,7 @@ class SessionLifecycle:
             self.store.event(session.started_event())
         self.metrics.sessions_active.set(len(local.sessions))
         local.count_rooms()
-        logs.event(
-            log,
-            "session_started",
-            trace_id=session.trace_id,
-            session_id=session.session_id,
-            user_id=session.user_id,
-            room_id=room.room_id,
-            room_code=room.code,
-            tenant=room.tenant,
-            client_info=session.client_info(),
-        )
+        logs.event(log, "session_started", tenant=room.tenant, **session.log_fields())
         if gone:
             self.end(session, "disconnect")
             return
@@ -329,15 +319,10 @@ class SessionLifecycle:
         logs.event(
             log,
             "session_ended",
-            trace_id=session.trace_id,
-            session_id=session.session_id,
-            user_id=session.user_id,
-            room_id=room.room_id,
-            room_code=room.code,
             reason=reason,
             heartbeats=session.heartbeats,
             duration_ms=now_ms() - session.connected_at,
-            client_info=session.client_info(),
+            **session.log_fields(),
         )
         if room.idle:
             local.drop_room(room)

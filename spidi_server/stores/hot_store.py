@@ -200,16 +200,7 @@ class HotStore:
             capacity,
             fields,
         )
-        pending = PendingJoin(
-            room_id,
-            session_id,
-            tenant,
-            code,
-            user_id,
-            ttl_s,
-            args,
-            asyncio.get_running_loop().create_future(),
-        )
+        pending = self._pending_join(room_id, session_id, tenant, code, user_id, ttl_s, args)
         self._ops.append(("join", pending))
         self._wake.set()
         return pending
@@ -252,22 +243,20 @@ class HotStore:
         self._ops.append(("capacity", room_id, capacity))
         self._wake.set()
 
+    @staticmethod
+    def _pending_join(
+        room_id: str, session_id: str, tenant: str, code: str, user_id: str, ttl_s: int, args: list
+    ) -> PendingJoin:
+        future = asyncio.get_running_loop().create_future()
+        return PendingJoin(room_id, session_id, tenant, code, user_id, ttl_s, args, future)
+
     # -- what recovery queues (stores/recovery.py) ---------------------------------------------
 
     def forced_join(
         self, room_id: str, session_id: str, tenant: str, code: str, user_id: str, ttl_s: int, args: list
     ) -> PendingJoin:
         """A join Redis must hold whatever its count says (replayed or re-asserted): nobody waits for it."""
-        j = PendingJoin(
-            room_id,
-            session_id,
-            tenant,
-            code,
-            user_id,
-            ttl_s,
-            args,
-            asyncio.get_running_loop().create_future(),
-        )
+        j = self._pending_join(room_id, session_id, tenant, code, user_id, ttl_s, args)
         j.forced = True
         return j
 
