@@ -1,10 +1,13 @@
 """The operators' REST API under /api/v1 on the ops port, and its OpenAPI document.
 
-Modules: ``handlers`` (rooms, room types, sessions), ``alerts`` (alert rules and events),
-``params`` (the paging and time-range fields and helpers both share), ``routing`` (the table's
-shape and the per-request wrapper), ``validation`` (input rules that also render as JSON Schema),
-``problems`` (RFC 9457 errors), ``service`` (auth, tenant-scoped PostgreSQL, live reads, and
-``ApiHost``: what the API needs from the node), ``openapi``. ``ROUTES``, here, is the one table.
+One module per resource, each with its fields, rendering, handlers and routes: ``rooms``,
+``room_types``, ``sessions`` (live rosters, room statistics, session history, a user's sessions),
+``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts). Beneath them: ``params``
+(what the resources share: paging and time-range fields, the list envelope, timestamps, codes),
+``routing`` (the table's shape and the per-request wrapper), ``validation`` (input rules that also
+render as JSON Schema), ``problems`` (RFC 9457 errors), ``service`` (auth, tenant-scoped
+PostgreSQL, live reads, the audit log, and ``ApiHost``: what the API needs from the node),
+``openapi`` (the document and its route). ``ROUTES``, here, is the one table.
 """
 
 from __future__ import annotations
@@ -13,14 +16,25 @@ import orjson
 from aiohttp import web
 
 from . import openapi
+from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
-from .handlers import ROOM_ROUTES
 from .problems import problem_middleware
+from .room_types import ROOM_TYPE_ROUTES
+from .rooms import ROOM_ROUTES
 from .routing import Route, endpoint
 from .service import Api, ApiHost
+from .sessions import SESSION_ROUTES
 
-# Every route of the API: what is registered and what the OpenAPI document describes.
-ROUTES: tuple[Route, ...] = ROOM_ROUTES + ALERT_ROUTES
+# Every route of the API: what is registered and what the OpenAPI document describes, in this
+# order (the document's, and aiohttp's matching order: /alerts/active before /alerts/{id}).
+ROUTES: tuple[Route, ...] = (
+    openapi.OPENAPI_ROUTES
+    + ROOM_TYPE_ROUTES
+    + ROOM_ROUTES
+    + SESSION_ROUTES
+    + ALERT_RULE_ROUTES
+    + ALERT_ROUTES
+)
 
 
 def register_api(app: web.Application, host: ApiHost) -> Api:

@@ -1,18 +1,24 @@
-"""The OpenAPI 3.1 document of the REST API, built from the route table that also registers it.
+"""The OpenAPI 3.1 document of the REST API, built from the route table that also registers it,
+and the route that serves it (``OPENAPI_ROUTES``).
 
 Parameters and request bodies come from the routes' ``validation`` fields (the objects that check
-requests); response bodies from the schemas below, which mirror ``handlers.py``'s renderers (the
-API tests compare real responses with them).
+requests); response bodies from the schemas below, which mirror the resource modules' renderers
+(``rooms.room_json``, ``alerts.event_json``, ...; the API tests compare real responses with them).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from .. import __version__, roles
 from ..alerting import rules
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
-from .routing import Route
+from .routing import Call, Route
+
+if TYPE_CHECKING:
+    from .service import Api
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
@@ -368,3 +374,14 @@ def build(routes: tuple[Route, ...] | list[Route]) -> dict:
             },
         },
     }
+
+
+async def openapi_document(api: Api, call: Call) -> web.Response:
+    """GET /api/openapi.json: the document built from ``api.ROUTES`` at registration."""
+    return web.Response(body=api.openapi, content_type="application/json")
+
+
+OPENAPI_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/openapi.json", openapi_document, "getOpenApi", "This OpenAPI document", "meta",
+          None, response="OpenApiDocument"),
+)  # fmt: skip

@@ -1,14 +1,22 @@
-"""What the API's collections share: paging and time-range query fields, the list envelope, timestamps.
+"""What the API's resources share: paging and time-range query fields, the list envelope,
+timestamps, the code pattern of rooms and room types.
 
-Used by ``handlers`` (rooms, sessions) and ``alerts`` (rules, alert events) alike, so neither
-imports the other.
+Used by every resource module (``rooms``, ``room_types``, ``sessions``, ``alert_rules``,
+``alerts``), so none imports another for these.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from ..rooms import ROOM_CODE
+from .problems import field_error, invalid
 from .validation import Integer, Timestamp
+
+# A room's code and a room type's code: the pattern of ``rooms.ROOM_CODE`` (its length is the
+# fields' max_length), and the hint a validation message gives.
+CODE_PATTERN = ROOM_CODE.pattern.removeprefix("^").removesuffix("$").replace("{1,64}", "+")
+CODE_HINT = "1 to 64 of letters, digits and _ . : -"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -26,6 +34,17 @@ def page(items: list, total: int, query: dict) -> dict:
 def page_limit(default: int, maximum: int) -> Integer:
     """The ``limit`` query field of a collection: its page size, with a default and a cap."""
     return Integer("limit", "limit", "Page size", default=default, minimum=1, maximum=maximum)
+
+
+def window(query: dict, default: timedelta) -> tuple[datetime, datetime]:
+    """``from`` and ``to`` of a query, with defaults (``to`` now, ``from`` = ``to`` - default)."""
+    end = query["to"] or datetime.now(UTC)
+    start = query["from"] or end - default
+    if start >= end:
+        raise invalid(
+            [field_error("query", "from", f"must be before to ({iso(start)} is not before {iso(end)})")]
+        )
+    return start, end
 
 
 OFFSET = Integer("offset", "offset", "Items to skip before the page", default=0, minimum=0, maximum=10**9)

@@ -94,6 +94,11 @@ def field_error(where: str, field: str, message: str) -> dict:
     return {"in": where, "field": field, "message": message}
 
 
+def not_found(what: str, ident: str) -> Problem:
+    """The 404 problem of a resource that does not exist (or not for the caller's tenant)."""
+    return Problem("not-found", f"no {what} {ident}")
+
+
 _AIOHTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
 
 

@@ -262,3 +262,13 @@ def audit(event: str, claims: Claims, **fields: Any) -> None:
     if request is not None:
         line["request"] = f"{request.method} {request.path}"
     logs.event(audit_log, "audit", **line)
+
+
+# Columns every write moves: not "changed fields" of an audit line.
+AUDIT_COLUMNS = ("createdAt", "createdBy", "updatedAt", "updatedBy")
+
+
+def audit_diff(old: dict, new: dict) -> dict[str, list]:
+    """An update's ``changes`` for :func:`audit`: ``{key: [old, new]}`` of the resource as the API
+    shows it, for each key whose value changed, the audit columns left out."""
+    return {k: [old[k], new[k]] for k in new if old[k] != new[k] and k not in AUDIT_COLUMNS}

@@ -1,0 +1,265 @@
+"""The tenant's rooms in the REST API: ``/api/v1/rooms[/{id}]``, their fields, rendering, handlers
+and routes (``ROOM_ROUTES``).
+
+Reads need an observer's role, writes an administrator's. A caller sees and changes only the rooms
+of its token's tenant (PostgreSQL row-level security, ``Api.db``); every write tells every node
+(``Api.rooms_changed``), so a new capacity or status takes effect within a second. A room's live
+sessions and statistics are in ``sessions``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import roles
+from ..history.sql import rooms
+from ..history.sql.common import ConflictError
+from ..history.sql.room_types import UnknownRoomTypeError
+from ..rooms import RoomCatalog
+from .params import CODE_HINT, CODE_PATTERN, OFFSET, iso, page, page_limit
+from .problems import Problem, field_error, invalid, not_found
+from .routing import Call, Route, json_response
+from .service import Api, audit, audit_diff
+from .validation import Body, Choice, Integer, StringMap, Text, Uuid
+
+ROOMS_PATH = "/api/v1/rooms"
+ROOM_ID = Uuid("id", "room_id", "Room id (uuid5 of tenant and code; WELCOME's roomId)", required=True)
+
+ROOM_CODE_FIELD = Text(
+    "code",
+    "code",
+    "Room code, unique in the tenant; cannot change later",
+    max_length=64,
+    pattern=CODE_PATTERN,
+    pattern_hint=CODE_HINT,
+)
+_ROOM_FIELDS = (
+    ROOM_CODE_FIELD,
+    Text("name", "name", "Display name", nullable=True, max_length=256),
+    Text(
+        "type",
+        "room_type",
+        "Room type code (see /api/v1/room-types); null for none",
+        nullable=True,
+        max_length=64,
+        pattern=CODE_PATTERN,
+        pattern_hint=CODE_HINT,
+    ),
+    Integer(
+        "capacity",
+        "capacity",
+        "Most sessions at once; null: the type's default, else the server's",
+        nullable=True,
+        minimum=1,
+        maximum=10_000_000,
+        rule="a positive integer (at most 10000000)",
+    ),
+    Integer(
+        "ttlSeconds",
+        "ttl_s",
+        "Time to live of the room's data, seconds",
+        nullable=True,
+        minimum=1,
+        maximum=2_147_483_647,
+        rule="a positive integer",
+    ),
+    Choice(
+        "status", "status", "disabled: HELLO is refused with ROOM_DISABLED", values=("active", "disabled")
+    ),
+    StringMap("attributes", "attrs", "Free-form attributes: string keys to string or null values"),
+)
+ROOM_CREATE = Body("RoomCreate", "A new room", (_ROOM_FIELDS[0].but(required=True), *_ROOM_FIELDS[1:]))
+_SAME_CODE = ROOM_CODE_FIELD.but(description="If given, must equal the room's code (codes cannot change)")
+ROOM_REPLACE = Body(
+    "RoomReplace",
+    "A room's whole definition; fields left out take their defaults",
+    (_SAME_CODE, *_ROOM_FIELDS[1:]),
+)
+ROOM_PATCH = Body(
+    "RoomPatch",
+    "The fields to change; attributes, when given, replace the whole set",
+    (_SAME_CODE, *_ROOM_FIELDS[1:]),
+    partial=True,
+)
+
+ROOM_LIST_QUERY = (
+    Text("codePrefix", "code_prefix", "Codes starting with this (case-insensitive)", max_length=64),
+    Text("codeContains", "code_contains", "Codes containing this (case-insensitive)", max_length=64),
+    Choice("status", "status", "Only rooms of this status", values=("active", "disabled")),
+    Text("type", "room_type", "Only rooms of this room type code", max_length=64),
+    page_limit(50, 500),
+    OFFSET,
+)
+
+
+def room_json(row: dict, catalog: RoomCatalog) -> dict:
+    """A room as the API shows it. ``capacity`` is the one in force (``RoomCatalog.effective_capacity``:
+    the room's, else its type's default, else the server's ``default_room_capacity``), what HELLO is
+    checked against."""
+    return {
+        "id": row["id"],
+        "code": row["code"],
+        "name": row["name"],
+        "type": row["room_type"],
+        "capacity": catalog.effective_capacity(row["capacity"]),
+        "ttlSeconds": row["ttl_s"],
+        "status": row["status"],
+        "attributes": row["attrs"] or {},
+        "createdAt": iso(row["created_at"]),
+        "createdBy": row["created_by"],
+        "updatedAt": iso(row["updated_at"]),
+        "updatedBy": row["updated_by"],
+    }
+
+
+def _unknown_type(exc: UnknownRoomTypeError) -> Problem:
+    return invalid([field_error("body", "type", str(exc))])
+
+
+async def list_rooms(api: Api, call: Call) -> web.Response:
+    """GET /api/v1/rooms: a page of the tenant's rooms, filtered."""
+    q, tenant = call.query, call.claims.tenant
+    rows, total = await api.db(
+        tenant,
+        lambda c: rooms.list_page(
+            c,
+            tenant,
+            code_prefix=q["code_prefix"],
+            code_contains=q["code_contains"],
+            status=q["status"],
+            room_type=q["room_type"],
+            limit=q["limit"],
+            offset=q["offset"],
+        ),
+    )
+    catalog = api.host.catalog
+    return json_response(page([room_json(r, catalog) for r in rows], total, q))
+
+
+async def create_room(api: Api, call: Call) -> web.Response:
+    """POST /api/v1/rooms: create a room and make every node know it."""
+    b, claims = call.body, call.claims
+    try:
+        row = await api.db(
+            claims.tenant,
+            lambda c: rooms.create(
+                c,
+                claims.tenant,
+                b["code"],
+                name=b.get("name"),
+                room_type=b.get("room_type"),
+                capacity=b.get("capacity"),
+                ttl_s=b.get("ttl_s"),
+                status=b.get("status") or "active",
+                attrs=b.get("attrs"),
+                actor=claims.user_id,
+            ),
+        )
+    except ConflictError as exc:
+        raise Problem("conflict", str(exc)) from None
+    except UnknownRoomTypeError as exc:
+        raise _unknown_type(exc) from None
+    audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=b)
+    await api.rooms_changed(claims.tenant, row["code"])
+    return json_response(room_json(row, api.host.catalog), 201, {"Location": f"/api/v1/rooms/{row['id']}"})
+
+
+async def get_room(api: Api, call: Call) -> web.Response:
+    """GET /api/v1/rooms/{id}."""
+    room_id, tenant = call.path["room_id"], call.claims.tenant
+    row = await api.db(tenant, lambda c: rooms.get(c, tenant, room_id))
+    if row is None:
+        raise not_found("room", room_id)
+    return json_response(room_json(row, api.host.catalog))
+
+
+async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
+    """Apply changes to a room in one transaction, log who changed what, tell every node."""
+    room_id, claims = call.path["room_id"], call.claims
+    code = changes.pop("code", None)
+
+    def work(conn):
+        before = rooms.get(conn, claims.tenant, room_id)
+        if before is None:
+            return None, None
+        if code is not None and code != before["code"]:
+            raise invalid(
+                [field_error("body", "code", f"cannot change (is {before['code']!r}); create a new room")]
+            )
+        return before, rooms.update(conn, claims.tenant, room_id, changes, actor=claims.user_id)
+
+    try:
+        before, after = await api.db(claims.tenant, work)
+    except UnknownRoomTypeError as exc:
+        raise _unknown_type(exc) from None
+    if after is None:
+        raise not_found("room", room_id)
+    catalog = api.host.catalog
+    old, new = room_json(before, catalog), room_json(after, catalog)
+    audit("room_updated", claims, room_id=room_id, room_code=after["code"], changes=audit_diff(old, new))
+    await api.rooms_changed(claims.tenant, after["code"])
+    return json_response(new)
+
+
+async def replace_room(api: Api, call: Call) -> web.Response:
+    """PUT /api/v1/rooms/{id}: the whole definition; fields left out take their defaults."""
+    b = call.body
+    changes = {
+        "name": b.get("name"),
+        "room_type": b.get("room_type"),
+        "capacity": b.get("capacity"),
+        "ttl_s": b.get("ttl_s"),
+        "status": b.get("status") or "active",
+        "attrs": b.get("attrs") or {},
+    }
+    if "code" in b:
+        changes["code"] = b["code"]
+    return await _update_room(api, call, changes)
+
+
+async def patch_room(api: Api, call: Call) -> web.Response:
+    """PATCH /api/v1/rooms/{id}: only the fields given."""
+    return await _update_room(api, call, dict(call.body))
+
+
+async def delete_room(api: Api, call: Call) -> web.Response:
+    """DELETE /api/v1/rooms/{id}: soft delete (and its attributes)."""
+    room_id, claims = call.path["room_id"], call.claims
+
+    def work(conn):
+        room = rooms.get(conn, claims.tenant, room_id)
+        if room is None:
+            return None
+        rooms.delete(conn, claims.tenant, room_id, actor=claims.user_id)
+        return room["code"]
+
+    code = await api.db(claims.tenant, work)
+    if code is None:
+        raise not_found("room", room_id)
+    audit("room_deleted", claims, room_id=room_id, room_code=code)
+    await api.rooms_changed(claims.tenant, code)
+    return web.Response(status=204)
+
+
+_CHANGE_NOTE = (
+    "Lowering capacity below the sessions online refuses new HELLOs (ROOM_FULL) but "
+    "drops nobody; status disabled refuses HELLO with ROOM_DISABLED."
+)
+
+ROOM_ROUTES: tuple[Route, ...] = (
+    Route("GET", ROOMS_PATH, list_rooms, "listRooms", "List the tenant's rooms", "rooms", roles.OBSERVE,
+          query=ROOM_LIST_QUERY, response="RoomList"),
+    Route("POST", ROOMS_PATH, create_room, "createRoom", "Create a room", "rooms", roles.ADMINISTER, body=ROOM_CREATE,
+          status=201, response="Room", problems=(409,),
+          description="Takes effect on every node within a second (capacity, status)."),
+    Route("GET", ROOMS_PATH + "/{id}", get_room, "getRoom", "Get a room", "rooms", roles.OBSERVE, path_params=(ROOM_ID,),
+          response="Room", problems=(404,)),
+    Route("PUT", ROOMS_PATH + "/{id}", replace_room, "replaceRoom", "Replace a room's definition", "rooms", roles.ADMINISTER,
+          path_params=(ROOM_ID,), body=ROOM_REPLACE, response="Room", problems=(404,),
+          description=_CHANGE_NOTE),
+    Route("PATCH", ROOMS_PATH + "/{id}", patch_room, "updateRoom", "Change fields of a room", "rooms", roles.ADMINISTER,
+          path_params=(ROOM_ID,), body=ROOM_PATCH, response="Room", problems=(404,),
+          description=_CHANGE_NOTE),
+    Route("DELETE", ROOMS_PATH + "/{id}", delete_room, "deleteRoom", "Delete a room (soft)", "rooms", roles.ADMINISTER,
+          path_params=(ROOM_ID,), status=204, problems=(404,)),
+)  # fmt: skip
