@@ -65,7 +65,10 @@ async def test_files_and_config_are_served(node_factory):
     assert config["wsUrl"] == f"ws://127.0.0.1:{node.transport.port}/ws"
     claims = node.verifier.verify(config["devToken"])
     assert claims.roles == {"spidi:admin"} and claims.tenant == "default" and claims.user_id == "dev-admin"
-    assert config["watchRoles"] == ["spidi:monitor", "spidi:admin"]  # roles.py's OBSERVE, for the sign-in check
+    assert config["watchRoles"] == [
+        "spidi:monitor",
+        "spidi:admin",
+    ]  # roles.py's OBSERVE, for the sign-in check
 
     _, _, body = await _get(base + "/dashboard/config", {"Host": f"ops.example.test:{node.ops.port}"})
     assert json.loads(body)["wsUrl"] == f"ws://ops.example.test:{node.transport.port}/ws"
