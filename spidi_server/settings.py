@@ -11,6 +11,7 @@ generated from it), then loading and validation; splitting it would put settings
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -175,6 +176,17 @@ class Settings:
         default=5, metadata={"doc": "Retries of a failed webhook POST (exponential backoff)"}
     )
     webhook_backoff_s: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per retry"})
+    webhook_allowed_networks: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "CIDRs webhooks may reach although not public (loopback, private, link-local...; "
+            "all else such is refused), e.g. 10.20.0.0/16"
+        },
+    )
+    webhook_allowed_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "Webhook host names whose addresses are not checked (exact, case-insensitive)"},
+    )
     smtp_host: str = field(
         default="", metadata={"doc": "SMTP server for email alerts (empty: email channel off)"}
     )
@@ -371,6 +383,16 @@ class Settings:
             raise ConfigError("alert_rate_limit_s and webhook_retries must not be negative")
         if self.smtp_tls not in ("none", "starttls", "ssl"):
             raise ConfigError(f"smtp_tls must be none, starttls or ssl, got {self.smtp_tls!r}")
+        for network in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"webhook_allowed_networks: {network!r} is not a network (CIDR): {exc}"
+                ) from None
+        for host in self.webhook_allowed_hosts:
+            if not host or any(c.isspace() or c in "/:@" for c in host):
+                raise ConfigError(f"webhook_allowed_hosts: {host!r} is not a host name")
         for name in ("room_hooks_url",):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):

@@ -31,7 +31,8 @@ batch window emits neither (only its member events), and a first-seen room whose
 already in Redis but not yet read may miss its ``room_occupied``.
 
 Delivery is at least once. A batch's stream entries are acknowledged (XACK) once its POSTs are
-done or given up (``webhook_retries``); on start, an instance re-reads its own pending entries
+done or given up (``webhook_retries``; at once when ``egress``'s address policy refuses the
+receiver, counted as outcome ``refused``); on start, an instance re-reads its own pending entries
 and claims (XAUTOCLAIM) those of a previous leader idle for over ``claim_idle_s`` (30 s, longer
 than a stopping leader needs to give up), so a failover loses nothing, but may repeat a batch
 the old leader was sending when it stopped. Dedupe on the members' ``sessionId`` and the event.
@@ -176,6 +177,9 @@ class RoomHooks:
         if not self.settings.room_hooks_url:
             await drop_hooks_group(self.redis)
             return
+        problem = self.sender.policy.url_problem(self.settings.room_hooks_url)
+        if problem is not None:  # said once here; each POST is still refused (and counted) at send time
+            logs.event(log, "room_hooks_url_refused", logging.ERROR, error=f"room_hooks_url {problem}")
         try:
             await ensure_hooks_group(self.redis)
         except (RedisError, OSError) as exc:  # the reader creates it when Redis is back (NOGROUP)
@@ -384,9 +388,8 @@ class RoomHooks:
                     result = await self.sender.post(
                         self.settings.room_hooks_url, payload, event=name, purpose="hook"
                     )
-                    self.metrics.room_hooks.labels(
-                        event=name, outcome="sent" if result.ok else "failed"
-                    ).inc()
+                    outcome = "sent" if result.ok else "refused" if result.refused else "failed"
+                    self.metrics.room_hooks.labels(event=name, outcome=outcome).inc()
                     logs.event(
                         log,
                         "room_hook_sent" if result.ok else "room_hook_failed",
@@ -396,6 +399,7 @@ class RoomHooks:
                         members=len(payload.get("members", ())),
                         attempts=result.attempts,
                         status=result.status,
+                        error=result.error,
                     )
             # The window counts from the end of a flush: retries of a slow receiver do not let the
             # next POST of this room follow its previous one closer than window_s.

@@ -23,6 +23,9 @@ the JSON body with::
 
 A receiver checks it with ``verify_signature`` (or the same three lines in its own language).
 
+Where a webhook may go is ``egress.py``'s policy, checked on the addresses actually connected to;
+a refused delivery is not retried (``WebhookResult.refused``). Redirects are never followed.
+
 The module is long because delivery is: two channels, each with its retries, timeouts and error
 counting, behind the one rate limit they share.
 """
@@ -50,6 +53,7 @@ from yarl import URL
 
 from .. import logs
 from ..stores import keys
+from .egress import EgressPolicy, EgressRefused, PolicyResolver
 
 if TYPE_CHECKING:
     from ..metrics import NodeMetrics
@@ -112,6 +116,7 @@ class WebhookResult:
     attempts: int
     status: int | None = None  # the last HTTP status; None when the last attempt got no answer
     error: str | None = None  # why the last attempt failed
+    refused: bool = False  # the address policy refused the host: nothing was sent, nor retried
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -136,17 +141,24 @@ class WebhookSender:
     (after its ``Retry-After`` when given, at most ``RETRY_AFTER_MAX_S``); any other status
     ends the delivery at once (a 4xx will not get better). Up to ``webhook_retries`` retries,
     the n-th after ``webhook_backoff_s * 2**n`` plus a little jitter.
+
+    Hosts are checked with the ``egress`` policy: a literal address before anything is sent, a
+    name by the connector's ``PolicyResolver`` (so the connection goes to a checked address). A
+    refused host ends the delivery at once (``refused``). Redirects are not followed: a 3xx is a
+    failed delivery, so a receiver cannot bounce the POST to an address the policy refuses.
     """
 
     def __init__(self, settings: Settings, metrics: NodeMetrics | None = None):
         self.settings = settings
         self.metrics = metrics
+        self.policy = EgressPolicy.from_settings(settings)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)
+                connector=aiohttp.TCPConnector(resolver=PolicyResolver(self.policy)),
+                timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s),
             )
         return self._session
 
@@ -174,6 +186,9 @@ class WebhookSender:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         delivery_id = str(uuid.uuid4())
         host = URL(url).host
+        refused = self.policy.refusal_of_host(host) if host else None
+        if refused is not None:
+            return self._refused(delivery_id, host, refused, purpose, event)
         retries = self.settings.webhook_retries
         attempt = 0
         while True:
@@ -195,6 +210,10 @@ class WebhookSender:
                 raise
             except aiohttp.InvalidURL as exc:  # will not get better
                 retryable, error = False, f"invalid URL: {exc}"
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, EgressRefused):  # a permanent failure: no retry
+                    return self._refused(delivery_id, host, exc.os_error.reason, purpose, event, attempt)
+                retryable, error = True, f"{type(exc).__name__}: {exc}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 retryable, error = True, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             will_retry = retryable and attempt <= retries
@@ -221,6 +240,23 @@ class WebhookSender:
                 delay = self.settings.webhook_backoff_s * 2 ** (attempt - 1)
                 delay *= 1.0 + random.uniform(0.0, JITTER)
             await asyncio.sleep(delay)
+
+    def _refused(
+        self, delivery_id: str, host: str | None, reason: str, purpose: str, event: str, attempt: int = 1
+    ) -> WebhookResult:
+        """The result of a delivery the address policy refused, logged."""
+        logs.event(
+            log,
+            "webhook_refused",
+            logging.WARNING,
+            host=host,
+            reason=reason,
+            purpose=purpose,
+            event_type=event,
+            delivery_id=delivery_id,
+            hint="allow it with webhook_allowed_networks or webhook_allowed_hosts",
+        )
+        return WebhookResult(False, delivery_id, attempt, error=f"refused: {reason}", refused=True)
 
     async def close(self) -> None:
         """Close the HTTP session (a later ``post`` opens a new one)."""
@@ -432,12 +468,13 @@ class Notifier:
             return True
         return bool(taken)
 
-    def _count(self, channel: str, ok: bool) -> None:
-        self.metrics.alert_notifications.labels(channel=channel, outcome="sent" if ok else "failed").inc()
+    def _count(self, channel: str, ok: bool, refused: bool = False) -> None:
+        outcome = "sent" if ok else "refused" if refused else "failed"
+        self.metrics.alert_notifications.labels(channel=channel, outcome=outcome).inc()
 
     async def _webhook(self, alert: dict, channel: dict) -> None:
         result = await self.webhooks.post(channel["url"], alert, event="alert", purpose="alert")
-        self._count("webhook", result.ok)
+        self._count("webhook", result.ok, result.refused)
         logs.event(
             log,
             "alert_notification_sent" if result.ok else "alert_notification_failed",

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .. import roles
 from ..alerting import rules
+from ..alerting.egress import EgressPolicy
 from ..history.sql import alerts, room_types, rooms
 from .params import OFFSET, iso, page, page_limit
 from .problems import field_error, invalid, not_found
@@ -88,7 +89,11 @@ class Channels(Field):
             "required": ["type"],
             "properties": {
                 "type": {"type": "string", "enum": list(rules.CHANNEL_TYPES)},
-                "url": {"type": "string", "description": "webhook: http:// or https:// URL"},
+                "url": {
+                    "type": "string",
+                    "description": "webhook: http:// or https:// URL of a public address "
+                    "(others only as the operator's webhook_allowed_networks allow)",
+                },
                 "to": {
                     "type": "array",
                     "items": {"type": "string"},
@@ -215,13 +220,20 @@ def rule_json(row: dict) -> dict:
 
 
 def rule_columns(
-    conn: psycopg.Connection, tenant: str, body: dict, current: dict | None, hysteresis: float
+    conn: psycopg.Connection,
+    tenant: str,
+    body: dict,
+    current: dict | None,
+    hysteresis: float,
+    egress: EgressPolicy | None = None,
 ) -> dict[str, Any]:
     """The ``dat_spd_alert_rule`` columns to write for ``body``: a new rule (``current`` None), or
     the changes of a PATCH merged over the stored ``current``. Problem listing every mistake.
 
     Runs in the request's tenant transaction: a rule's room must be one the tenant's row-level
-    security lets it see, and the rule's target must agree with its scope.
+    security lets it see, and the rule's target must agree with its scope. With ``egress``, a
+    webhook channel's URL must not literally be an address it refuses (the sender checks the
+    resolved addresses again at send time: that is the real guard).
     """
     given = body.__contains__
     cur = current or {}
@@ -290,6 +302,13 @@ def rule_columns(
             out["channels"] = rules.check_channels(body["channels"])
         except rules.AlertRuleError as exc:
             errors.append(field_error("body", exc.field, exc.message))
+        else:
+            for i, channel in enumerate(out["channels"]):
+                problem = (
+                    egress.url_problem(channel["url"]) if egress and channel["type"] == "webhook" else None
+                )
+                if problem is not None:
+                    errors.append(field_error("body", f"channels[{i}].url", problem))
     if current is None:
         out.setdefault("severity", "warning")
         out.setdefault("for_seconds", 0)
@@ -326,9 +345,10 @@ async def create_rule(api: Api, call: Call) -> web.Response:
     ``alert_rules_refresh_s``."""
     b, claims = call.body, call.claims
     hysteresis = api.host.settings.alert_hysteresis
+    egress = EgressPolicy.from_settings(api.host.settings)
 
     def work(conn):
-        columns = rule_columns(conn, claims.tenant, b, None, hysteresis)
+        columns = rule_columns(conn, claims.tenant, b, None, hysteresis, egress)
         return alerts.create_rule(conn, claims.tenant, columns, actor=claims.user_id)
 
     row = await api.db(claims.tenant, work)
@@ -358,12 +378,13 @@ async def patch_rule(api: Api, call: Call) -> web.Response:
     """PATCH /api/v1/alert-rules/{id}: the fields given, checked with the stored rest."""
     rule_id, claims = call.path["rule_id"], call.claims
     hysteresis = api.host.settings.alert_hysteresis
+    egress = EgressPolicy.from_settings(api.host.settings)
 
     def work(conn):
         before = alerts.get_rule(conn, claims.tenant, rule_id)
         if before is None:
             return None, None
-        changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis)
+        changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis, egress)
         return before, alerts.update_rule(conn, claims.tenant, rule_id, changes, actor=claims.user_id)
 
     before, after = await api.db(claims.tenant, work)

@@ -1,11 +1,25 @@
-"""Fixtures of the alerting tests: an asyncio Redis client and a local webhook receiver."""
+"""Fixtures of the alerting tests: an asyncio Redis client and a local webhook receiver.
+
+The receivers listen on 127.0.0.1, an address webhooks may not reach by default, so these tests'
+``settings`` allow loopback explicitly; ``test_egress.py`` takes it away again.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import redis.asyncio as aioredis
 
 from .receivers import WebhookReceiver
+
+LOOPBACK = ["127.0.0.0/8"]
+
+
+@pytest.fixture
+def settings(settings):
+    """The test node's settings with webhooks allowed to reach the loopback receivers."""
+    return dataclasses.replace(settings, webhook_allowed_networks=LOOPBACK).validate()
 
 
 @pytest.fixture

@@ -419,3 +419,28 @@ async def test_tenants_are_isolated_by_row_level_security(api, pg_dsn):
 
 async def test_unknown_rule_ids_are_not_found(api):
     assert_problem(await api.get(f"{RULES}/{uuid.uuid4()}"), 404, "not-found")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:9/x", "points at a refused loopback address 127.0.0.1"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "points at a refused link-local address 169.254.169.254",
+        ),
+        ("http://[::ffff:10.0.0.1]/x", "points at a refused private address 10.0.0.1 (as ::ffff:a00:1)"),
+        ("http://0x7f000001/x", "points at a refused loopback address 127.0.0.1"),
+        ("http://localhost:8080/x", "points at a refused loopback host name localhost"),
+    ],
+)
+async def test_webhook_channels_to_refused_addresses_are_a_400_naming_the_field(api, url, message):
+    # Literal internal addresses are refused when the rule is saved (names are checked at send time).
+    channels = [{"type": "in_app"}, {"type": "webhook", "url": url}]
+    reply = await api.post(RULES, {"name": "x", "scope": "tenant", "kind": "capacity", "channels": channels})
+    errors = error_fields(reply)
+    assert set(errors) == {"channels[1].url"} and errors["channels[1].url"].startswith(message), errors
+    assert "webhook_allowed_networks" in errors["channels[1].url"]
+    rule = await create_rule(api, channels=[{"type": "webhook", "url": "https://hooks.example.test/x"}])
+    reply = await api.patch(f"{RULES}/{rule['id']}", {"channels": channels})
+    assert error_fields(reply) == errors
