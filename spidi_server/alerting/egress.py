@@ -152,6 +152,10 @@ class EgressPolicy:
         if self.host_allowed(host):
             return None
         address = literal_address(host)
+        if address is None and (":" in host or host.replace(".", "").isdigit()):
+            # aiohttp hands such a host to the socket as an address, past the resolver: what
+            # cannot be read here cannot be checked.
+            return f"unreadable address {host}"
         return None if address is None else self.refusal(address)
 
     def url_problem(self, url: str) -> str | None:

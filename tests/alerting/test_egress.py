@@ -116,6 +116,8 @@ def test_allowed_networks_and_hosts_let_through_what_they_name():
         "points at a refused private address 10.21.0.1"
     )
     assert policy.url_problem("ftp://example.com/") == "must be an http:// or https:// URL with a host"
+    assert policy.refusal_of_host("999.1.2.3") == "unreadable address 999.1.2.3"
+    assert policy.refusal_of_host("hooks.example.com") is None  # a name: checked once resolved
 
 
 @pytest.mark.parametrize(
