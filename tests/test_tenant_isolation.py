@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -472,3 +473,118 @@ async def _assert_absent(page, forbidden: list[str]) -> None:
     text = await page.inner_text("body")
     for value in forbidden:
         assert value not in html and value not in text, f"{value!r} is in tenant A's dashboard"
+
+
+# -- room types ------------------------------------------------------------------------------------
+# Runs last: it adds room types and rooms to the world (and takes them away again at the end).
+
+
+async def _hello(client: Client, room: str) -> dict:
+    """HELLO, and the WELCOME or the error, whichever comes."""
+    await client.app("/app/hello", {"roomCode": room, "clientId": "c1", "appVersion": "1.0.0"})
+    frame = await client.next(timeout=5, command="MESSAGE")
+    assert frame[1]["destination"] in (SESSION_Q, "/user/queue/errors"), frame
+    return json.loads(frame[2])
+
+
+@pytest.mark.hardening(
+    "security",
+    "Tenant B's admin lists, reads, replaces, changes and deletes tenant A's room type by id, and attaches it "
+    "(by its code) to a new and to an existing room of B; A's admin then changes the default capacity of its "
+    "type while B has a type of the same code",
+    "B never sees A's type (every id a 404 exactly like an unknown id's, writes change nothing, A's code is an "
+    "unknown type to B); A's change moves A's room capacity only: B's room keeps its capacity in the REST API "
+    "and admits as many HELLOs as before on the node",
+)
+async def test_room_types_are_tenant_scoped(world):
+    api = world.api
+    clients: list[Client] = []
+    created_rooms: list[tuple[str, str]] = []  # (tenant, room id)
+    created_types: list[tuple[str, str]] = []  # (tenant, type id)
+
+    async def control(method: str, body=None) -> tuple:
+        ident = str(uuid.uuid4())
+        return await api.call(method, f"/api/v1/room-types/{ident}", tenant=B, json=body), ident
+
+    async def new_type(tenant: str, capacity: int) -> str:
+        body = {"code": "suite", "name": f"{tenant} suite", "defaultCapacity": capacity}
+        reply = await api.post("/api/v1/room-types", body, tenant=tenant)
+        assert reply.status == 201, reply.body  # the same code in each tenant: two types
+        created_types.append((tenant, reply.body["id"]))
+        return reply.body["id"]
+
+    async def new_room(tenant: str, code: str) -> str:
+        reply = await api.post("/api/v1/rooms", {"code": code, "type": "suite"}, tenant=tenant)
+        assert reply.status == 201, reply.body
+        created_rooms.append((tenant, reply.body["id"]))
+        return reply.body["id"]
+
+    async def capacity(tenant: str, room_id: str) -> int:
+        return (await api.get(f"/api/v1/rooms/{room_id}", role="monitor", tenant=tenant)).body["capacity"]
+
+    async def admitted(tenant: str, code: str, n: int) -> list[str]:
+        """n users of ``tenant`` say HELLO in room ``code``: the outcome of each (session or error code)."""
+        outcomes = []
+        for i in range(n):
+            user = f"{tenant}-guest-{code}-{i}"
+            client = await connected(
+                world.node.ws_url, token_for(world.node.settings, user, "spidi:user", tenant)
+            )
+            clients.append(client)
+            reply = await _hello(client, code)
+            outcomes.append("WELCOME" if reply.get("type") == "WELCOME" else reply.get("code"))
+        return outcomes
+
+    try:
+        a_type = await new_type(A, 2)
+        a_room = await new_room(A, "a-suite")
+
+        # B cannot see A's type: not listed, every id route a 404 like an unknown id's.
+        listed = await api.get("/api/v1/room-types", role="monitor", tenant=B)
+        assert listed.status == 200 and listed.body["items"] == [], listed.body
+        assert [t["id"] for t in (await api.get("/api/v1/room-types", tenant=A)).body["items"]] == [a_type]
+        for method, body in (
+            ("GET", None),
+            ("PATCH", {"defaultCapacity": 50}),
+            ("PUT", {"code": "suite", "name": "taken", "defaultCapacity": 50}),
+            ("DELETE", None),
+        ):
+            reply = await api.call(method, f"/api/v1/room-types/{a_type}", tenant=B, json=body)
+            _same_404(reply, a_type, await control(method, body))
+        # B cannot attach A's type: its code is an unknown type to B, on a new room and on one of its own.
+        for method, path, body in (
+            ("POST", "/api/v1/rooms", {"code": "b-stolen", "type": "suite"}),
+            ("PATCH", f"/api/v1/rooms/{world.tenants[B].rooms['b-secret']}", {"type": "suite"}),
+        ):
+            reply = await api.call(method, path, tenant=B, json=body)
+            assert reply.status == 400, reply.body
+            assert reply.body["errors"] == [
+                {"in": "body", "field": "type", "message": "unknown room type 'suite'"}
+            ]
+        stored = _pg_rows(
+            world.dsn,
+            "SELECT default_capacity, name, deleted_at IS NULL, created_at = updated_at FROM tba_spd_room_type"
+            " WHERE id = %s",
+            [a_type],
+        )
+        assert stored == [(2, f"{A} suite", True, True)], stored  # never changed, never deleted
+        assert await capacity(A, a_room) == 2
+
+        # B has its own type of the same code; A changes its own: B's room keeps its capacity.
+        await new_type(B, 2)
+        b_room = await new_room(B, "b-suite")
+        assert await capacity(B, b_room) == 2
+        changed = await api.patch(f"/api/v1/room-types/{a_type}", {"defaultCapacity": 1}, tenant=A)
+        assert changed.status == 200 and changed.body["defaultCapacity"] == 1, changed.body
+        assert (await capacity(A, a_room), await capacity(B, b_room)) == (1, 2)
+        # The node admits by the same capacities: A's room is full at one, B's still takes two.
+        assert await admitted(A, "a-suite", 2) == ["WELCOME", "ROOM_FULL"]
+        assert await admitted(B, "b-suite", 2) == ["WELCOME", "WELCOME"]
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        for tenant, room_id in created_rooms:
+            await api.call("DELETE", f"/api/v1/rooms/{room_id}", tenant=tenant)
+        for tenant, type_id in created_types:
+            await api.call("DELETE", f"/api/v1/room-types/{type_id}", tenant=tenant)

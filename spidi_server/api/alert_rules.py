@@ -5,8 +5,8 @@ write; the evaluator loads the rules within ``alert_rules_refresh_s``.
 Rules are checked in two steps: each field on its own by the route's body (``validation``), then
 the rule as a whole here (scope and its target, kind with threshold or CEL expressions, channels),
 with the messages of ``alerting.rules``, every mistake of a step in one answer. A rule's room is
-given by id, its room type by code (``roomType``, like a room's ``type``); the response shows both
-the code and the id.
+given by id, its room type by code (``roomType``, like a room's ``type``; one of the tenant's own
+types); the response shows both the code and the id.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ _RULE_FIELDS = (
     Text(
         "roomType",
         "room_type",
-        "scope roomType: the room type's code (/api/v1/room-types)",
+        "scope roomType: the code of one of the tenant's room types (/api/v1/room-types)",
         nullable=True,
         max_length=64,
     ),
@@ -261,7 +261,7 @@ def rule_columns(
     if scope == "room_type":
         if body.get("room_type") is not None:
             try:
-                room_type_id = room_types.id_for_code(conn, body["room_type"])
+                room_type_id = room_types.id_for_code(conn, tenant, body["room_type"])
             except room_types.UnknownRoomTypeError as exc:
                 errors.append(field_error("body", "roomType", str(exc)))
         elif given("room_type") or cur.get("room_type_id") is None:

@@ -1,9 +1,11 @@
 """The room-type catalogue of the REST API: ``/api/v1/room-types[/{id}]``, its fields, rendering,
 handlers and routes (``ROOM_TYPE_ROUTES``).
 
-Room types are shared by every tenant: a type's default capacity applies to the rooms of the type
-that set none, so changing one makes every node refresh its rooms. Reads need an observer's role,
-writes an administrator's.
+Room types belong to a tenant, like its rooms: each tenant has its own catalogue, sees and changes
+only its own types (another tenant's type id is a 404, like an unknown one) and its rooms can only
+be of its own types. A type's default capacity applies to the tenant's rooms of the type that set
+none, so changing one makes every node refresh its rooms. Reads need an observer's role, writes an
+administrator's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _TYPE_FIELDS = (
     Text(
         "code",
         "code",
-        "Room type code, unique",
+        "Room type code, unique within the tenant",
         required=True,
         max_length=64,
         pattern=CODE_PATTERN,
@@ -62,20 +64,20 @@ def room_type_json(row: dict) -> dict:
 
 
 async def list_room_types(api: Api, call: Call) -> web.Response:
-    """GET /api/v1/room-types: a page of the room-type catalogue."""
-    q = call.query
-    rows, total = await api.db(call.claims.tenant, lambda c: room_types.list_page(c, q["limit"], q["offset"]))
+    """GET /api/v1/room-types: a page of the tenant's room-type catalogue."""
+    q, tenant = call.query, call.claims.tenant
+    rows, total = await api.db(tenant, lambda c: room_types.list_page(c, tenant, q["limit"], q["offset"]))
     return json_response(page([room_type_json(r) for r in rows], total, q))
 
 
 async def create_room_type(api: Api, call: Call) -> web.Response:
-    """POST /api/v1/room-types: add a room type (409 on a duplicate code)."""
+    """POST /api/v1/room-types: add a room type to the tenant's catalogue (409 on a duplicate code)."""
     b, claims = call.body, call.claims
     try:
         row = await api.db(
             claims.tenant,
             lambda c: room_types.create(
-                c, b["code"], b["name"], b.get("default_capacity"), actor=claims.user_id
+                c, claims.tenant, b["code"], b["name"], b.get("default_capacity"), actor=claims.user_id
             ),
         )
     except ConflictError as exc:
@@ -86,23 +88,24 @@ async def create_room_type(api: Api, call: Call) -> web.Response:
 
 async def get_room_type(api: Api, call: Call) -> web.Response:
     """GET /api/v1/room-types/{id}."""
-    type_id = call.path["type_id"]
-    row = await api.db(call.claims.tenant, lambda c: room_types.get(c, type_id))
+    type_id, tenant = call.path["type_id"], call.claims.tenant
+    row = await api.db(tenant, lambda c: room_types.get(c, tenant, type_id))
     if row is None:
         raise not_found("room type", type_id)
     return json_response(room_type_json(row))
 
 
 async def _update_room_type(api: Api, call: Call, changes: dict) -> web.Response:
-    """Apply changes to a room type; rooms of the type may get a new capacity, so every node refreshes."""
+    """Apply changes to a room type of the tenant; its rooms of the type may get a new capacity, so
+    every node refreshes."""
     type_id, claims = call.path["type_id"], call.claims
 
     def work(conn):
         # Read before writing, in the same transaction, so the audit line says what changed.
-        before = room_types.get(conn, type_id)
+        before = room_types.get(conn, claims.tenant, type_id)
         if before is None:
             return None, None
-        return before, room_types.update(conn, type_id, changes, actor=claims.user_id)
+        return before, room_types.update(conn, claims.tenant, type_id, changes, actor=claims.user_id)
 
     try:
         before, row = await api.db(claims.tenant, work)
@@ -112,8 +115,8 @@ async def _update_room_type(api: Api, call: Call, changes: dict) -> web.Response
         raise not_found("room type", type_id)
     diff = audit_diff(room_type_json(before), room_type_json(row))
     audit("room_type_updated", claims, room_type_id=type_id, code=row["code"], changes=diff)
-    # A new default capacity changes every room of the type, in any tenant.
-    await api.rooms_changed("*", "*")
+    # A new default capacity changes every room of the type: all of them are this tenant's.
+    await api.rooms_changed(claims.tenant, "*")
     return json_response(room_type_json(row))
 
 
@@ -131,10 +134,12 @@ async def patch_room_type(api: Api, call: Call) -> web.Response:
 
 
 async def delete_room_type(api: Api, call: Call) -> web.Response:
-    """DELETE /api/v1/room-types/{id}: soft delete, refused while any room uses it."""
+    """DELETE /api/v1/room-types/{id}: soft delete, refused while a room of the tenant uses it."""
     type_id, claims = call.path["type_id"], call.claims
     try:
-        deleted = await api.db(claims.tenant, lambda c: room_types.delete(c, type_id, actor=claims.user_id))
+        deleted = await api.db(
+            claims.tenant, lambda c: room_types.delete(c, claims.tenant, type_id, actor=claims.user_id)
+        )
     except ConflictError as exc:
         raise Problem("conflict", str(exc)) from None
     if not deleted:
@@ -150,7 +155,7 @@ ROOM_TYPE_ROUTES: tuple[Route, ...] = (
           query=(page_limit(50, 500), OFFSET), response="RoomTypeList"),
     Route("POST", _ROOM_TYPES, create_room_type, "createRoomType", "Create a room type", "room-types", roles.ADMINISTER,
           body=ROOM_TYPE_CREATE, status=201, response="RoomType", problems=(409,),
-          description="Room types are a catalogue shared by every tenant."),
+          description="Each tenant has its own room-type catalogue."),
     Route("GET", _ROOM_TYPES + "/{id}", get_room_type, "getRoomType", "Get a room type", "room-types", roles.OBSERVE,
           path_params=(TYPE_ID,), response="RoomType", problems=(404,)),
     Route("PUT", _ROOM_TYPES + "/{id}", replace_room_type, "replaceRoomType", "Replace a room type",
@@ -161,5 +166,5 @@ ROOM_TYPE_ROUTES: tuple[Route, ...] = (
           problems=(404, 409)),
     Route("DELETE", _ROOM_TYPES + "/{id}", delete_room_type, "deleteRoomType", "Delete a room type (soft)",
           "room-types", roles.ADMINISTER, path_params=(TYPE_ID,), status=204, problems=(404, 409),
-          description="Refused (409) while a live room of any tenant uses the type."),
+          description="Refused (409) while a live room uses the type."),
 )  # fmt: skip

@@ -39,7 +39,7 @@ _ROOM_FIELDS = (
     Text(
         "type",
         "room_type",
-        "Room type code (see /api/v1/room-types); null for none",
+        "Code of one of the tenant's room types (see /api/v1/room-types); null for none",
         nullable=True,
         max_length=64,
         pattern=CODE_PATTERN,

@@ -439,7 +439,8 @@ async def test_rule_deleted_while_firing_closes_its_alert(pg_dsn, node_factory):
 
 async def test_room_type_rule_applies_to_rooms_of_that_type_only(pg_dsn, node_factory):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        type_id = room_types.create(conn, "stage", "Stage", default_capacity=10, actor="test")["id"]
+        stage = room_types.create(conn, "default", "stage", "Stage", default_capacity=10, actor="test")
+        type_id = stage["id"]
         rooms.create(conn, "default", "stage-1", room_type="stage", actor="test")
         rooms.create(conn, "default", "plain-1", capacity=10, actor="test")
     fire, resolve, stored = make_rule_expressions("capacity", 0.05, None, None, 0.1)

@@ -189,6 +189,11 @@ async def test_room_type_scope_by_code(api):
     await api.post("/api/v1/room-types", {"code": "hall", "name": "Hall"})
     moved = await api.patch(f"{RULES}/{rule['id']}", {"roomType": "hall"})
     assert moved.status == 200 and moved.body["roomType"] == "hall"
+    # Another tenant's type is no type of this tenant's, whatever its code.
+    await api.post("/api/v1/room-types", {"code": "stage", "name": "Stage"}, tenant="other")
+    assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"roomType": "stage"})) == {
+        "roomType": "unknown room type 'stage'"
+    }
     assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"roomType": "nope"})) == {
         "roomType": "unknown room type 'nope'"
     }

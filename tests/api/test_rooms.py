@@ -204,10 +204,10 @@ async def test_room_types_crud_and_their_effect_on_rooms(api):
     assert (await api.get(f"/api/v1/rooms/{room['id']}")).body["capacity"] == 25
     assert api.node.catalog.lookup("default", "r101").capacity == 25
 
+    listed = await api.get("/api/v1/room-types", role="monitor")
+    assert listed.status == 200 and [t["code"] for t in listed.body["items"]] == ["class"]
     listed = await api.get("/api/v1/room-types", role="monitor", tenant="other")
-    assert listed.status == 200 and [t["code"] for t in listed.body["items"]] == [
-        "class"
-    ]  # a global catalogue
+    assert listed.status == 200 and listed.body["items"] == []  # each tenant has its own catalogue
     assert (await api.get(f"/api/v1/room-types/{rt['id']}", role="monitor")).body["defaultCapacity"] == 25
 
     other = await api.post("/api/v1/room-types", {"code": "hall", "name": "Hall"})
@@ -216,11 +216,14 @@ async def test_room_types_crud_and_their_effect_on_rooms(api):
     put = await api.put(f"/api/v1/room-types/{other.body['id']}", {"code": "big-hall", "name": "Big hall"})
     assert put.status == 200 and (put.body["code"], put.body["defaultCapacity"]) == ("big-hall", None)
 
-    # In use (by a room of this tenant, or of any other): cannot be deleted.
+    # In use by a room: cannot be deleted.
     body = assert_problem(await api.delete(f"/api/v1/room-types/{rt['id']}"), 409, "conflict")
     assert "used" in body["detail"]
-    await create_room(api, "theirs", tenant="other", type="big-hall")
-    assert_problem(await api.delete(f"/api/v1/room-types/{put.body['id']}"), 409, "conflict")
+    # Another tenant's type of the same code is its own: its rooms do not hold this one.
+    theirs = await api.post("/api/v1/room-types", {"code": "big-hall", "name": "Their hall"}, tenant="other")
+    assert theirs.status == 201 and theirs.body["id"] != put.body["id"]
+    assert (await create_room(api, "theirs", tenant="other", type="big-hall"))["type"] == "big-hall"
+    assert (await api.delete(f"/api/v1/room-types/{put.body['id']}")).status == 204
 
     assert (await api.patch(f"/api/v1/rooms/{room['id']}", {"type": None})).body["type"] is None
     assert (await api.delete(f"/api/v1/room-types/{rt['id']}")).status == 204

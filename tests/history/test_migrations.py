@@ -9,7 +9,8 @@ import pytest
 
 from spidi_server.history import partitions
 from spidi_server.history.migrate import available_migrations, migrate
-from spidi_server.history.sql import sessions
+from spidi_server.history.sql import rooms, sessions
+from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
 
@@ -57,6 +58,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
                 "dat_spd_room_stats",
                 "dat_spd_alert_rule",
                 "dat_spd_alert_event",
+                "tba_spd_room_type",
             ]
         )
         indexes = {
@@ -67,6 +69,84 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
         }
         for column in ("(room_id)", "(user_id)", "(last_heartbeat_at)", "(room_id, ts_bucket)"):
             assert any(column in d for d in indexes), column
+
+
+def test_0006_gives_each_tenant_its_own_copy_of_a_shared_room_type(empty_pg_dsn, tmp_path):
+    """A database at 0005 whose shared room types are used by two tenants: after 0006 every room
+    and rule names its own tenant's type, with the same effective capacity as before."""
+    for migration in available_migrations():
+        if migration.version <= "0005":
+            (tmp_path / f"{migration.version}_{migration.name}.sql").write_text(migration.sql)
+    assert migrate(empty_pg_dsn, tmp_path)[-1] == "0005"
+    with psycopg.connect(empty_pg_dsn, autocommit=True) as conn:
+
+        def new_type(code: str, capacity: int | None, deleted: bool = False) -> str:
+            return conn.execute(
+                """INSERT INTO tba_spd_room_type (code, name, default_capacity, created_by, deleted_at)
+                   VALUES (%s, %s, %s, 'ops', CASE WHEN %s THEN now() END) RETURNING id::text""",
+                [code, code.title(), capacity, deleted],
+            ).fetchone()[0]
+
+        shared, alpha_only, unused = new_type("class", 30), new_type("hall", 200), new_type("booth", 2)
+        new_type("old", 9, deleted=True)
+        for tenant, code, type_id, capacity, deleted in [
+            ("alpha", "a1", shared, None, False),
+            ("alpha", "a2", alpha_only, None, False),
+            ("alpha", "a3", shared, 12, False),  # its own capacity wins
+            ("bravo", "b1", shared, None, False),
+            ("bravo", "b2", shared, None, True),  # a deleted room keeps a valid reference too
+            ("bravo", "b3", None, 4, False),
+        ]:
+            conn.execute(
+                """INSERT INTO dat_spd_room (id, unidad_negocio_id, code, room_type_id, capacity, deleted_at)
+                   VALUES (%s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)""",
+                [room_id_for(tenant, code), tenant, code, type_id, capacity, deleted],
+            )
+        conn.execute(
+            """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, room_type_id, kind, expression)
+               VALUES ('bravo', 'classes', 'room_type', %s, 'custom', 'true')""",
+            [shared],
+        )
+        # Effective capacities as 0005's code computed them (a type of any tenant).
+        before = dict(
+            conn.execute(
+                """SELECT r.id::text, coalesce(r.capacity, t.default_capacity) FROM dat_spd_room AS r
+                   LEFT JOIN tba_spd_room_type AS t ON t.id = r.room_type_id WHERE r.deleted_at IS NULL"""
+            ).fetchall()
+        )
+
+        assert migrate(conn) == ["0006"]
+
+        assert {r["id"]: r["capacity"] for r in rooms.list_all(conn)} == before
+        pairs = conn.execute(
+            """SELECT r.code, r.unidad_negocio_id, t.unidad_negocio_id, t.code, t.id::text
+               FROM dat_spd_room AS r JOIN tba_spd_room_type AS t ON t.id = r.room_type_id ORDER BY r.code"""
+        ).fetchall()
+        assert all(room_tenant == type_tenant for _, room_tenant, type_tenant, _, _ in pairs)
+        ids = {code: type_id for code, _, _, _, type_id in pairs}
+        # alpha (first by name) keeps the original row; bravo's rooms and rule moved to its copy.
+        assert ids["a1"] == ids["a3"] == shared and ids["a2"] == alpha_only
+        assert ids["b1"] == ids["b2"] != shared
+        rule = conn.execute("SELECT room_type_id::text FROM dat_spd_alert_rule").fetchone()[0]
+        assert rule == ids["b1"]
+        catalogue = conn.execute(
+            """SELECT unidad_negocio_id, code, default_capacity, created_by, deleted_at IS NOT NULL
+               FROM tba_spd_room_type ORDER BY 1, 2"""
+        ).fetchall()
+        assert catalogue == [
+            ("alpha", "booth", 2, "ops", False),  # unused: every tenant gets it
+            ("alpha", "class", 30, "ops", False),
+            ("alpha", "hall", 200, "ops", False),
+            ("bravo", "booth", 2, "ops", False),
+            ("bravo", "class", 30, "ops", False),
+            ("default", "old", 9, "ops", True),  # deleted and unused: history only
+        ]
+        assert unused in {r[0] for r in conn.execute("SELECT id::text FROM tba_spd_room_type")}
+
+        # From now on a change of alpha's type leaves bravo's rooms alone.
+        conn.execute("UPDATE tba_spd_room_type SET default_capacity = 1 WHERE id = %s", [shared])
+        after = {r["code"]: r["capacity"] for r in rooms.list_all(conn)}
+        assert (after["a1"], after["a3"], after["b1"]) == (1, 12, 30)
 
 
 def test_sql_histogram_bounds_match_the_events_contract(pg):

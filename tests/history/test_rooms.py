@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from spidi_server.history.sql import room_types, rooms
 from spidi_server.history.sql.sessions import find as find_sessions
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 
 from .helpers import FakeSession, dt, ms, push, running_writer, wait_for, written
 
 
 def test_rooms_round_trip(pg):
-    room_types.create(pg, "classroom", "Classroom", default_capacity=40, actor="test")
+    room_types.create(pg, "acme", "classroom", "Classroom", default_capacity=40, actor="test")
     lobby = rooms.create(
         pg, "acme", "lobby", capacity=100, name="Lobby", attrs={"floor": "1", "wing": "E"}, actor="test"
     )
@@ -46,6 +48,40 @@ def test_rooms_round_trip(pg):
     assert again["id"] == lobby["id"] and again["capacity"] == 7 and again["attrs"] == {}
     with pytest.raises(ValueError):
         rooms.create(pg, "acme", "x", room_type="no-such-type", actor="test")
+
+
+def test_a_room_type_belongs_to_one_tenant(pg):
+    """Finding 7 of issue 13: each tenant has its own catalogue; a room can only be of its own
+    tenant's types, whoever writes it (the lookup, the foreign key, row-level security)."""
+    acme = room_types.create(pg, "acme", "hall", "Hall", default_capacity=40, actor="test")
+    # The same code in another tenant is another type, not a duplicate.
+    other = room_types.create(pg, "other", "hall", "Other hall", default_capacity=5, actor="test")
+    assert other["id"] != acme["id"] and other["tenant"] == "other"
+    assert [t["id"] for t in room_types.list_page(pg, "acme")[0]] == [acme["id"]]
+    assert room_types.get(pg, "other", acme["id"]) is None
+    assert room_types.update(pg, "other", acme["id"], {"default_capacity": 1}, actor="test") is None
+    assert room_types.delete(pg, "other", acme["id"], actor="test") is False
+    assert room_types.get(pg, "acme", acme["id"])["default_capacity"] == 40
+
+    assert rooms.create(pg, "acme", "a", room_type="hall", actor="test")["capacity"] == 40
+    assert rooms.create(pg, "other", "b", room_type="hall", actor="test")["capacity"] == 5
+    room_types.create(pg, "acme", "stage", "Stage", actor="test")
+    with pytest.raises(room_types.UnknownRoomTypeError):
+        rooms.create(pg, "other", "c", room_type="stage", actor="test")  # only acme has one
+    # Written past the API, another tenant's type id is refused by the schema itself.
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        pg.execute("UPDATE dat_spd_room SET room_type_id = %s WHERE code = 'b'", [acme["id"]])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        pg.execute(
+            """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, room_type_id, kind, expression)
+               VALUES ('other', 'x', 'room_type', %s, 'custom', 'true')""",
+            [acme["id"]],
+        )
+    # A tenant's reader sees only its own types, and cannot write one for another tenant.
+    with tenant_transaction(pg, "other"):
+        assert [r[0] for r in pg.execute("SELECT id::text FROM tba_spd_room_type")] == [other["id"]]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction(pg, "other"):
+        pg.execute("INSERT INTO tba_spd_room_type (unidad_negocio_id, code, name) VALUES ('acme', 'x', 'X')")
 
 
 def test_session_query(history_settings, redis_sync, pg):

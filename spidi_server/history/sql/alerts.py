@@ -96,7 +96,7 @@ SELECT r.id::text AS id, r.name, r.scope, r.room_id::text AS room_id, r.room_typ
        rt.code AS room_type, r.kind, r.threshold, r.expression, r.resolve_expression, r.severity,
        r.for_seconds, r.channels, r.enabled, r.created_at, r.created_by, r.updated_at, r.updated_by
 FROM dat_spd_alert_rule AS r
-LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id
+LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.unidad_negocio_id = r.unidad_negocio_id
 WHERE r.unidad_negocio_id = %(tenant)s AND r.deleted_at IS NULL"""
 
 # The rule's columns the API writes; values of ``channels`` are lists (stored as jsonb).

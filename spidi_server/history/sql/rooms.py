@@ -23,9 +23,14 @@ from . import room_types
 from .common import ConflictError, page, soft_delete
 
 # A room's capacity is its own, else its type's default (``rt``: the type joined by TYPE_JOIN;
-# None when neither has one, and the server's default_room_capacity applies).
+# None when neither has one, and the server's default_room_capacity applies). The type is always
+# the room's own tenant's: the foreign key of migration 0006 says so, and the join says it again
+# so that no capacity can ever come from another tenant's catalogue.
 EFFECTIVE_CAPACITY = "coalesce(r.capacity, rt.default_capacity)"
-TYPE_JOIN = "LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.deleted_at IS NULL"
+TYPE_JOIN = (
+    "LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id"
+    " AND rt.unidad_negocio_id = r.unidad_negocio_id AND rt.deleted_at IS NULL"
+)
 
 _SELECT = f"""
 SELECT r.id::text AS id, r.unidad_negocio_id AS tenant, r.code, r.name, rt.code AS room_type,
@@ -134,7 +139,7 @@ def create(
 
     The id is ``rooms.room_id_for(tenant, code)``, so a soft-deleted room of the same code is
     brought back as a new room (fresh created_at/created_by, no old attributes).
-    UnknownRoomTypeError for an unknown ``room_type``.
+    UnknownRoomTypeError for a ``room_type`` code the tenant has no live type of.
     """
     room_id = room_id_for(tenant, code)
     params = {
@@ -148,7 +153,7 @@ def create(
         "actor": actor,
     }
     with conn.transaction():
-        params["type_id"] = room_types.id_for_code(conn, room_type)
+        params["type_id"] = room_types.id_for_code(conn, tenant, room_type)
         # DO UPDATE ... WHERE deleted_at IS NOT NULL: revive a deleted row, but leave a live one
         # alone and return nothing, which is the duplicate (atomic, also between two API calls).
         row = conn.execute(
@@ -178,9 +183,10 @@ def update(
 ) -> dict[str, Any] | None:
     """Apply ``changes`` to a live room of ``tenant``; the updated room, or None if there is none.
 
-    Keys of ``changes``: name, room_type (a catalogue code or None; UnknownRoomTypeError if unknown),
-    capacity, ttl_s, status, attrs (the room's whole new attribute set). Keys left out stay as
-    they are; updated_at/updated_by move even when only attributes change.
+    Keys of ``changes``: name, room_type (a code of the tenant's catalogue or None;
+    UnknownRoomTypeError if it has none), capacity, ttl_s, status, attrs (the room's whole new
+    attribute set). Keys left out stay as they are; updated_at/updated_by move even when only
+    attributes change.
     """
     unknown = set(changes) - set(_COLUMNS) - {"room_type", "attrs"}
     if unknown:
@@ -189,7 +195,7 @@ def update(
     sets = [sql.SQL("updated_at = now()"), sql.SQL("updated_by = %(actor)s")]
     with conn.transaction():
         if "room_type" in changes:
-            params["room_type_id"] = room_types.id_for_code(conn, changes["room_type"])
+            params["room_type_id"] = room_types.id_for_code(conn, tenant, changes["room_type"])
             sets.append(sql.SQL("room_type_id = %(room_type_id)s"))
         for key, column in _COLUMNS.items():
             if key in changes:
