@@ -60,7 +60,8 @@ async def test_roles(api):
 
 def _token(**claims) -> str:
     now = int(datetime.now(UTC).timestamp())
-    payload = {"sub": "eve", "roles": ["spidi:admin"], "exp": now + 60} | claims
+    # An hour: tokens are built when the tests are collected, and a full run outlasts a minute.
+    payload = {"sub": "eve", "roles": ["spidi:admin"], "exp": now + 3600} | claims
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, TEST_SECRET, algorithm="HS256")
 
 
