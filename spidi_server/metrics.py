@@ -141,7 +141,7 @@ class NodeMetrics:
         )
         self.alert_notifications = Counter(
             "spidi_alert_notifications",
-            "Alert notifications, by channel and outcome (sent, failed, suppressed)",
+            "Alert notifications, by channel and outcome (sent, failed, suppressed, refused)",
             ["channel", "outcome"],
             registry=r,
         )
