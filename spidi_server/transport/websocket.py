@@ -229,10 +229,11 @@ class WebSocketTransport:
             return None
         headers = request.headers
         peer = ws.remote_address
-        ip = self.admission.proxies.client_ip(
-            str(peer[0]) if peer else "unknown", headers.get("X-Forwarded-For")
-        )
-        refused = self.admission.check(ip, headers.get("Origin"))
+        # Every line of a repeated header, in order (one would raise MultipleValuesError: a 500).
+        forwarded = ",".join(headers.get_all("X-Forwarded-For"))
+        ip = self.admission.proxies.client_ip(str(peer[0]) if peer else "unknown", forwarded)
+        origin = ", ".join(headers.get_all("Origin")) or None  # two Origins match no allowed one
+        refused = self.admission.check(ip, origin)
         if refused is not None:
             refusal = ws.respond(refused.status, refused.message)
             refusal.headers.update(refusal_headers(refused))
