@@ -213,3 +213,15 @@ def test_dev_mode_refuses_non_loopback_binds(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "ops_host: development mode" in result.stderr
+
+
+@pytest.mark.hardening(
+    "security",
+    "A WebSocket handshake with two Origin headers, the first allowed",
+    "Refused on both transports (websockets: 400 from the library; picows read only the first, now 403)",
+)
+async def test_repeated_origin_header_is_refused(node_factory):
+    node = await node_factory(allowed_origins=[APP])
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await Client.open(node.ws_url, additional_headers=[("Origin", APP), ("Origin", EVIL)])
+    assert refused.value.response.status_code in (400, 403)

@@ -232,8 +232,7 @@ class WebSocketTransport:
         # Every line of a repeated header, in order (one would raise MultipleValuesError: a 500).
         forwarded = ",".join(headers.get_all("X-Forwarded-For"))
         ip = self.admission.proxies.client_ip(str(peer[0]) if peer else "unknown", forwarded)
-        origin = ", ".join(headers.get_all("Origin")) or None  # two Origins match no allowed one
-        refused = self.admission.check(ip, origin)
+        refused = self.admission.check(ip, headers.get("Origin"))  # websockets 400s a repeated one
         if refused is not None:
             refusal = ws.respond(refused.status, refused.message)
             refusal.headers.update(refusal_headers(refused))
