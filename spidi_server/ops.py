@@ -1,10 +1,12 @@
-"""The ops HTTP server (aiohttp, same event loop): Prometheus ``/metrics``, ``/health`` (liveness,
-with each component's state), ``/health/ready`` and ``/actuator/health/spidi`` (readiness), plus
-the REST API and the dashboard."""
+"""The ops HTTP server (aiohttp, same event loop): Prometheus ``/metrics`` (behind ``metrics_token``
+when set), ``/health/live`` (liveness: the process answers), ``/health/ready`` and
+``/actuator/health/spidi`` (readiness: the dependencies answer), ``/health`` (an overview of every
+component, for people), plus the REST API and the dashboard."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import time
 from collections.abc import Sized
@@ -21,7 +23,7 @@ import spidi_core
 
 from .api import register_api
 from .api.service import ApiHost
-from .dashboard import DashboardHost, register_dashboard
+from .dashboard import DashboardHost, own_origin, register_dashboard
 from .stores import keys
 from .transport.admission import server_ssl_context
 
@@ -144,19 +146,22 @@ CORS_MAX_AGE_S = "600"
 
 
 class Cors:
-    """CORS on the ops port from ``allowed_origins``: an empty list (or ``*``) allows every origin.
+    """CORS on the ops port from ``allowed_origins``: the origins listed (``*`` for all), and the ops
+    port's own. An empty list allows every origin in development mode (``dev``) only; otherwise it
+    means same origin only, so a page elsewhere cannot read the API's answers.
 
     Preflights (OPTIONS with Access-Control-Request-Method) are answered here: 204 for an allowed
     origin, 403 otherwise. Other responses get Access-Control-Allow-Origin (the request's origin,
     never ``*``) only for an allowed origin. No credentials: the API takes bearer tokens, not cookies.
     """
 
-    def __init__(self, allowed_origins: list[str]):
+    def __init__(self, allowed_origins: list[str], dev: bool = False):
         self.origins = frozenset(allowed_origins)
-        self.any = not self.origins or "*" in self.origins
+        self.any = "*" in self.origins or (dev and not self.origins)
 
-    def allowed(self, origin: str) -> bool:
-        return self.any or origin in self.origins
+    def allowed(self, origin: str, request: web.Request) -> bool:
+        """Whether a page of ``origin`` may read the answer to ``request``."""
+        return self.any or origin in self.origins or origin == own_origin(request)
 
     @web.middleware
     async def preflight(self, request: web.Request, handler):
@@ -167,7 +172,7 @@ class Cors:
             or "Access-Control-Request-Method" not in request.headers
         ):
             return await handler(request)
-        if not self.allowed(origin):
+        if not self.allowed(origin, request):
             return web.Response(status=403, text="origin not allowed\n")
         return web.Response(
             status=204,
@@ -186,9 +191,32 @@ class Cors:
         if origin is None or "Access-Control-Allow-Origin" in response.headers:
             return
         response.headers.add("Vary", "Origin")
-        if self.allowed(origin):
+        if self.allowed(origin, request):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+
+
+class MetricsGuard:
+    """``metrics_token``: the bearer token /metrics (and the workers' private figures) require."""
+
+    def __init__(self, token: str):
+        self.token = token.encode()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}  # what a sibling presents
+
+    def allows(self, request: web.Request) -> bool:
+        """No token configured, or ``Authorization: Bearer <token>`` (compared in constant time)."""
+        if not self.token:
+            return True
+        scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token)
+
+    @staticmethod
+    def refusal() -> web.Response:
+        return web.Response(
+            status=401,
+            text="metrics need Authorization: Bearer <metrics_token>\n",
+            headers={"WWW-Authenticate": 'Bearer realm="spidi-metrics"'},
+        )
 
 
 class OpsServer:
@@ -196,12 +224,15 @@ class OpsServer:
 
     def __init__(self, host: OpsHost):
         self.host = host
-        cors = Cors(host.settings.allowed_origins)
+        cors = Cors(host.settings.allowed_origins, host.settings.dev)
+        self.guard = MetricsGuard(host.settings.metrics_token)
+        self.started = time.monotonic()
         self.app = web.Application(middlewares=[cors.preflight])
         self.app.on_response_prepare.append(cors.on_prepare)
         self.ssl = server_ssl_context(host.settings)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/health", self.health)
+        self.app.router.add_get("/health/live", self.live)
         self.app.router.add_get("/health/ready", self.ready)
         self.app.router.add_get("/actuator/health/spidi", self.ready)
         register_api(self.app, host)
@@ -276,6 +307,8 @@ class OpsServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text of the node: in worker mode, every worker's figures added up."""
+        if not self.guard.allows(request):
+            return self.guard.refusal()
         await self._refresh_writer_gauges()
         own = generate_latest(self.host.metrics.registry)
         if self.worker_mode:
@@ -307,7 +340,7 @@ class OpsServer:
 
         async def fetch(address: str) -> dict | None:
             try:
-                async with self.http.get(f"http://{address}{path}") as resp:
+                async with self.http.get(f"http://{address}{path}", headers=self.guard.headers) as resp:
                     if resp.status != 200:
                         return None
                     return orjson.loads(await resp.read())
@@ -326,13 +359,18 @@ class OpsServer:
         return [room_id for room_id, room in presence.rooms.items() if room.sessions]
 
     async def metrics_local(self, request: web.Request) -> web.Response:
-        """This worker's own figures (private loopback port)."""
+        """This worker's own figures (private loopback port; ``metrics_token`` applies here too:
+        any local user can reach a loopback port)."""
+        if not self.guard.allows(request):
+            return self.guard.refusal()
         await self._refresh_writer_gauges()
         body = generate_latest(self.host.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def worker_state(self, request: web.Request) -> web.Response:
         """What a sibling needs for node-wide /metrics: this worker's text and its rooms."""
+        if not self.guard.allows(request):
+            return self.guard.refusal()
         text = generate_latest(self.host.metrics.registry).decode()
         return _json(
             {"node": self.host.node_id, "pid": os.getpid(), "metrics": text, "rooms": self._local_rooms()}
@@ -354,8 +392,15 @@ class OpsServer:
         }
         return answering == expected, component
 
+    async def live(self, request: web.Request) -> web.Response:
+        """Liveness: this process and its event loop answer. Nothing else is asked, so an outage of
+        Redis or PostgreSQL (which the node rides out, buffering) never gets the process restarted."""
+        uptime = round(time.monotonic() - self.started, 1)
+        return _json({"status": "UP", "node": self.host.node_id, "uptimeS": uptime})
+
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness plus each component's state and the codec running; 503 when Redis does not answer."""
+        """An overview for people: each component's state and the codec running; 503 when Redis
+        does not answer. Not a probe: /health/live and /health/ready are."""
         host = self.host
         store = host.store
         redis_ok = store is not None and await store.ping()

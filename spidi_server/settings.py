@@ -247,7 +247,15 @@ class Settings:
     allowed_origins: list[str] = field(
         default_factory=list,
         metadata={
-            "doc": "Browser origins allowed on the WebSocket handshake and by CORS on the ops port; empty = any"
+            "doc": "Browser origins allowed on the WebSocket handshake and by CORS on the ops port; empty = "
+            "any on the WebSocket (the token guards it), none but the ops port's own for CORS (any with --dev)"
+        },
+    )
+    metrics_token: str = field(
+        default="",
+        metadata={
+            "doc": "Bearer token /metrics requires (Authorization: Bearer <token>), also between workers; "
+            "empty = /metrics open"
         },
     )
     tls_cert_file: str = field(
@@ -456,6 +464,17 @@ class Settings:
                 raise ConfigError(
                     f"allowed_origins: {origin!r} is not an origin like https://app.example.com (no path)"
                 )
+        if self.dev:
+            # Development mode hands an admin token to the dashboard: only ever on this machine.
+            for name in ("host", "ops_host"):
+                if not is_loopback(getattr(self, name)):
+                    raise ConfigError(
+                        f"{name}: development mode (--dev) serves a development admin token and must bind "
+                        f"a loopback address (127.0.0.1, ::1, localhost), got {getattr(self, name)!r}"
+                    )
+        token = self.metrics_token
+        if token and (len(token) < 16 or not token.isprintable() or " " in token):
+            raise ConfigError("metrics_token must be at least 16 printable characters, without spaces")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
         for name in ("tls_cert_file", "tls_key_file", "jwt_jwks_file"):
@@ -468,6 +487,18 @@ class Settings:
                     raise ConfigError(
                         f"jwt_keys.{kid}: RS256/ES256 keys are PEM files; no such file {path!r}"
                     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) names this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:

@@ -38,7 +38,7 @@ async def test_readiness_flips_when_redis_stops_and_comes_back(node_factory):
         status, body = await _get(f"{base}/health/ready")
         assert status == 503 and body["status"] == "DOWN" and body["components"]["redis"]["status"] == "DOWN"
         assert (await _get(f"{base}/actuator/health/spidi"))[0] == 503
-        # Liveness is about the process, which is fine; it reports the component too.
+        # The /health overview reports the component too (liveness is /health/live, see test_security_probes).
         status, live = await _get(f"{base}/health")
         assert live["components"]["redis"]["status"] == "down"
 

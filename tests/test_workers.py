@@ -35,6 +35,8 @@ from .test_cli import SPIDI, free_port, read_banner
 
 WORKER_LINE = re.compile(r"^\s+(\S+-w\d+)\s+pid (\d+)\s+http://127\.0\.0\.1:(\d+)/metrics/local$", re.M)
 CLIENTS = 20
+METRICS_TOKEN = "workers-metrics-token-0123456789"  # the supervisor fixture's metrics_token
+AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 # -- pure pieces ---------------------------------------------------------------------------------
@@ -124,8 +126,8 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with http.get(url) as resp:
+async def _get(http: aiohttp.ClientSession, url: str, headers: dict | None = AUTH) -> tuple[int, str]:
+    async with http.get(url, headers=headers) as resp:
         return resp.status, await resp.text()
 
 
@@ -150,6 +152,7 @@ def supervisor(workdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env["SPIDI_SHUTDOWN_TIMEOUT_S"] = "3"
     env["SPIDI_ROOMS"] = "small=3"  # one capacity for both workers
+    env["SPIDI_METRICS_TOKEN"] = METRICS_TOKEN  # the workers present it to each other
     with open(workdir / "stderr.log", "w") as err:
         # stderr to a file: three processes' logs would fill a pipe nobody reads and block them.
         proc = _spawn(
@@ -263,6 +266,13 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
             if answered == set(node_ids):
                 break
         assert answered == set(node_ids)
+        # Without the token: neither the shared /metrics nor a worker's private figures.
+        for url in (f"{ops_url}/metrics", *(f"http://127.0.0.1:{p}/metrics/local" for p in private.values())):
+            for headers in (None, {"Authorization": "Bearer wrong-token-0123456789"}):
+                status, _ = await _get(http, url, headers)
+                assert status == 401, url
+        status, _ = await _get(http, f"http://127.0.0.1:{private[node_ids[0]]}/worker/state", None)
+        assert status == 401
         async with http.get(f"{ops_url}/health/ready") as resp:
             ready = await resp.json()
         assert resp.status == 200, ready

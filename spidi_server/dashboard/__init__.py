@@ -5,7 +5,7 @@ page's script as plain ES modules loaded from ``main.js`` (``static/*.js`` and
 ``static/views/*.js``; ``stomp.js`` is a small STOMP 1.2 client). The page talks STOMP over the
 node's WebSocket (another port) and reads history from the REST API on this port.
 ``/dashboard/config`` tells it where the WebSocket is and, in development mode only, hands it an
-admin token.
+admin token, to its own page only (``same_origin_page``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aiohttp import web
 from .. import roles
 from ..auth import mint_token
 from ..errors import ConfigError
+from ..settings import is_loopback
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -126,6 +127,28 @@ def _browser_hostname(request: web.Request, fallback: str) -> str:
     return name
 
 
+def own_origin(request: web.Request) -> str:
+    """The origin the browser reached this server at (scheme and Host header)."""
+    return f"{request.scheme}://{request.host}"
+
+
+def same_origin_page(request: web.Request) -> bool:
+    """Whether ``request`` comes from the dashboard's own page (or a typed URL, or curl on this
+    machine), not from a page of another site the developer happens to have open.
+
+    Browsers say so in Sec-Fetch-Site (``same-origin`` or ``none``) and Origin (absent on a
+    same-origin GET, else this server's own). The Host header must name this machine as well:
+    after DNS rebinding (evil.example resolving to 127.0.0.1) the attacker's page is same-origin
+    with a Host of evil.example; development mode binds loopback only, so no real use is refused.
+    """
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != own_origin(request):
+        return False
+    return is_loopback(request.url.host or "")
+
+
 def ws_url_for(request: web.Request, host: DashboardHost) -> str:
     """The node's WebSocket URL as this browser can reach it: its Host header's name, the WS port."""
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
@@ -154,7 +177,7 @@ def register_dashboard(app: web.Application, host: DashboardHost) -> None:
             # The page checks a pasted token against these before trying it (roles.py decides).
             "watchRoles": list(roles.allowed(roles.OBSERVE)),
         }
-        if settings.dev:
+        if settings.dev and same_origin_page(request):
             try:
                 body["devToken"] = mint_token(settings, DEV_SUBJECT, list(roles.DEV_DASHBOARD), DEV_TENANT)
             except ConfigError as exc:  # e.g. RS256 configured: nothing to sign with

@@ -37,31 +37,47 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 class TrustedProxies:
-    """Decides the client address of a connection from its peer and X-Forwarded-For."""
+    """Decides the client address of a connection from its peer and X-Forwarded-For.
+
+    The walk goes right to left from the peer, one hop per trusted proxy: each proxy appended the
+    address it received from, so the first untrusted hop is the client. Hops left of it were sent by
+    the client and are never believed. A hop that is not an IP address (a name, ``unknown``, a port,
+    garbage) ends the walk: whoever wrote it cannot be trusted, so the client address is the last
+    address we can vouch for: the trusted proxy that passed the header on.
+    """
 
     __slots__ = ("networks",)
 
     def __init__(self, entries: list[str]):
         self.networks = [ipaddress.ip_network(e, strict=False) for e in entries]
 
-    def _trusted(self, address: str) -> bool:
-        if not self.networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
+    def _trusted(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if ip.version == 6 and ip.ipv4_mapped:  # a dual-stack socket's ::ffff:10.0.0.1
+            ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks)
 
     def client_ip(self, peer_ip: str, forwarded: str | None) -> str:
-        """The peer, unless it is a trusted proxy: then the nearest untrusted X-Forwarded-For hop."""
-        if not forwarded or not self._trusted(peer_ip):
+        """The peer, unless it is a trusted proxy: then the nearest untrusted X-Forwarded-For hop.
+
+        ``forwarded`` is every X-Forwarded-For line of the request joined by commas, in order.
+        """
+        if not forwarded or not self.networks:
             return peer_ip
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        for hop in reversed(hops):  # right to left: the last hop was added by our own proxy
-            if not self._trusted(hop):
-                return hop
-        return hops[0] if hops else peer_ip
+        try:
+            vouched = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return peer_ip
+        for hop in reversed(forwarded.split(",")):  # right to left: the last hop is our own proxy's
+            if not self._trusted(vouched):
+                break
+            hop = hop.strip()
+            if not hop:
+                continue  # "a, , b": an empty element is no hop
+            try:
+                vouched = ipaddress.ip_address(hop)
+            except ValueError:
+                break  # not an address: stop at the proxy that passed it on
+        return str(vouched)
 
 
 class Admission:

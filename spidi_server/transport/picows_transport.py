@@ -173,7 +173,7 @@ class PicowsTransport:
             )
             return WSUpgradeResponseWithListener(response, None)
         # Origin and the node-wide cap: an HTTP refusal. The per-IP limits wait for on_ws_connected.
-        refused = self.admission.check_upgrade(headers.get("Origin"))
+        refused = self.admission.check_upgrade(", ".join(headers.getall("Origin", ())) or None)
         if refused is not None:
             response = WSUpgradeResponse.create_error_response(
                 refused.status, refused.message.encode(), refusal_headers(refused) or None
@@ -184,7 +184,7 @@ class PicowsTransport:
         listener = StompListener(
             self.host,
             self.admission,
-            headers.get("X-Forwarded-For"),
+            ",".join(headers.getall("X-Forwarded-For", ())),  # every line of a repeated header
             query_token(path),
             self.host.settings.max_frame_size * 4,
         )

@@ -229,10 +229,10 @@ class WebSocketTransport:
             return None
         headers = request.headers
         peer = ws.remote_address
-        ip = self.admission.proxies.client_ip(
-            str(peer[0]) if peer else "unknown", headers.get("X-Forwarded-For")
-        )
-        refused = self.admission.check(ip, headers.get("Origin"))
+        # Every line of a repeated header, in order (one would raise MultipleValuesError: a 500).
+        forwarded = ",".join(headers.get_all("X-Forwarded-For"))
+        ip = self.admission.proxies.client_ip(str(peer[0]) if peer else "unknown", forwarded)
+        refused = self.admission.check(ip, headers.get("Origin"))  # websockets 400s a repeated one
         if refused is not None:
             refusal = ws.respond(refused.status, refused.message)
             refusal.headers.update(refusal_headers(refused))
