@@ -193,8 +193,15 @@ def main(argv: list[str] | None = None) -> int:
 
                 return run_supervisor(settings)
             import uvloop
+            from redis.exceptions import RedisClusterException, RedisError
 
-            uvloop.run(_serve(settings))
+            try:
+                uvloop.run(_serve(settings))
+            except (RedisError, RedisClusterException) as exc:
+                # Only at start (a running node buffers through Redis outages): say where, no password.
+                where = redact(settings.redis_url) if settings.redis_url else "the embedded Redis"
+                print(f"spidi: cannot start on Redis at {where}: {redact(str(exc))}", file=sys.stderr)
+                return 1
             return 0
         if args.command in ("writer", "migrate", "retention"):
             return _history_command(args)

@@ -285,13 +285,21 @@ def test_configuration_errors_hide_the_redis_password(url, command, workdir):
     assert PASSWORD not in result.stdout + result.stderr
 
 
-def test_an_unreachable_redis_does_not_print_its_password(workdir):
+@pytest.mark.hardening(
+    "security",
+    "spidi serve on an external Redis URL with a password where nothing listens",
+    "Exit 1, one line naming the Redis URL with the password shown as ***, no traceback",
+)
+def test_an_unreachable_redis_is_a_clear_error_without_its_password(workdir):
     url = f"redis://spidi:{PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
     env = hermetic_env(SPIDI_REDIS_URL=url, SPIDI_HISTORY="0", SPIDI_JWT_SECRET=TEST_SECRET)
     result = run_to_exit(
         ["serve", "--data-dir", str(workdir / "data"), "--port", "0", "--ops-port", "0"], env
     )
-    assert result.returncode != 0
+    assert result.returncode == 1
+    shown = url.replace(PASSWORD, "***")
+    assert f"spidi: cannot start on Redis at {shown}: Error 111 connecting to" in result.stderr
+    assert "Traceback" not in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
 
 
