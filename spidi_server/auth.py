@@ -23,10 +23,11 @@ import orjson
 from . import logs
 from .errors import AuthError, ConfigError
 from .roles import ALL as ROLES
-from .settings import Settings
+from .settings import MIN_HS_SECRET_BYTES, Settings
 
 log = logging.getLogger("spidi.auth")
 
+DEV_SECRET_FILE = "dev-jwt-secret"  # under data_dir, written and read only in dev mode
 JWKS_CHECK_S = 0.5  # the JWKS file's mtime is looked at most this often (on a CONNECT with a kid)
 
 
@@ -44,8 +45,8 @@ class Claims:
 
 
 def dev_secret(data_path: Path) -> str:
-    """Read (or create once) the development HS256 secret under the data directory."""
-    path = data_path / "dev-jwt-secret"
+    """Read (or create once) the development HS256 secret under the data directory (``--dev`` only)."""
+    path = data_path / DEV_SECRET_FILE
     if path.exists():
         return path.read_text().strip()
     data_path.mkdir(parents=True, exist_ok=True)
@@ -57,12 +58,21 @@ def dev_secret(data_path: Path) -> str:
 
 
 def signing_key(settings: Settings) -> str:
-    """The HS256 secret in force: configured, or in dev mode the generated one."""
+    """The HS256 secret in force: ``jwt_secret``, or in dev mode the generated one.
+
+    Outside dev mode the development secret file is never read, even when one is left in the data
+    directory (``make run`` leaves it in the default ``.spidi``): every token minted in dev mode
+    would otherwise verify on the production server.
+    """
     if settings.jwt_secret:
         return settings.jwt_secret
-    if settings.dev or (settings.data_path / "dev-jwt-secret").exists():
+    if settings.dev:
         return dev_secret(settings.data_path)
-    raise ConfigError("jwt_secret (or jwt_public_key_file with RS256/ES256) is required outside dev mode")
+    raise ConfigError(
+        f"jwt_secret (at least {MIN_HS_SECRET_BYTES} bytes), jwt_keys or jwt_jwks_file is required "
+        "outside dev mode (jwt_public_key_file with RS256/ES256); the development secret is used "
+        "only with --dev"
+    )
 
 
 def _load_public_key(path: str, what: str) -> Any:

@@ -11,6 +11,7 @@ from . import __version__, logs
 from .auth import mint_token
 from .errors import ConfigError
 from .processes import stop_on_signals
+from .redact import redact
 from .roles import ALL as ROLES
 from .settings import Settings, load_settings
 
@@ -120,11 +121,11 @@ def banner_lines(
         f"  Dashboard:         {ops_url}/",
         f"  REST API:          {ops_url}/api/v1  (OpenAPI: {ops_url}/api/openapi.json)",
         f"  Data directory:    {settings.data_path}",
-        f"  Redis:             {'embedded at ' + redis_url if embedded_redis else redis_url}",
+        f"  Redis:             {'embedded at ' + redis_url if embedded_redis else redact(redis_url)}",
     ]
     if dsn:
         where = f"embedded under {settings.data_path / 'postgres'}" if embedded_pg else "external"
-        lines.append(f"  PostgreSQL:        {where} ({_redact(dsn)})")
+        lines.append(f"  PostgreSQL:        {where} ({redact(dsn)})")
     if writer_pid is not None:
         lines.append(f"  History writer:    pid {writer_pid}")
     lines.extend(extra)
@@ -135,13 +136,6 @@ def banner_lines(
             name = role.split(":")[1]
             lines.append(f"    {name:8} {mint_token(settings, f'dev-{name}', [role], 'default')}")
     return lines
-
-
-def _redact(dsn: str) -> str:
-    """A DSN without its password, for printing."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
 
 
 def _history_command(args: argparse.Namespace) -> int:
@@ -169,7 +163,7 @@ def _history_command(args: argparse.Namespace) -> int:
     dsn, embedded = embedded_pg.resolve_dsn(settings)  # applies the migrations
     if embedded is not None:
         embedded.stop()
-    print(f"migrations applied ({_redact(dsn)})")
+    print(f"migrations applied ({redact(dsn)})")
     return 0
 
 
@@ -199,8 +193,15 @@ def main(argv: list[str] | None = None) -> int:
 
                 return run_supervisor(settings)
             import uvloop
+            from redis.exceptions import RedisClusterException, RedisError
 
-            uvloop.run(_serve(settings))
+            try:
+                uvloop.run(_serve(settings))
+            except (RedisError, RedisClusterException) as exc:
+                # Only at start (a running node buffers through Redis outages): say where, no password.
+                where = redact(settings.redis_url) if settings.redis_url else "the embedded Redis"
+                print(f"spidi: cannot start on Redis at {where}: {redact(str(exc))}", file=sys.stderr)
+                return 1
             return 0
         if args.command in ("writer", "migrate", "retention"):
             return _history_command(args)
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(mint_token(settings, args.sub, roles, args.tenant, args.ttl))
             return 0
     except ConfigError as exc:
-        print(f"spidi: configuration error: {exc}", file=sys.stderr)
+        # Redacted once more here: a message may quote a URL or DSN from any layer.
+        print(f"spidi: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     return 1
 

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .stores.client import is_cluster_url, parse_cluster_url
+from .stores.client import check_url, is_cluster_url, parse_cluster_url
+
+# The shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash, 256 bits).
+MIN_HS_SECRET_BYTES = 32
 
 
 @dataclass
@@ -70,7 +73,13 @@ class Settings:
     jwt_algorithms: list[str] = field(
         default_factory=lambda: ["HS256"], metadata={"doc": "Accepted JWT algorithms (HS256, RS256, ES256)"}
     )
-    jwt_secret: str = field(default="", metadata={"doc": "HS256 secret; dev mode generates one in data_dir"})
+    jwt_secret: str = field(
+        default="",
+        metadata={
+            "doc": "HS256 secret, at least 32 bytes; required outside dev mode unless jwt_keys, "
+            "jwt_jwks_file or RS256/ES256 keys are set (dev mode generates one in data_dir)"
+        },
+    )
     jwt_public_key_file: str = field(default="", metadata={"doc": "PEM public key for RS256/ES256"})
     jwt_issuer: str = field(default="", metadata={"doc": "Required `iss` claim, if set"})
     jwt_audience: str = field(default="", metadata={"doc": "Required `aud` claim, if set"})
@@ -345,6 +354,8 @@ class Settings:
                 raise ConfigError(f"worker_metrics: {address!r} is not host:port")
         if is_cluster_url(self.redis_url):
             parse_cluster_url(self.redis_url)  # raises ConfigError naming redis_url
+        elif self.redis_url:
+            check_url(self.redis_url)  # raises ConfigError naming redis_url
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
         if self.transport not in ("websockets", "picows"):
@@ -368,6 +379,7 @@ class Settings:
             self.jwt_public_key_file or self.jwt_keys or self.jwt_jwks_file
         ):
             raise ConfigError("jwt_public_key_file (or jwt_keys, jwt_jwks_file) is required for RS256/ES256")
+        self._validate_secrets()
         self._validate_hardening()
         self._validate_faults()
         for name in (
@@ -416,6 +428,18 @@ class Settings:
             if not isinstance(capacity, int) or capacity <= 0:
                 raise ConfigError(f"rooms.{code}: capacity must be a positive integer, got {capacity!r}")
         return self
+
+    def _validate_secrets(self) -> None:
+        """HS256 secrets long enough not to be guessed offline from one captured token."""
+        hs_secrets = {"jwt_secret": self.jwt_secret}
+        if self.jwt_algorithms[0].startswith("HS"):
+            hs_secrets.update((f"jwt_keys.{kid}", secret) for kid, secret in self.jwt_keys.items())
+        for name, secret in hs_secrets.items():
+            if secret and len(secret.encode()) < MIN_HS_SECRET_BYTES:
+                raise ConfigError(
+                    f"{name} must be at least {MIN_HS_SECRET_BYTES} bytes, got {len(secret.encode())}"
+                    " (generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
 
     def _validate_faults(self) -> None:
         """The ``# -- faults --`` settings."""

@@ -106,11 +106,13 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
     welcome = await client.hello("lobby")
     assert welcome["type"] == "WELCOME"
 
-    # A token minted by `spidi token` with the same data directory is accepted by the running server.
+    # A token minted by `spidi token --dev` with the same data directory is accepted by the running
+    # server (without --dev the dev secret is never read: tests/test_security_secrets.py).
     minted = subprocess.run(
         [
             *SPIDI,
             "token",
+            "--dev",
             "--data-dir",
             str(data),
             "--role",

@@ -143,7 +143,7 @@ async def test_forged_tokens_against_an_hs256_node(node, rsa_keys):
 def test_settings_refuse_none_and_mixed_algorithms():
     for algorithms in (["none"], ["HS256", "RS256"], ["RS256", "HS256"], ["HS512"]):
         with pytest.raises(ConfigError):
-            Settings(jwt_algorithms=algorithms, jwt_secret="s", jwt_public_key_file="x").validate()
+            Settings(jwt_algorithms=algorithms, jwt_secret="s" * 32, jwt_public_key_file="x").validate()
 
 
 # -- time claims, issuer, audience ----------------------------------------------------------------

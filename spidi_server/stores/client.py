@@ -8,7 +8,7 @@ transactional) sends each node its own commands, in order.
 
 ``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
 and the settings validation (settings.py) all call it. This module imports nothing of Spidi's but
-its errors, so the settings can import it.
+its errors and the redaction of its messages, so the settings can import it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import ConfigError
+from ..redact import redact
 
 # What a failed round trip raises: a RedisError, a socket error, or on a cluster (no node
 # reachable, say) a RedisClusterException, which is not a RedisError.
@@ -48,7 +49,7 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
     another scheme or a seed that is not ``host:port``.
     """
     if not is_cluster_url(url):
-        raise ConfigError(f"redis_url: not a redis+cluster:// URL: {url!r}")
+        raise ConfigError(f"redis_url: not a redis+cluster:// URL: {redact(url)!r}")
     scheme, rest = url.split("://", 1)
     rest = rest.split("?", 1)[0].split("/", 1)[0]
     options: dict = {"ssl": scheme == "rediss+cluster"}
@@ -66,9 +67,18 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict]:
             host, port = port, "6379"
         host = host.strip("[]")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"redis_url: {part!r} is not host:port in {url!r}")
+            raise ConfigError(f"redis_url: {part!r} is not host:port in {redact(url)!r}")
         nodes.append((host, int(port)))
     return nodes, options
+
+
+def check_url(url: str) -> None:
+    """Raise ``ConfigError`` (naming ``redis_url``, without its password) unless redis-py can read
+    ``url``, a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"redis_url: {redact(url)!r}: {redact(str(exc))}") from exc
 
 
 def connect(url: str) -> aioredis.Redis | RedisCluster:
