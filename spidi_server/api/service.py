@@ -109,9 +109,9 @@ class Api:
             raise Problem("forbidden", f"this needs role {policy.describe(access)}")
         return claims
 
-    def may(self, call_claims: Claims, action: str) -> bool:
+    def may(self, claims: Claims, action: str) -> bool:
         """Whether the caller may also perform ``action`` (e.g. ``roles.VIEW_IP``), under the node's policy."""
-        return self.host.policy.allows(call_claims.roles, action)
+        return self.host.policy.allows(claims.roles, action)
 
     # -- PostgreSQL -------------------------------------------------------------------------
 
