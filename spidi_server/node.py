@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 
-from . import logs
+from . import logs, roles
 from .alerting.evaluator import AlertEvaluator
 from .alerting.feed import AlertFeed
 from .auth import TokenVerifier
@@ -84,6 +84,8 @@ class Node:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # Which roles may do what under these settings: decided once, handed to the API and presence.
+        self.policy = roles.policy(settings)
         self.node_id = settings.node_id or uuid.uuid4().hex[:12]
         self.metrics = NodeMetrics()
         self.verifier = TokenVerifier(settings)
@@ -137,6 +139,7 @@ class Node:
         await self.store.start()
         self.metrics.fault_source = self.store
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
+        self.presence.subscriptions.policy = self.policy
         # What the store writes again when Redis lost (or may have lost) this node's state.
         self.store.live_sessions = self.presence.live_sessions
         self.store.is_live = self.presence.holds

@@ -84,6 +84,13 @@ class Settings:
     jwt_issuer: str = field(default="", metadata={"doc": "Required `iss` claim, if set"})
     jwt_audience: str = field(default="", metadata={"doc": "Required `aud` claim, if set"})
     jwt_leeway_s: float = field(default=5.0, metadata={"doc": "Clock leeway for exp/nbf"})
+    monitors_may_acknowledge: bool = field(
+        default=False, metadata={"doc": "spidi:monitor may acknowledge alerts (default: spidi:admin only)"}
+    )
+    monitors_see_ip: bool = field(
+        default=False,
+        metadata={"doc": "spidi:monitor sees clients' IP addresses in rosters (default: admins only)"},
+    )
 
     heartbeat_interval_ms: int = field(default=15_000, metadata={"doc": "Heartbeat interval told to clients"})
     heartbeat_timeout_ms: int = field(

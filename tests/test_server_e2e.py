@@ -331,7 +331,7 @@ async def test_metrics_snapshot_and_updates(node):
 async def test_roster_snapshot_and_deltas(node):
     alice = await user(node, "alice")
     sa = (await alice.hello("lobby", "phone", device="iPhone", os="iOS 18"))["sessionId"]
-    mon = await monitor(node)
+    mon = await monitor(node, role="spidi:admin")  # an admin: it sees the ip (tests/test_roles.py)
     await mon.subscribe("/topic/rooms/lobby/roster")
     snap = await mon.json("/topic/rooms/lobby/roster")
     assert snap["full"] is True and snap["seq"] == 1 and snap["roomId"] == room_id_for("default", "lobby")

@@ -44,7 +44,7 @@ def register_api(app: web.Application, host: ApiHost) -> Api:
     PostgreSQL pool (created on first use) is closed when the application is cleaned up.
     """
     api = Api(host)
-    api.openapi = orjson.dumps(openapi.build(ROUTES))
+    api.openapi = orjson.dumps(openapi.build(ROUTES, host.policy))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, endpoint(api, route), name=route.operation_id)
     app.middlewares.append(problem_middleware)

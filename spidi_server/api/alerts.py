@@ -2,7 +2,7 @@
 their fields, rendering, handlers and routes (``ALERT_ROUTES``).
 
     /api/v1/alerts[/{id}]               the evaluator's transitions (``dat_spd_alert_event``), newest first
-    /api/v1/alerts/{id}/acknowledge     monitor or admin: operators acknowledge, whoever set the rules up
+    /api/v1/alerts/{id}/acknowledge     admin; monitors too when ``monitors_may_acknowledge`` is on
     /api/v1/alerts/active               the tenant's open alerts now, from Redis (what /topic/alerts
                                         starts with), for clients without STOMP
 
@@ -169,7 +169,7 @@ async def active_alerts(api: Api, call: Call) -> web.Response:
 
 _ALERTS = "/api/v1/alerts"
 _ACK_NOTE = (
-    "Operators acknowledge: spidi:monitor may, as well as spidi:admin. Idempotent: an alert "
+    "Idempotent: an alert "
     "acknowledged already answers 200 with the first acknowledgement (who, when) unchanged. Publishes "
     "ALERT_ACK on /topic/alerts (again on a repeat)."
 )

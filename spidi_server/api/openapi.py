@@ -32,8 +32,9 @@ _NUUID = {"type": ["string", "null"], "format": "uuid"}
 _EPOCH_MS = {"type": "integer", "description": "epoch milliseconds"}
 
 
-def _obj(properties: dict, description: str = "") -> dict:
-    out: dict[str, Any] = {"type": "object", "properties": properties, "required": list(properties)}
+def _obj(properties: dict, description: str = "", optional: tuple[str, ...] = ()) -> dict:
+    required = [k for k in properties if k not in optional]
+    out: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
     if description:
         out["description"] = description
     return out
@@ -50,6 +51,7 @@ def _page(item: str) -> dict:
     )
 
 
+_IP_NOTE = "the client's address; absent unless the caller's roles may see IP addresses (see the operation)"
 _LIVE_SESSION = {
     "sessionId": _UUID,
     "userId": _STR,
@@ -57,7 +59,7 @@ _LIVE_SESSION = {
     "device": _NSTR,
     "os": _NSTR,
     "appVersion": _STR,
-    "ip": _NSTR,
+    "ip": {**_NSTR, "description": _IP_NOTE},
     "latencyMs": {**_NNUM, "description": "last reported latency; null before the first heartbeat"},
     "connectedAt": _EPOCH_MS,
     "lastHeartbeatAt": _EPOCH_MS,
@@ -97,9 +99,9 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         }
     ),
     "RoomTypeList": _page("RoomType"),
-    "LiveSession": _obj(_LIVE_SESSION, "A roster entry, as in ROOM_ROSTER (docs/protocol.md)"),
+    "LiveSession": _obj(_LIVE_SESSION, "A roster entry, as in ROOM_ROSTER (docs/protocol.md)", ("ip",)),
     "LiveSessions": _obj({"items": {"type": "array", "items": _ref("LiveSession")}}),
-    "UserLiveSession": _obj({**_LIVE_SESSION, "roomId": _UUID, "roomCode": _STR}),
+    "UserLiveSession": _obj({**_LIVE_SESSION, "roomId": _UUID, "roomCode": _STR}, optional=("ip",)),
     "UserLiveSessions": _obj({"items": {"type": "array", "items": _ref("UserLiveSession")}}),
     "Session": _obj(
         {
@@ -111,7 +113,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "device": _NSTR,
             "os": _NSTR,
             "appVersion": _NSTR,
-            "ip": _NSTR,
+            "ip": {**_NSTR, "description": _IP_NOTE},
             "nodeId": _NSTR,
             "startedAt": _TS,
             "endedAt": {**_NTS, "description": "null while the session is live"},
@@ -123,6 +125,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "lastHeartbeatAt": _NTS,
         },
         "A stored session (history)",
+        ("ip",),
     ),
     "SessionList": _page("Session"),
     "StatsPoint": _obj(
@@ -305,12 +308,15 @@ def _parameters(route: Route) -> list[dict]:
     return out
 
 
-def _operation(route: Route, schemas: dict) -> dict:
-    who = roles.describe(route.access) if route.access else "none (public)"
+def _operation(route: Route, schemas: dict, policy: roles.Policy) -> dict:
+    who = policy.describe(route.access) if route.access else "none (public)"
+    roles_note = f"Roles: {who}."
+    if route.ip_addresses:
+        roles_note += f" IP addresses (ip) only for: {policy.describe(roles.VIEW_IP)}."
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
-        "description": (route.description + "\n\n" if route.description else "") + f"Roles: {who}.",
+        "description": (route.description + "\n\n" if route.description else "") + roles_note,
         "tags": [route.tag],
         "security": [{"bearerAuth": []}] if route.access else [],
     }
@@ -340,12 +346,12 @@ def _operation(route: Route, schemas: dict) -> dict:
     return op
 
 
-def build(routes: tuple[Route, ...] | list[Route]) -> dict:
-    """The OpenAPI document of ``routes``."""
+def build(routes: tuple[Route, ...] | list[Route], policy: roles.Policy = roles.DEFAULT) -> dict:
+    """The OpenAPI document of ``routes``, each operation's roles as ``policy`` has them."""
     schemas = dict(RESPONSE_SCHEMAS)
     paths: dict[str, dict] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas, policy)
     return {
         "openapi": "3.1.0",
         "info": {

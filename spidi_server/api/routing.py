@@ -74,6 +74,7 @@ class Route:
     response: str | None = None  # name of the success body's schema in the OpenAPI components
     problems: tuple[int, ...] = ()  # statuses beyond those every operation of its kind may answer
     description: str = ""
+    ip_addresses: bool = False  # the answer holds clients' IP addresses: only for roles.VIEW_IP
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -58,6 +58,7 @@ class ApiHost(Protocol):
     """What the REST API needs from the process that serves it (the node)."""
 
     settings: Settings
+    policy: roles.Policy  # which roles may do what, under the settings (``roles.policy``)
     verifier: TokenVerifier  # checks the bearer tokens
     catalog: RoomCatalog  # the rooms this node knows, and their effective capacity
     store: HotStore | None  # live state in Redis (set once the node has started)
@@ -103,10 +104,14 @@ class Api:
             raise Problem(
                 "unauthorized", str(exc), headers=_www_authenticate("invalid_token", str(exc))
             ) from None
-        needed = roles.allowed(access)
-        if not claims.has_any(*needed):
-            raise Problem("forbidden", f"this needs role {' or '.join(needed)}")
+        policy = self.host.policy
+        if not policy.allows(claims.roles, access):
+            raise Problem("forbidden", f"this needs role {policy.describe(access)}")
         return claims
+
+    def may(self, claims: Claims, action: str) -> bool:
+        """Whether the caller may also perform ``action`` (e.g. ``roles.VIEW_IP``), under the node's policy."""
+        return self.host.policy.allows(claims.roles, action)
 
     # -- PostgreSQL -------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ history, and a user's sessions now; their fields, rendering, handlers and routes
     /api/v1/sessions                    stored sessions (``dat_spd_session``), newest first
     /api/v1/users/{userId}/sessions     a user's live sessions across rooms and nodes (Redis)
 
-All need an observer's role. Live reads stay in the token's tenant through tenant-scoped Redis
+The roster and statistics need an observer's role (``roles.OBSERVE``); session history and a
+user's sessions across rooms need ``roles.VIEW_SESSIONS`` (admins). IP addresses are left out of
+every answer for a caller without ``roles.VIEW_IP``. Live reads stay in the token's tenant through tenant-scoped Redis
 keys and the room-id check of ``Api.room_known_live``; stored ones through row-level security.
 """
 
@@ -60,18 +62,21 @@ SESSIONS_QUERY = (
 )
 
 
-def roster_entry(raw: dict) -> dict:
-    """A live session as in a ROOM_ROSTER message (docs/protocol.md), whatever else Redis holds."""
+def roster_entry(raw: dict, with_ip: bool = True) -> dict:
+    """A live session as in a ROOM_ROSTER message (docs/protocol.md), whatever else Redis holds;
+    without its ``ip`` key unless ``with_ip``."""
     out = {key: raw.get(key) for key in ROSTER_KEYS}
     for key in ("device", "os", "ip"):
         if out[key] == "":  # Redis stores a missing value as an empty string
             out[key] = None
+    if not with_ip:
+        del out["ip"]
     return out
 
 
-def session_json(row: dict) -> dict:
-    """A stored session (dat_spd_session row) as the API shows it."""
-    return {
+def session_json(row: dict, with_ip: bool = True) -> dict:
+    """A stored session (dat_spd_session row) as the API shows it; without ``ip`` unless ``with_ip``."""
+    out = {
         "sessionId": str(row["session_id"]),
         "roomId": str(row["room_id"]) if row["room_id"] is not None else None,
         "roomCode": row["room_code"],
@@ -91,6 +96,9 @@ def session_json(row: dict) -> dict:
         "latencyMaxMs": row["latency_max"],
         "lastHeartbeatAt": iso(row["last_heartbeat_at"]),
     }
+    if not with_ip:
+        del out["ip"]
+    return out
 
 
 def stats_point(row: dict) -> dict:
@@ -123,7 +131,10 @@ async def room_sessions(api: Api, call: Call) -> web.Response:
     if not await _room_known(api, tenant, room_id):
         raise not_found("room", room_id)
     roster = await api.live(api.host.store.roster(room_id))
-    items = sorted((roster_entry(e) for e in roster), key=lambda e: (e["connectedAt"] or 0, e["sessionId"]))
+    with_ip = api.may(call.claims, roles.VIEW_IP)
+    items = sorted(
+        (roster_entry(e, with_ip) for e in roster), key=lambda e: (e["connectedAt"] or 0, e["sessionId"])
+    )
     return json_response({"items": items})
 
 
@@ -173,7 +184,8 @@ async def list_sessions(api: Api, call: Call) -> web.Response:
             c, start, end, room_id=q["room_id"], user_id=q["user_id"], limit=q["limit"], offset=q["offset"]
         ),
     )
-    return json_response(page([session_json(r) for r in rows], total, q))
+    with_ip = api.may(call.claims, roles.VIEW_IP)
+    return json_response(page([session_json(r, with_ip) for r in rows], total, q))
 
 
 async def user_sessions(api: Api, call: Call) -> web.Response:
@@ -181,7 +193,10 @@ async def user_sessions(api: Api, call: Call) -> web.Response:
     user_id = call.path["user_id"]
     # The index key carries the tenant: another tenant's user of the same id is another key.
     live = await api.live(api.host.store.user_sessions(call.claims.tenant, user_id))
-    items = [{**roster_entry(e), "roomId": e.get("roomId"), "roomCode": e.get("roomCode")} for e in live]
+    with_ip = api.may(call.claims, roles.VIEW_IP)
+    items = [
+        {**roster_entry(e, with_ip), "roomId": e.get("roomId"), "roomCode": e.get("roomCode")} for e in live
+    ]
     items.sort(key=lambda e: (e["connectedAt"] or 0, e["sessionId"]))
     return json_response({"items": items})
 
@@ -189,13 +204,13 @@ async def user_sessions(api: Api, call: Call) -> web.Response:
 SESSION_ROUTES: tuple[Route, ...] = (
     Route("GET", ROOMS_PATH + "/{id}/sessions", room_sessions, "listRoomLiveSessions",
           "Sessions in a room now (from Redis, every node)", "rooms", roles.OBSERVE, path_params=(ROOM_ID,),
-          response="LiveSessions", problems=(404,)),
+          response="LiveSessions", problems=(404,), ip_addresses=True),
     Route("GET", ROOMS_PATH + "/{id}/stats", room_stats, "getRoomStats", "A room's statistics over time",
           "rooms", roles.OBSERVE, path_params=(ROOM_ID,), query=STATS_QUERY, response="RoomStats", problems=(404,)),
-    Route("GET", "/api/v1/sessions", list_sessions, "listSessions", "Session history", "sessions", roles.OBSERVE,
-          query=SESSIONS_QUERY, response="SessionList",
-          description="Sessions that started in [from, to), newest first."),
+    Route("GET", "/api/v1/sessions", list_sessions, "listSessions", "Session history", "sessions",
+          roles.VIEW_SESSIONS, query=SESSIONS_QUERY, response="SessionList",
+          description="Sessions that started in [from, to), newest first.", ip_addresses=True),
     Route("GET", "/api/v1/users/{userId}/sessions", user_sessions, "listUserLiveSessions",
-          "A user's sessions now, across rooms and nodes", "sessions", roles.OBSERVE, path_params=(USER_ID,),
-          response="UserLiveSessions"),
+          "A user's sessions now, across rooms and nodes", "sessions", roles.VIEW_SESSIONS,
+          path_params=(USER_ID,), response="UserLiveSessions", ip_addresses=True),
 )  # fmt: skip

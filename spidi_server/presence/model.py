@@ -28,14 +28,19 @@ class Client(Protocol):
 
 
 class Subscription:
-    """One client's subscription to a room or tenant topic, with its own gap-free ``seq``."""
+    """One client's subscription to a room or tenant topic, with its own gap-free ``seq``.
 
-    __slots__ = ("client", "sub_id", "seq")
+    ``sees_ip``: whether its roster entries keep the clients' IP addresses (``roles.VIEW_IP``),
+    decided once when it subscribes, so a publication only picks one of two payloads per subscriber.
+    """
 
-    def __init__(self, client: Client, sub_id: str):
+    __slots__ = ("client", "sub_id", "seq", "sees_ip")
+
+    def __init__(self, client: Client, sub_id: str, sees_ip: bool = False):
         self.client = client
         self.sub_id = sub_id
         self.seq = 0
+        self.sees_ip = sees_ip
 
     def send(self, destination: str, payload: dict) -> None:
         self.seq += 1
@@ -186,7 +191,7 @@ class Session:
         )
 
     def entry(self) -> dict:
-        """The roster entry subscribers see."""
+        """The roster entry subscribers who may see IP addresses see (``without_ip`` for the others)."""
         return {
             "sessionId": self.session_id,
             "userId": self.user_id,
@@ -199,6 +204,12 @@ class Session:
             "connectedAt": self.connected_at,
             "lastHeartbeatAt": self.last_heartbeat_at,
         }
+
+
+def without_ip(entries: list[dict]) -> list[dict]:
+    """Roster entries as a subscriber without ``roles.VIEW_IP`` sees them: no ``ip`` key at all
+    (absent rather than null, which would read as "unknown")."""
+    return [{k: v for k, v in e.items() if k != "ip"} for e in entries]
 
 
 class RoomSample:

@@ -21,7 +21,7 @@ from ..rooms import RoomCatalog, RoomDef
 from ..stores.hot_store import HotStore
 from .crossnode import CrossNode
 from .local import LocalState
-from .model import Client, Room, Subscription, now_ms, public_metrics
+from .model import Client, Room, Subscription, now_ms, public_metrics, without_ip
 
 log = logging.getLogger("spidi.presence")
 
@@ -53,6 +53,8 @@ class Subscriptions:
         self.tenant_subs: dict[str, list[Subscription]] = {}
         self.tenant_last: dict[str, list] = {}
         self.alert_feed: AlertFeed | None = None  # set by the node when alerting runs
+        # Who may subscribe and who sees IP addresses: the node's policy (set at start).
+        self.policy: roles.Policy = roles.DEFAULT
         self._publishing: set[asyncio.Task] = set()
         self._loop = asyncio.get_running_loop
 
@@ -62,11 +64,12 @@ class Subscriptions:
         if kind in (dest.KIND_USER_SESSION, dest.KIND_USER_ERRORS):
             return
         claims = client.stomp.claims
-        if not claims.has_any(*roles.allowed(roles.OBSERVE)):
+        policy = self.policy
+        if not policy.allows(claims.roles, roles.OBSERVE):
             raise ForbiddenError(
-                f"subscribing to {destination.raw} needs role {roles.describe(roles.OBSERVE)}"
+                f"subscribing to {destination.raw} needs role {policy.describe(roles.OBSERVE)}"
             )
-        sub = Subscription(client, sub_id)
+        sub = Subscription(client, sub_id, sees_ip=policy.allows(claims.roles, roles.VIEW_IP))
         if kind == dest.KIND_ALERTS:
             if self.alert_feed is None:
                 raise UnknownDestinationError("alerting is not running on this server")
@@ -108,7 +111,7 @@ class Subscriptions:
                     "roomId": room.room_id,
                     "roomCode": room.code,
                     "full": True,
-                    "users": users,
+                    "users": users if sub.sees_ip else without_ip(users),
                 },
             )
 
@@ -173,7 +176,15 @@ class Subscriptions:
                 left = [{"sessionId": sid, "reason": reason} for sid, reason in room.left.items()]
                 room.joined, room.updated, room.left = {}, {}, {}
                 topic = dest.room_roster(room.code)
+                ts = now_ms()
+                # Built at most twice per window (with and without IP addresses), whatever the
+                # number of subscribers: each takes the one its roles allow.
+                shown: dict[bool, tuple[list, list]] = {True: (joined, updated)}
                 for sub in list(room.roster_subs):
+                    sees = sub.sees_ip
+                    if sees not in shown:
+                        shown[sees] = (without_ip(joined), without_ip(updated))
+                    joined_shown, updated_shown = shown[sees]
                     sub.send(
                         topic,
                         {
@@ -181,10 +192,10 @@ class Subscriptions:
                             "roomId": room.room_id,
                             "roomCode": room.code,
                             "full": False,
-                            "joined": joined,
+                            "joined": joined_shown,
                             "left": left,
-                            "updated": updated,
-                            "ts": now_ms(),
+                            "updated": updated_shown,
+                            "ts": ts,
                         },
                     )
             if room.metrics_subs:

@@ -226,9 +226,11 @@ async def test_acknowledge_stores_who_and_when_and_tells_every_dashboard(api, pg
                     return orjson.loads(message["data"])
             return None
 
-        # Operators acknowledge: a monitor may. The episode's first event is the one to acknowledge.
+        # Admins acknowledge (a monitor only when monitors_may_acknowledge is on: tests/test_roles.py).
+        # The episode's first event is the one to acknowledge.
+        assert_problem(await api.post(f"{ALERTS}/{episode}/acknowledge", role="monitor"), 403, "forbidden")
         before = datetime.now(UTC) - timedelta(seconds=1)
-        reply = await api.post(f"{ALERTS}/{episode}/acknowledge", role="monitor", sub="mo")
+        reply = await api.post(f"{ALERTS}/{episode}/acknowledge", role="admin", sub="mo")
         assert reply.status == 200, reply.body
         check_shape(doc["components"]["schemas"]["Alert"], reply.body, doc, "ack")
         acked_at = reply.body["acknowledgedAt"]

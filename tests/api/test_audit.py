@@ -213,7 +213,7 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
         actor="gus", action="update", resource_type="alert_rule", resource_id=rule_id, changed=["severity"]
     )
 
-    # Acknowledgement (a monitor may): who and when on the event row, one line; a repeat changes
+    # Acknowledgement (an admin's): who and when on the event row, one line; a repeat changes
     # nothing and logs nothing.
     alert_id = str(uuid.uuid4())
     pg.execute(
@@ -223,7 +223,7 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
         [alert_id, rule_id, TENANT, room_id],
     )
     started = datetime.now(UTC)
-    reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "hal", role="monitor")
+    reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "hal", role="admin")
     assert reply.status == 200, reply.body
     ack = pg.execute(
         "SELECT acknowledged_by, acknowledged_at, created_by, updated_by FROM dat_spd_alert_event"
@@ -239,7 +239,7 @@ async def check_every_write(a: Audited, pg, caplog) -> None:
         resource_id=alert_id,
         changed=["acknowledgedBy", "acknowledgedAt"],
     )
-    reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "ivy", role="monitor")
+    reply = await a.call("POST", f"/api/v1/alerts/{alert_id}/acknowledge", "ivy", role="admin")
     assert reply.status == 200 and reply.body["acknowledgedBy"] == "hal"
     assert a.new_lines() == []
 

@@ -117,7 +117,7 @@ async def test_session_history(api, history):
     window = {"from": "2026-05-04T00:00:00Z", "to": "2026-05-05T00:00:00Z"}
 
     async def ids(**params) -> tuple[list[str], dict]:
-        reply = await api.get("/api/v1/sessions", role="monitor", params={**window, **params})
+        reply = await api.get("/api/v1/sessions", role="admin", params={**window, **params})
         assert reply.status == 200, reply.body
         return [s["sessionId"] for s in reply.body["items"]], reply.body
 

@@ -42,7 +42,7 @@ async def test_room_roster_and_user_sessions(api, api_node):
     await _beat(bob, s_bob, 7.5)
 
     lobby = room_id_for("default", "lobby")
-    reply = await api.get(f"/api/v1/rooms/{lobby}/sessions", role="monitor")
+    reply = await api.get(f"/api/v1/rooms/{lobby}/sessions", role="admin")
     assert reply.status == 200, reply.body
     check_shape(doc["components"]["schemas"]["LiveSessions"], reply.body, doc, "roster")
     items = {e["sessionId"]: e for e in reply.body["items"]}
@@ -60,9 +60,13 @@ async def test_room_roster_and_user_sessions(api, api_node):
     assert entry["latencyMs"] == 42 and items[s_bob]["latencyMs"] == 7.5
     assert items[s_bob]["device"] is None and items[s_bob]["os"] is None
     assert started - 1000 <= entry["connectedAt"] <= entry["lastHeartbeatAt"] <= int(time.time() * 1000)
+    # A monitor reads the same roster without the clients' IP addresses (ADR-0001).
+    watched = await api.get(f"/api/v1/rooms/{lobby}/sessions", role="monitor")
+    check_shape(doc["components"]["schemas"]["LiveSessions"], watched.body, doc, "monitor's roster")
+    assert watched.body["items"] == [{k: v for k, v in e.items() if k != "ip"} for e in reply.body["items"]]
 
     # The room is auto-created (not stored in PostgreSQL): the live endpoint knows it from Redis.
-    mine = await api.get("/api/v1/users/alice/sessions", role="monitor")
+    mine = await api.get("/api/v1/users/alice/sessions", role="admin")
     assert mine.status == 200, mine.body
     check_shape(doc["components"]["schemas"]["UserLiveSessions"], mine.body, doc, "user")
     by_id = {e["sessionId"]: e for e in mine.body["items"]}
@@ -137,5 +141,5 @@ async def test_postgres_unreachable_is_503_and_live_reads_still_work(api, api_no
     monkeypatch.setattr(api_node.services, "dsn", "postgresql://spidi@127.0.0.1:1/spidi?connect_timeout=1")
     body = assert_problem(await api.get("/api/v1/rooms", role="monitor"), 503, "unavailable")
     assert body["detail"] == "the history store (PostgreSQL) cannot be reached; retry later"
-    live = await api.get("/api/v1/users/anyone/sessions", role="monitor")
+    live = await api.get("/api/v1/users/anyone/sessions", role="admin")
     assert live.status == 200 and live.body == {"items": []}

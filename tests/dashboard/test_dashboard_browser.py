@@ -206,6 +206,34 @@ async def test_dashboard_live_in_chromium(node_factory, page):
     )
 
 
+async def test_roster_without_ip_addresses_for_a_monitor(node_factory, page):
+    """A monitor's roster carries no IP addresses (ADR-0001): the page shows "—", snapshot and deltas."""
+    from playwright.async_api import expect
+
+    node = await node_factory()
+    alice = await connected(node.ws_url, token_for(node.settings, "alice", "spidi:user"))
+    first = await alice.hello("lobby", client_id="phone-1", device="Pixel 8", os="Android 15")
+    await page.goto(node.ops.url + "/#/rooms/lobby")
+    await page.fill("#token", token_for(node.settings, "mo", "spidi:monitor"))
+    await page.click("#signin-button")
+    await expect(page.locator("#room")).to_be_visible()
+    entry = page.locator(f'#roster-table tr[data-session="{first["sessionId"]}"]')
+    await expect(entry.locator(".c-device")).to_have_text("Pixel 8", timeout=2000)
+    await expect(entry.locator(".c-ip")).to_have_text("—")
+    await expect(entry.locator(".c-ip")).to_have_attribute("title", re.compile("not shown"))
+    # A join and a heartbeat after the snapshot (deltas), then sorting and filtering with no ip.
+    second = await alice.hello("lobby", client_id="web-1", device="MacBook Air", os="macOS 15")
+    await alice.app("/app/heartbeat", {"sessionId": second["sessionId"], "latencyMs": 12})
+    joined = page.locator(f'#roster-table tr[data-session="{second["sessionId"]}"]')
+    await expect(joined.locator(".c-latency")).to_have_text("12 ms", timeout=2000)
+    await expect(joined.locator(".c-ip")).to_have_text("—")
+    await page.click('#roster-table th[data-key="ip"]')
+    await page.click('#roster-table th[data-key="ip"]')
+    await expect(page.locator("#roster-table tbody tr")).to_have_count(2)
+    assert "127.0.0.1" not in await page.locator("#room").inner_text()
+    await alice.close()
+
+
 async def test_history_charts_and_errors(node_factory, page):
     """The stats API stubbed in the browser: points become charts; 404/503/no network say "No history"."""
     from playwright.async_api import expect

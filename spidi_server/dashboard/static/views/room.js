@@ -246,6 +246,9 @@ function updateRosterRow(tr, u, now) {
     c[3].replaceChildren(u.appVersion ? el("span", { class: "tag", text: u.appVersion }) : "—");
   }
   setText(c[4], u.ip || "—");
+  // A roster without the key is one this token's role may not see addresses in (roles.VIEW_IP).
+  const ipTitle = "ip" in u ? "" : "IP addresses are not shown to this token's role";
+  if (c[4].title !== ipTitle) c[4].title = ipTitle;
   const lat = num(u.latencyMs);
   setText(c[5], fmtMs(lat));
   setClass(c[5], "num c-latency " + latencyClass(lat));
