@@ -26,7 +26,8 @@ async def roster_ip(node, forwarded: list[str], room: str) -> str:
         assert (await client.connect(token_for(node.settings, "u", "spidi:user")))[0] == "CONNECTED"
         await client.subscribe("/user/queue/session")
         session = (await client.hello(room))["sessionId"]
-        monitor = token_for(node.settings, "mo", "spidi:monitor")
+        # An admin watches: monitors see no IP addresses (roles.VIEW_IP).
+        monitor = token_for(node.settings, "mo", "spidi:admin")
         url = f"{node.ops.url}/api/v1/rooms/{room_id_for('default', room)}/sessions"
         async with (
             aiohttp.ClientSession() as http,
