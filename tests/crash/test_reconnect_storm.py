@@ -113,7 +113,7 @@ async def open_all(phase: Phase, port: int, tokens: list[str], resume: list[str 
     return clients
 
 
-def start_node(redis_url: str, port: int, ops_port: int, data_dir: str) -> subprocess.Popen:
+def start_node(redis_url: str, port: int, ops_port: int, data_dir: str, **extra: str) -> subprocess.Popen:
     """``spidi serve`` in its own process group, listening on ``port`` as node ``NODE_ID``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env.update(
@@ -127,6 +127,7 @@ def start_node(redis_url: str, port: int, ops_port: int, data_dir: str) -> subpr
         SPIDI_HEARTBEAT_TIMEOUT_MS="120000",
         SPIDI_GRACE_PERIOD_MS="60000",
     )
+    env.update(extra)
     cmd = [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", data_dir]
     cmd += ["--port", str(port), "--ops-port", str(ops_port)]
     proc = subprocess.Popen(
@@ -181,6 +182,11 @@ async def roster_snapshots(mon, destinations: list[str]) -> set[str]:
     return sids
 
 
+@pytest.mark.hardening(
+    "fault",
+    "node SIGKILLed under 2,000 clients, restarted on the same port and node id; all reconnect at once",
+    "every client resumes its session, none refused or reset; monitors see no leave and no join",
+)
 @pytest.mark.timeout(150)
 async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, redis_sync):
     started = time.monotonic()
@@ -258,6 +264,65 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
                 client.transport.abort()
         if mon is not None:
             mon._reader.cancel()
+        for proc in procs:
+            kill_group(proc)
+        assert not orphans()
+
+
+@pytest.mark.hardening(
+    "fault",
+    "node SIGKILLed and restarted under the same node id; its clients do not come back",
+    "sessions taken back wait for the grace period, then end disconnect; timed-out ones end at start",
+)
+@pytest.mark.timeout(60)
+async def test_sessions_taken_back_end_when_the_grace_runs_out(redis_url, redis_sync):
+    """The restarted node holds its live sessions for the grace period only; one that had already
+    timed out (last heartbeat older than heartbeat_timeout_ms) is ended at start."""
+    settings = Settings(jwt_secret=TEST_SECRET)
+    port, ops_port = free_port(), free_port()
+    data_dir = tempfile.mkdtemp()
+    timing = {"SPIDI_HEARTBEAT_TIMEOUT_MS": "120000", "SPIDI_GRACE_PERIOD_MS": "1500"}
+    room_id = room_id_for("default", "brief")
+    roster = "/topic/rooms/brief/roster"
+    procs, clients = [], []
+    try:
+        procs.append(start_node(redis_url, port, ops_port, data_dir, **timing))
+        sids = []
+        for i in range(3):
+            client = await connected(f"ws://127.0.0.1:{port}/ws", token_for(settings, f"u{i}", "spidi:user"))
+            clients.append(client)
+            sids.append((await client.hello("brief", f"c{i}"))["sessionId"])
+        deadline = time.monotonic() + 5
+        while redis_sync.zcard(keys.room_online(room_id)) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        # The first session's last heartbeat was long ago: it had timed out when the node died.
+        redis_sync.zadd(keys.room_online(room_id), {sids[0]: int(time.time() * 1000) - 200_000})
+        procs.append(start_node(redis_url, port, ops_port, data_dir, **timing))
+        restarted = time.monotonic()
+        mon = await connected(f"ws://127.0.0.1:{port}/ws", token_for(settings, "m", "spidi:monitor"), False)
+        clients.append(mon)
+        await mon.subscribe(roster)
+        snapshot = await mon.json(roster, 5, "ROOM_ROSTER")
+        assert {u["sessionId"] for u in snapshot["users"]} == set(sids[1:])
+        left = {}
+        while len(left) < 2:
+            delta = await mon.json(roster, 5, "ROOM_ROSTER")
+            left.update({e["sessionId"]: e["reason"] for e in delta["left"]})
+            assert not delta["joined"]
+        assert left == dict.fromkeys(sids[1:], "disconnect")
+        assert 1.0 < time.monotonic() - restarted < 5.0  # at the grace period's end, not before
+        assert redis_sync.zcard(keys.room_online(room_id)) == 0
+        assert not redis_sync.exists(keys.node_sessions(NODE_ID))
+        # Too late to resume: a new session.
+        late = await connected(f"ws://127.0.0.1:{port}/ws", token_for(settings, "u1", "spidi:user"))
+        clients.append(late)
+        welcome = await late.hello("brief", "c1", resumeSessionId=sids[1])
+        assert not welcome["resumed"] and welcome["sessionId"] != sids[1]
+    finally:
+        for client in clients:
+            client._reader.cancel()
         for proc in procs:
             kill_group(proc)
         assert not orphans()
