@@ -148,29 +148,47 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def orphans() -> list[int]:
-    """Processes still running with this test's node id in their environment."""
+def orphans(wait_s: float = 5.0) -> list[int]:
+    """Processes still running with this test's node id (or a worker's) in their environment,
+    after up to ``wait_s`` for them to go (a killed process's children are reaped by init)."""
+    deadline = time.monotonic() + wait_s
+    while (found := _running_with_node_id()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def assert_no_orphans() -> None:
+    """Fail if a process of this test outlived its kill, after killing it (by pid)."""
+    left = orphans()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"orphaned processes: {left}"
+
+
+def _running_with_node_id() -> list[int]:
     found = []
     marker = f"SPIDI_NODE_ID={NODE_ID}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                if any(v.startswith(marker) for v in (entry / "environ").read_bytes().split(b"\0")):
                     found.append(int(entry.name))
             except OSError:
                 pass  # gone meanwhile, or not ours
     return found
 
 
-def listen_backlog(port: int) -> int | None:
-    """The listening socket's accept-queue limit as the kernel holds it (``ss``: Send-Q)."""
+def listen_backlogs(port: int) -> list[int] | None:
+    """The accept-queue limit of each socket listening on ``port``, as the kernel holds it (``ss``:
+    Send-Q); None without ``ss``."""
     try:
         out = subprocess.run(
             ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=5
         ).stdout
     except FileNotFoundError:
         return None
-    return int(out.split()[2]) if out.strip() else None
+    return [int(line.split()[2]) for line in out.splitlines() if line.strip()]
 
 
 async def roster_snapshots(mon, destinations: list[str]) -> set[str]:
@@ -188,7 +206,8 @@ async def roster_snapshots(mon, destinations: list[str]) -> set[str]:
     "every client resumes its session, none refused or reset; monitors see no leave and no join",
 )
 @pytest.mark.timeout(150)
-async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, redis_sync):
+@pytest.mark.parametrize("transport", ["websockets", "picows"])
+async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, redis_sync, transport):
     started = time.monotonic()
     settings = Settings(jwt_secret=TEST_SECRET)
     tokens = [token_for(settings, f"user-{i}", "spidi:user") for i in range(CLIENTS)]
@@ -201,10 +220,10 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
     first = storm = []
     mon = None
     try:
-        procs.append(start_node(redis_url, port, ops_port, data_dir))
-        backlog = listen_backlog(port)
-        if backlog is not None:  # 4096 by default, capped by net.core.somaxconn
-            assert backlog == min(4096, somaxconn), (backlog, somaxconn)
+        procs.append(start_node(redis_url, port, ops_port, data_dir, SPIDI_TRANSPORT=transport))
+        backlogs = listen_backlogs(port)
+        if backlogs is not None:  # 4096 by default, capped by net.core.somaxconn
+            assert backlogs == [min(4096, somaxconn)], (backlogs, somaxconn)
 
         before = Phase()
         first = await open_all(before, port, tokens, [None] * CLIENTS, 200)
@@ -220,7 +239,7 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
         procs[0].wait(10)
         for client in first:
             client.state = 4  # CLOSING: the lost connection is the point, not an error
-        procs.append(start_node(redis_url, port, ops_port, data_dir))
+        procs.append(start_node(redis_url, port, ops_port, data_dir, SPIDI_TRANSPORT=transport))
 
         # The monitor comes back first: its snapshot lists every session, the storm adds nobody.
         mon = await connected(f"ws://127.0.0.1:{port}/ws", monitor_token, subscribe_user=False)
@@ -232,7 +251,7 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
         storm_started = time.perf_counter()
         storm = await open_all(after, port, tokens, sids, CLIENTS)  # all 2,000 in flight at once
         reconnect_s = time.perf_counter() - storm_started
-        print(f"\n{CLIENTS} clients reconnected and resumed in {reconnect_s:.2f} s (somaxconn {somaxconn})")
+        print(f"\n{transport}: {CLIENTS} clients reconnected and resumed in {reconnect_s:.2f} s")
         assert not after.errors, after.errors
         assert [c.welcome["sessionId"] for c in storm] == sids
         assert all(c.welcome["resumed"] for c in storm)
@@ -266,7 +285,7 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
             mon._reader.cancel()
         for proc in procs:
             kill_group(proc)
-        assert not orphans()
+        assert_no_orphans()
 
 
 @pytest.mark.hardening(
@@ -325,4 +344,33 @@ async def test_sessions_taken_back_end_when_the_grace_runs_out(redis_url, redis_
             client._reader.cancel()
         for proc in procs:
             kill_group(proc)
-        assert not orphans()
+        assert_no_orphans()
+
+
+@pytest.mark.timeout(60)
+def test_workers_listen_with_the_backlog(redis_url):
+    """``--workers``: each worker's SO_REUSEPORT socket has its own queue of ``listen_backlog``."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
+    env.update(
+        SPIDI_REDIS_URL=redis_url,
+        SPIDI_HISTORY="0",
+        SPIDI_NODE_ID=NODE_ID,
+        SPIDI_LISTEN_BACKLOG="1234",
+        SPIDI_SHUTDOWN_TIMEOUT_S="1",
+    )
+    cmd = [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--workers", "2"]
+    cmd += ["--data-dir", tempfile.mkdtemp(), "--port", str(port), "--ops-port", str(free_port())]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True
+    )
+    try:
+        read_banner(proc, timeout=30)
+        backlogs = listen_backlogs(port)
+        if backlogs is None:
+            pytest.skip("no ss on this machine")
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert backlogs == [min(1234, somaxconn)] * 2
+    finally:
+        kill_group(proc)
+        assert_no_orphans()
