@@ -362,9 +362,7 @@ class SessionLifecycle:
             session_id = entry["sessionId"]
             if entry["lastHeartbeatAt"] <= alive_after or session_id in self.local.sessions:
                 continue
-            definition = self.catalog.lookup(
-                entry.get("tenant", ""), entry.get("roomCode", ""), create=True
-            )
+            definition = self.catalog.lookup(entry.get("tenant", ""), entry.get("roomCode", ""), create=True)
             if definition is None or definition.room_id != entry["roomId"] or not definition.active:
                 continue  # the room is gone or was replaced: let the reaper end the session
             hello = payloads.HelloPayload(
@@ -389,6 +387,10 @@ class SessionLifecycle:
             room.sessions[session_id] = session
             self.local.sessions[session_id] = session
             self.wheel.add(session_id, deadline)
+            # Its keys' expiry was set by the dead process, perhaps long ago: cover the grace period.
+            self.store.update_session(
+                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
+            )
             adopted.append(session_id)
         if adopted:
             self.metrics.sessions_active.set(len(self.local.sessions))
