@@ -150,9 +150,14 @@ class Node:
         self.fanout.on_alert = self.alert_feed.deliver
         self.presence.alert_feed = self.alert_feed
         await self.fanout.start()
-        # Before accepting anyone: end what a crashed process under this id left, then keep alive.
+        # Before accepting anyone: take back what a killed process under this id left that its
+        # clients may still resume, end the rest, then keep alive.
+        self.presence.adopt(await self.store.node_sessions(self.node_id))
         self.liveness = NodeLiveness(
-            self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
+            self.store.redis,
+            self.node_id,
+            on_reaped=self.metrics.sessions_reaped.inc,
+            keep=self.presence.holds,
         )
         await self.liveness.start()
         self.store.watch_marker(keys.node_marker(self.node_id))

@@ -6,7 +6,8 @@ keys; when one has expired, the first node to take ``spidi:node:<id>:reaping`` e
 sessions with reason ``disconnect``: removed from the rooms, the users' indexes and the node's,
 a ``session_ended`` event for the history (the writer counts the room's disconnects from those
 events), and a roster change for every subscriber. A node starting under an id that still has
-sessions (it crashed and came back) ends them first, so they are never resurrected. A supervisor that saw a worker die
+sessions (it crashed and came back) ends them first, so they are never resurrected, except those
+it took back for resume (``keep``: still alive, resumable within the grace period). A supervisor that saw a worker die
 calls ``reap_node`` at once instead of waiting for the key to expire.
 
 Every command touches one key, or one room's keys (the leave script), so it all runs unchanged on a
@@ -35,12 +36,15 @@ RENEW_S = 1.0
 CHECK_S = 2.0
 
 
-async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "") -> int:
-    """End every session ``node_id`` holds in Redis; returns how many were ended."""
+async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "", keep=None) -> int:
+    """End every session ``node_id`` holds in Redis but those ``keep(session_id)`` says to keep
+    (a restarted node's sessions it took back for resume); returns how many were ended."""
     index = await redis.hgetall(keys.node_sessions(node_id))
     if not index:
         return 0
     pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
+    if keep is not None:
+        pairs = [(sid, room_id) for sid, room_id in pairs if not keep(sid)]
     pipe = redis.pipeline(transaction=False)
     for sid, room_id in pairs:
         pipe.hgetall(keys.session(room_id, sid))
@@ -102,16 +106,19 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
 class NodeLiveness:
     """This node's liveness key, and the reaping of nodes whose key expired."""
 
-    def __init__(self, redis, node_id: str, on_reaped=None):
+    def __init__(self, redis, node_id: str, on_reaped=None, keep=None):
         self.redis = redis
         self.node_id = node_id
         self.on_reaped = on_reaped  # callable(count): metrics
+        self.keep = keep  # callable(session_id): this process took it back, not to be reaped
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         """Claim the id, end what a previous process under it left behind, then keep alive."""
         await self._beat()
-        left_over = await reap_node(self.redis, self.node_id, "disconnect", by=self.node_id)
+        left_over = await reap_node(
+            self.redis, self.node_id, "disconnect", by=self.node_id, keep=self.keep
+        )
         if left_over and self.on_reaped:
             self.on_reaped(left_over)
         await self.redis.sadd(keys.NODES, self.node_id)

@@ -146,6 +146,13 @@ class Settings:
             "doc": "Bind the WebSocket and ops ports with SO_REUSEPORT (the supervisor sets it for its workers)"
         },
     )
+    listen_backlog: int = field(
+        default=4096,
+        metadata={
+            "doc": "Pending-connection queue of the WebSocket port (listen backlog): room for a whole "
+            "reconnect storm after a restart; the kernel caps it at net.core.somaxconn"
+        },
+    )
     ops_private_port: int = field(
         default=0,
         metadata={
@@ -353,6 +360,8 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 1 <= self.listen_backlog <= 65535:
+            raise ConfigError(f"listen_backlog must be between 1 and 65535, got {self.listen_backlog}")
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
         for address in self.worker_metrics:

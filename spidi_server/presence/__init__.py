@@ -192,6 +192,10 @@ class Presence:
         """Every session this node holds as Redis should hold it (``SessionLifecycle.live_sessions``)."""
         return self.lifecycle.live_sessions()
 
+    def adopt(self, stored: list[dict]) -> list[str]:
+        """Take back this node id's sessions a killed process left (``SessionLifecycle.adopt``)."""
+        return self.lifecycle.adopt(stored)
+
     def holds(self, session_id: str) -> bool:
         """Whether this node holds the session (Redis may still list ones whose LEAVE was lost)."""
         return session_id in self.sessions

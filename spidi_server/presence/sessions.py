@@ -341,6 +341,63 @@ class SessionLifecycle:
         for session in list(self.local.sessions.values()):
             self.end(session, reason)
 
+    # -- a restart under the same node id ------------------------------------------------------
+
+    def adopt(self, stored: list[dict]) -> list[str]:
+        """Take back this node id's sessions a previous process left in Redis (it was killed or
+        crashed): each one still alive (its last heartbeat less than ``heartbeat_timeout_ms``
+        ago, so it had not timed out) is held again as if its connection had just closed
+        abruptly, so a HELLO with its id within ``grace_period_ms`` resumes it (same id, no
+        leave, no join, no history event) and otherwise it ends ``disconnect`` when the grace
+        period runs out. Nothing is published: Redis still lists the session, as every roster
+        did. Call before accepting connections, with ``HotStore.node_sessions(node_id)``;
+        returns the ids taken back (the rest are the reaper's to end)."""
+        if self.grace_s <= 0:
+            return []
+        now = now_ms()
+        alive_after = now - self.settings.heartbeat_timeout_ms
+        deadline = time.monotonic() + self.grace_s
+        adopted = []
+        for entry in stored:
+            session_id = entry["sessionId"]
+            if entry["lastHeartbeatAt"] <= alive_after or session_id in self.local.sessions:
+                continue
+            definition = self.catalog.lookup(entry.get("tenant", ""), entry.get("roomCode", ""), create=True)
+            if definition is None or definition.room_id != entry["roomId"] or not definition.active:
+                continue  # the room is gone or was replaced: let the reaper end the session
+            hello = payloads.HelloPayload(
+                definition.code,
+                entry.get("clientId", ""),
+                entry.get("appVersion", ""),
+                entry.get("device"),
+                entry.get("os"),
+                None,
+            )
+            room = self.local.room(definition)
+            session = Session(
+                session_id,
+                room,
+                entry.get("userId", ""),
+                hello,
+                entry.get("ip", ""),
+                entry.get("connectedAt", now),
+            )
+            session.last_heartbeat_at = entry["lastHeartbeatAt"]
+            session.node_id = self.node_id
+            room.sessions[session_id] = session
+            self.local.sessions[session_id] = session
+            self.wheel.add(session_id, deadline)
+            # Its keys' expiry was set by the dead process, perhaps long ago: cover the grace period.
+            self.store.update_session(
+                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
+            )
+            adopted.append(session_id)
+        if adopted:
+            self.metrics.sessions_active.set(len(self.local.sessions))
+            self.local.count_rooms()
+            logs.event(log, "sessions_adopted", node_id=self.node_id, sessions=len(adopted))
+        return adopted
+
     # -- re-asserting Redis after it lost state -----------------------------------------------
 
     def live_sessions(self) -> Iterator[LiveSession]:

@@ -537,6 +537,10 @@ class HotStore:
         """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
         return await reads.user_sessions(self, tenant, user_id)
 
+    async def node_sessions(self, node_id: str) -> list[dict]:
+        """Every session ``node_id`` holds in Redis, with its room, metadata and last heartbeat."""
+        return await reads.node_sessions(self, node_id)
+
     async def tenant_rooms(self, tenant: str) -> dict[str, str]:
         """roomId -> roomCode for every room of a tenant that ever had a session."""
         return await reads.tenant_rooms(self, tenant)

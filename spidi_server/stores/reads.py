@@ -127,6 +127,33 @@ async def user_sessions(source: Source, tenant: str, user_id: str) -> list[dict]
     return out
 
 
+async def node_sessions(source: Source, node_id: str) -> list[dict]:
+    """Every session a node holds in Redis (its index), with its room, metadata and last heartbeat.
+
+    What a process restarting under the same node id reads to take its previous sessions back."""
+    await source.flush(2.0)
+    index = await source.redis.hgetall(keys.node_sessions(node_id))
+    if not index:
+        return []
+    pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
+    pipe = source.redis.pipeline(transaction=False)
+    for sid, room_id in pairs:
+        pipe.hgetall(keys.session(room_id, sid))
+        pipe.zscore(keys.room_online(room_id), sid)
+    raw = await pipe.execute()
+    out = []
+    for i, (sid, room_id) in enumerate(pairs):
+        info, score = raw[2 * i : 2 * i + 2]
+        if not info or score is None:
+            continue  # ended, expired, or a stale index entry: the reaper's to clear
+        entry = {text(k): text(v) for k, v in info.items()}
+        entry.update(sessionId=sid, roomId=room_id, lastHeartbeatAt=int(score))
+        if "connectedAt" in entry:
+            entry["connectedAt"] = int(entry["connectedAt"])
+        out.append(entry)
+    return out
+
+
 async def tenant_rooms(source: Source, tenant: str) -> dict[str, str]:
     """roomId -> roomCode for every room of a tenant that ever had a session."""
     await source.flush(2.0)

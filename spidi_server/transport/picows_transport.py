@@ -210,6 +210,8 @@ class PicowsTransport:
             use_aiofastnet=False,
             # Workers of one `spidi serve --workers N` share the port (SO_REUSEPORT).
             reuse_port=s.reuse_port,
+            # asyncio's default backlog (100) resets a reconnect storm after a restart.
+            backlog=s.listen_backlog,
         )
 
     @property

@@ -212,6 +212,8 @@ class WebSocketTransport:
             # Workers of one `spidi serve --workers N` all listen on this port; the kernel spreads
             # new connections between them.
             reuse_port=settings.reuse_port,
+            # asyncio's default backlog (100) resets a reconnect storm after a restart.
+            backlog=settings.listen_backlog,
         )
 
     @property
