@@ -301,6 +301,14 @@ class Settings:
             "0 = no spill file, drop beyond redis_buffer_max_ops"
         },
     )
+    redis_timeout_ms: float = field(
+        default=3000.0,
+        metadata={
+            "doc": "Longest wait for Redis to answer one round trip (a write pipeline, a read, the "
+            "liveness key); a Redis that accepts connections and does not answer is then handled "
+            "as an outage (writes buffered and spilled, readiness degraded)"
+        },
+    )
 
     @property
     def rooms_auto_created(self) -> bool:
@@ -443,6 +451,8 @@ class Settings:
 
     def _validate_faults(self) -> None:
         """The ``# -- faults --`` settings."""
+        if not 100 <= self.redis_timeout_ms <= 600_000:
+            raise ConfigError(f"redis_timeout_ms must be between 100 and 600000, got {self.redis_timeout_ms}")
         if self.redis_buffer_max_ops < 100:
             raise ConfigError(f"redis_buffer_max_ops must be at least 100, got {self.redis_buffer_max_ops}")
         if self.redis_spill_max_bytes < 0:

@@ -30,9 +30,10 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, reads
-from .client import REDIS_FAILURES
+from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES
 from .commands import build
 from .recovery import Recovery
 from .scripts import JOIN_LIMIT_ARG, Scripts, current_hour, join_args
@@ -115,8 +116,11 @@ class HotStore:
         node_id: str = "",
         buffer_max_ops: int = 100_000,
         spill: SpillFile | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         self.redis = client
+        # The longest a pipeline may take; past it Redis is hung, and that is an outage.
+        self.timeout_s = timeout_s
         self.node_id = node_id
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
@@ -354,7 +358,7 @@ class HotStore:
                 joins: list = []
                 try:
                     commands, marker_at, marks = build(pipe, ops, beats, joins, check, self)
-                    results = await pipe.execute(raise_on_error=False)
+                    results = await self._execute(pipe)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):
                         # Redis restarted and lost the scripts: load them, replay the batch
@@ -421,6 +425,39 @@ class HotStore:
                     if op[0] == "join":
                         op[1].resolve(None)
                 return
+
+    async def _execute(self, pipe) -> list:
+        """Send ``pipe`` and return its replies; past ``timeout_s`` without them Redis is hung.
+
+        A hung Redis (stopped, overloaded, behind a blackholed proxy) is an outage like a refused
+        connection: the store turns unhealthy (readiness degraded, HELLO admits on the local count),
+        writes keep buffering and spilling. The batch itself is not sent again meanwhile: its
+        connection stays open and its reply is awaited, because a Redis that wakes up executes
+        what it had received, and a second copy on another connection could run before or after
+        it (a late heartbeat's latency after the session's LEAVE, a join after its leave). Only
+        when the client's socket timeout (``DROP_AFTER`` times longer, stores/client.py) gives up
+        on the reply does redis-py drop the connection, and the batch is retried like any failed
+        one: then, only, a batch may reach Redis twice (see docs/operations.md, Faults).
+        """
+        task = asyncio.ensure_future(pipe.execute(raise_on_error=False))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.timeout_s)
+            if not done:
+                self._hung()
+                while not task.done():
+                    await self._spill_excess()
+                    await asyncio.wait((task,), timeout=_SPILL_POLL_S)
+            return task.result()
+        except asyncio.CancelledError:
+            task.cancel()  # (close: redis-py drops the connection of a cancelled read)
+            raise
+
+    def _hung(self) -> None:
+        """The pipeline in flight has no answer after ``timeout_s``: an outage starts."""
+        error = f"redis did not answer a pipeline within {self.timeout_s:g} s (hung); awaiting its reply"
+        self.healthy, self.last_error = False, error
+        self.recovery.unreachable(RedisTimeoutError(error))
+        log.error("%s", error)
 
     def _take(self) -> tuple[list[tuple], dict]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
@@ -542,5 +579,11 @@ class HotStore:
         return await reads.tenant_rooms(self, tenant)
 
     async def ping(self) -> bool:
-        """Whether Redis answers within a second (on a cluster: every node)."""
+        """Whether Redis answers within a second (on a cluster: every node).
+
+        False at once while the flusher's pipelines fail (down, or hung past ``timeout_s``): a
+        probe then answers without waiting on Redis, and the flusher's retries say when it is back.
+        """
+        if not self.healthy:
+            return False
         return await reads.ping(self.redis)
