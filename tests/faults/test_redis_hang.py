@@ -11,8 +11,10 @@ import signal
 import time
 
 import pytest
+import redis
 
 from spidi_server.rooms import room_id_for
+from spidi_server.stores import events
 
 from .conftest import (
     SESSIONS_SQL,
@@ -132,6 +134,10 @@ async def test_hung_redis_is_an_outage(own_redis, pg_dsn, node_factory):
         await m.leave()
     node.presence.flush_history()
     assert await node.store.flush(10)
+    # The batch in flight when Redis hung was awaited, not sent again: no event is in the stream
+    # twice (what the writer has trimmed already was checked by the same rule as it went).
+    ids = [f["id"] for _, f in await asyncio.to_thread(_stream, server.url)]
+    assert ids and len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1]
     plan = {m.sid: ("leave", m.sent) for m in members + [newcomer]}
     rows = await poll_pg(
         pg_dsn, SESSIONS_SQL, lambda rows: len(rows) >= len(plan) and all(r["ended_at"] for r in rows), 40
@@ -144,6 +150,14 @@ async def test_hung_redis_is_an_outage(own_redis, pg_dsn, node_factory):
         f"\nredis hung {HANG_S:.0f}s (timeout {TIMEOUT_MS} ms): degraded after {noticed_s:.2f}s, slowest "
         f"/health/ready {slowest:.2f}s, HELLO {hello_s * 1000:.0f} ms, ready {back_s:.2f}s after SIGCONT"
     )
+
+
+def _stream(url: str) -> list:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.xrange(events.STREAM)
+    finally:
+        client.close()
 
 
 async def _status(url: str, want: int) -> bool:
