@@ -43,6 +43,7 @@ log = logging.getLogger("spidi.redis")
 
 _MAX_BATCH_OPS = 5_000  # operations per pipeline: a backlog goes out in several (each ≤ ~0.1 s to build)
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
+_READ_FLUSH_S = 2.0  # what a read waits for the writes before it (stores/reads.py)
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
 
 REFUSED = -1  # join.lua's answer when the room is full
@@ -560,23 +561,36 @@ class HotStore:
 
     async def room_metrics(self, room_ids: list[str]) -> list[dict]:
         """Metrics of each room as Redis holds them (every node's sessions), in input order."""
-        return await reads.room_metrics(self, room_ids)
+        return await self._read(reads.room_metrics(self, room_ids), "room metrics")
 
     async def room_online(self, room_id: str) -> int:
         """Sessions in a room across every node."""
-        return await reads.room_online(self, room_id)
+        return await self._read(reads.room_online(self, room_id), "room online")
 
     async def roster(self, room_id: str) -> list[dict]:
         """Every session of a room with its metadata, latency and last heartbeat."""
-        return await reads.roster(self, room_id)
+        return await self._read(reads.roster(self, room_id), "roster")
 
     async def user_sessions(self, tenant: str, user_id: str) -> list[dict]:
         """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
-        return await reads.user_sessions(self, tenant, user_id)
+        return await self._read(reads.user_sessions(self, tenant, user_id), "user sessions")
 
     async def tenant_rooms(self, tenant: str) -> dict[str, str]:
         """roomId -> roomCode for every room of a tenant that ever had a session."""
-        return await reads.tenant_rooms(self, tenant)
+        return await self._read(reads.tenant_rooms(self, tenant), "tenant rooms")
+
+    async def _read(self, read, what: str):
+        """Await ``read`` (one of stores/reads.py's) for at most ``timeout_s`` plus the 2 s its
+        flush may wait; past it raise redis-py's TimeoutError, a failure its callers handle.
+
+        A read, unlike a write, is safe to abandon: redis-py drops the connection of a cancelled
+        read, and nothing is sent again.
+        """
+        try:
+            async with asyncio.timeout(_READ_FLUSH_S + self.timeout_s):
+                return await read
+        except TimeoutError:  # asyncio's (redis-py's own is a RedisError: it passes through)
+            raise RedisTimeoutError(f"redis {what}: no answer within {self.timeout_s:g} s (hung)") from None
 
     async def ping(self) -> bool:
         """Whether Redis answers within a second (on a cluster: every node).
