@@ -380,6 +380,13 @@ class HotStore:
                         # without the pause, as it did when it travelled with the join.
                         last = 0.0
                     recovery.written(marks)
+                except asyncio.CancelledError:
+                    # Closing with the batch in flight (Redis hung): its history events are kept
+                    # for the next start like the rest (the writer's ledger takes an event once,
+                    # should Redis apply the batch after all).
+                    if spill_read is None:
+                        self._requeue(ops, beats)
+                    raise
                 except REDIS_FAILURES as exc:
                     ok = False
                     self.healthy, self.last_error = False, str(exc)
