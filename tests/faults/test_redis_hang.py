@@ -13,7 +13,9 @@ import time
 import pytest
 import redis
 
+from spidi_server.errors import ConfigError
 from spidi_server.rooms import room_id_for
+from spidi_server.settings import Settings
 from spidi_server.stores import events
 
 from .conftest import (
@@ -150,6 +152,12 @@ async def test_hung_redis_is_an_outage(own_redis, pg_dsn, node_factory):
         f"\nredis hung {HANG_S:.0f}s (timeout {TIMEOUT_MS} ms): degraded after {noticed_s:.2f}s, slowest "
         f"/health/ready {slowest:.2f}s, HELLO {hello_s * 1000:.0f} ms, ready {back_s:.2f}s after SIGCONT"
     )
+
+
+@pytest.mark.parametrize("value", [0, 99, -5, 600_001])
+def test_redis_timeout_ms_out_of_range_is_refused(value):
+    with pytest.raises(ConfigError, match="redis_timeout_ms must be between 100 and 600000"):
+        Settings(redis_timeout_ms=value).validate()
 
 
 def _stream(url: str) -> list:
