@@ -17,6 +17,8 @@ from spidi_server.errors import ConfigError
 from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
 from spidi_server.stores import events
+from spidi_server.stores.client import DROP_AFTER, connect
+from spidi_server.stores.hot_store import HotStore
 
 from .conftest import (
     SESSIONS_SQL,
@@ -152,6 +154,59 @@ async def test_hung_redis_is_an_outage(own_redis, pg_dsn, node_factory):
         f"\nredis hung {HANG_S:.0f}s (timeout {TIMEOUT_MS} ms): degraded after {noticed_s:.2f}s, slowest "
         f"/health/ready {slowest:.2f}s, HELLO {hello_s * 1000:.0f} ms, ready {back_s:.2f}s after SIGCONT"
     )
+
+
+@pytest.mark.hardening(
+    "fault",
+    "redis-server SIGSTOP'd past the client's socket timeout (DROP_AFTER x timeout_s) with a history event in flight",
+    "The hung pipeline's connection is dropped and its batch resent; once Redis answers every event is in the "
+    "stream (the hung one at most twice, same id) and later replies are read in step (no half-read reply reused)",
+)
+async def test_connection_hung_past_the_socket_timeout_is_dropped(own_redis):
+    server = own_redis()
+    timeout_s = 0.2
+    flushes: list[tuple[bool, float]] = []
+    store = HotStore(
+        connect(server.url, timeout_s),
+        node_id="drop",
+        timeout_s=timeout_s,
+        on_flush=lambda commands, seconds, ok: flushes.append((ok, seconds)),
+    )
+    await store.start()
+    check = redis.Redis.from_url(server.url, decode_responses=True)
+    pid = server.process.pid
+    stopped = False
+
+    def emit(event_id: str) -> None:
+        store.event({"id": event_id, "kind": events.SESSION_CHECKPOINT})
+
+    try:
+        emit("before")
+        assert await store.flush(5)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        emit("hung")
+        await wait_until(lambda: not store.healthy, 2, what="the store noticing the hang")
+        assert "(hung)" in store.last_error
+        # redis-py gives up on the reply after DROP_AFTER x timeout_s: the pipeline fails.
+        drop_s = DROP_AFTER * timeout_s
+        await wait_until(lambda: any(not ok for ok, _ in flushes), drop_s + 3, what="the dropped pipeline")
+        failed_after = next(seconds for ok, seconds in flushes if not ok)
+        assert drop_s - 0.1 <= failed_after <= drop_s + 1.0, failed_after
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        emit("after")
+        assert await store.flush(10)
+        ids = [f["id"] for _, f in check.xrange(events.STREAM)]
+        assert set(ids) == {"before", "hung", "after"} and ids.count("before") == ids.count("after") == 1, ids
+        assert ids.count("hung") in (1, 2), ids
+        assert store.healthy and store.dropped == 0
+        assert await store.room_online(room_id_for("default", "nobody")) == 0  # replies in step
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        check.close()
+        await store.close()
 
 
 @pytest.mark.parametrize("value", [0, 99, -5, 600_001])
