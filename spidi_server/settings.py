@@ -304,9 +304,10 @@ class Settings:
     redis_timeout_ms: float = field(
         default=3000.0,
         metadata={
-            "doc": "Longest wait for Redis to answer one round trip (a write pipeline, a read, the "
-            "liveness key); a Redis that accepts connections and does not answer is then handled "
-            "as an outage (writes buffered and spilled, readiness degraded)"
+            "doc": "When Redis counts as hung: a write pipeline unanswered this long is an outage (writes "
+            "buffered and spilled, readiness degraded, HELLO admits on the local count) while its reply is "
+            "still awaited; reads fail after it (plus up to 2 s waiting for earlier writes); a reply not "
+            "read within 10 times it drops its connection (the batch is then resent)"
         },
     )
 
