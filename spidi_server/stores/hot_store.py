@@ -11,7 +11,8 @@ A join is the one write whose answer matters: the join script refuses a session 
 already holds its capacity of sessions of every node, so ``join`` returns a ``PendingJoin`` whose
 future the flusher resolves with the script's result. Nothing else is awaited per operation.
 
-A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); past
+A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); one
+unanswered after ``timeout_s`` (a hung Redis) counts as an outage while its reply is awaited; past
 ``buffer_max_ops`` the oldest operations go to the spill file. What happens then, and when Redis
 answers again or turns out to have lost the node's state, is stores/recovery.py's job: the store
 owns one ``Recovery`` and tells it how each pipeline went. What each buffered operation sends is
