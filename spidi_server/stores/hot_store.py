@@ -44,7 +44,6 @@ log = logging.getLogger("spidi.redis")
 
 _MAX_BATCH_OPS = 5_000  # operations per pipeline: a backlog goes out in several (each ≤ ~0.1 s to build)
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
-_READ_FLUSH_S = 2.0  # what a read waits for the writes before it (stores/reads.py)
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
 
 REFUSED = -1  # join.lua's answer when the room is full
@@ -595,7 +594,7 @@ class HotStore:
         read, and nothing is sent again.
         """
         try:
-            async with asyncio.timeout(_READ_FLUSH_S + self.timeout_s):
+            async with asyncio.timeout(reads.FLUSH_WAIT_S + self.timeout_s):
                 return await read
         except TimeoutError:  # asyncio's (redis-py's own is a RedisError: it passes through)
             raise RedisTimeoutError(f"redis {what}: no answer within {self.timeout_s:g} s (hung)") from None
