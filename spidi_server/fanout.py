@@ -97,10 +97,13 @@ class RoomFanout:
         # The claim first, then its announcement, in two round trips: on a cluster the zset and
         # the channel live on different nodes, and one pipeline would run both at once. A process
         # that hears the announcement and then reads the zset must find the claim there.
-        await self.redis.zadd(keys.WATCHED, {room_id: time.time() + WATCH_TTL_S})
-        # Through the pub/sub node: every process subscribes on the same first node of a cluster,
-        # so the announcement reaches them without a hop over the cluster bus.
-        await self._pubsub_redis.publish(keys.WATCH, room_id)
+        # Bounded like the store's pipelines: a hung Redis fails the subscriber's request (the
+        # claim is renewed every second anyway) instead of holding it for the socket timeout.
+        async with asyncio.timeout(self.presence.store.timeout_s):
+            await self.redis.zadd(keys.WATCHED, {room_id: time.time() + WATCH_TTL_S})
+            # Through the pub/sub node: every process subscribes on the same first node of a
+            # cluster, so the announcement reaches them without a hop over the cluster bus.
+            await self._pubsub_redis.publish(keys.WATCH, room_id)
 
     async def unwatch(self, room_id: str) -> None:
         """No local subscriber left; the claim lapses by itself (other processes may still watch)."""

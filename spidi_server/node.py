@@ -129,12 +129,13 @@ class Node:
             else None
         )
         self.store = HotStore(
-            connect(self.redis_url),
+            connect(self.redis_url, s.redis_timeout_ms / 1000),
             on_flush=self.metrics.record_flush,
             min_interval_s=s.redis_flush_interval_ms / 1000,
             node_id=self.node_id,
             buffer_max_ops=s.redis_buffer_max_ops,
             spill=spill,
+            timeout_s=s.redis_timeout_ms / 1000,
         )
         await self.store.start()
         self.metrics.fault_source = self.store

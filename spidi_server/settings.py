@@ -315,6 +315,15 @@ class Settings:
             "0 = no spill file, drop beyond redis_buffer_max_ops"
         },
     )
+    redis_timeout_ms: float = field(
+        default=3000.0,
+        metadata={
+            "doc": "When Redis counts as hung: a write pipeline unanswered this long is an outage (writes "
+            "buffered and spilled, readiness degraded, HELLO admits on the local count) while its reply is "
+            "still awaited; reads fail after it (plus up to 2 s waiting for earlier writes); a reply not "
+            "read within 10 times it drops its connection (the batch is then resent)"
+        },
+    )
 
     @property
     def rooms_auto_created(self) -> bool:
@@ -459,6 +468,8 @@ class Settings:
 
     def _validate_faults(self) -> None:
         """The ``# -- faults --`` settings."""
+        if not 100 <= self.redis_timeout_ms <= 600_000:
+            raise ConfigError(f"redis_timeout_ms must be between 100 and 600000, got {self.redis_timeout_ms}")
         if self.redis_buffer_max_ops < 100:
             raise ConfigError(f"redis_buffer_max_ops must be at least 100, got {self.redis_buffer_max_ops}")
         if self.redis_spill_max_bytes < 0:

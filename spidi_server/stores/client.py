@@ -30,6 +30,12 @@ REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
+# When Redis counts as hung unless the caller says otherwise (settings: redis_timeout_ms), and how
+# many times longer a reply is awaited before its connection is dropped (redis-py's socket_timeout:
+# redis-py 5 waits forever by default, 8 waits 5 s; say it here, once, for both).
+DEFAULT_TIMEOUT_S = 3.0
+DROP_AFTER = 10
+
 
 def text(value) -> str:
     """A Redis reply (bytes, or already a str or a number) as a str."""
@@ -81,20 +87,29 @@ def check_url(url: str) -> None:
         raise ConfigError(f"redis_url: {redact(url)!r}: {redact(str(exc))}") from exc
 
 
-def connect(url: str) -> aioredis.Redis | RedisCluster:
+def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> aioredis.Redis | RedisCluster:
     """A redis-py asyncio client (hiredis parser when installed) for ``url``.
 
-    ``redis+cluster://`` URLs give a ``RedisCluster`` seeded with every listed node; it learns
-    the slot map from them and follows MOVED/ASK redirections by itself.
+    ``timeout_s`` is when Redis counts as hung; every read of a reply is bounded by ``DROP_AFTER``
+    times that (redis-py's ``socket_timeout``): a Redis that accepts connections and never answers
+    (stopped, behind a blackholed proxy) then raises ``redis.exceptions.TimeoutError`` instead of
+    hanging its caller for good, and redis-py drops that connection (a late reply is never read as
+    the answer to the next command). Pub/sub's blocking reads are not bounded by it.
+    ``redis+cluster://`` URLs give a ``RedisCluster`` seeded with every listed node; it learns the
+    slot map from them and follows MOVED/ASK redirections by itself.
     """
+    read_timeout_s = timeout_s * DROP_AFTER
     if is_cluster_url(url):
         nodes, options = parse_cluster_url(url)
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             socket_connect_timeout=2.0,
+            socket_timeout=read_timeout_s,
             **options,
         )
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2.0, health_check_interval=0)
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=read_timeout_s, health_check_interval=0
+    )
 
 
 def connect_sync(url: str, **kwargs) -> redis.Redis | redis.cluster.RedisCluster:

@@ -11,7 +11,8 @@ A join is the one write whose answer matters: the join script refuses a session 
 already holds its capacity of sessions of every node, so ``join`` returns a ``PendingJoin`` whose
 future the flusher resolves with the script's result. Nothing else is awaited per operation.
 
-A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); past
+A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); one
+unanswered after ``timeout_s`` (a hung Redis) counts as an outage while its reply is awaited; past
 ``buffer_max_ops`` the oldest operations go to the spill file. What happens then, and when Redis
 answers again or turns out to have lost the node's state, is stores/recovery.py's job: the store
 owns one ``Recovery`` and tells it how each pipeline went. What each buffered operation sends is
@@ -30,9 +31,10 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, reads
-from .client import REDIS_FAILURES
+from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES
 from .commands import build
 from .recovery import Recovery
 from .scripts import JOIN_LIMIT_ARG, Scripts, current_hour, join_args
@@ -115,8 +117,11 @@ class HotStore:
         node_id: str = "",
         buffer_max_ops: int = 100_000,
         spill: SpillFile | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         self.redis = client
+        # The longest a pipeline may take; past it Redis is hung, and that is an outage.
+        self.timeout_s = timeout_s
         self.node_id = node_id
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
@@ -354,7 +359,7 @@ class HotStore:
                 joins: list = []
                 try:
                     commands, marker_at, marks = build(pipe, ops, beats, joins, check, self)
-                    results = await pipe.execute(raise_on_error=False)
+                    results = await self._execute(pipe)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):
                         # Redis restarted and lost the scripts: load them, replay the batch
@@ -375,6 +380,13 @@ class HotStore:
                         # without the pause, as it did when it travelled with the join.
                         last = 0.0
                     recovery.written(marks)
+                except asyncio.CancelledError:
+                    # Closing with the batch in flight (Redis hung): its history events are kept
+                    # for the next start like the rest (the writer's ledger takes an event once,
+                    # should Redis apply the batch after all).
+                    if spill_read is None:
+                        self._requeue(ops, beats)
+                    raise
                 except REDIS_FAILURES as exc:
                     ok = False
                     self.healthy, self.last_error = False, str(exc)
@@ -421,6 +433,39 @@ class HotStore:
                     if op[0] == "join":
                         op[1].resolve(None)
                 return
+
+    async def _execute(self, pipe) -> list:
+        """Send ``pipe`` and return its replies; past ``timeout_s`` without them Redis is hung.
+
+        A hung Redis (stopped, overloaded, behind a blackholed proxy) is an outage like a refused
+        connection: the store turns unhealthy (readiness degraded, HELLO admits on the local count),
+        writes keep buffering and spilling. The batch itself is not sent again meanwhile: its
+        connection stays open and its reply is awaited, because a Redis that wakes up executes
+        what it had received, and a second copy on another connection could run before or after
+        it (a late heartbeat's latency after the session's LEAVE, a join after its leave). Only
+        when the client's socket timeout (``DROP_AFTER`` times longer, stores/client.py) gives up
+        on the reply does redis-py drop the connection, and the batch is retried like any failed
+        one: then, only, a batch may reach Redis twice (see docs/operations.md, Faults).
+        """
+        task = asyncio.ensure_future(pipe.execute(raise_on_error=False))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.timeout_s)
+            if not done:
+                self._hung()
+                while not task.done():
+                    await self._spill_excess()
+                    await asyncio.wait((task,), timeout=_SPILL_POLL_S)
+            return task.result()
+        except asyncio.CancelledError:
+            task.cancel()  # (close: redis-py drops the connection of a cancelled read)
+            raise
+
+    def _hung(self) -> None:
+        """The pipeline in flight has no answer after ``timeout_s``: an outage starts."""
+        error = f"redis did not answer a pipeline within {self.timeout_s:g} s (hung); awaiting its reply"
+        self.healthy, self.last_error = False, error
+        self.recovery.unreachable(RedisTimeoutError(error))
+        log.error("%s", error)
 
     def _take(self) -> tuple[list[tuple], dict]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
@@ -523,19 +568,19 @@ class HotStore:
 
     async def room_metrics(self, room_ids: list[str]) -> list[dict]:
         """Metrics of each room as Redis holds them (every node's sessions), in input order."""
-        return await reads.room_metrics(self, room_ids)
+        return await self._read(reads.room_metrics(self, room_ids), "room metrics")
 
     async def room_online(self, room_id: str) -> int:
         """Sessions in a room across every node."""
-        return await reads.room_online(self, room_id)
+        return await self._read(reads.room_online(self, room_id), "room online")
 
     async def roster(self, room_id: str) -> list[dict]:
         """Every session of a room with its metadata, latency and last heartbeat."""
-        return await reads.roster(self, room_id)
+        return await self._read(reads.roster(self, room_id), "roster")
 
     async def user_sessions(self, tenant: str, user_id: str) -> list[dict]:
         """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
-        return await reads.user_sessions(self, tenant, user_id)
+        return await self._read(reads.user_sessions(self, tenant, user_id), "user sessions")
 
     async def node_sessions(self, node_id: str) -> list[dict]:
         """Every session ``node_id`` holds in Redis, with its room, metadata and last heartbeat."""
@@ -543,8 +588,27 @@ class HotStore:
 
     async def tenant_rooms(self, tenant: str) -> dict[str, str]:
         """roomId -> roomCode for every room of a tenant that ever had a session."""
-        return await reads.tenant_rooms(self, tenant)
+        return await self._read(reads.tenant_rooms(self, tenant), "tenant rooms")
+
+    async def _read(self, read, what: str):
+        """Await ``read`` (one of stores/reads.py's) for at most ``timeout_s`` plus the 2 s its
+        flush may wait; past it raise redis-py's TimeoutError, a failure its callers handle.
+
+        A read, unlike a write, is safe to abandon: redis-py drops the connection of a cancelled
+        read, and nothing is sent again.
+        """
+        try:
+            async with asyncio.timeout(reads.FLUSH_WAIT_S + self.timeout_s):
+                return await read
+        except TimeoutError:  # asyncio's (redis-py's own is a RedisError: it passes through)
+            raise RedisTimeoutError(f"redis {what}: no answer within {self.timeout_s:g} s (hung)") from None
 
     async def ping(self) -> bool:
-        """Whether Redis answers within a second (on a cluster: every node)."""
+        """Whether Redis answers within a second (on a cluster: every node).
+
+        False at once while the flusher's pipelines fail (down, or hung past ``timeout_s``): a
+        probe then answers without waiting on Redis, and the flusher's retries say when it is back.
+        """
+        if not self.healthy:
+            return False
         return await reads.ping(self.redis)

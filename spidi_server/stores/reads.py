@@ -16,6 +16,8 @@ from . import keys
 from .client import REDIS_FAILURES, text
 from .scripts import Scripts, current_hour
 
+FLUSH_WAIT_S = 2.0  # the longest a read waits for the writes made before it
+
 
 class Source(Protocol):
     """What the reads need from the hot store."""
@@ -30,7 +32,7 @@ async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
     """Metrics of each room as Redis holds them (every node's sessions), in input order."""
     if not room_ids:
         return []
-    await source.flush(2.0)
+    await source.flush(FLUSH_WAIT_S)
     hour = current_hour()
     for attempt in range(2):
         pipe = source.redis.pipeline(transaction=False)
@@ -65,13 +67,13 @@ async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
 
 async def room_online(source: Source, room_id: str) -> int:
     """Sessions in a room across every node."""
-    await source.flush(2.0)
+    await source.flush(FLUSH_WAIT_S)
     return int(await source.redis.zcard(keys.room_online(room_id)))
 
 
 async def roster(source: Source, room_id: str) -> list[dict]:
     """Every session of a room with its metadata, latency and last heartbeat."""
-    await source.flush(2.0)
+    await source.flush(FLUSH_WAIT_S)
     pipe = source.redis.pipeline(transaction=False)
     pipe.zrange(keys.room_online(room_id), 0, -1, withscores=True)
     pipe.hgetall(keys.room_latency(room_id))
@@ -98,7 +100,7 @@ async def roster(source: Source, room_id: str) -> list[dict]:
 
 async def user_sessions(source: Source, tenant: str, user_id: str) -> list[dict]:
     """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
-    await source.flush(2.0)
+    await source.flush(FLUSH_WAIT_S)
     index = await source.redis.hgetall(keys.user_sessions(tenant, user_id))
     if not index:
         return []
@@ -156,7 +158,7 @@ async def node_sessions(source: Source, node_id: str) -> list[dict]:
 
 async def tenant_rooms(source: Source, tenant: str) -> dict[str, str]:
     """roomId -> roomCode for every room of a tenant that ever had a session."""
-    await source.flush(2.0)
+    await source.flush(FLUSH_WAIT_S)
     raw = await source.redis.hgetall(keys.tenant_rooms(tenant))
     return {text(k): text(v) for k, v in raw.items()}
 

@@ -1,0 +1,230 @@
+"""A Redis that accepts connections and never answers (SIGSTOP'd): the node notices within its
+``redis_timeout_ms``, handles it as an outage (buffers, answers, admits in degraded mode, says
+degraded), and once Redis answers again writes everything it held back, history once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from spidi_server.errors import ConfigError
+from spidi_server.rooms import room_id_for
+from spidi_server.settings import Settings
+from spidi_server.stores import events
+from spidi_server.stores.client import DROP_AFTER, connect
+from spidi_server.stores.hot_store import HotStore
+
+from .conftest import (
+    SESSIONS_SQL,
+    STATS_SQL,
+    Member,
+    expected_view,
+    get_json,
+    matches,
+    poll_pg,
+    redis_view,
+    wait_until,
+)
+
+TIMEOUT_MS = 1000
+HANG_S = 5.0
+ROOM = "hang"
+
+
+@pytest.mark.hardening(
+    "fault",
+    "redis-server SIGSTOP'd for 5 s (accepts connections, never answers) while 8 clients heartbeat 10/s, "
+    "with redis_timeout_ms=1000; meanwhile one HELLO and one LEAVE",
+    "The stalled pipeline times out: /health/ready says 503 buffering within the timeout + 1 s and answers "
+    "promptly all along, /health/live 200; heartbeats get their receipts, HELLO is admitted (degraded); after "
+    "SIGCONT ready again, Redis holds every live session's newest heartbeat, PostgreSQL every session once "
+    "with its heartbeat count (a timed-out pipeline Redis applied late is not counted twice)",
+)
+async def test_hung_redis_is_an_outage(own_redis, pg_dsn, node_factory):
+    server = own_redis(persistent=True)
+    node = await node_factory(
+        redis_url=server.url,
+        postgres_dsn=pg_dsn,
+        writer="child",
+        writer_flush_interval_s=0.2,
+        node_id="hang",
+        alerting=False,
+        heartbeat_interval_ms=1000,
+        heartbeat_timeout_ms=30_000,
+        grace_period_ms=0,
+        checkpoint_interval_s=0.5,
+        redis_timeout_ms=TIMEOUT_MS,
+    )
+    ready, live = f"{node.ops.url}/health/ready", f"{node.ops.url}/health/live"
+    room_id = room_id_for("default", ROOM)
+    members = [await Member.join(node, ROOM, f"u{i}") for i in range(8)]
+    probe, leaver, beaters = members[0], members[1], members[2:]
+    for m in beaters + [leaver]:
+        m.start(0.1)
+    await wait_until(lambda: _status(ready, 200), 20, 0.2, "ready before the hang")
+    pid = server.process.pid
+    stopped = False
+    try:
+        # -- Redis hangs -------------------------------------------------------------------------
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        hung_at = time.monotonic()
+        slowest = 0.0
+
+        async def degraded() -> bool:
+            nonlocal slowest
+            started = time.monotonic()
+            status, body = await get_json(ready)
+            slowest = max(slowest, time.monotonic() - started)
+            r = body["components"]["redis"]
+            return status == 503 and r["status"] == "DOWN" and r["mode"] == "buffering"
+
+        noticed_s = await wait_until(degraded, 10, 0.1, "readiness degraded")
+        assert noticed_s <= TIMEOUT_MS / 1000 + 1.0, noticed_s
+        _, body = await get_json(ready)
+        assert "(hung)" in body["components"]["redis"]["lastError"], body
+        started = time.monotonic()
+        status, _ = await get_json(live)
+        assert status == 200 and time.monotonic() - started < 0.5
+        # Heartbeats are answered (with their receipts) as usual.
+        for i in range(3):
+            started = time.monotonic()
+            await probe.client.app("/app/heartbeat", {"sessionId": probe.sid, "latencyMs": 7.0}, f"hb-{i}")
+            await probe.client.next(2, command="RECEIPT")
+            probe.sent += 1
+            assert time.monotonic() - started < 0.5
+        # A HELLO is admitted without Redis's answer; a LEAVE is answered.
+        started = time.monotonic()
+        newcomer = await Member.join(node, ROOM, "n0")
+        hello_s = time.monotonic() - started
+        assert hello_s < 1.0, hello_s  # the store knows Redis is away: no redis_join_timeout_ms wait
+        newcomer.start(0.1)
+        beaters.append(newcomer)
+        await leaver.leave()
+        while time.monotonic() - hung_at < HANG_S:
+            assert await degraded(), "readiness must stay degraded while Redis hangs"
+            await asyncio.sleep(0.25)
+        assert slowest < TIMEOUT_MS / 1000 + 0.5, slowest  # /health/ready never waited on the hang
+        assert all(m.connected and m.sid in node.presence.sessions for m in beaters + [probe])
+        assert node.store.dropped == 0
+
+        # -- Redis answers again -----------------------------------------------------------------
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        back_s = await wait_until(lambda: _status(ready, 200), 20, 0.1, "ready after the hang")
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)  # the fixture stops it; a stopped one ignores SIGTERM
+    for m in beaters:
+        await m.stop()
+    expected = expected_view(node, ROOM)
+    try:
+        await wait_until(
+            lambda: matches(redis_view(server.url, room_id, node.node_id), expected, node.node_id), 10
+        )
+    except AssertionError:
+        view = redis_view(server.url, room_id, node.node_id)
+        raise AssertionError(f"Redis {view} != node {expected_view(node, ROOM)} (was {expected})") from None
+    assert set(expected["online"]) == {m.sid for m in beaters + [probe]}
+
+    # -- every session reaches PostgreSQL once, with every heartbeat -------------------------------
+    for m in beaters + [probe]:
+        await m.leave()
+    node.presence.flush_history()
+    assert await node.store.flush(10)
+    # The batch in flight when Redis hung was awaited, not sent again: no event is in the stream
+    # twice (what the writer has trimmed already was checked by the same rule as it went).
+    ids = [f["id"] for _, f in await asyncio.to_thread(_stream, server.url)]
+    assert ids and len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1]
+    plan = {m.sid: ("leave", m.sent) for m in members + [newcomer]}
+    rows = await poll_pg(
+        pg_dsn, SESSIONS_SQL, lambda rows: len(rows) >= len(plan) and all(r["ended_at"] for r in rows), 40
+    )
+    assert {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == plan
+    want = {"joins": len(plan), "leaves": len(plan), "timeouts": 0, "disconnects": 0}
+    stats = await poll_pg(pg_dsn, STATS_SQL, lambda rows: rows and rows[0] == want, 20)
+    assert stats[0] == want
+    print(
+        f"\nredis hung {HANG_S:.0f}s (timeout {TIMEOUT_MS} ms): degraded after {noticed_s:.2f}s, slowest "
+        f"/health/ready {slowest:.2f}s, HELLO {hello_s * 1000:.0f} ms, ready {back_s:.2f}s after SIGCONT"
+    )
+
+
+@pytest.mark.hardening(
+    "fault",
+    "redis-server SIGSTOP'd past the client's socket timeout (DROP_AFTER x timeout_s) with a history event in flight",
+    "The hung pipeline's connection is dropped and its batch resent; once Redis answers every event is in the "
+    "stream (the hung one at most twice, same id) and later replies are read in step (no half-read reply reused)",
+)
+async def test_connection_hung_past_the_socket_timeout_is_dropped(own_redis):
+    server = own_redis()
+    timeout_s = 0.2
+    flushes: list[tuple[bool, float]] = []
+    store = HotStore(
+        connect(server.url, timeout_s),
+        node_id="drop",
+        timeout_s=timeout_s,
+        on_flush=lambda commands, seconds, ok: flushes.append((ok, seconds)),
+    )
+    await store.start()
+    check = redis.Redis.from_url(server.url, decode_responses=True)
+    pid = server.process.pid
+    stopped = False
+
+    def emit(event_id: str) -> None:
+        store.event({"id": event_id, "kind": events.SESSION_CHECKPOINT})
+
+    try:
+        emit("before")
+        assert await store.flush(5)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        emit("hung")
+        await wait_until(lambda: not store.healthy, 2, what="the store noticing the hang")
+        assert "(hung)" in store.last_error
+        # redis-py gives up on the reply after DROP_AFTER x timeout_s: the pipeline fails.
+        drop_s = DROP_AFTER * timeout_s
+        await wait_until(lambda: any(not ok for ok, _ in flushes), drop_s + 3, what="the dropped pipeline")
+        failed_after = next(seconds for ok, seconds in flushes if not ok)
+        assert drop_s - 0.1 <= failed_after <= drop_s + 1.0, failed_after
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        emit("after")
+        assert await store.flush(10)
+        ids = [f["id"] for _, f in check.xrange(events.STREAM)]
+        assert set(ids) == {"before", "hung", "after"} and ids.count("before") == ids.count("after") == 1, ids
+        assert ids.count("hung") in (1, 2), ids
+        assert store.healthy and store.dropped == 0
+        assert await store.room_online(room_id_for("default", "nobody")) == 0  # replies in step
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        check.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("value", [0, 99, -5, 600_001])
+def test_redis_timeout_ms_out_of_range_is_refused(value):
+    with pytest.raises(ConfigError, match="redis_timeout_ms must be between 100 and 600000"):
+        Settings(redis_timeout_ms=value).validate()
+
+
+def _stream(url: str) -> list:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.xrange(events.STREAM)
+    finally:
+        client.close()
+
+
+async def _status(url: str, want: int) -> bool:
+    with contextlib.suppress(Exception):
+        status, _ = await get_json(url)
+        return status == want
+    return False
