@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, fields
 
 from . import __version__, logs
-from .errors import ConfigError
+from .errors import ConfigError, StartupError
 from .preflight import bind_error
 from .processes import stop_on_signals
 from .services import BackingServices
@@ -396,13 +396,13 @@ async def run_worker(settings: Settings, parent_pid: int) -> None:
 
     node = Node(settings)
     stop = stop_on_signals()
-    await node.start()
     watch = asyncio.get_running_loop().create_task(_watch_parent(parent_pid, stop))
     try:
+        await node.start()
         await stop.wait()
     finally:
         watch.cancel()
-        await node.stop()
+        await node.stop()  # also after a failed start: stops what had started
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -432,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the supervisor went while we were starting
     import uvloop
 
-    uvloop.run(run_worker(settings, args.parent_pid))
+    try:
+        uvloop.run(run_worker(settings, args.parent_pid))
+    except StartupError as exc:
+        print(f"spidi worker: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
