@@ -96,7 +96,9 @@ async def _serve(settings: Settings, deadline: HardDeadline) -> None:
     starting = loop.create_task(node.start(), name="node-start")
     stopped = loop.create_task(stop.wait(), name="stop-signal")
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    interrupted = not starting.done()
+    # A Ctrl-C also reaches initdb and pg_ctl (same process group) and may fail the start
+    # before the signal is seen here: a start that ends with the stop asked is an interruption.
+    interrupted = not starting.done() or stop.is_set()
     try:
         if not interrupted and starting.exception() is None:
             _print_banner(settings, node)

@@ -361,19 +361,20 @@ class Node:
         self._stopped.set()
 
     async def _close_clients(self) -> None:
+        # Half of shutdown_timeout_s at most, closing included: the whole stop must fit in it
+        # (past it the process is ended, see shutdown.py), and flushing comes after the clients.
+        grace = self.settings.shutdown_timeout_s / 2
+        deadline = time.monotonic() + grace
         self.transport.stop_accepting()
         closing = self.transport.close_all()
         if closing:
-            await asyncio.wait(
-                [asyncio.ensure_future(c) for c in closing], timeout=self.settings.shutdown_timeout_s
-            )
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=grace)
         else:
-            deadline = time.monotonic() + self.settings.shutdown_timeout_s
             while self.clients and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         try:
             # websockets' wait_closed waits for every handler; one stuck must not hang the shutdown.
-            await asyncio.wait_for(self.transport.stop(), self.settings.shutdown_timeout_s)
+            await asyncio.wait_for(self.transport.stop(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             logs.event(log, "shutdown_transport_timeout", logging.WARNING, connections=len(self.clients))
 
