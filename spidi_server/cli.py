@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import sys
 from collections.abc import Iterable
 
 from . import __version__, logs
 from .auth import mint_token
-from .errors import ConfigError
+from .errors import ConfigError, StartupError
+from .preflight import check_data_dir
 from .processes import stop_on_signals
 from .redact import redact
 from .roles import ALL as ROLES
 from .settings import Settings, load_settings
+from .shutdown import CHILD_GRACE_S, HardDeadline, cancel_leftover_tasks, forced_exit
+
+log = logging.getLogger("spidi.cli")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -74,30 +80,63 @@ def _settings(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, deadline: HardDeadline) -> None:
+    """Run a node until SIGTERM/SIGINT; a signal during start-up stops what had started.
+
+    From the signal (or a failed start) on, ``deadline`` bounds the stop: a task that refuses
+    cancellation is logged by name and the process exits anyway (see shutdown.py).
+    """
     import uvloop  # noqa: F401  (installed as the loop policy by the caller)
 
     from .node import Node
 
     node = Node(settings)
     stop = stop_on_signals()
-    await node.start()
+    loop = asyncio.get_running_loop()
+    starting = loop.create_task(node.start(), name="node-start")
+    stopped = loop.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    # A Ctrl-C also reaches initdb and pg_ctl (same process group) and may fail the start
+    # before the signal is seen here: a start that ends with the stop asked is an interruption.
+    interrupted = not starting.done() or stop.is_set()
     try:
-        lines = banner_lines(
-            settings,
-            node_id=node.node_id,
-            ws_url=node.ws_url,
-            ops_url=node.ops.url,
-            redis_url=node.redis_url,
-            embedded_redis=node.embedded_redis is not None,
-            dsn=node.dsn,
-            embedded_pg=node.embedded_pg is not None,
-            writer_pid=node.writer_proc.pid if node.writer_proc is not None else None,
-        )
-        print("\n".join(lines), flush=True)
-        await stop.wait()
+        if not interrupted and starting.exception() is None:
+            _print_banner(settings, node)
+            await stopped
     finally:
+        deadline.arm()
+        if interrupted:
+            logs.event(log, "start_interrupted")
+            starting.cancel()
+            await asyncio.wait({starting})
+        stopped.cancel()
         await node.stop()
+        # A little of the deadline is kept for stopping the children of a forced exit.
+        stuck = await cancel_leftover_tasks(max(0.1, deadline.remaining() - 2 * CHILD_GRACE_S))
+        failure = None if interrupted or starting.cancelled() else starting.exception()
+        if stuck or interrupted:
+            # A stuck task, or a start-up call still running in an executor thread, would hang
+            # asyncio's runner (it waits for both): end here, after stopping every child.
+            if failure is not None:
+                print(f"spidi: cannot start: {redact(str(failure))}", file=sys.stderr, flush=True)
+            forced_exit(2 if failure is not None else 1 if stuck else 0, deadline.postgres_data)
+    if failure is not None:
+        raise failure
+
+
+def _print_banner(settings: Settings, node) -> None:
+    lines = banner_lines(
+        settings,
+        node_id=node.node_id,
+        ws_url=node.ws_url,
+        ops_url=node.ops.url,
+        redis_url=node.redis_url,
+        embedded_redis=node.embedded_redis is not None,
+        dsn=node.dsn,
+        embedded_pg=node.embedded_pg is not None,
+        writer_pid=node.writer_proc.pid if node.writer_proc is not None else None,
+    )
+    print("\n".join(lines), flush=True)
 
 
 def banner_lines(
@@ -188,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
             logs.configure(settings.log_level)
+            check_data_dir(settings.data_path)
             if settings.workers > 1:
                 from .supervisor import run_supervisor
 
@@ -195,13 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             import uvloop
             from redis.exceptions import RedisClusterException, RedisError
 
+            embedded_pg = settings.data_path / "postgres" if not settings.postgres_dsn else None
+            deadline = HardDeadline(settings.shutdown_timeout_s, embedded_pg)
             try:
-                uvloop.run(_serve(settings))
+                uvloop.run(_serve(settings, deadline))
             except (RedisError, RedisClusterException) as exc:
                 # Only at start (a running node buffers through Redis outages): say where, no password.
                 where = redact(settings.redis_url) if settings.redis_url else "the embedded Redis"
                 print(f"spidi: cannot start on Redis at {where}: {redact(str(exc))}", file=sys.stderr)
-                return 1
+                return 2
+            finally:
+                deadline.cancel()
             return 0
         if args.command in ("writer", "migrate", "retention"):
             return _history_command(args)
@@ -210,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             roles = [r if r.startswith("spidi:") else f"spidi:{r}" for r in args.role]
             print(mint_token(settings, args.sub, roles, args.tenant, args.ttl))
             return 0
+    except StartupError as exc:
+        print(f"spidi: cannot start: {redact(str(exc))}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         # Redacted once more here: a message may quote a URL or DSN from any layer.
         print(f"spidi: configuration error: {redact(str(exc))}", file=sys.stderr)

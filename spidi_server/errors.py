@@ -36,6 +36,11 @@ class ConfigError(SpidiError):
     """A configuration value is missing or invalid."""
 
 
+class StartupError(SpidiError):
+    """``spidi serve`` cannot start (a port in use, a data directory it cannot write, a Redis or
+    PostgreSQL that does not answer): it stops what it started and exits 2 with this message."""
+
+
 class ConnectionFatalError(SpidiError):
     """The connection cannot go on: the client gets an ERROR frame and the socket closes.
 

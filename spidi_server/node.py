@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from .connection import ClientConnection, Writer
 from .fanout import RoomFanout
 from .metrics import NodeMetrics
 from .ops import OpsServer
+from .preflight import bind_error, check_port, check_postgres, check_redis
 from .presence import Presence
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
@@ -40,6 +42,10 @@ def make_transport(node: Node):
 
 
 log = logging.getLogger("spidi.node")
+
+# Test-only (read in dev mode only): start a task that refuses cancellation, so the tests can check
+# that shutdown names it and the process still ends within shutdown_timeout_s.
+STUBBORN_TASK_ENV = "SPIDI_DEV_STUBBORN_TASK"
 
 ROOM_REFRESH_S = 5.0
 WRITER_WATCH_S = 0.5  # how soon a dead writer child is noticed
@@ -102,6 +108,7 @@ class Node:
         self.ops = OpsServer(self)
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
+        self._stopping = False
         self.started = False
 
     def new_stomp_connection(self, conn_id: str, query_token: str | None) -> StompConnection:
@@ -118,9 +125,26 @@ class Node:
             stomp_heartbeat_ms=s.stomp_heartbeat_ms,
         )
 
-    async def start(self) -> None:
-        """Start Redis (embedded unless configured), presence, the WebSocket and ops servers."""
+    async def preflight(self) -> None:
+        """StartupError if a port is taken or a configured Redis or PostgreSQL does not answer:
+        checked before anything costly starts, so a second node on the same ports costs nothing."""
         s = self.settings
+        if not s.reuse_port:  # workers share the ports their supervisor already claimed
+            check_port(s.host, s.port)
+            check_port(s.ops_host, s.ops_port)
+        if s.redis_url:
+            await check_redis(s.redis_url)
+        if s.postgres_dsn:
+            await asyncio.to_thread(check_postgres, s.postgres_dsn)
+
+    async def start(self) -> None:
+        """Start Redis (embedded unless configured), presence, the WebSocket and ops servers.
+
+        Raises StartupError when the node cannot start (a port in use, Redis or PostgreSQL not
+        answering). If it raises or is cancelled, call ``stop``: it stops whatever had started.
+        """
+        s = self.settings
+        await self.preflight()
         await self.services.start()
         await self.refresh_rooms()
         spill = (
@@ -165,8 +189,14 @@ class Node:
         if s.alerting and self.dsn:
             self.alerts = AlertEvaluator(s, self.store, self.dsn, self.metrics, self.node_id)
             await self.alerts.start()
-        await self.transport.start()
-        await self.ops.start()
+        try:
+            await self.transport.start()
+        except OSError as exc:  # taken between the preflight check and now
+            raise bind_error(s.host, s.port, exc) from exc
+        try:
+            await self.ops.start()
+        except OSError as exc:
+            raise bind_error(s.ops_host, s.ops_port, exc) from exc
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(
@@ -187,6 +217,8 @@ class Node:
         if s.gc_full_interval_s > 0:
             self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._full_gc, "gc")))
             tune_gc()
+        if s.dev and os.environ.get(STUBBORN_TASK_ENV):
+            loop.create_task(_refuse_cancellation(), name="dev-stubborn-task")
         self.started = True
         logs.event(
             log,
@@ -307,35 +339,59 @@ class Node:
         return f"{scheme}://{self.settings.host}:{self.transport.port}/ws"
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, close clients with 1001, flush Redis, stop children."""
-        if not self.started:
+        """Graceful shutdown: stop accepting, close clients with 1001, flush Redis, stop children.
+
+        Also after a ``start`` that failed or was cancelled half-way: what started is stopped.
+        """
+        if self._stopping:
+            await self._stopped.wait()
             return
+        self._stopping = True
         self.started = False
-        self.transport.stop_accepting()
-        closing = self.transport.close_all()
-        if closing:
-            await asyncio.wait(
-                [asyncio.ensure_future(c) for c in closing], timeout=self.settings.shutdown_timeout_s
-            )
-        else:
-            deadline = time.monotonic() + self.settings.shutdown_timeout_s
-            while self.clients and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        try:
-            # websockets' wait_closed waits for every handler; one stuck must not hang the shutdown.
-            await asyncio.wait_for(self.transport.stop(), self.settings.shutdown_timeout_s)
-        except TimeoutError:
-            logs.event(log, "shutdown_transport_timeout", logging.WARNING, connections=len(self.clients))
+        if self.transport.server is not None:
+            await self._close_clients()
         await cancel_and_wait(self._tasks)
-        self.presence.end_all("shutdown")
+        if self.presence is not None:
+            self.presence.end_all("shutdown")
         if self.alerts is not None:
             await self.alerts.stop()
-        await self.fanout.stop()
-        await self.store.flush(self.settings.shutdown_timeout_s)
-        self.store.unwatch_marker()  # the node gives its id up: no re-assert from here on
-        await self.liveness.stop()
-        await self.store.close(self.settings.shutdown_timeout_s)
+        if self.fanout is not None:
+            await self.fanout.stop()
+        if self.store is not None:
+            await self.store.flush(self.settings.shutdown_timeout_s)
+            self.store.unwatch_marker()  # the node gives its id up: no re-assert from here on
+        if self.liveness is not None:
+            await self.liveness.stop()
+        if self.store is not None:
+            await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
         await self.services.stop()
         logs.event(log, "node_stopped", node_id=self.node_id)
         self._stopped.set()
+
+    async def _close_clients(self) -> None:
+        # Half of shutdown_timeout_s at most, closing included: the whole stop must fit in it
+        # (past it the process is ended, see shutdown.py), and flushing comes after the clients.
+        grace = self.settings.shutdown_timeout_s / 2
+        deadline = time.monotonic() + grace
+        self.transport.stop_accepting()
+        closing = self.transport.close_all()
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=grace)
+        else:
+            while self.clients and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        try:
+            # websockets' wait_closed waits for every handler; one stuck must not hang the shutdown.
+            await asyncio.wait_for(self.transport.stop(), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            logs.event(log, "shutdown_transport_timeout", logging.WARNING, connections=len(self.clients))
+
+
+async def _refuse_cancellation() -> None:
+    """The task ``STUBBORN_TASK_ENV`` starts: it swallows every cancellation (tests only)."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue

@@ -36,7 +36,8 @@ import uuid
 from dataclasses import dataclass, fields
 
 from . import __version__, logs
-from .errors import ConfigError
+from .errors import ConfigError, StartupError
+from .preflight import bind_error
 from .processes import stop_on_signals
 from .services import BackingServices
 from .settings import Settings, load_settings
@@ -73,7 +74,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def claim_port(host: str, port: int) -> int:
-    """The port the workers will share: ``port``, or a free one when 0; ConfigError if it is taken.
+    """The port the workers will share: ``port``, or a free one when 0; StartupError if it is taken.
 
     The probe binds without SO_REUSEPORT, so it also fails when another server (even one that
     used SO_REUSEPORT itself) listens there: the workers would otherwise silently share the port
@@ -91,7 +92,7 @@ def claim_port(host: str, port: int) -> int:
             try:
                 sock.bind((address[0], port, *address[2:]))
             except OSError as exc:
-                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+                raise bind_error(host, port, exc) from exc
             if port == 0:
                 port = sock.getsockname()[1]  # the other addresses of the host get this one too
     return port
@@ -395,13 +396,13 @@ async def run_worker(settings: Settings, parent_pid: int) -> None:
 
     node = Node(settings)
     stop = stop_on_signals()
-    await node.start()
     watch = asyncio.get_running_loop().create_task(_watch_parent(parent_pid, stop))
     try:
+        await node.start()
         await stop.wait()
     finally:
         watch.cancel()
-        await node.stop()
+        await node.stop()  # also after a failed start: stops what had started
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
@@ -431,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the supervisor went while we were starting
     import uvloop
 
-    uvloop.run(run_worker(settings, args.parent_pid))
+    try:
+        uvloop.run(run_worker(settings, args.parent_pid))
+    except StartupError as exc:
+        print(f"spidi worker: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -421,5 +421,6 @@ def test_a_port_in_use_is_a_configuration_error(redis_url, workdir):
             env=env,
             timeout=30,
         )
+        port = taken.getsockname()[1]
     assert result.returncode == 2, result.stderr
-    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
