@@ -281,6 +281,7 @@ class HistoryWriter:
         if ended:
             self.stats.sessions_swept += ended
             logs.event(log, "writer_sessions_swept", logging.WARNING, sessions=ended, reason=events.NODE_LOST)
+            self._redis_call(self._publish_status)
         return ended
 
     def _forgotten(self, page: list[session_sql.OpenSession]) -> list[session_sql.OpenSession]:
