@@ -98,10 +98,12 @@ async def test_reap_node_ends_every_session_of_a_dead_node(redis, redis_url, red
     for user in ("ann", "bob"):
         assert not redis_sync.hlen(keys.user_sessions(TENANT, user))
 
-    # History: one session_ended per session, reason disconnect, with who left where.
+    # History: one session_ended per session, reason node_lost, with who left where, ended at the
+    # last heartbeat Redis knew (when the node died, not when it was noticed).
     ends = {e["session_id"]: e for e in stream_ends(redis_sync)}
     assert set(ends) == {"s1", "s2", "s3"}
-    assert {e["reason"] for e in ends.values()} == {"disconnect"}
+    assert {e["reason"] for e in ends.values()} == {"node_lost"}
+    assert all(e["ended_at"] == e["last_heartbeat_at"] != "" for e in ends.values())
     assert (ends["s3"]["room_id"], ends["s3"]["room_code"], ends["s3"]["user_id"]) == (
         "room-hall",
         "hall",
@@ -117,8 +119,8 @@ async def test_reap_node_ends_every_session_of_a_dead_node(redis, redis_url, red
             heard[keys.room_of_roster_channel(message["channel"].decode())] = message["data"]
     await listener.aclose()
     lobby, hall = orjson.loads(heard["room-lobby"]), orjson.loads(heard["room-hall"])
-    assert lobby == {"n": "n-live", "j": [], "l": {"s1": "disconnect", "s2": "disconnect"}, "u": []}
-    assert hall == {"n": "n-live", "j": [], "l": {"s3": "disconnect"}, "u": []}
+    assert lobby == {"n": "n-live", "j": [], "l": {"s1": "node_lost", "s2": "node_lost"}, "u": []}
+    assert hall == {"n": "n-live", "j": [], "l": {"s3": "node_lost"}, "u": []}
 
 
 async def test_reap_node_skips_sessions_already_gone_and_clears_their_index(redis, redis_url, redis_sync):
