@@ -79,8 +79,8 @@ class Settings:
     writer_sweep_after_s: float = field(
         default=300.0,
         metadata={
-            "doc": "The sweep ends an open session once its last heartbeat in history is this old,"
-            " its node dead and Redis without it"
+            "doc": "The sweep ends an open session once its last heartbeat in history is this old"
+            " and Redis no longer knows it (its node died or restarted)"
         },
     )
 
@@ -364,8 +364,12 @@ class Settings:
             raise ConfigError(
                 f"writer_sweep_interval_s must not be negative, got {self.writer_sweep_interval_s}"
             )
-        if self.writer_sweep_after_s < 1:
-            raise ConfigError(f"writer_sweep_after_s must be at least 1 (s), got {self.writer_sweep_after_s}")
+        if self.writer_sweep_after_s <= self.checkpoint_interval_s + self.writer_flush_interval_s:
+            # A live session's last heartbeat in history is at most that old.
+            raise ConfigError(
+                "writer_sweep_after_s must exceed checkpoint_interval_s + writer_flush_interval_s,"
+                f" got {self.writer_sweep_after_s}"
+            )
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
         for address in self.worker_metrics:

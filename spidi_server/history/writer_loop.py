@@ -18,8 +18,9 @@ Redis hash ``spidi:writer:status``.
 
 The reconciliation sweep (``_sweep``: once caught up after start, then every
 ``writer_sweep_interval_s``) ends the sessions history holds as open whose last heartbeat is older
-than ``writer_sweep_after_s``, whose node's liveness key is gone and whose session key Redis no
-longer has: reason ``node_lost``, at their last heartbeat known to PostgreSQL. Whatever Redis lost
+than ``writer_sweep_after_s`` and that Redis no longer knows (no session key, not in their node's
+index: no live node holds them, see ``_forgotten``): reason ``node_lost``, at their last heartbeat
+known to PostgreSQL. Whatever Redis lost
 (a restart without persistence, FLUSHALL, every node dead), history keeps no session open for
 ever; an end event arriving for one later is a replay (``sql/sessions.end_lost``).
 
@@ -285,23 +286,23 @@ class HistoryWriter:
         return ended
 
     def _forgotten(self, page: list[session_sql.OpenSession]) -> list[session_sql.OpenSession]:
-        """The sessions of ``page`` whose node is not alive and whose session key Redis lost (a
-        session Redis still holds is the reaper's to end: a node ends it when it reaps the dead
-        one, or its key expires and a later sweep takes it)."""
-        nodes = sorted({s.node_id for s in page if s.node_id})
+        """The sessions of ``page`` Redis no longer knows: no session key, not in their node's
+        index. A live node keeps both for every session it holds (and writes them again after
+        Redis lost them), so such a session, silent in history for ``writer_sweep_after_s``, has
+        no live node: its node died, or restarted under its id. A session Redis still holds is the
+        reaper's to end (or its key expires and a later sweep takes it)."""
         pipe = self.redis.pipeline(transaction=False)
-        for node_id in nodes:
-            pipe.exists(keys.node_alive(node_id))
         for s in page:
             if s.room_id:
                 pipe.exists(keys.session(s.room_id, s.session_id))
-        replies = pipe.execute()
-        alive = {n for n, up in zip(nodes, replies[: len(nodes)], strict=True) if up}
-        known = iter(replies[len(nodes) :])
+            if s.node_id:
+                pipe.hexists(keys.node_sessions(s.node_id), s.session_id)
+        replies = iter(pipe.execute())
         lost = []
         for s in page:
-            held = bool(next(known)) if s.room_id else False
-            if not held and s.node_id not in alive:
+            in_room = bool(next(replies)) if s.room_id else False
+            in_node = bool(next(replies)) if s.node_id else False
+            if not in_room and not in_node:
                 lost.append(s)
         return lost
 
