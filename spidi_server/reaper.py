@@ -67,7 +67,6 @@ async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str
         if not info:
             continue  # already gone (ended, or expired with its TTL)
         user, tenant = info.get("userId", ""), info.get("tenant", "")
-        pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         if tenant:
             pipe.hdel(keys.user_sessions(tenant, user), sid)
             last_heartbeat_at = int(last_beat) if last_beat is not None else None
@@ -95,6 +94,9 @@ async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str
                 room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}}
             )
             room["left"][sid] = reason
+        # The end is in the stream before the session leaves Redis: the writer's sweep, which ends
+        # what Redis forgot, never sees a reaped session without its end.
+        pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         ended += 1
     # No room sample: the dead node's online figures are lost with it, and its sessions' joins and
     # disconnects are counted by the writer from their session_started/session_ended events.
