@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -354,3 +355,60 @@ async def test_kill_9_of_a_worker_ends_its_sessions_node_lost(redis_url, redis_s
         for b in beaters:
             await b.drop()
         serves.kill_all()
+
+
+async def test_a_node_cut_off_then_back_counts_each_end_once(node_factory, redis_sync, settings, pg_dsn):
+    """A node stops renewing its liveness (cut off longer than the reaping window): another ends
+    its sessions (node_lost). When its clients then leave, it ends them again itself: history keeps
+    the first end, and each room minute counts one end per session."""
+    from spidi_server.tasks import cancel_and_wait
+
+    from ..history.helpers import running_writer
+
+    writer_settings = dataclasses.replace(
+        settings, postgres_dsn=pg_dsn, writer_flush_interval_s=0.2, writer_sweep_interval_s=0
+    ).validate()
+    beaters: list[Beater] = []
+    with running_writer(writer_settings):
+        await node_factory(node_id="keeper")
+        cut = await node_factory(node_id="cutoff", history=True)
+        for i in range(3):
+            beaters.append(await Beater.join(cut.ws_url, settings, "island", f"i{i}"))
+        try:
+            await _until(lambda: len(_sessions(pg_dsn)) == 3, 20, "3 sessions in PostgreSQL")
+            # Cut off: its liveness key is gone and not renewed; the keeper reaps it.
+            await cancel_and_wait(cut.liveness._tasks)
+            redis_sync.delete(keys.node_alive("cutoff"))
+            rows = await _until(
+                lambda: (s := _sessions(pg_dsn)) and all(r["end_reason"] for r in s.values()) and s,
+                20,
+                "the keeper's ends in PostgreSQL",
+            )
+            assert {r["end_reason"] for r in rows.values()} == {"node_lost"}
+            # Back: its clients leave, and it ends their sessions itself.
+            for b in beaters:
+                await b.leave()
+            await _until(
+                lambda: (
+                    sum(
+                        1
+                        for _, f in redis_sync.xrange(keys.EVENTS_STREAM)
+                        if f["kind"] == "session_ended" and f["reason"] == "leave"
+                    )
+                    == 3
+                ),
+                10,
+                "its own ends in the stream",
+            )
+            await _until(
+                lambda: int(redis_sync.hget("spidi:writer:status", "events_duplicate") or 0) >= 3,
+                20,
+                "the second ends to reach the writer",
+            )
+        finally:
+            for b in beaters:
+                await b.drop()
+    assert {sid: r["end_reason"] for sid, r in _sessions(pg_dsn).items()} == {
+        b.sid: "node_lost" for b in beaters
+    }
+    assert _room_counts(pg_dsn) == {"island": (3, 0, 0, 3)}
