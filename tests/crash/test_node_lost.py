@@ -412,3 +412,42 @@ async def test_a_node_cut_off_then_back_counts_each_end_once(node_factory, redis
         b.sid: "node_lost" for b in beaters
     }
     assert _room_counts(pg_dsn) == {"island": (3, 0, 0, 3)}
+
+
+async def test_kill_9_of_the_supervisor_then_restart_ends_every_session_once(
+    redis_url, redis_sync, settings, pg_dsn
+):
+    """``--workers 2``: kill -9 of the supervisor; its workers and writer go with it. Started again
+    under the same id, every session of the first run is ended in PostgreSQL once (by its worker
+    on the way out, or node_lost by the restarted workers), nothing left in Redis, each room's
+    minutes counting 4 joins and 4 ends."""
+    serves = Serves(redis_url, pg_dsn)
+    beaters: list[Beater] = []
+    try:
+        proc, banner = serves.start("orphans", "--workers", "2", SPIDI_WRITER_SWEEP_AFTER_S="600")
+        assert len(WORKER_LINE.findall(banner)) == 2, banner
+        for i in range(8):
+            beaters.append(await Beater.join(serves.ws_url, settings, ROOMS[i % 2], f"o{i}"))
+        await _until(lambda: len(_sessions(pg_dsn)) == 8, 20, "8 sessions in PostgreSQL")
+
+        proc.send_signal(signal.SIGKILL)
+        await serves.gone(proc, 20)  # workers and writer follow their supervisor
+        for b in beaters:
+            await b.drop()
+
+        serves.start("orphans", "--workers", "2", SPIDI_WRITER_SWEEP_AFTER_S="600")
+        await _no_ghosts(serves.ws_url, settings, ROOMS[:2])
+        rows = await _until(
+            lambda: (s := _sessions(pg_dsn)) and all(r["end_reason"] for r in s.values()) and s,
+            20,
+            "every session ended in PostgreSQL",
+        )
+        assert len(rows) == 8 and {r["end_reason"] for r in rows.values()} <= {"shutdown", "node_lost"}
+        assert not any(redis_sync.zcard(keys.room_online(room_id_for("default", r))) for r in ROOMS[:2])
+        await _until(
+            lambda: _room_counts(pg_dsn) == dict.fromkeys(ROOMS[:2], (4, 0, 0, 4)), 10, "room minutes"
+        )
+    finally:
+        for b in beaters:
+            await b.drop()
+        serves.kill_all()
