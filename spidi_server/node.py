@@ -147,7 +147,8 @@ class Node:
         self.fanout.on_alert = self.alert_feed.deliver
         self.presence.alert_feed = self.alert_feed
         await self.fanout.start()
-        # Before accepting anyone: end what a crashed process under this id left, then keep alive.
+        # Before accepting anyone: end what a crashed process under this id left, and what dead
+        # nodes left (node_lost), then keep alive.
         self.liveness = NodeLiveness(
             self.store.redis, self.node_id, on_reaped=self.metrics.sessions_reaped.inc
         )

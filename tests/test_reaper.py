@@ -155,6 +155,29 @@ async def test_liveness_start_claims_the_id_and_ends_what_a_previous_process_lef
     assert not redis_sync.sismember(keys.NODES, "n1")
 
 
+async def test_liveness_start_ends_what_every_dead_node_left_before_it_serves(
+    redis, redis_url, redis_sync, monkeypatch
+):
+    """Every node died; the first one back, under a new id, ends their sessions before start()
+    returns (not at its first periodic check): nobody else may be left to do it."""
+    monkeypatch.setattr(reaper, "CHECK_S", 3600)  # the periodic check is not what ends them
+    await hold_sessions(redis_url, "gone-a", [("ga", "lobby", "ann")])
+    await hold_sessions(redis_url, "gone-b", [("gb", "hall", "bob")])
+    redis_sync.sadd(keys.NODES, "gone-a", "gone-b")
+    reaped = []
+    liveness = NodeLiveness(redis, "fresh", on_reaped=reaped.append)
+    await liveness.start()
+    try:
+        assert reaped == [2]
+        assert {e["session_id"]: e["reason"] for e in stream_ends(redis_sync)} == {
+            "ga": "node_lost",
+            "gb": "node_lost",
+        }
+        assert redis_sync.smembers(keys.NODES) == {"fresh"}
+    finally:
+        await liveness.stop()
+
+
 async def test_liveness_renews_its_key_and_it_expires_once_the_node_stops_beating(
     redis, redis_sync, monkeypatch
 ):
