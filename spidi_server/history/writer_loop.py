@@ -18,11 +18,10 @@ Redis hash ``spidi:writer:status``.
 
 The reconciliation sweep (``_sweep``: once caught up after start, then every
 ``writer_sweep_interval_s``) ends the sessions history holds as open whose last heartbeat is older
-than ``writer_sweep_after_s`` and that Redis no longer knows (no session key, not in their node's
-index: no live node holds them, see ``_forgotten``): reason ``node_lost``, at their last heartbeat
-known to PostgreSQL. Whatever Redis lost
-(a restart without persistence, FLUSHALL, every node dead), history keeps no session open for
-ever; an end event arriving for one later is a replay (``sql/sessions.end_lost``).
+than ``writer_sweep_after_s`` and that no live node holds (no session key in Redis, not in a live
+node's index: ``_forgotten``): reason ``node_lost``, at their last heartbeat known to PostgreSQL.
+Whatever Redis lost (a restart without persistence, FLUSHALL, every node dead), history keeps no
+session open for ever; an end event arriving for one later is a replay (``sql/sessions.end_lost``).
 
 This module is the loop and its state; ``stream.py`` speaks to Redis, ``batch.py`` collects a
 batch (``staging.py`` turns each entry into a row) and writes it (``sql/ingest.py``,
@@ -286,23 +285,29 @@ class HistoryWriter:
         return ended
 
     def _forgotten(self, page: list[session_sql.OpenSession]) -> list[session_sql.OpenSession]:
-        """The sessions of ``page`` Redis no longer knows: no session key, not in their node's
-        index. A live node keeps both for every session it holds (and writes them again after
-        Redis lost them), so such a session, silent in history for ``writer_sweep_after_s``, has
-        no live node: its node died, or restarted under its id. A session Redis still holds is the
-        reaper's to end (or its key expires and a later sweep takes it)."""
+        """The sessions of ``page`` no live node holds: no session key in Redis, and not in the
+        index of a live node. A live node keeps both for every session it holds (renewing the
+        key, writing both again after Redis lost them), so such a session, silent in history for
+        ``writer_sweep_after_s``, lost its node: dead, or restarted under its id. A session whose
+        key Redis still holds is the reaper's to end (or the key expires and a later sweep takes
+        it); a dead node's index, which never expires, does not keep its sessions open."""
+        nodes = sorted({s.node_id for s in page if s.node_id})
         pipe = self.redis.pipeline(transaction=False)
+        for node_id in nodes:
+            pipe.exists(keys.node_alive(node_id))
         for s in page:
             if s.room_id:
                 pipe.exists(keys.session(s.room_id, s.session_id))
             if s.node_id:
                 pipe.hexists(keys.node_sessions(s.node_id), s.session_id)
-        replies = iter(pipe.execute())
+        replies = pipe.execute()
+        alive = {n for n, up in zip(nodes, replies[: len(nodes)], strict=True) if up}
+        answers = iter(replies[len(nodes) :])
         lost = []
         for s in page:
-            in_room = bool(next(replies)) if s.room_id else False
-            in_node = bool(next(replies)) if s.node_id else False
-            if not in_room and not in_node:
+            in_room = bool(next(answers)) if s.room_id else False
+            held = bool(next(answers)) and s.node_id in alive if s.node_id else False
+            if not in_room and not held:
                 lost.append(s)
         return lost
 

@@ -47,8 +47,8 @@ def _ends(pg) -> dict[str, int]:
 def test_sweep_ends_sessions_of_dead_nodes_redis_forgot(history_settings, redis_sync, pg):
     """Sessions of a dead node in two rooms, checkpointed 5 min ago, unknown to Redis: the sweep
     ends them (node_lost, at their last checkpointed heartbeat, one disconnect each in the room's
-    minute). A session in a live node's index, and a dead node's session whose key Redis still
-    holds, stay open. The node's own ends, arriving afterwards, change nothing."""
+    minute), even one still in the dead node's index. A session in a live node's index, and a dead
+    node's session whose key Redis still holds, stay open. The node's own ends, arriving afterwards, change nothing."""
     now = int(time.time() * 1000)
     started = now - 600_000
     lost = [
@@ -60,6 +60,9 @@ def test_sweep_ends_sessions_of_dead_nodes_redis_forgot(history_settings, redis_
     for i, s in enumerate(everyone):
         s.beat(now - 300_000 + i * 1000, 20.0)
     redis_sync.hset(keys.node_sessions("node-live"), alive.session_id, alive.room_id)
+    redis_sync.set(keys.node_alive("node-live"), now, px=60_000)
+    # A dead node's index never expires: it does not keep its sessions open.
+    redis_sync.hset(keys.node_sessions("node-dead"), lost[0].session_id, lost[0].room_id)
     redis_sync.hset(keys.session(held.room_id, held.session_id), mapping={"userId": "held"})
     settings = dataclasses.replace(history_settings, writer_sweep_interval_s=0.2, writer_sweep_after_s=120)
     try:
@@ -95,7 +98,12 @@ def test_sweep_ends_sessions_of_dead_nodes_redis_forgot(history_settings, redis_
             if sid not in (alive.session_id, held.session_id)
         } == {"node_lost"}
     finally:
-        redis_sync.delete(keys.node_sessions("node-live"), keys.session(held.room_id, held.session_id))
+        redis_sync.delete(
+            keys.node_sessions("node-live"),
+            keys.node_sessions("node-dead"),
+            keys.node_alive("node-live"),
+            keys.session(held.room_id, held.session_id),
+        )
 
 
 def test_a_session_ended_twice_counts_once(history_settings, redis_sync, pg):
