@@ -176,7 +176,8 @@ class Node:
         self.presence.alert_feed = self.alert_feed
         await self.fanout.start()
         # Before accepting anyone: take back what a killed process under this id left that its
-        # clients may still resume, end the rest, then keep alive.
+        # clients may still resume; the liveness start ends the rest, and what dead nodes left
+        # (node_lost); then keep alive.
         self.presence.adopt(await self.store.node_sessions(self.node_id))
         self.liveness = NodeLiveness(
             self.store.redis,

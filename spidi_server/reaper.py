@@ -3,12 +3,16 @@
 Every node keeps ``spidi:node:<id>:alive`` alive (a key with a short expiry, renewed each second)
 and lists its sessions in ``spidi:node:<id>:sessions``. Every node checks the other nodes'
 keys; when one has expired, the first node to take ``spidi:node:<id>:reaping`` ends that node's
-sessions with reason ``disconnect``: removed from the rooms, the users' indexes and the node's,
+sessions with reason ``node_lost``: removed from the rooms, the users' indexes and the node's,
 a ``session_ended`` event for the history (the writer counts the room's disconnects from those
-events), and a roster change for every subscriber. A node starting under an id that still has
-sessions (it crashed and came back) ends them first, so they are never resurrected, except those
-it took back for resume (``keep``: still alive, resumable within the grace period). A supervisor that saw a worker die
-calls ``reap_node`` at once instead of waiting for the key to expire.
+events; ``ended_at`` is the session's last heartbeat known, not the reaping time), and a roster
+change for every subscriber. A node starting ends the sessions of every dead node it knows of
+before it serves, its own id's first (it crashed and came back), so nothing is resurrected and a
+cluster where every node died is cleaned up by the first one back. A supervisor that saw a worker
+die calls ``reap_node`` at once instead of waiting for the key to expire. What Redis forgot (a
+restart without persistence, FLUSHALL) the writer's reconciliation sweep ends in PostgreSQL.
+Sessions a restarted node took back for resume (``keep``: still alive, resumable within the grace
+period) are not ended.
 
 Every command touches one key, or one room's keys (the leave script), so it all runs unchanged on a
 Redis Cluster: the node's index, the users' indexes, the stream and each room live in slots of
@@ -36,9 +40,13 @@ RENEW_S = 1.0
 CHECK_S = 2.0
 
 
-async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "", keep=None) -> int:
+async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str = "", keep=None) -> int:
     """End every session ``node_id`` holds in Redis but those ``keep(session_id)`` says to keep
-    (a restarted node's sessions it took back for resume); returns how many were ended."""
+    (a restarted node's sessions it took back for resume); returns how many were ended.
+
+    Each ends at its last heartbeat known to Redis (its join time if it never beat): when the
+    node died, not when it was noticed.
+    """
     index = await redis.hgetall(keys.node_sessions(node_id))
     if not index:
         return 0
@@ -64,16 +72,17 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
         if not info:
             continue  # already gone (ended, or expired with its TTL)
         user, tenant = info.get("userId", ""), info.get("tenant", "")
-        pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         if tenant:
             pipe.hdel(keys.user_sessions(tenant, user), sid)
             last_heartbeat_at = int(last_beat) if last_beat is not None else None
+            started_at = int(info.get("connectedAt") or now)
+            ended_at = min(now, max(started_at, last_heartbeat_at or started_at))
             end_event = events.session_ended(
                 session_id=sid,
                 room_id=room_id,
                 tenant=tenant,
-                started_at=info.get("connectedAt") or now,
-                ended_at=now,
+                started_at=started_at,
+                ended_at=ended_at,
                 reason=reason,
                 user_id=user,
                 room_code=info.get("roomCode"),
@@ -90,6 +99,9 @@ async def reap_node(redis, node_id: str, reason: str = "disconnect", by: str = "
                 room_id, {"tenant": tenant, "code": info.get("roomCode", ""), "left": {}}
             )
             room["left"][sid] = reason
+        # The end is in the stream before the session leaves Redis: the writer's sweep, which ends
+        # what Redis forgot, never sees a reaped session without its end.
+        pipeline_evalsha(pipe, leave, [*keys.room_keys(room_id), keys.session(room_id, sid)], [sid, user])
         ended += 1
     # No room sample: the dead node's online figures are lost with it, and its sessions' joins and
     # disconnects are counted by the writer from their session_started/session_ended events.
@@ -114,14 +126,16 @@ class NodeLiveness:
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Claim the id, end what a previous process under it left behind, then keep alive."""
+        """Claim the id, end what a previous process under it left behind and what dead nodes
+        left (no live node may be there to do it), then keep alive."""
         await self._beat()
         left_over = await reap_node(
-            self.redis, self.node_id, "disconnect", by=self.node_id, keep=self.keep
+            self.redis, self.node_id, events.NODE_LOST, by=self.node_id, keep=self.keep
         )
         if left_over and self.on_reaped:
             self.on_reaped(left_over)
         await self.redis.sadd(keys.NODES, self.node_id)
+        await self.check()
         loop = asyncio.get_running_loop()
         # Redis down: the hot store reports it; each loop retries at its next tick.
         renew = run_every(RENEW_S, self._beat, "alive-renew", warn(log, "alive_renew_failed"))
@@ -160,7 +174,7 @@ class NodeLiveness:
             if not await self.redis.set(keys.node_reaping(node_id), self.node_id, nx=True, px=30_000):
                 continue
             try:
-                total += await reap_node(self.redis, node_id, "disconnect", by=self.node_id)
+                total += await reap_node(self.redis, node_id, events.NODE_LOST, by=self.node_id)
                 if not await self.redis.exists(keys.node_sessions(node_id)):
                     await self.redis.srem(keys.NODES, node_id)
             finally:

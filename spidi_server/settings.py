@@ -69,6 +69,20 @@ class Settings:
     checkpoint_interval_s: float = field(default=60.0, metadata={"doc": "Period of session checkpoints"})
     retention_hot_days: int = field(default=90, metadata={"doc": "Older history moves to the archive schema"})
     retention_drop_days: int = field(default=730, metadata={"doc": "Older history is dropped"})
+    writer_sweep_interval_s: float = field(
+        default=60.0,
+        metadata={
+            "doc": "Period of the writer's sweep ending sessions open in history whose node is gone"
+            " (reason node_lost); 0 turns it off"
+        },
+    )
+    writer_sweep_after_s: float = field(
+        default=300.0,
+        metadata={
+            "doc": "The sweep ends an open session once its last heartbeat in history is this old"
+            " and Redis no longer knows it (its node died or restarted)"
+        },
+    )
 
     jwt_algorithms: list[str] = field(
         default_factory=lambda: ["HS256"], metadata={"doc": "Accepted JWT algorithms (HS256, RS256, ES256)"}
@@ -371,6 +385,16 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 1 <= self.listen_backlog <= 65535:
             raise ConfigError(f"listen_backlog must be between 1 and 65535, got {self.listen_backlog}")
+        if self.writer_sweep_interval_s < 0:
+            raise ConfigError(
+                f"writer_sweep_interval_s must not be negative, got {self.writer_sweep_interval_s}"
+            )
+        if self.writer_sweep_after_s <= self.checkpoint_interval_s + self.writer_flush_interval_s:
+            # A live session's last heartbeat in history is at most that old.
+            raise ConfigError(
+                "writer_sweep_after_s must exceed checkpoint_interval_s + writer_flush_interval_s,"
+                f" got {self.writer_sweep_after_s}"
+            )
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
         for address in self.worker_metrics:

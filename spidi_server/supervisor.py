@@ -308,9 +308,9 @@ class Supervisor:
             returncode=code,
             uptime_s=round(uptime, 1),
         )
-        # Its sessions end now (reason disconnect) rather than when its liveness key expires,
+        # Its sessions end now (reason node_lost) rather than when its liveness key expires,
         # and before the restarted worker takes the id again.
-        await self.reap(slot.node_id, "disconnect")
+        await self.reap(slot.node_id, "node_lost")
         slot.restart_at = time.monotonic() + delay
         logs.event(log, "worker_restarting", worker=slot.index, node_id=slot.node_id, delay_s=delay)
 

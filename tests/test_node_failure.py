@@ -76,7 +76,7 @@ async def _join(port: int, settings, count: int, room: str, keep: list) -> list[
     return sids
 
 
-async def test_sigkilled_node_sessions_end_with_disconnect(node_factory, redis_url, redis_sync, victims):
+async def test_sigkilled_node_sessions_end_with_node_lost(node_factory, redis_url, redis_sync, victims):
     survivor = await node_factory(node_id="survivor")
     mon = await connected(survivor.ws_url, token_for(survivor.settings, "mon", "spidi:monitor"))
     await mon.subscribe("/topic/rooms/ghost/roster")
@@ -94,6 +94,7 @@ async def test_sigkilled_node_sessions_end_with_disconnect(node_factory, redis_u
         and redis_sync.hlen(keys.node_sessions("victim")) == 3
     )
 
+    killed_at = int(time.time() * 1000)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     started = time.monotonic()
@@ -103,7 +104,7 @@ async def test_sigkilled_node_sessions_end_with_disconnect(node_factory, redis_u
             {e["sessionId"]: e["reason"] for e in (await mon.json("/topic/rooms/ghost/roster", 15))["left"]}
         )
     took = time.monotonic() - started
-    assert left == dict.fromkeys(sids, "disconnect")
+    assert left == dict.fromkeys(sids, "node_lost")
     assert took < survivor.settings.heartbeat_timeout_ms / 1000  # well within the session timeout
     deadline = time.monotonic() + 3  # the reaper finishes (and counts) after it announced
     while survivor.metrics.sessions_reaped._value.get() != 3 and time.monotonic() < deadline:
@@ -114,7 +115,10 @@ async def test_sigkilled_node_sessions_end_with_disconnect(node_factory, redis_u
     assert not redis_sync.exists(keys.node_sessions("victim"))
     assert "victim" not in redis_sync.smembers(keys.NODES)
     ended = [f for _, f in redis_sync.xrange(keys.EVENTS_STREAM) if f["kind"] == events.SESSION_ENDED]
-    assert {f["session_id"]: f["reason"] for f in ended} == dict.fromkeys(sids, "disconnect")
+    assert {f["session_id"]: f["reason"] for f in ended} == dict.fromkeys(sids, "node_lost")
+    # Ended when last heard of, before the kill, not when reaped.
+    assert all(f["ended_at"] == f["last_heartbeat_at"] != "" for f in ended)
+    assert all(int(f["ended_at"]) < killed_at for f in ended)
     # What the writer counts the room's disconnects from (no room sample of the reaper's: a dead
     # node's online figures are gone with it).
     assert all((f["room_id"], f["room_code"]) == (room_id, "ghost") for f in ended)

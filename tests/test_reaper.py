@@ -98,10 +98,12 @@ async def test_reap_node_ends_every_session_of_a_dead_node(redis, redis_url, red
     for user in ("ann", "bob"):
         assert not redis_sync.hlen(keys.user_sessions(TENANT, user))
 
-    # History: one session_ended per session, reason disconnect, with who left where.
+    # History: one session_ended per session, reason node_lost, with who left where, ended at the
+    # last heartbeat Redis knew (when the node died, not when it was noticed).
     ends = {e["session_id"]: e for e in stream_ends(redis_sync)}
     assert set(ends) == {"s1", "s2", "s3"}
-    assert {e["reason"] for e in ends.values()} == {"disconnect"}
+    assert {e["reason"] for e in ends.values()} == {"node_lost"}
+    assert all(e["ended_at"] == e["last_heartbeat_at"] != "" for e in ends.values())
     assert (ends["s3"]["room_id"], ends["s3"]["room_code"], ends["s3"]["user_id"]) == (
         "room-hall",
         "hall",
@@ -117,8 +119,8 @@ async def test_reap_node_ends_every_session_of_a_dead_node(redis, redis_url, red
             heard[keys.room_of_roster_channel(message["channel"].decode())] = message["data"]
     await listener.aclose()
     lobby, hall = orjson.loads(heard["room-lobby"]), orjson.loads(heard["room-hall"])
-    assert lobby == {"n": "n-live", "j": [], "l": {"s1": "disconnect", "s2": "disconnect"}, "u": []}
-    assert hall == {"n": "n-live", "j": [], "l": {"s3": "disconnect"}, "u": []}
+    assert lobby == {"n": "n-live", "j": [], "l": {"s1": "node_lost", "s2": "node_lost"}, "u": []}
+    assert hall == {"n": "n-live", "j": [], "l": {"s3": "node_lost"}, "u": []}
 
 
 async def test_reap_node_skips_sessions_already_gone_and_clears_their_index(redis, redis_url, redis_sync):
@@ -151,6 +153,29 @@ async def test_liveness_start_claims_the_id_and_ends_what_a_previous_process_lef
     # A clean stop gives the id up: nothing for the others to reap.
     assert not redis_sync.exists(keys.node_alive("n1"))
     assert not redis_sync.sismember(keys.NODES, "n1")
+
+
+async def test_liveness_start_ends_what_every_dead_node_left_before_it_serves(
+    redis, redis_url, redis_sync, monkeypatch
+):
+    """Every node died; the first one back, under a new id, ends their sessions before start()
+    returns (not at its first periodic check): nobody else may be left to do it."""
+    monkeypatch.setattr(reaper, "CHECK_S", 3600)  # the periodic check is not what ends them
+    await hold_sessions(redis_url, "gone-a", [("ga", "lobby", "ann")])
+    await hold_sessions(redis_url, "gone-b", [("gb", "hall", "bob")])
+    redis_sync.sadd(keys.NODES, "gone-a", "gone-b")
+    reaped = []
+    liveness = NodeLiveness(redis, "fresh", on_reaped=reaped.append)
+    await liveness.start()
+    try:
+        assert reaped == [2]
+        assert {e["session_id"]: e["reason"] for e in stream_ends(redis_sync)} == {
+            "ga": "node_lost",
+            "gb": "node_lost",
+        }
+        assert redis_sync.smembers(keys.NODES) == {"fresh"}
+    finally:
+        await liveness.stop()
 
 
 async def test_liveness_renews_its_key_and_it_expires_once_the_node_stops_beating(

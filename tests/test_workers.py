@@ -304,7 +304,7 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
                 wait = max(0.1, deadline - time.monotonic())
                 delta = await mon.json("/topic/rooms/lobby/roster", timeout=wait)
                 left.update({e["sessionId"]: e["reason"] for e in delta["left"]})
-            assert set(left.values()) == {"disconnect"} and set(left) <= set(sids)
+            assert set(left.values()) == {"node_lost"} and set(left) <= set(sids)
             async with aioredis.Redis.from_url(redis_url) as r:
                 online = await r.zcard(f"spidi:room:{{{room_id_for('default', 'lobby')}}}:online")
             assert online == CLIENTS - lost

@@ -63,7 +63,10 @@ class Batch:
             return
         staged.stream_id, staged.fields = stream_id, fields
         if staged.event_id in self.staged:
+            # A replay, or a session's second end (same id, see events.end_event_id): the first
+            # stays, as the ledger keeps the first across batches.
             self.repeats += 1
+            return
         self.staged[staged.event_id] = staged
 
 

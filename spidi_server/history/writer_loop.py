@@ -16,6 +16,13 @@ same way). Asked to stop: the open batch is flushed, then ``run`` returns. Parti
 ahead of time and retention applied now and then (``_maintenance``). Progress is published in the
 Redis hash ``spidi:writer:status``.
 
+The reconciliation sweep (``_sweep``: once caught up after start, then every
+``writer_sweep_interval_s``) ends the sessions history holds as open whose last heartbeat is older
+than ``writer_sweep_after_s`` and that no live node holds (no session key in Redis, not in a live
+node's index: ``_forgotten``): reason ``node_lost``, at their last heartbeat known to PostgreSQL.
+Whatever Redis lost (a restart without persistence, FLUSHALL, every node dead), history keeps no
+session open for ever; an end event arriving for one later is a replay (``sql/sessions.end_lost``).
+
 This module is the loop and its state; ``stream.py`` speaks to Redis, ``batch.py`` collects a
 batch (``staging.py`` turns each entry into a row) and writes it (``sql/ingest.py``,
 ``sql/alerts.py``); ``writer.py`` is the process around the loop (command line, signals, child).
@@ -30,18 +37,20 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import redis
 
 from .. import logs
 from ..settings import Settings
-from ..stores import keys
+from ..stores import events, keys
 from ..stores.client import connect_sync
 from .batch import Batch, write_to_postgres
 from .migrate import migrate
-from .partitions import PartitionManager
+from .partitions import LEDGER, ROOM_STATS, PartitionManager, period_start
 from .retention import apply_retention
+from .sql import sessions as session_sql
 from .stream import EventStream
 
 log = logging.getLogger("spidi.history.writer")
@@ -55,6 +64,8 @@ PARTITIONS_AHEAD_EVERY_S = 3_600.0
 RECLAIM_EVERY_S = 60.0
 STATUS_EVERY_S = 5.0  # status refresh while idle, so readers can tell a live writer from a dead one
 READ_BLOCK_MS = 250  # longest XREADGROUP block: keeps shutdown and parent checks responsive
+SWEEP_PAGE = 1000  # open sessions judged per query of the sweep
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def default_consumer_name() -> str:
@@ -72,6 +83,7 @@ class WriterStats:
     events_expired: int = 0  # for periods retention had already archived
     events_invalid: int = 0  # malformed or rejected: sent to the dead-letter stream
     rows_upserted: int = 0  # session and room-statistics rows inserted or updated
+    sessions_swept: int = 0  # open sessions of dead nodes ended by the reconciliation sweep
     batches: int = 0
     last_batch_size: int = 0
     last_batch_ms: float = 0.0
@@ -119,6 +131,9 @@ class HistoryWriter:
         self._next_partitions = 0.0
         self._next_reclaim = 0.0
         self._next_status = 0.0
+        self._next_sweep = 0.0  # the first sweep once the stream is caught up after start
+        self.sweep_every = settings.writer_sweep_interval_s
+        self.sweep_after = settings.writer_sweep_after_s
         # Entries idle this long in another consumer's pending list belong to a dead writer (a
         # live one acknowledges within a flush interval, or keeps retrying a PostgreSQL outage:
         # taking those over too is harmless, the ledger makes the second write a no-op).
@@ -179,9 +194,17 @@ class HistoryWriter:
                     block = max(1, min(READ_BLOCK_MS, int(remaining * 1000)))
                 else:
                     block = READ_BLOCK_MS
-                entries = self._redis_call(self.stream.read, ">", self.batch_size - len(batch), block)
+                wanted = self.batch_size - len(batch)
+                entries = self._redis_call(self.stream.read, ">", wanted, block)
                 for stream_id, fields in entries or ():
                     batch.add(stream_id, fields)
+                # Only once caught up, the batch written first: an end still in the stream or in
+                # the batch is better than the sweep's guess.
+                caught_up = len(entries or ()) < wanted
+                if self.sweep_every and caught_up and time.monotonic() >= self._next_sweep:
+                    if batch:
+                        batch = self._flush(batch)
+                    self._sweep()
             if batch:
                 batch = self._flush(batch, final=True)
         finally:
@@ -222,6 +245,78 @@ class HistoryWriter:
                 logs.event(log, "writer_maintenance_failed", logging.WARNING, error=str(exc).strip()[:500])
                 self._next_partitions = max(self._next_partitions, now + 60)
                 self._next_retention = max(self._next_retention, now + 3600)
+
+    def _sweep(self) -> int:
+        """End the sessions history holds as open whose node is gone and that Redis forgot
+        (``node_lost``, at their last heartbeat known here); returns how many were ended."""
+        self._next_sweep = time.monotonic() + self.sweep_every
+        conn = self._pg()
+        if conn is None:
+            return 0
+        before = datetime.now(UTC) - timedelta(seconds=self.sweep_after)
+        ended = 0
+        after = None
+        try:
+            while not self.stopping:
+                page = session_sql.open_before(conn, before, SWEEP_PAGE, after)
+                if not page:
+                    break
+                after = (page[-1].last_heartbeat_at, page[-1].session_id)
+                lost = self._redis_call(self._forgotten, page)
+                if lost is None:
+                    break  # stopping while Redis was down
+                lost = [s for s in lost if self._end_partitions(conn, s.last_heartbeat_at)]
+                ended += session_sql.end_lost(
+                    conn,
+                    lost,
+                    [events.end_event_id(s.session_id, _ms(s.started_at)) for s in lost],
+                    events.NODE_LOST,
+                )
+                if len(page) < SWEEP_PAGE:
+                    break
+        except psycopg.OperationalError as exc:
+            self._pg_failed(exc)
+        except psycopg.Error as exc:
+            logs.event(log, "writer_sweep_failed", logging.WARNING, error=str(exc).strip()[:500])
+        if ended:
+            self.stats.sessions_swept += ended
+            logs.event(log, "writer_sessions_swept", logging.WARNING, sessions=ended, reason=events.NODE_LOST)
+            self._redis_call(self._publish_status)
+        return ended
+
+    def _forgotten(self, page: list[session_sql.OpenSession]) -> list[session_sql.OpenSession]:
+        """The sessions of ``page`` no live node holds: no session key in Redis, and not in the
+        index of a live node. A live node keeps both for every session it holds (renewing the
+        key, writing both again after Redis lost them), so such a session, silent in history for
+        ``writer_sweep_after_s``, lost its node: dead, or restarted under its id. A session whose
+        key Redis still holds is the reaper's to end (or the key expires and a later sweep takes
+        it); a dead node's index, which never expires, does not keep its sessions open."""
+        nodes = sorted({s.node_id for s in page if s.node_id})
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in nodes:
+            pipe.exists(keys.node_alive(node_id))
+        for s in page:
+            if s.room_id:
+                pipe.exists(keys.session(s.room_id, s.session_id))
+            if s.node_id:
+                pipe.hexists(keys.node_sessions(s.node_id), s.session_id)
+        replies = pipe.execute()
+        alive = {n for n, up in zip(nodes, replies[: len(nodes)], strict=True) if up}
+        answers = iter(replies[len(nodes) :])
+        lost = []
+        for s in page:
+            in_room = bool(next(answers)) if s.room_id else False
+            held = bool(next(answers)) and s.node_id in alive if s.node_id else False
+            if not in_room and not held:
+                lost.append(s)
+        return lost
+
+    def _end_partitions(self, conn: psycopg.Connection, ended_at: datetime) -> bool:
+        """Whether the partitions an end at ``ended_at`` writes to exist (created if missing)."""
+        day = ended_at.astimezone(UTC).date()
+        return self.partitions.ensure(conn, LEDGER, day) and self.partitions.ensure(
+            conn, ROOM_STATS, period_start(ROOM_STATS, day)
+        )
 
     # -- Redis -------------------------------------------------------------------------------
 
@@ -388,6 +483,7 @@ class HistoryWriter:
                 "events_expired": stats.events_expired,
                 "events_invalid": stats.events_invalid,
                 "rows_upserted": stats.rows_upserted,
+                "sessions_swept": stats.sessions_swept,
                 "batches": stats.batches,
                 "last_batch_size": stats.last_batch_size,
                 "last_batch_ms": stats.last_batch_ms,
@@ -399,6 +495,11 @@ class HistoryWriter:
                 "updated_at": round(time.time(), 3),
             },
         )
+
+
+def _ms(at: datetime) -> int:
+    """Epoch milliseconds of a timestamp PostgreSQL stored from epoch milliseconds (exact)."""
+    return (at - _EPOCH) // timedelta(milliseconds=1)
 
 
 def run_writer(

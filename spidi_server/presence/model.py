@@ -73,6 +73,7 @@ class Session:
         "checkpointed",
         "trace_id",
         "node_id",
+        "lost",
     )
 
     def __init__(self, session_id: str, room: Room, user_id: str, hello: HelloPayload, ip: str, now_ms: int):
@@ -95,6 +96,9 @@ class Session:
         self.latency_max: float | None = None
         self.checkpointed = 0  # heartbeat count at the last checkpoint event
         self.trace_id = ""  # the connection that started it: every log line of the session carries it
+        # Taken back from a killed process under this node id and not resumed yet: if its client
+        # does not come back within the grace period, its node was lost at its last heartbeat.
+        self.lost = False
         self.node_id = ""
 
     def static_fields(self) -> dict:

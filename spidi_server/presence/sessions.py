@@ -208,6 +208,7 @@ class SessionLifecycle:
         if old is not None and old is not client:
             old.sessions.discard(session)
         session.client = client
+        session.lost = False
         client.sessions.add(session)
         self.wheel.touch(session.session_id, time.monotonic() + self.timeout_s)
         room = session.room
@@ -312,7 +313,9 @@ class SessionLifecycle:
                 client.push()
         self.crossnode.session_left(room, session.session_id, reason)
         if self.history:
-            self.store.event(session.end_event(reason, now_ms()))
+            # A lost node's session ended when it last beat, not when the grace period ran out.
+            ended_at = session.last_heartbeat_at if reason == events.NODE_LOST else now_ms()
+            self.store.event(session.end_event(reason, ended_at))
         self.metrics.sessions_active.set(len(local.sessions))
         local.count_rooms()
         self.metrics.sessions_ended.labels(reason=reason).inc()
@@ -328,12 +331,16 @@ class SessionLifecycle:
             local.drop_room(room)
 
     def expire(self, now: float | None = None) -> int:
-        """End every session whose deadline passed: ``timeout``, or ``disconnect`` after the grace period."""
+        """End every session whose deadline passed: ``timeout``, or ``disconnect`` after the grace
+        period (``node_lost`` for a session taken back after a crash whose client never came back)."""
         expired = self.wheel.advance(time.monotonic() if now is None else now)
         for session_id in expired:
             session = self.local.sessions.get(session_id)
             if session is not None:
-                self.end(session, "timeout" if session.client is not None else "disconnect")
+                if session.client is not None:
+                    self.end(session, events.TIMEOUT)
+                else:
+                    self.end(session, events.NODE_LOST if session.lost else events.DISCONNECT)
         return len(expired)
 
     def end_all(self, reason: str) -> None:
@@ -348,8 +355,8 @@ class SessionLifecycle:
         crashed): each one still alive (its last heartbeat less than ``heartbeat_timeout_ms``
         ago, so it had not timed out) is held again as if its connection had just closed
         abruptly, so a HELLO with its id within ``grace_period_ms`` resumes it (same id, no
-        leave, no join, no history event) and otherwise it ends ``disconnect`` when the grace
-        period runs out. Nothing is published: Redis still lists the session, as every roster
+        leave, no join, no history event) and otherwise it ends ``node_lost`` (at its last
+        heartbeat) when the grace period runs out. Nothing is published: Redis still lists the session, as every roster
         did. Call before accepting connections, with ``HotStore.node_sessions(node_id)``;
         returns the ids taken back (the rest are the reaper's to end)."""
         if self.grace_s <= 0:
@@ -384,6 +391,7 @@ class SessionLifecycle:
             )
             session.last_heartbeat_at = entry["lastHeartbeatAt"]
             session.node_id = self.node_id
+            session.lost = True
             room.sessions[session_id] = session
             self.local.sessions[session_id] = session
             self.wheel.add(session_id, deadline)

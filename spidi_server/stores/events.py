@@ -31,11 +31,20 @@ its node's memory until the minute ends, so a process killed without a word lose
 
 A room minute's joins, leaves, timeouts and disconnects are not sampled: the writer counts them
 from the session events, which are sent when they happen and survive any process (the reaper
-sends session_ended, reason disconnect, for a dead node's sessions). joins = session_started per
+sends session_ended, reason node_lost, for a dead node's sessions). joins = session_started per
 minute of started_at; leaves/timeouts/disconnects = session_ended per minute of ended_at by reason
-(leave, timeout, anything else: disconnect, shutdown). Both kinds therefore go through the writer's
-event ledger like room samples, so a replay does not count twice; checkpoints (cumulative figures)
-do not need it.
+(leave, timeout, anything else: disconnect, shutdown, node_lost). Both kinds therefore go through
+the writer's event ledger like room samples, so a replay does not count twice; checkpoints
+(cumulative figures) do not need it.
+
+A session ends once in history whoever ends it: its session_ended id is derived from the session
+(``end_event_id``), so a second end (the node that was cut off ends sessions the others already
+reaped; the writer's sweep ended it first) is a replay for the ledger. The first end applied wins.
+
+End reasons: ``leave`` (LEAVE), ``timeout`` (no heartbeat within the timeout), ``disconnect`` (the
+client's connection closed and the grace period passed), ``shutdown`` (its node stopped cleanly),
+``node_lost`` (its node died: ended by another node, by the node restarting under its id, or by the
+writer's reconciliation sweep; ``ended_at`` is the last heartbeat known).
 """
 
 from __future__ import annotations
@@ -54,12 +63,28 @@ SESSION_ENDED = "session_ended"
 ROOM_SAMPLE = "room_sample"
 ALERT_EVENT = "alert_event"
 
+# Why a session ended (SESSION_ENDED, roster ``left``, dat_spd_session.end_reason).
+LEAVE = "leave"
+TIMEOUT = "timeout"
+DISCONNECT = "disconnect"
+SHUTDOWN = "shutdown"
+NODE_LOST = "node_lost"
+END_REASONS = (LEAVE, TIMEOUT, DISCONNECT, SHUTDOWN, NODE_LOST)
+
+# The namespace of session_ended ids: uuid5(namespace, "<session_id>:<started_at>").
+_END_NAMESPACE = uuid.UUID("6f1d3c2e-5b7a-4e0f-9a41-2c8d7e5b0a13")
+
 # Upper bounds (ms) of the latency histogram a room sample carries; p95 is read off it.
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
 
 
 def _event(kind: str, event_id: str | None = None, **fields) -> dict:
     return {"id": event_id or str(uuid.uuid4()), "kind": kind, **fields}
+
+
+def end_event_id(session_id: str, started_at: int) -> str:
+    """The id of a session's ``session_ended``: the same whoever ends it, so history counts one end."""
+    return str(uuid.uuid5(_END_NAMESPACE, f"{session_id}:{int(started_at)}"))
 
 
 def session_started(
@@ -149,6 +174,7 @@ def session_ended(
     left, so that the room hooks can read the end alone."""
     event = _event(
         SESSION_ENDED,
+        end_event_id(session_id, started_at),
         session_id=session_id,
         room_id=room_id,
         tenant=tenant,

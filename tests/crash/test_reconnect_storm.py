@@ -237,6 +237,7 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
 
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
+        killed_ms = int(time.time() * 1000)
         for client in first:
             client.state = 4  # CLOSING: the lost connection is the point, not an error
         procs.append(start_node(redis_url, port, ops_port, data_dir, SPIDI_TRANSPORT=transport))
@@ -291,7 +292,7 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
 @pytest.mark.hardening(
     "fault",
     "node SIGKILLed and restarted under the same node id; its clients do not come back",
-    "sessions taken back wait for the grace period, then end disconnect; timed-out ones end at start",
+    "sessions taken back wait for the grace period, then end node_lost at their last heartbeat; timed-out ones end at start",
 )
 @pytest.mark.timeout(60)
 async def test_sessions_taken_back_end_when_the_grace_runs_out(redis_url, redis_sync):
@@ -330,10 +331,15 @@ async def test_sessions_taken_back_end_when_the_grace_runs_out(redis_url, redis_
             delta = await mon.json(roster, 5, "ROOM_ROSTER")
             left.update({e["sessionId"]: e["reason"] for e in delta["left"]})
             assert not delta["joined"]
-        assert left == dict.fromkeys(sids[1:], "disconnect")
+        assert left == dict.fromkeys(sids[1:], "node_lost")
         assert 1.0 < time.monotonic() - restarted < 5.0  # at the grace period's end, not before
         assert redis_sync.zcard(keys.room_online(room_id)) == 0
         assert not redis_sync.exists(keys.node_sessions(NODE_ID))
+        # History: each ended once, at its last heartbeat (before the kill), not at the grace's end.
+        ends = [f for _, f in redis_sync.xrange(keys.EVENTS_STREAM) if f["kind"] == "session_ended"]
+        by_session = {f["session_id"]: f for f in ends if f["session_id"] in sids[1:]}
+        assert len(by_session) == 2 and all(f["reason"] == "node_lost" for f in by_session.values())
+        assert all(int(f["ended_at"]) <= killed_ms for f in by_session.values()), by_session
         # Too late to resume: a new session.
         late = await connected(f"ws://127.0.0.1:{port}/ws", token_for(settings, "u1", "spidi:user"))
         clients.append(late)

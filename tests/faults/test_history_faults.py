@@ -229,7 +229,7 @@ def _room_stats_sql(room: str) -> str:
     "spidi serve SIGKILLed while 5 clients are connected, its writer child alive; then restarted under the "
     "same node id",
     "The writer writes what the stream holds and exits by itself; the restarted node ends the 5 sessions "
-    "(reason disconnect, heartbeat counts kept) and every session is in PostgreSQL once; both rooms' joins, "
+    "(reason node_lost, heartbeat counts kept) and every session is in PostgreSQL once; both rooms' joins, "
     "leaves and disconnects are exact (counted from session events; only the killed process's unsent "
     "partial-minute online and latency sample is lost: see docs/operations.md, History in PostgreSQL)",
 )
@@ -276,7 +276,7 @@ async def test_server_sigkill_with_the_writer_alive(settings, redis_url, redis_s
 
         again, port, _ = _start_server(redis_url, pg_dsn, "victim", data_dir)  # ends what "victim" left
         procs.append(again)
-        expect |= {m.sid: ("disconnect", m.sent) for m in doomed}
+        expect |= {m.sid: ("node_lost", m.sent) for m in doomed}
         rows = await poll_pg(
             pg_dsn,
             SESSIONS_SQL,
@@ -286,8 +286,8 @@ async def test_server_sigkill_with_the_writer_alive(settings, redis_url, redis_s
         assert {r["session_id"]: (r["end_reason"], r["heartbeat_count"]) for r in rows} == expect
         assert all(r["node_id"] == "victim" for r in rows)
         # Exact, whatever minute the kill fell in: the 5 joins from the session_started events the
-        # killed process sent, the 5 disconnects from the session_ended events the restarted node's
-        # reaper sent for its sessions.
+        # killed process sent, the 5 disconnects from the session_ended events (reason node_lost)
+        # the restarted node's reaper sent for its sessions.
         doomed_stats = {"joins": 5, "leaves": 0, "disconnects": 5}
         (stats,) = await poll_pg(pg_dsn, _room_stats_sql("doomed"), lambda r: r and r[0] == doomed_stats, 10)
         assert stats == doomed_stats, stats

@@ -10,7 +10,8 @@ import pytest
 @pytest.fixture
 def history_settings(settings, pg_dsn):
     """Node settings pointed at this test's database, with a writer that flushes quickly and a
-    retention long enough for the fixed dates the tests use."""
+    retention long enough for the fixed dates the tests use, and no reconciliation sweep (their
+    sessions' fixed dates are long past: test_reconcile.py turns it on)."""
     return dataclasses.replace(
         settings,
         postgres_dsn=pg_dsn,
@@ -18,4 +19,5 @@ def history_settings(settings, pg_dsn):
         writer_batch_size=1000,
         retention_hot_days=36500,
         retention_drop_days=36500,
+        writer_sweep_interval_s=0,
     ).validate()

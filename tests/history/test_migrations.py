@@ -115,7 +115,7 @@ def test_0006_gives_each_tenant_its_own_copy_of_a_shared_room_type(empty_pg_dsn,
             ).fetchall()
         )
 
-        assert migrate(conn) == ["0006"]
+        assert migrate(conn)[:1] == ["0006"]
 
         assert {r["id"]: r["capacity"] for r in rooms.list_all(conn)} == before
         pairs = conn.execute(

@@ -89,6 +89,16 @@ WITH fresh AS (
 DELETE FROM spd_stage AS s
 WHERE s.kind <> 'session_checkpoint' AND NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)"""
 
+# A session ends once: an end for a session history already holds as ended leaves the stage (its
+# node was cut off, the others reaped its sessions, then it ended them itself; the sweep ended it
+# first). Its id is the session's end id (events.end_event_id), so the ledger drops most of these;
+# this catches the rest (an end whose ledger day differs, an end older than the id scheme).
+_ENDED_ALREADY = """
+DELETE FROM spd_stage AS s
+USING dat_spd_session AS t
+WHERE s.kind = 'session_ended' AND t.session_id = s.session_id
+  AND t.started_at = to_timestamp(s.started_ms / 1000.0) AND t.ended_at IS NOT NULL"""
+
 # One row per session of the batch: descriptive fields from session_started, cumulative figures
 # from the most advanced checkpoint/end (highest heartbeat count; the end wins a tie), the end
 # from session_ended. On conflict the cumulative figures only move forward, so the result does
@@ -148,7 +158,8 @@ ON CONFLICT (session_id, started_at) DO UPDATE SET
 # samples (what only a node knows); joins from session_started and leaves/timeouts/disconnects from
 # session_ended events (bucket_ms: the minute of started_at/ended_at, set by the writer), so they are
 # exact whatever process dies (a session event's latency columns are the session's own: not summed
-# here). Any reason other than leave or timeout (disconnect, shutdown) counts as a disconnect. A
+# here). Any reason other than leave or timeout (disconnect, shutdown, node_lost) counts as a
+# disconnect: the client went away without leaving, whoever noticed. A
 # minute may start with session events alone: its online figures stay 0 until a sample arrives
 # (node_samples says how many did).
 _ROOM_STATS = """
@@ -217,6 +228,8 @@ def write_batch(
                     copy.write_row(row)
             cur.execute(_LEDGER)
             result.duplicates = cur.rowcount
+            cur.execute(_ENDED_ALREADY)
+            result.duplicates += cur.rowcount
             result.applied = len(rows) - result.duplicates
             if result.applied:
                 cur.execute(_SESSIONS, {"actor": actor})

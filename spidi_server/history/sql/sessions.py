@@ -1,5 +1,6 @@
-"""History reads: sessions and per-room statistics (minute rows rolled up in SQL), and the
-latency-histogram helpers the migrations define.
+"""History reads: sessions and per-room statistics (minute rows rolled up in SQL), the
+latency-histogram helpers the migrations define, and the writer's reconciliation sweep (sessions
+open in history whose node is gone: ``open_before`` and ``end_lost``).
 
 The readers run inside ``tenancy.tenant_transaction`` (the REST API) or as the connecting user
 (tests, benchmarks, diagnostics); ``spd_sessions`` and ``spd_room_stats`` are SQL functions of the
@@ -8,9 +9,9 @@ migrations, so row-level security applies to them as to the tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -90,3 +91,99 @@ def table_counts(conn: psycopg.Connection) -> dict[str, int]:
         n: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(n))).fetchone()[0]
         for n in names
     }
+
+
+class OpenSession(NamedTuple):
+    """A session history holds as open: what the sweep needs to judge it and end it."""
+
+    session_id: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    room_id: str | None
+    node_id: str | None
+
+
+def open_before(
+    conn: psycopg.Connection,
+    before: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[OpenSession]:
+    """Up to ``limit`` sessions open in history whose last heartbeat is older than ``before``,
+    oldest first; ``after`` (the last one's (last_heartbeat_at, session_id)) reads the next page."""
+    after_hb, after_sid = after if after is not None else (None, None)
+    rows = conn.execute(
+        """SELECT session_id::text, started_at, last_heartbeat_at, room_id::text, node_id
+           FROM dat_spd_session
+           WHERE ended_at IS NULL AND deleted_at IS NULL AND last_heartbeat_at < %(before)s
+             AND (%(after_hb)s::timestamptz IS NULL
+                  OR (last_heartbeat_at, session_id) > (%(after_hb)s, %(after_sid)s::uuid))
+           ORDER BY last_heartbeat_at, session_id LIMIT %(limit)s""",
+        {"before": before, "after_hb": after_hb, "after_sid": after_sid, "limit": limit},
+    ).fetchall()
+    return [OpenSession(*row) for row in rows]
+
+
+# End the given sessions as ``node_lost`` at their last heartbeat, in ONE statement: the session
+# rows (only those still open: a batch may have ended one meanwhile), their end in the ledger
+# under the id the node's own session_ended would carry (so that end, arriving later, is a replay),
+# and a disconnect each in their room's minute, only for ends new to the ledger.
+_END_LOST = """
+WITH cand AS (
+    SELECT * FROM unnest(%(sids)s::uuid[], %(starts)s::timestamptz[], %(eids)s::uuid[])
+        AS c(session_id, started_at, event_id)
+), ended AS (
+    UPDATE dat_spd_session AS t
+    SET ended_at = t.last_heartbeat_at, end_reason = %(reason)s, updated_at = now(), updated_by = %(actor)s
+    FROM cand
+    WHERE t.session_id = cand.session_id AND t.started_at = cand.started_at AND t.ended_at IS NULL
+    RETURNING t.room_id, t.unidad_negocio_id, t.room_code, t.ended_at, cand.event_id
+), fresh AS (
+    INSERT INTO spd_event_ledger (event_id, event_day, kind)
+    SELECT event_id, (ended_at AT TIME ZONE 'UTC')::date, 'session_ended' FROM ended
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+), counted AS (
+    INSERT INTO dat_spd_room_stats AS t (
+        room_id, ts_bucket, unidad_negocio_id, room_code, online_sum, online_samples, online_avg,
+        online_max, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
+        node_samples, created_by, updated_by)
+    SELECT e.room_id, to_timestamp(floor(extract(epoch FROM e.ended_at) / 60) * 60), min(e.unidad_negocio_id),
+           min(e.room_code), 0, 0, 0, 0, 0, 0, 0, count(*), 0, 0, '{}', 0, %(actor)s, %(actor)s
+    FROM ended AS e JOIN fresh USING (event_id)
+    WHERE e.room_id IS NOT NULL
+    GROUP BY e.room_id, to_timestamp(floor(extract(epoch FROM e.ended_at) / 60) * 60)
+    ON CONFLICT (room_id, ts_bucket) DO UPDATE SET
+        room_code = coalesce(t.room_code, excluded.room_code),
+        disconnects = t.disconnects + excluded.disconnects,
+        updated_at = now(),
+        updated_by = excluded.updated_by
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM counted)"""
+
+
+def end_lost(
+    conn: psycopg.Connection,
+    sessions: Sequence[OpenSession],
+    event_ids: Sequence[str],
+    reason: str,
+    actor: str = "spidi-writer",
+) -> int:
+    """End ``sessions`` (with ``reason``, at their last heartbeat) in one transaction; ``event_ids``
+    are their session_ended ids (``events.end_event_id``). Every partition the ends need (ledger
+    day, room-statistics period of the last heartbeat) must exist. Returns the sessions ended."""
+    if not sessions:
+        return 0
+    with conn.transaction():
+        ended, _ = conn.execute(
+            _END_LOST,
+            {
+                "sids": [s.session_id for s in sessions],
+                "starts": [s.started_at for s in sessions],
+                "eids": list(event_ids),
+                "reason": reason,
+                "actor": actor,
+            },
+        ).fetchone()
+    return ended
