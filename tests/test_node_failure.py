@@ -20,7 +20,7 @@ from .stomp_client import connected
 from .test_cli import free_port, read_banner
 
 
-def start_node(redis_url: str, node_id: str) -> tuple[subprocess.Popen, int]:
+def start_node(redis_url: str, node_id: str, **env_extra: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env.update(
@@ -29,6 +29,7 @@ def start_node(redis_url: str, node_id: str) -> tuple[subprocess.Popen, int]:
         SPIDI_WRITER="external",
         SPIDI_NODE_ID=node_id,
         SPIDI_LOG_LEVEL="warning",
+        **env_extra,
     )
     proc = subprocess.Popen(
         [
@@ -140,7 +141,9 @@ async def test_node_back_with_the_same_id_resurrects_nothing(redis_url, redis_sy
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert redis_sync.zcard(keys.room_online(room_id)) == 2  # nobody else is there to reap
-    again, _ = start_node(redis_url, "phoenix")  # at once, long before its old key would expire
+    # At once, long before its old key would expire. Without a grace period nothing is held for
+    # resume (with one, the sessions wait for their clients: tests/crash/test_reconnect_storm.py).
+    again, _ = start_node(redis_url, "phoenix", SPIDI_GRACE_PERIOD_MS="0")
     procs.append(again)
     assert redis_sync.zcard(keys.room_online(room_id)) == 0
     assert not redis_sync.exists(*(keys.session(room_id, sid) for sid in sids))

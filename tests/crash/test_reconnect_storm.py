@@ -237,7 +237,6 @@ async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, re
 
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
-        killed_ms = int(time.time() * 1000)
         for client in first:
             client.state = 4  # CLOSING: the lost connection is the point, not an error
         procs.append(start_node(redis_url, port, ops_port, data_dir, SPIDI_TRANSPORT=transport))
@@ -317,6 +316,7 @@ async def test_sessions_taken_back_end_when_the_grace_runs_out(redis_url, redis_
             await asyncio.sleep(0.02)
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
+        killed_ms = int(time.time() * 1000)
         # The first session's last heartbeat was long ago: it had timed out when the node died.
         redis_sync.zadd(keys.room_online(room_id), {sids[0]: int(time.time() * 1000) - 200_000})
         procs.append(start_node(redis_url, port, ops_port, data_dir, **timing))
