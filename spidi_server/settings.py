@@ -146,7 +146,12 @@ class Settings:
             "doc": "Full garbage collections run on this schedule instead of when CPython decides; 0 = default"
         },
     )
-    shutdown_timeout_s: float = field(default=5.0, metadata={"doc": "Grace given to clients on shutdown"})
+    shutdown_timeout_s: float = field(
+        default=5.0,
+        metadata={
+            "doc": "Longest a stop takes, signal to exit, start-up included (clients get half of it to close)"
+        },
+    )
 
     workers: int = field(
         default=1,
