@@ -103,7 +103,10 @@ class BackingServices:
             from .history.writer import stop_writer_process
 
             await asyncio.to_thread(stop_writer_process, self.writer_proc, 30.0)
-        if self.embedded_pg is not None:
-            await asyncio.to_thread(self.embedded_pg.stop)
-        if self.embedded_redis is not None:
-            await asyncio.to_thread(self.embedded_redis.stop)
+        try:
+            if self.embedded_pg is not None:
+                await asyncio.to_thread(self.embedded_pg.stop)
+        finally:
+            # Whatever PostgreSQL did: a redis-server left behind would outlive its node.
+            if self.embedded_redis is not None:
+                await asyncio.to_thread(self.embedded_redis.stop)
