@@ -74,18 +74,23 @@ def read_pidfile(path: Path) -> int | None:
 
 
 def stop_pid(pid: int, still_ours: Callable[[int], bool], timeout: float) -> None:
-    """SIGTERM a process this one did not start (an adopted redis-server), wait up to ``timeout``
-    seconds, then SIGKILL. ``still_ours(pid)`` is asked before each signal, so a pid that was
-    recycled meanwhile by another program is never signalled."""
-    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+    """SIGTERM a process this one did not start (an adopted redis-server) until it exits, for up
+    to ``timeout`` seconds, then SIGKILL. ``still_ours(pid)`` is asked before each signal, so a pid
+    recycled meanwhile by another program is never signalled. SIGTERM is repeated: redis-server
+    ignores one that arrives while it writes its first AOF."""
+    deadline = time.monotonic() + timeout
+    sig = signal.SIGTERM
+    while True:
         if not still_ours(pid):
-            return
+            return  # gone (a zombie included: no command line), or someone else's now
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if process_cmdline(pid) is None:
-                return
+        resend = time.monotonic() + (0.5 if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < resend and process_cmdline(pid) is not None:
             time.sleep(0.02)
+        if process_cmdline(pid) is None or sig == signal.SIGKILL:
+            return

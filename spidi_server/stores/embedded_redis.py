@@ -156,6 +156,11 @@ class EmbeddedRedis:
                 "stop it or use another data directory"
             )
         self.adopted_pid = answering
+        if self.appendonly:
+            # Started by an older Spidi or with the setting off: durable from now on, as configured.
+            for command in (b"CONFIG SET appendfsync everysec\r\n", b"CONFIG SET appendonly yes\r\n"):
+                if not self._command(command).startswith(b"+OK"):
+                    raise ConfigError(f"the adopted redis-server on {self.socket_path} refused {command!r}")
         logs.event(
             log,
             "redis_adopted",
@@ -185,6 +190,17 @@ class EmbeddedRedis:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def _command(self, command: bytes) -> bytes:
+        """The first reply line of an inline ``command`` on the socket (b"" when none answers)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5.0)
+                sock.connect(str(self.socket_path))
+                sock.sendall(command)
+                return sock.recv(4096)
+        except OSError:
+            return b""
 
     def _server_pid(self) -> int | None:
         """The ``process_id`` of the server answering on the socket, or None if none answers."""

@@ -227,3 +227,18 @@ def test_a_recycled_pid_in_the_pidfile_is_neither_adopted_nor_stopped(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_an_adopted_memory_only_redis_is_made_durable_and_stopped(tmp_path):
+    path = tmp_path / "redis"
+    orphan = EmbeddedRedis(path, appendonly=False).start()  # its node is gone without stopping it
+    try:
+        adopter = EmbeddedRedis(path, appendonly=True).start()
+        assert adopter.process is None and adopter.pid == orphan.pid
+        r = redis_sync.Redis(unix_socket_path=str(adopter.socket_path))
+        assert r.config_get("appendonly") == {"appendonly": "yes"}
+        assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
+        adopter.stop()
+        assert orphan.process.wait(10) == 0  # SIGTERM: a clean stop
+    finally:
+        orphan.stop()
