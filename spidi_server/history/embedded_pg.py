@@ -104,12 +104,12 @@ class EmbeddedPostgres:
             handles.put(alive)
         except Exception:  # pragma: no cover - pgserver internals changed; stopping still works
             pass
-        info = server._postmaster_info
-        if info is not None and not self.is_ours(info.pid):
+        pid = server.get_pid()
+        if not self.is_ours(pid):
             # Already dead (killed, or a zombie nobody reaps): pg_ctl stop would wait for it and
             # pgserver then fail to kill it; only our handle is left to drop.
             server.cleanup_mode = None
-            logs.event(log, "postgres_gone", logging.WARNING, pid=info.pid, data_path=str(self.data_path))
+            logs.event(log, "postgres_gone", logging.WARNING, pid=pid, data_path=str(self.data_path))
         try:
             server.cleanup()
         except Exception as exc:
