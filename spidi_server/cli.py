@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from . import __version__, logs
 from .auth import mint_token
+from .datadir import DataDirLock
 from .errors import ConfigError, StartupError
 from .preflight import check_data_dir
 from .processes import stop_on_signals
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             logs.configure(settings.log_level)
             check_data_dir(settings.data_path)
+            # Before anything starts; never released: the kernel drops it when this process ends.
+            DataDirLock(settings.data_path).acquire()
             if settings.workers > 1:
                 from .supervisor import run_supervisor
 

@@ -1,5 +1,6 @@
-"""Processes: one way to stop the children Spidi starts (redis-server, the writer), and one way
-for a Spidi process to be told to stop.
+"""Processes: one way to stop the children Spidi starts (redis-server, the writer), one way to
+look at and stop a process it adopted (an embedded redis-server left by a node killed with
+SIGKILL), and one way for a Spidi process to be told to stop.
 
 SIGINT and SIGTERM both mean a graceful stop: an event is set, and the process winds down on its
 own (serve and the supervisor on their asyncio loop, the history writer in its synchronous loop).
@@ -8,10 +9,13 @@ own (serve and the supervisor on their asyncio loop, the history writer in its s
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -48,3 +52,45 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """The command line of process ``pid`` from /proc, or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
+    if not raw:
+        return None  # a zombie, or a kernel thread
+    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+
+
+def read_pidfile(path: Path) -> int | None:
+    """The pid written in ``path`` (its first line), or None when missing or unreadable."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_pid(pid: int, still_ours: Callable[[int], bool], timeout: float) -> None:
+    """SIGTERM a process this one did not start (an adopted redis-server) until it exits, for up
+    to ``timeout`` seconds, then SIGKILL. ``still_ours(pid)`` is asked before each signal, so a pid
+    recycled meanwhile by another program is never signalled. SIGTERM is repeated: redis-server
+    ignores one that arrives while it writes its first AOF."""
+    deadline = time.monotonic() + timeout
+    sig = signal.SIGTERM
+    while True:
+        if not still_ours(pid):
+            return  # gone (a zombie included: no command line), or someone else's now
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        resend = time.monotonic() + (0.5 if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < resend and process_cmdline(pid) is not None:
+            time.sleep(0.02)
+        if process_cmdline(pid) is None or sig == signal.SIGKILL:
+            return

