@@ -288,7 +288,7 @@ def test_configuration_errors_hide_the_redis_password(url, command, workdir):
 @pytest.mark.hardening(
     "security",
     "spidi serve on an external Redis URL with a password where nothing listens",
-    "Exit 1, one line naming the Redis URL with the password shown as ***, no traceback",
+    "Exit 2, one line naming the Redis URL with the password shown as ***, no traceback",
 )
 def test_an_unreachable_redis_is_a_clear_error_without_its_password(workdir):
     url = f"redis://spidi:{PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
@@ -296,9 +296,9 @@ def test_an_unreachable_redis_is_a_clear_error_without_its_password(workdir):
     result = run_to_exit(
         ["serve", "--data-dir", str(workdir / "data"), "--port", "0", "--ops-port", "0"], env
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a start-up failure (preflight.py)
     shown = url.replace(PASSWORD, "***")
-    assert f"spidi: cannot start on Redis at {shown}: Error 111 connecting to" in result.stderr
+    assert f"spidi: cannot start: Redis at {shown} does not answer: Error 111 connecting to" in result.stderr
     assert "Traceback" not in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
 

@@ -121,10 +121,15 @@ def error_fields(reply: Reply) -> dict[str, str]:
 async def write_history(node, redis_client, evs: list[dict]) -> None:
     """Push history events to the stream and run a writer (in a thread) until they are in PostgreSQL.
 
-    The writer flushes quickly and keeps everything (the tests use fixed past dates).
+    The writer flushes quickly and keeps everything (the tests use fixed past dates), and its
+    reconciliation sweep is off: those past sessions would look abandoned to it.
     """
     settings = dataclasses.replace(
-        node.settings, writer_flush_interval_s=0.1, retention_hot_days=36500, retention_drop_days=36500
+        node.settings,
+        writer_flush_interval_s=0.1,
+        retention_hot_days=36500,
+        retention_drop_days=36500,
+        writer_sweep_interval_s=0,
     ).validate()
     push(redis_client, evs)
 

@@ -204,7 +204,7 @@ async def test_sessions_of_a_dead_node_are_reaped_on_a_cluster(node_factory, red
         seen = await _drain_roster(
             mon, f"/topic/rooms/{code}/roster", lambda _j, left, _u, s=sids[code]: s in left
         )
-        assert seen["left"][sids[code]] == "disconnect"
+        assert seen["left"][sids[code]] == "node_lost"
         assert await survivor.store.room_online(room_id_for("default", code)) == 0
     redis = survivor.store.redis
     assert not await redis.exists(keys.node_sessions("cl-victim"))

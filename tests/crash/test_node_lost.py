@@ -96,7 +96,10 @@ class Serves:
                 start_new_session=True,
             )
         self.procs.append(proc)
-        return proc, read_banner(proc, timeout=60)
+        try:
+            return proc, read_banner(proc, timeout=60)
+        except AssertionError as exc:  # say why: the node's own stderr
+            raise AssertionError(f"{exc}\nstderr: {Path(err.name).read_text()[-3000:]}") from None
 
     @property
     def ws_url(self) -> str:
