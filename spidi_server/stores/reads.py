@@ -101,32 +101,7 @@ async def roster(source: Source, room_id: str) -> list[dict]:
 async def user_sessions(source: Source, tenant: str, user_id: str) -> list[dict]:
     """Every live session of a user, across rooms and nodes, with latency and last heartbeat."""
     await source.flush(FLUSH_WAIT_S)
-    index = await source.redis.hgetall(keys.user_sessions(tenant, user_id))
-    if not index:
-        return []
-    pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
-    pipe = source.redis.pipeline(transaction=False)
-    for sid, room_id in pairs:
-        pipe.hgetall(keys.session(room_id, sid))
-        pipe.hget(keys.room_latency(room_id), sid)
-        pipe.zscore(keys.room_online(room_id), sid)
-    raw = await pipe.execute()
-    out = []
-    for i, (sid, room_id) in enumerate(pairs):
-        info, latency, score = raw[3 * i : 3 * i + 3]
-        if not info or score is None:
-            continue  # ended between the two reads, or a stale index entry
-        entry = {text(k): text(v) for k, v in info.items()}
-        entry.update(
-            sessionId=sid,
-            roomId=room_id,
-            lastHeartbeatAt=int(score),
-            latencyMs=float(latency) if latency is not None else None,
-        )
-        if "connectedAt" in entry:
-            entry["connectedAt"] = int(entry["connectedAt"])
-        out.append(entry)
-    return out
+    return await _indexed_sessions(source, keys.user_sessions(tenant, user_id), latency=True)
 
 
 async def node_sessions(source: Source, node_id: str) -> list[dict]:
@@ -134,7 +109,13 @@ async def node_sessions(source: Source, node_id: str) -> list[dict]:
 
     What a process restarting under the same node id reads to take its previous sessions back."""
     await source.flush(2.0)
-    index = await source.redis.hgetall(keys.node_sessions(node_id))
+    return await _indexed_sessions(source, keys.node_sessions(node_id), latency=False)
+
+
+async def _indexed_sessions(source: Source, index_key: str, *, latency: bool) -> list[dict]:
+    """The sessions an index hash (sessionId -> roomId) lists that Redis still holds: their hash
+    fields, room and last heartbeat, and with ``latency`` their latest latency."""
+    index = await source.redis.hgetall(index_key)
     if not index:
         return []
     pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
@@ -142,14 +123,20 @@ async def node_sessions(source: Source, node_id: str) -> list[dict]:
     for sid, room_id in pairs:
         pipe.hgetall(keys.session(room_id, sid))
         pipe.zscore(keys.room_online(room_id), sid)
+        if latency:
+            pipe.hget(keys.room_latency(room_id), sid)
     raw = await pipe.execute()
+    step = 3 if latency else 2
     out = []
     for i, (sid, room_id) in enumerate(pairs):
-        info, score = raw[2 * i : 2 * i + 2]
+        info, score = raw[step * i], raw[step * i + 1]
         if not info or score is None:
-            continue  # ended, expired, or a stale index entry: the reaper's to clear
+            continue  # ended between the two reads, expired, or a stale index entry
         entry = {text(k): text(v) for k, v in info.items()}
         entry.update(sessionId=sid, roomId=room_id, lastHeartbeatAt=int(score))
+        if latency:
+            value = raw[step * i + 2]
+            entry["latencyMs"] = float(value) if value is not None else None
         if "connectedAt" in entry:
             entry["connectedAt"] = int(entry["connectedAt"])
         out.append(entry)
