@@ -70,6 +70,7 @@ class DashboardHost(Protocol):
 
     settings: Settings  # the WebSocket host name, dev mode, the token signing key
     transport: Listener  # where the WebSocket listens
+    policy: roles.Policy  # which roles may watch and acknowledge, under this node's settings
 
 
 DEV_SUBJECT = "dev-admin"
@@ -174,8 +175,10 @@ def register_dashboard(app: web.Application, host: DashboardHost) -> None:
         body: dict = {
             "wsUrl": ws_url_for(request, host),
             "dev": bool(settings.dev),
-            # The page checks a pasted token against these before trying it (roles.py decides).
-            "watchRoles": list(roles.allowed(roles.OBSERVE)),
+            # The page checks a pasted token against these before trying it, and offers the
+            # Acknowledge button only to the roles that may use it (roles.py decides).
+            "watchRoles": list(host.policy.allowed(roles.OBSERVE)),
+            "acknowledgeRoles": list(host.policy.allowed(roles.ACKNOWLEDGE)),
         }
         if settings.dev and same_origin_page(request):
             try:

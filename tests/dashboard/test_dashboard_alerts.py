@@ -266,12 +266,20 @@ async def test_acknowledge_failure_is_reported(node_factory, redis_sync, page):
     alert = evaluator.alert(rule, "lobby")
     evaluator.store(alert)
     row = page.locator(f'#alerts-table tr[data-alert="{rule["id"]}/{alert["roomId"]}"]')
-    # A monitor may not acknowledge (admins do, unless monitors_may_acknowledge): the page says so;
-    # an admin's acknowledgement fails here for want of PostgreSQL, and the page says that.
-    for role, reason in (
-        ("spidi:monitor", "this token may not acknowledge alerts"),
-        ("spidi:admin", "the history store is unavailable"),
-    ):
+    # A monitor may not acknowledge (admins do, unless monitors_may_acknowledge): its button is
+    # disabled and says why; an admin's acknowledgement fails here for want of PostgreSQL, and the
+    # page says that.
+    await page.goto(node.ops.url + "/")
+    await page.fill("#token", token_for(node.settings, "mo", "spidi:monitor"))
+    await page.click("#signin-button")
+    await expect(row.locator(".c-sev .sev")).to_have_text("warning", timeout=3000)
+    await expect(row.locator("button.ack")).to_be_disabled()
+    await expect(row.locator(".c-ack")).to_have_attribute(
+        "title", "Acknowledging alerts needs the role spidi:admin"
+    )
+    await page.click("#signout")
+    await expect(page.locator("#signin")).to_be_visible()
+    for role, reason in (("spidi:admin", "the history store is unavailable"),):
         await page.goto(node.ops.url + "/")
         await page.fill("#token", token_for(node.settings, "mo", role))
         await page.click("#signin-button")

@@ -84,6 +84,14 @@ async def test_config_has_no_token_outside_dev_mode(node_factory):
     assert config["wsUrl"] == f"ws://127.0.0.1:{node.transport.port}/ws"
 
 
+async def test_config_says_who_may_acknowledge(node_factory):
+    """The page offers Acknowledge only to the roles the node's policy allows (roles.py)."""
+    for grant, expected in ((False, ["spidi:admin"]), (True, ["spidi:monitor", "spidi:admin"])):
+        node = await node_factory(monitors_may_acknowledge=grant)
+        _, _, body = await _get(node.ops.url + "/dashboard/config")
+        assert json.loads(body)["acknowledgeRoles"] == expected, grant
+
+
 # -- in the browser ---------------------------------------------------------------------------------
 
 

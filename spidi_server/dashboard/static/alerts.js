@@ -160,10 +160,26 @@ function updateAlertRow(tr, a, now) {
   updateAckCell(tr.querySelector(".c-ack"), a);
 }
 
+/** The roles that may acknowledge but this token lacks (none: it may; unknown config: the server decides). */
+function ackRolesMissing() {
+  const allowed = state.config && state.config.acknowledgeRoles;
+  if (!Array.isArray(allowed)) return null;
+  const held = (state.claims && state.claims.roles) || [];
+  const mine = Array.isArray(held) ? held : [held];
+  return mine.some((r) => allowed.includes(r)) ? null : allowed;
+}
+
 function updateAckCell(cell, a) {
   const key = alertKey(a);
   const busy = state.acking.has(key);
-  const sig = a.acknowledgedBy ? "by:" + a.acknowledgedBy + ":" + a.acknowledgedAt : busy ? "busy" : "open";
+  const missing = ackRolesMissing();
+  const sig = a.acknowledgedBy
+    ? "by:" + a.acknowledgedBy + ":" + a.acknowledgedAt
+    : missing
+      ? "denied"
+      : busy
+        ? "busy"
+        : "open";
   if (cell.dataset.sig === sig) return;
   cell.dataset.sig = sig;
   if (a.acknowledgedBy) {
@@ -172,6 +188,11 @@ function updateAckCell(cell, a) {
       el("span", { class: "acked" }, "✓ ", el("b", { text: a.acknowledgedBy }), at ? " · " + timeFmt.format(at) : "")
     );
     cell.title = "Acknowledged by " + a.acknowledgedBy + (at ? ", " + fullFmt.format(new Date(at)) : "");
+    return;
+  }
+  if (missing) {
+    cell.title = "Acknowledging alerts needs the role " + missing.join(" or ");
+    cell.replaceChildren(el("button", { type: "button", class: "small-btn ack", disabled: true, text: "Acknowledge" }));
     return;
   }
   cell.removeAttribute("title");
