@@ -163,8 +163,7 @@ class Node:
         )
         await self.store.start()
         self.metrics.fault_source = self.store
-        self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id)
-        self.presence.subscriptions.policy = self.policy
+        self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id, self.policy)
         # What the store writes again when Redis lost (or may have lost) this node's state.
         self.store.live_sessions = self.presence.live_sessions
         self.store.is_live = self.presence.holds

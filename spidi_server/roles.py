@@ -10,8 +10,8 @@ A token carries one or more of three roles (ADR-0001):
 
 Callers name an *action* and ask a :class:`Policy` (``policy.allows(claims_roles, action)``). Two
 settings widen what monitors may do (``monitors_may_acknowledge``, ``monitors_see_ip``), so the
-node builds its policy once at start (``policy(settings)``) and hands it to the REST API and the
-subscriptions; a policy change is one line here.
+node builds its policy once at start (``policy(settings)``) and hands it to the REST API, presence
+(HELLO, subscriptions) and the dashboard; a policy change is one line here.
 """
 
 from __future__ import annotations
@@ -83,15 +83,5 @@ def policy(settings: PolicySettings | None = None) -> Policy:
     return Policy(MappingProxyType(table))
 
 
-# The policy under default settings: for callers whose actions no setting changes (JOIN, OBSERVE).
+# The policy under default settings (e.g. the OpenAPI document built without a node).
 DEFAULT = policy()
-
-
-def allowed(action: str) -> tuple[str, ...]:
-    """The roles that may perform ``action`` under default settings (see :data:`DEFAULT`)."""
-    return DEFAULT.allowed(action)
-
-
-def describe(action: str) -> str:
-    """``allowed(action)`` for people, under default settings: ``"spidi:monitor or spidi:admin"``."""
-    return DEFAULT.describe(action)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from .. import roles
 from ..metrics import NodeMetrics
 from ..protocol.destinations import Destination
 from ..rooms import RoomCatalog
@@ -51,7 +52,11 @@ class Presence:
         catalog: RoomCatalog,
         metrics: NodeMetrics,
         node_id: str = "",
+        policy: roles.Policy | None = None,
     ):
+        # Who may join, subscribe and see IP addresses: the node's policy, else the one its
+        # settings make (roles.py decides either way).
+        policy = policy or roles.policy(settings)
         self.settings = settings
         self.node_id = node_id
         self.store = store
@@ -61,10 +66,10 @@ class Presence:
         self.local = LocalState(store, metrics, self.sampling)
         self.crossnode = CrossNode(self.local)
         self.subscriptions = Subscriptions(
-            self.local, store, catalog, self.crossnode, settings.metrics_interval_ms / 1000
+            self.local, store, catalog, self.crossnode, settings.metrics_interval_ms / 1000, policy
         )
         self.lifecycle = SessionLifecycle(
-            settings, self.local, store, catalog, metrics, self.crossnode, node_id
+            settings, self.local, store, catalog, metrics, self.crossnode, node_id, policy
         )
         self.rooms: dict[str, Room] = self.local.rooms  # by room id
         self.sessions: dict[str, Session] = self.local.sessions  # by session id

@@ -56,8 +56,10 @@ class SessionLifecycle:
         metrics: NodeMetrics,
         crossnode: CrossNode,
         node_id: str,
+        policy: roles.Policy,
     ):
         self.settings = settings
+        self.policy = policy  # who may join
         self.local = local
         self.store = store
         self.catalog = catalog
@@ -89,8 +91,8 @@ class SessionLifecycle:
         ``spidi_capacity_checks_degraded_total``). The local count is also a fast pre-check.
         """
         claims = client.stomp.claims
-        if not claims.has_any(*roles.allowed(roles.JOIN)):
-            raise ForbiddenError(f"HELLO needs role {roles.describe(roles.JOIN)}")
+        if not self.policy.allows(claims.roles, roles.JOIN):
+            raise ForbiddenError(f"HELLO needs role {self.policy.describe(roles.JOIN)}")
         hello = payloads.hello(payload)
         code = hello.room_code
         local = self.local

@@ -44,6 +44,7 @@ class Subscriptions:
         catalog: RoomCatalog,
         crossnode: CrossNode,
         publish_interval_s: float,
+        policy: roles.Policy,
     ):
         self.local = local
         self.store = store
@@ -53,8 +54,7 @@ class Subscriptions:
         self.tenant_subs: dict[str, list[Subscription]] = {}
         self.tenant_last: dict[str, list] = {}
         self.alert_feed: AlertFeed | None = None  # set by the node when alerting runs
-        # Who may subscribe and who sees IP addresses: the node's policy (set at start).
-        self.policy: roles.Policy = roles.DEFAULT
+        self.policy = policy  # who may subscribe, and who sees IP addresses
         self._publishing: set[asyncio.Task] = set()
         self._loop = asyncio.get_running_loop
 
