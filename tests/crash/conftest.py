@@ -33,7 +33,10 @@ def embedded_of(data_dir: Path) -> dict[str, list[int]]:
     """Live redis-server and postmaster processes whose command line names ``data_dir``.
 
     PostgreSQL's own children retitle themselves ("postgres: checkpointer"), so the postmaster is
-    the one postgres that names its data directory. Zombies have no command line: not counted.
+    the one postgres that names its data directory — except for a child caught between its fork
+    and its retitling, which still carries the postmaster's command line: a postgres whose parent
+    is a postmaster found here is such a child, not a second postmaster. Zombies have no command
+    line: not counted.
     """
     found: dict[str, list[int]] = {"redis-server": [], "postgres": []}
     for entry in os.listdir("/proc"):
@@ -45,7 +48,18 @@ def embedded_of(data_dir: Path) -> dict[str, list[int]]:
         name = os.path.basename(argv[0].split(" ")[0])
         if name in found:
             found[name].append(int(entry))
+    postmasters = set(found["postgres"])
+    found["postgres"] = [pid for pid in found["postgres"] if _parent(pid) not in postmasters]
     return found
+
+
+def _parent(pid: int) -> int | None:
+    """``pid``'s parent (None once it has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state": ppid
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
