@@ -13,7 +13,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy
 
 __all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c"]
 
@@ -158,18 +158,20 @@ cdef bytes _frame(int opcode, const unsigned char *payload, Py_ssize_t n):
     return out
 
 
-def encode_text_c(bytes payload) -> bytes:
+def encode_text_c(bytes payload not None) -> bytes:
     """One unmasked text frame with FIN set carrying ``payload``."""
     return _frame(OP_TEXT, <const unsigned char *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-def encode_frames_c(list chunks) -> bytes:
+def encode_frames_c(list chunks not None) -> bytes:
     """Each chunk as one text frame, concatenated, so a batch costs one ``transport.write``."""
     cdef Py_ssize_t total = 0, n, at = 0
     cdef unsigned char head[10]
     cdef bytes chunk, out
     cdef unsigned char *dst
     for chunk in chunks:
+        if chunk is None:
+            raise TypeError("encode_frames_c() takes a list of bytes")
         n = PyBytes_GET_SIZE(chunk)
         total += n + (2 if n < 126 else 4 if n < 65536 else 10)
     out = PyBytes_FromStringAndSize(NULL, total)
@@ -182,7 +184,7 @@ def encode_frames_c(list chunks) -> bytes:
     return out
 
 
-def encode_close_c(int code, str reason) -> bytes:
+def encode_close_c(int code, str reason not None) -> bytes:
     """A close frame with ``code`` and ``reason`` (UTF-8, cut at a character boundary to fit 123
     bytes); code 1005 ("no status") gives an empty close frame."""
     if code == NO_STATUS:
@@ -243,14 +245,14 @@ cdef class WsStreamC:
         self._out_len = self._out_cap = 0
         return out
 
-    def close(self, int code, str reason) -> None:
+    def close(self, int code, str reason not None) -> None:
         """Start the closing handshake: queue our close frame; the stream becomes CLOSING."""
         if self.state != OPEN:
             return
         self._queue_close(code, reason)
         self.state = CLOSING
 
-    def feed(self, bytes data) -> list:
+    def feed(self, bytes data not None) -> list:
         """Consume bytes from the peer; return the data messages they complete, in order."""
         if self.state == CLOSED:
             return []
