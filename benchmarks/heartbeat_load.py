@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,7 +32,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.bench_report import (
+    FLOOR,
+    figure_rows,
+    host_info,
+    markdown_summary,
+    print_table,
+    ratio_rows,
+    ratios,
+)
 from benchmarks.loadgen import (
+    FAILURE_KINDS,
+    ConnectResult,
     LoadGenerator,
     WindowResult,
     fetch_metric,
@@ -44,21 +56,28 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEARTBEATS = "spidi_heartbeats_total"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("spidi", "spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
+# "spidi" runs the node's default transport (no transport setting given); the others force one.
+# "spidi-native" fails to start in a tree without the native transport: reported, not fatal.
+SERVER_KINDS = (
+    "spidi",
+    "spidi-native",
+    "spidi-websockets",
+    "spidi-picows",
+    "spidi-pure",
+    "bare-uvloop",
+    "bare-websockets",
+    "bare-picows",
+)
 # Worker-mode kinds (`spidi serve --workers 2`): not in --compare; ask for them with --servers.
 WORKER_KINDS = ("spidi-2w", "spidi-picows-2w")
-COMPARE_REFERENCES = ("spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
-# (server, reference) pairs whose ratios the comparison prints.
-COMPARE_PAIRS = (
-    ("spidi", "spidi-pure"),
-    ("spidi", "bare-websockets"),
-    ("spidi", "bare-uvloop"),
-    ("spidi-picows", "bare-picows"),
-    ("spidi-picows", "bare-uvloop"),
-    ("spidi-picows", "spidi"),
-    ("spidi-2w", "spidi"),
-    ("spidi-picows-2w", "spidi-picows"),
-)
+COMPARE_KINDS = ("spidi", "spidi-websockets", "spidi-picows", FLOOR, "bare-websockets", "bare-picows")
+# SPIDI_TRANSPORT of the kinds that force a transport.
+KIND_TRANSPORT = {
+    "spidi-native": "native",
+    "spidi-websockets": "websockets",
+    "spidi-picows": "picows",
+    "spidi-picows-2w": "picows",
+}
 
 
 # -- process figures from /proc ----------------------------------------------------------------------
@@ -71,9 +90,8 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def server_pids(root: int) -> list[int]:
-    """``root`` and its descendants that run Spidi's node code (workers), not Redis, PostgreSQL
-    or the history writer: what "server CPU" means in worker mode too."""
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -84,6 +102,13 @@ def server_pids(root: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def server_pids(root: int) -> list[int]:
+    """``root`` and its descendants that run Spidi's node code (workers), not Redis, PostgreSQL
+    or the history writer: what "server CPU" means in worker mode too."""
+    children = _children()
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -96,6 +121,34 @@ def server_pids(root: int) -> list[int]:
             out.append(pid)
         todo.extend(children.get(pid, ()))
     return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants: the node, its redis-server, PostgreSQL (postmaster and
+    backends) and the history writer, so "server tree CPU" is everything the node runs."""
+    children = _children()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu_sample(root: int) -> dict[int, float]:
+    """CPU seconds so far of every process of ``root``'s tree, by pid."""
+    sample = {}
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # ended between listing and reading
+            sample[pid] = proc_cpu_seconds(pid)
+    return sample
+
+
+def tree_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the tree spent between two samples. A process born in between counts whole;
+    one that ended in between loses its last interval (PostgreSQL backends and the writer live
+    as long as the node, so this is rare)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def proc_rss_bytes(pid: int) -> int:
@@ -176,8 +229,8 @@ class ServerProcess:
             )
             if self.kind == "spidi-pure":
                 env["SPIDI_NO_EXTENSIONS"] = "1"
-            elif self.kind.startswith("spidi-picows"):
-                env["SPIDI_TRANSPORT"] = "picows"
+            if self.kind in KIND_TRANSPORT:
+                env["SPIDI_TRANSPORT"] = KIND_TRANSPORT[self.kind]
             if self.workers > 1:
                 argv += ["--workers", str(self.workers)]
             env.update(self.extra_env)
@@ -256,6 +309,26 @@ class ServerProcess:
             return proc_cpu_seconds(self.pid)
         return sum(_safe(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
 
+    @property
+    def transport(self) -> str:
+        """The WebSocket transport the server runs: forced by its kind, else the node's default."""
+        if not self.is_spidi:
+            return self.kind.split("-", 1)[1] + " (bare)"
+        forced = self.extra_env.get("SPIDI_TRANSPORT") or KIND_TRANSPORT.get(self.kind)
+        if forced:
+            return forced
+        from spidi_server.settings import Settings
+
+        return Settings.__dataclass_fields__["transport"].default
+
+    def tree_cpu(self) -> dict[int, float]:
+        """CPU seconds by pid of the server's whole process tree (see ``tree_cpu_delta``)."""
+        return tree_cpu_sample(self.pid)
+
+    def redis_rss(self) -> int | None:
+        """RSS of the embedded redis-server in bytes (Spidi only)."""
+        return _safe(proc_rss_bytes, self.redis_pid) if self.redis_pid else None
+
     def redis_cpu(self) -> float | None:
         """Embedded redis-server CPU seconds so far (Spidi only)."""
         return proc_cpu_seconds(self.redis_pid) if self.redis_pid else None
@@ -309,6 +382,7 @@ class Window:
     processed_total: float  # after draining
     drain_seconds: float
     server_cpu_s: float
+    tree_cpu_s: float  # node + redis + PostgreSQL + writer (bare servers: the process itself)
     redis_cpu_s: float | None
     redis_commands: int | None
     server_errors: float | None
@@ -324,6 +398,9 @@ class Window:
         r = self.result
         processed_rate = self.processed_in_window / self.seconds if self.seconds else 0.0
         cpu_per_hb = self.server_cpu_s / self.processed_in_window * 1e6 if self.processed_in_window else None
+        tree_per_hb = self.tree_cpu_s / self.processed_in_window * 1e6 if self.processed_in_window else None
+        # The generator's own cost per heartbeat written, and the rate one core of it would reach.
+        gen_per_hb = r.gen_cpu_s / r.sent * 1e6 if r.sent and r.gen_cpu_s else None
         redis_per_hb = (
             self.redis_cpu_s / self.processed_in_window * 1e6
             if self.redis_cpu_s is not None and self.processed_in_window
@@ -350,12 +427,16 @@ class Window:
             "rtt_max_ms": r.rtt_ms[-1] if r.rtt_ms else None,
             "server_cpu_pct": self.server_cpu_s / self.seconds * 100 if self.seconds else None,
             "server_cpu_us_per_hb": cpu_per_hb,
+            "tree_cpu_pct": self.tree_cpu_s / self.seconds * 100 if self.seconds else None,
+            "tree_cpu_us_per_hb": tree_per_hb,
             "redis_cpu_pct": self.redis_cpu_s / self.seconds * 100 if self.redis_cpu_s is not None else None,
             "redis_cpu_us_per_hb": redis_per_hb,
             "redis_commands_per_s": self.redis_commands / self.seconds
             if self.redis_commands is not None
             else None,
             "gen_cpu_pct": r.gen_cpu_s / r.elapsed * 100 if r.elapsed else None,
+            "gen_cpu_us_per_hb": gen_per_hb,
+            "gen_ceiling_hb_s": 1e6 / gen_per_hb if gen_per_hb else None,
             "server_errors": self.server_errors,
             "generator_errors": r.errors,
             "presence_samples": len(self.presence_ms),
@@ -379,6 +460,7 @@ async def measure(
     c0 = await fetch_metric(server.metrics_url, HEARTBEATS)
     redis_cmd0 = server.redis_commands()
     rcpu0 = server.redis_cpu()
+    tree0 = server.tree_cpu()
     cpu0 = server.cpu()
     t0 = time.monotonic()
     probing = None
@@ -391,6 +473,7 @@ async def measure(
     seconds = time.monotonic() - t0
     presence_ms = await probing if probing is not None else []
     cpu1 = server.cpu()
+    tree1 = server.tree_cpu()
     rcpu1 = server.redis_cpu()
     redis_cmd1 = server.redis_commands()
     c1 = await fetch_metric(server.metrics_url, HEARTBEATS)
@@ -407,6 +490,7 @@ async def measure(
         processed_total=final - c0,
         drain_seconds=drain,
         server_cpu_s=cpu1 - cpu0,
+        tree_cpu_s=tree_cpu_delta(tree0, tree1),
         redis_cpu_s=None if rcpu0 is None else rcpu1 - rcpu0,
         redis_commands=None if redis_cmd0 is None else redis_cmd1 - redis_cmd0 - 1,  # minus our INFO
         server_errors=None if errors0 is None else errors1 - errors0,
@@ -533,6 +617,20 @@ class Run:
     stop_reason: str | None = None
     profile: dict[str, dict] = field(default_factory=dict)  # phase -> py-spy summary
 
+    def to_doc(self) -> dict:
+        """This run as stored in the results JSON (and read back by ``bench_report``)."""
+        main = self.main_window()
+        return {
+            **self.info,
+            "max_rate_held": self.max_rate_held,
+            "stop_reason": self.stop_reason,
+            "result": main.summary() if main else None,
+            "windows": [w.summary() for w in self.windows],
+            # Round trips of the table's window by send time: stalls show as saw-teeth.
+            "rtt_series": [[round(t, 4), round(ms, 3)] for t, ms in main.result.rtt_series] if main else [],
+            "profile": self.profile,
+        }
+
     def main_window(self) -> Window | None:
         """The window the table shows: the only one, or for --find-max the last one held."""
         if not self.windows:
@@ -562,6 +660,22 @@ def window_held(w: Window, cfg: argparse.Namespace) -> tuple[bool, str]:
     return True, ""
 
 
+def storm_figures(connected: ConnectResult, tree_cpu_s: float) -> dict:
+    """The storm's accounting: who got in, how long it took, why the others did not, server CPU."""
+    return {
+        "requested": connected.requested,
+        "connected": connected.connected,
+        "all_in": connected.all_in,
+        "seconds": connected.seconds,
+        "failures": {k: connected.failures.get(k, 0) for k in FAILURE_KINDS},
+        "latency_p50_ms": connected.latency(50),
+        "latency_p99_ms": connected.latency(99),
+        "latency_max_ms": connected.latency_ms[-1] if connected.latency_ms else None,
+        "tree_cpu_s": tree_cpu_s,
+        "tree_cpu_us_per_conn": tree_cpu_s / max(1, connected.connected) * 1e6,
+    }
+
+
 async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], stamp: str) -> Run:
     """Start one server, connect, measure (one window, or a --find-max ramp), stop."""
     run = Run(kind)
@@ -587,45 +701,69 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
         )
         await asyncio.sleep(0.5)
         rss_before = server.rss()
-        cpu_before = server.cpu()
+        redis_rss_before = server.redis_rss()
         gen = LoadGenerator(
             cfg.host,
             server.ws_port,
             tokens,
             rooms=cfg.rooms,
             connect_concurrency=cfg.connect_concurrency,
+            connect_timeout=cfg.connect_timeout,
             source_ips=cfg.source_ips,
         )
-        say(f"connecting {cfg.connections} clients into {cfg.rooms} rooms ...")
+        what = "storm of" if cfg.storm else "connecting"
+        say(
+            f"{what} {cfg.connections} clients into {cfg.rooms} rooms, {cfg.connect_concurrency} in flight ..."
+        )
         spy = None
         if cfg.py_spy:
             spy = PySpy(server.pid, RESULTS_DIR / f"{stamp}-{cfg.label}-{kind}-connect-pyspy.json")
             if not await spy.start():
                 spy = None
-            cpu_before = server.cpu()
+        tree_before = server.tree_cpu()
+        cpu_before = server.cpu()
         connected = await gen.connect_all(cfg.connections)
         connect_cpu = server.cpu() - cpu_before
+        connect_tree_cpu = tree_cpu_delta(tree_before, server.tree_cpu())
         if spy is not None:
             profile = await spy.stop()
             if profile:
                 run.profile["connect"] = profile
-        say(f"{connected.connected}/{connected.requested} ready in {connected.seconds:.2f} s")
+        say(
+            f"{connected.connected}/{connected.requested} ready in {connected.seconds:.2f} s"
+            + (f", failed: {connected.failures}" if connected.failed else "")
+        )
         if connected.connected == 0:
             raise RuntimeError(f"no connection: {dict(gen.errors.most_common(5))}")
         await asyncio.sleep(cfg.settle)
         rss_idle = server.rss()
+        redis_rss_idle = server.redis_rss()
         run.info = {
             "pid": server.pid,
+            "transport": server.transport,
             "connections_requested": connected.requested,
             "connections": connected.connected,
             "connect_failed": connected.failed,
             "connect_s": connected.seconds,
             "connect_rate": connected.connected / connected.seconds if connected.seconds else None,
+            "connect_failures": connected.failures,
+            "connect_p50_ms": connected.latency(50),
+            "connect_p99_ms": connected.latency(99),
             "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
+            "connect_tree_cpu_us_per_conn": connect_tree_cpu / max(1, connected.connected) * 1e6,
             "rss_before": rss_before,
             "rss_idle": rss_idle,
             "rss_per_conn": (rss_idle - rss_before) / max(1, connected.connected),
+            "redis_rss_per_conn": (redis_rss_idle - redis_rss_before) / max(1, connected.connected)
+            if redis_rss_idle is not None and redis_rss_before is not None
+            else None,
         }
+        if cfg.storm:
+            # The storm is the measurement: no heartbeat window after it.
+            run.info["storm"] = storm_figures(connected, connect_tree_cpu)
+            run.info["generator_errors"] = dict(gen.errors)
+            run.info["rss_after"] = server.rss()
+            return run
         if cfg.warmup > 0:
             say(f"warm-up {cfg.warmup:g} s at {cfg.rate:g}/s")
             await measure(server, gen, cfg.rate, cfg.warmup, cfg)
@@ -640,6 +778,7 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
                 say(
                     f"{rate:>9.0f}/s: sent {s['achieved_send_rate']:.0f}/s processed {s['processed_rate']:.0f}/s "
                     f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms cpu {s['server_cpu_pct']:.0f}% "
+                    f"gen {s['gen_cpu_pct'] or 0:.0f}% "
                     f"{'held' if ok else 'FAILED: ' + why}"
                 )
                 if not ok:
@@ -682,111 +821,6 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
 # -- reporting -----------------------------------------------------------------------------------------
 
 
-def _fmt(value, spec: str = ",.0f", none: str = "-") -> str:
-    if value is None:
-        return none
-    if isinstance(value, str):
-        return value
-    return format(value, spec)
-
-
-def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """The table: one row per figure, one column per server."""
-    rows: list[tuple[str, list[str]]] = []
-
-    def add(label: str, values: list) -> None:
-        rows.append((label, [_fmt(v) if not isinstance(v, str) else v for v in values]))
-
-    summaries = [(r, (r.main_window().summary() if r.main_window() else {})) for r in runs]
-    mib = 1024 * 1024
-    add(
-        "connections ready",
-        [
-            f"{r.info.get('connections', 0):,} / {r.info.get('connections_requested', 0):,}"
-            for r, _ in summaries
-        ],
-    )
-    add("connect time (s)", [_fmt(r.info.get("connect_s"), ".2f") for r, _ in summaries])
-    add("connect rate (conn/s)", [r.info.get("connect_rate") for r, _ in summaries])
-    add("server CPU per connect (us)", [r.info.get("connect_cpu_us_per_conn") for r, _ in summaries])
-    if cfg.find_max:
-        add("max rate held (hb/s)", [r.max_rate_held for r, _ in summaries])
-        add("ramp stopped because", [r.stop_reason or "-" for r, _ in summaries])
-    add("offered rate (hb/s)", [s.get("offered_rate") for _, s in summaries])
-    add("achieved send rate (hb/s)", [s.get("achieved_send_rate") for _, s in summaries])
-    add(
-        "generator kept the offered rate",
-        [
-            f"{s['achieved_send_rate'] / s['offered_rate'] * 100:.1f}% "
-            + ("OK" if s["achieved_send_rate"] >= 0.99 * s["offered_rate"] else "LOW")
-            if s.get("offered_rate")
-            else "-"
-            for _, s in summaries
-        ],
-    )
-    add("sent (skipped)", [f"{s.get('sent', 0):,} ({s.get('skipped', 0):,})" for _, s in summaries])
-    add("server processed", [s.get("processed_total") for _, s in summaries])
-    add("processed == sent", ["MATCH" if s.get("match") else "MISMATCH" for _, s in summaries])
-    add("processed rate in window (hb/s)", [s.get("processed_rate") for _, s in summaries])
-    add("RTT p50 (ms)", [_fmt(s.get("rtt_p50_ms"), ".2f") for _, s in summaries])
-    add("RTT p95 (ms)", [_fmt(s.get("rtt_p95_ms"), ".2f") for _, s in summaries])
-    add("RTT p99 (ms)", [_fmt(s.get("rtt_p99_ms"), ".2f") for _, s in summaries])
-    add("RTT max (ms)", [_fmt(s.get("rtt_max_ms"), ".2f") for _, s in summaries])
-    add("RTT samples (lost)", [f"{s.get('rtt_samples', 0):,} ({s.get('rtt_lost', 0)})" for _, s in summaries])
-    add("presence change to monitor p50 (ms)", [_fmt(s.get("presence_p50_ms"), ".1f") for _, s in summaries])
-    add("presence change to monitor p99 (ms)", [_fmt(s.get("presence_p99_ms"), ".1f") for _, s in summaries])
-    add("presence samples", [s.get("presence_samples") for _, s in summaries])
-    add("server CPU (%)", [_fmt(s.get("server_cpu_pct"), ".1f") for _, s in summaries])
-    add("server CPU per heartbeat (us)", [_fmt(s.get("server_cpu_us_per_hb"), ".2f") for _, s in summaries])
-    add(
-        "CPU-bound ceiling est. (hb/s)",
-        [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None for _, s in summaries],
-    )
-    add("redis CPU (%)", [_fmt(s.get("redis_cpu_pct"), ".1f") for _, s in summaries])
-    add("redis CPU per heartbeat (us)", [_fmt(s.get("redis_cpu_us_per_hb"), ".2f") for _, s in summaries])
-    add("redis commands/s", [s.get("redis_commands_per_s") for _, s in summaries])
-    add("server RSS before (MiB)", [_fmt(r.info.get("rss_before", 0) / mib, ".1f") for r, _ in summaries])
-    add("server RSS idle conns (MiB)", [_fmt(r.info.get("rss_idle", 0) / mib, ".1f") for r, _ in summaries])
-    add("server RSS after (MiB)", [_fmt(r.info.get("rss_after", 0) / mib, ".1f") for r, _ in summaries])
-    add("RSS per connection (KiB)", [_fmt(r.info.get("rss_per_conn", 0) / 1024, ".1f") for r, _ in summaries])
-    add("generator CPU (%)", [_fmt(s.get("gen_cpu_pct"), ".1f") for _, s in summaries])
-    add("server errors", [s.get("server_errors") for _, s in summaries])
-    add("generator errors", [sum(r.info.get("generator_errors", {}).values()) for r, _ in summaries])
-    return rows
-
-
-def print_table(header: list[str], rows: list[tuple[str, list[str]]]) -> None:
-    """Print a plain-text table with a first label column."""
-    widths = [max(len(header[0]), *(len(label) for label, _ in rows))]
-    for i in range(1, len(header)):
-        widths.append(max(len(header[i]), *(len(values[i - 1]) for _, values in rows)))
-    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
-    print(line)
-    print("-" * len(line))
-    for label, values in rows:
-        print("  ".join([label.ljust(widths[0]), *(v.rjust(widths[i + 1]) for i, v in enumerate(values))]))
-
-
-def ratios(runs: list[Run]) -> dict:
-    """Spidi / reference for processed rate and CPU per heartbeat."""
-    by_kind = {r.kind: r.main_window().summary() for r in runs if r.main_window()}
-    out = {}
-    for kind, ref in COMPARE_PAIRS:
-        base, other = by_kind.get(kind), by_kind.get(ref)
-        if base is None or other is None:
-            continue
-
-        def ratio(key, a=base, b=other):
-            return a[key] / b[key] if a.get(key) and b.get(key) else None
-
-        out[f"{kind}/{ref}"] = {
-            "processed_rate": ratio("processed_rate"),
-            "achieved_send_rate": ratio("achieved_send_rate"),
-            "server_cpu_us_per_hb": ratio("server_cpu_us_per_hb"),
-        }
-    return out
-
-
 def print_profile(kind: str, phase: str, profile: dict, top: int = 12) -> None:
     """The top functions and packages of a py-spy profile by self time."""
     print(f"\npy-spy, {kind}, {phase}: {profile['samples']} samples of busy time (250/s), {profile['file']}")
@@ -796,46 +830,6 @@ def print_profile(kind: str, phase: str, profile: dict, top: int = 12) -> None:
     print(f"  {'self %':>7}  package / module")
     for name, _, pct in profile["by_package"][:8]:
         print(f"  {pct:7.1f}  {name}")
-
-
-def host_info(cfg: argparse.Namespace) -> dict:
-    """Where the numbers were taken."""
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--", "spidi_core", "spidi_server"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        rev, dirty = "", None
-    try:
-        from spidi_core import HAVE_EXTENSIONS
-    except ImportError:
-        HAVE_EXTENSIONS = None  # noqa: N806
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "git_rev": rev,
-        "server_code_modified": dirty,  # uncommitted changes under spidi_core/ or spidi_server/
-        "spidi_extensions_built": HAVE_EXTENSIONS,
-        "server_cpu": cfg.server_cpu,
-        "generator_cpu": cfg.gen_cpu,
-    }
 
 
 # -- command line ----------------------------------------------------------------------------------------
@@ -861,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="also run Spidi pure-Python, a bare uvloop and a bare websockets server",
+        help=f"run {', '.join(COMPARE_KINDS)} with ratios to the {FLOOR} floor",
     )
     p.add_argument(
         "--servers",
@@ -890,6 +884,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the generator when pinned (1)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address the server binds (127.0.0.1)")
     p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
+    p.add_argument(
+        "--connect-timeout", type=float, default=30.0, help="seconds a client may take to reach WELCOME (30)"
+    )
+    p.add_argument(
+        "--storm",
+        metavar="N/K",
+        help="reconnect storm instead of a heartbeat window: N clients, K connecting at once "
+        "(e.g. 10000/2000), each CONNECT + 2 SUBSCRIBE + HELLO; reports time until all are in and why not",
+    )
     p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
     p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
     p.add_argument(
@@ -913,9 +916,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_storm(text: str) -> tuple[int, int]:
+    """``N/K`` -> (N clients, K in flight); K is capped at N."""
+    try:
+        n_text, k_text = text.split("/")
+        n, k = int(n_text), int(k_text)
+    except ValueError:
+        raise SystemExit(f"--storm wants N/K, e.g. 10000/2000, not {text!r}") from None
+    if n < 1 or k < 1:
+        raise SystemExit(f"--storm N/K must be positive, got {text!r}")
+    return n, min(n, k)
+
+
 def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
     """Fill in preset-dependent defaults and validate."""
     quick = cfg.quick
+    if cfg.storm:
+        cfg.connections, cfg.connect_concurrency = parse_storm(cfg.storm)
+        cfg.probe_presence = False
     cfg.connections = cfg.connections or (1000 if quick else 10_000)
     cfg.rate = cfg.rate or (5000.0 if quick else 20_000.0)
     cfg.duration = cfg.duration or (5.0 if quick else 20.0)
@@ -929,7 +947,7 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"unknown server(s) {bad}; choose from {SERVER_KINDS + WORKER_KINDS}")
         cfg.kinds = kinds
     else:
-        cfg.kinds = list(SERVER_KINDS) if cfg.compare else ["spidi"]
+        cfg.kinds = list(COMPARE_KINDS) if cfg.compare else ["spidi"]
     cpus = os.sched_getaffinity(0)
     if cfg.pin is None:
         cfg.pin = shutil.which("taskset") is not None and len(cpus) > 1
@@ -942,6 +960,8 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
         cfg.server_cpu = cfg.gen_cpu = None
     if not cfg.label:
         parts = ["quick" if quick else f"c{cfg.connections}-r{cfg.rate:g}-t{cfg.duration:g}"]
+        if cfg.storm:
+            parts = [f"storm-{cfg.connections}-{cfg.connect_concurrency}"]
         if cfg.compare:
             parts.append("compare")
         if cfg.find_max:
@@ -988,26 +1008,42 @@ async def main_async(cfg: argparse.Namespace) -> int:
             runs.append(await bench_server(kind, cfg, tokens, stamp))
         except Exception as exc:  # one server failing must not lose the others' results
             failures[kind] = f"{type(exc).__name__}: {exc}"
-            print(f"[{kind}] FAILED: {failures[kind]}", flush=True)
+            lines = [ln for ln in failures[kind].splitlines() if ln.strip()]
+            print(
+                f"[{kind}] FAILED: {' / '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)}",
+                flush=True,
+            )
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{stamp}-{cfg.label}.json"
+    config = {
+        k: v for k, v in vars(cfg).items() if k not in ("secret", "probe_user_token", "probe_monitor_token")
+    }
+    doc = {
+        "label": cfg.label,
+        "timestamp": stamp,
+        "command": "python -m benchmarks.heartbeat_load " + shlex.join(cfg.argv),
+        "json_name": out.name,
+        "config": config,
+        "host": {**host_info(ROOT), "server_cpu": cfg.server_cpu, "generator_cpu": cfg.gen_cpu},
+        "runs": {r.kind: r.to_doc() for r in runs},
+        "failures": failures,
+    }
+    doc["ratios"] = ratios(doc["runs"])
 
     print()
     mode = "find-max" if cfg.find_max else "fixed rate"
-    print(
-        f"Spidi heartbeat load: C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s "
-        f"({mode}), sample {cfg.sample:g}, pinned={bool(cfg.pin)}"
+    scenario = (
+        f"storm {cfg.storm}"
+        if cfg.storm
+        else f"C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s ({mode})"
     )
+    print(f"Spidi heartbeat load: {scenario}, sample {cfg.sample:g}, pinned={bool(cfg.pin)}")
     if runs:
-        print_table(["figure", *(r.kind for r in runs)], run_rows(runs, cfg))
-    comparison = ratios(runs)
-    if comparison:
+        print_table(["figure", *doc["runs"]], figure_rows(doc["runs"], cfg.find_max))
+    if doc["ratios"]:
         print()
-        print_table(
-            ["ratio (spidi / other)", "processed rate", "CPU us per heartbeat"],
-            [
-                (k, [_fmt(v["processed_rate"], ".2f"), _fmt(v["server_cpu_us_per_hb"], ".2f")])
-                for k, v in comparison.items()
-            ],
-        )
+        print_table(*ratio_rows(doc["ratios"]))
     for r in runs:
         for phase, profile in r.profile.items():
             print_profile(r.kind, phase, profile)
@@ -1017,42 +1053,26 @@ async def main_async(cfg: argparse.Namespace) -> int:
             print(f"\n[{r.kind}] generator errors:")
             for reason, n in Counter(errors).most_common(10):
                 print(f"  {n:6}  {reason}")
+    for kind, why in failures.items():
+        print(f"\n[{kind}] did not run: {why}")
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{stamp}-{cfg.label}.json"
-    config = {k: v for k, v in vars(cfg).items() if k not in ("secret",)}
-    doc = {
-        "label": cfg.label,
-        "timestamp": stamp,
-        "config": config,
-        "host": host_info(cfg),
-        "runs": {
-            r.kind: {
-                **r.info,
-                "max_rate_held": r.max_rate_held,
-                "stop_reason": r.stop_reason,
-                "result": r.main_window().summary() if r.main_window() else None,
-                "windows": [w.summary() for w in r.windows],
-                # Round trips of the table's window by send time: stalls show as saw-teeth.
-                "rtt_series": [[round(t, 4), round(ms, 3)] for t, ms in r.main_window().result.rtt_series]
-                if r.main_window()
-                else [],
-                "profile": r.profile,
-            }
-            for r in runs
-        },
-        "ratios": comparison,
-        "failures": failures,
-    }
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    summary = out.with_suffix(".md")
+    summary.write_text(markdown_summary(doc))
+    for path in (out, summary):
+        print(
+            f"{'results' if path is out else 'summary'}: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+        )
     all_match = all(w.match for r in runs for w in r.windows)
-    return 0 if runs and all_match and not failures else 1
+    storms_ok = all(r.info["storm"]["all_in"] for r in runs if r.info.get("storm"))
+    return 0 if runs and all_match and storms_ok and not failures else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
+    argv = sys.argv[1:] if argv is None else argv
     cfg = resolve(build_parser().parse_args(argv))
+    cfg.argv = list(argv)
     limit = raise_nofile_limit()
     if limit < cfg.connections + 256:
         print(

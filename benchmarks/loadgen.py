@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,33 @@ CLOSING = 4
 CLOSED = 5
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+# Why a connect attempt failed, for the storm's accounting (``classify_failure``).
+FAIL_REFUSED = "refused"  # TCP connection refused (the listen queue overflowed, or nothing listening)
+FAIL_RESET = "reset"  # connection reset / broken pipe before WELCOME
+FAIL_TIMEOUT = "timeout"  # no WELCOME within the connect timeout
+FAIL_REJECTED = "rejected"  # the server answered no: HTTP status other than 101, STOMP ERROR, close frame
+FAIL_CLOSED = "closed"  # the server closed the socket without a word before WELCOME
+FAIL_OTHER = "other"
+FAILURE_KINDS = (FAIL_REFUSED, FAIL_RESET, FAIL_TIMEOUT, FAIL_REJECTED, FAIL_CLOSED, FAIL_OTHER)
+
+
+def classify_failure(exc: BaseException | None) -> str:
+    """The failure kind of a connect attempt that ended with ``exc`` (None: closed cleanly)."""
+    if exc is None:
+        return FAIL_CLOSED
+    if isinstance(exc, ConnectionRefusedError):
+        return FAIL_REFUSED
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return FAIL_RESET
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return FAIL_TIMEOUT
+    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return FAIL_RESET
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return FAIL_REFUSED
+    return FAIL_OTHER
 
 
 def raise_nofile_limit() -> int:
@@ -143,6 +171,7 @@ class LoadConnection(asyncio.Protocol):
         "receipt_t0",
         "paused",
         "ready",
+        "fail_kind",
     )
 
     def __init__(self, gen: LoadGenerator, index: int, token: str, room: str, host_header: str, path: str):
@@ -164,6 +193,7 @@ class LoadConnection(asyncio.Protocol):
         self.receipt_t0 = 0.0
         self.paused = False
         self.ready: asyncio.Future = gen.loop.create_future()
+        self.fail_kind: str | None = None  # set when the attempt fails before WELCOME
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -191,6 +221,8 @@ class LoadConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state != CLOSING:
             self.gen.error("connection lost" + (f": {exc}" if exc else " (closed by server)"))
+            if self.fail_kind is None and self.state < READY:
+                self.fail_kind = classify_failure(exc)
         self.state = CLOSED
         self._settle(False)
 
@@ -241,7 +273,7 @@ class LoadConnection(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > 65536:
-                self._fail("handshake: response headers too long")
+                self._fail("handshake: response headers too long", FAIL_OTHER)
             return False
         head = bytes(buf[:end]).decode("latin-1")
         del buf[: end + 4]
@@ -255,7 +287,7 @@ class LoadConnection(asyncio.Protocol):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if headers.get("sec-websocket-accept") != ws_accept(self.key):
-            self._fail("handshake: bad Sec-WebSocket-Accept")
+            self._fail("handshake: bad Sec-WebSocket-Accept", FAIL_OTHER)
             return False
         if headers.get("sec-websocket-protocol") != SUBPROTOCOL:
             self._fail(
@@ -278,7 +310,7 @@ class LoadConnection(asyncio.Protocol):
     def _ws_message(self, opcode: int, fin: bool, payload: bytes) -> None:
         if opcode == OP_CONT:
             if self.fragments is None:
-                self._fail("websocket: continuation without a start")
+                self._fail("websocket: continuation without a start", FAIL_OTHER)
                 return
             self.fragments.append(payload)
             if fin:
@@ -299,6 +331,8 @@ class LoadConnection(asyncio.Protocol):
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             reason = payload[2:].decode(errors="replace")
             self.gen.error(f"closed by server: {code} {reason}".strip())
+            if self.fail_kind is None and self.state < READY:
+                self.fail_kind = FAIL_REJECTED
             self.state = CLOSING  # connection_lost follows; do not count it twice
             self._settle(False)
             self.transport.close()
@@ -370,8 +404,10 @@ class LoadConnection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(ok)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, kind: str = FAIL_REJECTED) -> None:
         self.gen.error(reason)
+        if self.fail_kind is None and self.state < READY:
+            self.fail_kind = kind
         self._settle(False)
         if self.transport is not None and self.state < CLOSING:
             self.state = CLOSING
@@ -394,8 +430,19 @@ class ConnectResult:
 
     requested: int
     connected: int
-    seconds: float
+    seconds: float  # from the first attempt until the last one settled (every client in, or failed)
     failed: int
+    failures: dict[str, int] = field(default_factory=dict)  # FAILURE_KINDS -> attempts that ended so
+    latency_ms: list[float] = field(default_factory=list)  # sorted: TCP connect start to WELCOME, clients in
+
+    @property
+    def all_in(self) -> bool:
+        """Whether every client reached WELCOME."""
+        return self.connected == self.requested and not self.failed
+
+    def latency(self, q: float) -> float | None:
+        """The ``q``-th percentile of the clients' connect latency in ms."""
+        return percentile(self.latency_ms, q)
 
 
 @dataclass
@@ -471,7 +518,8 @@ class LoadGenerator:
         """Connections that have a session and can send heartbeats."""
         return [c for c in self.conns if c.state == READY]
 
-    async def _open(self, index: int, sem: asyncio.Semaphore) -> bool:
+    async def _open(self, index: int, sem: asyncio.Semaphore) -> tuple[bool, str | None, float]:
+        """One connect attempt: (reached WELCOME, failure kind, seconds from TCP connect to WELCOME)."""
         token = self.tokens[index % len(self.tokens)]
         room = f"{self.room_prefix}-{index % self.rooms}"
         host_header = f"{self.host}:{self.port}"
@@ -480,6 +528,7 @@ class LoadGenerator:
             local = (f"127.0.0.{1 + index % self.source_ips}", 0)
         async with sem:
             conn = None
+            started = time.perf_counter()
             try:
                 _, conn = await asyncio.wait_for(
                     self.loop.create_connection(
@@ -491,12 +540,18 @@ class LoadGenerator:
                     self.connect_timeout,
                 )
                 self.conns.append(conn)
-                return await asyncio.wait_for(conn.ready, self.connect_timeout)
+                # One timeout for the whole attempt, TCP connect included.
+                left = max(0.001, self.connect_timeout - (time.perf_counter() - started))
+                ok = await asyncio.wait_for(conn.ready, left)
+                return ok, None if ok else (conn.fail_kind or FAIL_OTHER), time.perf_counter() - started
             except (TimeoutError, OSError) as exc:
                 self.error(f"connect: {type(exc).__name__}: {exc}")
+                kind = classify_failure(exc)
                 if conn is not None:
+                    if conn.fail_kind is not None:  # e.g. reset, then the wait timed out
+                        kind = conn.fail_kind
                     conn.close()
-                return False
+                return False, kind, time.perf_counter() - started
 
     async def connect_all(self, count: int) -> ConnectResult:
         """Open ``count`` connections, each through CONNECT, SUBSCRIBE and HELLO to WELCOME."""
@@ -504,10 +559,24 @@ class LoadGenerator:
         started = time.perf_counter()
         results = await asyncio.gather(*(self._open(i, sem) for i in range(count)))
         seconds = time.perf_counter() - started
-        ok = sum(1 for r in results if r)
+        return self.connect_result(count, results, seconds)
+
+    def connect_result(
+        self, count: int, results: list[tuple[bool, str | None, float]], seconds: float
+    ) -> ConnectResult:
+        """Account the attempts of a connect phase (or storm) and order the connections."""
+        ok = sum(1 for r in results if r[0])
+        failures = collections.Counter(kind for good, kind, _ in results if not good)
         # Keep a stable order so round-robin spreads over rooms evenly.
         self.conns.sort(key=lambda c: c.index)
-        return ConnectResult(requested=count, connected=ok, seconds=seconds, failed=count - ok)
+        return ConnectResult(
+            requested=count,
+            connected=ok,
+            seconds=seconds,
+            failed=count - ok,
+            failures={k: failures[k] for k in FAILURE_KINDS if failures[k]},
+            latency_ms=sorted(t * 1000.0 for good, _, t in results if good),
+        )
 
     async def run(
         self, rate: float, duration: float, *, sample_every: int = 100, tick: float = 0.01
