@@ -154,9 +154,8 @@ def _pair(a, b) -> str:
 
 
 def _failures(failures: dict | None) -> str:
-    if not failures:
-        return "0"
-    return ", ".join(f"{n} {kind}" for kind, n in failures.items())
+    failed = {kind: n for kind, n in (failures or {}).items() if n}
+    return ", ".join(f"{n} {kind}" for kind, n in failed.items()) if failed else "0"
 
 
 def ratios(runs: dict[str, dict]) -> dict[str, dict[str, float | None]]:
@@ -400,7 +399,7 @@ def markdown_summary(doc: dict) -> str:
     if runs:
         lines += ["", "## Figures", ""]
         lines += markdown_table(["figure", *runs], figure_rows(runs, bool(cfg.get("find_max"))))
-    comparison = doc.get("ratios") or {}
+    comparison = doc.get("ratios") or ratios(runs)
     if comparison:
         lines += ["", f"## Ratios (server / reference; {FLOOR} is the floor)", ""]
         lines += markdown_table(*ratio_rows(comparison))
