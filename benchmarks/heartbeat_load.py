@@ -867,6 +867,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-p99-ms", type=float, default=50.0, help="--find-max RTT limit (50)")
     p.add_argument(
+        "--gen-ceiling",
+        action="store_true",
+        help="the generator's own ceiling: --find-max against bare-uvloop from 50,000/s with no RTT "
+        "limit, so the ramp stops when the generator (or the floor server) cannot keep up",
+    )
+    p.add_argument(
         "--step-factor", type=float, default=1.25, help="--find-max rate multiplier per step (1.25)"
     )
     p.add_argument("--step-seconds", type=float, help="--find-max seconds per step (5; --quick 3)")
@@ -931,6 +937,13 @@ def parse_storm(text: str) -> tuple[int, int]:
 def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
     """Fill in preset-dependent defaults and validate."""
     quick = cfg.quick
+    if cfg.gen_ceiling:
+        cfg.servers = cfg.servers or FLOOR
+        cfg.find_max = True
+        cfg.max_p99_ms = float("inf")
+        cfg.rate = cfg.rate or 50_000.0
+        cfg.probe_presence = False
+        cfg.label = cfg.label or ("quick-genceiling" if quick else "genceiling")
     if cfg.storm:
         cfg.connections, cfg.connect_concurrency = parse_storm(cfg.storm)
         cfg.probe_presence = False
