@@ -77,6 +77,15 @@ def figure_rows(runs: dict[str, dict], find_max: bool = False) -> list[tuple[str
         [_pair(d.get("connect_p50_ms"), d.get("connect_p99_ms")) for d in docs],
     )
     add("connect failures", [_failures(d.get("connect_failures")) for d in docs])
+    add(
+        "kernel: listen overflows / SYN retransmits",
+        [
+            f"{(d.get('connect_kernel_tcp') or {}).get('ListenOverflows', '-')} / "
+            f"{(d.get('connect_kernel_tcp') or {}).get('TCPSynRetrans', '-')}"
+            for d in docs
+        ],
+    )
+    add("generator CPU in connect phase (s)", [fmt(d.get("gen_connect_cpu_s"), ".2f") for d in docs])
     add("node CPU per connect (us)", [d.get("connect_cpu_us_per_conn") for d in docs])
     add("server tree CPU per connect (us)", [d.get("connect_tree_cpu_us_per_conn") for d in docs])
     add("server RSS before (MiB)", [fmt((d.get("rss_before") or 0) / MIB, ".1f") for d in docs])

@@ -151,6 +151,33 @@ def tree_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
+# Kernel TCP counters that explain slow or failed connects: a full accept queue (overflow, drop)
+# makes the client's SYN or ACK go unanswered, and the retransmission comes 1 s later.
+KERNEL_TCP_COUNTERS = (
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPSynRetrans",
+    "SyncookiesSent",
+    "TCPReqQFullDrop",
+    "TCPTimeouts",
+)
+
+
+def kernel_tcp_counters() -> dict[str, int]:
+    """The ``KERNEL_TCP_COUNTERS`` of ``/proc/net/netstat`` (TcpExt; system-wide, so other
+    traffic on the machine counts too)."""
+    try:
+        with open("/proc/net/netstat") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return {k: int(table[k]) for k in KERNEL_TCP_COUNTERS if k in table}
+    return {}
+
+
 def proc_rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -722,7 +749,11 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
                 spy = None
         tree_before = server.tree_cpu()
         cpu_before = server.cpu()
+        gen_cpu_before = time.process_time()
+        tcp_before = kernel_tcp_counters()
         connected = await gen.connect_all(cfg.connections)
+        tcp_after = kernel_tcp_counters()
+        gen_connect_cpu = time.process_time() - gen_cpu_before
         connect_cpu = server.cpu() - cpu_before
         connect_tree_cpu = tree_cpu_delta(tree_before, server.tree_cpu())
         if spy is not None:
@@ -751,6 +782,9 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             "connect_p99_ms": connected.latency(99),
             "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
             "connect_tree_cpu_us_per_conn": connect_tree_cpu / max(1, connected.connected) * 1e6,
+            # The generator's side of the connect phase: near the phase's wall time = it was the limit.
+            "gen_connect_cpu_s": gen_connect_cpu,
+            "connect_kernel_tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
             "rss_before": rss_before,
             "rss_idle": rss_idle,
             "rss_per_conn": (rss_idle - rss_before) / max(1, connected.connected),

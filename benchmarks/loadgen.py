@@ -172,6 +172,7 @@ class LoadConnection(asyncio.Protocol):
         "paused",
         "ready",
         "fail_kind",
+        "rnd",
     )
 
     def __init__(self, gen: LoadGenerator, index: int, token: str, room: str, host_header: str, path: str):
@@ -181,7 +182,9 @@ class LoadConnection(asyncio.Protocol):
         self.room = room
         self.path = path
         self.host_header = host_header
-        self.key = base64.b64encode(os.urandom(16)).decode()
+        # One getrandom per connection: the handshake key, then the mask keys of its frames.
+        self.rnd = os.urandom(32)
+        self.key = base64.b64encode(self.rnd[:16]).decode()
         self.state = HANDSHAKE
         self.transport: asyncio.Transport | None = None
         self.write = None
@@ -304,7 +307,7 @@ class LoadConnection(asyncio.Protocol):
                 "Authorization": f"Bearer {self.token}",
             },
         )
-        self.write(client_frame(connect))
+        self.write(ws_frame(connect, OP_TEXT, self.rnd[16:20]))
         return True
 
     def _ws_message(self, opcode: int, fin: bool, payload: bytes) -> None:
@@ -365,13 +368,15 @@ class LoadConnection(asyncio.Protocol):
                 hello = json.dumps(
                     {"roomCode": self.room, "clientId": f"load-{self.index}", "appVersion": "bench-1.0"}
                 ).encode()
+                # The two SUBSCRIBEs are the same for every connection: built once per generator.
                 self.write(
-                    client_frame(stomp_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/session"}))
-                    + client_frame(stomp_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"}))
-                    + client_frame(
+                    self.gen.subscribe_frames
+                    + ws_frame(
                         stomp_frame(
                             "SEND", {"destination": "/app/hello", "content-type": "application/json"}, hello
-                        )
+                        ),
+                        OP_TEXT,
+                        self.rnd[20:24],
                     )
                 )
             return
@@ -390,9 +395,9 @@ class LoadConnection(asyncio.Protocol):
         if kind == "WELCOME" and self.state == AWAIT_WELCOME:
             self.session_id = sid = message["sessionId"]
             # Built once per connection: the session id differs, the mask key may as well.
-            self.hb = ws_frame(heartbeat_stomp(sid, self.gen.latency_ms), OP_TEXT, os.urandom(4))
+            self.hb = ws_frame(heartbeat_stomp(sid, self.gen.latency_ms), OP_TEXT, self.rnd[24:28])
             receipt = heartbeat_stomp(sid, self.gen.latency_ms, f"hb-{self.index}")
-            self.hb_receipt = ws_frame(receipt, OP_TEXT, os.urandom(4))
+            self.hb_receipt = ws_frame(receipt, OP_TEXT, self.rnd[28:32])
             self.state = READY
             self._settle(True)
         elif kind == "SESSION_ENDED":
@@ -502,6 +507,9 @@ class LoadGenerator:
         self.connect_timeout = connect_timeout
         self.source_ips = max(1, source_ips)
         self.loop = asyncio.get_running_loop()
+        self.subscribe_frames = client_frame(
+            stomp_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/session"})
+        ) + client_frame(stomp_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"}))
         self.conns: list[LoadConnection] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.rtts: list[tuple[float, float]] = []  # (perf_counter at send, seconds)
@@ -530,19 +538,16 @@ class LoadGenerator:
             conn = None
             started = time.perf_counter()
             try:
-                _, conn = await asyncio.wait_for(
-                    self.loop.create_connection(
+                # One timeout for the whole attempt, TCP connect included (a timer, no extra task).
+                async with asyncio.timeout(self.connect_timeout):
+                    _, conn = await self.loop.create_connection(
                         lambda: LoadConnection(self, index, token, room, host_header, self.path),
                         self.host,
                         self.port,
                         local_addr=local,
-                    ),
-                    self.connect_timeout,
-                )
-                self.conns.append(conn)
-                # One timeout for the whole attempt, TCP connect included.
-                left = max(0.001, self.connect_timeout - (time.perf_counter() - started))
-                ok = await asyncio.wait_for(conn.ready, left)
+                    )
+                    self.conns.append(conn)
+                    ok = await conn.ready
                 return ok, None if ok else (conn.fail_kind or FAIL_OTHER), time.perf_counter() - started
             except (TimeoutError, OSError) as exc:
                 self.error(f"connect: {type(exc).__name__}: {exc}")
