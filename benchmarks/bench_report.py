@@ -151,6 +151,10 @@ def figure_rows(runs: dict[str, dict], find_max: bool = False) -> list[tuple[str
     add("redis commands/s", [r.get("redis_commands_per_s") for r in results])
     add("server RSS after (MiB)", [fmt((d.get("rss_after") or 0) / MIB, ".1f") for d in docs])
     add("generator CPU (%)", [fmt(r.get("gen_cpu_pct"), ".1f") for r in results])
+    add(
+        "other load on server / generator CPU (%)",
+        [_pair(r.get("other_on_server_cpu_pct"), r.get("other_on_gen_cpu_pct")) for r in results],
+    )
     add("generator CPU per heartbeat (us)", [fmt(r.get("gen_cpu_us_per_hb"), ".2f") for r in results])
     add("generator ceiling est. (hb/s)", [r.get("gen_ceiling_hb_s") for r in results])
     add("server errors", [r.get("server_errors") for r in results])
@@ -306,6 +310,10 @@ def target_rows(doc: dict) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def _load(values) -> str:
+    return " ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def _div(a, b):
     return a / b if a is not None and b else None
 
@@ -404,6 +412,8 @@ def markdown_summary(doc: dict) -> str:
         f"- Date: {date} UTC",
         f"- Machine: {host.get('cpu_model') or '?'}, {host.get('cpus')} CPUs, kernel {host.get('kernel')}, "
         f"Python {host.get('python')}; Spidi extensions built: {host.get('spidi_extensions_built')}",
+        f"- Load average (1/5/15 min) at start / end: {_load(host.get('loadavg_start'))} / "
+        f"{_load(host.get('loadavg_end'))}",
         f"- Code: `{host.get('git_rev') or '?'}`{modified}",
         f"- Command: `{doc.get('command', '')}`",
         f"- Scenario: {mode}; {pinned}",

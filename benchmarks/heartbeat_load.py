@@ -178,6 +178,19 @@ def kernel_tcp_counters() -> dict[str, int]:
     return {}
 
 
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy seconds so far of every CPU (``/proc/stat``: all but idle and iowait)."""
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, *values = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return out
+
+
 def proc_rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -414,6 +427,10 @@ class Window:
     redis_commands: int | None
     server_errors: float | None
     presence_ms: list[float] = field(default_factory=list)  # presence change -> roster delta delays
+    # Busy seconds of the pinned server and generator CPUs over the window (None unpinned): minus
+    # what the server tree and the generator used, it is other load on a shared machine.
+    server_cpu_busy_s: float | None = None
+    gen_cpu_busy_s: float | None = None
 
     @property
     def match(self) -> bool:
@@ -462,6 +479,12 @@ class Window:
             if self.redis_commands is not None
             else None,
             "gen_cpu_pct": r.gen_cpu_s / r.elapsed * 100 if r.elapsed else None,
+            "other_on_server_cpu_pct": (self.server_cpu_busy_s - self.tree_cpu_s) / self.seconds * 100
+            if self.server_cpu_busy_s is not None and self.seconds
+            else None,
+            "other_on_gen_cpu_pct": (self.gen_cpu_busy_s - r.gen_cpu_s) / r.elapsed * 100
+            if self.gen_cpu_busy_s is not None and r.elapsed
+            else None,
             "gen_cpu_us_per_hb": gen_per_hb,
             "gen_ceiling_hb_s": 1e6 / gen_per_hb if gen_per_hb else None,
             "server_errors": self.server_errors,
@@ -489,6 +512,7 @@ async def measure(
     rcpu0 = server.redis_cpu()
     tree0 = server.tree_cpu()
     cpu0 = server.cpu()
+    busy0 = cpu_busy_seconds()
     t0 = time.monotonic()
     probing = None
     if server.is_spidi and cfg.probe_presence:
@@ -500,6 +524,7 @@ async def measure(
     seconds = time.monotonic() - t0
     presence_ms = await probing if probing is not None else []
     cpu1 = server.cpu()
+    busy1 = cpu_busy_seconds()
     tree1 = server.tree_cpu()
     rcpu1 = server.redis_cpu()
     redis_cmd1 = server.redis_commands()
@@ -522,7 +547,15 @@ async def measure(
         redis_commands=None if redis_cmd0 is None else redis_cmd1 - redis_cmd0 - 1,  # minus our INFO
         server_errors=None if errors0 is None else errors1 - errors0,
         presence_ms=presence_ms,
+        server_cpu_busy_s=_busy(busy0, busy1, server.pin_cpu),
+        gen_cpu_busy_s=_busy(busy0, busy1, cfg.gen_cpu if server.pin_cpu is not None else None),
     )
+
+
+def _busy(before: dict[int, float], after: dict[int, float], cpu: int | None) -> float | None:
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    return after[cpu] - before[cpu]
 
 
 # -- py-spy --------------------------------------------------------------------------------------------
@@ -674,7 +707,17 @@ def window_held(w: Window, cfg: argparse.Namespace) -> tuple[bool, str]:
     s = w.summary()
     p99 = s["rtt_p99_ms"]
     if s["achieved_send_rate"] < 0.97 * w.offered_rate:
-        who = "generator" if (s["gen_cpu_pct"] or 0) > 90 else "server back-pressure"
+        if (s["gen_cpu_pct"] or 0) > 90:
+            who = "generator"
+        elif (s["tree_cpu_pct"] or 0) > 90:
+            who = "server back-pressure"
+        else:
+            # Neither was busy: the CPUs were taken by something else (a shared machine).
+            who = (
+                f"neither busy: generator {s['gen_cpu_pct'] or 0:.0f}% server {s['tree_cpu_pct'] or 0:.0f}%, "
+                f"other load {s['other_on_gen_cpu_pct'] or 0:.0f}% / {s['other_on_server_cpu_pct'] or 0:.0f}% "
+                "on their CPUs"
+            )
         return False, f"achieved send rate {s['achieved_send_rate']:.0f}/s < offered ({who})"
     if s["processed_rate"] < 0.97 * w.offered_rate:
         return False, f"processed rate {s['processed_rate']:.0f}/s < offered {w.offered_rate:.0f}/s"
@@ -1042,6 +1085,7 @@ def mint_tokens(secret: str, count: int) -> list[str]:
 async def main_async(cfg: argparse.Namespace) -> int:
     """Run every selected server, print the table, write the JSON."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    load_start = os.getloadavg()
     cfg.secret = secrets.token_urlsafe(48)
     t = time.perf_counter()
     tokens = mint_tokens(cfg.secret, cfg.connections)
@@ -1072,7 +1116,14 @@ async def main_async(cfg: argparse.Namespace) -> int:
         "command": "python -m benchmarks.heartbeat_load " + shlex.join(cfg.argv),
         "json_name": out.name,
         "config": config,
-        "host": {**host_info(ROOT), "server_cpu": cfg.server_cpu, "generator_cpu": cfg.gen_cpu},
+        "host": {
+            **host_info(ROOT),
+            "server_cpu": cfg.server_cpu,
+            "generator_cpu": cfg.gen_cpu,
+            # A shared machine's other work shows here (and per window as "other load").
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "runs": {r.kind: r.to_doc() for r in runs},
         "failures": failures,
     }
