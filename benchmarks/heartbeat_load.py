@@ -7,7 +7,9 @@ redis-server inherits the pin), runs the load generator of ``loadgen.py`` in thi
 to another CPU), and reports offered vs achieved rate, the server-side processed count (delta of
 ``spidi_heartbeats_total``: it must MATCH what was sent), round-trip times of sampled heartbeats,
 server CPU (and CPU microseconds per heartbeat), RSS per connection, Redis commands per second,
-connect time and errors. A table goes to stdout and a JSON file to ``benchmarks/results/``.
+connect time and errors. ``--storm N/K`` replaces the window by a reconnect storm whose every
+failed client is accounted by kind. A table goes to stdout; a JSON file and a short markdown
+summary (``bench_report.py``; the summary is committed) go to ``benchmarks/results/``.
 
 See ``benchmarks/README.md`` for the meaning of every figure.
 """

@@ -11,6 +11,10 @@ round-robin over the connections, and keeps the average exact with a credit coun
 sends what the schedule owes. One frame in ``sample_every`` carries a receipt; the RECEIPT's
 arrival gives a round-trip time (one outstanding receipt per connection, so the ids are fixed).
 
+Every connect attempt ends in WELCOME (its latency is kept) or in one failure kind
+(``classify_failure``: reset, timeout, refused, rejected, closed, other), so a connect phase or a
+storm accounts for every client.
+
 Server frames are expected unmasked, one STOMP frame per WebSocket message, as Spidi sends them;
 the parser reads just enough of them: CONNECTED, MESSAGE (WELCOME, errors), RECEIPT and ERROR.
 The bare servers in ``bare_server.py`` rely on the heartbeat frame starting with
