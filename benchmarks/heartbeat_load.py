@@ -359,9 +359,12 @@ class ServerProcess:
         forced = self.extra_env.get("SPIDI_TRANSPORT") or KIND_TRANSPORT.get(self.kind)
         if forced:
             return forced
-        from spidi_server.settings import Settings
+        try:
+            from spidi_server.settings import Settings
 
-        return Settings.__dataclass_fields__["transport"].default
+            return str(Settings().transport)
+        except Exception:  # noqa: BLE001 - a label only; the run itself says whether the node started
+            return "default"
 
     def tree_cpu(self) -> dict[int, float]:
         """CPU seconds by pid of the server's whole process tree (see ``tree_cpu_delta``)."""
