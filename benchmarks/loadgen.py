@@ -362,7 +362,11 @@ class LoadConnection(asyncio.Protocol):
             if nul >= 0:
                 body = body[:nul]
             if b"\ndestination:/user/queue/errors" in head:
-                self.gen.error("app error: " + body.decode(errors="replace")[:200])
+                text = "app error: " + body.decode(errors="replace")[:200]
+                if self.state < READY:  # e.g. HELLO refused: a rejected attempt, not a timeout
+                    self._fail(text)
+                else:
+                    self.gen.error(text)
                 return
             if b"\ndestination:/user/queue/session" in head:
                 self._session_message(body)

@@ -124,3 +124,20 @@ def test_classify_failure():
     assert classify_failure(OSError(errno.ECONNRESET, "reset")) == "reset"
     assert classify_failure(TimeoutError()) == "timeout"
     assert classify_failure(OSError(errno.EADDRNOTAVAIL, "no port")) == "other"
+
+
+async def test_hello_refused_is_rejected_not_timeout(node_factory):
+    # A room of two: the third and fourth HELLO get ROOM_FULL on /user/queue/errors at once.
+    node = await node_factory(default_room_capacity=2)
+    tokens = [token_for(node.settings, f"full-{i}", "spidi:user") for i in range(4)]
+    gen = LoadGenerator(
+        "127.0.0.1", node.transport.port, tokens, rooms=1, connect_concurrency=1, connect_timeout=5
+    )
+    try:
+        result = await gen.connect_all(4)
+        assert result.connected == 2
+        assert result.failures == {"rejected": 2}, dict(gen.errors)
+        assert result.seconds < 5  # answered, not timed out
+        assert any("ROOM_FULL" in reason for reason in gen.errors), dict(gen.errors)
+    finally:
+        await gen.close()
