@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -53,11 +52,21 @@ from benchmarks.loadgen import (
     wait_for_metric,
 )
 from benchmarks.presence_probe import probe
+from benchmarks.procstats import (
+    cpu_busy_seconds,
+    kernel_tcp_counters,
+    proc_cpu_seconds,
+    proc_rss_bytes,
+    safe_read,
+    server_pids,
+    tree_cpu_delta,
+    tree_cpu_sample,
+)
+from benchmarks.pyspy import PySpy, print_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEARTBEATS = "spidi_heartbeats_total"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # "spidi" runs the node's default transport (no transport setting given); the others force one.
 # "spidi-native" fails to start in a tree without the native transport: reported, not fatal.
 SERVER_KINDS = (
@@ -80,133 +89,6 @@ KIND_TRANSPORT = {
     "spidi-picows": "picows",
     "spidi-picows-2w": "picows",
 }
-
-
-# -- process figures from /proc ----------------------------------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/<pid>/stat, clock-tick resolution)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def server_pids(root: int) -> list[int]:
-    """``root`` and its descendants that run Spidi's node code (workers), not Redis, PostgreSQL
-    or the history writer: what "server CPU" means in worker mode too."""
-    children = _children()
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if pid == root or (b"spidi_server" in cmdline and b"history.writer" not in cmdline):
-            out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def tree_pids(root: int) -> list[int]:
-    """``root`` and all its descendants: the node, its redis-server, PostgreSQL (postmaster and
-    backends) and the history writer, so "server tree CPU" is everything the node runs."""
-    children = _children()
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def tree_cpu_sample(root: int) -> dict[int, float]:
-    """CPU seconds so far of every process of ``root``'s tree, by pid."""
-    sample = {}
-    for pid in tree_pids(root):
-        with contextlib.suppress(OSError, ValueError, IndexError):  # ended between listing and reading
-            sample[pid] = proc_cpu_seconds(pid)
-    return sample
-
-
-def tree_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds the tree spent between two samples. A process born in between counts whole;
-    one that ended in between loses its last interval (PostgreSQL backends and the writer live
-    as long as the node, so this is rare)."""
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
-
-
-# Kernel TCP counters that explain slow or failed connects: a full accept queue (overflow, drop)
-# makes the client's SYN or ACK go unanswered, and the retransmission comes 1 s later.
-KERNEL_TCP_COUNTERS = (
-    "ListenOverflows",
-    "ListenDrops",
-    "TCPSynRetrans",
-    "SyncookiesSent",
-    "TCPReqQFullDrop",
-    "TCPTimeouts",
-)
-
-
-def kernel_tcp_counters() -> dict[str, int]:
-    """The ``KERNEL_TCP_COUNTERS`` of ``/proc/net/netstat`` (TcpExt; system-wide, so other
-    traffic on the machine counts too)."""
-    try:
-        with open("/proc/net/netstat") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return {}
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return {k: int(table[k]) for k in KERNEL_TCP_COUNTERS if k in table}
-    return {}
-
-
-def cpu_busy_seconds() -> dict[int, float]:
-    """Busy seconds so far of every CPU (``/proc/stat``: all but idle and iowait)."""
-    out = {}
-    with open("/proc/stat") as fh:
-        for line in fh:
-            name, *values = line.split()
-            if not name.startswith("cpu") or name == "cpu":
-                continue
-            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
-            out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
-    return out
-
-
-def proc_rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _safe(fn, pid: int):
-    try:
-        return fn(pid)
-    except (OSError, ValueError, IndexError):
-        return 0  # the process ended between listing and reading
 
 
 # -- the server under test ---------------------------------------------------------------------------
@@ -349,7 +231,7 @@ class ServerProcess:
         """Server CPU seconds so far (supervisor and workers summed in worker mode)."""
         if self.workers == 1:
             return proc_cpu_seconds(self.pid)
-        return sum(_safe(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
+        return sum(safe_read(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
 
     @property
     def transport(self) -> str:
@@ -372,7 +254,7 @@ class ServerProcess:
 
     def redis_rss(self) -> int | None:
         """RSS of the embedded redis-server in bytes (Spidi only)."""
-        return _safe(proc_rss_bytes, self.redis_pid) if self.redis_pid else None
+        return safe_read(proc_rss_bytes, self.redis_pid) if self.redis_pid else None
 
     def redis_cpu(self) -> float | None:
         """Embedded redis-server CPU seconds so far (Spidi only)."""
@@ -382,7 +264,7 @@ class ServerProcess:
         """Server RSS in bytes (summed over supervisor and workers in worker mode)."""
         if self.workers == 1:
             return proc_rss_bytes(self.pid)
-        return sum(_safe(proc_rss_bytes, pid) for pid in server_pids(self.pid))
+        return sum(safe_read(proc_rss_bytes, pid) for pid in server_pids(self.pid))
 
     def redis_commands(self) -> int | None:
         """INFO stats ``total_commands_processed`` of the embedded Redis (Spidi only)."""
@@ -561,111 +443,6 @@ def _busy(before: dict[int, float], after: dict[int, float], cpu: int | None) ->
     if cpu is None or cpu not in before or cpu not in after:
         return None
     return after[cpu] - before[cpu]
-
-
-# -- py-spy --------------------------------------------------------------------------------------------
-
-
-def py_spy_path() -> str | None:
-    """py-spy next to this interpreter, or on PATH."""
-    local = Path(sys.executable).with_name("py-spy")
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-def summarize_profile(raw: Path, top: int = 15) -> dict:
-    """Top functions by self and total samples from py-spy's raw (collapsed stacks) output."""
-    self_samples: Counter[str] = Counter()
-    total_samples: Counter[str] = Counter()
-    samples = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        samples += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        self_samples[frames[-1]] += count
-        for name in set(frames):
-            total_samples[name] += count
-    packages: Counter[str] = Counter()
-    for name, n in self_samples.items():
-        path = name[name.rfind("(") + 1 : -1]
-        if "spidi_server/" in path or "spidi_core/" in path:
-            group = path[path.find("spidi_") :]
-        elif "asyncio/runners.py" in path:
-            group = "event loop (uvloop, C)"
-        else:
-            group = path.split("/")[0] if "/" in path else path
-        packages[group] += n
-    return {
-        "samples": samples,
-        "by_package": [(name, n, n / samples * 100) for name, n in packages.most_common(top)]
-        if samples
-        else [],
-        "self": [(name, n, n / samples * 100) for name, n in self_samples.most_common(top)]
-        if samples
-        else [],
-        "total": [(name, n, n / samples * 100) for name, n in total_samples.most_common(top)]
-        if samples
-        else [],
-    }
-
-
-class PySpy:
-    """``py-spy record`` attached to the server from ``start`` until ``stop`` (SIGINT)."""
-
-    def __init__(self, pid: int, out: Path):
-        self.pid = pid
-        self.out = out  # JSON: the collapsed stacks (a .json name keeps it out of git, like the results)
-        self.raw = Path(tempfile.mkdtemp(prefix="spidi-pyspy-")) / "profile.txt"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> bool:
-        """Attach; False when py-spy is missing."""
-        tool = py_spy_path()
-        if tool is None:
-            print("  py-spy not found: pip install py-spy", flush=True)
-            shutil.rmtree(self.raw.parent, ignore_errors=True)
-            return False
-        argv = [
-            tool,
-            "record",
-            "--pid",
-            str(self.pid),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--output",
-            str(self.raw),
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        await asyncio.sleep(0.5)  # let it attach
-        return True
-
-    async def stop(self) -> dict | None:
-        """Detach, write the profile, and return its summary."""
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = await asyncio.to_thread(self.proc.communicate, timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        if not self.raw.exists():
-            print(f"  py-spy failed ({self.proc.returncode}): {err.decode(errors='replace').strip()[-300:]}")
-            return None
-        summary = summarize_profile(self.raw)
-        lines = self.raw.read_text(errors="replace").splitlines()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text(
-            json.dumps({"format": "py-spy raw (collapsed stacks)", "pid": self.pid, "lines": lines})
-        )
-        shutil.rmtree(self.raw.parent, ignore_errors=True)
-        summary["file"] = str(self.out)
-        return summary
 
 
 # -- one server, start to stop ----------------------------------------------------------------------
@@ -903,17 +680,6 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
 
 
 # -- reporting -----------------------------------------------------------------------------------------
-
-
-def print_profile(kind: str, phase: str, profile: dict, top: int = 12) -> None:
-    """The top functions and packages of a py-spy profile by self time."""
-    print(f"\npy-spy, {kind}, {phase}: {profile['samples']} samples of busy time (250/s), {profile['file']}")
-    print(f"  {'self %':>7}  function")
-    for name, _, pct in profile["self"][:top]:
-        print(f"  {pct:7.1f}  {name}")
-    print(f"  {'self %':>7}  package / module")
-    for name, _, pct in profile["by_package"][:8]:
-        print(f"  {pct:7.1f}  {name}")
 
 
 # -- command line ----------------------------------------------------------------------------------------

@@ -11,13 +11,10 @@ import time
 
 import pytest
 
-from benchmarks.heartbeat_load import (
-    COMPARE_KINDS,
-    build_parser,
+from benchmarks.heartbeat_load import COMPARE_KINDS, build_parser, parse_storm, resolve
+from benchmarks.procstats import (
     cpu_busy_seconds,
     kernel_tcp_counters,
-    parse_storm,
-    resolve,
     tree_cpu_delta,
     tree_cpu_sample,
     tree_pids,
