@@ -44,6 +44,9 @@ from benchmarks.loadgen import (
     ws_frame,
 )
 
+# The listen backlog of every bare server: Spidi's default (the kernel's somaxconn caps it), so a
+# connect storm compares servers, not accept queues.
+BACKLOG = 4096
 CONNECTED = b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\x00"
 _session_ids = itertools.count(1)
 
@@ -214,7 +217,7 @@ class BareProtocol(asyncio.Protocol):
 
 async def start_uvloop_server(host: str, port: int) -> asyncio.AbstractServer:
     """The raw protocol server."""
-    return await asyncio.get_running_loop().create_server(BareProtocol, host, port, backlog=1024)
+    return await asyncio.get_running_loop().create_server(BareProtocol, host, port, backlog=BACKLOG)
 
 
 # -- websockets library ----------------------------------------------------------------------------
@@ -257,6 +260,7 @@ async def start_websockets_server(host: str, port: int):
         open_timeout=10,
         close_timeout=2,
         server_header=None,
+        backlog=BACKLOG,
     )
 
 
@@ -303,6 +307,7 @@ async def start_picows_server(host: str, port: int):
         max_frame_size=65536 * 4,
         read_buffer_init_size=1024,
         use_aiofastnet=False,
+        backlog=BACKLOG,
     )  # as Spidi runs it
 
 

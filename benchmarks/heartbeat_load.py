@@ -7,7 +7,9 @@ redis-server inherits the pin), runs the load generator of ``loadgen.py`` in thi
 to another CPU), and reports offered vs achieved rate, the server-side processed count (delta of
 ``spidi_heartbeats_total``: it must MATCH what was sent), round-trip times of sampled heartbeats,
 server CPU (and CPU microseconds per heartbeat), RSS per connection, Redis commands per second,
-connect time and errors. A table goes to stdout and a JSON file to ``benchmarks/results/``.
+connect time and errors. ``--storm N/K`` replaces the window by a reconnect storm whose every
+failed client is accounted by kind. A table goes to stdout; a JSON file and a short markdown
+summary (``bench_report.py``; the summary is committed) go to ``benchmarks/results/``.
 
 See ``benchmarks/README.md`` for the meaning of every figure.
 """
@@ -18,9 +20,9 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,7 +33,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.bench_report import (
+    FLOOR,
+    figure_rows,
+    host_info,
+    markdown_summary,
+    print_table,
+    ratio_rows,
+    ratios,
+)
 from benchmarks.loadgen import (
+    FAILURE_KINDS,
+    ConnectResult,
     LoadGenerator,
     WindowResult,
     fetch_metric,
@@ -39,79 +52,43 @@ from benchmarks.loadgen import (
     wait_for_metric,
 )
 from benchmarks.presence_probe import probe
+from benchmarks.procstats import (
+    cpu_busy_seconds,
+    kernel_tcp_counters,
+    proc_cpu_seconds,
+    proc_rss_bytes,
+    safe_read,
+    server_pids,
+    tree_cpu_delta,
+    tree_cpu_sample,
+)
+from benchmarks.pyspy import PySpy, print_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEARTBEATS = "spidi_heartbeats_total"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("spidi", "spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
+# "spidi" runs the node's default transport (no transport setting given); the others force one.
+# "spidi-native" fails to start in a tree without the native transport: reported, not fatal.
+SERVER_KINDS = (
+    "spidi",
+    "spidi-native",
+    "spidi-websockets",
+    "spidi-picows",
+    "spidi-pure",
+    "bare-uvloop",
+    "bare-websockets",
+    "bare-picows",
+)
 # Worker-mode kinds (`spidi serve --workers 2`): not in --compare; ask for them with --servers.
 WORKER_KINDS = ("spidi-2w", "spidi-picows-2w")
-COMPARE_REFERENCES = ("spidi-picows", "spidi-pure", "bare-uvloop", "bare-websockets", "bare-picows")
-# (server, reference) pairs whose ratios the comparison prints.
-COMPARE_PAIRS = (
-    ("spidi", "spidi-pure"),
-    ("spidi", "bare-websockets"),
-    ("spidi", "bare-uvloop"),
-    ("spidi-picows", "bare-picows"),
-    ("spidi-picows", "bare-uvloop"),
-    ("spidi-picows", "spidi"),
-    ("spidi-2w", "spidi"),
-    ("spidi-picows-2w", "spidi-picows"),
-)
-
-
-# -- process figures from /proc ----------------------------------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/<pid>/stat, clock-tick resolution)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def server_pids(root: int) -> list[int]:
-    """``root`` and its descendants that run Spidi's node code (workers), not Redis, PostgreSQL
-    or the history writer: what "server CPU" means in worker mode too."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if pid == root or (b"spidi_server" in cmdline and b"history.writer" not in cmdline):
-            out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def proc_rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes (VmRSS of /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _safe(fn, pid: int):
-    try:
-        return fn(pid)
-    except (OSError, ValueError, IndexError):
-        return 0  # the process ended between listing and reading
+COMPARE_KINDS = ("spidi", "spidi-websockets", "spidi-picows", FLOOR, "bare-websockets", "bare-picows")
+# SPIDI_TRANSPORT of the kinds that force a transport.
+KIND_TRANSPORT = {
+    "spidi-native": "native",
+    "spidi-websockets": "websockets",
+    "spidi-picows": "picows",
+    "spidi-picows-2w": "picows",
+}
 
 
 # -- the server under test ---------------------------------------------------------------------------
@@ -176,8 +153,8 @@ class ServerProcess:
             )
             if self.kind == "spidi-pure":
                 env["SPIDI_NO_EXTENSIONS"] = "1"
-            elif self.kind.startswith("spidi-picows"):
-                env["SPIDI_TRANSPORT"] = "picows"
+            if self.kind in KIND_TRANSPORT:
+                env["SPIDI_TRANSPORT"] = KIND_TRANSPORT[self.kind]
             if self.workers > 1:
                 argv += ["--workers", str(self.workers)]
             env.update(self.extra_env)
@@ -254,7 +231,30 @@ class ServerProcess:
         """Server CPU seconds so far (supervisor and workers summed in worker mode)."""
         if self.workers == 1:
             return proc_cpu_seconds(self.pid)
-        return sum(_safe(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
+        return sum(safe_read(proc_cpu_seconds, pid) for pid in server_pids(self.pid))
+
+    @property
+    def transport(self) -> str:
+        """The WebSocket transport the server runs: forced by its kind, else the node's default."""
+        if not self.is_spidi:
+            return self.kind.split("-", 1)[1] + " (bare)"
+        forced = self.extra_env.get("SPIDI_TRANSPORT") or KIND_TRANSPORT.get(self.kind)
+        if forced:
+            return forced
+        try:
+            from spidi_server.settings import Settings
+
+            return str(Settings().transport)
+        except Exception:  # noqa: BLE001 - a label only; the run itself says whether the node started
+            return "default"
+
+    def tree_cpu(self) -> dict[int, float]:
+        """CPU seconds by pid of the server's whole process tree (see ``tree_cpu_delta``)."""
+        return tree_cpu_sample(self.pid)
+
+    def redis_rss(self) -> int | None:
+        """RSS of the embedded redis-server in bytes (Spidi only)."""
+        return safe_read(proc_rss_bytes, self.redis_pid) if self.redis_pid else None
 
     def redis_cpu(self) -> float | None:
         """Embedded redis-server CPU seconds so far (Spidi only)."""
@@ -264,7 +264,7 @@ class ServerProcess:
         """Server RSS in bytes (summed over supervisor and workers in worker mode)."""
         if self.workers == 1:
             return proc_rss_bytes(self.pid)
-        return sum(_safe(proc_rss_bytes, pid) for pid in server_pids(self.pid))
+        return sum(safe_read(proc_rss_bytes, pid) for pid in server_pids(self.pid))
 
     def redis_commands(self) -> int | None:
         """INFO stats ``total_commands_processed`` of the embedded Redis (Spidi only)."""
@@ -309,10 +309,15 @@ class Window:
     processed_total: float  # after draining
     drain_seconds: float
     server_cpu_s: float
+    tree_cpu_s: float  # node + redis + PostgreSQL + writer (bare servers: the process itself)
     redis_cpu_s: float | None
     redis_commands: int | None
     server_errors: float | None
     presence_ms: list[float] = field(default_factory=list)  # presence change -> roster delta delays
+    # Busy seconds of the pinned server and generator CPUs over the window (None unpinned): minus
+    # what the server tree and the generator used, it is other load on a shared machine.
+    server_cpu_busy_s: float | None = None
+    gen_cpu_busy_s: float | None = None
 
     @property
     def match(self) -> bool:
@@ -324,6 +329,9 @@ class Window:
         r = self.result
         processed_rate = self.processed_in_window / self.seconds if self.seconds else 0.0
         cpu_per_hb = self.server_cpu_s / self.processed_in_window * 1e6 if self.processed_in_window else None
+        tree_per_hb = self.tree_cpu_s / self.processed_in_window * 1e6 if self.processed_in_window else None
+        # The generator's own cost per heartbeat written, and the rate one core of it would reach.
+        gen_per_hb = r.gen_cpu_s / r.sent * 1e6 if r.sent and r.gen_cpu_s else None
         redis_per_hb = (
             self.redis_cpu_s / self.processed_in_window * 1e6
             if self.redis_cpu_s is not None and self.processed_in_window
@@ -350,12 +358,22 @@ class Window:
             "rtt_max_ms": r.rtt_ms[-1] if r.rtt_ms else None,
             "server_cpu_pct": self.server_cpu_s / self.seconds * 100 if self.seconds else None,
             "server_cpu_us_per_hb": cpu_per_hb,
+            "tree_cpu_pct": self.tree_cpu_s / self.seconds * 100 if self.seconds else None,
+            "tree_cpu_us_per_hb": tree_per_hb,
             "redis_cpu_pct": self.redis_cpu_s / self.seconds * 100 if self.redis_cpu_s is not None else None,
             "redis_cpu_us_per_hb": redis_per_hb,
             "redis_commands_per_s": self.redis_commands / self.seconds
             if self.redis_commands is not None
             else None,
             "gen_cpu_pct": r.gen_cpu_s / r.elapsed * 100 if r.elapsed else None,
+            "other_on_server_cpu_pct": (self.server_cpu_busy_s - self.tree_cpu_s) / self.seconds * 100
+            if self.server_cpu_busy_s is not None and self.seconds
+            else None,
+            "other_on_gen_cpu_pct": (self.gen_cpu_busy_s - r.gen_cpu_s) / r.elapsed * 100
+            if self.gen_cpu_busy_s is not None and r.elapsed
+            else None,
+            "gen_cpu_us_per_hb": gen_per_hb,
+            "gen_ceiling_hb_s": 1e6 / gen_per_hb if gen_per_hb else None,
             "server_errors": self.server_errors,
             "generator_errors": r.errors,
             "presence_samples": len(self.presence_ms),
@@ -379,7 +397,9 @@ async def measure(
     c0 = await fetch_metric(server.metrics_url, HEARTBEATS)
     redis_cmd0 = server.redis_commands()
     rcpu0 = server.redis_cpu()
+    tree0 = server.tree_cpu()
     cpu0 = server.cpu()
+    busy0 = cpu_busy_seconds()
     t0 = time.monotonic()
     probing = None
     if server.is_spidi and cfg.probe_presence:
@@ -391,6 +411,8 @@ async def measure(
     seconds = time.monotonic() - t0
     presence_ms = await probing if probing is not None else []
     cpu1 = server.cpu()
+    busy1 = cpu_busy_seconds()
+    tree1 = server.tree_cpu()
     rcpu1 = server.redis_cpu()
     redis_cmd1 = server.redis_commands()
     c1 = await fetch_metric(server.metrics_url, HEARTBEATS)
@@ -407,116 +429,20 @@ async def measure(
         processed_total=final - c0,
         drain_seconds=drain,
         server_cpu_s=cpu1 - cpu0,
+        tree_cpu_s=tree_cpu_delta(tree0, tree1),
         redis_cpu_s=None if rcpu0 is None else rcpu1 - rcpu0,
         redis_commands=None if redis_cmd0 is None else redis_cmd1 - redis_cmd0 - 1,  # minus our INFO
         server_errors=None if errors0 is None else errors1 - errors0,
         presence_ms=presence_ms,
+        server_cpu_busy_s=_busy(busy0, busy1, server.pin_cpu),
+        gen_cpu_busy_s=_busy(busy0, busy1, cfg.gen_cpu if server.pin_cpu is not None else None),
     )
 
 
-# -- py-spy --------------------------------------------------------------------------------------------
-
-
-def py_spy_path() -> str | None:
-    """py-spy next to this interpreter, or on PATH."""
-    local = Path(sys.executable).with_name("py-spy")
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-def summarize_profile(raw: Path, top: int = 15) -> dict:
-    """Top functions by self and total samples from py-spy's raw (collapsed stacks) output."""
-    self_samples: Counter[str] = Counter()
-    total_samples: Counter[str] = Counter()
-    samples = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        samples += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        self_samples[frames[-1]] += count
-        for name in set(frames):
-            total_samples[name] += count
-    packages: Counter[str] = Counter()
-    for name, n in self_samples.items():
-        path = name[name.rfind("(") + 1 : -1]
-        if "spidi_server/" in path or "spidi_core/" in path:
-            group = path[path.find("spidi_") :]
-        elif "asyncio/runners.py" in path:
-            group = "event loop (uvloop, C)"
-        else:
-            group = path.split("/")[0] if "/" in path else path
-        packages[group] += n
-    return {
-        "samples": samples,
-        "by_package": [(name, n, n / samples * 100) for name, n in packages.most_common(top)]
-        if samples
-        else [],
-        "self": [(name, n, n / samples * 100) for name, n in self_samples.most_common(top)]
-        if samples
-        else [],
-        "total": [(name, n, n / samples * 100) for name, n in total_samples.most_common(top)]
-        if samples
-        else [],
-    }
-
-
-class PySpy:
-    """``py-spy record`` attached to the server from ``start`` until ``stop`` (SIGINT)."""
-
-    def __init__(self, pid: int, out: Path):
-        self.pid = pid
-        self.out = out  # JSON: the collapsed stacks (a .json name keeps it out of git, like the results)
-        self.raw = Path(tempfile.mkdtemp(prefix="spidi-pyspy-")) / "profile.txt"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> bool:
-        """Attach; False when py-spy is missing."""
-        tool = py_spy_path()
-        if tool is None:
-            print("  py-spy not found: pip install py-spy", flush=True)
-            shutil.rmtree(self.raw.parent, ignore_errors=True)
-            return False
-        argv = [
-            tool,
-            "record",
-            "--pid",
-            str(self.pid),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--output",
-            str(self.raw),
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        await asyncio.sleep(0.5)  # let it attach
-        return True
-
-    async def stop(self) -> dict | None:
-        """Detach, write the profile, and return its summary."""
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = await asyncio.to_thread(self.proc.communicate, timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        if not self.raw.exists():
-            print(f"  py-spy failed ({self.proc.returncode}): {err.decode(errors='replace').strip()[-300:]}")
-            return None
-        summary = summarize_profile(self.raw)
-        lines = self.raw.read_text(errors="replace").splitlines()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text(
-            json.dumps({"format": "py-spy raw (collapsed stacks)", "pid": self.pid, "lines": lines})
-        )
-        shutil.rmtree(self.raw.parent, ignore_errors=True)
-        summary["file"] = str(self.out)
-        return summary
+def _busy(before: dict[int, float], after: dict[int, float], cpu: int | None) -> float | None:
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    return after[cpu] - before[cpu]
 
 
 # -- one server, start to stop ----------------------------------------------------------------------
@@ -532,6 +458,20 @@ class Run:
     max_rate_held: float | None = None
     stop_reason: str | None = None
     profile: dict[str, dict] = field(default_factory=dict)  # phase -> py-spy summary
+
+    def to_doc(self) -> dict:
+        """This run as stored in the results JSON (and read back by ``bench_report``)."""
+        main = self.main_window()
+        return {
+            **self.info,
+            "max_rate_held": self.max_rate_held,
+            "stop_reason": self.stop_reason,
+            "result": main.summary() if main else None,
+            "windows": [w.summary() for w in self.windows],
+            # Round trips of the table's window by send time: stalls show as saw-teeth.
+            "rtt_series": [[round(t, 4), round(ms, 3)] for t, ms in main.result.rtt_series] if main else [],
+            "profile": self.profile,
+        }
 
     def main_window(self) -> Window | None:
         """The window the table shows: the only one, or for --find-max the last one held."""
@@ -549,7 +489,17 @@ def window_held(w: Window, cfg: argparse.Namespace) -> tuple[bool, str]:
     s = w.summary()
     p99 = s["rtt_p99_ms"]
     if s["achieved_send_rate"] < 0.97 * w.offered_rate:
-        who = "generator" if (s["gen_cpu_pct"] or 0) > 90 else "server back-pressure"
+        if (s["gen_cpu_pct"] or 0) > 90:
+            who = "generator"
+        elif (s["tree_cpu_pct"] or 0) > 90:
+            who = "server back-pressure"
+        else:
+            # Neither was busy: the CPUs were taken by something else (a shared machine).
+            who = (
+                f"neither busy: generator {s['gen_cpu_pct'] or 0:.0f}% server {s['tree_cpu_pct'] or 0:.0f}%, "
+                f"other load {s['other_on_gen_cpu_pct'] or 0:.0f}% / {s['other_on_server_cpu_pct'] or 0:.0f}% "
+                "on their CPUs"
+            )
         return False, f"achieved send rate {s['achieved_send_rate']:.0f}/s < offered ({who})"
     if s["processed_rate"] < 0.97 * w.offered_rate:
         return False, f"processed rate {s['processed_rate']:.0f}/s < offered {w.offered_rate:.0f}/s"
@@ -560,6 +510,22 @@ def window_held(w: Window, cfg: argparse.Namespace) -> tuple[bool, str]:
     if not w.match:
         return False, "processed != sent"
     return True, ""
+
+
+def storm_figures(connected: ConnectResult, tree_cpu_s: float) -> dict:
+    """The storm's accounting: who got in, how long it took, why the others did not, server CPU."""
+    return {
+        "requested": connected.requested,
+        "connected": connected.connected,
+        "all_in": connected.all_in,
+        "seconds": connected.seconds,
+        "failures": {k: connected.failures.get(k, 0) for k in FAILURE_KINDS},
+        "latency_p50_ms": connected.latency(50),
+        "latency_p99_ms": connected.latency(99),
+        "latency_max_ms": connected.latency_ms[-1] if connected.latency_ms else None,
+        "tree_cpu_s": tree_cpu_s,
+        "tree_cpu_us_per_conn": tree_cpu_s / max(1, connected.connected) * 1e6,
+    }
 
 
 async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], stamp: str) -> Run:
@@ -587,45 +553,78 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
         )
         await asyncio.sleep(0.5)
         rss_before = server.rss()
-        cpu_before = server.cpu()
+        redis_rss_before = server.redis_rss()
         gen = LoadGenerator(
             cfg.host,
             server.ws_port,
             tokens,
             rooms=cfg.rooms,
             connect_concurrency=cfg.connect_concurrency,
+            connect_timeout=cfg.connect_timeout,
             source_ips=cfg.source_ips,
         )
-        say(f"connecting {cfg.connections} clients into {cfg.rooms} rooms ...")
+        what = "storm of" if cfg.storm else "connecting"
+        say(
+            f"{what} {cfg.connections} clients into {cfg.rooms} rooms, {cfg.connect_concurrency} in flight ..."
+        )
         spy = None
         if cfg.py_spy:
             spy = PySpy(server.pid, RESULTS_DIR / f"{stamp}-{cfg.label}-{kind}-connect-pyspy.json")
             if not await spy.start():
                 spy = None
-            cpu_before = server.cpu()
+        tree_before = server.tree_cpu()
+        cpu_before = server.cpu()
+        gen_cpu_before = time.process_time()
+        tcp_before = kernel_tcp_counters()
         connected = await gen.connect_all(cfg.connections)
+        tcp_after = kernel_tcp_counters()
+        gen_connect_cpu = time.process_time() - gen_cpu_before
         connect_cpu = server.cpu() - cpu_before
         if spy is not None:
             profile = await spy.stop()
             if profile:
                 run.profile["connect"] = profile
-        say(f"{connected.connected}/{connected.requested} ready in {connected.seconds:.2f} s")
-        if connected.connected == 0:
+        say(
+            f"{connected.connected}/{connected.requested} ready in {connected.seconds:.2f} s"
+            + (f", failed: {connected.failures}" if connected.failed else "")
+        )
+        if connected.connected == 0 and not cfg.storm:  # a storm reports its failures anyway
             raise RuntimeError(f"no connection: {dict(gen.errors.most_common(5))}")
         await asyncio.sleep(cfg.settle)
+        # The tree's figure includes the settle: work the connects left behind (Redis flushes,
+        # the writer's inserts of the join events) counts, at the price of a second of idle timers.
+        connect_tree_cpu = tree_cpu_delta(tree_before, server.tree_cpu())
         rss_idle = server.rss()
+        redis_rss_idle = server.redis_rss()
         run.info = {
             "pid": server.pid,
+            "transport": server.transport,
             "connections_requested": connected.requested,
             "connections": connected.connected,
             "connect_failed": connected.failed,
             "connect_s": connected.seconds,
             "connect_rate": connected.connected / connected.seconds if connected.seconds else None,
+            "connect_failures": connected.failures,
+            "connect_p50_ms": connected.latency(50),
+            "connect_p99_ms": connected.latency(99),
             "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
+            "connect_tree_cpu_us_per_conn": connect_tree_cpu / max(1, connected.connected) * 1e6,
+            # The generator's side of the connect phase: near the phase's wall time = it was the limit.
+            "gen_connect_cpu_s": gen_connect_cpu,
+            "connect_kernel_tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
             "rss_before": rss_before,
             "rss_idle": rss_idle,
             "rss_per_conn": (rss_idle - rss_before) / max(1, connected.connected),
+            "redis_rss_per_conn": (redis_rss_idle - redis_rss_before) / max(1, connected.connected)
+            if redis_rss_idle is not None and redis_rss_before is not None
+            else None,
         }
+        if cfg.storm:
+            # The storm is the measurement: no heartbeat window after it.
+            run.info["storm"] = storm_figures(connected, connect_tree_cpu)
+            run.info["generator_errors"] = dict(gen.errors)
+            run.info["rss_after"] = server.rss()
+            return run
         if cfg.warmup > 0:
             say(f"warm-up {cfg.warmup:g} s at {cfg.rate:g}/s")
             await measure(server, gen, cfg.rate, cfg.warmup, cfg)
@@ -639,7 +638,8 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
                 p99 = s["rtt_p99_ms"]
                 say(
                     f"{rate:>9.0f}/s: sent {s['achieved_send_rate']:.0f}/s processed {s['processed_rate']:.0f}/s "
-                    f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms cpu {s['server_cpu_pct']:.0f}% "
+                    f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms server tree cpu {s['tree_cpu_pct'] or 0:.0f}% "
+                    f"gen {s['gen_cpu_pct'] or 0:.0f}% "
                     f"{'held' if ok else 'FAILED: ' + why}"
                 )
                 if not ok:
@@ -682,162 +682,6 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
 # -- reporting -----------------------------------------------------------------------------------------
 
 
-def _fmt(value, spec: str = ",.0f", none: str = "-") -> str:
-    if value is None:
-        return none
-    if isinstance(value, str):
-        return value
-    return format(value, spec)
-
-
-def run_rows(runs: list[Run], cfg: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """The table: one row per figure, one column per server."""
-    rows: list[tuple[str, list[str]]] = []
-
-    def add(label: str, values: list) -> None:
-        rows.append((label, [_fmt(v) if not isinstance(v, str) else v for v in values]))
-
-    summaries = [(r, (r.main_window().summary() if r.main_window() else {})) for r in runs]
-    mib = 1024 * 1024
-    add(
-        "connections ready",
-        [
-            f"{r.info.get('connections', 0):,} / {r.info.get('connections_requested', 0):,}"
-            for r, _ in summaries
-        ],
-    )
-    add("connect time (s)", [_fmt(r.info.get("connect_s"), ".2f") for r, _ in summaries])
-    add("connect rate (conn/s)", [r.info.get("connect_rate") for r, _ in summaries])
-    add("server CPU per connect (us)", [r.info.get("connect_cpu_us_per_conn") for r, _ in summaries])
-    if cfg.find_max:
-        add("max rate held (hb/s)", [r.max_rate_held for r, _ in summaries])
-        add("ramp stopped because", [r.stop_reason or "-" for r, _ in summaries])
-    add("offered rate (hb/s)", [s.get("offered_rate") for _, s in summaries])
-    add("achieved send rate (hb/s)", [s.get("achieved_send_rate") for _, s in summaries])
-    add(
-        "generator kept the offered rate",
-        [
-            f"{s['achieved_send_rate'] / s['offered_rate'] * 100:.1f}% "
-            + ("OK" if s["achieved_send_rate"] >= 0.99 * s["offered_rate"] else "LOW")
-            if s.get("offered_rate")
-            else "-"
-            for _, s in summaries
-        ],
-    )
-    add("sent (skipped)", [f"{s.get('sent', 0):,} ({s.get('skipped', 0):,})" for _, s in summaries])
-    add("server processed", [s.get("processed_total") for _, s in summaries])
-    add("processed == sent", ["MATCH" if s.get("match") else "MISMATCH" for _, s in summaries])
-    add("processed rate in window (hb/s)", [s.get("processed_rate") for _, s in summaries])
-    add("RTT p50 (ms)", [_fmt(s.get("rtt_p50_ms"), ".2f") for _, s in summaries])
-    add("RTT p95 (ms)", [_fmt(s.get("rtt_p95_ms"), ".2f") for _, s in summaries])
-    add("RTT p99 (ms)", [_fmt(s.get("rtt_p99_ms"), ".2f") for _, s in summaries])
-    add("RTT max (ms)", [_fmt(s.get("rtt_max_ms"), ".2f") for _, s in summaries])
-    add("RTT samples (lost)", [f"{s.get('rtt_samples', 0):,} ({s.get('rtt_lost', 0)})" for _, s in summaries])
-    add("presence change to monitor p50 (ms)", [_fmt(s.get("presence_p50_ms"), ".1f") for _, s in summaries])
-    add("presence change to monitor p99 (ms)", [_fmt(s.get("presence_p99_ms"), ".1f") for _, s in summaries])
-    add("presence samples", [s.get("presence_samples") for _, s in summaries])
-    add("server CPU (%)", [_fmt(s.get("server_cpu_pct"), ".1f") for _, s in summaries])
-    add("server CPU per heartbeat (us)", [_fmt(s.get("server_cpu_us_per_hb"), ".2f") for _, s in summaries])
-    add(
-        "CPU-bound ceiling est. (hb/s)",
-        [1e6 / s["server_cpu_us_per_hb"] if s.get("server_cpu_us_per_hb") else None for _, s in summaries],
-    )
-    add("redis CPU (%)", [_fmt(s.get("redis_cpu_pct"), ".1f") for _, s in summaries])
-    add("redis CPU per heartbeat (us)", [_fmt(s.get("redis_cpu_us_per_hb"), ".2f") for _, s in summaries])
-    add("redis commands/s", [s.get("redis_commands_per_s") for _, s in summaries])
-    add("server RSS before (MiB)", [_fmt(r.info.get("rss_before", 0) / mib, ".1f") for r, _ in summaries])
-    add("server RSS idle conns (MiB)", [_fmt(r.info.get("rss_idle", 0) / mib, ".1f") for r, _ in summaries])
-    add("server RSS after (MiB)", [_fmt(r.info.get("rss_after", 0) / mib, ".1f") for r, _ in summaries])
-    add("RSS per connection (KiB)", [_fmt(r.info.get("rss_per_conn", 0) / 1024, ".1f") for r, _ in summaries])
-    add("generator CPU (%)", [_fmt(s.get("gen_cpu_pct"), ".1f") for _, s in summaries])
-    add("server errors", [s.get("server_errors") for _, s in summaries])
-    add("generator errors", [sum(r.info.get("generator_errors", {}).values()) for r, _ in summaries])
-    return rows
-
-
-def print_table(header: list[str], rows: list[tuple[str, list[str]]]) -> None:
-    """Print a plain-text table with a first label column."""
-    widths = [max(len(header[0]), *(len(label) for label, _ in rows))]
-    for i in range(1, len(header)):
-        widths.append(max(len(header[i]), *(len(values[i - 1]) for _, values in rows)))
-    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
-    print(line)
-    print("-" * len(line))
-    for label, values in rows:
-        print("  ".join([label.ljust(widths[0]), *(v.rjust(widths[i + 1]) for i, v in enumerate(values))]))
-
-
-def ratios(runs: list[Run]) -> dict:
-    """Spidi / reference for processed rate and CPU per heartbeat."""
-    by_kind = {r.kind: r.main_window().summary() for r in runs if r.main_window()}
-    out = {}
-    for kind, ref in COMPARE_PAIRS:
-        base, other = by_kind.get(kind), by_kind.get(ref)
-        if base is None or other is None:
-            continue
-
-        def ratio(key, a=base, b=other):
-            return a[key] / b[key] if a.get(key) and b.get(key) else None
-
-        out[f"{kind}/{ref}"] = {
-            "processed_rate": ratio("processed_rate"),
-            "achieved_send_rate": ratio("achieved_send_rate"),
-            "server_cpu_us_per_hb": ratio("server_cpu_us_per_hb"),
-        }
-    return out
-
-
-def print_profile(kind: str, phase: str, profile: dict, top: int = 12) -> None:
-    """The top functions and packages of a py-spy profile by self time."""
-    print(f"\npy-spy, {kind}, {phase}: {profile['samples']} samples of busy time (250/s), {profile['file']}")
-    print(f"  {'self %':>7}  function")
-    for name, _, pct in profile["self"][:top]:
-        print(f"  {pct:7.1f}  {name}")
-    print(f"  {'self %':>7}  package / module")
-    for name, _, pct in profile["by_package"][:8]:
-        print(f"  {pct:7.1f}  {name}")
-
-
-def host_info(cfg: argparse.Namespace) -> dict:
-    """Where the numbers were taken."""
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--", "spidi_core", "spidi_server"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        rev, dirty = "", None
-    try:
-        from spidi_core import HAVE_EXTENSIONS
-    except ImportError:
-        HAVE_EXTENSIONS = None  # noqa: N806
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "git_rev": rev,
-        "server_code_modified": dirty,  # uncommitted changes under spidi_core/ or spidi_server/
-        "spidi_extensions_built": HAVE_EXTENSIONS,
-        "server_cpu": cfg.server_cpu,
-        "generator_cpu": cfg.gen_cpu,
-    }
-
-
 # -- command line ----------------------------------------------------------------------------------------
 
 
@@ -861,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="also run Spidi pure-Python, a bare uvloop and a bare websockets server",
+        help=f"run {', '.join(COMPARE_KINDS)} with ratios to the {FLOOR} floor",
     )
     p.add_argument(
         "--servers",
@@ -872,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--find-max", action="store_true", help="raise the rate until p99 > --max-p99-ms or it lags"
     )
     p.add_argument("--max-p99-ms", type=float, default=50.0, help="--find-max RTT limit (50)")
+    p.add_argument(
+        "--gen-ceiling",
+        action="store_true",
+        help="the generator's own ceiling: --find-max against bare-uvloop from 50,000/s with no RTT "
+        "limit, so the ramp stops when the generator (or the floor server) cannot keep up",
+    )
     p.add_argument(
         "--step-factor", type=float, default=1.25, help="--find-max rate multiplier per step (1.25)"
     )
@@ -890,6 +740,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-cpu", type=int, default=1, help="CPU of the generator when pinned (1)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address the server binds (127.0.0.1)")
     p.add_argument("--connect-concurrency", type=int, default=100, help="connects in flight (100)")
+    p.add_argument(
+        "--connect-timeout", type=float, default=30.0, help="seconds a client may take to reach WELCOME (30)"
+    )
+    p.add_argument(
+        "--storm",
+        metavar="N/K",
+        help="reconnect storm instead of a heartbeat window: N clients, K connecting at once "
+        "(e.g. 10000/2000), each CONNECT + 2 SUBSCRIBE + HELLO; reports time until all are in and why not",
+    )
     p.add_argument("--source-ips", type=int, default=1, help="spread clients over 127.0.0.1..N (1)")
     p.add_argument("--server-log-level", default="info", help="SPIDI_LOG_LEVEL of the node (info)")
     p.add_argument(
@@ -913,9 +772,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_storm(text: str) -> tuple[int, int]:
+    """``N/K`` -> (N clients, K in flight); K is capped at N."""
+    try:
+        n_text, k_text = text.split("/")
+        n, k = int(n_text), int(k_text)
+    except ValueError:
+        raise SystemExit(f"--storm wants N/K, e.g. 10000/2000, not {text!r}") from None
+    if n < 1 or k < 1:
+        raise SystemExit(f"--storm N/K must be positive, got {text!r}")
+    return n, min(n, k)
+
+
 def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
     """Fill in preset-dependent defaults and validate."""
     quick = cfg.quick
+    if cfg.gen_ceiling:
+        cfg.servers = cfg.servers or FLOOR
+        cfg.find_max = True
+        cfg.max_p99_ms = float("inf")
+        cfg.rate = cfg.rate or 50_000.0
+        cfg.probe_presence = False
+        cfg.label = cfg.label or ("quick-genceiling" if quick else "genceiling")
+    if cfg.storm:
+        cfg.connections, cfg.connect_concurrency = parse_storm(cfg.storm)
+        cfg.probe_presence = False
     cfg.connections = cfg.connections or (1000 if quick else 10_000)
     cfg.rate = cfg.rate or (5000.0 if quick else 20_000.0)
     cfg.duration = cfg.duration or (5.0 if quick else 20.0)
@@ -929,7 +810,7 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"unknown server(s) {bad}; choose from {SERVER_KINDS + WORKER_KINDS}")
         cfg.kinds = kinds
     else:
-        cfg.kinds = list(SERVER_KINDS) if cfg.compare else ["spidi"]
+        cfg.kinds = list(COMPARE_KINDS) if cfg.compare else ["spidi"]
     cpus = os.sched_getaffinity(0)
     if cfg.pin is None:
         cfg.pin = shutil.which("taskset") is not None and len(cpus) > 1
@@ -942,6 +823,8 @@ def resolve(cfg: argparse.Namespace) -> argparse.Namespace:
         cfg.server_cpu = cfg.gen_cpu = None
     if not cfg.label:
         parts = ["quick" if quick else f"c{cfg.connections}-r{cfg.rate:g}-t{cfg.duration:g}"]
+        if cfg.storm:
+            parts = [f"storm-{cfg.connections}-{cfg.connect_concurrency}"]
         if cfg.compare:
             parts.append("compare")
         if cfg.find_max:
@@ -975,6 +858,7 @@ def mint_tokens(secret: str, count: int) -> list[str]:
 async def main_async(cfg: argparse.Namespace) -> int:
     """Run every selected server, print the table, write the JSON."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    load_start = os.getloadavg()
     cfg.secret = secrets.token_urlsafe(48)
     t = time.perf_counter()
     tokens = mint_tokens(cfg.secret, cfg.connections)
@@ -988,26 +872,49 @@ async def main_async(cfg: argparse.Namespace) -> int:
             runs.append(await bench_server(kind, cfg, tokens, stamp))
         except Exception as exc:  # one server failing must not lose the others' results
             failures[kind] = f"{type(exc).__name__}: {exc}"
-            print(f"[{kind}] FAILED: {failures[kind]}", flush=True)
+            lines = [ln for ln in failures[kind].splitlines() if ln.strip()]
+            print(
+                f"[{kind}] FAILED: {' / '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)}",
+                flush=True,
+            )
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{stamp}-{cfg.label}.json"
+    config = {
+        k: v for k, v in vars(cfg).items() if k not in ("secret", "probe_user_token", "probe_monitor_token")
+    }
+    doc = {
+        "label": cfg.label,
+        "timestamp": stamp,
+        "command": "python -m benchmarks.heartbeat_load " + shlex.join(cfg.argv),
+        "json_name": out.name,
+        "config": config,
+        "host": {
+            **host_info(ROOT),
+            "server_cpu": cfg.server_cpu,
+            "generator_cpu": cfg.gen_cpu,
+            # A shared machine's other work shows here (and per window as "other load").
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
+        "runs": {r.kind: r.to_doc() for r in runs},
+        "failures": failures,
+    }
+    doc["ratios"] = ratios(doc["runs"])
 
     print()
     mode = "find-max" if cfg.find_max else "fixed rate"
-    print(
-        f"Spidi heartbeat load: C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s "
-        f"({mode}), sample {cfg.sample:g}, pinned={bool(cfg.pin)}"
+    scenario = (
+        f"storm {cfg.storm}"
+        if cfg.storm
+        else f"C={cfg.connections:,} R={cfg.rooms} H={cfg.rate:,.0f}/s T={cfg.duration:g}s ({mode})"
     )
+    print(f"Spidi heartbeat load: {scenario}, sample {cfg.sample:g}, pinned={bool(cfg.pin)}")
     if runs:
-        print_table(["figure", *(r.kind for r in runs)], run_rows(runs, cfg))
-    comparison = ratios(runs)
-    if comparison:
+        print_table(["figure", *doc["runs"]], figure_rows(doc["runs"], cfg.find_max))
+    if doc["ratios"]:
         print()
-        print_table(
-            ["ratio (spidi / other)", "processed rate", "CPU us per heartbeat"],
-            [
-                (k, [_fmt(v["processed_rate"], ".2f"), _fmt(v["server_cpu_us_per_hb"], ".2f")])
-                for k, v in comparison.items()
-            ],
-        )
+        print_table(*ratio_rows(doc["ratios"]))
     for r in runs:
         for phase, profile in r.profile.items():
             print_profile(r.kind, phase, profile)
@@ -1017,42 +924,26 @@ async def main_async(cfg: argparse.Namespace) -> int:
             print(f"\n[{r.kind}] generator errors:")
             for reason, n in Counter(errors).most_common(10):
                 print(f"  {n:6}  {reason}")
+    for kind, why in failures.items():
+        print(f"\n[{kind}] did not run: {why}")
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{stamp}-{cfg.label}.json"
-    config = {k: v for k, v in vars(cfg).items() if k not in ("secret",)}
-    doc = {
-        "label": cfg.label,
-        "timestamp": stamp,
-        "config": config,
-        "host": host_info(cfg),
-        "runs": {
-            r.kind: {
-                **r.info,
-                "max_rate_held": r.max_rate_held,
-                "stop_reason": r.stop_reason,
-                "result": r.main_window().summary() if r.main_window() else None,
-                "windows": [w.summary() for w in r.windows],
-                # Round trips of the table's window by send time: stalls show as saw-teeth.
-                "rtt_series": [[round(t, 4), round(ms, 3)] for t, ms in r.main_window().result.rtt_series]
-                if r.main_window()
-                else [],
-                "profile": r.profile,
-            }
-            for r in runs
-        },
-        "ratios": comparison,
-        "failures": failures,
-    }
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    summary = out.with_suffix(".md")
+    summary.write_text(markdown_summary(doc))
+    for path in (out, summary):
+        print(
+            f"{'results' if path is out else 'summary'}: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+        )
     all_match = all(w.match for r in runs for w in r.windows)
-    return 0 if runs and all_match and not failures else 1
+    storms_ok = all(r.info["storm"]["all_in"] for r in runs if r.info.get("storm"))
+    return 0 if runs and all_match and storms_ok and not failures else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
+    argv = sys.argv[1:] if argv is None else argv
     cfg = resolve(build_parser().parse_args(argv))
+    cfg.argv = list(argv)
     limit = raise_nofile_limit()
     if limit < cfg.connections + 256:
         print(

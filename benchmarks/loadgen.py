@@ -11,6 +11,10 @@ round-robin over the connections, and keeps the average exact with a credit coun
 sends what the schedule owes. One frame in ``sample_every`` carries a receipt; the RECEIPT's
 arrival gives a round-trip time (one outstanding receipt per connection, so the ids are fixed).
 
+Every connect attempt ends in WELCOME (its latency is kept) or in one failure kind
+(``classify_failure``: reset, timeout, refused, rejected, closed, other), so a connect phase or a
+storm accounts for every client.
+
 Server frames are expected unmasked, one STOMP frame per WebSocket message, as Spidi sends them;
 the parser reads just enough of them: CONNECTED, MESSAGE (WELCOME, errors), RECEIPT and ERROR.
 The bare servers in ``bare_server.py`` rely on the heartbeat frame starting with
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +51,34 @@ CLOSING = 4
 CLOSED = 5
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+SEND_CHUNK = 256  # heartbeats written between two yields to the event loop (see LoadGenerator.run)
+
+
+# Why a connect attempt failed, for the storm's accounting (``classify_failure``).
+FAIL_REFUSED = "refused"  # TCP connection refused (the listen queue overflowed, or nothing listening)
+FAIL_RESET = "reset"  # connection reset / broken pipe before WELCOME
+FAIL_TIMEOUT = "timeout"  # no WELCOME within the connect timeout
+FAIL_REJECTED = "rejected"  # the server answered no: HTTP status other than 101, STOMP ERROR, close frame
+FAIL_CLOSED = "closed"  # the server closed the socket without a word before WELCOME
+FAIL_OTHER = "other"
+FAILURE_KINDS = (FAIL_REFUSED, FAIL_RESET, FAIL_TIMEOUT, FAIL_REJECTED, FAIL_CLOSED, FAIL_OTHER)
+
+
+def classify_failure(exc: BaseException | None) -> str:
+    """The failure kind of a connect attempt that ended with ``exc`` (None: closed cleanly)."""
+    if exc is None:
+        return FAIL_CLOSED
+    if isinstance(exc, ConnectionRefusedError):
+        return FAIL_REFUSED
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return FAIL_RESET
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return FAIL_TIMEOUT
+    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return FAIL_RESET
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return FAIL_REFUSED
+    return FAIL_OTHER
 
 
 def raise_nofile_limit() -> int:
@@ -143,6 +176,8 @@ class LoadConnection(asyncio.Protocol):
         "receipt_t0",
         "paused",
         "ready",
+        "fail_kind",
+        "rnd",
     )
 
     def __init__(self, gen: LoadGenerator, index: int, token: str, room: str, host_header: str, path: str):
@@ -152,7 +187,9 @@ class LoadConnection(asyncio.Protocol):
         self.room = room
         self.path = path
         self.host_header = host_header
-        self.key = base64.b64encode(os.urandom(16)).decode()
+        # One getrandom per connection: the handshake key, then the mask keys of its frames.
+        self.rnd = os.urandom(32)
+        self.key = base64.b64encode(self.rnd[:16]).decode()
         self.state = HANDSHAKE
         self.transport: asyncio.Transport | None = None
         self.write = None
@@ -164,6 +201,7 @@ class LoadConnection(asyncio.Protocol):
         self.receipt_t0 = 0.0
         self.paused = False
         self.ready: asyncio.Future = gen.loop.create_future()
+        self.fail_kind: str | None = None  # set when the attempt fails before WELCOME
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -191,6 +229,8 @@ class LoadConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state != CLOSING:
             self.gen.error("connection lost" + (f": {exc}" if exc else " (closed by server)"))
+            if self.fail_kind is None and self.state < READY:
+                self.fail_kind = classify_failure(exc)
         self.state = CLOSED
         self._settle(False)
 
@@ -241,7 +281,7 @@ class LoadConnection(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > 65536:
-                self._fail("handshake: response headers too long")
+                self._fail("handshake: response headers too long", FAIL_OTHER)
             return False
         head = bytes(buf[:end]).decode("latin-1")
         del buf[: end + 4]
@@ -255,7 +295,7 @@ class LoadConnection(asyncio.Protocol):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if headers.get("sec-websocket-accept") != ws_accept(self.key):
-            self._fail("handshake: bad Sec-WebSocket-Accept")
+            self._fail("handshake: bad Sec-WebSocket-Accept", FAIL_OTHER)
             return False
         if headers.get("sec-websocket-protocol") != SUBPROTOCOL:
             self._fail(
@@ -272,13 +312,13 @@ class LoadConnection(asyncio.Protocol):
                 "Authorization": f"Bearer {self.token}",
             },
         )
-        self.write(client_frame(connect))
+        self.write(ws_frame(connect, OP_TEXT, self.rnd[16:20]))
         return True
 
     def _ws_message(self, opcode: int, fin: bool, payload: bytes) -> None:
         if opcode == OP_CONT:
             if self.fragments is None:
-                self._fail("websocket: continuation without a start")
+                self._fail("websocket: continuation without a start", FAIL_OTHER)
                 return
             self.fragments.append(payload)
             if fin:
@@ -299,6 +339,8 @@ class LoadConnection(asyncio.Protocol):
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             reason = payload[2:].decode(errors="replace")
             self.gen.error(f"closed by server: {code} {reason}".strip())
+            if self.fail_kind is None and self.state < READY:
+                self.fail_kind = FAIL_REJECTED
             self.state = CLOSING  # connection_lost follows; do not count it twice
             self._settle(False)
             self.transport.close()
@@ -320,7 +362,11 @@ class LoadConnection(asyncio.Protocol):
             if nul >= 0:
                 body = body[:nul]
             if b"\ndestination:/user/queue/errors" in head:
-                self.gen.error("app error: " + body.decode(errors="replace")[:200])
+                text = "app error: " + body.decode(errors="replace")[:200]
+                if self.state < READY:  # e.g. HELLO refused: a rejected attempt, not a timeout
+                    self._fail(text)
+                else:
+                    self.gen.error(text)
                 return
             if b"\ndestination:/user/queue/session" in head:
                 self._session_message(body)
@@ -331,13 +377,15 @@ class LoadConnection(asyncio.Protocol):
                 hello = json.dumps(
                     {"roomCode": self.room, "clientId": f"load-{self.index}", "appVersion": "bench-1.0"}
                 ).encode()
+                # The two SUBSCRIBEs are the same for every connection: built once per generator.
                 self.write(
-                    client_frame(stomp_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/session"}))
-                    + client_frame(stomp_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"}))
-                    + client_frame(
+                    self.gen.subscribe_frames
+                    + ws_frame(
                         stomp_frame(
                             "SEND", {"destination": "/app/hello", "content-type": "application/json"}, hello
-                        )
+                        ),
+                        OP_TEXT,
+                        self.rnd[20:24],
                     )
                 )
             return
@@ -356,9 +404,9 @@ class LoadConnection(asyncio.Protocol):
         if kind == "WELCOME" and self.state == AWAIT_WELCOME:
             self.session_id = sid = message["sessionId"]
             # Built once per connection: the session id differs, the mask key may as well.
-            self.hb = ws_frame(heartbeat_stomp(sid, self.gen.latency_ms), OP_TEXT, os.urandom(4))
+            self.hb = ws_frame(heartbeat_stomp(sid, self.gen.latency_ms), OP_TEXT, self.rnd[24:28])
             receipt = heartbeat_stomp(sid, self.gen.latency_ms, f"hb-{self.index}")
-            self.hb_receipt = ws_frame(receipt, OP_TEXT, os.urandom(4))
+            self.hb_receipt = ws_frame(receipt, OP_TEXT, self.rnd[28:32])
             self.state = READY
             self._settle(True)
         elif kind == "SESSION_ENDED":
@@ -370,8 +418,10 @@ class LoadConnection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(ok)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, kind: str = FAIL_REJECTED) -> None:
         self.gen.error(reason)
+        if self.fail_kind is None and self.state < READY:
+            self.fail_kind = kind
         self._settle(False)
         if self.transport is not None and self.state < CLOSING:
             self.state = CLOSING
@@ -394,8 +444,19 @@ class ConnectResult:
 
     requested: int
     connected: int
-    seconds: float
+    seconds: float  # from the first attempt until the last one settled (every client in, or failed)
     failed: int
+    failures: dict[str, int] = field(default_factory=dict)  # FAILURE_KINDS -> attempts that ended so
+    latency_ms: list[float] = field(default_factory=list)  # sorted: TCP connect start to WELCOME, clients in
+
+    @property
+    def all_in(self) -> bool:
+        """Whether every client reached WELCOME."""
+        return self.connected == self.requested and not self.failed
+
+    def latency(self, q: float) -> float | None:
+        """The ``q``-th percentile of the clients' connect latency in ms."""
+        return percentile(self.latency_ms, q)
 
 
 @dataclass
@@ -455,6 +516,9 @@ class LoadGenerator:
         self.connect_timeout = connect_timeout
         self.source_ips = max(1, source_ips)
         self.loop = asyncio.get_running_loop()
+        self.subscribe_frames = client_frame(
+            stomp_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/session"})
+        ) + client_frame(stomp_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"}))
         self.conns: list[LoadConnection] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.rtts: list[tuple[float, float]] = []  # (perf_counter at send, seconds)
@@ -471,7 +535,8 @@ class LoadGenerator:
         """Connections that have a session and can send heartbeats."""
         return [c for c in self.conns if c.state == READY]
 
-    async def _open(self, index: int, sem: asyncio.Semaphore) -> bool:
+    async def _open(self, index: int, sem: asyncio.Semaphore) -> tuple[bool, str | None, float]:
+        """One connect attempt: (reached WELCOME, failure kind, seconds from TCP connect to WELCOME)."""
         token = self.tokens[index % len(self.tokens)]
         room = f"{self.room_prefix}-{index % self.rooms}"
         host_header = f"{self.host}:{self.port}"
@@ -480,23 +545,27 @@ class LoadGenerator:
             local = (f"127.0.0.{1 + index % self.source_ips}", 0)
         async with sem:
             conn = None
+            started = time.perf_counter()
             try:
-                _, conn = await asyncio.wait_for(
-                    self.loop.create_connection(
+                # One timeout for the whole attempt, TCP connect included (a timer, no extra task).
+                async with asyncio.timeout(self.connect_timeout):
+                    _, conn = await self.loop.create_connection(
                         lambda: LoadConnection(self, index, token, room, host_header, self.path),
                         self.host,
                         self.port,
                         local_addr=local,
-                    ),
-                    self.connect_timeout,
-                )
-                self.conns.append(conn)
-                return await asyncio.wait_for(conn.ready, self.connect_timeout)
+                    )
+                    self.conns.append(conn)
+                    ok = await conn.ready
+                return ok, None if ok else (conn.fail_kind or FAIL_OTHER), time.perf_counter() - started
             except (TimeoutError, OSError) as exc:
                 self.error(f"connect: {type(exc).__name__}: {exc}")
+                kind = classify_failure(exc)
                 if conn is not None:
+                    if conn.fail_kind is not None:  # e.g. reset, then the wait timed out
+                        kind = conn.fail_kind
                     conn.close()
-                return False
+                return False, kind, time.perf_counter() - started
 
     async def connect_all(self, count: int) -> ConnectResult:
         """Open ``count`` connections, each through CONNECT, SUBSCRIBE and HELLO to WELCOME."""
@@ -504,10 +573,24 @@ class LoadGenerator:
         started = time.perf_counter()
         results = await asyncio.gather(*(self._open(i, sem) for i in range(count)))
         seconds = time.perf_counter() - started
-        ok = sum(1 for r in results if r)
+        return self.connect_result(count, results, seconds)
+
+    def connect_result(
+        self, count: int, results: list[tuple[bool, str | None, float]], seconds: float
+    ) -> ConnectResult:
+        """Account the attempts of a connect phase (or storm) and order the connections."""
+        ok = sum(1 for r in results if r[0])
+        failures = collections.Counter(kind for good, kind, _ in results if not good)
         # Keep a stable order so round-robin spreads over rooms evenly.
         self.conns.sort(key=lambda c: c.index)
-        return ConnectResult(requested=count, connected=ok, seconds=seconds, failed=count - ok)
+        return ConnectResult(
+            requested=count,
+            connected=ok,
+            seconds=seconds,
+            failed=count - ok,
+            failures={k: failures[k] for k in FAILURE_KINDS if failures[k]},
+            latency_ms=sorted(t * 1000.0 for good, _, t in results if good),
+        )
 
     async def run(
         self, rate: float, duration: float, *, sample_every: int = 100, tick: float = 0.01
@@ -525,7 +608,11 @@ class LoadGenerator:
         self.rtts = []
         n_conn = len(conns)
         total = round(rate * duration)
-        max_slice = max(1, int(rate * tick * 4))
+        # At most SEND_CHUNK writes between two yields to the loop: at 100,000/s a 10 ms slice is
+        # 1,000 writes (~7 ms of CPU), and RECEIPTs (RTT samples) arriving meanwhile would wait for
+        # the whole slice; in chunks they wait for one chunk (~2 ms). Catching up is unchanged: a
+        # slice behind schedule only yields (sleep 0) before the next chunk.
+        max_slice = max(1, min(int(rate * tick * 4), SEND_CHUNK))
         perf = time.perf_counter
         sample_every = max(1, sample_every)
         i = self._cursor % n_conn
