@@ -1,7 +1,7 @@
-"""Spidi's hot path: the STOMP 1.2 frame codec and the heartbeat timing wheel.
+"""Spidi's hot path: the STOMP 1.2 frame codec, the heartbeat timing wheel and the heartbeat lane.
 
 Each piece has a pure-Python reference (``*Py``) and a Cython build (``*C``). The plain names
-(``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``) are the Cython ones unless the
+(``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``, ``HeartbeatLane``) are the Cython ones unless the
 extensions are missing or ``SPIDI_NO_EXTENSIONS=1`` is set, which selects the references.
 """
 
@@ -10,6 +10,7 @@ import os
 from .errors import FrameError
 from .frame import Frame
 from .frames_py import FrameParserPy, serialize_frame_py
+from .lane_py import HeartbeatLanePy
 from .wheel_py import HeartbeatWheelPy
 
 try:
@@ -21,6 +22,11 @@ except ImportError:  # not built: the references serve
     FrameParserC = serialize_frame_c = HeartbeatWheelC = None
     HAVE_EXTENSIONS = False
 
+try:
+    from ._lane_c import HeartbeatLaneC
+except ImportError:  # not built (or an older build): the reference serves
+    HeartbeatLaneC = None
+
 USE_EXTENSIONS = HAVE_EXTENSIONS and os.environ.get("SPIDI_NO_EXTENSIONS", "") not in ("1", "true", "yes")
 
 if USE_EXTENSIONS:
@@ -31,6 +37,7 @@ else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
     HeartbeatWheel = HeartbeatWheelPy
+HeartbeatLane = HeartbeatLaneC if USE_EXTENSIONS and HeartbeatLaneC is not None else HeartbeatLanePy
 
 __all__ = [
     "Frame",
@@ -39,6 +46,9 @@ __all__ = [
     "FrameParserC",
     "FrameParserPy",
     "HAVE_EXTENSIONS",
+    "HeartbeatLane",
+    "HeartbeatLaneC",
+    "HeartbeatLanePy",
     "HeartbeatWheel",
     "HeartbeatWheelC",
     "HeartbeatWheelPy",
