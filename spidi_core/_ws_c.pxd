@@ -1,7 +1,9 @@
 # Declarations of the Cython WebSocket stream (``_ws_c.pyx``): its fields and C-level methods,
 # so other Cython modules (the heartbeat fast lane) can reach them without Python calls.
 
-from libc.stdint cimport uint32_t
+from libc.stdint cimport int64_t, uint32_t
+
+from spidi_core._lane_c cimport HeartbeatLaneC
 
 
 cdef class WsStreamC:
@@ -20,6 +22,10 @@ cdef class WsStreamC:
     cdef int _frag_op  # its opcode, 0 = none
     cdef uint32_t _utf8  # UTF-8 DFA state carried across its fragments
     cdef bytearray _out  # frames queued for the peer; None when none
+    # The heartbeat fast lane (set_lane): the C build is called in C, any other lane by .offer().
+    cdef HeartbeatLaneC _lane
+    cdef object _lane_any
+    cdef int64_t _conn_key
 
     cdef list _feed(self, const unsigned char *data, Py_ssize_t n)
     cdef Py_ssize_t _run(self, const unsigned char *p, Py_ssize_t n, list messages) except -1
@@ -28,4 +34,5 @@ cdef class WsStreamC:
     cdef int _on_close(self, const unsigned char *p, Py_ssize_t n) except -1
     cdef int _fail(self, int code, str reason) except -1
     cdef int _queue(self, bytes frame) except -1
+    cdef int _queue_text(self, const unsigned char *p, Py_ssize_t n) except -1
     cdef void _end_fragments(self) noexcept
