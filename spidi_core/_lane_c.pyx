@@ -20,13 +20,13 @@ pending lists hold indices; a removed session is taken out of them at once (rare
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.stdio cimport snprintf
-from libc.string cimport memcmp, memcpy, memmove, memset, strlen
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 cdef extern from "Python.h":
@@ -694,6 +694,7 @@ cdef class HeartbeatLaneC:
         cdef Py_ssize_t pos, nl, colon, body, end, i, sid_start = 0, key_start = 0, length = -1
         cdef Py_ssize_t rstart = 0, rlen = -1, k, sid_len = 0
         cdef unsigned int seen = 0
+        cdef const unsigned char* hit
         cdef double latency = 0.0, tokens, now
         cdef bint is_int = False, have_sid = False, have_latency = False
         cdef int32_t idx
@@ -708,11 +709,10 @@ cdef class HeartbeatLaneC:
         # headers
         pos = 5
         while True:
-            nl = pos
-            while nl < n and msg[nl] != 0x0A:
-                nl += 1
-            if nl >= n:
+            hit = <const unsigned char*>memchr(msg + pos, 0x0A, n - pos)
+            if hit == NULL:
                 return -1
+            nl = hit - msg
             if nl == pos:
                 pos += 1
                 break
@@ -819,12 +819,13 @@ cdef class HeartbeatLaneC:
         memcpy(receipt + RECEIPT_HEAD_LEN + rlen, b"\n\n\0", 3)
         return RECEIPT_HEAD_LEN + rlen + 3
 
-    def offer(self, int64_t conn_key, const unsigned char[::1] message):
+    def offer(self, int64_t conn_key, message):
         """Take one WebSocket text message if it is an ordinary heartbeat: its RECEIPT frame
         (b"" when none was asked), or None for the full path."""
         cdef unsigned char out[LANE_RECEIPT_MAX]
-        cdef Py_ssize_t n = message.shape[0]
-        cdef Py_ssize_t got = self.offer_raw(conn_key, &message[0] if n else <const unsigned char*>b"", n, out)
+        cdef bytes data = message if type(message) is bytes else bytes(message)
+        cdef Py_ssize_t got = self.offer_raw(
+            conn_key, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
         if got < 0:
             return None
         return PyBytes_FromStringAndSize(<char*>out, got)
