@@ -68,6 +68,9 @@ cdef class HeartbeatLaneC:
     cdef double* buckets
     cdef Py_ssize_t nbuckets
     cdef int64_t ttl_refresh_ms
+    cdef Py_ssize_t max_frame_size  # the STOMP parser's limits: frames beyond them are not taken
+    cdef Py_ssize_t max_headers
+    cdef Py_ssize_t max_header_line
     cdef LaneConn* conns
     cdef Py_ssize_t nconns
     cdef Py_ssize_t capconns

@@ -306,8 +306,12 @@ cdef class HeartbeatLaneC:
         self.free_conn = -1
         self.free_sess = -1
 
-    def __init__(self, buckets, ttl_refresh_ms):
+    def __init__(self, buckets, ttl_refresh_ms, *, Py_ssize_t max_frame_size=65536,
+                 Py_ssize_t max_headers=64, Py_ssize_t max_header_line=8192):
         cdef Py_ssize_t i
+        self.max_frame_size = max_frame_size
+        self.max_headers = max_headers
+        self.max_header_line = max_header_line
         values = [float(b) for b in buckets]
         self.nbuckets = len(values)
         self.buckets = <double*>malloc((self.nbuckets + 1) * sizeof(double))
@@ -694,6 +698,7 @@ cdef class HeartbeatLaneC:
         cdef Py_ssize_t pos, nl, colon, body, end, i, sid_start = 0, key_start = 0, length = -1
         cdef Py_ssize_t rstart = 0, rlen = -1, k, sid_len = 0
         cdef unsigned int seen = 0
+        cdef Py_ssize_t nheaders = 0
         cdef const unsigned char* hit
         cdef double latency = 0.0, tokens, now
         cdef bint is_int = False, have_sid = False, have_latency = False
@@ -704,7 +709,8 @@ cdef class HeartbeatLaneC:
         c = &self.conns[ci]
         if not c.ready:
             return -1
-        if n > MAX_LANE_MESSAGE or n < 7 or msg[n - 1] != 0 or memcmp(msg, b"SEND\n", 5) != 0:
+        if (n > MAX_LANE_MESSAGE or n > self.max_frame_size or self.max_header_line < 4 or n < 7
+                or msg[n - 1] != 0 or memcmp(msg, b"SEND\n", 5) != 0):
             return -1
         # headers
         pos = 5
@@ -716,6 +722,9 @@ cdef class HeartbeatLaneC:
             if nl == pos:
                 pos += 1
                 break
+            if nl - pos > self.max_header_line or nheaders >= self.max_headers:
+                return -1
+            nheaders += 1
             colon = pos
             while colon < nl and msg[colon] != 0x3A:
                 colon += 1

@@ -185,10 +185,20 @@ def scan_body(body: bytes):
     return sid, latency
 
 
-def scan_frame(message: bytes):
-    """The strict heartbeat SEND: (receipt bytes or None, session id bytes, latency) or None."""
+def scan_frame(message: bytes, limits: tuple[int, int, int] = (65536, 64, 8192)):
+    """The strict heartbeat SEND: (receipt bytes or None, session id bytes, latency) or None.
+
+    ``limits`` are the STOMP parser's (max_frame_size, max_headers, max_header_line): a frame
+    that would break one is the full path's to refuse."""
     n = len(message)
-    if n > MAX_LANE_MESSAGE or not message.startswith(b"SEND\n") or message[-1] != 0:
+    max_frame, max_headers, max_line = limits
+    if (
+        n > MAX_LANE_MESSAGE
+        or n > max_frame
+        or max_line < 4
+        or not message.startswith(b"SEND\n")
+        or message[-1] != 0
+    ):
         return None
     pos = 5
     seen = set()
@@ -202,6 +212,8 @@ def scan_frame(message: bytes):
             pos += 1
             break
         line = message[pos:nl]
+        if len(line) > max_line or len(seen) >= max_headers:
+            return None
         colon = line.find(b":")
         if colon < 0:
             return None
@@ -244,12 +256,15 @@ class HeartbeatLanePy:
     ``buckets`` are the latency histogram's upper bounds (ms, ascending; a latency goes to the
     first bucket >= it, one overflow bucket after them); ``ttl_refresh_ms`` how often at most a
     session's TTL refresh is due. Keys: ``conn_key`` and ``room_key`` are ints chosen by the
-    caller; sessions are keyed by their id (str).
+    caller; sessions are keyed by their id (str). ``max_frame_size``, ``max_headers`` and
+    ``max_header_line`` are the STOMP parser's limits (settings): the lane leaves a frame that
+    breaks one to the full path, which refuses it.
     """
 
     __slots__ = (
         "_buckets",
         "_ttl_refresh_ms",
+        "_limits",
         "_conns",
         "_sessions",
         "_rooms",
@@ -262,9 +277,18 @@ class HeartbeatLanePy:
         "_handled",
     )
 
-    def __init__(self, buckets: tuple[float, ...], ttl_refresh_ms: int):
+    def __init__(
+        self,
+        buckets: tuple[float, ...],
+        ttl_refresh_ms: int,
+        *,
+        max_frame_size: int = 65536,
+        max_headers: int = 64,
+        max_header_line: int = 8192,
+    ):
         self._buckets = tuple(float(b) for b in buckets)
         self._ttl_refresh_ms = int(ttl_refresh_ms)
+        self._limits = (int(max_frame_size), int(max_headers), int(max_header_line))
         self._conns: dict[int, _Conn] = {}
         self._sessions: dict[str, _Session] = {}
         self._rooms: dict[int, _Room] = {}
@@ -406,7 +430,7 @@ class HeartbeatLanePy:
         conn = self._conns.get(conn_key)
         if conn is None or not conn.ready:
             return None
-        got = scan_frame(bytes(message))
+        got = scan_frame(bytes(message), self._limits)
         if got is None:
             return None
         receipt, sid_bytes, latency = got

@@ -550,3 +550,39 @@ def test_the_stores_format_for_float_latencies(Lane):
     for latency in (0.1, 1e-05, 123456.789, 3599999.9999999995, 5.0, 0.0, 1 / 3):
         lane.beat("a", latency, 1, 1.0)
         assert lane.take_beats() == {1: f"a 1 {latency}".encode()}
+
+
+LONGEST_LINE = max(len(line) for line in GOOD.split(b"\n\n")[0].split(b"\n"))
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_frame_size": len(GOOD) - 1},
+        {"max_headers": 3},
+        {"max_header_line": LONGEST_LINE - 1},
+        {"max_header_line": 3},
+    ],
+    ids=["frame-size", "headers", "header-line", "command-line"],
+)
+def test_frames_beyond_the_parser_limits_take_the_full_path(Lane, limits):
+    with pytest.raises(FrameError):
+        FrameParserPy(**{"max_frame_size": 65536, "max_headers": 64, "max_header_line": 8192, **limits}).feed(
+            GOOD
+        )
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS, **limits)
+    lane.open(1, 0.0, 0.0, 0.0)
+    lane.set_ready(1, True)
+    lane.add_session(SID, 1, 10, 0, 0.0)
+    assert lane.offer(1, GOOD) is None
+    exact = {
+        "max_frame_size": len(GOOD),
+        "max_headers": 4,
+        "max_header_line": LONGEST_LINE,
+    }
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS, **exact)
+    lane.open(1, 0.0, 0.0, 0.0)
+    lane.set_ready(1, True)
+    lane.add_session(SID, 1, 10, 0, 0.0)
+    assert len(FrameParserPy(**exact).feed(GOOD)) == 1
+    assert lane.offer(1, GOOD) == receipt_of("r1")
