@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 
 import pytest
@@ -586,3 +587,49 @@ def test_frames_beyond_the_parser_limits_take_the_full_path(Lane, limits):
     lane.add_session(SID, 1, 10, 0, 0.0)
     assert len(FrameParserPy(**exact).feed(GOOD)) == 1
     assert lane.offer(1, GOOD) == receipt_of("r1")
+
+
+@pytest.mark.skipif(HeartbeatLaneC is None, reason="spidi_core._lane_c not built")
+def test_many_sessions_connections_and_rooms_c_vs_py():
+    # Enough keys to grow every table several times and reuse deleted slots and records.
+    rng = random.Random(15)
+    lanes = [HeartbeatLanePy(LATENCY_BUCKETS_MS, 1000), HeartbeatLaneC(LATENCY_BUCKETS_MS, 1000)]
+    live: set[int] = set()
+    for step in range(20_000):
+        who = rng.randrange(3_000)
+        sid, conn, room = f"session-{who}", who % 700, who % 90
+        latency = rng.choice((rng.randrange(3_000), rng.random() * 500))
+        action = rng.random()
+        for lane in lanes:
+            if action < 0.3:
+                lane.open(conn, 0.0, 0.0, 0.0)
+                lane.set_ready(conn, True)
+                lane.add_session(sid, conn, room, step, 0.0)
+            elif action < 0.4:
+                lane.remove_session(sid)
+            elif action < 0.45:
+                lane.close(conn)
+            elif who in live:
+                lane.beat(sid, latency, step * 7, step / 10)
+        if action < 0.3:
+            live.add(who)
+        elif action < 0.4:
+            live.discard(who)
+        if step % 2_000 == 0:
+            assert lanes[0].take_beats() == lanes[1].take_beats()
+    for who in range(3_000):
+        sid = f"session-{who}"
+        assert lanes[0].stats(sid) == lanes[1].stats(sid), sid
+        assert lanes[0].last_beat(sid) == lanes[1].last_beat(sid)
+    message = loadgen_frame(sid=f"session-{max(live)}")
+    conn = max(live) % 700
+    for lane in lanes:
+        lane.open(conn, 0.0, 0.0, 0.0)
+        lane.set_ready(conn, True)
+    assert lanes[0].offer(conn, message) == lanes[1].offer(conn, message) == b""
+    assert lanes[0].take_beats().keys() == lanes[1].take_beats().keys()
+    assert lanes[0].take_ttl_due() == lanes[1].take_ttl_due()
+    assert [lanes[0].take_room_sample(r) for r in range(90)] == [
+        lanes[1].take_room_sample(r) for r in range(90)
+    ]
+    assert lanes[0].take_counters() == lanes[1].take_counters()
