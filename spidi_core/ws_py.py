@@ -36,6 +36,12 @@ payload while OPEN; pongs are ignored. The peer's close is answered with a close
 (1000 when it gave none) and moves to CLOSED. After ``close()`` (CLOSING) frames are still parsed
 and checked, but data messages are dropped and pings are not answered. In CLOSED every further
 ``feed`` returns ``[]``. Messages completed before a failure in the same ``feed`` are returned.
+
+The heartbeat fast lane (``set_lane(lane, conn_key)``, ``lane_py``): while a lane is set, a complete
+single-frame text message is first offered to it, as long as no message has yet been returned in
+the same ``feed`` (so no reply overtakes the reply to an earlier message). A message the lane takes
+is not returned; the RECEIPT it answers with (if any) is queued as a text frame, in order with the
+pongs, for ``take_output``, which the transport writes before handing the messages to Python.
 """
 
 import codecs
