@@ -66,6 +66,8 @@ ctypedef struct LaneRoom:
 
 cdef class HeartbeatLaneC:
     cdef double* buckets
+    cdef double wall_at  # time.time() - time.monotonic(), read at wall_checked (monotonic s)
+    cdef double wall_checked
     cdef Py_ssize_t nbuckets
     cdef int64_t ttl_refresh_ms
     cdef Py_ssize_t max_frame_size  # the STOMP parser's limits: frames beyond them are not taken
