@@ -3,23 +3,10 @@
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
+from spidi_core._lane_tables cimport I64Map, IntVec
+
 cdef enum:
     LANE_RECEIPT_MAX = 96  # room for "RECEIPT\nreceipt-id:" + a 64-byte id + "\n\n\0"
-
-
-ctypedef struct IntVec:
-    int32_t* data
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-ctypedef struct I64Map:
-    # Open addressing, linear probing: vals[i] is a record index, -1 empty, -2 deleted.
-    int64_t* keys
-    int32_t* vals
-    Py_ssize_t cap
-    Py_ssize_t used
-    Py_ssize_t tomb
 
 
 ctypedef struct LaneConn:

@@ -15,8 +15,10 @@ Everything lives in C memory owned by the lane:
   writes the RECEIPT into the caller's buffer. The only Python-level call on that path is
   ``PyOS_string_to_double`` for a latency with a fraction (no object is made).
 
-Record indices are stable (the arrays grow by realloc, the index is the identity), so the
-pending lists hold indices; a removed session is taken out of them at once (rare, linear).
+The containers and the hash live in ``_lane_tables.pxd``, the strict scanner in
+``_lane_scan.pxd`` (inline C functions both). Record indices are stable (the arrays grow by
+realloc, the index is the identity), so the pending lists hold indices; a removed session is
+taken out of them at once (rare, linear).
 """
 
 cimport cython
@@ -26,11 +28,23 @@ from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
+from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
+from spidi_core._lane_scan cimport Scanned, scan_heartbeat
+from spidi_core._lane_tables cimport (
+    DELETED,
+    EMPTY,
+    hash_bytes,
+    i64_del,
+    i64_find,
+    i64_put,
+    vec_free,
+    vec_push,
+    vec_remove,
+)
+
 cdef extern from "Python.h":
-    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
                                 int* ptype) except NULL
     int Py_DTSF_ADD_DOT_0
@@ -38,11 +52,6 @@ cdef extern from "Python.h":
 
 __all__ = ["HeartbeatLaneC"]
 
-# Same limits as lane_py.
-cdef Py_ssize_t MAX_LANE_MESSAGE = 1024
-cdef Py_ssize_t MAX_RECEIPT = 64
-cdef double MAX_LATENCY_MS = 3600000.0
-cdef int MAX_FRACTION = 17
 
 # LaneSession.flags
 cdef enum:
@@ -55,165 +64,8 @@ cdef enum:
     LF_TTL_DUE = 64
     LF_UPDATED = 128
 
-cdef enum:
-    EMPTY = -1
-    DELETED = -2
-
 cdef const char* RECEIPT_HEAD = b"RECEIPT\nreceipt-id:"
 cdef Py_ssize_t RECEIPT_HEAD_LEN = 19
-
-
-# -- small containers ---------------------------------------------------------------------------
-
-cdef int vec_push(IntVec* v, int32_t x) except -1:
-    cdef int32_t* data
-    cdef Py_ssize_t cap
-    if v.len == v.cap:
-        cap = v.cap * 2 if v.cap else 8
-        data = <int32_t*>realloc(v.data, cap * sizeof(int32_t))
-        if data == NULL:
-            raise MemoryError()
-        v.data = data
-        v.cap = cap
-    v.data[v.len] = x
-    v.len += 1
-    return 0
-
-
-cdef void vec_remove(IntVec* v, int32_t x) noexcept:
-    """Take ``x`` out, keeping the order of the others."""
-    cdef Py_ssize_t i
-    for i in range(v.len):
-        if v.data[i] == x:
-            memmove(&v.data[i], &v.data[i + 1], (v.len - i - 1) * sizeof(int32_t))
-            v.len -= 1
-            return
-
-
-cdef void vec_free(IntVec* v) noexcept:
-    free(v.data)
-    v.data = NULL
-    v.len = v.cap = 0
-
-
-cdef inline uint64_t mix64(int64_t key) noexcept:
-    cdef uint64_t h = <uint64_t>key
-    h ^= h >> 33
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    return h
-
-
-cdef int32_t i64_find(I64Map* m, int64_t key) noexcept:
-    cdef Py_ssize_t mask, i
-    cdef int32_t v
-    if m.cap == 0:
-        return -1
-    mask = m.cap - 1
-    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
-    while True:
-        v = m.vals[i]
-        if v == EMPTY:
-            return -1
-        if v != DELETED and m.keys[i] == key:
-            return v
-        i = (i + 1) & mask
-
-
-cdef int i64_grow(I64Map* m) except -1:
-    cdef Py_ssize_t cap = 16 if m.cap == 0 else (m.cap * 2 if m.used * 2 >= m.cap else m.cap)
-    cdef int64_t* keys = <int64_t*>malloc(cap * sizeof(int64_t))
-    cdef int32_t* vals = <int32_t*>malloc(cap * sizeof(int32_t))
-    cdef Py_ssize_t i, j, mask = cap - 1
-    if keys == NULL or vals == NULL:
-        free(keys)
-        free(vals)
-        raise MemoryError()
-    for i in range(cap):
-        vals[i] = EMPTY
-    for i in range(m.cap):
-        if m.vals[i] >= 0:
-            j = <Py_ssize_t>(mix64(m.keys[i]) & <uint64_t>mask)
-            while vals[j] != EMPTY:
-                j = (j + 1) & mask
-            keys[j] = m.keys[i]
-            vals[j] = m.vals[i]
-    free(m.keys)
-    free(m.vals)
-    m.keys = keys
-    m.vals = vals
-    m.cap = cap
-    m.tomb = 0
-    return 0
-
-
-cdef int i64_put(I64Map* m, int64_t key, int32_t val) except -1:
-    """Insert or overwrite."""
-    cdef Py_ssize_t mask, i, spot
-    cdef int32_t v
-    if (m.used + m.tomb + 1) * 10 >= m.cap * 7:
-        i64_grow(m)
-    mask = m.cap - 1
-    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
-    spot = -1
-    while True:
-        v = m.vals[i]
-        if v == EMPTY:
-            break
-        if v == DELETED:
-            if spot < 0:
-                spot = i
-        elif m.keys[i] == key:
-            m.vals[i] = val
-            return 0
-        i = (i + 1) & mask
-    if spot >= 0:
-        i = spot
-        m.tomb -= 1
-    m.keys[i] = key
-    m.vals[i] = val
-    m.used += 1
-    return 0
-
-
-cdef void i64_del(I64Map* m, int64_t key) noexcept:
-    cdef Py_ssize_t mask, i
-    cdef int32_t v
-    if m.cap == 0:
-        return
-    mask = m.cap - 1
-    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
-    while True:
-        v = m.vals[i]
-        if v == EMPTY:
-            return
-        if v != DELETED and m.keys[i] == key:
-            m.vals[i] = DELETED
-            m.used -= 1
-            m.tomb += 1
-            return
-        i = (i + 1) & mask
-
-
-cdef inline uint64_t hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept:
-    """A fast 64-bit hash of a session id, 8 bytes per step (the ids are the server's own, so
-    no adversary chooses what the table holds)."""
-    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
-    cdef uint64_t w
-    while n >= 8:
-        memcpy(&w, p, 8)
-        h = (h ^ w) * 0xff51afd7ed558ccdULL
-        h ^= h >> 32
-        p += 8
-        n -= 8
-    if n:
-        w = 0
-        memcpy(&w, p, n)
-        h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 29
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 32
-    return h
 
 
 cdef inline double monotonic() noexcept:
@@ -228,77 +80,6 @@ cdef inline double wall_offset() noexcept:
     clock_gettime(CLOCK_REALTIME, &ts)
     cdef double wall = <double>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9
     return wall - monotonic()
-
-
-# -- the strict heartbeat scanner ---------------------------------------------------------------
-
-cdef inline bint is_digit(unsigned char c) noexcept:
-    return 0x30 <= c <= 0x39
-
-
-cdef inline bint is_receipt_char(unsigned char c) noexcept:
-    return (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
-            or c == 0x2E or c == 0x5F or c == 0x2D)
-
-
-cdef inline Py_ssize_t skip_spaces(const unsigned char* b, Py_ssize_t i, Py_ssize_t n) noexcept:
-    while i < n and b[i] == 0x20:
-        i += 1
-    return i
-
-
-cdef inline Py_ssize_t scan_string(const unsigned char* b, Py_ssize_t i, Py_ssize_t n,
-                                   Py_ssize_t* start) noexcept:
-    """A JSON string of printable ASCII without escapes at ``i``: its end (after the quote)
-    with ``start`` set to its first character, or -1."""
-    if i >= n or b[i] != 0x22:
-        return -1
-    i += 1
-    start[0] = i
-    cdef unsigned char c
-    while i < n:
-        c = b[i]
-        if c == 0x22:
-            return i + 1
-        if c < 0x20 or c > 0x7E or c == 0x5C:
-            return -1
-        i += 1
-    return -1
-
-
-cdef Py_ssize_t scan_number(const unsigned char* b, Py_ssize_t i, Py_ssize_t n, double* value,
-                            bint* is_int) except -2:
-    """``0|[1-9][0-9]{0,6}`` and an optional ``.[0-9]{1,17}`` below MAX_LATENCY_MS: its end, or -1."""
-    cdef Py_ssize_t start = i, frac
-    cdef int64_t whole = 0
-    cdef char text[32]
-    if i >= n or not is_digit(b[i]):
-        return -1
-    if b[i] == 0x30:
-        i += 1
-    else:
-        while i < n and is_digit(b[i]) and i - start < 7:
-            whole = whole * 10 + (b[i] - 0x30)
-            i += 1
-    if i < n and is_digit(b[i]):
-        return -1
-    if i < n and b[i] == 0x2E:
-        i += 1
-        frac = i
-        while i < n and is_digit(b[i]) and i - frac <= MAX_FRACTION:
-            i += 1
-        if i - frac < 1 or i - frac > MAX_FRACTION:
-            return -1
-        memcpy(text, b + start, i - start)
-        text[i - start] = 0
-        value[0] = PyOS_string_to_double(text, NULL, NULL)  # Python's own (correctly rounded) parse
-        is_int[0] = False
-    else:
-        value[0] = <double>whole
-        is_int[0] = True
-    if value[0] >= MAX_LATENCY_MS:
-        return -1
-    return i
 
 
 cdef object _number_object(double value, bint is_int):
@@ -708,13 +489,8 @@ cdef class HeartbeatLaneC:
         RECEIPT written to ``receipt`` (LANE_RECEIPT_MAX bytes of room; 0 = none asked)."""
         cdef int32_t ci = i64_find(&self.conn_map, conn_key)
         cdef LaneConn* c
-        cdef Py_ssize_t pos, nl, colon, body, end, i, sid_start = 0, key_start = 0, length = -1
-        cdef Py_ssize_t rstart = 0, rlen = -1, k, sid_len = 0
-        cdef unsigned int seen = 0
-        cdef Py_ssize_t nheaders = 0
-        cdef const unsigned char* hit
-        cdef double latency = 0.0, tokens, now
-        cdef bint is_int = False, have_sid = False, have_latency = False
+        cdef Scanned got
+        cdef double tokens, now
         cdef int32_t idx
         cdef LaneSession* s
         if ci < 0:
@@ -722,102 +498,10 @@ cdef class HeartbeatLaneC:
         c = &self.conns[ci]
         if not c.ready:
             return -1
-        if (n > MAX_LANE_MESSAGE or n > self.max_frame_size or self.max_header_line < 4 or n < 7
-                or msg[n - 1] != 0 or memcmp(msg, b"SEND\n", 5) != 0):
+        if scan_heartbeat(msg, n, self.max_frame_size, self.max_headers, self.max_header_line,
+                          &got) < 0:
             return -1
-        # headers
-        pos = 5
-        while True:
-            hit = <const unsigned char*>memchr(msg + pos, 0x0A, n - pos)
-            if hit == NULL:
-                return -1
-            nl = hit - msg
-            if nl == pos:
-                pos += 1
-                break
-            if nl - pos > self.max_header_line or nheaders >= self.max_headers:
-                return -1
-            nheaders += 1
-            colon = pos
-            while colon < nl and msg[colon] != 0x3A:
-                colon += 1
-            if colon == nl:
-                return -1
-            k = colon - pos
-            i = colon + 1  # the value: [i, nl)
-            if k == 11 and memcmp(msg + pos, b"destination", 11) == 0:
-                if seen & 1 or nl - i != 14 or memcmp(msg + i, b"/app/heartbeat", 14) != 0:
-                    return -1
-                seen |= 1
-            elif k == 7 and memcmp(msg + pos, b"receipt", 7) == 0:
-                if seen & 2 or nl - i < 1 or nl - i > MAX_RECEIPT:
-                    return -1
-                for end in range(i, nl):
-                    if not is_receipt_char(msg[end]):
-                        return -1
-                seen |= 2
-                rstart = i
-                rlen = nl - i
-            elif k == 12 and memcmp(msg + pos, b"content-type", 12) == 0:
-                if seen & 4:
-                    return -1
-                if not ((nl - i == 16 and memcmp(msg + i, b"application/json", 16) == 0)
-                        or (nl - i == 30 and memcmp(msg + i, b"application/json;charset=utf-8", 30) == 0)):
-                    return -1
-                seen |= 4
-            elif k == 14 and memcmp(msg + pos, b"content-length", 14) == 0:
-                if seen & 8 or nl - i < 1 or nl - i > 4 or msg[i] == 0x30:
-                    return -1
-                length = 0
-                for end in range(i, nl):
-                    if not is_digit(msg[end]):
-                        return -1
-                    length = length * 10 + (msg[end] - 0x30)
-                seen |= 8
-            else:
-                return -1
-            pos = nl + 1
-        if not (seen & 1):
-            return -1
-        body = pos
-        end = n - 1
-        if length >= 0 and length != end - body:
-            return -1
-        # body: {"sessionId": "...", "latencyMs": number} in either order
-        i = skip_spaces(msg, body, end)
-        if i >= end or msg[i] != 0x7B:
-            return -1
-        i += 1
-        for k in range(2):
-            i = skip_spaces(msg, i, end)
-            i = scan_string(msg, i, end, &key_start)
-            if i < 0:
-                return -1
-            nl = i - 1 - key_start  # the key's length
-            i = skip_spaces(msg, i, end)
-            if i >= end or msg[i] != 0x3A:
-                return -1
-            i = skip_spaces(msg, i + 1, end)
-            if nl == 9 and memcmp(msg + key_start, b"sessionId", 9) == 0 and not have_sid:
-                i = scan_string(msg, i, end, &sid_start)
-                if i < 0 or i - 1 == sid_start:
-                    return -1
-                sid_len = i - 1 - sid_start
-                have_sid = True
-            elif nl == 9 and memcmp(msg + key_start, b"latencyMs", 9) == 0 and not have_latency:
-                i = scan_number(msg, i, end, &latency, &is_int)
-                if i < 0:
-                    return -1
-                have_latency = True
-            else:
-                return -1
-            i = skip_spaces(msg, i, end)
-            if i >= end or msg[i] != (0x2C if k == 0 else 0x7D):
-                return -1
-            i += 1
-        if skip_spaces(msg, i, end) != end:
-            return -1
-        idx = self._find(<const char*>msg + sid_start, sid_len, hash_bytes(msg + sid_start, sid_len))
+        idx = self._find(<const char*>msg + got.sid_at, got.sid_len, hash_bytes(msg + got.sid_at, got.sid_len))
         if idx < 0:
             return -1
         s = &self.sess[idx]
@@ -839,14 +523,14 @@ cdef class HeartbeatLaneC:
             self.wall_at = wall_offset()
             self.wall_checked = now
         # int(time.time() * 1000), as presence.model.now_ms computes it
-        self._record(idx, latency, is_int, <int64_t>((now + self.wall_at) * 1000.0), now)
+        self._record(idx, got.latency, got.is_int, <int64_t>((now + self.wall_at) * 1000.0), now)
         self.handled += 1
-        if rlen < 0:
+        if got.receipt_len < 0:
             return 0
         memcpy(receipt, RECEIPT_HEAD, RECEIPT_HEAD_LEN)
-        memcpy(receipt + RECEIPT_HEAD_LEN, msg + rstart, rlen)
-        memcpy(receipt + RECEIPT_HEAD_LEN + rlen, b"\n\n\0", 3)
-        return RECEIPT_HEAD_LEN + rlen + 3
+        memcpy(receipt + RECEIPT_HEAD_LEN, msg + got.receipt_at, got.receipt_len)
+        memcpy(receipt + RECEIPT_HEAD_LEN + got.receipt_len, b"\n\n\0", 3)
+        return RECEIPT_HEAD_LEN + got.receipt_len + 3
 
     def offer(self, int64_t conn_key, message):
         """Take one WebSocket text message if it is an ordinary heartbeat: its RECEIPT frame
