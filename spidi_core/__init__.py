@@ -1,8 +1,10 @@
-"""Spidi's hot path: WebSocket framing, the STOMP 1.2 frame codec and the heartbeat timing wheel.
+"""Spidi's hot path: WebSocket framing, the STOMP 1.2 frame codec, the heartbeat timing wheel and
+the heartbeat lane.
 
 Each piece has a pure-Python reference (``*Py``) and a Cython build (``*C``). The plain names
-(``WsStream``, ``encode_text``, ``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``, ...) are the Cython ones unless the
-extensions are missing or ``SPIDI_NO_EXTENSIONS=1`` is set, which selects the references.
+(``WsStream``, ``encode_text``, ``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``,
+``HeartbeatLane``, ...) are the Cython ones unless the extensions are missing or
+``SPIDI_NO_EXTENSIONS=1`` is set, which selects the references.
 """
 
 import os
@@ -10,17 +12,19 @@ import os
 from .errors import FrameError
 from .frame import Frame
 from .frames_py import FrameParserPy, serialize_frame_py
+from .lane_py import HeartbeatLanePy
 from .wheel_py import HeartbeatWheelPy
 from .ws_py import WsStreamPy, encode_close_py, encode_frames_py, encode_text_py
 
 try:
     from ._frames_c import FrameParserC, serialize_frame_c
+    from ._lane_c import HeartbeatLaneC
     from ._wheel_c import HeartbeatWheelC
     from ._ws_c import WsStreamC, encode_close_c, encode_frames_c, encode_text_c
 
     HAVE_EXTENSIONS = True
 except ImportError:  # not built: the references serve
-    FrameParserC = serialize_frame_c = HeartbeatWheelC = None
+    FrameParserC = serialize_frame_c = HeartbeatWheelC = HeartbeatLaneC = None
     WsStreamC = encode_text_c = encode_frames_c = encode_close_c = None
     HAVE_EXTENSIONS = False
 
@@ -30,6 +34,7 @@ if USE_EXTENSIONS:
     FrameParser = FrameParserC
     serialize_frame = serialize_frame_c
     HeartbeatWheel = HeartbeatWheelC
+    HeartbeatLane = HeartbeatLaneC
     WsStream = WsStreamC
     encode_text = encode_text_c
     encode_frames = encode_frames_c
@@ -38,6 +43,7 @@ else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
     HeartbeatWheel = HeartbeatWheelPy
+    HeartbeatLane = HeartbeatLanePy
     WsStream = WsStreamPy
     encode_text = encode_text_py
     encode_frames = encode_frames_py
@@ -50,6 +56,9 @@ __all__ = [
     "FrameParserC",
     "FrameParserPy",
     "HAVE_EXTENSIONS",
+    "HeartbeatLane",
+    "HeartbeatLaneC",
+    "HeartbeatLanePy",
     "HeartbeatWheel",
     "HeartbeatWheelC",
     "HeartbeatWheelPy",

@@ -1,7 +1,9 @@
 # Declarations of the Cython WebSocket stream (``_ws_c.pyx``): its fields and C-level methods,
 # so other Cython modules (the heartbeat fast lane) can reach them without Python calls.
 
-from libc.stdint cimport uint32_t
+from libc.stdint cimport int64_t, uint32_t
+
+from spidi_core._lane_c cimport HeartbeatLaneC
 
 
 cdef class WsStreamC:
@@ -24,6 +26,10 @@ cdef class WsStreamC:
     cdef unsigned char *_out
     cdef Py_ssize_t _out_len
     cdef Py_ssize_t _out_cap
+    # The heartbeat fast lane (set_lane): the C build is called in C, any other lane by .offer().
+    cdef HeartbeatLaneC _lane
+    cdef object _lane_any
+    cdef int64_t _conn_key
 
     cdef list _feed(self, const unsigned char *data, Py_ssize_t n)
     cdef Py_ssize_t _run(self, const unsigned char *p, Py_ssize_t n, list messages) except -1

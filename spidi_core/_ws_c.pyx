@@ -10,10 +10,12 @@ with a UTF-8 DFA whose state is carried across fragments.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_Append
-from libc.stdint cimport uint32_t, uint64_t
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+
+from spidi_core._lane_c cimport LANE_RECEIPT_MAX, HeartbeatLaneC
 
 __all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c"]
 
@@ -224,6 +226,18 @@ cdef class WsStreamC:
         self.error = None
         self._frag_op = 0
         self._utf8 = UTF8_ACCEPT
+        self._lane = None
+        self._lane_any = None
+        self._conn_key = 0
+
+    def set_lane(self, lane, int64_t conn_key) -> None:
+        """Offer each complete single-frame text message to ``lane`` (a HeartbeatLane; None to
+        stop) for connection ``conn_key`` first, while no message has yet been returned in the
+        same ``feed`` call; a message the lane takes is not returned, its receipt (if any) is
+        queued as a text frame for ``take_output``."""
+        self._lane = lane if isinstance(lane, HeartbeatLaneC) else None
+        self._lane_any = lane
+        self._conn_key = conn_key
 
     def __dealloc__(self):
         free(self._buf)
@@ -236,7 +250,7 @@ cdef class WsStreamC:
         return self._buf_len + self._frag_size
 
     def take_output(self) -> bytes:
-        """The frames queued since the last call (pongs, close frames), b"" if none."""
+        """The frames queued since the last call (pongs, close frames, lane receipts), b"" if none."""
         if not self._out_len:
             return b""
         out = PyBytes_FromStringAndSize(<char *>self._out, self._out_len)
@@ -426,8 +440,29 @@ cdef class WsStreamC:
 
         The one place a message leaves the stream: the fast-lane hook sits here.
         """
+        cdef unsigned char receipt[LANE_RECEIPT_MAX]
+        cdef Py_ssize_t got
         if self.state != OPEN:
             return 0
+        # The fast lane only while nothing went to Python in this feed: replies keep their order.
+        if single_text and self._lane_any is not None and PyList_GET_SIZE(messages) == 0:
+            if self._lane is not None:
+                # (a message larger than the stack buffer is beyond the lane's limit anyway)
+                if payload is None:
+                    got = self._lane.offer_raw(self._conn_key, p, n, receipt)
+                    if got >= 0:
+                        if got:
+                            self._queue_frame(OP_TEXT, receipt, got)
+                        return 0
+            else:
+                if payload is None:
+                    payload = PyBytes_FromStringAndSize(<const char *>p, n)
+                answer = self._lane_any.offer(self._conn_key, payload)
+                if answer is not None:
+                    if answer:
+                        self._queue_frame(OP_TEXT, <const unsigned char *>PyBytes_AS_STRING(answer),
+                                          PyBytes_GET_SIZE(answer))
+                    return 0
         if payload is None:
             payload = PyBytes_FromStringAndSize(<const char *>p, n)
         PyList_Append(messages, payload)

@@ -36,6 +36,12 @@ payload while OPEN; pongs are ignored. The peer's close is answered with a close
 (1000 when it gave none) and moves to CLOSED. After ``close()`` (CLOSING) frames are still parsed
 and checked, but data messages are dropped and pings are not answered. In CLOSED every further
 ``feed`` returns ``[]``. Messages completed before a failure in the same ``feed`` are returned.
+
+The heartbeat fast lane (``set_lane(lane, conn_key)``, ``lane_py``): while a lane is set, a complete
+single-frame text message is first offered to it, as long as no message has yet been returned in
+the same ``feed`` (so no reply overtakes the reply to an earlier message). A message the lane takes
+is not returned; the RECEIPT it answers with (if any) is queued as a text frame, in order with the
+pongs, for ``take_output``, which the transport writes before handing the messages to Python.
 """
 
 import codecs
@@ -145,6 +151,8 @@ class WsStreamPy:
         "_frag",
         "_frag_size",
         "_utf8_tail",
+        "_lane",
+        "_conn_key",
     )
 
     def __init__(self, max_message: int):
@@ -160,14 +168,24 @@ class WsStreamPy:
         self._frag: list[bytes] | None = None  # its payloads so far
         self._frag_size = 0
         self._utf8_tail = b""  # its incomplete trailing UTF-8 sequence (text only)
+        self._lane = None  # the heartbeat fast lane (set_lane)
+        self._conn_key = 0
 
     @property
     def buffered(self) -> int:
         """Bytes held for a partial frame or a fragmented message (0 when idle)."""
         return len(self._buf) + self._frag_size
 
+    def set_lane(self, lane, conn_key: int) -> None:
+        """Offer each complete single-frame text message to ``lane`` (a HeartbeatLane; None to
+        stop) for connection ``conn_key`` first, while no message has yet been returned in the
+        same ``feed`` call; a message the lane takes is not returned, its receipt (if any) is
+        queued as a text frame for ``take_output``."""
+        self._lane = lane
+        self._conn_key = conn_key
+
     def take_output(self) -> bytes:
-        """The frames queued since the last call (pongs, close frames), b"" if none."""
+        """The frames queued since the last call (pongs, close frames, lane receipts), b"" if none."""
         out = self._out
         if out is None:
             return b""
@@ -284,8 +302,17 @@ class WsStreamPy:
 
         The one place a message leaves the stream: the Cython build's fast-lane hook sits here.
         """
-        if self.state == OPEN:
-            messages.append(payload)
+        if self.state != OPEN:
+            return
+        # The fast lane only while nothing went to Python in this feed: replies keep their order
+        # (the transport writes take_output() before handing the messages on).
+        if single_text and self._lane is not None and not messages:
+            receipt = self._lane.offer(self._conn_key, payload)
+            if receipt is not None:
+                if receipt:
+                    self._queue(encode_text_py(receipt))
+                return
+        messages.append(payload)
 
     def _on_close(self, payload: bytes) -> None:
         """The peer's close frame: check it, answer it, end the stream."""
