@@ -15,17 +15,13 @@ from .wheel_py import HeartbeatWheelPy
 
 try:
     from ._frames_c import FrameParserC, serialize_frame_c
+    from ._lane_c import HeartbeatLaneC
     from ._wheel_c import HeartbeatWheelC
 
     HAVE_EXTENSIONS = True
 except ImportError:  # not built: the references serve
-    FrameParserC = serialize_frame_c = HeartbeatWheelC = None
+    FrameParserC = serialize_frame_c = HeartbeatWheelC = HeartbeatLaneC = None
     HAVE_EXTENSIONS = False
-
-try:
-    from ._lane_c import HeartbeatLaneC
-except ImportError:  # not built (or an older build): the reference serves
-    HeartbeatLaneC = None
 
 USE_EXTENSIONS = HAVE_EXTENSIONS and os.environ.get("SPIDI_NO_EXTENSIONS", "") not in ("1", "true", "yes")
 
@@ -33,11 +29,12 @@ if USE_EXTENSIONS:
     FrameParser = FrameParserC
     serialize_frame = serialize_frame_c
     HeartbeatWheel = HeartbeatWheelC
+    HeartbeatLane = HeartbeatLaneC
 else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
     HeartbeatWheel = HeartbeatWheelPy
-HeartbeatLane = HeartbeatLaneC if USE_EXTENSIONS and HeartbeatLaneC is not None else HeartbeatLanePy
+    HeartbeatLane = HeartbeatLanePy
 
 __all__ = [
     "Frame",

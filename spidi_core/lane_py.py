@@ -313,7 +313,10 @@ class HeartbeatLanePy:
     # -- sessions ------------------------------------------------------------------------------
 
     def add_session(self, session_id: str, conn_key: int, room_key: int, now_ms: int, now: float) -> None:
-        """A session joined on ``conn_key`` in ``room_key`` at ``now_ms`` (epoch ms) / ``now``."""
+        """A session joined on ``conn_key`` in ``room_key`` at ``now_ms`` (epoch ms) / ``now``
+        (a session already known starts afresh)."""
+        if session_id in self._sessions:
+            self.remove_session(session_id)
         self._sessions[session_id] = _Session(int(conn_key), int(room_key), int(now_ms), now)
         if room_key not in self._rooms:
             self._rooms[room_key] = _Room(len(self._buckets))

@@ -1,0 +1,104 @@
+# The heartbeat lane's C layout, declared here so that other extensions (the WebSocket stream,
+# spidi_core/_ws_c.pyx) can call ``offer_raw`` without a Python object per heartbeat.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+cdef enum:
+    LANE_RECEIPT_MAX = 96  # room for "RECEIPT\nreceipt-id:" + a 64-byte id + "\n\n\0"
+
+
+ctypedef struct IntVec:
+    int32_t* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+ctypedef struct I64Map:
+    # Open addressing, linear probing: vals[i] is a record index, -1 empty, -2 deleted.
+    int64_t* keys
+    int32_t* vals
+    Py_ssize_t cap
+    Py_ssize_t used
+    Py_ssize_t tomb
+
+
+ctypedef struct LaneConn:
+    int64_t key
+    double rate
+    double burst
+    double tokens
+    double last_received
+    uint8_t ready
+    uint8_t live
+    int32_t next_free
+
+
+ctypedef struct LaneSession:
+    char* sid  # malloc'd UTF-8 bytes of the session id, NULL when the record is free
+    Py_ssize_t sid_len
+    uint64_t hash
+    int64_t conn_key  # -1: detached
+    int32_t room  # index into rooms
+    int32_t next_free
+    int64_t last_ms
+    int64_t ttl_refreshed
+    int64_t heartbeats
+    int64_t beat_ms  # the pending beat (valid while dirty)
+    double beat_latency
+    double last_mono
+    double latency
+    double latency_sum
+    double latency_min
+    double latency_max
+    uint8_t flags  # LF_* bits
+
+
+ctypedef struct LaneRoom:
+    int64_t key
+    double latency_sum
+    int64_t count
+    int64_t* hist
+    IntVec beats  # sessions with a pending beat, in order of their first beat since the take
+    IntVec updated  # sessions that beat since the last take_updated (watched rooms)
+    uint8_t watched
+    uint8_t in_dirty  # listed in dirty_rooms
+
+
+cdef class HeartbeatLaneC:
+    cdef double* buckets
+    cdef Py_ssize_t nbuckets
+    cdef int64_t ttl_refresh_ms
+    cdef LaneConn* conns
+    cdef Py_ssize_t nconns
+    cdef Py_ssize_t capconns
+    cdef int32_t free_conn
+    cdef I64Map conn_map
+    cdef LaneSession* sess
+    cdef Py_ssize_t nsess
+    cdef Py_ssize_t capsess
+    cdef int32_t free_sess
+    cdef int32_t* slots  # session hash index: record index, -1 empty, -2 deleted
+    cdef Py_ssize_t slot_cap
+    cdef Py_ssize_t slot_used
+    cdef Py_ssize_t slot_tomb
+    cdef LaneRoom* rooms
+    cdef Py_ssize_t nrooms
+    cdef Py_ssize_t caprooms
+    cdef I64Map room_map
+    cdef IntVec dirty_rooms
+    cdef IntVec ttl_due
+    cdef Py_ssize_t npending
+    cdef int64_t heartbeats
+    cdef int64_t handled
+    cdef double latency_sum
+    cdef int64_t* hist
+
+    cdef LaneConn* _conn(self, int64_t key) except NULL
+    cdef int32_t _room(self, int64_t key) except -1
+    cdef int32_t _find(self, const char* sid, Py_ssize_t n, uint64_t h) noexcept
+    cdef int32_t _find_str(self, session_id) except -2
+    cdef LaneSession* _session(self, session_id) except NULL
+    cdef int _grow_slots(self) except -1
+    cdef int _record(self, int32_t idx, double latency, bint is_int, int64_t now_ms, double now) except -1
+    cdef Py_ssize_t offer_raw(self, int64_t conn_key, const unsigned char* msg, Py_ssize_t n,
+                              unsigned char* receipt) except -2

@@ -1,0 +1,944 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython heartbeat lane; behaves exactly like :mod:`spidi_core.lane_py` (the spec).
+
+Everything lives in C memory owned by the lane:
+
+* sessions are records in one array (a free list reuses removed ones), indexed by an
+  open-addressing hash table keyed by the session id's UTF-8 bytes (FNV-1a); a record keeps the
+  session's figures, its pending beat and LF_* flag bits. Latencies are doubles with a flag
+  saying whether they came as an int, so that ``stats`` and ``take_beats`` give back exactly
+  what the reference does (ints as ints, floats as their repr);
+* connections and rooms are records keyed by their int key (a small int64 hash table each);
+  a room has its sample histogram and the index lists of its pending beats and updated sessions;
+* ``offer_raw`` (the C entry, also used by the WebSocket stream) scans the message over
+  ``const unsigned char*``, finds the session without a Python object, records the beat and
+  writes the RECEIPT into the caller's buffer. The only Python-level call on that path is
+  ``PyOS_string_to_double`` for a latency with a fraction (no object is made).
+
+Record indices are stable (the arrays grow by realloc, the index is the identity), so the
+pending lists hold indices; a removed session is taken out of them at once (rare, linear).
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free
+from cpython.object cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdio cimport snprintf
+from libc.string cimport memcmp, memcpy, memmove, memset, strlen
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+
+cdef extern from "Python.h":
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
+    const char* PyUnicode_AsUTF8AndSize(object u, Py_ssize_t* size) except NULL
+
+__all__ = ["HeartbeatLaneC"]
+
+# Same limits as lane_py.
+cdef Py_ssize_t MAX_LANE_MESSAGE = 1024
+cdef Py_ssize_t MAX_RECEIPT = 64
+cdef double MAX_LATENCY_MS = 3600000.0
+cdef int MAX_FRACTION = 17
+
+# LaneSession.flags
+cdef enum:
+    LF_HAS_LATENCY = 1
+    LF_LATENCY_INT = 2
+    LF_MIN_INT = 4  # latency_min / latency_max exist once heartbeats > 0
+    LF_MAX_INT = 8
+    LF_BEAT_INT = 16
+    LF_DIRTY = 32  # a pending beat
+    LF_TTL_DUE = 64
+    LF_UPDATED = 128
+
+cdef enum:
+    EMPTY = -1
+    DELETED = -2
+
+cdef const char* RECEIPT_HEAD = b"RECEIPT\nreceipt-id:"
+cdef Py_ssize_t RECEIPT_HEAD_LEN = 19
+
+
+# -- small containers ---------------------------------------------------------------------------
+
+cdef int vec_push(IntVec* v, int32_t x) except -1:
+    cdef int32_t* data
+    cdef Py_ssize_t cap
+    if v.len == v.cap:
+        cap = v.cap * 2 if v.cap else 8
+        data = <int32_t*>realloc(v.data, cap * sizeof(int32_t))
+        if data == NULL:
+            raise MemoryError()
+        v.data = data
+        v.cap = cap
+    v.data[v.len] = x
+    v.len += 1
+    return 0
+
+
+cdef void vec_remove(IntVec* v, int32_t x) noexcept:
+    """Take ``x`` out, keeping the order of the others."""
+    cdef Py_ssize_t i
+    for i in range(v.len):
+        if v.data[i] == x:
+            memmove(&v.data[i], &v.data[i + 1], (v.len - i - 1) * sizeof(int32_t))
+            v.len -= 1
+            return
+
+
+cdef void vec_free(IntVec* v) noexcept:
+    free(v.data)
+    v.data = NULL
+    v.len = v.cap = 0
+
+
+cdef inline uint64_t mix64(int64_t key) noexcept:
+    cdef uint64_t h = <uint64_t>key
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    return h
+
+
+cdef int32_t i64_find(I64Map* m, int64_t key) noexcept:
+    cdef Py_ssize_t mask, i
+    cdef int32_t v
+    if m.cap == 0:
+        return -1
+    mask = m.cap - 1
+    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
+    while True:
+        v = m.vals[i]
+        if v == EMPTY:
+            return -1
+        if v != DELETED and m.keys[i] == key:
+            return v
+        i = (i + 1) & mask
+
+
+cdef int i64_grow(I64Map* m) except -1:
+    cdef Py_ssize_t cap = 16 if m.cap == 0 else (m.cap * 2 if m.used * 2 >= m.cap else m.cap)
+    cdef int64_t* keys = <int64_t*>malloc(cap * sizeof(int64_t))
+    cdef int32_t* vals = <int32_t*>malloc(cap * sizeof(int32_t))
+    cdef Py_ssize_t i, j, mask = cap - 1
+    if keys == NULL or vals == NULL:
+        free(keys)
+        free(vals)
+        raise MemoryError()
+    for i in range(cap):
+        vals[i] = EMPTY
+    for i in range(m.cap):
+        if m.vals[i] >= 0:
+            j = <Py_ssize_t>(mix64(m.keys[i]) & <uint64_t>mask)
+            while vals[j] != EMPTY:
+                j = (j + 1) & mask
+            keys[j] = m.keys[i]
+            vals[j] = m.vals[i]
+    free(m.keys)
+    free(m.vals)
+    m.keys = keys
+    m.vals = vals
+    m.cap = cap
+    m.tomb = 0
+    return 0
+
+
+cdef int i64_put(I64Map* m, int64_t key, int32_t val) except -1:
+    """Insert or overwrite."""
+    cdef Py_ssize_t mask, i, spot
+    cdef int32_t v
+    if (m.used + m.tomb + 1) * 10 >= m.cap * 7:
+        i64_grow(m)
+    mask = m.cap - 1
+    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
+    spot = -1
+    while True:
+        v = m.vals[i]
+        if v == EMPTY:
+            break
+        if v == DELETED:
+            if spot < 0:
+                spot = i
+        elif m.keys[i] == key:
+            m.vals[i] = val
+            return 0
+        i = (i + 1) & mask
+    if spot >= 0:
+        i = spot
+        m.tomb -= 1
+    m.keys[i] = key
+    m.vals[i] = val
+    m.used += 1
+    return 0
+
+
+cdef void i64_del(I64Map* m, int64_t key) noexcept:
+    cdef Py_ssize_t mask, i
+    cdef int32_t v
+    if m.cap == 0:
+        return
+    mask = m.cap - 1
+    i = <Py_ssize_t>(mix64(key) & <uint64_t>mask)
+    while True:
+        v = m.vals[i]
+        if v == EMPTY:
+            return
+        if v != DELETED and m.keys[i] == key:
+            m.vals[i] = DELETED
+            m.used -= 1
+            m.tomb += 1
+            return
+        i = (i + 1) & mask
+
+
+cdef inline uint64_t fnv1a(const unsigned char* p, Py_ssize_t n) noexcept:
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h ^= p[i]
+        h *= 1099511628211ULL
+    return h
+
+
+cdef inline double monotonic() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef inline int64_t wall_ms() noexcept:
+    """int(time.time() * 1000), as presence.model.now_ms computes it."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    cdef int64_t ns = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    return <int64_t>((<double>ns / 1e9) * 1000.0)
+
+
+# -- the strict heartbeat scanner ---------------------------------------------------------------
+
+cdef inline bint is_digit(unsigned char c) noexcept:
+    return 0x30 <= c <= 0x39
+
+
+cdef inline bint is_receipt_char(unsigned char c) noexcept:
+    return (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
+            or c == 0x2E or c == 0x5F or c == 0x2D)
+
+
+cdef inline Py_ssize_t skip_spaces(const unsigned char* b, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and b[i] == 0x20:
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t scan_string(const unsigned char* b, Py_ssize_t i, Py_ssize_t n,
+                                   Py_ssize_t* start) noexcept:
+    """A JSON string of printable ASCII without escapes at ``i``: its end (after the quote)
+    with ``start`` set to its first character, or -1."""
+    if i >= n or b[i] != 0x22:
+        return -1
+    i += 1
+    start[0] = i
+    cdef unsigned char c
+    while i < n:
+        c = b[i]
+        if c == 0x22:
+            return i + 1
+        if c < 0x20 or c > 0x7E or c == 0x5C:
+            return -1
+        i += 1
+    return -1
+
+
+cdef Py_ssize_t scan_number(const unsigned char* b, Py_ssize_t i, Py_ssize_t n, double* value,
+                            bint* is_int) except -2:
+    """``0|[1-9][0-9]{0,6}`` and an optional ``.[0-9]{1,17}`` below MAX_LATENCY_MS: its end, or -1."""
+    cdef Py_ssize_t start = i, frac
+    cdef int64_t whole = 0
+    cdef char text[32]
+    if i >= n or not is_digit(b[i]):
+        return -1
+    if b[i] == 0x30:
+        i += 1
+    else:
+        while i < n and is_digit(b[i]) and i - start < 7:
+            whole = whole * 10 + (b[i] - 0x30)
+            i += 1
+    if i < n and is_digit(b[i]):
+        return -1
+    if i < n and b[i] == 0x2E:
+        i += 1
+        frac = i
+        while i < n and is_digit(b[i]) and i - frac <= MAX_FRACTION:
+            i += 1
+        if i - frac < 1 or i - frac > MAX_FRACTION:
+            return -1
+        memcpy(text, b + start, i - start)
+        text[i - start] = 0
+        value[0] = PyOS_string_to_double(text, NULL, NULL)  # Python's own (correctly rounded) parse
+        is_int[0] = False
+    else:
+        value[0] = <double>whole
+        is_int[0] = True
+    if value[0] >= MAX_LATENCY_MS:
+        return -1
+    return i
+
+
+cdef object _number_object(double value, bint is_int):
+    """A latency as the full path held it: an int if it came as one, else a float."""
+    if is_int:
+        return <int64_t>value
+    return value
+
+
+# -- the lane -----------------------------------------------------------------------------------
+
+@cython.final
+cdef class HeartbeatLaneC:
+    """Per-session heartbeat figures and the fast lane (C build; see ``lane_py``)."""
+
+    def __cinit__(self):
+        self.free_conn = -1
+        self.free_sess = -1
+
+    def __init__(self, buckets, ttl_refresh_ms):
+        cdef Py_ssize_t i
+        values = [float(b) for b in buckets]
+        self.nbuckets = len(values)
+        self.buckets = <double*>malloc((self.nbuckets + 1) * sizeof(double))
+        self.hist = <int64_t*>calloc(self.nbuckets + 1, sizeof(int64_t))
+        if self.buckets == NULL or self.hist == NULL:
+            raise MemoryError()
+        for i in range(self.nbuckets):
+            self.buckets[i] = values[i]
+        self.ttl_refresh_ms = int(ttl_refresh_ms)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.nsess):
+            free(self.sess[i].sid)
+        for i in range(self.nrooms):
+            free(self.rooms[i].hist)
+            vec_free(&self.rooms[i].beats)
+            vec_free(&self.rooms[i].updated)
+        free(self.sess)
+        free(self.slots)
+        free(self.rooms)
+        free(self.conns)
+        free(self.conn_map.keys)
+        free(self.conn_map.vals)
+        free(self.room_map.keys)
+        free(self.room_map.vals)
+        vec_free(&self.dirty_rooms)
+        vec_free(&self.ttl_due)
+        free(self.buckets)
+        free(self.hist)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    cdef LaneConn* _conn(self, int64_t key) except NULL:
+        cdef int32_t idx = i64_find(&self.conn_map, key)
+        if idx < 0:
+            raise KeyError(key)
+        return &self.conns[idx]
+
+    def open(self, int64_t conn_key, double rate, double burst, double now):
+        """A connection: its token bucket (rate 0 = no limit), not ready until ``set_ready``."""
+        cdef int32_t idx = i64_find(&self.conn_map, conn_key)
+        cdef LaneConn* grown
+        cdef Py_ssize_t cap
+        if idx < 0:
+            if self.free_conn >= 0:
+                idx = self.free_conn
+                self.free_conn = self.conns[idx].next_free
+            else:
+                if self.nconns == self.capconns:
+                    cap = self.capconns * 2 if self.capconns else 64
+                    grown = <LaneConn*>realloc(self.conns, cap * sizeof(LaneConn))
+                    if grown == NULL:
+                        raise MemoryError()
+                    self.conns = grown
+                    self.capconns = cap
+                idx = <int32_t>self.nconns
+                self.nconns += 1
+            i64_put(&self.conn_map, conn_key, idx)
+        cdef LaneConn* c = &self.conns[idx]
+        c.key = conn_key
+        c.rate = rate
+        c.burst = burst
+        c.tokens = burst
+        c.last_received = now
+        c.ready = 0
+        c.live = 1
+        c.next_free = -1
+
+    def charge(self, int64_t conn_key, double now, Py_ssize_t frames):
+        """The full path received ``frames`` frames (min 1 token); False over the limit."""
+        cdef LaneConn* c = self._conn(conn_key)
+        cdef double tokens
+        cdef bint ok = True
+        if c.rate:
+            tokens = c.tokens + (now - c.last_received) * c.rate
+            if tokens > c.burst:
+                tokens = c.burst
+            tokens -= frames if frames > 1 else 1
+            c.tokens = tokens
+            ok = tokens >= 0
+        c.last_received = now
+        return ok
+
+    def last_received(self, int64_t conn_key):
+        """Monotonic seconds of the connection's last message (either path)."""
+        return self._conn(conn_key).last_received
+
+    def set_ready(self, int64_t conn_key, ready):
+        """Whether the lane may take this connection's messages."""
+        self._conn(conn_key).ready = 1 if ready else 0
+
+    def close(self, int64_t conn_key):
+        """Forget a connection."""
+        cdef int32_t idx = i64_find(&self.conn_map, conn_key)
+        if idx < 0:
+            return
+        i64_del(&self.conn_map, conn_key)
+        self.conns[idx].live = 0
+        self.conns[idx].next_free = self.free_conn
+        self.free_conn = idx
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    cdef int32_t _room(self, int64_t key) except -1:
+        """The room's index, created on first use."""
+        cdef int32_t idx = i64_find(&self.room_map, key)
+        cdef LaneRoom* grown
+        cdef Py_ssize_t cap
+        if idx >= 0:
+            return idx
+        if self.nrooms == self.caprooms:
+            cap = self.caprooms * 2 if self.caprooms else 16
+            grown = <LaneRoom*>realloc(self.rooms, cap * sizeof(LaneRoom))
+            if grown == NULL:
+                raise MemoryError()
+            self.rooms = grown
+            self.caprooms = cap
+        idx = <int32_t>self.nrooms
+        cdef LaneRoom* r = &self.rooms[idx]
+        memset(r, 0, sizeof(LaneRoom))
+        r.key = key
+        r.hist = <int64_t*>calloc(self.nbuckets + 1, sizeof(int64_t))
+        if r.hist == NULL:
+            raise MemoryError()
+        self.nrooms += 1
+        i64_put(&self.room_map, key, idx)
+        return idx
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    cdef int32_t _find(self, const char* sid, Py_ssize_t n, uint64_t h) noexcept:
+        cdef Py_ssize_t mask, i
+        cdef int32_t v
+        cdef LaneSession* s
+        if self.slot_cap == 0:
+            return -1
+        mask = self.slot_cap - 1
+        i = <Py_ssize_t>(h & <uint64_t>mask)
+        while True:
+            v = self.slots[i]
+            if v == EMPTY:
+                return -1
+            if v != DELETED:
+                s = &self.sess[v]
+                if s.hash == h and s.sid_len == n and memcmp(s.sid, sid, n) == 0:
+                    return v
+            i = (i + 1) & mask
+
+    cdef int32_t _find_str(self, session_id) except -2:
+        cdef Py_ssize_t n
+        cdef const char* p = PyUnicode_AsUTF8AndSize(session_id, &n)
+        return self._find(p, n, fnv1a(<const unsigned char*>p, n))
+
+    cdef LaneSession* _session(self, session_id) except NULL:
+        cdef int32_t idx = self._find_str(session_id)
+        if idx < 0:
+            raise KeyError(session_id)
+        return &self.sess[idx]
+
+    cdef int _grow_slots(self) except -1:
+        cdef Py_ssize_t cap = 64 if self.slot_cap == 0 else (
+            self.slot_cap * 2 if self.slot_used * 2 >= self.slot_cap else self.slot_cap)
+        cdef int32_t* slots = <int32_t*>malloc(cap * sizeof(int32_t))
+        cdef Py_ssize_t i, j, mask = cap - 1
+        if slots == NULL:
+            raise MemoryError()
+        for i in range(cap):
+            slots[i] = EMPTY
+        for i in range(self.slot_cap):
+            if self.slots[i] >= 0:
+                j = <Py_ssize_t>(self.sess[self.slots[i]].hash & <uint64_t>mask)
+                while slots[j] != EMPTY:
+                    j = (j + 1) & mask
+                slots[j] = self.slots[i]
+        free(self.slots)
+        self.slots = slots
+        self.slot_cap = cap
+        self.slot_tomb = 0
+        return 0
+
+    def add_session(self, session_id, int64_t conn_key, int64_t room_key, int64_t now_ms, double now):
+        """A session joined on ``conn_key`` in ``room_key`` (a session already known restarts)."""
+        cdef Py_ssize_t n, cap, mask, i, spot
+        cdef const char* p = PyUnicode_AsUTF8AndSize(session_id, &n)
+        cdef uint64_t h = fnv1a(<const unsigned char*>p, n)
+        cdef int32_t room = self._room(room_key)
+        cdef int32_t idx = self._find(p, n, h)
+        cdef LaneSession* grown
+        cdef char* sid
+        if idx >= 0:
+            self.remove_session(session_id)
+        sid = <char*>malloc(n + 1)
+        if sid == NULL:
+            raise MemoryError()
+        memcpy(sid, p, n)
+        sid[n] = 0
+        if self.free_sess >= 0:
+            idx = self.free_sess
+            self.free_sess = self.sess[idx].next_free
+        else:
+            if self.nsess == self.capsess:
+                cap = self.capsess * 2 if self.capsess else 64
+                grown = <LaneSession*>realloc(self.sess, cap * sizeof(LaneSession))
+                if grown == NULL:
+                    free(sid)
+                    raise MemoryError()
+                self.sess = grown
+                self.capsess = cap
+            idx = <int32_t>self.nsess
+            self.nsess += 1
+        cdef LaneSession* s = &self.sess[idx]
+        memset(s, 0, sizeof(LaneSession))
+        s.sid = sid
+        s.sid_len = n
+        s.hash = h
+        s.conn_key = conn_key
+        s.room = room
+        s.next_free = -1
+        s.last_ms = now_ms
+        s.ttl_refreshed = now_ms
+        s.last_mono = now
+        if (self.slot_used + self.slot_tomb + 1) * 10 >= self.slot_cap * 7:
+            self._grow_slots()
+        mask = self.slot_cap - 1
+        i = <Py_ssize_t>(h & <uint64_t>mask)
+        spot = -1
+        while self.slots[i] != EMPTY:
+            if self.slots[i] == DELETED and spot < 0:
+                spot = i
+            i = (i + 1) & mask
+        if spot >= 0:
+            i = spot
+            self.slot_tomb -= 1
+        self.slots[i] = idx
+        self.slot_used += 1
+
+    def detach(self, session_id):
+        """The session's connection went away (grace period): no lane beats, figures kept."""
+        self._session(session_id).conn_key = -1
+
+    def attach(self, session_id, int64_t conn_key):
+        """The session resumed on ``conn_key``."""
+        self._session(session_id).conn_key = conn_key
+
+    def remove_session(self, session_id):
+        """Forget a session, its pending beat, TTL refresh and update included."""
+        cdef int32_t idx = self._find_str(session_id)
+        cdef Py_ssize_t mask, i
+        cdef LaneSession* s
+        cdef LaneRoom* r
+        if idx < 0:
+            return
+        s = &self.sess[idx]
+        r = &self.rooms[s.room]
+        if s.flags & LF_DIRTY:
+            vec_remove(&r.beats, idx)
+            self.npending -= 1
+            if r.beats.len == 0 and r.in_dirty:
+                vec_remove(&self.dirty_rooms, s.room)
+                r.in_dirty = 0
+        if s.flags & LF_TTL_DUE:
+            vec_remove(&self.ttl_due, idx)
+        if s.flags & LF_UPDATED:
+            vec_remove(&r.updated, idx)
+        mask = self.slot_cap - 1
+        i = <Py_ssize_t>(s.hash & <uint64_t>mask)
+        while self.slots[i] != idx:
+            i = (i + 1) & mask
+        self.slots[i] = DELETED
+        self.slot_used -= 1
+        self.slot_tomb += 1
+        free(s.sid)
+        s.sid = NULL
+        s.flags = 0
+        s.next_free = self.free_sess
+        self.free_sess = idx
+
+    def beat(self, session_id, latency_ms, int64_t now_ms, double now):
+        """Record a heartbeat the full path checked (KeyError for an unknown session)."""
+        cdef int32_t idx = self._find_str(session_id)
+        if idx < 0:
+            raise KeyError(session_id)
+        cdef bint is_int = isinstance(latency_ms, int)
+        cdef double latency = <double>latency_ms if is_int else float(latency_ms)
+        self._record(idx, latency, is_int, now_ms, now)
+
+    cdef int _record(self, int32_t idx, double latency, bint is_int, int64_t now_ms,
+                     double now) except -1:
+        cdef LaneSession* s = &self.sess[idx]
+        cdef LaneRoom* r = &self.rooms[s.room]
+        cdef Py_ssize_t lo, hi, mid
+        s.last_ms = now_ms
+        s.last_mono = now
+        s.latency = latency
+        s.flags |= LF_HAS_LATENCY
+        if is_int:
+            s.flags |= LF_LATENCY_INT
+        else:
+            s.flags &= ~LF_LATENCY_INT
+        if s.heartbeats == 0 or latency < s.latency_min:
+            s.latency_min = latency
+            s.flags = (s.flags | LF_MIN_INT) if is_int else (s.flags & ~LF_MIN_INT)
+        if s.heartbeats == 0 or latency > s.latency_max:
+            s.latency_max = latency
+            s.flags = (s.flags | LF_MAX_INT) if is_int else (s.flags & ~LF_MAX_INT)
+        s.heartbeats += 1
+        s.latency_sum += latency
+        if not (s.flags & LF_DIRTY):
+            if not r.in_dirty:
+                vec_push(&self.dirty_rooms, s.room)
+                r.in_dirty = 1
+            vec_push(&r.beats, idx)
+            s.flags |= LF_DIRTY
+            self.npending += 1
+        s.beat_ms = now_ms
+        s.beat_latency = latency
+        s.flags = (s.flags | LF_BEAT_INT) if is_int else (s.flags & ~LF_BEAT_INT)
+        if now_ms - s.ttl_refreshed > self.ttl_refresh_ms:
+            s.ttl_refreshed = now_ms
+            if not (s.flags & LF_TTL_DUE):
+                vec_push(&self.ttl_due, idx)
+                s.flags |= LF_TTL_DUE
+        if r.watched and not (s.flags & LF_UPDATED):
+            vec_push(&r.updated, idx)
+            s.flags |= LF_UPDATED
+        # bisect_left: the first bound >= latency (the last bucket is the overflow)
+        lo = 0
+        hi = self.nbuckets
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.buckets[mid] < latency:
+                lo = mid + 1
+            else:
+                hi = mid
+        r.latency_sum += latency
+        r.count += 1
+        r.hist[lo] += 1
+        self.heartbeats += 1
+        self.latency_sum += latency
+        self.hist[lo] += 1
+        return 0
+
+    def stats(self, session_id):
+        """(last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) or
+        None; latencies keep the type they came in."""
+        cdef int32_t idx = self._find_str(session_id)
+        if idx < 0:
+            return None
+        cdef LaneSession* s = &self.sess[idx]
+        latency = latency_min = latency_max = None
+        if s.flags & LF_HAS_LATENCY:
+            latency = _number_object(s.latency, s.flags & LF_LATENCY_INT)
+        if s.heartbeats:
+            latency_min = _number_object(s.latency_min, s.flags & LF_MIN_INT)
+            latency_max = _number_object(s.latency_max, s.flags & LF_MAX_INT)
+        return (s.last_ms, latency, s.heartbeats, s.latency_sum, latency_min, latency_max)
+
+    def last_beat(self, session_id):
+        """Monotonic seconds of the session's last beat (its join before any), None if unknown."""
+        cdef int32_t idx = self._find_str(session_id)
+        if idx < 0:
+            return None
+        return self.sess[idx].last_mono
+
+    def set_watched(self, int64_t room_key, watched):
+        """Whether the room's beating sessions are collected for ``take_updated``."""
+        cdef LaneRoom* r = &self.rooms[self._room(room_key)]
+        cdef Py_ssize_t i
+        r.watched = 1 if watched else 0
+        if not watched:
+            for i in range(r.updated.len):
+                self.sess[r.updated.data[i]].flags &= ~LF_UPDATED
+            r.updated.len = 0
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    cdef Py_ssize_t offer_raw(self, int64_t conn_key, const unsigned char* msg, Py_ssize_t n,
+                              unsigned char* receipt) except -2:
+        """The lane's C entry: -1 when the message takes the full path, else the length of the
+        RECEIPT written to ``receipt`` (LANE_RECEIPT_MAX bytes of room; 0 = none asked)."""
+        cdef int32_t ci = i64_find(&self.conn_map, conn_key)
+        cdef LaneConn* c
+        cdef Py_ssize_t pos, nl, colon, body, end, i, sid_start = 0, key_start = 0, length = -1
+        cdef Py_ssize_t rstart = 0, rlen = -1, k, sid_len = 0
+        cdef unsigned int seen = 0
+        cdef double latency = 0.0, tokens, now
+        cdef bint is_int = False, have_sid = False, have_latency = False
+        cdef int32_t idx
+        cdef LaneSession* s
+        if ci < 0:
+            return -1
+        c = &self.conns[ci]
+        if not c.ready:
+            return -1
+        if n > MAX_LANE_MESSAGE or n < 7 or msg[n - 1] != 0 or memcmp(msg, b"SEND\n", 5) != 0:
+            return -1
+        # headers
+        pos = 5
+        while True:
+            nl = pos
+            while nl < n and msg[nl] != 0x0A:
+                nl += 1
+            if nl >= n:
+                return -1
+            if nl == pos:
+                pos += 1
+                break
+            colon = pos
+            while colon < nl and msg[colon] != 0x3A:
+                colon += 1
+            if colon == nl:
+                return -1
+            k = colon - pos
+            i = colon + 1  # the value: [i, nl)
+            if k == 11 and memcmp(msg + pos, b"destination", 11) == 0:
+                if seen & 1 or nl - i != 14 or memcmp(msg + i, b"/app/heartbeat", 14) != 0:
+                    return -1
+                seen |= 1
+            elif k == 7 and memcmp(msg + pos, b"receipt", 7) == 0:
+                if seen & 2 or nl - i < 1 or nl - i > MAX_RECEIPT:
+                    return -1
+                for end in range(i, nl):
+                    if not is_receipt_char(msg[end]):
+                        return -1
+                seen |= 2
+                rstart = i
+                rlen = nl - i
+            elif k == 12 and memcmp(msg + pos, b"content-type", 12) == 0:
+                if seen & 4:
+                    return -1
+                if not ((nl - i == 16 and memcmp(msg + i, b"application/json", 16) == 0)
+                        or (nl - i == 30 and memcmp(msg + i, b"application/json;charset=utf-8", 30) == 0)):
+                    return -1
+                seen |= 4
+            elif k == 14 and memcmp(msg + pos, b"content-length", 14) == 0:
+                if seen & 8 or nl - i < 1 or nl - i > 4 or msg[i] == 0x30:
+                    return -1
+                length = 0
+                for end in range(i, nl):
+                    if not is_digit(msg[end]):
+                        return -1
+                    length = length * 10 + (msg[end] - 0x30)
+                seen |= 8
+            else:
+                return -1
+            pos = nl + 1
+        if not (seen & 1):
+            return -1
+        body = pos
+        end = n - 1
+        if length >= 0 and length != end - body:
+            return -1
+        # body: {"sessionId": "...", "latencyMs": number} in either order
+        i = skip_spaces(msg, body, end)
+        if i >= end or msg[i] != 0x7B:
+            return -1
+        i += 1
+        for k in range(2):
+            i = skip_spaces(msg, i, end)
+            i = scan_string(msg, i, end, &key_start)
+            if i < 0:
+                return -1
+            nl = i - 1 - key_start  # the key's length
+            i = skip_spaces(msg, i, end)
+            if i >= end or msg[i] != 0x3A:
+                return -1
+            i = skip_spaces(msg, i + 1, end)
+            if nl == 9 and memcmp(msg + key_start, b"sessionId", 9) == 0 and not have_sid:
+                i = scan_string(msg, i, end, &sid_start)
+                if i < 0 or i - 1 == sid_start:
+                    return -1
+                sid_len = i - 1 - sid_start
+                have_sid = True
+            elif nl == 9 and memcmp(msg + key_start, b"latencyMs", 9) == 0 and not have_latency:
+                i = scan_number(msg, i, end, &latency, &is_int)
+                if i < 0:
+                    return -1
+                have_latency = True
+            else:
+                return -1
+            i = skip_spaces(msg, i, end)
+            if i >= end or msg[i] != (0x2C if k == 0 else 0x7D):
+                return -1
+            i += 1
+        if skip_spaces(msg, i, end) != end:
+            return -1
+        idx = self._find(<const char*>msg + sid_start, sid_len, fnv1a(msg + sid_start, sid_len))
+        if idx < 0:
+            return -1
+        s = &self.sess[idx]
+        if s.conn_key != conn_key:
+            return -1
+        now = monotonic()
+        if c.rate:
+            tokens = c.tokens + (now - c.last_received) * c.rate
+            if tokens > c.burst:
+                tokens = c.burst
+            if tokens < 1.0:
+                return -1  # the full path charges it and refuses the message
+            c.tokens = tokens - 1.0
+        c.last_received = now
+        self._record(idx, latency, is_int, wall_ms(), now)
+        self.handled += 1
+        if rlen < 0:
+            return 0
+        memcpy(receipt, RECEIPT_HEAD, RECEIPT_HEAD_LEN)
+        memcpy(receipt + RECEIPT_HEAD_LEN, msg + rstart, rlen)
+        memcpy(receipt + RECEIPT_HEAD_LEN + rlen, b"\n\n\0", 3)
+        return RECEIPT_HEAD_LEN + rlen + 3
+
+    def offer(self, int64_t conn_key, const unsigned char[::1] message):
+        """Take one WebSocket text message if it is an ordinary heartbeat: its RECEIPT frame
+        (b"" when none was asked), or None for the full path."""
+        cdef unsigned char out[LANE_RECEIPT_MAX]
+        cdef Py_ssize_t n = message.shape[0]
+        cdef Py_ssize_t got = self.offer_raw(conn_key, &message[0] if n else <const unsigned char*>b"", n, out)
+        if got < 0:
+            return None
+        return PyBytes_FromStringAndSize(<char*>out, got)
+
+    # -- drained by Python ---------------------------------------------------------------------
+
+    def pending(self):
+        """Beats waiting in ``take_beats`` (one per session at most)."""
+        return self.npending
+
+    def take_beats(self):
+        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF)."""
+        cdef dict out = {}
+        cdef Py_ssize_t ri, j, size = 0, used, need, tlen
+        cdef LaneRoom* r
+        cdef LaneSession* s
+        cdef char* buf = NULL
+        cdef char* grown
+        cdef char* text
+        cdef char num[32]
+        cdef int32_t room
+        try:
+            for ri in range(self.dirty_rooms.len):
+                room = self.dirty_rooms.data[ri]
+                r = &self.rooms[room]
+                used = 0
+                for j in range(r.beats.len):
+                    s = &self.sess[r.beats.data[j]]
+                    s.flags &= ~LF_DIRTY
+                    if s.flags & LF_BEAT_INT:
+                        text = NULL
+                        tlen = snprintf(num, 32, b"%lld", <long long>s.beat_latency)
+                    else:
+                        text = PyOS_double_to_string(s.beat_latency, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+                        tlen = strlen(text)
+                    need = used + s.sid_len + tlen + 24 + 2
+                    if need > size:
+                        size = need * 2
+                        grown = <char*>realloc(buf, size)
+                        if grown == NULL:
+                            if text != NULL:
+                                PyMem_Free(text)
+                            raise MemoryError()
+                        buf = grown
+                    if j:
+                        buf[used] = b'\n'
+                        used += 1
+                    memcpy(buf + used, s.sid, s.sid_len)
+                    used += s.sid_len
+                    used += snprintf(buf + used, 24, b" %lld ", <long long>s.beat_ms)
+                    if text != NULL:
+                        memcpy(buf + used, text, tlen)
+                        PyMem_Free(text)
+                    else:
+                        memcpy(buf + used, num, tlen)
+                    used += tlen
+                r.beats.len = 0
+                r.in_dirty = 0
+                out[r.key] = PyBytes_FromStringAndSize(buf, used)
+        finally:
+            free(buf)
+        self.dirty_rooms.len = 0
+        self.npending = 0
+        return out
+
+    def take_ttl_due(self):
+        """Sessions whose TTL refresh became due (at most once per ttl_refresh_ms each)."""
+        cdef list out = []
+        cdef Py_ssize_t i
+        cdef LaneSession* s
+        for i in range(self.ttl_due.len):
+            s = &self.sess[self.ttl_due.data[i]]
+            s.flags &= ~LF_TTL_DUE
+            out.append(s.sid[:s.sid_len].decode("utf-8"))
+        self.ttl_due.len = 0
+        return out
+
+    def take_updated(self, int64_t room_key):
+        """Sessions of a watched room that beat since the last take."""
+        cdef int32_t room = i64_find(&self.room_map, room_key)
+        cdef list out = []
+        cdef Py_ssize_t i
+        cdef LaneSession* s
+        cdef LaneRoom* r
+        if room < 0:
+            return out
+        r = &self.rooms[room]
+        for i in range(r.updated.len):
+            s = &self.sess[r.updated.data[i]]
+            s.flags &= ~LF_UPDATED
+            out.append(s.sid[:s.sid_len].decode("utf-8"))
+        r.updated.len = 0
+        return out
+
+    def take_room_sample(self, int64_t room_key):
+        """The room's (latency_sum, count, histogram) since the last take."""
+        cdef int32_t room = i64_find(&self.room_map, room_key)
+        cdef Py_ssize_t i
+        cdef LaneRoom* r
+        if room < 0:
+            return 0.0, 0, [0] * (self.nbuckets + 1)
+        r = &self.rooms[room]
+        out = (r.latency_sum, r.count, [r.hist[i] for i in range(self.nbuckets + 1)])
+        r.latency_sum = 0.0
+        r.count = 0
+        memset(r.hist, 0, (self.nbuckets + 1) * sizeof(int64_t))
+        return out
+
+    def take_counters(self):
+        """(heartbeats, latency_sum, histogram, handled by the lane) since the last take."""
+        cdef Py_ssize_t i
+        out = (self.heartbeats, self.latency_sum, [self.hist[i] for i in range(self.nbuckets + 1)], self.handled)
+        self.heartbeats = 0
+        self.latency_sum = 0.0
+        memset(self.hist, 0, (self.nbuckets + 1) * sizeof(int64_t))
+        self.handled = 0
+        return out
