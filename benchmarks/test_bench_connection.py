@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from spidi_core import serialize_frame
+from spidi_core import HeartbeatLane, serialize_frame
 from spidi_server.auth import TokenVerifier, mint_token
 from spidi_server.connection import ClientConnection
 from spidi_server.metrics import NodeMetrics
@@ -35,6 +35,7 @@ class _Presence:
 
     def __init__(self) -> None:
         self.beats = 0
+        self.lane = HeartbeatLane((5.0,), 1_000)  # the connection's rate bucket lives here
 
     def heartbeat(self, client, session_id: str, latency_ms: float) -> None:
         self.beats += 1

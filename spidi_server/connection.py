@@ -11,8 +11,11 @@ behind a HELLO finds its session.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Protocol
+
+from spidi_core import HeartbeatLane
 
 from . import logs
 from .errors import AppError, SlowConsumerError
@@ -29,10 +32,13 @@ from .protocol.events import (
     Subscribe,
     Unsubscribe,
 )
-from .protocol.stomp import StompConnection
+from .protocol.stomp import STATE_OPEN, StompConnection
 from .settings import Settings
 
 log = logging.getLogger("spidi.connection")
+
+# A connection's key in the heartbeat lane: a counter, unique in the process (a lane per node).
+_lane_keys = itertools.count(1)
 
 
 class Writer(Protocol):
@@ -49,6 +55,8 @@ class Writer(Protocol):
 
 class PresenceService(Protocol):
     """What a connection asks presence to do (``presence.Presence``); the connection is its client."""
+
+    lane: HeartbeatLane  # the node's heartbeat lane: this connection's rate bucket and fast lane
 
     async def hello(self, client: ClientConnection, payload: dict) -> None: ...
 
@@ -91,6 +99,9 @@ class ClientConnection:
         "_hot",
         "_send_cap",
         "_closing",
+        "lane",
+        "lane_key",
+        "_ready",
     )
 
     def __init__(self, host: Host, writer: Writer, conn_id: str, ip: str, query_token: str | None):
@@ -109,8 +120,14 @@ class ClientConnection:
         settings = host.settings
         self._send_cap = settings.max_send_buffer
         self._closing = False  # the writer was told to close: what is queued later is dropped
-        if settings.max_message_rate:
-            self.stomp.limit_rate(settings.max_message_rate, settings.max_message_burst)
+        # The lane keeps this connection's token bucket and last_received, and answers its
+        # heartbeats itself while ``_ready`` (see _update_ready); a transport hooks it to its
+        # WebSocket stream with ``lane`` and ``lane_key``.
+        self.lane = host.presence.lane
+        self.lane_key = next(_lane_keys)
+        self._ready = False
+        rate = settings.max_message_rate or 0.0
+        self.stomp.use_lane(self.lane, self.lane_key, rate, settings.max_message_burst if rate else 0.0)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -123,12 +140,32 @@ class ClientConnection:
             self._hot.stomp_heartbeats += parser.heartbeats - beats
         if self.backlog is not None:
             self.backlog.extend(events)
+            self._update_ready()
             return
         i = self.dispatch(events)
         if i >= 0:
             self.backlog = events[i + 1 :]
             asyncio.get_running_loop().create_task(self._subscribe_then_continue(events[i]))
         self.push()
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        """Tell the lane whether it may answer this connection's heartbeats itself: exactly when
+        the full path would answer one at once and alone, i.e. STOMP is connected, no HELLO or
+        SUBSCRIBE is pending (what follows them waits in order), the parser holds no partial
+        frame, and nothing is closing. Called after every change of those; the lane is told only
+        when the answer changes."""
+        conn = self.stomp
+        ready = (
+            conn.state == STATE_OPEN
+            and self.backlog is None
+            and not self._closing
+            and conn.close_reason is None
+            and not conn.parser.buffered
+        )
+        if ready is not self._ready:
+            self._ready = ready
+            self.lane.set_ready(self.lane_key, ready)
 
     async def _subscribe_then_continue(self, event: Hello | Subscribe) -> None:
         try:
@@ -144,6 +181,7 @@ class ClientConnection:
         finally:
             self.backlog = None
             self.push()
+            self._update_ready()
 
     def dispatch(self, events: list[Event]) -> int:
         """Handle events in order; stop at a SUBSCRIBE or HELLO and return its index (it must be
@@ -255,6 +293,7 @@ class ClientConnection:
                 )
             code, reason = conn.close_reason or (1000, "bye")
             conn.close(code, reason)
+            self._update_ready()
             self.writer.close(code, reason)
 
     def _slow_consumer(self) -> None:
@@ -265,6 +304,7 @@ class ClientConnection:
         conn.close(exc.close_code, "slow consumer")
         conn.refused = exc
         self._closing = True
+        self._update_ready()
         self.host.metrics.refusals.labels(reason=exc.reason).inc()
         claims = conn.claims
         logs.event(
@@ -278,6 +318,16 @@ class ClientConnection:
         )
         self.writer.close(exc.close_code, "slow consumer", discard=True)
 
+    def close(self, code: int, reason: str, ws_reason: str | None = None) -> None:
+        """Close from above (the node's liveness checks): nothing more is read or answered, the
+        lane included; ``ws_reason`` is the WebSocket close's reason if it differs."""
+        self.stomp.close(code, reason)
+        self._closing = True
+        self._update_ready()
+        self.writer.close(code, ws_reason or reason)
+
     def closed(self) -> None:
         """The transport is gone (whoever closed it)."""
+        self._ready = False
         self._presence.client_closed(self, self.clean)
+        self.lane.close(self.lane_key)

@@ -17,16 +17,59 @@ FRAME_COMMANDS = ("SEND", "SUBSCRIBE", "UNSUBSCRIBE", "CONNECT", "DISCONNECT", "
 
 
 class HotCounters:
-    """Per-heartbeat figures as plain numbers."""
+    """Per-heartbeat figures as plain numbers.
 
-    __slots__ = ("heartbeats", "latency_hist", "latency_sum", "frames", "stomp_heartbeats")
+    Heartbeat figures live in the heartbeat lanes (``spidi_core.HeartbeatLane``, one per
+    ``Presence``) and are folded in here when they are read: each source is a ``take_counters``
+    callable (heartbeats, latency sum, histogram, SENDs the lane answered), so nothing is added
+    per heartbeat on this side.
+    """
+
+    __slots__ = ("_heartbeats", "_latency_hist", "_latency_sum", "frames", "stomp_heartbeats", "sources")
 
     def __init__(self) -> None:
-        self.heartbeats = 0
-        self.latency_hist = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above the highest bound
-        self.latency_sum = 0.0
+        self._heartbeats = 0
+        self._latency_hist = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last: above the highest bound
+        self._latency_sum = 0.0
         self.frames = [0] * len(FRAME_COMMANDS)
         self.stomp_heartbeats = 0
+        self.sources: list = []  # take_counters callables, folded in before any figure is read
+
+    def fold(self) -> None:
+        """Add what the sources counted since the last fold."""
+        for take in self.sources:
+            beats, latency_sum, hist, handled = take()
+            if beats:
+                self._heartbeats += beats
+                self._latency_sum += latency_sum
+                own = self._latency_hist
+                for i, count in enumerate(hist):
+                    own[i] += count
+            # A SEND the lane answered never reached the connection's own count.
+            self.frames[0] += handled
+
+    @property
+    def heartbeats(self) -> int:
+        self.fold()
+        return self._heartbeats
+
+    @heartbeats.setter
+    def heartbeats(self, value: int) -> None:
+        self._heartbeats = value
+
+    @property
+    def latency_sum(self) -> float:
+        self.fold()
+        return self._latency_sum
+
+    @latency_sum.setter
+    def latency_sum(self, value: float) -> None:
+        self._latency_sum = value
+
+    @property
+    def latency_hist(self) -> list[int]:
+        self.fold()
+        return self._latency_hist
 
 
 class _HotCollector:
@@ -35,6 +78,7 @@ class _HotCollector:
 
     def collect(self):
         hot = self.hot
+        hot.fold()
         yield CounterMetricFamily("spidi_heartbeats", "Presence heartbeats processed", value=hot.heartbeats)
         yield CounterMetricFamily(
             "spidi_stomp_heartbeats", "STOMP heart-beat EOLs received", value=hot.stomp_heartbeats

@@ -321,12 +321,11 @@ class Node:
             if conn.close_reason is not None:
                 continue
             if conn.claims is None and now - conn.created > self.settings.connect_timeout_s:
-                conn.close(1008, "no CONNECT frame in time")
-                client.writer.close(1008, "CONNECT timeout")
+                client.close(1008, "no CONNECT frame in time", "CONNECT timeout")
                 continue
             if conn.expect_every_ms and (now - conn.last_received) * 1000 > 2 * conn.expect_every_ms:
-                conn.close(1002, "STOMP heart-beat timeout: nothing received")
-                client.writer.close(1002, "heart-beat timeout")
+                # (last_received is the lane's: heartbeats it answered count as received)
+                client.close(1002, "STOMP heart-beat timeout: nothing received", "heart-beat timeout")
                 continue
             if conn.send_every_ms and (now - conn.last_sent) * 1000 >= conn.send_every_ms * 0.9:
                 conn.send_heartbeat()

@@ -185,3 +185,100 @@ async def test_a_client_that_does_not_read_is_cut(host):
     conn.receive(frame("SEND", {"sessionId": "x"}, destination=dest.APP_HEARTBEAT))  # an error to send
     assert writer.closed == (1008, "slow consumer", True)
     assert host.metrics.refusals.labels(reason="slow_consumer")._value.get() == 1
+
+
+# -- the heartbeat lane ------------------------------------------------------------------------
+
+
+def beat_frame(sid: str, latency, receipt: str | None = "b") -> bytes:
+    headers = {"destination": dest.APP_HEARTBEAT}
+    if receipt is not None:
+        headers["receipt"] = receipt
+    return frame("SEND", {"sessionId": sid, "latencyMs": latency}, **headers)
+
+
+async def joined(host, **hello) -> tuple[ClientConnection, Writer, str]:
+    conn, writer = await open_connection(host)
+    conn.receive(frame("SEND", {**HELLO, **hello}, destination=dest.APP_HELLO))
+    assert await wait_for(lambda: conn.backlog is None and conn.sessions)
+    (session,) = conn.sessions
+    writer.take()
+    return conn, writer, session.session_id
+
+
+async def test_the_lane_answers_exactly_while_the_connection_is_ready(host):
+    lane = host.presence.lane
+    conn, writer, sid = await joined(host)
+    # Ready: answered in the lane with the full path's RECEIPT, byte for byte.
+    assert lane.offer(conn.lane_key, beat_frame(sid, 5)) == serialize_frame("RECEIPT", {"receipt-id": "b"})
+    # A HELLO waiting for Redis: what follows it must wait in order, so the lane stands aside.
+    conn.receive(frame("SEND", {**HELLO, "roomCode": "other"}, destination=dest.APP_HELLO))
+    assert conn.backlog is not None and lane.offer(conn.lane_key, beat_frame(sid, 5)) is None
+    assert await wait_for(lambda: conn.backlog is None)
+    assert lane.offer(conn.lane_key, beat_frame(sid, 5)) is not None
+    # Half a frame in the parser: the next message continues it, the lane cannot read it alone.
+    conn.receive(b"SEND\ndestination:/app/heart")
+    assert lane.offer(conn.lane_key, beat_frame(sid, 5)) is None
+    conn.receive(b"beat\n\n" + orjson.dumps({"sessionId": sid, "latencyMs": 5}) + b"\0")
+    assert lane.offer(conn.lane_key, beat_frame(sid, 5)) is not None
+    conn.closed()
+    assert lane.offer(conn.lane_key, beat_frame(sid, 5)) is None
+
+
+async def test_a_closing_connection_is_not_answered_by_the_lane(host):
+    conn, writer, sid = await joined(host)
+    conn.close(1002, "STOMP heart-beat timeout: nothing received", "heart-beat timeout")
+    assert writer.closed == (1002, "heart-beat timeout", False)
+    assert host.presence.lane.offer(conn.lane_key, beat_frame(sid, 5)) is None
+
+
+async def test_figures_add_up_whichever_path_the_heartbeats_took(host):
+    lane = host.presence.lane
+    conn, writer, sid = await joined(host)
+    conn.receive(beat_frame(sid, 40.0))  # the full path
+    assert lane.offer(conn.lane_key, beat_frame(sid, 2, receipt=None)) == b""  # the lane, no receipt
+    conn.receive(beat_frame(sid, 9.5))
+    session = host.presence.sessions[sid]
+    assert (session.heartbeats, session.latency_ms, session.latency_min, session.latency_max) == (
+        3,
+        9.5,
+        2,
+        40.0,
+    )
+    assert session.latency_sum == 51.5 and [f.command for f in writer.take()] == ["RECEIPT", "RECEIPT"]
+    hot = host.metrics.hot
+    assert hot.heartbeats == 3 and hot.latency_sum == 51.5 and sum(hot.latency_hist) == 3
+    # CONNECT is counted apart; HELLO and the three heartbeat SENDs, the lane's included.
+    assert host.metrics.frame_counts[0] == 4
+    host.presence.sample_rooms()
+    sample = host.presence.rooms[session.room.room_id].sample
+    assert (sample.latency_count, sample.latency_sum) == (3, 51.5)
+    # The newest beat is what reaches Redis, whichever path brought it.
+    assert lane.offer(conn.lane_key, beat_frame(sid, 77)) is not None
+    assert await host.presence.store.flush()
+    assert lane.pending() == 0 and session.latency_ms == 77
+
+
+@pytest.fixture
+async def limited_host(settings, redis_url):
+    import dataclasses
+
+    store = HotStore(connect(redis_url), node_id="conn-node")
+    await store.start()
+    # 8 frames at once, refilled at one frame every 1,000 s: what a test spends is gone.
+    yield Host(dataclasses.replace(settings, max_message_rate=0.001, max_message_burst=8), store)
+    await store.close()
+
+
+async def test_the_rate_limit_is_one_bucket_for_the_lane_and_the_full_path(limited_host):
+    host = limited_host
+    lane = host.presence.lane
+    conn, writer, sid = await joined(host)  # CONNECT, two SUBSCRIBEs and HELLO: 4 of 8 tokens
+    answered = [lane.offer(conn.lane_key, beat_frame(sid, 1)) for _ in range(5)]
+    assert [a is not None for a in answered] == [True, True, True, True, False]
+    # The lane spent the bucket: the full path has nothing left either.
+    conn.receive(beat_frame(sid, 1))
+    (error,) = writer.take()
+    assert error.command == "ERROR" and "message rate limit exceeded" in error.headers["message"]
+    assert writer.closed[0] == 1008
+    assert host.metrics.refusals.labels(reason="message_rate")._value.get() == 1

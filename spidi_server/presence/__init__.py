@@ -1,7 +1,9 @@
 """Presence: sessions in rooms, their liveness, and what subscribers are told.
 
-This layer turns protocol events into presence changes. It owns the local sessions of this node
-and the heartbeat wheel; it writes every change to the Redis hot store (buffered, never awaited
+This layer turns protocol events into presence changes. It owns the local sessions of this node,
+the heartbeat lane that holds their heartbeat figures (``spidi_core.HeartbeatLane``, one per
+node: the connections answer ordinary heartbeats in it without Python) and the heartbeat wheel;
+it writes every change to the Redis hot store (buffered, never awaited
 on the heartbeat path) and reads metrics and roster snapshots back from Redis, so what
 subscribers see is right when several processes share one Redis. It never touches a socket: a
 client is anything with a ``stomp`` (StompConnection), ``ip``, ``sessions`` and ``push()``
@@ -12,6 +14,7 @@ The parts, each one job:
     model          Session, Room, Subscription, RoomSample: plain objects, no I/O
     local          the rooms and sessions this node holds (shared by the parts below)
     sessions       HELLO, HEARTBEAT, LEAVE, the connection's close, expiry and end
+    beats          the lane's heartbeats in batches: to Redis, TTL refreshes, roster updates
     subscriptions  snapshots and deltas to subscribers (rooms, rosters, /topic/rooms, alerts)
     crossnode      watched rooms and this node's changes published to every process
     sampling       room samples and session checkpoints for the history
@@ -23,12 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from spidi_core import HeartbeatLane
+
 from .. import roles
 from ..metrics import NodeMetrics
 from ..protocol.destinations import Destination
 from ..rooms import RoomCatalog
 from ..settings import Settings
+from ..stores import events
 from ..stores.hot_store import HotStore, LiveSession
+from .beats import LaneDrain
 from .crossnode import CrossNode, Fanout
 from .local import LocalState
 from .model import Client, Room, RoomSample, Session, Subscription
@@ -62,8 +69,11 @@ class Presence:
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
-        self.sampling = Sampling(store, node_id, settings.history)
-        self.local = LocalState(store, metrics, self.sampling)
+        # Every session's heartbeat figures, whichever path its heartbeats take; a TTL refresh
+        # is due at most every half timeout, as when each heartbeat checked it.
+        self.lane = HeartbeatLane(events.LATENCY_BUCKETS_MS, settings.heartbeat_timeout_ms // 2)
+        self.sampling = Sampling(store, node_id, settings.history, self.lane)
+        self.local = LocalState(store, metrics, self.sampling, self.lane)
         self.crossnode = CrossNode(self.local)
         self.subscriptions = Subscriptions(
             self.local, store, catalog, self.crossnode, settings.metrics_interval_ms / 1000, policy
@@ -74,6 +84,11 @@ class Presence:
         self.rooms: dict[str, Room] = self.local.rooms  # by room id
         self.sessions: dict[str, Session] = self.local.sessions  # by session id
         self.heartbeat = self.lifecycle.heartbeat
+        # Python sees heartbeats in batches: the flusher drains the lane with each pipeline, the
+        # metrics fold its counters in when they are read.
+        self.drain = LaneDrain(self.lane, self.local, store, self.crossnode, self.lifecycle.session_ttl_s)
+        store.add_beat_source(self.drain)
+        metrics.hot.sources.append(self.lane.take_counters)
 
     # -- wiring, set by the node ---------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class CrossNode:
             self.out_changed(room)
 
     def session_updated(self, room: Room, session: Session) -> None:
-        """A local session's roster entry changed (the heartbeat inlines this: hot path)."""
+        """A local session's roster entry changed (heartbeats: ``beats.LaneDrain``, in batches)."""
         if room.watched:
             room.out_updated[session.session_id] = session
             self.out_changed(room)
@@ -95,7 +95,8 @@ class CrossNode:
                     room.out_left.pop(session_id, None)
                     room.out_joined[session_id] = session
                 self.out_changed(room)
-            room.watched = now_watched
+            if now_watched != room.watched:
+                self.local.set_watched(room, now_watched)
 
     # -- every process's changes, in -----------------------------------------------------------
 
@@ -111,7 +112,7 @@ class CrossNode:
 
     async def watch(self, room: Room) -> None:
         """A subscriber observes ``room``: receive every process's changes of it."""
-        room.watched = True
+        self.local.set_watched(room, True)
         if self.fanout is not None:
             await self.fanout.watch(room.room_id)
 

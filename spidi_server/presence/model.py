@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from spidi_core import HeartbeatLane
+
 from ..protocol.payloads import HelloPayload
 from ..protocol.stomp import StompConnection
 from ..rooms import RoomDef
@@ -23,6 +25,7 @@ class Client(Protocol):
     ip: str
     sessions: set
     conn_id: str
+    lane_key: int  # its key in the heartbeat lane (``connection.ClientConnection``)
 
     def push(self) -> None: ...
 
@@ -50,7 +53,13 @@ class Subscription:
 
 
 class Session:
-    """A presence session held by this node."""
+    """A presence session held by this node.
+
+    Its heartbeat figures (last heartbeat, latency, count, sum, min, max) live in the node's
+    heartbeat lane, whichever path the heartbeats took (``spidi_core.HeartbeatLane``): read them
+    with ``figures()`` or the properties. Once the session left the lane (``close_figures``) the
+    last figures stay here.
+    """
 
     __slots__ = (
         "session_id",
@@ -61,22 +70,26 @@ class Session:
         "device",
         "os",
         "ip",
-        "latency_ms",
         "connected_at",
-        "last_heartbeat_at",
         "client",
-        "ttl_refreshed",
-        "heartbeats",
-        "latency_sum",
-        "latency_min",
-        "latency_max",
         "checkpointed",
         "trace_id",
         "node_id",
         "lost",
+        "lane",
+        "_final",
     )
 
-    def __init__(self, session_id: str, room: Room, user_id: str, hello: HelloPayload, ip: str, now_ms: int):
+    def __init__(
+        self,
+        session_id: str,
+        room: Room,
+        user_id: str,
+        hello: HelloPayload,
+        ip: str,
+        now_ms: int,
+        lane: HeartbeatLane | None = None,
+    ):
         self.session_id = session_id
         self.room = room
         self.user_id = user_id
@@ -85,21 +98,56 @@ class Session:
         self.device = hello.device
         self.os = hello.os
         self.ip = ip
-        self.latency_ms: float | None = None
         self.connected_at = now_ms
-        self.last_heartbeat_at = now_ms
         self.client: Client | None = None
-        self.ttl_refreshed = now_ms
-        self.heartbeats = 0
-        self.latency_sum = 0.0
-        self.latency_min: float | None = None
-        self.latency_max: float | None = None
         self.checkpointed = 0  # heartbeat count at the last checkpoint event
         self.trace_id = ""  # the connection that started it: every log line of the session carries it
         # Taken back from a killed process under this node id and not resumed yet: if its client
         # does not come back within the grace period, its node was lost at its last heartbeat.
         self.lost = False
         self.node_id = ""
+        self.lane = lane  # where its figures live (None: a session never entered in one)
+        # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) once
+        # the session left the lane; before it, the lane's.
+        self._final: tuple | None = None
+
+    def figures(self) -> tuple:
+        """(last_heartbeat_at ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max)."""
+        final = self._final
+        if final is not None:
+            return final
+        stats = self.lane.stats(self.session_id) if self.lane is not None else None
+        return stats if stats is not None else (self.connected_at, None, 0, 0.0, None, None)
+
+    def close_figures(self) -> None:
+        """Keep the figures here: the session is about to leave the lane."""
+        self._final = self.figures()
+
+    @property
+    def last_heartbeat_at(self) -> int:
+        """Wall-clock ms of the newest heartbeat (the start until one came)."""
+        return self.figures()[0]
+
+    @property
+    def latency_ms(self) -> float | None:
+        """The newest reported latency (None before the first heartbeat)."""
+        return self.figures()[1]
+
+    @property
+    def heartbeats(self) -> int:
+        return self.figures()[2]
+
+    @property
+    def latency_sum(self) -> float:
+        return self.figures()[3]
+
+    @property
+    def latency_min(self) -> float | None:
+        return self.figures()[4]
+
+    @property
+    def latency_max(self) -> float | None:
+        return self.figures()[5]
 
     def static_fields(self) -> dict:
         """What the session hash in Redis holds."""
@@ -139,22 +187,24 @@ class Session:
 
     def checkpoint_event(self) -> dict:
         """A ``session_checkpoint``: the cumulative heartbeat and latency figures."""
+        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
         return events.session_checkpoint(
             session_id=self.session_id,
             room_id=self.room.room_id,
             tenant=self.room.tenant,
             started_at=self.connected_at,
-            heartbeats=self.heartbeats,
-            last_heartbeat_at=self.last_heartbeat_at,
-            latency_sum=self.latency_sum,
-            latency_count=self.heartbeats,
-            latency_min=self.latency_min,
-            latency_max=self.latency_max,
+            heartbeats=beats,
+            last_heartbeat_at=last_beat,
+            latency_sum=latency_sum,
+            latency_count=beats,
+            latency_min=latency_min,
+            latency_max=latency_max,
         )
 
     def end_event(self, reason: str, ended_at: int) -> dict:
         """A ``session_ended``: the final figures, and who left (the room hooks read the end alone)."""
         room = self.room
+        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
         return events.session_ended(
             session_id=self.session_id,
             room_id=room.room_id,
@@ -168,12 +218,12 @@ class Session:
             device=self.device,
             os=self.os,
             app_version=self.app_version,
-            last_heartbeat_at=self.last_heartbeat_at,
-            heartbeats=self.heartbeats,
-            latency_sum=self.latency_sum,
-            latency_count=self.heartbeats,
-            latency_min=self.latency_min,
-            latency_max=self.latency_max,
+            last_heartbeat_at=last_beat,
+            heartbeats=beats,
+            latency_sum=latency_sum,
+            latency_count=beats,
+            latency_min=latency_min,
+            latency_max=latency_max,
         )
 
     def started_event(self) -> dict:
@@ -196,6 +246,7 @@ class Session:
 
     def entry(self) -> dict:
         """The roster entry subscribers who may see IP addresses see (``without_ip`` for the others)."""
+        last_beat, latency, *_ = self.figures()
         return {
             "sessionId": self.session_id,
             "userId": self.user_id,
@@ -204,9 +255,9 @@ class Session:
             "os": self.os,
             "appVersion": self.app_version,
             "ip": self.ip,
-            "latencyMs": self.latency_ms,
+            "latencyMs": latency,
             "connectedAt": self.connected_at,
-            "lastHeartbeatAt": self.last_heartbeat_at,
+            "lastHeartbeatAt": last_beat,
         }
 
 
@@ -242,6 +293,14 @@ class RoomSample:
     @property
     def empty(self) -> bool:
         return not (self.online_sum or self.latency_count)
+
+    def add_latencies(self, latency_sum: float, count: int, hist: list[int]) -> None:
+        """Fold heartbeat latencies in (what the lane gathered for the room: ``take_room_sample``)."""
+        self.latency_sum += latency_sum
+        self.latency_count += count
+        own = self.hist
+        for i, n in enumerate(hist):
+            own[i] += n
 
     def event(self, room: Room, node_id: str) -> dict:
         """The minute's ``room_sample``."""
@@ -286,9 +345,11 @@ class Room:
         "out_published_at",
         "pending_subs",
         "joining",
+        "key",
     )
 
-    def __init__(self, definition: RoomDef):
+    def __init__(self, definition: RoomDef, key: int = 0):
+        self.key = key  # the room's key in the heartbeat lane (``LocalState.room_key``)
         self.room_id = definition.room_id
         self.tenant = definition.tenant
         self.code = definition.code

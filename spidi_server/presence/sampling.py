@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from spidi_core import HeartbeatLane
+
 from ..stores.hot_store import HotStore
 from .model import Room, RoomSample, Session, minute, now_ms
 
@@ -17,15 +19,20 @@ from .model import Room, RoomSample, Session, minute, now_ms
 class Sampling:
     """Builds the sample and checkpoint events and hands them to the hot store's event stream."""
 
-    def __init__(self, store: HotStore, node_id: str, enabled: bool):
+    def __init__(self, store: HotStore, node_id: str, enabled: bool, lane: HeartbeatLane):
         self.store = store
+        self.lane = lane  # where the rooms' heartbeat latencies gather
         self.node_id = node_id
         self.enabled = enabled  # settings.history: without it nothing is recorded
 
     def sample(self, rooms: Iterable[Room], now: int | None = None) -> None:
         """Once a second: add each room's online count to its minute sample; emit finished minutes."""
         bucket = minute(now_ms() if now is None else now)
+        take = self.lane.take_room_sample
         for room in list(rooms):
+            # The latencies of the second past belong to the minute the sample was in, as when
+            # each heartbeat added its own.
+            room.sample.add_latencies(*take(room.key))
             if room.sample.bucket != bucket:
                 self.emit(room)
                 room.sample = RoomSample(bucket)
@@ -38,6 +45,7 @@ class Sampling:
 
     def emit(self, room: Room) -> None:
         """Record the room's current sample (if anything was sampled) and start it afresh."""
+        room.sample.add_latencies(*self.lane.take_room_sample(room.key))
         if self.enabled and not room.sample.empty:
             self.store.event(room.sample.event(room, self.node_id))
         room.sample = RoomSample(room.sample.bucket)
@@ -48,8 +56,9 @@ class Sampling:
             return 0
         count = 0
         for session in sessions:
-            if session.heartbeats != session.checkpointed:
-                session.checkpointed = session.heartbeats
+            beats = session.heartbeats  # (the lane's figure: read once)
+            if beats != session.checkpointed:
+                session.checkpointed = beats
                 self.store.event(session.checkpoint_event())
                 count += 1
         return count

@@ -1,10 +1,15 @@
 """Sessions: HELLO (join or resume), HEARTBEAT, LEAVE, the connection's close, expiry and end.
 
-This node's sessions live in ``LocalState.sessions``; their liveness in a heartbeat wheel (a
-session's deadline moves with each heartbeat; past it the session ends with ``timeout``, or with
-``disconnect`` after the grace period of a closed connection). Every change is written to the hot
-store (buffered: the heartbeat path never awaits), published to the watching processes
-(``crossnode``) and, with history on, recorded as ``session_started`` / ``session_ended`` events.
+This node's sessions live in ``LocalState.sessions``, their heartbeat figures in the node's
+heartbeat lane (``spidi_core.HeartbeatLane``: a heartbeat the lane answered never reaches Python,
+one the full path checked is recorded there with ``beat``), and their liveness in a heartbeat
+wheel. The wheel is not touched per heartbeat: a deadline is armed at join and resume, and when
+it passes, a session that beat since is armed again at its last beat plus the timeout (lazily,
+with the same observable timeouts); one that did not ends with ``timeout``, or with
+``disconnect`` after the grace period of a closed connection. Every change is written to the hot
+store (buffered: the heartbeat path never awaits; the beats themselves go with the flusher's
+drain of the lane, ``beats.LaneDrain``), published to the watching processes (``crossnode``) and,
+with history on, recorded as ``session_started`` / ``session_ended`` events.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import asyncio
 import logging
 import time
 import uuid
-from bisect import bisect_left
 from collections.abc import Iterator
 
 from spidi_core import HeartbeatWheel
@@ -41,7 +45,6 @@ from .model import Client, Session, now_ms
 log = logging.getLogger("spidi.presence")
 
 MAX_SESSIONS_PER_CONNECTION = 16
-_BUCKETS = events.LATENCY_BUCKETS_MS
 
 
 class SessionLifecycle:
@@ -73,8 +76,7 @@ class SessionLifecycle:
         self.session_ttl_s = int((settings.heartbeat_timeout_ms + settings.grace_period_ms) / 1000) + 60
         self.join_timeout_s = settings.redis_join_timeout_ms / 1000
         self.capacity_degraded = False  # admitting on local counts (Redis down or slow): logged once
-        self._ttl_refresh_ms = settings.heartbeat_timeout_ms // 2
-        self._hot = metrics.hot
+        self.lane = local.lane
         self._sessions = local.sessions  # the same dict: one lookup less on the heartbeat path
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
@@ -115,7 +117,7 @@ class SessionLifecycle:
         if len(room.sessions) + room.joining >= room.capacity:
             raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
         started = now_ms()
-        session = Session(str(uuid.uuid4()), room, claims.user_id, hello, client.ip, started)
+        session = Session(str(uuid.uuid4()), room, claims.user_id, hello, client.ip, started, self.lane)
         session.trace_id = client.conn_id
         session.node_id = self.node_id
         pending = self.store.join(
@@ -152,7 +154,11 @@ class SessionLifecycle:
             client.sessions.add(session)
         room.sessions[session.session_id] = session
         local.sessions[session.session_id] = session
-        self.wheel.add(session.session_id, time.monotonic() + self.timeout_s)
+        now = time.monotonic()
+        self.lane.add_session(session.session_id, client.lane_key, room.key, started, now)
+        if gone:
+            self.lane.detach(session.session_id)
+        self.wheel.add(session.session_id, now + self.timeout_s)
         self.crossnode.session_joined(room, session)
         if self.history:
             self.store.event(session.started_event())
@@ -212,6 +218,7 @@ class SessionLifecycle:
         session.client = client
         session.lost = False
         client.sessions.add(session)
+        self.lane.attach(session.session_id, client.lane_key)
         self.wheel.touch(session.session_id, time.monotonic() + self.timeout_s)
         room = session.room
         fields = None
@@ -235,41 +242,13 @@ class SessionLifecycle:
     # -- HEARTBEAT, LEAVE ----------------------------------------------------------------------
 
     def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
-        """HEARTBEAT: the hot path. No await, no log line, no Redis round trip."""
+        """HEARTBEAT on the full path (one the lane did not take): checked here, recorded in the
+        lane like the lane's own (figures, Redis, TTL, roster updates, samples and counters all
+        follow from there in batches). No await, no log line, no Redis round trip."""
         session = self._sessions.get(session_id)
         if session is None or session.client is not client:
             raise UnknownSessionError(f"no session {session_id!r} on this connection")
-        now = now_ms()
-        session.last_heartbeat_at = now
-        session.latency_ms = latency_ms
-        session.heartbeats += 1
-        session.latency_sum += latency_ms
-        if session.latency_min is None or latency_ms < session.latency_min:
-            session.latency_min = latency_ms
-        if session.latency_max is None or latency_ms > session.latency_max:
-            session.latency_max = latency_ms
-        self.wheel.touch(session_id, time.monotonic() + self.timeout_s)
-        room = session.room
-        self.store.heartbeat(room.room_id, session_id, now, latency_ms)
-        if now - session.ttl_refreshed > self._ttl_refresh_ms:
-            session.ttl_refreshed = now
-            self.store.update_session(
-                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
-            )
-        if room.watched:
-            # CrossNode.session_updated inlined: no call when the room's window is already open.
-            room.out_updated[session_id] = session
-            if not room.out_scheduled:
-                self.crossnode.out_changed(room)
-        bucket = bisect_left(_BUCKETS, latency_ms)
-        sample = room.sample
-        sample.latency_sum += latency_ms
-        sample.latency_count += 1
-        sample.hist[bucket] += 1
-        hot = self._hot
-        hot.heartbeats += 1
-        hot.latency_sum += latency_ms
-        hot.latency_hist[bucket] += 1
+        self.lane.beat(session_id, latency_ms, now_ms(), time.monotonic())
 
     def leave(self, client: Client, session_id: str) -> None:
         """LEAVE: end the session at once."""
@@ -294,6 +273,7 @@ class SessionLifecycle:
                 self.end(session, "disconnect")
             else:
                 session.client = None
+                self.lane.detach(session.session_id)
                 self.wheel.touch(session.session_id, time.monotonic() + self.grace_s)
 
     def end(self, session: Session, reason: str) -> None:
@@ -304,6 +284,8 @@ class SessionLifecycle:
         room = session.room
         room.sessions.pop(session.session_id, None)
         self.wheel.remove(session.session_id)
+        session.close_figures()  # what the events and logs below read
+        self.lane.remove_session(session.session_id)
         self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id)
         client = session.client
         if client is not None:
@@ -334,12 +316,23 @@ class SessionLifecycle:
 
     def expire(self, now: float | None = None) -> int:
         """End every session whose deadline passed: ``timeout``, or ``disconnect`` after the grace
-        period (``node_lost`` for a session taken back after a crash whose client never came back)."""
-        expired = self.wheel.advance(time.monotonic() if now is None else now)
+        period (``node_lost`` for a session taken back after a crash whose client never came back).
+
+        A connected session's deadline is its last beat plus the timeout, but the wheel only
+        knows the one armed at join or resume (heartbeats do not touch it): when that passes, a
+        session that beat since is armed again at its last beat plus the timeout."""
+        if now is None:
+            now = time.monotonic()
+        expired = self.wheel.advance(now)
+        sessions, lane, timeout_s = self.local.sessions, self.lane, self.timeout_s
         for session_id in expired:
-            session = self.local.sessions.get(session_id)
+            session = sessions.get(session_id)
             if session is not None:
                 if session.client is not None:
+                    last = lane.last_beat(session_id)
+                    if last is not None and last + timeout_s > now:
+                        self.wheel.add(session_id, last + timeout_s)
+                        continue
                     self.end(session, events.TIMEOUT)
                 else:
                     self.end(session, events.NODE_LOST if session.lost else events.DISCONNECT)
@@ -390,8 +383,11 @@ class SessionLifecycle:
                 hello,
                 entry.get("ip", ""),
                 entry.get("connectedAt", now),
+                self.lane,
             )
-            session.last_heartbeat_at = entry["lastHeartbeatAt"]
+            # Its newest heartbeat as Redis kept it; no connection until its client resumes it.
+            self.lane.add_session(session_id, -1, room.key, entry["lastHeartbeatAt"], time.monotonic())
+            self.lane.detach(session_id)
             session.node_id = self.node_id
             session.lost = True
             room.sessions[session_id] = session
@@ -422,6 +418,7 @@ class SessionLifecycle:
             if sessions.get(session.session_id) is not session:
                 continue  # ended meanwhile: its LEAVE is already queued
             room = session.room
+            last_beat, latency, *_ = session.figures()
             yield LiveSession(
                 room.room_id,
                 room.tenant,
@@ -429,8 +426,8 @@ class SessionLifecycle:
                 room.capacity,
                 session.session_id,
                 session.user_id,
-                session.last_heartbeat_at,
-                session.latency_ms,
+                last_beat,
+                latency,
                 ttl_s,
                 session.static_fields(),
             )

@@ -12,7 +12,7 @@ import time
 
 import orjson
 
-from spidi_core import FrameError, FrameParser, serialize_frame
+from spidi_core import FrameError, FrameParser, HeartbeatLane, serialize_frame
 
 from ..auth import Claims, TokenVerifier
 from ..errors import (
@@ -73,7 +73,7 @@ class StompConnection:
         "max_subscriptions",
         "outbox",
         "outbox_bytes",
-        "last_received",
+        "_last_received",
         "last_sent",
         "message_seq",
         "stomp_heartbeat_ms",
@@ -81,7 +81,8 @@ class StompConnection:
         "created",
         "rate",
         "burst",
-        "tokens",
+        "lane",
+        "lane_key",
         "refused",
     )
 
@@ -111,20 +112,37 @@ class StompConnection:
         self.max_subscriptions = max_subscriptions
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
-        self.created = self.last_received = time.monotonic()
-        self.last_sent = self.last_received
+        self.created = self._last_received = time.monotonic()
+        self.last_sent = self.created
         self.message_seq = 0
         self.stomp_heartbeat_ms = stomp_heartbeat_ms
         self.close_reason: tuple[int, str] | None = None
-        self.rate = 0.0  # frames per second allowed, sustained; 0 = no limit (see limit_rate)
+        self.rate = 0.0  # frames per second allowed, sustained; 0 = no limit (see use_lane)
         self.burst = 0.0
-        self.tokens = 0.0
+        # The heartbeat lane that keeps this connection's token bucket and last_received (one
+        # bucket for the frames seen here and the heartbeats the lane answers without them).
+        self.lane: HeartbeatLane | None = None
+        self.lane_key = 0
         self.refused: ConnectionFatalError | None = None  # the hardening limit that ended it, if any
 
-    def limit_rate(self, per_second: float, burst: int) -> None:
-        """Token bucket on incoming frames: ``burst`` at once, refilled at ``per_second``."""
+    def use_lane(self, lane: HeartbeatLane, key: int, per_second: float = 0.0, burst: float = 0.0) -> None:
+        """Keep the token bucket (``burst`` frames at once, refilled at ``per_second``; 0: no
+        limit) and ``last_received`` in ``lane`` under ``key`` (opened here, closed by the owner)."""
         self.rate = float(per_second)
-        self.burst = self.tokens = float(burst)
+        self.burst = float(burst)
+        self.lane = lane
+        self.lane_key = key
+        lane.open(key, self.rate, self.burst, time.monotonic())
+
+    def limit_rate(self, per_second: float, burst: int) -> None:
+        """Token bucket on incoming frames, for a connection without a node's lane: a lane of its own."""
+        self.use_lane(self.lane or HeartbeatLane((1.0,), 0), self.lane_key or 1, per_second, burst)
+
+    @property
+    def last_received(self) -> float:
+        """Monotonic seconds of the last message from the client (the lane's answered ones too)."""
+        lane = self.lane
+        return self._last_received if lane is None else lane.last_received(self.lane_key)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -152,23 +170,19 @@ class StompConnection:
             code = 1009 if exc.reason == "frame-too-large" else 1002
             self._fail(ProtocolError(f"malformed frame ({exc.reason}): {exc}", code))
             return events
-        if self.rate:
-            # Token bucket, a few float operations: each frame costs one token (a message of bare
-            # heart-beat EOLs, one), refilled at ``rate`` per second up to ``burst``.
-            tokens = self.tokens + (now - self.last_received) * self.rate
-            if tokens > self.burst:
-                tokens = self.burst
-            tokens -= len(frames) or 1
-            self.tokens = tokens
-            if tokens < 0:
-                self.last_received = now
-                self._fail(
-                    RateLimitError(
-                        f"message rate limit exceeded: at most {self.rate:g} frames/s (bursts of {self.burst:g})"
-                    )
+        lane = self.lane
+        if lane is None:
+            self._last_received = now
+        elif not lane.charge(self.lane_key, now, len(frames)):
+            # Token bucket: each frame costs one token (a message of bare heart-beat EOLs, one),
+            # refilled at ``rate`` per second up to ``burst``; the lane spends them for the
+            # heartbeats it answers too.
+            self._fail(
+                RateLimitError(
+                    f"message rate limit exceeded: at most {self.rate:g} frames/s (bursts of {self.burst:g})"
                 )
-                return events
-        self.last_received = now
+            )
+            return events
         for frame in frames:
             try:
                 event = self._handle(frame)

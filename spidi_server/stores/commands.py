@@ -12,8 +12,8 @@ then sends. An operation is a tuple whose first item is its kind:
     ("capacity", room_id, capacity)
     ("marker",)                                  the node's marker (stores/recovery.py) and its NODES entry
 
-Heartbeats are not operations: they are kept per room, newest per session, and written as one
-heartbeats.lua call per room. The spill file stores operations as JSON lists (stores/recovery.py).
+Heartbeats are not operations: they come packed per room (heartbeats.lua's argument, see
+``HotStore._take``) and are written as one heartbeats.lua call per room. The spill file stores operations as JSON lists (stores/recovery.py).
 """
 
 from __future__ import annotations
@@ -105,8 +105,7 @@ def build(
             pipe.sadd(keys.NODES, node_id)  # FLUSHALL took the node off the reapers' list too
             commands += 2
             marks = True
-    for room_id, room_beats in beats.items():
-        packed = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()])
+    for room_id, packed in beats.items():
         scripts.queue(pipe, "heartbeats", [keys.room_online(room_id), keys.room_latency(room_id)], [packed])
         commands += 1
     # Announcements last: whoever hears one and reads Redis sees every write it announces.

@@ -4,7 +4,10 @@ Writers (the presence layer) call the synchronous ``join`` / ``heartbeat`` / ``l
 they only append to in-memory buffers and wake the flusher. One flusher task sends everything
 buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
 flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
-are coalesced per session (only the newest matters) and written per room as one ZADD and one HSET.
+are coalesced per session (only the newest matters) and written per room as one heartbeats.lua
+call. They come from the node's heartbeat lane (``BeatSource``: already packed per room, newest per
+session), which the flusher drains with each pipeline; it is looked at every flush interval, so a
+heartbeat never wakes anything by itself.
 Reads (stores/reads.py) go through ``flush()`` first, so they see every write made before them.
 
 A join is the one write whose answer matters: the join script refuses a session when the room
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -62,6 +65,16 @@ class LiveSession(NamedTuple):
     latency_ms: float | None  # the newest reported latency
     ttl_s: int
     fields: dict  # the session hash
+
+
+class BeatSource(Protocol):
+    """Where heartbeats wait for the flusher (``presence.beats.LaneDrain``, over the node's lane)."""
+
+    def pending(self) -> int: ...  # heartbeats waiting (one per session at most)
+
+    # room id -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines), newest per session;
+    # what it hands out is the flusher's from then on.
+    def take_beats(self) -> dict[str, bytes]: ...
 
 
 class PendingJoin:
@@ -126,7 +139,12 @@ class HotStore:
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
         self._ops: list[tuple] = []
-        self._beats: dict[str, dict[str, tuple[int, float]]] = {}
+        # Heartbeats not in a source: written directly (``heartbeat``), re-asserted, or back from
+        # a failed batch; room id -> session id -> (ms, latency), the newest winning.
+        self._beats: dict[str, dict[str, tuple]] = {}
+        self.beat_sources: list[BeatSource] = []  # drained with every pipeline (add_beat_source)
+        self._beat_check_s = max(min_interval_s, 0.005)  # how often the sources are looked at
+        self._beat_watch: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
@@ -156,7 +174,27 @@ class HotStore:
             self._wake.set()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._flusher(), name="spidi-redis-flusher")
+        self._beat_watch = loop.create_task(self._watch_beats(), name="spidi-redis-beats")
         self._ticker = loop.create_task(self.recovery.tick(), name="spidi-redis-marker")
+
+    def add_beat_source(self, source: BeatSource) -> None:
+        """Drain ``source``'s heartbeats with every pipeline (a presence's lane)."""
+        self.beat_sources.append(source)
+
+    async def _watch_beats(self) -> None:
+        """Wake the flusher when a source holds heartbeats: looked at once per flush interval, so
+        a heartbeat costs nothing here however many arrive."""
+        sources = self.beat_sources
+        while True:
+            await asyncio.sleep(self._beat_check_s)
+            if not self._wake.is_set():
+                for source in sources:
+                    if source.pending():
+                        self._wake.set()
+                        break
+
+    def _beats_pending(self) -> int:
+        return sum(source.pending() for source in self.beat_sources)
 
     def watch_marker(self, key: str) -> None:
         """Own ``key`` in Redis from now on and check every second that Redis still holds it.
@@ -296,7 +334,7 @@ class HotStore:
     @property
     def pending(self) -> int:
         """Operations waiting for the next pipeline."""
-        return len(self._ops) + sum(len(b) for b in self._beats.values())
+        return len(self._ops) + sum(len(b) for b in self._beats.values()) + self._beats_pending()
 
     @property
     def buffered(self) -> int:
@@ -350,7 +388,7 @@ class HotStore:
                 ops, beats = self._take()
             check = recovery.marker_due and self.marker_key is not None and not self._closing
             recovery.marker_due = False
-            drained = spill_read is None and not self._ops and not self._beats
+            drained = spill_read is None and not self._ops and not self._beats and not self._beats_pending()
             ok = True
             if ops or beats or check:
                 started = time.perf_counter()
@@ -425,7 +463,9 @@ class HotStore:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(ok)
-            if self._closing and (not ok or (not self._ops and not self._beats)):
+            if self._closing and (
+                not ok or (not self._ops and not self._beats and not self._beats_pending())
+            ):
                 for waiter in self._waiters:
                     if not waiter.done():
                         waiter.set_result(ok)
@@ -467,15 +507,28 @@ class HotStore:
         self.recovery.unreachable(RedisTimeoutError(error))
         log.error("%s", error)
 
-    def _take(self) -> tuple[list[tuple], dict]:
+    def _take(self) -> tuple[list[tuple], dict[str, bytes]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
-        only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join)."""
+        only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join).
+
+        Heartbeats are packed per room (heartbeats.lua's argument): those kept here first, then
+        each source's, newer, after them (the script applies them in order, so the newest wins).
+        The sources are drained before the operations are taken: what a source queues while
+        handing its beats out (TTL refreshes) travels with them."""
         if len(self._ops) > _MAX_BATCH_OPS:
             ops = self._ops[:_MAX_BATCH_OPS]
             del self._ops[:_MAX_BATCH_OPS]
             return ops, {}
+        beats: dict[str, bytes] = {}
+        if self._beats:
+            kept, self._beats = self._beats, {}
+            for room_id, room_beats in kept.items():
+                beats[room_id] = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()]).encode()
+        for source in self.beat_sources:
+            for room_id, packed in source.take_beats().items():
+                older = beats.get(room_id)
+                beats[room_id] = packed if older is None else older + b"\n" + packed
         ops, self._ops = self._ops, []
-        beats, self._beats = self._beats, {}
         return ops, beats
 
     def _answer_joins(self, joins: list, results: list) -> None:
@@ -499,11 +552,15 @@ class HotStore:
         if self._ops:
             self._wake.set()
 
-    def _requeue(self, ops: list[tuple], beats: dict) -> None:
-        """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
+    def _requeue(self, ops: list[tuple], beats: dict[str, bytes]) -> None:
+        """Put a failed batch back in front of what arrived since, newest heartbeat winning
+        (the sources' beats, not taken yet, are newer still and go after these)."""
         self._ops[:0] = ops
-        for room_id, room_beats in beats.items():
-            merged = dict(room_beats)
+        for room_id, packed in beats.items():
+            merged = {}
+            for line in packed.decode().split("\n"):
+                sid, ms, latency = line.split(" ")
+                merged[sid] = (ms, latency)  # a later line of the same session is newer
             merged.update(self._beats.get(room_id, {}))
             self._beats[room_id] = merged
 
@@ -554,7 +611,11 @@ class HotStore:
                 await asyncio.wait_for(self._task, 1.0)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-        tasks = [t for t in (self._ticker, *self.recovery.tasks) if t is not None and not t.done()]
+        tasks = [
+            t
+            for t in (self._ticker, self._beat_watch, *self.recovery.tasks)
+            if t is not None and not t.done()
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,6 +42,7 @@ class FakeClient:
         ip: str = "10.0.0.1",
     ):
         self.conn_id = f"c-{next(_ids)}"
+        self.lane_key = next(_ids)  # never opened in the lane: heartbeats take the full path
         self.ip = ip
         self.sessions: set = set()
         self.pushes = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spidi_core import HeartbeatLane
 from spidi_server.presence.model import Room, RoomSample, Session, Subscription, minute, public_metrics
 from spidi_server.protocol.payloads import HelloPayload
 from spidi_server.rooms import RoomDef
@@ -41,9 +42,19 @@ def test_session_takes_its_fields_from_the_checked_hello():
 
 
 def test_session_history_events():
-    session = make_session()
+    lane = HeartbeatLane((5.0, 50.0), 1_000)
+    session = Session("s-1", Room(ROOM, 1), "ann", HELLO, "10.0.0.1", 1_000, lane)
+    lane.add_session("s-1", 7, 1, 1_000, 0.0)
+    lane.beat("s-1", 10.0, 2_000, 1.0)
+    lane.beat("s-1", 20.0, 3_000, 2.0)  # the figures are the lane's
     session.node_id = "n-1"
-    session.heartbeats, session.latency_sum, session.latency_min, session.latency_max = 2, 30.0, 10.0, 20.0
+    assert (session.heartbeats, session.latency_sum, session.latency_min, session.latency_max) == (
+        2,
+        30.0,
+        10.0,
+        20.0,
+    )
+    assert session.entry()["lastHeartbeatAt"] == 3_000 and session.entry()["latencyMs"] == 20.0
     started = session.started_event()
     assert started["kind"] == events.SESSION_STARTED and started["node_id"] == "n-1"
     checkpoint = session.checkpoint_event()
@@ -51,6 +62,9 @@ def test_session_history_events():
     ended = session.end_event("leave", 5_000)
     assert ended["kind"] == events.SESSION_ENDED and ended["reason"] == "leave" and ended["ended_at"] == 5_000
     assert ended["latency_max"] == 20.0 and ended["room_code"] == "lobby"
+    session.close_figures()
+    lane.remove_session("s-1")  # a session that left the lane keeps its last figures
+    assert session.end_event("leave", 5_000)["heartbeats"] == 2 and session.last_heartbeat_at == 3_000
 
 
 def test_room_idle_and_observed():

@@ -89,6 +89,7 @@ async def test_heartbeat_updates_the_session_and_redis(presence, client_factory,
         30.0,
     )
     room = presence.rooms[LOBBY]
+    presence.sample_rooms()  # the room's latencies gather in the lane until sampled
     assert room.sample.latency_count == 2 and sum(room.sample.hist) == 2
     await store.flush()
     assert float(redis_sync.hget(keys.room_latency(LOBBY), sid)) == 30.0
@@ -169,3 +170,63 @@ async def test_end_all_and_live_sessions(presence, client_factory):
     presence.end_all()
     assert not presence.sessions and not presence.rooms
     assert list(presence.live_sessions()) == []
+
+
+# -- liveness without a wheel touch per heartbeat ----------------------------------------------
+
+
+async def test_a_session_that_keeps_beating_is_not_expired_one_that_stops_is(presence, client_factory):
+    client = client_factory()
+    sid = (await join(presence, client))["sessionId"]
+    lane, timeout = presence.lane, presence.lifecycle.timeout_s
+    start = time.monotonic()
+    # Beats (at the times the lane would stamp them) every third of the timeout, for three
+    # timeouts: the wheel's armed deadline passes again and again, and is re-armed each time.
+    t = start
+    for _ in range(9):
+        t += timeout / 3
+        lane.beat(sid, 5.0, int(time.time() * 1000), t)
+        presence.expire(t + 0.05)
+        assert sid in presence.sessions
+    last = t
+    presence.expire(last + timeout - 0.15)  # silent, but its last beat is not a timeout old yet
+    assert sid in presence.sessions
+    presence.expire(last + timeout + 0.1)  # within timeout + one tick of the wheel
+    assert sid not in presence.sessions
+    assert {"type": "SESSION_ENDED", "sessionId": sid, "reason": "timeout"} in client.messages(
+        dest.USER_SESSION
+    )
+
+
+async def test_a_closed_connection_ends_after_the_grace_period_whatever_its_last_beat(
+    presence_factory, client_factory
+):
+    presence = presence_factory(grace_period_ms=2_000)
+    client = client_factory()
+    sid = (await join(presence, client))["sessionId"]
+    presence.heartbeat(client, sid, 3.0)
+    presence.client_closed(client, clean=False)
+    # A beat a moment ago would keep a connected session a whole timeout longer; not this one.
+    presence.expire(time.monotonic() + 2.2)
+    assert sid not in presence.sessions
+    assert presence.metrics.sessions_ended.labels(reason="disconnect")._value.get() == 1
+
+
+async def test_a_ttl_refresh_is_due_once_per_half_timeout(presence, client_factory, store, redis_sync):
+    client = client_factory()
+    sid = (await join(presence, client))["sessionId"]
+    await store.flush()
+    key = keys.session(LOBBY, sid)
+    started = presence.sessions[sid].connected_at
+    half = presence.settings.heartbeat_timeout_ms // 2
+    redis_sync.expire(key, 5)
+    presence.lane.beat(sid, 3.0, started + half - 1, time.monotonic())  # not due yet
+    assert await store.flush()
+    assert 0 < redis_sync.ttl(key) <= 5
+    presence.lane.beat(sid, 3.0, started + half + 1, time.monotonic())  # due: renewed
+    assert await store.flush()
+    assert redis_sync.ttl(key) > 5
+    redis_sync.expire(key, 5)
+    presence.lane.beat(sid, 3.0, started + half + 2, time.monotonic())  # renewed a moment ago
+    assert await store.flush()
+    assert 0 < redis_sync.ttl(key) <= 5
