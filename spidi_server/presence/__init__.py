@@ -71,7 +71,14 @@ class Presence:
         self.metrics = metrics
         # Every session's heartbeat figures, whichever path its heartbeats take; a TTL refresh
         # is due at most every half timeout, as when each heartbeat checked it.
-        self.lane = HeartbeatLane(events.LATENCY_BUCKETS_MS, settings.heartbeat_timeout_ms // 2)
+        # The lane refuses what the configured STOMP parser would refuse (the full path answers it).
+        self.lane = HeartbeatLane(
+            events.LATENCY_BUCKETS_MS,
+            settings.heartbeat_timeout_ms // 2,
+            max_frame_size=settings.max_frame_size,
+            max_headers=settings.max_headers,
+            max_header_line=settings.max_header_line,
+        )
         self.sampling = Sampling(store, node_id, settings.history, self.lane)
         self.local = LocalState(store, metrics, self.sampling, self.lane)
         self.crossnode = CrossNode(self.local)
