@@ -13,13 +13,13 @@ import pytest
 import websockets
 from websockets.protocol import State
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client, connected
 
 GOOD_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import connected, encode
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 
