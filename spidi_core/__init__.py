@@ -1,7 +1,7 @@
-"""Spidi's hot path: the STOMP 1.2 frame codec and the heartbeat timing wheel.
+"""Spidi's hot path: WebSocket framing, the STOMP 1.2 frame codec and the heartbeat timing wheel.
 
 Each piece has a pure-Python reference (``*Py``) and a Cython build (``*C``). The plain names
-(``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``) are the Cython ones unless the
+(``WsStream``, ``encode_text``, ``FrameParser``, ``serialize_frame``, ``HeartbeatWheel``, ...) are the Cython ones unless the
 extensions are missing or ``SPIDI_NO_EXTENSIONS=1`` is set, which selects the references.
 """
 
@@ -11,6 +11,7 @@ from .errors import FrameError
 from .frame import Frame
 from .frames_py import FrameParserPy, serialize_frame_py
 from .wheel_py import HeartbeatWheelPy
+from .ws_py import WsStreamPy, encode_close_py, encode_frames_py, encode_text_py
 
 try:
     from ._frames_c import FrameParserC, serialize_frame_c
@@ -32,6 +33,12 @@ else:
     serialize_frame = serialize_frame_py
     HeartbeatWheel = HeartbeatWheelPy
 
+# The Cython WsStream follows; until then the reference serves in both modes.
+WsStream = WsStreamPy
+encode_text = encode_text_py
+encode_frames = encode_frames_py
+encode_close = encode_close_py
+
 __all__ = [
     "Frame",
     "FrameError",
@@ -43,6 +50,14 @@ __all__ = [
     "HeartbeatWheelC",
     "HeartbeatWheelPy",
     "USE_EXTENSIONS",
+    "WsStream",
+    "WsStreamPy",
+    "encode_close",
+    "encode_close_py",
+    "encode_frames",
+    "encode_frames_py",
+    "encode_text",
+    "encode_text_py",
     "serialize_frame",
     "serialize_frame_c",
     "serialize_frame_py",
