@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from spidi_core import WsStream, encode_frames
 
+from ..errors import InvalidTextError
 from .admission import Admission, refusal_headers, server_ssl_context
 from .handshake import (
     Refusal,
@@ -192,7 +193,12 @@ class NativeConnection(asyncio.Protocol):
             return  # done already
         self.closing = True
         self._report_closed()
-        if self.stream.error is not None:
+        error = self.stream.error
+        if error is not None:
+            if error[0] == 1007:
+                # Invalid UTF-8 in a text message fails the connection here (RFC 6455 8.1), before
+                # the STOMP codec sees it: counted under the codec's reason all the same.
+                self.owner.host.metrics.refusals.labels(reason=InvalidTextError.reason).inc()
             self._linger()  # the client may still be sending: read until it hangs up
         else:
             # The close handshake is complete: the server closes TCP first (RFC 6455 7.1.1).
