@@ -15,6 +15,7 @@ macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
 extensions = [
     Extension("spidi_core._frames_c", ["spidi_core/_frames_c.pyx"], define_macros=macros),
     Extension("spidi_core._wheel_c", ["spidi_core/_wheel_c.pyx"], define_macros=macros),
+    Extension("spidi_core._ws_c", ["spidi_core/_ws_c.pyx"], define_macros=macros),
 ]
 
 setup(

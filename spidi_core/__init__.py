@@ -16,10 +16,12 @@ from .ws_py import WsStreamPy, encode_close_py, encode_frames_py, encode_text_py
 try:
     from ._frames_c import FrameParserC, serialize_frame_c
     from ._wheel_c import HeartbeatWheelC
+    from ._ws_c import WsStreamC, encode_close_c, encode_frames_c, encode_text_c
 
     HAVE_EXTENSIONS = True
 except ImportError:  # not built: the references serve
     FrameParserC = serialize_frame_c = HeartbeatWheelC = None
+    WsStreamC = encode_text_c = encode_frames_c = encode_close_c = None
     HAVE_EXTENSIONS = False
 
 USE_EXTENSIONS = HAVE_EXTENSIONS and os.environ.get("SPIDI_NO_EXTENSIONS", "") not in ("1", "true", "yes")
@@ -28,16 +30,18 @@ if USE_EXTENSIONS:
     FrameParser = FrameParserC
     serialize_frame = serialize_frame_c
     HeartbeatWheel = HeartbeatWheelC
+    WsStream = WsStreamC
+    encode_text = encode_text_c
+    encode_frames = encode_frames_c
+    encode_close = encode_close_c
 else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
     HeartbeatWheel = HeartbeatWheelPy
-
-# The Cython WsStream follows; until then the reference serves in both modes.
-WsStream = WsStreamPy
-encode_text = encode_text_py
-encode_frames = encode_frames_py
-encode_close = encode_close_py
+    WsStream = WsStreamPy
+    encode_text = encode_text_py
+    encode_frames = encode_frames_py
+    encode_close = encode_close_py
 
 __all__ = [
     "Frame",
@@ -51,12 +55,16 @@ __all__ = [
     "HeartbeatWheelPy",
     "USE_EXTENSIONS",
     "WsStream",
+    "WsStreamC",
     "WsStreamPy",
     "encode_close",
+    "encode_close_c",
     "encode_close_py",
     "encode_frames",
+    "encode_frames_c",
     "encode_frames_py",
     "encode_text",
+    "encode_text_c",
     "encode_text_py",
     "serialize_frame",
     "serialize_frame_c",

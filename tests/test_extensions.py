@@ -27,6 +27,10 @@ PAIRS = {
     "FrameParser": ("FrameParserC", "FrameParserPy"),
     "serialize_frame": ("serialize_frame_c", "serialize_frame_py"),
     "HeartbeatWheel": ("HeartbeatWheelC", "HeartbeatWheelPy"),
+    "WsStream": ("WsStreamC", "WsStreamPy"),
+    "encode_text": ("encode_text_c", "encode_text_py"),
+    "encode_frames": ("encode_frames_c", "encode_frames_py"),
+    "encode_close": ("encode_close_c", "encode_close_py"),
 }
 
 _REPORT = """
@@ -53,7 +57,7 @@ def _chosen_in_fresh_interpreter(no_extensions: str | None) -> list[str]:
     return done.stdout.split("\n")[:-1]
 
 
-@pytest.mark.parametrize("name", ["spidi_core._frames_c", "spidi_core._wheel_c"])
+@pytest.mark.parametrize("name", ["spidi_core._frames_c", "spidi_core._wheel_c", "spidi_core._ws_c"])
 def test_the_extension_is_built_and_imports(name):
     # Imported directly: a build that does not load says why here, instead of falling back.
     module = importlib.import_module(name)

@@ -1,0 +1,473 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""RFC 6455 WebSocket framing, server side: Cython build of ``ws_py`` (the specification).
+
+Same behaviour as the reference, message for message and close code for close code; only the
+mechanics differ. Headers are read from the caller's bytes in place; only an incomplete frame's
+bytes are copied, into a malloc'd buffer grown on demand and freed as soon as the stream is
+idle again. Payloads are unmasked 8 bytes at a time with a 64-bit mask, a small message straight
+onto the stack (so the fast lane can look at it without a Python object), and text is checked
+with a UTF-8 DFA whose state is carried across fragments.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove
+
+__all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c"]
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* Bjoern Hoehrmann's UTF-8 DFA (http://bjoern.hoehrmann.de/utf-8/decoder/dfa/): byte
+       classes, then transitions. State 0 accepts, 12 rejects; anything else is mid-sequence.
+       It rejects at the first byte that cannot continue a valid sequence (overlongs,
+       surrogates and code points above U+10FFFF included). */
+    static const uint8_t spidi_utf8d[] = {
+      0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+      0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+      0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+      0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+      1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,
+      7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,
+      8,8,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,
+      10,3,3,3,3,3,3,3,3,3,3,3,3,4,3,3,11,6,6,6,5,8,8,8,8,8,8,8,8,8,8,8,
+      0,12,24,36,60,96,84,12,12,12,48,72,12,12,12,12,12,12,12,12,12,12,12,12,
+      12,0,12,12,12,12,12,0,12,0,12,12,12,24,12,12,12,12,12,24,12,24,12,12,
+      12,12,12,12,12,12,12,24,12,12,12,12,12,24,12,12,12,12,12,12,12,24,12,12,
+      12,12,12,12,12,12,12,36,12,36,12,12,12,36,12,12,12,12,12,36,12,36,12,12,
+      12,36,12,12,12,12,12,12,12,12,12,12,
+    };
+
+    /* Advance the DFA over n bytes; ASCII runs are skipped 8 bytes at a time. */
+    static uint32_t spidi_utf8_run(uint32_t state, const unsigned char *s, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        uint64_t w;
+        while (i < n) {
+            if (state == 0) {
+                while (i + 8 <= n) {
+                    memcpy(&w, s + i, 8);
+                    if (w & 0x8080808080808080ULL) break;
+                    i += 8;
+                }
+                if (i == n) break;
+            }
+            state = spidi_utf8d[256 + state + spidi_utf8d[s[i]]];
+            if (state == 12) return 12;
+            i++;
+        }
+        return state;
+    }
+
+    /* dst = src XOR the repeating 4-byte mask; dst may equal src. */
+    static void spidi_unmask(unsigned char *dst, const unsigned char *src, Py_ssize_t n,
+                             const unsigned char *mask) {
+        uint32_t m32;
+        uint64_t m64, w;
+        Py_ssize_t i = 0;
+        memcpy(&m32, mask, 4);
+        m64 = ((uint64_t)m32 << 32) | m32;  /* the mask's bytes twice, in memory order */
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, src + i, 8);
+            w ^= m64;
+            memcpy(dst + i, &w, 8);
+        }
+        for (; i < n; i++) dst[i] = src[i] ^ mask[i & 3];
+    }
+
+    static uint64_t spidi_be64(const unsigned char *p) {
+        uint64_t v = 0;
+        int i;
+        for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+        return v;
+    }
+
+    /* A server frame header (FIN, no mask) for opcode and length; returns its size. */
+    static Py_ssize_t spidi_header(unsigned char *h, int opcode, uint64_t n) {
+        int i;
+        h[0] = (unsigned char)(0x80 | opcode);
+        if (n < 126) { h[1] = (unsigned char)n; return 2; }
+        if (n < 65536) { h[1] = 126; h[2] = (unsigned char)(n >> 8); h[3] = (unsigned char)n; return 4; }
+        h[1] = 127;
+        for (i = 0; i < 8; i++) h[2 + i] = (unsigned char)(n >> (56 - 8 * i));
+        return 10;
+    }
+    """
+    uint32_t spidi_utf8_run(uint32_t state, const unsigned char *s, Py_ssize_t n) nogil
+    void spidi_unmask(unsigned char *dst, const unsigned char *src, Py_ssize_t n,
+                      const unsigned char *mask) nogil
+    uint64_t spidi_be64(const unsigned char *p) nogil
+    Py_ssize_t spidi_header(unsigned char *h, int opcode, uint64_t n) nogil
+
+cdef enum:
+    OPEN = 0
+    CLOSING = 1
+    CLOSED = 2
+    OP_CONT = 0
+    OP_TEXT = 1
+    OP_BINARY = 2
+    OP_CLOSE = 8
+    OP_PING = 9
+    OP_PONG = 10
+    UTF8_ACCEPT = 0
+    UTF8_REJECT = 12
+    NO_STATUS = 1005
+    MAX_CLOSE_REASON = 123
+    # A single-frame message up to this size is unmasked on the stack: no allocation before the
+    # message is handed out (or taken by the fast lane).
+    STACK_BYTES = 1024
+
+# Limits are clamped so length arithmetic cannot overflow; no real message gets near it.
+cdef Py_ssize_t LIMIT_CAP = (<Py_ssize_t>1) << 56
+
+cdef inline bint _valid_close_code(int code) noexcept:
+    """A close code a peer may put on the wire (RFC 6455 7.4.1, the IANA registry, 3000-4999)."""
+    return (1000 <= code <= 1003) or (1007 <= code <= 1014) or (3000 <= code < 5000)
+
+
+cdef int _grow(unsigned char **buf, Py_ssize_t *cap, Py_ssize_t need) except -1:
+    """Make ``*buf`` hold at least ``need`` bytes (doubling, at least 256)."""
+    cdef Py_ssize_t size
+    cdef unsigned char *grown
+    if need <= cap[0]:
+        return 0
+    size = cap[0] * 2
+    if size < need:
+        size = need
+    if size < 256:
+        size = 256
+    grown = <unsigned char *>realloc(buf[0], size)
+    if grown == NULL:
+        raise MemoryError()
+    buf[0] = grown
+    cap[0] = size
+    return 0
+
+
+cdef bytes _frame(int opcode, const unsigned char *payload, Py_ssize_t n):
+    cdef unsigned char head[10]
+    cdef Py_ssize_t h = spidi_header(head, opcode, n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, h + n)
+    cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
+    memcpy(dst, head, h)
+    if n:
+        memcpy(dst + h, payload, n)
+    return out
+
+
+def encode_text_c(bytes payload) -> bytes:
+    """One unmasked text frame with FIN set carrying ``payload``."""
+    return _frame(OP_TEXT, <const unsigned char *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+def encode_frames_c(list chunks) -> bytes:
+    """Each chunk as one text frame, concatenated, so a batch costs one ``transport.write``."""
+    cdef Py_ssize_t total = 0, n, at = 0
+    cdef unsigned char head[10]
+    cdef bytes chunk, out
+    cdef unsigned char *dst
+    for chunk in chunks:
+        n = PyBytes_GET_SIZE(chunk)
+        total += n + (2 if n < 126 else 4 if n < 65536 else 10)
+    out = PyBytes_FromStringAndSize(NULL, total)
+    dst = <unsigned char *>PyBytes_AS_STRING(out)
+    for chunk in chunks:
+        n = PyBytes_GET_SIZE(chunk)
+        at += spidi_header(dst + at, OP_TEXT, n)
+        memcpy(dst + at, PyBytes_AS_STRING(chunk), n)
+        at += n
+    return out
+
+
+def encode_close_c(int code, str reason) -> bytes:
+    """A close frame with ``code`` and ``reason`` (UTF-8, cut at a character boundary to fit 123
+    bytes); code 1005 ("no status") gives an empty close frame."""
+    if code == NO_STATUS:
+        return b"\x88\x00"
+    cdef bytes raw = reason.encode("utf-8")
+    if PyBytes_GET_SIZE(raw) > MAX_CLOSE_REASON:
+        raw = raw[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
+    cdef bytes payload = code.to_bytes(2, "big") + raw
+    return _frame(OP_CLOSE, <const unsigned char *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+cdef class WsStreamC:
+    """RFC 6455 server-side frame stream of one connection (Cython build of ``WsStreamPy``).
+
+    ``feed(data)`` returns the data messages completed; ``take_output()`` the frames to send.
+    ``state`` is OPEN (0), CLOSING (1) or CLOSED (2); ``error`` the (code, reason) we failed the
+    connection with; ``peer_close`` the peer's (code, reason), 1005 when its close had no code.
+    """
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._buf_len = 0
+        self._buf_cap = 0
+        self._frag = NULL
+        self._frag_size = 0
+        self._frag_cap = 0
+
+    def __init__(self, Py_ssize_t max_message):
+        if max_message < 0:
+            raise ValueError("max_message must be >= 0")
+        self.max_message = max_message if max_message < LIMIT_CAP else LIMIT_CAP
+        self.state = OPEN
+        self.peer_close = None
+        self.error = None
+        self._frag_op = 0
+        self._utf8 = UTF8_ACCEPT
+        self._out = None
+
+    def __dealloc__(self):
+        free(self._buf)
+        free(self._frag)
+
+    @property
+    def buffered(self):
+        """Bytes held for a partial frame or a fragmented message (0 when idle)."""
+        return self._buf_len + self._frag_size
+
+    def take_output(self) -> bytes:
+        """The frames queued since the last call (pongs, close frames), b"" if none."""
+        out = self._out
+        if out is None:
+            return b""
+        self._out = None
+        return bytes(out)
+
+    def close(self, int code, str reason) -> None:
+        """Start the closing handshake: queue our close frame; the stream becomes CLOSING."""
+        if self.state != OPEN:
+            return
+        self._queue(encode_close_c(code, reason))
+        self.state = CLOSING
+
+    def feed(self, bytes data) -> list:
+        """Consume bytes from the peer; return the data messages they complete, in order."""
+        if self.state == CLOSED:
+            return []
+        return self._feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef list _feed(self, const unsigned char *data, Py_ssize_t n):
+        cdef list messages = []
+        cdef Py_ssize_t off = 0, want, length, consumed, rest
+        cdef unsigned char b1
+        # A partial frame is held: top it up only to the end of that frame (so the rest of the
+        # chunk is still parsed in place), learning its size as its header completes.
+        while self._buf_len:
+            if off == n:
+                return messages
+            if self._buf_len < 2:
+                want = 2
+            else:
+                b1 = self._buf[1] & 0x7F
+                want = 6 if b1 < 126 else 8 if b1 == 126 else 14
+                if self._buf_len >= want:
+                    # The header was checked when it completed: the length is within the caps.
+                    if b1 < 126:
+                        length = b1
+                    elif b1 == 126:
+                        length = (self._buf[2] << 8) | self._buf[3]
+                    else:
+                        length = <Py_ssize_t>spidi_be64(self._buf + 2)
+                    want += length
+            want -= self._buf_len
+            if want > n - off:
+                want = n - off
+            _grow(&self._buf, &self._buf_cap, self._buf_len + want)
+            memcpy(self._buf + self._buf_len, data + off, want)
+            self._buf_len += want
+            off += want
+            consumed = self._run(self._buf, self._buf_len, messages)
+            if self.state == CLOSED:
+                break
+            if consumed:  # the held frame is done (it was all the buffer held)
+                self._buf_len = 0
+                free(self._buf)
+                self._buf = NULL
+                self._buf_cap = 0
+        if self.state != CLOSED and off < n:
+            consumed = self._run(data + off, n - off, messages)
+            rest = n - off - consumed
+            if rest and self.state != CLOSED:
+                _grow(&self._buf, &self._buf_cap, rest)
+                memcpy(self._buf, data + off + consumed, rest)
+                self._buf_len = rest
+        if self.state == CLOSED:
+            free(self._buf)
+            self._buf = NULL
+            self._buf_len = self._buf_cap = 0
+            self._end_fragments()
+        return messages
+
+    cdef Py_ssize_t _run(self, const unsigned char *p, Py_ssize_t n, list messages) except -1:
+        """Parse whole frames from ``p``; return how many leading bytes they took."""
+        cdef Py_ssize_t pos = 0, head, size
+        cdef uint64_t length
+        cdef unsigned char b0, b1, opcode
+        cdef bint fin, control
+        cdef const unsigned char *src
+        cdef const unsigned char *mask
+        cdef unsigned char *dst
+        cdef uint32_t utf8
+        cdef object payload
+        cdef unsigned char tmp[STACK_BYTES]
+        while n - pos >= 2:
+            b0 = p[pos]
+            b1 = p[pos + 1]
+            opcode = b0 & 0x0F
+            if not (opcode <= OP_BINARY or (opcode >= OP_CLOSE and opcode <= OP_PONG)):
+                self._fail(1002, "invalid opcode")
+                break
+            if not b1 & 0x80:
+                self._fail(1002, "unmasked frame")
+                break
+            length = b1 & 0x7F
+            head = 6
+            if length == 126:
+                head = 8
+                if n - pos < 4:
+                    break
+                length = (p[pos + 2] << 8) | p[pos + 3]
+            elif length == 127:
+                head = 14
+                if n - pos < 10:
+                    break
+                length = spidi_be64(p + pos + 2)
+                if length >> 63:
+                    self._fail(1002, "frame length too large")
+                    break
+            control = opcode >= OP_CLOSE
+            if control:
+                if length > 125:
+                    self._fail(1002, "control frame too long")
+                    break
+            elif <uint64_t>self._frag_size + length > <uint64_t>self.max_message:
+                self._fail(1009, "message too big")
+                break
+            if b0 & 0x70:
+                self._fail(1002, "reserved bits set")
+                break
+            fin = b0 & 0x80
+            if control:
+                if not fin:
+                    self._fail(1002, "fragmented control frame")
+                    break
+            elif opcode == OP_CONT:
+                if not self._frag_op:
+                    self._fail(1002, "unexpected continuation frame")
+                    break
+            elif self._frag_op:
+                self._fail(1002, "expected a continuation frame")
+                break
+            size = <Py_ssize_t>length
+            if n - pos < head + size:
+                break
+            mask = p + pos + head - 4
+            src = p + pos + head
+            pos += head + size
+            if control:
+                if opcode == OP_PING:
+                    if self.state == OPEN:
+                        spidi_unmask(tmp, src, size, mask)
+                        self._queue(_frame(OP_PONG, tmp, size))
+                elif opcode == OP_CLOSE:
+                    spidi_unmask(tmp, src, size, mask)
+                    self._on_close(tmp, size)
+                    break
+            elif fin and opcode != OP_CONT:
+                if size <= STACK_BYTES:
+                    dst = tmp
+                    payload = None
+                else:
+                    payload = PyBytes_FromStringAndSize(NULL, size)
+                    dst = <unsigned char *>PyBytes_AS_STRING(payload)
+                spidi_unmask(dst, src, size, mask)
+                if opcode == OP_TEXT and spidi_utf8_run(UTF8_ACCEPT, dst, size) != UTF8_ACCEPT:
+                    self._fail(1007, "invalid UTF-8")
+                    break
+                self._message(messages, dst, size, opcode == OP_TEXT, payload)
+            else:
+                if opcode != OP_CONT:
+                    self._frag_op = opcode
+                    self._utf8 = UTF8_ACCEPT
+                _grow(&self._frag, &self._frag_cap, self._frag_size + size)
+                dst = self._frag + self._frag_size
+                spidi_unmask(dst, src, size, mask)
+                if self._frag_op == OP_TEXT:
+                    utf8 = spidi_utf8_run(self._utf8, dst, size)
+                    if utf8 == UTF8_REJECT or (fin and utf8 != UTF8_ACCEPT):
+                        self._fail(1007, "invalid UTF-8")
+                        break
+                    self._utf8 = utf8
+                self._frag_size += size
+                if fin:
+                    payload = PyBytes_FromStringAndSize(<char *>self._frag, self._frag_size)
+                    self._end_fragments()
+                    self._message(messages, NULL, 0, False, payload)
+            if self.state == CLOSED:
+                break
+        return pos
+
+    cdef int _message(self, list messages, const unsigned char *p, Py_ssize_t n, bint single_text,
+                      object payload) except -1:
+        """A data message is complete: ``payload`` (a bytes) or else the ``n`` bytes at ``p``
+        (``single_text``: one unfragmented text frame, those bytes then on the stack).
+
+        The one place a message leaves the stream: the fast-lane hook sits here.
+        """
+        if self.state != OPEN:
+            return 0
+        if payload is None:
+            payload = PyBytes_FromStringAndSize(<const char *>p, n)
+        PyList_Append(messages, payload)
+        return 0
+
+    cdef int _on_close(self, const unsigned char *p, Py_ssize_t n) except -1:
+        """The peer's close frame: check it, answer it, end the stream."""
+        cdef int code
+        cdef str reason
+        if n == 0:
+            code = NO_STATUS
+            reason = ""
+        elif n == 1:
+            return self._fail(1002, "close frame too short")
+        else:
+            code = (p[0] << 8) | p[1]
+            if spidi_utf8_run(UTF8_ACCEPT, p + 2, n - 2) != UTF8_ACCEPT:
+                return self._fail(1007, "invalid UTF-8 in close reason")
+            if not _valid_close_code(code):
+                return self._fail(1002, "invalid close code")
+            reason = (<const char *>p + 2)[: n - 2].decode("utf-8")
+        self.peer_close = (code, reason)
+        if self._frag_op:
+            return self._fail(1002, "incomplete fragmented message")
+        if self.state == OPEN:
+            self._queue(encode_close_c(1000 if code == NO_STATUS else code, ""))
+        self.state = CLOSED
+        return 0
+
+    cdef int _fail(self, int code, str reason) except -1:
+        """Fail the connection: queue our close (unless already sent) and stop reading."""
+        self.error = (code, reason)
+        if self.state == OPEN:
+            self._queue(encode_close_c(code, reason))
+        self.state = CLOSED
+        return 0
+
+    cdef int _queue(self, bytes frame) except -1:
+        if self._out is None:
+            self._out = bytearray(frame)
+        else:
+            self._out += frame
+        return 0
+
+    cdef void _end_fragments(self) noexcept:
+        free(self._frag)
+        self._frag = NULL
+        self._frag_size = self._frag_cap = 0
+        self._frag_op = 0
+        self._utf8 = UTF8_ACCEPT
