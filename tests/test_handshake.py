@@ -36,9 +36,10 @@ def test_a_valid_upgrade_is_accepted_and_headers_are_read_case_insensitively():
     assert handshake.offered_subprotocols(parsed) == ["v10.stomp", "v12.stomp"]
 
 
-def test_connection_header_may_list_several_tokens():
-    request = upgrade(Connection="keep-alive, Upgrade")
-    assert check_upgrade(parse_request(request[: head_end(request)]))
+def test_connection_header_may_list_several_tokens_and_values_are_trimmed():
+    request = upgrade(Connection="keep-alive, Upgrade", Upgrade="websocket \t")
+    parsed = parse_request(request[: head_end(request)])
+    assert check_upgrade(parsed) and parsed.headers["upgrade"] == ["websocket"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,8 @@ def test_connection_header_may_list_several_tokens():
         (upgrade()[:-2] + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 400, None),
         (upgrade()[:-2] + b" folded\r\n\r\n", 400, None),
         (upgrade()[:-2] + b"No colon\r\n\r\n", 400, None),
+        (upgrade()[:-2] + b"X-A: a\nX-B: b\r\n\r\n", 400, None),
+        (upgrade()[:-2] + b"X-A: a\x00b\r\n\r\n", 400, None),
         (upgrade()[:-2] + b"Content-Length: 3\r\n\r\n", 400, None),
         (upgrade()[:-2] + b"Transfer-Encoding: chunked\r\n\r\n", 400, None),
         (upgrade(**{f"X-H{i}": "v" for i in range(200)}), 431, None),
@@ -79,6 +82,8 @@ def test_connection_header_may_list_several_tokens():
         "two-keys",
         "obs-fold",
         "no-colon",
+        "bare-lf",
+        "nul",
         "body",
         "chunked",
         "many-headers",

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import http
+import re
 from typing import NamedTuple
 
 # The request head (request line and headers) is read into memory whole: these cap it.
@@ -25,8 +26,15 @@ MAX_HEAD = 16384
 MAX_HEADERS = 128
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# RFC 9110 token characters: header names and methods.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 9110 tokens (header names, methods); a request target is visible ASCII only.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
+# One header line: a token name, a colon, a value without CR, LF or NUL (its trailing whitespace
+# is stripped after: a lazy match would backtrack at every character). A whole header block is a
+# run of these, checked in one match (in C).
+_HEADER = r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x00]*)\r\n"
+_HEADER_LINE = re.compile(_HEADER)
+_HEADER_BLOCK = re.compile(f"(?:{_HEADER})*")
 # Headers a WebSocket upgrade must carry once: a repeat is ambiguous, so refused (as websockets does).
 _SINGLE = ("host", "sec-websocket-key", "sec-websocket-version", "origin")
 
@@ -85,11 +93,11 @@ def head_end(buffer: bytes) -> int:
 
 def parse_request(head: bytes) -> Request:
     """The request line and headers of ``head`` (ending with its blank line); ``Refusal`` if invalid."""
-    lines = head[:-4].split(b"\r\n")
-    if len(lines) > MAX_HEADERS + 1:
+    line_end = head.index(b"\r\n")
+    if head.count(b"\r\n") > MAX_HEADERS + 2:  # the request line, the headers, the blank line
         raise Refusal(431, f"Failed to open a WebSocket connection: more than {MAX_HEADERS} headers.\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1] or not _TOKEN.issuperset(parts[0]):
+    parts = head[:line_end].split(b" ")
+    if len(parts) != 3 or not parts[1] or not _TOKEN.fullmatch(parts[0]):
         raise _bad("did not receive a valid HTTP request")
     method, target, version = parts
     if version[:5] != b"HTTP/" or len(version) != 8 or version[6:7] != b".":
@@ -104,24 +112,22 @@ def parse_request(head: bytes) -> Request:
         raise Refusal(
             505, f"Failed to open a WebSocket connection: unsupported protocol {version.decode('latin-1')}.\n"
         )
-    if any(b <= 0x20 or b >= 0x7F for b in target):
+    if _BAD_TARGET.search(target):
         raise _bad("invalid request target")
+    block = head[line_end + 2 : -2].decode("latin-1")
+    if not _HEADER_BLOCK.fullmatch(block):
+        # Also a folded line (obs-fold starts with a space): RFC 9112 lets a server refuse it.
+        raise _bad("invalid HTTP header line")
     headers: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
-            # Also a folded line (obs-fold starts with a space): RFC 9112 lets a server refuse it.
-            raise _bad("invalid HTTP header line")
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
-            raise _bad("invalid HTTP header value")
-        key = name.decode().lower()
-        text = value.strip(b" \t").decode("latin-1")
+    for name, value in _HEADER_LINE.findall(block):
+        key = name.lower()
+        value = value.rstrip(" \t")
         values = headers.get(key)
         if values is None:
-            headers[key] = [text]
+            headers[key] = [value]
         else:
-            values.append(text)
-    if "transfer-encoding" in headers or any(v.strip() != "0" for v in headers.get("content-length", ())):
+            values.append(value)
+    if "transfer-encoding" in headers or ("content-length" in headers and headers["content-length"] != ["0"]):
         raise _bad("unsupported request body")
     return Request(target.decode("ascii"), headers)
 
