@@ -81,12 +81,17 @@ class NativeConnection(asyncio.Protocol):
         output = stream.take_output()  # pongs, close frames, fast-lane receipts: before replies
         if output:
             self.transport.write(output)
-        if messages:
+        if stream.state == _CLOSED:
+            # Our last frame (the close) is out: the messages before it still reach the host (a
+            # DISCONNECT is a clean leave), but nothing they answer may follow the close.
+            self.closing = True
+            for message in messages:
+                self.conn.receive(message)
+            self._stream_closed()
+        elif messages:
             receive = self.conn.receive
             for message in messages:
                 receive(message)
-        if stream.state == _CLOSED:
-            self._stream_closed()
 
     def eof_received(self) -> None:
         # The client shut its side: nothing more can come, so the transport closes (return None).
@@ -191,7 +196,6 @@ class NativeConnection(asyncio.Protocol):
         """Both close frames were exchanged, or the stream failed the connection: end the TCP side."""
         if self.conn is None:
             return  # done already
-        self.closing = True
         self._report_closed()
         error = self.stream.error
         if error is not None:
