@@ -64,12 +64,15 @@ bench: build
 loadtest: build $(VENV)/.browser
 	$(PY) -m loadtests.run
 
-# Differential fuzzing of the STOMP codec (Cython vs reference), bounded: FUZZ_SECONDS=600 make fuzz.
-# atheris (coverage-guided) when its wheel installs, else hypothesis; see fuzzing/fuzz_codec.py.
+# Differential fuzzing, bounded: FUZZ_SECONDS=600 make fuzz, split evenly between the STOMP codec
+# (Cython vs reference, fuzzing/fuzz_codec.py) and the WebSocket frame decoder (Cython vs reference
+# vs the websockets library, fuzzing/fuzz_ws.py). atheris (coverage-guided) when its wheel installs,
+# else hypothesis.
 FUZZ_SECONDS ?= 60
 fuzz: build
 	@$(PY) -c "import atheris" 2>/dev/null || $(PIP) install -q 'atheris>=2.3,<4' || echo "atheris unavailable: hypothesis engine"
-	$(PY) -m fuzzing.fuzz_codec --seconds $(FUZZ_SECONDS)
+	$(PY) -m fuzzing.fuzz_codec --seconds $$(( ($(FUZZ_SECONDS) + 1) / 2 ))
+	$(PY) -m fuzzing.fuzz_ws --seconds $$(( $(FUZZ_SECONDS) / 2 ))
 
 lint: install
 	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests fuzzing
