@@ -177,9 +177,14 @@ class NativeConnection(asyncio.Protocol):
         self.transport.write(accept_response(accept, subprotocol))
         self.stream = WsStream(owner.max_message)
         host = owner.host
-        self.conn = host.connection_opened(
+        self.conn = conn = host.connection_opened(
             self, f"{host.node_id}-{next(_ids)}", ip, query_token(request.target)
         )
+        # The heartbeat fast lane, where the host's connection has one: the stream offers it each
+        # single-frame text message first and writes its receipts itself.
+        lane = getattr(conn, "lane", None)
+        if lane is not None:
+            self.stream.set_lane(lane, conn.lane_key)
         if rest:  # frames sent right behind the request
             self.data_received(rest)
 
