@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from spidi_server.transport import handshake
@@ -116,6 +117,12 @@ def test_error_response_is_plain_text_with_its_length():
 
 
 # -- through a node on the native transport ------------------------------------------------------
+
+
+async def test_a_default_node_serves_the_native_transport_and_health_says_so(node):
+    async with aiohttp.ClientSession() as http, http.get(f"{node.ops.url}/health") as resp:
+        assert (await resp.json())["components"]["websocket"]["transport"] == "native"
+    assert type(node.transport).__name__ == "NativeTransport"
 
 
 async def test_subprotocol_is_the_highest_offered_stomp_version(node):
