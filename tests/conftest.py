@@ -26,6 +26,16 @@ TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 TRANSPORTS = ["native", "websockets", "picows"]
 
 
+if os.environ.get("SPIDI_TEST_UVLOOP", "") in ("1", "true", "yes"):
+
+    def pytest_asyncio_loop_factories(config, item):
+        """SPIDI_TEST_UVLOOP=1 runs the tests on uvloop, the loop `spidi serve` uses (the native
+        transport's Protocol meets uvloop's transports there); asyncio's own loop otherwise."""
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A real Redis for the whole run."""

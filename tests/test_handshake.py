@@ -4,6 +4,7 @@ out), then the same requests through a real node on the native transport."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import aiohttp
 import pytest
@@ -160,3 +161,8 @@ async def test_refused_upgrade_answers_then_ends_the_connection(node_factory):
     assert status_of(response) == 403 and response.endswith(b"\n")
     assert node.metrics.refusals.labels(reason="origin")._value.get() == 1
     assert node.transport.admission.open == 0
+
+
+@pytest.mark.skipif(os.environ.get("SPIDI_TEST_UVLOOP") != "1", reason="only under SPIDI_TEST_UVLOOP=1")
+async def test_uvloop_mode_runs_the_tests_on_uvloop():
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
