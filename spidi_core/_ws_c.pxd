@@ -19,13 +19,21 @@ cdef class WsStreamC:
     cdef Py_ssize_t _frag_cap
     cdef int _frag_op  # its opcode, 0 = none
     cdef uint32_t _utf8  # UTF-8 DFA state carried across its fragments
-    cdef bytearray _out  # frames queued for the peer; None when none
+    # Frames queued for the peer (pongs, closes, fast-lane receipts), malloc'd on demand; NULL
+    # once take_output() has handed them over.
+    cdef unsigned char *_out
+    cdef Py_ssize_t _out_len
+    cdef Py_ssize_t _out_cap
 
     cdef list _feed(self, const unsigned char *data, Py_ssize_t n)
     cdef Py_ssize_t _run(self, const unsigned char *p, Py_ssize_t n, list messages) except -1
+    # Where every data message leaves the stream (the fast-lane hook): ``payload`` (bytes) or, when
+    # it is None, the ``n`` bytes at ``p``; ``single_text`` for an unfragmented text message.
     cdef int _message(self, list messages, const unsigned char *p, Py_ssize_t n, bint single_text,
                       object payload) except -1
     cdef int _on_close(self, const unsigned char *p, Py_ssize_t n) except -1
     cdef int _fail(self, int code, str reason) except -1
-    cdef int _queue(self, bytes frame) except -1
+    cdef int _queue_raw(self, const unsigned char *p, Py_ssize_t n) except -1
+    cdef int _queue_frame(self, int opcode, const unsigned char *payload, Py_ssize_t n) except -1
+    cdef int _queue_close(self, int code, str reason) except -1
     cdef void _end_fragments(self) noexcept

@@ -13,7 +13,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy
 
 __all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c"]
 
@@ -158,18 +158,20 @@ cdef bytes _frame(int opcode, const unsigned char *payload, Py_ssize_t n):
     return out
 
 
-def encode_text_c(bytes payload) -> bytes:
+def encode_text_c(bytes payload not None) -> bytes:
     """One unmasked text frame with FIN set carrying ``payload``."""
     return _frame(OP_TEXT, <const unsigned char *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-def encode_frames_c(list chunks) -> bytes:
+def encode_frames_c(list chunks not None) -> bytes:
     """Each chunk as one text frame, concatenated, so a batch costs one ``transport.write``."""
     cdef Py_ssize_t total = 0, n, at = 0
     cdef unsigned char head[10]
     cdef bytes chunk, out
     cdef unsigned char *dst
     for chunk in chunks:
+        if chunk is None:
+            raise TypeError("encode_frames_c() takes a list of bytes")
         n = PyBytes_GET_SIZE(chunk)
         total += n + (2 if n < 126 else 4 if n < 65536 else 10)
     out = PyBytes_FromStringAndSize(NULL, total)
@@ -182,7 +184,7 @@ def encode_frames_c(list chunks) -> bytes:
     return out
 
 
-def encode_close_c(int code, str reason) -> bytes:
+def encode_close_c(int code, str reason not None) -> bytes:
     """A close frame with ``code`` and ``reason`` (UTF-8, cut at a character boundary to fit 123
     bytes); code 1005 ("no status") gives an empty close frame."""
     if code == NO_STATUS:
@@ -209,6 +211,9 @@ cdef class WsStreamC:
         self._frag = NULL
         self._frag_size = 0
         self._frag_cap = 0
+        self._out = NULL
+        self._out_len = 0
+        self._out_cap = 0
 
     def __init__(self, Py_ssize_t max_message):
         if max_message < 0:
@@ -219,11 +224,11 @@ cdef class WsStreamC:
         self.error = None
         self._frag_op = 0
         self._utf8 = UTF8_ACCEPT
-        self._out = None
 
     def __dealloc__(self):
         free(self._buf)
         free(self._frag)
+        free(self._out)
 
     @property
     def buffered(self):
@@ -232,20 +237,22 @@ cdef class WsStreamC:
 
     def take_output(self) -> bytes:
         """The frames queued since the last call (pongs, close frames), b"" if none."""
-        out = self._out
-        if out is None:
+        if not self._out_len:
             return b""
-        self._out = None
-        return bytes(out)
+        out = PyBytes_FromStringAndSize(<char *>self._out, self._out_len)
+        free(self._out)
+        self._out = NULL
+        self._out_len = self._out_cap = 0
+        return out
 
-    def close(self, int code, str reason) -> None:
+    def close(self, int code, str reason not None) -> None:
         """Start the closing handshake: queue our close frame; the stream becomes CLOSING."""
         if self.state != OPEN:
             return
-        self._queue(encode_close_c(code, reason))
+        self._queue_close(code, reason)
         self.state = CLOSING
 
-    def feed(self, bytes data) -> list:
+    def feed(self, bytes data not None) -> list:
         """Consume bytes from the peer; return the data messages they complete, in order."""
         if self.state == CLOSED:
             return []
@@ -373,7 +380,7 @@ cdef class WsStreamC:
                 if opcode == OP_PING:
                     if self.state == OPEN:
                         spidi_unmask(tmp, src, size, mask)
-                        self._queue(_frame(OP_PONG, tmp, size))
+                        self._queue_frame(OP_PONG, tmp, size)
                 elif opcode == OP_CLOSE:
                     spidi_unmask(tmp, src, size, mask)
                     self._on_close(tmp, size)
@@ -446,7 +453,7 @@ cdef class WsStreamC:
         if self._frag_op:
             return self._fail(1002, "incomplete fragmented message")
         if self.state == OPEN:
-            self._queue(encode_close_c(1000 if code == NO_STATUS else code, ""))
+            self._queue_close(1000 if code == NO_STATUS else code, "")
         self.state = CLOSED
         return 0
 
@@ -454,16 +461,29 @@ cdef class WsStreamC:
         """Fail the connection: queue our close (unless already sent) and stop reading."""
         self.error = (code, reason)
         if self.state == OPEN:
-            self._queue(encode_close_c(code, reason))
+            self._queue_close(code, reason)
         self.state = CLOSED
         return 0
 
-    cdef int _queue(self, bytes frame) except -1:
-        if self._out is None:
-            self._out = bytearray(frame)
-        else:
-            self._out += frame
+    cdef int _queue_raw(self, const unsigned char *p, Py_ssize_t n) except -1:
+        """Append ready-made frame bytes to the output."""
+        _grow(&self._out, &self._out_cap, self._out_len + n)
+        memcpy(self._out + self._out_len, p, n)
+        self._out_len += n
         return 0
+
+    cdef int _queue_frame(self, int opcode, const unsigned char *payload, Py_ssize_t n) except -1:
+        """Frame ``payload`` (FIN, unmasked) straight into the output: no Python object."""
+        _grow(&self._out, &self._out_cap, self._out_len + 10 + n)
+        self._out_len += spidi_header(self._out + self._out_len, opcode, n)
+        if n:
+            memcpy(self._out + self._out_len, payload, n)
+            self._out_len += n
+        return 0
+
+    cdef int _queue_close(self, int code, str reason) except -1:
+        cdef bytes frame = encode_close_c(code, reason)
+        return self._queue_raw(<const unsigned char *>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef void _end_fragments(self) noexcept:
         free(self._frag)
