@@ -48,6 +48,7 @@ run: build
 test: build $(VENV)/.browser
 	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
+	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
 
 # The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,
 # written by `make test` or `pytest -m hardening`): exit 1 when they differ. Tests never edit docs/;

@@ -29,16 +29,20 @@ from .stores.client import connect
 from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
 from .tasks import cancel_and_wait, run_every
+from .transport.native import NativeTransport
 from .transport.websocket import WebSocketTransport
 
 
 def make_transport(node: Node):
-    """The transport the settings name (websockets is the reference)."""
-    if node.settings.transport == "picows":
+    """The transport the settings name: native (the default), websockets (the reference) or picows."""
+    kind = node.settings.transport
+    if kind == "picows":
         from .transport.picows_transport import PicowsTransport
 
         return PicowsTransport(node)
-    return WebSocketTransport(node)
+    if kind == "websockets":
+        return WebSocketTransport(node)
+    return NativeTransport(node)
 
 
 log = logging.getLogger("spidi.node")

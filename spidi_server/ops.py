@@ -39,7 +39,7 @@ CODEC = "cython" if spidi_core.USE_EXTENSIONS else "python"
 class ServingTransport(Protocol):
     """The WebSocket transport as /health reports it."""
 
-    name: str  # "websockets" or "picows"
+    name: str  # "native", "websockets" or "picows"
 
     @property
     def port(self) -> int: ...

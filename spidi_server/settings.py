@@ -128,7 +128,10 @@ class Settings:
     connect_timeout_s: float = field(default=10.0, metadata={"doc": "Time allowed from handshake to CONNECT"})
     max_subscriptions: int = field(default=64, metadata={"doc": "Subscriptions per connection"})
     transport: str = field(
-        default="websockets", metadata={"doc": "WebSocket implementation: websockets or picows"}
+        default="native",
+        metadata={
+            "doc": "WebSocket implementation: native (Spidi's own, the default), websockets (the reference) or picows"
+        },
     )
     websocket_compression: bool = field(
         default=False, metadata={"doc": "permessage-deflate on the WebSocket"}
@@ -419,10 +422,12 @@ class Settings:
             check_url(self.redis_url)  # raises ConfigError naming redis_url
         if self.heartbeat_timeout_ms < self.heartbeat_interval_ms:
             raise ConfigError("heartbeat_timeout_ms must be at least heartbeat_interval_ms")
-        if self.transport not in ("websockets", "picows"):
-            raise ConfigError(f"transport must be 'websockets' or 'picows', got {self.transport!r}")
-        if self.transport == "picows" and self.websocket_compression:
-            raise ConfigError("websocket_compression needs transport = 'websockets' (picows has no deflate)")
+        if self.transport not in ("native", "websockets", "picows"):
+            raise ConfigError(f"transport must be 'native', 'websockets' or 'picows', got {self.transport!r}")
+        if self.transport != "websockets" and self.websocket_compression:
+            raise ConfigError(
+                f"websocket_compression needs transport = 'websockets' ({self.transport} has no deflate)"
+            )
         if self.writer not in ("child", "external"):
             raise ConfigError(f"writer must be 'child' or 'external', got {self.writer!r}")
         if self.retention_drop_days < self.retention_hot_days:

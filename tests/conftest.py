@@ -21,6 +21,20 @@ pytest_plugins = ["tests.hardening_report"]
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
+# Every WebSocket transport: end-to-end, security and hostile modules run on each (``params=TRANSPORTS``);
+# native is the default, websockets the reference.
+TRANSPORTS = ["native", "websockets", "picows"]
+
+
+if os.environ.get("SPIDI_TEST_UVLOOP", "") in ("1", "true", "yes"):
+
+    def pytest_asyncio_loop_factories(config, item):
+        """SPIDI_TEST_UVLOOP=1 runs the tests on uvloop, the loop `spidi serve` uses (the native
+        transport's Protocol meets uvloop's transports there); asyncio's own loop otherwise."""
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
@@ -47,8 +61,8 @@ def redis_sync(redis_url):
 
 @pytest.fixture
 def transport() -> str:
-    """The WebSocket transport of test nodes; test modules may parametrise it."""
-    return "websockets"
+    """The WebSocket transport of test nodes (the default one); test modules may parametrise it."""
+    return "native"
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Hostile clients at the HTTP upgrade: malformed handshakes, slowloris, connection storms, caps.
 
 Every refusal is checked from the client's side (status line or close), and every test ends with a
-well-behaved client on the same node still served. Both transports run each test.
+well-behaved client on the same node still served. Every transport runs each test.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 import websockets
 from websockets.protocol import State
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client, connected
 
 GOOD_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 
@@ -248,8 +248,8 @@ async def test_per_ip_concurrent_limit(node_factory, transport):
 
 
 async def assert_refused_per_ip(node, transport: str, text: bytes) -> None:
-    """websockets answers the upgrade 429; picows (no peer address at upgrade) closes with 1013."""
-    if transport == "websockets":
+    """websockets and native answer the upgrade 429; picows (no peer address at upgrade) closes with 1013."""
+    if transport != "picows":
         with pytest.raises(websockets.InvalidStatus) as info:
             await websockets.connect(node.ws_url)
         assert info.value.response.status_code == 429 and text in info.value.response.body

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import connected, encode
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 
@@ -100,17 +100,23 @@ async def test_header_line_too_long(node):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 @pytest.mark.hardening(
-    "hostile", "Text and binary messages with invalid UTF-8", "ERROR not valid UTF-8, close 1007, counted"
+    "hostile",
+    "Text and binary messages with invalid UTF-8",
+    "ERROR not valid UTF-8, close 1007, counted (native: a text frame is closed 1007 by the framing, no ERROR)",
 )
-async def test_invalid_utf8_message_is_closed_1007(node, binary):
+async def test_invalid_utf8_message_is_closed_1007(node, transport, binary):
     bad = await user(node, "bad")
     payload = encode("SEND", {"destination": "/app/hello", "x": "caf\xe9"}).replace(
         b"caf\xc3\xa9", b"caf\xe9"
     )
     async with bad.ws.send_context():
         (bad.ws.protocol.send_binary if binary else bad.ws.protocol.send_text)(payload)
-    frame = await bad.next(command="ERROR")
-    assert "not valid UTF-8" in frame[1]["message"]
+    if binary or transport != "native":
+        # The STOMP codec finds it: websockets and picows do not check the UTF-8 of text frames.
+        frame = await bad.next(command="ERROR")
+        assert "not valid UTF-8" in frame[1]["message"]
+    # The native transport fails an invalid text frame itself, as RFC 6455 8.1 asks: a close
+    # 1007 and nothing before it.
     await closed_with(bad, 1007)
     assert refusals(node, "invalid_utf8") == 1
     await good_client_works(node)

@@ -17,13 +17,13 @@ import time
 
 import pytest
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import connected, encode
 
 CAP = 64 * 1024
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

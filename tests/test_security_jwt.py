@@ -24,6 +24,7 @@ from spidi_server.auth import mint_token
 from spidi_server.errors import ConfigError
 from spidi_server.settings import Settings
 
+from .conftest import TRANSPORTS
 from .stomp_client import Client
 
 NOW = int(time.time())
@@ -78,7 +79,7 @@ async def outcome(node, token: str | None, transport_query: bool = False) -> tup
 # -- algorithms are pinned ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

@@ -16,13 +16,14 @@ import jwt
 import pytest
 import websockets
 
+from .conftest import TRANSPORTS
 from .stomp_client import Client
 from .test_cli import SPIDI, free_port
 
 SECRET = "log-test-secret-" + "s" * 40
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

@@ -7,14 +7,14 @@ import aiohttp
 import pytest
 import websockets
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client
 
 APP = "https://app.example"
 EVIL = "https://evil.example"
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

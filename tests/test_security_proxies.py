@@ -9,11 +9,11 @@ import pytest
 from spidi_server.rooms import room_id_for
 from spidi_server.transport.admission import TrustedProxies
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

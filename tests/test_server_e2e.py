@@ -12,11 +12,11 @@ import websockets
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import keys
 
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client, connected
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     """Every end-to-end test runs on both transports: same session, same behaviour."""
     return request.param

@@ -46,11 +46,20 @@ def test_env_parses_types():
         ({"SPIDI_JWT_ALGORITHMS": "HS256,RS256"}, "do not mix"),
         ({"SPIDI_ROOMS": "a=-1"}, "rooms.a"),
         ({"SPIDI_DEV": "maybe"}, "SPIDI_DEV"),
+        ({"SPIDI_TRANSPORT": "aiohttp"}, "transport must be"),
+        ({"SPIDI_WEBSOCKET_COMPRESSION": "true"}, "needs transport = 'websockets' \\(native"),
+        ({"SPIDI_TRANSPORT": "picows", "SPIDI_WEBSOCKET_COMPRESSION": "true"}, "picows has no deflate"),
     ],
 )
 def test_bad_values_are_named(env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(env=env)
+
+
+def test_native_is_the_default_transport_and_compression_selects_the_reference():
+    assert load_settings(env={}).transport == "native"
+    s = load_settings(env={"SPIDI_TRANSPORT": "websockets", "SPIDI_WEBSOCKET_COMPRESSION": "true"})
+    assert s.transport == "websockets" and s.websocket_compression
 
 
 def test_bad_file(tmp_path):

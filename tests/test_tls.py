@@ -16,11 +16,11 @@ from spidi_server.errors import ConfigError
 from spidi_server.settings import Settings
 
 from .certs import write_self_signed
-from .conftest import token_for
+from .conftest import TRANSPORTS, token_for
 from .stomp_client import Client
 
 
-@pytest.fixture(params=["websockets", "picows"])
+@pytest.fixture(params=TRANSPORTS)
 def transport(request) -> str:
     return request.param
 

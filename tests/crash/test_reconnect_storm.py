@@ -27,7 +27,7 @@ from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
 from spidi_server.stores import keys
 
-from ..conftest import TEST_SECRET, token_for
+from ..conftest import TEST_SECRET, TRANSPORTS, token_for
 from ..stomp_client import connected
 from ..test_cli import free_port, read_banner
 
@@ -206,7 +206,7 @@ async def roster_snapshots(mon, destinations: list[str]) -> set[str]:
     "every client resumes its session, none refused or reset; monitors see no leave and no join",
 )
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("transport", ["websockets", "picows"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_two_thousand_clients_resume_after_a_sigkill_restart(redis_url, redis_sync, transport):
     started = time.monotonic()
     settings = Settings(jwt_secret=TEST_SECRET)
