@@ -180,11 +180,10 @@ class NativeConnection(asyncio.Protocol):
         self.conn = conn = host.connection_opened(
             self, f"{host.node_id}-{next(_ids)}", ip, query_token(request.target)
         )
-        # The heartbeat fast lane, where the host's connection has one: the stream offers it each
-        # single-frame text message first and writes its receipts itself.
-        lane = getattr(conn, "lane", None)
-        if lane is not None:
-            self.stream.set_lane(lane, conn.lane_key)
+        # The heartbeat fast lane: the stream offers it each single-frame text message first and
+        # writes its receipts itself.
+        if conn.lane is not None:
+            self.stream.set_lane(conn.lane, conn.lane_key)
         if rest:  # frames sent right behind the request
             self.data_received(rest)
 

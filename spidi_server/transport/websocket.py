@@ -50,6 +50,10 @@ class Connection(Protocol):
     """A client connection as a transport sees it: messages in, and the writer it was given."""
 
     writer: Writer
+    # The heartbeat fast lane (spidi_core.HeartbeatLane) and this connection's key in it: the
+    # native transport's stream offers it single-frame text messages first. None: no lane.
+    lane: object | None
+    lane_key: int
 
     def receive(self, data: bytes) -> None: ...  # one WebSocket message from the client
 
