@@ -106,6 +106,12 @@ class EmbeddedRedis:
             str(self.data_path / "redis.log"),
             "--maxclients",
             "10000",
+            # A room's latency hash takes an HSET per heartbeat: kept compact (a ziplist scanned
+            # linearly) up to the default 512 fields, it cost Redis 3.7 us per heartbeat at 500
+            # sessions against 0.5 us as a hash table (benchmarks/results/*-redis-hash-encoding.md).
+            # Sessions' own hashes (a dozen fields) stay compact.
+            "--hash-max-ziplist-entries",
+            "64",
             *self.extra_args,
         ]
         self.process = subprocess.Popen(
