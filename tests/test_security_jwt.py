@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from spidi_server.auth import mint_token
-from spidi_server.errors import ConfigError
+from spidi_server.auth import TokenCache, TokenVerifier, mint_token
+from spidi_server.errors import AuthError, ConfigError
 from spidi_server.settings import Settings
 
 from .stomp_client import Client
@@ -317,3 +317,75 @@ async def test_jwks_file_reloaded_when_it_changes(node_factory, tmp_path, ec_key
     rewrite(path, "{broken")  # a bad rewrite keeps the keys in force
     await asyncio.sleep(0.6)
     assert (await outcome(node, token("k2", ec_keys[1])))[0] == "CONNECTED"
+
+
+# -- the cache of verified tokens -----------------------------------------------------------------
+
+
+def hs_settings(**overrides) -> Settings:
+    return Settings(jwt_secret="c" * 32, dev=False, **overrides).validate()
+
+
+def test_a_cached_token_is_served_until_its_exp_and_never_after():
+    settings = hs_settings(jwt_leeway_s=0.0)
+    verifier = TokenVerifier(settings)
+    exp = int(time.time()) + 2
+    token = jwt.encode(claims(exp=exp), settings.jwt_secret, algorithm="HS256")
+    first = verifier.verify(token)
+    assert len(verifier.cache) == 1
+    assert verifier.verify(token) is first  # the remembered Claims, not a second decode
+    while time.time() < exp:  # until the token's own exp passes (a condition, polled)
+        time.sleep(0.05)
+    with pytest.raises(AuthError, match="token expired"):
+        verifier.verify(token)
+    assert len(verifier.cache) == 0
+
+
+def test_refused_tokens_are_not_cached_and_checks_stay_per_token():
+    settings = hs_settings()
+    verifier = TokenVerifier(settings)
+    good = jwt.encode(claims(tenant="acme"), settings.jwt_secret, algorithm="HS256")
+    assert verifier.verify(good).tenant == "acme"
+    no_role = jwt.encode(claims(roles=["other"]), settings.jwt_secret, algorithm="HS256")
+    forged = good[: good.rindex(".") + 1] + b64(b"\0" * 32)
+    for _ in range(2):  # twice: a refusal is never remembered as anything
+        with pytest.raises(AuthError, match="no spidi role"):
+            verifier.verify(no_role)
+        with pytest.raises(AuthError, match="invalid token"):
+            verifier.verify(forged)
+    assert len(verifier.cache) == 1
+
+
+def test_the_cache_is_bounded_and_can_be_turned_off():
+    settings = hs_settings(jwt_cache_size=3)
+    verifier = TokenVerifier(settings)
+    tokens = [jwt.encode(claims(sub=f"u{i}"), settings.jwt_secret, algorithm="HS256") for i in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier.cache) == 3
+    assert verifier.cache.get(TokenCache.digest(tokens[-1]), time.time()) is not None  # the newest kept
+    assert verifier.cache.get(TokenCache.digest(tokens[0]), time.time()) is None  # the oldest gone
+    off = TokenVerifier(hs_settings(jwt_cache_size=0))
+    assert off.verify(tokens[0]).user_id == "u0"
+    assert len(off.cache) == 0
+
+
+@pytest.mark.hardening(
+    "security",
+    "A token verified (and cached) before its key was retired from the JWKS file, presented again",
+    "Refused like an uncached token: the cache never outlives the key that verified it",
+)
+async def test_a_retired_key_revokes_its_cached_tokens(node_factory, tmp_path, ec_keys):
+    path = tmp_path / "jwks.json"
+    path.write_text(jwks({"k1": ec_keys[0], "k2": ec_keys[1]}))
+    node = await node_factory(jwt_algorithms=["ES256"], jwt_secret="", jwt_jwks_file=str(path))
+    old = jwt.encode(claims(), ec_keys[0], algorithm="ES256", headers={"kid": "k1"})
+    kept = jwt.encode(claims(sub="bob"), ec_keys[1], algorithm="ES256", headers={"kid": "k2"})
+    assert await outcome(node, old) == ("CONNECTED", "alice")
+    assert await outcome(node, old) == ("CONNECTED", "alice")  # the second time from the cache
+    assert await outcome(node, kept) == ("CONNECTED", "bob")
+    assert len(node.verifier.cache) == 2
+    rewrite(path, jwks({"k2": ec_keys[1]}))  # k1 retired
+    node.verifier.jwks_checked = 0.0  # look at the file on the next CONNECT, not within 0.5 s
+    assert await outcome(node, old) == ("ERROR", "token signed with an unknown key (kid)")
+    assert await outcome(node, kept) == ("CONNECTED", "bob")  # reloaded keys: verified afresh, served
