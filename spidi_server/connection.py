@@ -17,7 +17,7 @@ from typing import Protocol
 from . import logs
 from .errors import AppError, SlowConsumerError
 from .metrics import NodeMetrics
-from .protocol.destinations import Destination
+from .protocol.destinations import PRIVATE_KINDS, Destination
 from .protocol.events import (
     Connected,
     Disconnect,
@@ -160,6 +160,11 @@ class ClientConnection:
                     count[0] += 1
                     receipt = event.receipt
                     presence.heartbeat(self, event.session_id, event.latency_ms)
+                elif kind is Subscribe and event.destination.kind in PRIVATE_KINDS:
+                    # The connection's own queues: presence has nothing to do for them, so they
+                    # are answered here, without a task per SUBSCRIBE (two per connect).
+                    count[1] += 1
+                    receipt = event.receipt
                 elif kind is Subscribe or kind is Hello:
                     return i  # both wait for Redis: the caller awaits them, the rest queues behind
                 elif kind is Leave:
