@@ -27,7 +27,7 @@ from typing import Any
 import jwt
 import orjson
 
-from . import logs
+from . import jwt_fast, logs
 from .errors import AuthError, ConfigError
 from .roles import ALL as ROLES
 from .settings import MIN_HS_SECRET_BYTES, Settings
@@ -166,6 +166,8 @@ class TokenVerifier:
         self.issuer = settings.jwt_issuer or None
         self.audience = settings.jwt_audience or None
         self.leeway = settings.jwt_leeway_s
+        # HS tokens without issuer/audience rules first try jwt_fast (PyJWT decides whatever it declines).
+        self.fast = hs and self.issuer is None and self.audience is None
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -247,7 +249,13 @@ class TokenVerifier:
         return claims
 
     def _verify(self, token: str) -> tuple[Claims, Any, Any]:
-        """The full check (PyJWT): the Claims, and the kid and key that verified them."""
+        """The full check: the Claims, and the kid and key that verified them. jwt_fast's strict
+        path for the common HS token, else PyJWT."""
+        if self.fast:
+            accepted = jwt_fast.verify_hs(token, self.algorithms, self._key_for, self.leeway)
+            if accepted is not None:
+                data, kid, key = accepted
+                return self._claims(data), kid, key
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -280,6 +288,11 @@ class TokenVerifier:
             raise AuthError(f"token lacks the {exc.claim!r} claim") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError("invalid token") from exc
+        return self._claims(data), kid, key
+
+    @staticmethod
+    def _claims(data: dict) -> Claims:
+        """Spidi's claims of a verified payload: roles and tenant checked."""
         roles = data.get("roles", [])
         if isinstance(roles, str):
             roles = [roles]
@@ -291,7 +304,7 @@ class TokenVerifier:
         tenant = data.get("tenant", "default")
         if not isinstance(tenant, str) or not tenant:
             raise AuthError("token claim 'tenant' must be a non-empty string")
-        return Claims(str(data["sub"]), known, tenant, data.get("exp")), kid, key
+        return Claims(str(data["sub"]), known, tenant, data.get("exp"))
 
 
 def mint_token(
