@@ -365,6 +365,13 @@ def test_the_cache_is_bounded_and_can_be_turned_off():
     assert len(verifier.cache) == 3
     assert verifier.cache.get(TokenCache.digest(tokens[-1]), time.time()) is not None  # the newest kept
     assert verifier.cache.get(TokenCache.digest(tokens[0]), time.time()) is None  # the oldest gone
+    big = TokenVerifier(hs_settings(jwt_cache_size=20))
+    many = [jwt.encode(claims(sub=f"m{i}"), settings.jwt_secret, algorithm="HS256") for i in range(50)]
+    for token in many:
+        big.verify(token)
+        assert len(big.cache) <= 20  # never past the bound; a full cache drops its oldest tenth
+    assert big.cache.get(TokenCache.digest(many[-1]), time.time()) is not None
+    assert big.cache.get(TokenCache.digest(many[0]), time.time()) is None
     off = TokenVerifier(hs_settings(jwt_cache_size=0))
     assert off.verify(tokens[0]).user_id == "u0"
     assert len(off.cache) == 0
