@@ -5,10 +5,18 @@ the mix, so an HS token signed with an RS public key as its secret can never ver
 token is chosen by its ``kid`` header among ``jwt_keys`` and the ``jwt_jwks_file`` (reloaded when
 the file changes), else it is the single configured key (``jwt_secret`` or
 ``jwt_public_key_file``). No token text ever goes into a message or a log line.
+
+A verified token is remembered (``TokenCache``, keyed by its SHA-256, at most ``jwt_cache_size``)
+until its ``exp``: a client that reconnects with the same token skips the signature and the claim
+parsing. A remembered token is served only while it is unexpired and the key that verified it is
+still the key its ``kid`` selects (a key removed from ``jwt_keys`` or the JWKS file revokes the
+tokens it signed, cached or not); a refused token is never remembered.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -20,7 +28,7 @@ from typing import Any
 import jwt
 import orjson
 
-from . import logs
+from . import jwt_fast, logs
 from .errors import AuthError, ConfigError
 from .roles import ALL as ROLES
 from .settings import MIN_HS_SECRET_BYTES, Settings
@@ -85,10 +93,59 @@ def _load_public_key(path: str, what: str) -> Any:
         raise ConfigError(f"{what}: cannot load a PEM public key from {path!r}: {exc}") from exc
 
 
+class TokenCache:
+    """Verified tokens by their SHA-256 digest: (Claims, kid, key), dropped at ``exp``.
+
+    Bounded: at ``size`` entries the expired ones go, then the oldest tenth. The digest, not the
+    token, is the key: 32 bytes per entry, and no token text kept in memory.
+    """
+
+    __slots__ = ("size", "entries")
+
+    def __init__(self, size: int):
+        self.size = size
+        self.entries: dict[bytes, tuple[Claims, Any, Any]] = {}
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, digest: bytes, now: float) -> tuple[Claims, Any, Any] | None:
+        """The entry of ``digest`` if it is not expired (an expired one is dropped)."""
+        entry = self.entries.get(digest)
+        if entry is None:
+            return None
+        expires_at = entry[0].expires_at
+        if expires_at is None or now >= expires_at:
+            del self.entries[digest]
+            return None
+        return entry
+
+    def put(self, digest: bytes, claims: Claims, kid: Any, key: Any, now: float) -> None:
+        """Remember a verified token (not one without a numeric ``exp``: it could never expire)."""
+        if self.size <= 0 or not isinstance(claims.expires_at, (int, float)) or claims.expires_at <= now:
+            return
+        entries = self.entries
+        if len(entries) >= self.size:
+            # Full: the expired go, then the oldest (dicts keep insertion order) down to 90%, so
+            # the scan comes back only after another tenth of the size: amortised O(1) a token.
+            for old in [d for d, e in entries.items() if e[0].expires_at <= now]:
+                del entries[old]
+            keep = self.size - max(1, self.size // 10)
+            if len(entries) > keep:
+                for old in list(itertools.islice(entries, len(entries) - keep)):
+                    del entries[old]
+        entries[digest] = (claims, kid, key)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 class TokenVerifier:
     """Verifies tokens with pinned algorithms; raises AuthError with a client-safe message."""
 
     def __init__(self, settings: Settings):
+        self.cache = TokenCache(settings.jwt_cache_size)
         self.algorithms = list(settings.jwt_algorithms)
         hs = self.algorithms[0].startswith("HS")
         self.key: Any = None  # the key of tokens without a kid (or when no key set is configured)
@@ -114,6 +171,8 @@ class TokenVerifier:
         self.issuer = settings.jwt_issuer or None
         self.audience = settings.jwt_audience or None
         self.leeway = settings.jwt_leeway_s
+        # HS tokens without issuer/audience rules first try jwt_fast (PyJWT decides whatever it declines).
+        self.fast = hs and self.issuer is None and self.audience is None
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -171,9 +230,37 @@ class TokenVerifier:
     # -- verification --------------------------------------------------------------------------
 
     def verify(self, token: str | None) -> Claims:
-        """Decode and check a token; return its Claims."""
+        """Decode and check a token; return its Claims (from the cache while it holds them)."""
         if not token:
             raise AuthError("missing token: send Authorization: Bearer <jwt>, passcode, or access_token")
+        cache = self.cache
+        if cache.size <= 0:
+            return self._verify(token)[0]
+        digest = cache.digest(token)
+        now = time.time()
+        entry = cache.get(digest, now)
+        if entry is not None:
+            claims, kid, key = entry
+            try:
+                current = self._key_for(kid)
+            except AuthError:
+                current = None
+            if current is key:
+                return claims
+            # The key changed or went away: forget the token and verify it like a new one.
+            del cache.entries[digest]
+        claims, kid, key = self._verify(token)
+        cache.put(digest, claims, kid, key, now)
+        return claims
+
+    def _verify(self, token: str) -> tuple[Claims, Any, Any]:
+        """The full check: the Claims, and the kid and key that verified them. jwt_fast's strict
+        path for the common HS token, else PyJWT."""
+        if self.fast:
+            accepted = jwt_fast.verify_hs(token, self.algorithms, self._key_for, self.leeway)
+            if accepted is not None:
+                data, kid, key = accepted
+                return self._claims(data), kid, key
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -181,7 +268,8 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg not in self.algorithms:  # "none", or HS where RS is configured, and the reverse
             raise AuthError(f"token algorithm not accepted (this server takes {', '.join(self.algorithms)})")
-        key = self._key_for(header.get("kid"))
+        kid = header.get("kid")
+        key = self._key_for(kid)
         options = {"require": ["exp", "sub"]}
         try:
             data = jwt.decode(
@@ -205,6 +293,11 @@ class TokenVerifier:
             raise AuthError(f"token lacks the {exc.claim!r} claim") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError("invalid token") from exc
+        return self._claims(data), kid, key
+
+    @staticmethod
+    def _claims(data: dict) -> Claims:
+        """Spidi's claims of a verified payload: roles and tenant checked."""
         roles = data.get("roles", [])
         if isinstance(roles, str):
             roles = [roles]

@@ -14,10 +14,21 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 class JsonFormatter(logging.Formatter):
     """Render a record as JSON: ts, level, logger, event/message, and every ``extra`` field."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1  # the second whose text is cached: strftime once per second, not per line
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -31,7 +42,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", stream=None) -> None:
-    """Send every spidi log line, as JSON, to ``stream`` (stderr by default)."""
+    """Send every spidi log line, as JSON, to ``stream`` (stderr by default).
+
+    The process logs only through ``JsonFormatter``, which never shows a record's source line,
+    thread or process: the logging HOWTO's "Optimization" switches turn their collection off (a
+    stack walk and three look-ups per line; a line per connect is on the connect path).
+    """
+    logging._srcfile = None  # no findCaller (sys._getframe walk) per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

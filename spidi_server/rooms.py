@@ -7,6 +7,7 @@ allowed, auto-creation on first HELLO with the default capacity.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ ROOM_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAMESPACE = uuid.UUID("6f0f3c55-2a8e-4f57-9d0f-5b1f3a7c9e21")
 
 
+@functools.lru_cache(maxsize=4096)  # a uuid5 (SHA-1) per HELLO otherwise; a node serves few rooms
 def room_id_for(tenant: str, code: str) -> str:
     """A room's id: stable for (tenant, code), the same on every node and in PostgreSQL."""
     return str(uuid.uuid5(_NAMESPACE, f"{tenant}/{code}"))

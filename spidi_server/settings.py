@@ -314,6 +314,12 @@ class Settings:
     jwt_jwks_file: str = field(
         default="", metadata={"doc": "JWKS file of verification keys by kid; reloaded when it changes"}
     )
+    jwt_cache_size: int = field(
+        default=10_000,
+        metadata={
+            "doc": "Verified tokens remembered until they expire (a reconnect skips the signature); 0 = off"
+        },
+    )
 
     # -- faults --
     redis_buffer_max_ops: int = field(
@@ -393,6 +399,7 @@ class Settings:
             "grace_period_ms",
             "stomp_heartbeat_ms",
             "jwt_leeway_s",
+            "jwt_cache_size",
             "shutdown_timeout_s",
             "connect_timeout_s",
         ):

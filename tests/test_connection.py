@@ -84,7 +84,7 @@ async def open_connection(host, user="ann", role="spidi:user") -> tuple[ClientCo
     conn.receive(frame("CONNECT", **{"accept-version": "1.2"}))
     conn.receive(frame("SUBSCRIBE", id="s", destination=dest.USER_SESSION))
     conn.receive(frame("SUBSCRIBE", id="e", destination=dest.USER_ERRORS))
-    assert await wait_for(lambda: conn.backlog is None)  # a SUBSCRIBE is awaited: the rest waits
+    assert conn.backlog is None  # the connection's own queues: answered at once, nothing awaited
     return conn, writer
 
 
@@ -115,6 +115,28 @@ async def test_hello_then_heartbeat_in_one_message_keep_their_order(host):
     welcomes = [b for b in bodies(f for f in frames if f.command == "MESSAGE") if b["type"] == "WELCOME"]
     assert [w["roomCode"] for w in welcomes] == ["lobby", "other"]
     assert host.presence.sessions[sid].heartbeats == 1 and host.metrics.frame_counts[0] == 3
+
+
+async def test_private_queue_subscribes_are_answered_in_the_call_and_in_order(host):
+    writer = Writer()
+    conn = ClientConnection(host, writer, "c-2", "10.0.0.9", token_for(host.settings, "mo", "spidi:monitor"))
+    conn.receive(
+        frame("CONNECT", **{"accept-version": "1.2"})
+        + frame("SUBSCRIBE", id="s", destination=dest.USER_SESSION, receipt="r1")
+        + frame("SUBSCRIBE", id="e", destination=dest.USER_ERRORS, receipt="r2")
+        + frame("SUBSCRIBE", id="x", destination=dest.room_metrics("lobby"), receipt="r3")
+    )
+    # No task for the first two: their receipts are out before receive returns; the room's
+    # SUBSCRIBE reads Redis, so its receipt follows once that is done.
+    frames = writer.take()
+    assert [f.command for f in frames] == ["CONNECTED", "RECEIPT", "RECEIPT"]
+    assert [f.headers["receipt-id"] for f in frames[1:]] == ["r1", "r2"]
+    assert conn.backlog is not None
+    assert await wait_for(lambda: conn.backlog is None)
+    frames = writer.take()
+    assert orjson.loads(frames[0].body)["type"] == "ROOM_METRICS"  # the snapshot, then the receipt
+    assert frames[1].headers["receipt-id"] == "r3"
+    assert host.metrics.frame_counts[1] == 3
 
 
 async def test_an_app_error_is_answered_and_the_connection_stays(host):

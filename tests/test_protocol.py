@@ -244,6 +244,22 @@ def test_leave_bodies():
         payloads.leave(deep, None)
 
 
+def test_json_depth_at_and_past_the_limit():
+    limit = payloads.JSON_MAX_DEPTH
+    for shape, depth in (
+        ({}, 1),
+        ({"a": 1, "b": "x"}, 1),
+        ({"a": [1, {"b": []}], "c": 2}, 4),
+        ([[], [[]]], 3),
+    ):
+        assert payloads._depth(shape) == depth
+    at_limit = b'{"x":' + b"[" * (limit - 1) + b"]" * (limit - 1) + b', "y": 1}'
+    assert payloads.json_object(at_limit)["y"] == 1
+    past = b'{"y": 1, "x":' + b"[" * limit + b"]" * limit + b"}"  # the deep member after a scalar one
+    with pytest.raises(BadJsonError, match="^JSON nested too deeply$"):
+        payloads.json_object(past)
+
+
 def test_a_good_hello():
     hello = payloads.hello(
         {"roomCode": "lobby-1", "clientId": "tablet", "appVersion": "2.0", "device": "iPad", "extra": 1}

@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from spidi_server.auth import mint_token
-from spidi_server.errors import ConfigError
+from spidi_server.auth import TokenCache, TokenVerifier, mint_token
+from spidi_server.errors import AuthError, ConfigError
 from spidi_server.settings import Settings
 
 from .conftest import TRANSPORTS
@@ -318,3 +318,259 @@ async def test_jwks_file_reloaded_when_it_changes(node_factory, tmp_path, ec_key
     rewrite(path, "{broken")  # a bad rewrite keeps the keys in force
     await asyncio.sleep(0.6)
     assert (await outcome(node, token("k2", ec_keys[1])))[0] == "CONNECTED"
+
+
+# -- the cache of verified tokens -----------------------------------------------------------------
+
+
+def hs_settings(**overrides) -> Settings:
+    return Settings(jwt_secret="c" * 32, dev=False, **overrides).validate()
+
+
+def test_a_cached_token_is_served_until_its_exp_and_never_after():
+    settings = hs_settings(jwt_leeway_s=0.0)
+    verifier = TokenVerifier(settings)
+    exp = int(time.time()) + 2
+    token = jwt.encode(claims(exp=exp), settings.jwt_secret, algorithm="HS256")
+    first = verifier.verify(token)
+    assert len(verifier.cache) == 1
+    assert verifier.verify(token) is first  # the remembered Claims, not a second decode
+    while time.time() < exp:  # until the token's own exp passes (a condition, polled)
+        time.sleep(0.05)
+    with pytest.raises(AuthError, match="token expired"):
+        verifier.verify(token)
+    assert len(verifier.cache) == 0
+
+
+def test_refused_tokens_are_not_cached_and_checks_stay_per_token():
+    settings = hs_settings()
+    verifier = TokenVerifier(settings)
+    good = jwt.encode(claims(tenant="acme"), settings.jwt_secret, algorithm="HS256")
+    assert verifier.verify(good).tenant == "acme"
+    no_role = jwt.encode(claims(roles=["other"]), settings.jwt_secret, algorithm="HS256")
+    forged = good[: good.rindex(".") + 1] + b64(b"\0" * 32)
+    for _ in range(2):  # twice: a refusal is never remembered as anything
+        with pytest.raises(AuthError, match="no spidi role"):
+            verifier.verify(no_role)
+        with pytest.raises(AuthError, match="invalid token"):
+            verifier.verify(forged)
+    assert len(verifier.cache) == 1
+
+
+def test_the_cache_is_bounded_and_can_be_turned_off():
+    settings = hs_settings(jwt_cache_size=3)
+    verifier = TokenVerifier(settings)
+    tokens = [jwt.encode(claims(sub=f"u{i}"), settings.jwt_secret, algorithm="HS256") for i in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier.cache) == 3
+    assert verifier.cache.get(TokenCache.digest(tokens[-1]), time.time()) is not None  # the newest kept
+    assert verifier.cache.get(TokenCache.digest(tokens[0]), time.time()) is None  # the oldest gone
+    big = TokenVerifier(hs_settings(jwt_cache_size=20))
+    many = [jwt.encode(claims(sub=f"m{i}"), settings.jwt_secret, algorithm="HS256") for i in range(50)]
+    for token in many:
+        big.verify(token)
+        assert len(big.cache) <= 20  # never past the bound; a full cache drops its oldest tenth
+    assert big.cache.get(TokenCache.digest(many[-1]), time.time()) is not None
+    assert big.cache.get(TokenCache.digest(many[0]), time.time()) is None
+    off = TokenVerifier(hs_settings(jwt_cache_size=0))
+    assert off.verify(tokens[0]).user_id == "u0"
+    assert len(off.cache) == 0
+
+
+@pytest.mark.hardening(
+    "security",
+    "A token verified (and cached) before its key was retired from the JWKS file, presented again",
+    "Refused like an uncached token: the cache never outlives the key that verified it",
+)
+async def test_a_retired_key_revokes_its_cached_tokens(node_factory, tmp_path, ec_keys):
+    path = tmp_path / "jwks.json"
+    path.write_text(jwks({"k1": ec_keys[0], "k2": ec_keys[1]}))
+    node = await node_factory(jwt_algorithms=["ES256"], jwt_secret="", jwt_jwks_file=str(path))
+    old = jwt.encode(claims(), ec_keys[0], algorithm="ES256", headers={"kid": "k1"})
+    kept = jwt.encode(claims(sub="bob"), ec_keys[1], algorithm="ES256", headers={"kid": "k2"})
+    assert await outcome(node, old) == ("CONNECTED", "alice")
+    assert await outcome(node, old) == ("CONNECTED", "alice")  # the second time from the cache
+    assert await outcome(node, kept) == ("CONNECTED", "bob")
+    assert len(node.verifier.cache) == 2
+    rewrite(path, jwks({"k2": ec_keys[1]}))  # k1 retired
+    node.verifier.jwks_checked = 0.0  # look at the file on the next CONNECT, not within 0.5 s
+    assert await outcome(node, old) == ("ERROR", "token signed with an unknown key (kid)")
+    assert await outcome(node, kept) == ("CONNECTED", "bob")  # reloaded keys: verified afresh, served
+
+
+# -- the HS fast path (spidi_server/jwt_fast.py) against PyJWT -------------------------------------
+
+FAST_SECRET = "f" * 48
+FAST_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def signed(header: dict, payload, secret: str = FAST_SECRET, alg: str = "HS256", raw: bool = False) -> str:
+    """A token with exactly this header and payload (``raw``: the payload is already JSON text)."""
+    body = payload.encode() if raw else json.dumps(payload).encode()
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(body)}"
+    mac = hmac.new(secret.encode(), signing_input.encode(), FAST_DIGESTS.get(alg, hashlib.sha256))
+    return signing_input + "." + b64(mac.digest())
+
+
+def fast_path_tokens() -> list[str]:
+    """Tokens of every shape the fast path must either judge as PyJWT does or hand to PyJWT."""
+    now = int(time.time())
+    good = {"sub": "alice", "roles": ["spidi:user"], "exp": now + 600, "iat": now}
+    header = {"alg": "HS256", "typ": "JWT"}
+    payloads = [
+        good,
+        {**good, "tenant": "acme", "jti": "j1", "iss": "anyone", "extra": {"x": [1, 2]}},
+        {**good, "exp": now - 2},  # expired, within the 5 s leeway
+        {**good, "exp": now - 30},
+        {**good, "exp": float(now + 600)},
+        {**good, "exp": str(now + 600)},
+        {**good, "exp": True},
+        {**good, "exp": 10**30},
+        {**good, "exp": None},
+        {k: v for k, v in good.items() if k != "exp"},
+        {**good, "iat": now + 2},
+        {**good, "iat": now + 60},
+        {**good, "iat": "yesterday"},
+        {**good, "nbf": now - 10},
+        {**good, "nbf": now + 2},
+        {**good, "nbf": now + 60},
+        {**good, "nbf": 1.5},
+        {**good, "aud": "spidi"},
+        {**good, "aud": ""},
+        {**good, "aud": []},
+        {**good, "sub": 5},
+        {**good, "sub": ""},
+        {**good, "sub": None},
+        {k: v for k, v in good.items() if k != "sub"},
+        {**good, "jti": 5},
+        {**good, "roles": "spidi:monitor"},
+        {**good, "roles": []},
+        {**good, "roles": ["other"]},
+        {**good, "roles": [1]},
+        {**good, "tenant": ""},
+        {**good, "tenant": 5},
+        ["not", "an", "object"],
+    ]
+    tokens = [signed(header, p) for p in payloads]
+    headers = [
+        {"alg": "HS256"},
+        {"typ": "JWT", "alg": "HS256"},
+        {"alg": "HS256", "typ": "JOSE"},
+        {"alg": "HS256", "kid": "k1"},
+        {"alg": "HS256", "kid": 7},
+        {"alg": "HS256", "crit": ["b64"], "b64": False},
+        {"alg": "HS256", "crit": ["exp"]},
+        {"alg": "HS256", "jku": "https://evil.example/keys"},
+        {"alg": "HS384"},
+        {"alg": "HS512"},
+        {"alg": "none"},
+        {"alg": "RS256"},
+        {},
+    ]
+    tokens += [signed(h, good, alg=h.get("alg", "HS256")) for h in headers]
+    later = now + 60
+    tokens += [
+        signed(header, good, secret="another secret, long enough for HS256!"),
+        signed(header, f'{{"sub":"a","exp":{later},"sub":"b","roles":["spidi:user"]}}', raw=True),
+        signed(header, f'{{"sub":"a","exp":{later},"roles":["spidi:user"],"x":NaN}}', raw=True),
+        signed(header, f'{{"sub":"\\ud800","exp":{later},"roles":["spidi:user"]}}', raw=True),
+        signed(header, f'{{"sub":"a","exp":{later},"roles":["spidi:user"]}} ', raw=True),
+    ]
+    valid = tokens[0]
+    head, body, sig = valid.split(".")
+    tokens += [
+        f"{head}.{body}.{sig}=",  # padding PyJWT takes
+        f"{head}.{body}",
+        f"{head}.{body}.{sig}.{sig}",
+        f"{head}..{sig}",
+        valid + " ",
+        valid.replace(".", ". ", 1),
+        "é" + valid,
+        f"{head}.{body}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}",
+    ]
+    # Non-canonical base64: the last character's unused bits set (same bytes once decoded).
+    for segment in (0, 1, 2):
+        parts = valid.split(".")
+        last = parts[segment][-1]
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        if len(parts[segment]) % 4:
+            parts[segment] = parts[segment][:-1] + alphabet[alphabet.index(last) | 1]
+            tokens.append(".".join(parts))
+    return tokens
+
+
+def mutations(token: str, count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=.+/ "
+    out = []
+    for _ in range(count):
+        chars = list(token)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            i = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.5:
+                chars[i] = rng.choice(alphabet)
+            elif op < 0.75:
+                del chars[i]
+            else:
+                chars.insert(i, rng.choice(alphabet))
+        out.append("".join(chars))
+    return out
+
+
+def verdict(verifier: TokenVerifier, token: str):
+    try:
+        return verifier.verify(token)
+    except AuthError as exc:
+        return ("refused", str(exc))
+
+
+def test_the_hs_fast_path_never_accepts_what_pyjwt_refuses():
+    from spidi_server import jwt_fast
+
+    settings = Settings(jwt_secret=FAST_SECRET, dev=False, jwt_cache_size=0).validate()
+    fast = TokenVerifier(settings)
+    slow = TokenVerifier(settings)
+    slow.fast = False  # PyJWT only
+    assert fast.fast
+    tokens = fast_path_tokens()
+    tokens += mutations(tokens[0], 1500, seed=15) + mutations(tokens[1], 500, seed=16)
+    taken = 0
+    for token in tokens:
+        expected = verdict(slow, token)
+        assert verdict(fast, token) == expected, token
+        accepted = jwt_fast.verify_hs(token, fast.algorithms, fast._key_for, fast.leeway)
+        if accepted is not None:
+            taken += 1  # PyJWT accepts it too, with the same payload (Spidi's roles may still refuse)
+            assert accepted[0] == jwt.decode(
+                token, FAST_SECRET, algorithms=["HS256"], leeway=5.0, options={"require": ["exp", "sub"]}
+            )
+    assert taken >= 5  # the ordinary tokens do take it
+    ordinary = mint_token(settings, "bob", ["spidi:user"])
+    assert jwt_fast.verify_hs(ordinary, fast.algorithms, fast._key_for, fast.leeway) is not None
+
+
+def test_the_hs_fast_path_with_keys_by_kid_and_issuer_rules():
+    from spidi_server import jwt_fast
+
+    keys = {"2024": "old-secret-" + "x" * 32, "2025": "new-secret-" + "y" * 32}
+    settings = Settings(jwt_keys=keys, jwt_secret="", dev=False, jwt_cache_size=0).validate()
+    fast = TokenVerifier(settings)
+    slow = TokenVerifier(settings)
+    slow.fast = False
+    good = claims()
+    tokens = [
+        signed({"alg": "HS256", "kid": "2024"}, good, secret=keys["2024"]),
+        signed({"alg": "HS256", "kid": "2025"}, good, secret=keys["2024"]),  # another kid's key
+        signed({"alg": "HS256", "kid": "1999"}, good, secret=keys["2024"]),
+        signed({"alg": "HS256"}, good, secret=keys["2024"]),  # no kid
+    ]
+    for token in tokens:
+        assert verdict(fast, token) == verdict(slow, token)
+    assert jwt_fast.verify_hs(tokens[0], fast.algorithms, fast._key_for, fast.leeway) is not None
+    # With an issuer or an audience to check, PyJWT does all of it.
+    assert not TokenVerifier(hs_settings(jwt_issuer="https://id.example")).fast
+    assert not TokenVerifier(hs_settings(jwt_audience="spidi")).fast

@@ -61,8 +61,8 @@ class Subscriptions:
     async def subscribe(self, client: Client, sub_id: str, destination: dest.Destination) -> None:
         """SUBSCRIBE: check role and tenant, register, and send the snapshot at once."""
         kind = destination.kind
-        if kind in (dest.KIND_USER_SESSION, dest.KIND_USER_ERRORS):
-            return
+        if kind in dest.PRIVATE_KINDS:
+            return  # (the connection answers these itself; a direct caller may still ask)
         claims = client.stomp.claims
         policy = self.policy
         if not policy.allows(claims.roles, roles.OBSERVE):

@@ -18,6 +18,8 @@ _ROOM_PREFIX = "/topic/rooms/"
 
 KIND_USER_SESSION = "user-session"
 KIND_USER_ERRORS = "user-errors"
+# The connection's own queues: a SUBSCRIBE to one has nothing to check, register or read.
+PRIVATE_KINDS = frozenset({KIND_USER_SESSION, KIND_USER_ERRORS})
 KIND_ROOMS = "rooms"
 KIND_ALERTS = "alerts"
 KIND_ROOM_METRICS = "room-metrics"

@@ -37,10 +37,20 @@ def _depth(value: Any, depth: int = 0) -> int:
     if depth > JSON_MAX_DEPTH:
         return depth
     if isinstance(value, dict):
-        return max((_depth(v, depth + 1) for v in value.values()), default=depth + 1)
-    if isinstance(value, list):
-        return max((_depth(v, depth + 1) for v in value), default=depth + 1)
-    return depth
+        values = value.values()
+    elif isinstance(value, list):
+        values = value
+    else:
+        return depth
+    # A scalar inside adds nothing to depth + 1: only containers are walked (no generator and
+    # no call per field of a flat HELLO body).
+    deepest = depth + 1
+    for v in values:
+        if isinstance(v, (dict, list)):
+            found = _depth(v, depth + 1)
+            if found > deepest:
+                deepest = found
+    return deepest
 
 
 def _not_json(exc: orjson.JSONDecodeError) -> BadJsonError:

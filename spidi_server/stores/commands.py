@@ -4,6 +4,7 @@ Sans-I/O: ``build`` only queues commands on a pipeline object the flusher (store
 then sends. An operation is a tuple whose first item is its kind:
 
     ("join", PendingJoin)                        join.lua, the tenant's rooms, the user's and the node's index
+                                                 (batched: see below)
     ("unindex", session_id, tenant, user_id)     a refused join's indexes taken back
     ("leave", room_id, session_id, user_id, tenant)
     ("touch", room_id, session_id, ttl_s, fields, tenant, user_id)
@@ -12,8 +13,16 @@ then sends. An operation is a tuple whose first item is its kind:
     ("capacity", room_id, capacity)
     ("marker",)                                  the node's marker (stores/recovery.py) and its NODES entry
 
+Joins are batched: the joins of a run of operations (ended by any operation but another join, a
+history event or a publish, so a leave, a TTL touch or a capacity change stays after the joins
+queued before it) go out as one join.lua call per room admitting them in order (at most
+``JOIN_BATCH`` each), one HSET of the node's index, one per tenant's rooms and one HSET + EXPIRE per
+user's index, instead of five commands per join. A history event never depends on a join of its
+own batch (a session's events follow its join's answer), so it does not end the run.
+
 Heartbeats are not operations: they come packed per room (heartbeats.lua's argument, see
-``HotStore._take``) and are written as one heartbeats.lua call per room. The spill file stores operations as JSON lists (stores/recovery.py).
+``HotStore._take``) and are written as one heartbeats.lua call per room. The spill file stores
+operations as JSON lists (stores/recovery.py).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from .client import pipeline_publish
 from .scripts import Scripts
 
 MARKER_TTL_MS = 3_600_000  # the marker of a node that died goes away by itself within the hour
+JOIN_BATCH = 500  # sessions per join.lua call: bounds one script's run (Redis runs nothing else meanwhile)
 
 
 class Target(Protocol):
@@ -40,32 +50,36 @@ def build(
 ) -> tuple[int, int | None, bool]:
     """Queue ``ops`` and ``beats`` on ``pipe``; returns (command count, index of the marker
     check's reply or None, whether the batch writes the marker). Every command adds one
-    reply, so a join's script reply is at the index ``commands`` had when queued: ``joins``
-    receives (index, PendingJoin)."""
+    reply, so a join's answer is item ``position`` of the reply at the index ``commands`` had when
+    its script was queued: ``joins`` receives (index, position, PendingJoin)."""
     commands = 0
     publishes = []
     marks = False
     scripts = target.scripts
     node_id, marker_key = target.node_id, target.marker_key
     node_key = keys.node_sessions(node_id)
+    run: dict[str, list] = {}  # room_id -> the joins of the current run, in order
     for op in ops:
         kind = op[0]
         if kind == "join":
             j = op[1]
-            room_id, session_id = j.room_id, j.session_id
-            joins.append((commands, j))
-            scripts.queue(pipe, "join", [*keys.room_keys(room_id), keys.session(room_id, session_id)], j.args)
-            pipe.hset(keys.tenant_rooms(j.tenant), room_id, j.code)
-            # The user's index lives in its own slot: plain commands, not part of the script.
-            # (Written with the join, not after its answer, to save a round trip; a refused
-            # join takes them back with an "unindex".)
-            user_key = keys.user_sessions(j.tenant, j.user_id)
-            pipe.hset(user_key, session_id, room_id)
-            pipe.expire(user_key, j.ttl_s)
-            # The node's index: what to end if this process dies without a word.
-            pipe.hset(node_key, session_id, room_id)
-            commands += 5
-        elif kind == "unindex":
+            room_joins = run.get(j.room_id)
+            if room_joins is None:
+                run[j.room_id] = [j]
+            else:
+                room_joins.append(j)
+            continue
+        if kind == "event":
+            pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
+            commands += 1
+            continue
+        if kind == "publish":
+            publishes.append(op)
+            continue
+        if run:
+            commands = _queue_joins(pipe, run, joins, commands, scripts, node_key)
+            run = {}
+        if kind == "unindex":
             _, session_id, tenant, user_id = op
             pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
             pipe.hdel(node_key, session_id)
@@ -90,11 +104,6 @@ def build(
             pipe.expire(key, ttl_s)
             pipe.expire(keys.user_sessions(tenant, user_id), ttl_s)
             commands += 2
-        elif kind == "event":
-            pipe.xadd(events.STREAM, op[1], maxlen=events.STREAM_MAXLEN, approximate=True)
-            commands += 1
-        elif kind == "publish":
-            publishes.append(op)
         elif kind == "capacity":
             _, room_id, capacity = op
             pipe.hset(keys.room_metrics(room_id), "capacity", capacity)
@@ -105,6 +114,8 @@ def build(
             pipe.sadd(keys.NODES, node_id)  # FLUSHALL took the node off the reapers' list too
             commands += 2
             marks = True
+    if run:
+        commands = _queue_joins(pipe, run, joins, commands, scripts, node_key)
     for room_id, packed in beats.items():
         scripts.queue(pipe, "heartbeats", [keys.room_online(room_id), keys.room_latency(room_id)], [packed])
         commands += 1
@@ -119,3 +130,53 @@ def build(
         pipe.set(marker_key, node_id, xx=True, px=MARKER_TTL_MS)
         commands += 1
     return commands, marker_at, marks
+
+
+def _queue_joins(
+    pipe, run: dict[str, list], joins: list, commands: int, scripts: Scripts, node_key: str
+) -> int:
+    """Queue a run of joins (room_id -> PendingJoins in order); returns the new command count.
+
+    Per room one join.lua call per ``JOIN_BATCH`` sessions; then the indexes, which live in
+    other slots than the room's: plain commands, not part of the script. (Written with the
+    joins, not after their answers, to save a round trip; a refused join takes them back with an
+    "unindex".) Repeated HSETs of one key in one pipeline end as the last one wrote, so merging
+    them into one mapping (later joins winning) leaves Redis as the separate commands did.
+    """
+    tenant_rooms: dict[str, dict] = {}
+    users: dict[str, tuple[dict, int]] = {}
+    node_index: dict[str, str] = {}
+    for room_id, room_joins in run.items():
+        room_keys = keys.room_keys(room_id)
+        for start in range(0, len(room_joins), JOIN_BATCH):
+            batch = room_joins[start : start + JOIN_BATCH]
+            script_keys = list(room_keys)
+            args: list = []
+            for position, j in enumerate(batch):
+                joins.append((commands, position, j))
+                script_keys.append(keys.session(room_id, j.session_id))
+                args.append(len(j.args))
+                args.extend(j.args)
+            scripts.queue(pipe, "join", script_keys, args)
+            commands += 1
+        for j in room_joins:
+            rooms = tenant_rooms.get(j.tenant)
+            if rooms is None:
+                rooms = tenant_rooms[j.tenant] = {}
+            rooms[room_id] = j.code
+            user_key = keys.user_sessions(j.tenant, j.user_id)
+            user = users.get(user_key)
+            if user is None:
+                users[user_key] = ({j.session_id: room_id}, j.ttl_s)
+            else:
+                user[0][j.session_id] = room_id
+                users[user_key] = (user[0], j.ttl_s)  # EXPIRE: the last join's TTL, as before
+            # The node's index: what to end if this process dies without a word.
+            node_index[j.session_id] = room_id
+    for tenant, rooms in tenant_rooms.items():
+        pipe.hset(keys.tenant_rooms(tenant), mapping=rooms)
+    for user_key, (sessions, ttl_s) in users.items():
+        pipe.hset(user_key, mapping=sessions)
+        pipe.expire(user_key, ttl_s)
+    pipe.hset(node_key, mapping=node_index)
+    return commands + len(tenant_rooms) + 2 * len(users) + 1

@@ -49,7 +49,7 @@ _MAX_BATCH_OPS = 5_000  # operations per pipeline: a backlog goes out in several
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
 
-REFUSED = -1  # join.lua's answer when the room is full
+REFUSED = -1  # join.lua's answer for a session when the room is full
 
 
 class LiveSession(NamedTuple):
@@ -534,11 +534,13 @@ class HotStore:
     def _answer_joins(self, joins: list, results: list) -> None:
         """Resolve each join with its script's reply; undo the indexes of refused ones."""
         redo = []
-        for index, j in joins:
+        for index, position, j in joins:
             reply = results[index]
             if isinstance(reply, Exception):
                 j.resolve(None)  # logged with the pipeline's errors; the caller decides
-            elif int(reply) != REFUSED:
+                continue
+            reply = reply[position]  # join.lua answers each session of its batch
+            if int(reply) != REFUSED:
                 j.resolve(int(reply))
             elif j.forced:
                 # Admitted without Redis's answer (it came too late): Redis must hold the

@@ -1,25 +1,39 @@
--- A session joins a room. KEYS: online, latency, users, metrics, session hash.
--- ARGV: sessionId, nowMs, userId, hour, ttlSeconds, capacity, code, tenant, limit, then field/value
--- pairs. Returns the room's online count, or -1 (nothing written) when the room already holds
--- `limit` sessions of any node: capacity is enforced here, cluster-wide, not per process.
--- limit 0 admits unconditionally (a node that admitted on its local count while Redis was down).
--- A session already in the room (a replayed join) is always admitted: it takes no new place.
-local sid, now, user, hour, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local limit = tonumber(ARGV[9]) or 0
-if limit > 0 and not redis.call('ZSCORE', KEYS[1], sid) and redis.call('ZCARD', KEYS[1]) >= limit then
-  return -1
+-- Sessions join a room, in order: one call admits a batch (the joins of one room gathered by one
+-- flush). KEYS: online, latency, users, metrics, then one session hash per session, in order.
+-- ARGV, per session: the count of its arguments, then its arguments: sessionId, nowMs, userId,
+-- hour, ttlSeconds, capacity, code, tenant, limit, then field/value pairs (scripts.join_args).
+-- Returns one answer per session: the room's online count after its join, or -1 (nothing written
+-- for it) when the room already held `limit` sessions of any node: capacity is enforced here,
+-- cluster-wide, not per process. limit 0 admits unconditionally (a node that admitted on its
+-- local count while Redis was down). A session already in the room (a replayed join) is always
+-- admitted: it takes no new place. Each session is checked after the ones before it in the call,
+-- exactly as if each had its own call.
+local online_key, users_key, metrics_key = KEYS[1], KEYS[3], KEYS[4]
+local answers = {}
+local n, a = 0, 1
+while a <= #ARGV do
+  n = n + 1
+  local count = tonumber(ARGV[a])
+  local b = a  -- the session's i-th argument is ARGV[b + i]
+  a = a + 1 + count
+  local sid, now, user, hour, ttl = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5])
+  local limit = tonumber(ARGV[b + 9]) or 0
+  local session_key = KEYS[4 + n]
+  if limit > 0 and not redis.call('ZSCORE', online_key, sid) and redis.call('ZCARD', online_key) >= limit then
+    answers[n] = -1
+  else
+    redis.call('HSET', metrics_key, 'capacity', ARGV[b + 6], 'code', ARGV[b + 7], 'tenant', ARGV[b + 8])
+    if count > 9 then redis.call('HSET', session_key, unpack(ARGV, b + 10, b + count)) end
+    redis.call('EXPIRE', session_key, ttl)
+    local added = redis.call('ZADD', online_key, now, sid)
+    if added == 1 then redis.call('HINCRBY', users_key, user, 1) end
+    local online = redis.call('ZCARD', online_key)
+    local peak_hour = redis.call('HGET', metrics_key, 'peak_hour')
+    local peak = tonumber(redis.call('HGET', metrics_key, 'peak') or '0')
+    if peak_hour ~= hour or online > peak then
+      redis.call('HSET', metrics_key, 'peak', online, 'peak_hour', hour)
+    end
+    answers[n] = online
+  end
 end
-redis.call('HSET', KEYS[4], 'capacity', ARGV[6], 'code', ARGV[7], 'tenant', ARGV[8])
-local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-if #fields > 0 then redis.call('HSET', KEYS[5], unpack(fields)) end
-redis.call('EXPIRE', KEYS[5], ttl)
-local added = redis.call('ZADD', KEYS[1], now, sid)
-if added == 1 then redis.call('HINCRBY', KEYS[3], user, 1) end
-local online = redis.call('ZCARD', KEYS[1])
-local peak_hour = redis.call('HGET', KEYS[4], 'peak_hour')
-local peak = tonumber(redis.call('HGET', KEYS[4], 'peak') or '0')
-if peak_hour ~= hour or online > peak then
-  redis.call('HSET', KEYS[4], 'peak', online, 'peak_hour', hour)
-end
-return online
+return answers
