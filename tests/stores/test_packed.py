@@ -44,7 +44,7 @@ async def built_pipeline(client):
     scripts = Scripts(client)
     await scripts.load()
     pipe = client.pipeline(transaction=False)
-    beats = {"room1": {"s1": (1767000000123, 12.5), "s3": (1767000000456, 7)}}
+    beats = {"room1": "s1 1767000000123 12.5\ns3 1767000000456 7"}  # packed per room, as the lane gives them
     commands.build(pipe, sample_ops(asyncio.get_running_loop()), beats, [], True, Target(scripts))
     return pipe
 
