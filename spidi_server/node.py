@@ -160,6 +160,7 @@ class Node:
             connect(self.redis_url, s.redis_timeout_ms / 1000),
             on_flush=self.metrics.record_flush,
             min_interval_s=s.redis_flush_interval_ms / 1000,
+            beat_interval_s=s.redis_heartbeat_interval_ms / 1000,
             node_id=self.node_id,
             buffer_max_ops=s.redis_buffer_max_ops,
             spill=spill,

@@ -143,6 +143,13 @@ class Settings:
         default=10.0,
         metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"},
     )
+    redis_heartbeat_interval_ms: float = field(
+        default=50.0,
+        metadata={
+            "doc": "Heartbeats alone (no other write queued) go to Redis at most this often, more per script "
+            "call; at the flush interval while a room is watched"
+        },
+    )
     gc_full_interval_s: float = field(
         default=60.0,
         metadata={
@@ -397,6 +404,7 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
         for name in (
             "grace_period_ms",
+            "redis_heartbeat_interval_ms",
             "stomp_heartbeat_ms",
             "jwt_leeway_s",
             "jwt_cache_size",

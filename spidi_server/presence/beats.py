@@ -30,6 +30,11 @@ class LaneDrain:
         self.ttl_s = ttl_s  # a session's keys' expiry in Redis, renewed while it heartbeats
         self.pending = lane.pending  # the store looks at it every flush interval
 
+    def urgent(self) -> bool:
+        """Some process watches rooms (``local.watched``, any room: a cheap, cautious test): their
+        roster updates ride on the heartbeats, which then go at the flush interval."""
+        return bool(self.local.watched)
+
     def take_beats(self) -> dict[str, bytes]:
         """The beats per room id (the flusher's), after queueing the TTL refreshes that are due
         and the roster updates of watched rooms."""

@@ -76,6 +76,10 @@ class BeatSource(Protocol):
     # what it hands out is the flusher's from then on.
     def take_beats(self) -> dict[str, bytes]: ...
 
+    # True while someone waits for these heartbeats' side effects (roster updates of watched
+    # rooms): they then go at the flush interval, not the longer heartbeat interval.
+    def urgent(self) -> bool: ...
+
 
 class PendingJoin:
     """A join on its way to Redis.
@@ -131,6 +135,7 @@ class HotStore:
         buffer_max_ops: int = 100_000,
         spill: SpillFile | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        beat_interval_s: float = 0.0,
     ):
         self.redis = client
         # The longest a pipeline may take; past it Redis is hung, and that is an outage.
@@ -144,6 +149,12 @@ class HotStore:
         self._beats: dict[str, dict[str, tuple]] = {}
         self.beat_sources: list[BeatSource] = []  # drained with every pipeline (add_beat_source)
         self._beat_check_s = max(min_interval_s, 0.005)  # how often the sources are looked at
+        # Heartbeats alone wake the flusher at most this often after its last batch: Redis's cost
+        # of a heartbeat falls with the batch (heartbeats.lua's fixed part, a warm cache), the
+        # node's with fewer pipelines. Other writes still go at ``min_interval_s`` and carry the
+        # heartbeats waiting by then.
+        self._beat_interval_s = max(beat_interval_s, self._beat_check_s)
+        self._last_take = 0.0  # monotonic time the flusher last took a batch
         self._beat_watch: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future] = []
@@ -183,15 +194,19 @@ class HotStore:
 
     async def _watch_beats(self) -> None:
         """Wake the flusher when a source holds heartbeats: looked at once per flush interval, so
-        a heartbeat costs nothing here however many arrive."""
+        a heartbeat costs nothing here however many arrive; the flusher is woken once the last
+        batch is ``beat_interval_s`` old, or at once for an urgent source."""
         sources = self.beat_sources
+        check, interval = self._beat_check_s, self._beat_interval_s
         while True:
-            await asyncio.sleep(self._beat_check_s)
-            if not self._wake.is_set():
-                for source in sources:
-                    if source.pending():
-                        self._wake.set()
-                        break
+            await asyncio.sleep(check)
+            if self._wake.is_set():
+                continue
+            due = time.monotonic() - self._last_take >= interval
+            for source in sources:
+                if source.pending() and (due or source.urgent()):
+                    self._wake.set()
+                    break
 
     def _beats_pending(self) -> int:
         return sum(source.pending() for source in self.beat_sources)
@@ -376,7 +391,7 @@ class HotStore:
             pause = self.min_interval_s - (time.monotonic() - last)
             if pause > 0 and not self._waiters and not self._closing and not replaying:
                 await asyncio.sleep(pause)
-            last = time.monotonic()
+            last = self._last_take = time.monotonic()
             self._wake.clear()
             waiters, self._waiters = self._waiters, []
             spill_read = None
