@@ -147,7 +147,7 @@ class Settings:
         default=50.0,
         metadata={
             "doc": "Heartbeats alone (no other write queued) go to Redis at most this often, more per script "
-            "call; at the flush interval while a room is watched"
+            "call; at the flush interval while a room of the node is watched"
         },
     )
     gc_full_interval_s: float = field(

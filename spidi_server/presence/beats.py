@@ -31,9 +31,9 @@ class LaneDrain:
         self.pending = lane.pending  # the store looks at it every flush interval
 
     def urgent(self) -> bool:
-        """Some process watches rooms (``local.watched``, any room: a cheap, cautious test): their
-        roster updates ride on the heartbeats, which then go at the flush interval."""
-        return bool(self.local.watched)
+        """Some process watches a room of this node: its roster updates ride on the heartbeats,
+        which then go at the flush interval (not the longer heartbeat interval)."""
+        return bool(self.local.watched_here)
 
     def take_beats(self) -> dict[str, bytes]:
         """The beats per room id (the flusher's), after queueing the TTL refreshes that are due

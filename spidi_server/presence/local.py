@@ -27,6 +27,9 @@ class LocalState:
         self.rooms: dict[str, Room] = {}  # by room id
         self.sessions: dict[str, Session] = {}  # by session id
         self.watched: set[str] = set()  # rooms some process watches (crossnode keeps it current)
+        # This node's rooms among them: their beating sessions are roster updates, so their
+        # heartbeats leave for Redis at the flush interval (``LaneDrain.urgent``).
+        self.watched_here: set[str] = set()
         # A room's key in the lane, kept for good (a room dropped and used again has the same key,
         # so a beat the lane still holds for it finds its room id): room id <-> key.
         self.room_keys: dict[str, int] = {}
@@ -51,11 +54,16 @@ class LocalState:
         """Whether some process watches the room: its beating sessions are then roster updates."""
         self.lane.set_watched(room.key, watched)
         room.watched = watched
+        if watched:
+            self.watched_here.add(room.room_id)
+        else:
+            self.watched_here.discard(room.room_id)
 
     def drop_room(self, room: Room) -> None:
         """Forget an idle room, recording its partial minute first."""
         self.sampling.emit(room)
         self.rooms.pop(room.room_id, None)
+        self.watched_here.discard(room.room_id)
         self.count_rooms()
 
     def count_rooms(self) -> None:

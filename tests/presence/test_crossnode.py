@@ -61,12 +61,25 @@ async def test_a_room_that_becomes_watched_reannounces_its_sessions(presence, cl
     presence.fanout = fanout = RecordingFanout()
     sid = await joined(presence, client_factory())
     assert not presence.rooms[LOBBY].watched
+    assert not presence.drain.urgent()  # heartbeats may wait for the heartbeat interval
     presence.watched_changed({LOBBY})
     assert presence.watched == {LOBBY} and presence.rooms[LOBBY].watched
+    assert presence.drain.urgent()  # its roster updates ride on the heartbeats: no waiting
     assert await wait_for(lambda: fanout.published)
     assert [e["sessionId"] for e in fanout.published[0][1]] == [sid]
     presence.watched_changed(set())
-    assert not presence.rooms[LOBBY].watched
+    assert not presence.rooms[LOBBY].watched and not presence.drain.urgent()
+
+
+async def test_only_a_watched_room_of_this_node_makes_heartbeats_urgent(presence, client_factory):
+    presence.watched_changed({room_id_for("default", "elsewhere")})  # watched, not here
+    client = client_factory()
+    sid = await joined(presence, client)
+    assert not presence.drain.urgent()
+    presence.watched_changed({LOBBY, room_id_for("default", "elsewhere")})
+    assert presence.drain.urgent()
+    presence.leave(client, sid)  # the room is dropped with its last session
+    assert LOBBY not in presence.rooms and not presence.drain.urgent()
 
 
 async def test_a_subscriber_watches_and_the_last_one_unwatches(presence, client_factory):
