@@ -420,6 +420,16 @@ def test_the_stores_format_for_float_latencies(Lane):
         assert lane.take_beats() == {1: f"a 1 {latency}".encode()}
 
 
+def test_the_stores_format_for_integers(Lane):
+    """Times and integer latencies written digit by digit, as the f-string writes them."""
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
+    lane.add_session("a", 0, 1, 0, 0.0)
+    for now_ms in (0, 7, 10, 99, 100, 1_767_000_000_123, 9_223_372_036_854_775_807, -1, -1_000):
+        for latency in (0, 9, 10, 305, 3_599_999):
+            lane.beat("a", latency, now_ms, 1.0)
+            assert lane.take_beats() == {1: f"a {now_ms} {latency}".encode()}
+
+
 LONGEST_LINE = max(len(line) for line in GOOD.split(b"\n\n")[0].split(b"\n"))
 
 
