@@ -312,7 +312,7 @@ class Node:
         self.presence.sample_rooms()
 
     async def _checkpoint(self) -> None:
-        self.presence.checkpoint_sessions()
+        await self.presence.checkpoint_all()
 
     async def _watch_writer(self) -> None:
         self.services.watch_writer(time.monotonic())
