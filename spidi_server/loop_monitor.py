@@ -63,6 +63,7 @@ class LoopMonitor:
         self.clock = clock
         self.ticks = 0
         self.last_tick = clock()
+        self.last_cpu = time.process_time()  # the process's CPU seconds at the last tick
         self._due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -109,6 +110,7 @@ class LoopMonitor:
         if lag < 0.0:  # timers may fire up to a clock tick early
             lag = 0.0
         self.last_tick = now
+        self.last_cpu = time.process_time()
         self.ticks += 1
         self._arm(now)
         self.record(lag, now)
@@ -167,8 +169,11 @@ class StallReporter:
     """A daemon thread logging the loop thread's stack while ``monitor``'s timer is late.
 
     It checks every ``stall_s / 2``; when the monitor has not ticked for ``period + stall_s`` it
-    logs ``loop_stall`` (WARNING) with how long the loop has been stuck and the stack it is
-    running, once per stall and at most once per ``min_gap_s``.
+    logs ``loop_stall`` (WARNING) with how late the timer is (``stuck_ms``), the CPU time the
+    process used since the timer last ran (``cpu_ms``, over ``stuck_ms`` plus at most one
+    ``period``: about as much = a long step of ours; much less = the process was waiting, for a
+    CPU on a starved host or in a blocking call) and the stack it is running, once per stall and
+    at most once per ``min_gap_s``.
     """
 
     def __init__(self, monitor: LoopMonitor, stall_s: float, min_gap_s: float = 10.0):
@@ -200,7 +205,7 @@ class StallReporter:
         reported_tick = -1
         last_report = -self.min_gap_s
         while not self._stop.wait(self.stall_s / 2):
-            ticks, last = monitor.ticks, monitor.last_tick
+            ticks, last, last_cpu = monitor.ticks, monitor.last_tick, monitor.last_cpu
             now = time.monotonic()
             stuck = now - last
             if stuck < late_after or ticks == reported_tick or now - last_report < self.min_gap_s:
@@ -208,6 +213,7 @@ class StallReporter:
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
                 return  # the loop's thread is gone
+            cpu = time.process_time() - last_cpu
             stack = "".join(traceback.format_stack(frame, limit=30))
             del frame
             reported_tick, last_report = ticks, now
@@ -217,5 +223,6 @@ class StallReporter:
                 "loop_stall",
                 logging.WARNING,
                 stuck_ms=round((stuck - monitor.period) * 1000, 1),
+                cpu_ms=round(cpu * 1000, 1),
                 stack=stack,
             )

@@ -86,6 +86,7 @@ async def test_stall_reporter_logs_the_blocking_stack_once_per_gap(caplog):
     assert reporter.reports == 1 and len(records) == 1
     assert "_hold_the_loop" in records[0].stack
     assert records[0].stuck_ms >= 30
+    assert records[0].cpu_ms < records[0].stuck_ms  # it slept: the process was not busy
 
 
 def test_gc_timer_times_older_generations_only():
@@ -137,7 +138,7 @@ def test_frozen_cycles_wait_for_the_full_collection(policy):
     del a, b
     gc.collect()  # an ordinary collection never sees frozen objects
     assert dead() is not None
-    policy.full()
+    policy.full(0)
     assert dead() is None
 
 
@@ -158,6 +159,18 @@ def test_full_collection_after_the_frozen_heap_doubled(policy):
     assert policy.step(open_connections=0) is True
     assert policy.frozen >= len(kept) and policy.baseline == policy.frozen
     assert not policy.full_due(0)
+    del kept
+
+
+def test_a_connect_ramp_is_growth_not_garbage(policy):
+    # Connections holding 50 objects each, as many as double the heap: within their allowance.
+    connections = (policy.baseline + 1000) // 50
+    kept = [[[i] for i in range(49)] for _ in range(connections)]
+    assert policy.step(open_connections=connections) is False
+    assert not policy.full_due(connections)
+    assert policy.full_due(0)  # the same heap with those connections gone
+    policy.full(connections)  # measures what one holds
+    assert 50 <= policy.per_connection < 60
     del kept
 
 
