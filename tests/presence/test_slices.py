@@ -1,11 +1,12 @@
 """Long synchronous steps run in slices with the loop given back between them, so a node with
 thousands of sessions is not held for a whole pass: the periodic checkpoints
-(Presence.checkpoint_all) and a big room's roster read (stores/reads.roster)."""
+(Presence.checkpoint_all), a big room's roster read (stores/reads.roster) and the hot store's
+pipelines of a backlog (hot_store._MAX_BATCH_OPS)."""
 
 from __future__ import annotations
 
 from spidi_server.rooms import room_id_for
-from spidi_server.stores import events, keys, reads
+from spidi_server.stores import events, hot_store, keys, reads
 
 LOBBY = room_id_for("default", "lobby")
 
@@ -75,3 +76,15 @@ async def test_roster_read_takes_one_pipeline_per_slice(presence, client_factory
     whole = await store.roster(LOBBY)
     assert sliced == whole and len(whole) == 5
     assert all(entry["clientId"].startswith("t") for entry in sliced)
+
+
+async def test_a_backlog_of_events_goes_out_in_bounded_pipelines(store, redis_sync):
+    pipelines = []
+    store.on_flush = lambda commands, seconds, ok: pipelines.append(commands)
+    backlog = 2 * hot_store._MAX_BATCH_OPS + 10  # a checkpoint pass queues one event per session
+    for i in range(backlog):
+        store.event({"kind": "probe", "n": i})
+    await store.flush()
+    assert sum(pipelines) >= backlog and len(pipelines) >= 3
+    assert max(pipelines) <= hot_store._MAX_BATCH_OPS + 5  # + the node's marker, if due
+    assert redis_sync.xlen(keys.EVENTS_STREAM) == backlog
