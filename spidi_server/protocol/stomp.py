@@ -129,8 +129,10 @@ class StompConnection:
     def use_lane(self, lane: HeartbeatLane, key: int, per_second: float = 0.0, burst: float = 0.0) -> None:
         """Keep the token bucket (``burst`` frames at once, refilled at ``per_second``; 0: no
         limit) and ``last_received`` in ``lane`` under ``key`` (opened here, closed by the owner)."""
-        self.rate = float(per_second)
-        self.burst = float(burst)
+        # Kept as given (the settings' own objects, shared by every connection): float() of the
+        # int burst would be a new float per connection.
+        self.rate = per_second
+        self.burst = burst
         self.lane = lane
         self.lane_key = key
         lane.open(key, self.rate, self.burst, time.monotonic())
@@ -247,6 +249,7 @@ class StompConnection:
                 raise AuthError("Authorization header must be 'Bearer <jwt>'")
             token = value.strip()
         token = token or headers.get("passcode") or self.query_token
+        self.query_token = None  # read once: the connection does not keep the token text
         self.claims = self.verifier.verify(token)
         self.send_every_ms, self.expect_every_ms = negotiate_heartbeat(
             headers.get("heart-beat"), self.stomp_heartbeat_ms, self.stomp_heartbeat_ms
