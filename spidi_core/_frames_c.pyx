@@ -4,7 +4,8 @@
 Same behaviour as the reference, byte for byte and error reason for error reason; only the
 mechanics differ: bytes are scanned with memchr in place, a chunk that starts on a frame
 boundary is parsed straight from the caller's memory, and only an incomplete tail is copied into
-a reusable C buffer, which never holds more than ``max_frame_size + 1`` bytes.
+a C buffer, which never holds more than ``max_frame_size + 1`` bytes and is freed once the
+parser is idle again (an idle connection holds no buffer and no headers dict).
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -43,8 +44,6 @@ cdef enum:
     IDLE = 0
     HEAD = 1
     BODY = 2
-    # An idle parser gives back a buffer grown beyond this by a big frame.
-    KEEP_BUFFER = 16384
     STACK_BYTES = 512
 
 # Limits are clamped here so offset arithmetic (even 10 * limit) cannot overflow; no real
@@ -225,7 +224,7 @@ cdef class FrameParserC:
         self._nheaders = 0
         self._command = None
         self._raw = False
-        self._headers = {}
+        self._headers = None  # a fresh dict per frame, made when it starts
         self._error = None
 
     def __dealloc__(self):
@@ -304,7 +303,9 @@ cdef class FrameParserC:
         except FrameError as exc:
             self._error = exc
             raise
-        if self._len == 0 and self._cap > KEEP_BUFFER:
+        if self._len == 0 and self._buf != NULL:
+            # Idle again: the buffer goes back, so an idle connection holds none (a frame that
+            # spans messages is rare, and a malloc then is cheap next to the memory kept).
             free(self._buf)
             self._buf = NULL
             self._cap = 0
@@ -393,6 +394,10 @@ cdef class FrameParserC:
                 frames,
                 _new_frame(self._command, self._headers, PyBytes_FromStringAndSize(p + body_start, end - body_start)),
             )
+            # The frame owns its command and headers now: an idle parser holds neither (memory
+            # per idle connection).
+            self._command = None
+            self._headers = None
             start = end + 1
             self._state = IDLE
 

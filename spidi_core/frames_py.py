@@ -111,7 +111,7 @@ class FrameParserPy:
         self._scan = 0  # BODY without content-length: where the NUL search resumes
         self._command = ""
         self._raw = False
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, str] | None = None  # a fresh dict per frame, made when it starts
         self._nheaders = 0
         self._length = -1  # content-length, -1 when absent
         self._error: FrameError | None = None
@@ -217,6 +217,9 @@ class FrameParserPy:
                     self._scan = n - start
                     return start
             frames.append(Frame(self._command, self._headers, bytes(buf[body_start:end])))
+            # The frame owns its headers now: an idle parser holds no dict (memory per connection).
+            self._command = ""
+            self._headers = None
             start = end + 1
             self._state = _IDLE
 

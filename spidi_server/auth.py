@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from .settings import MIN_HS_SECRET_BYTES, Settings
 log = logging.getLogger("spidi.auth")
 
 DEV_SECRET_FILE = "dev-jwt-secret"  # under data_dir, written and read only in dev mode
+_ROLE_SETS: dict[frozenset[str], frozenset[str]] = {}  # each combination of roles, shared by all Claims
 JWKS_CHECK_S = 0.5  # the JWKS file's mtime is looked at most this often (on a CONNECT with a kid)
 
 
@@ -303,13 +305,17 @@ class TokenVerifier:
             roles = [roles]
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise AuthError("token claim 'roles' must be a list of strings")
+        # One shared frozenset per combination of roles, not one per connection (216 bytes each).
+        # (ROLES is small, so the combinations are too.)
         known = frozenset(r for r in roles if r in ROLES)
+        known = _ROLE_SETS.setdefault(known, known)
         if not known:
             raise AuthError("token carries no spidi role")
         tenant = data.get("tenant", "default")
         if not isinstance(tenant, str) or not tenant:
             raise AuthError("token claim 'tenant' must be a non-empty string")
-        return Claims(str(data["sub"]), known, tenant, data.get("exp"))
+        # Tenants are few: one shared string each, not one per connection.
+        return Claims(str(data["sub"]), known, sys.intern(tenant), data.get("exp"))
 
 
 def mint_token(

@@ -110,7 +110,7 @@ class ClientConnection:
         self.conn_id = conn_id
         self.ip = ip
         self.stomp: StompConnection = host.new_stomp_connection(conn_id, query_token)
-        self.sessions: set = set()
+        self.sessions: tuple = ()  # presence's Session objects (presence.model.without)
         self.backlog: list[Event] | None = None  # events waiting behind a pending SUBSCRIBE or HELLO
         self.clean = False
         self._presence = host.presence

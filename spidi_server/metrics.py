@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .loop_monitor import LAG_BUCKETS_S
 from .stores.events import LATENCY_BUCKETS_MS
 
 # Index of each command in HotCounters.frames.
@@ -140,8 +141,32 @@ class NodeMetrics:
         self.redis_flush_failures = Counter(
             "spidi_redis_pipeline_failures", "Redis pipeline flushes that failed", registry=r
         )
-        self.event_loop_lag = Gauge(
-            "spidi_event_loop_lag_seconds", "How late a 0.5 s timer fired, last measurement", registry=r
+        # Event-loop stalls (loop_monitor.py): a 50 ms timer's lateness, the stalls among them,
+        # the longest of the last minute, and the pauses of CPython's older-generation collections.
+        self.event_loop_lag = Histogram(
+            "spidi_event_loop_lag_seconds",
+            "How late the event loop ran a timer set every 50 ms",
+            buckets=LAG_BUCKETS_S,
+            registry=r,
+        )
+        self.event_loop_stalls = Counter(
+            "spidi_event_loop_stalls", "Timer lateness at or above loop_stall_ms", registry=r
+        )
+        self.event_loop_lag_max = Gauge(
+            "spidi_event_loop_lag_max_seconds", "Longest timer lateness of the last minute or two", registry=r
+        )
+        self.gc_pause = Histogram(
+            "spidi_gc_pause_seconds",
+            "CPython garbage collections of generation 1 and 2, by generation",
+            ["generation"],
+            buckets=LAG_BUCKETS_S,
+            registry=r,
+        )
+        # Fed by the node from its GcPolicy's count (gc.get_freeze_count walks the frozen heap).
+        self.gc_frozen = Gauge(
+            "spidi_gc_frozen_objects",
+            "Objects frozen out of ordinary collections, at most (gc_policy.py)",
+            registry=r,
         )
         self.writer_backlog = Gauge(
             "spidi_writer_backlog_events", "History events in the stream waiting for the writer", registry=r

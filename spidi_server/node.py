@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -15,6 +14,8 @@ from .alerting.feed import AlertFeed
 from .auth import TokenVerifier
 from .connection import ClientConnection, Writer
 from .fanout import RoomFanout
+from .gc_policy import GcPolicy
+from .loop_monitor import GcTimer, LoopMonitor, StallReporter
 from .metrics import NodeMetrics
 from .ops import OpsServer
 from .preflight import bind_error, check_port, check_postgres, check_redis
@@ -53,21 +54,6 @@ STUBBORN_TASK_ENV = "SPIDI_DEV_STUBBORN_TASK"
 
 ROOM_REFRESH_S = 5.0
 WRITER_WATCH_S = 0.5  # how soon a dead writer child is noticed
-
-
-def tune_gc() -> None:
-    """Keep CPython's full collections off the hot path.
-
-    With 10,000 connections the heap holds about a million tracked objects; a full collection
-    walks all of them (hundreds of ms) whenever enough young objects survive, which showed up as
-    RTT spikes every few seconds. Objects alive at start-up are frozen out of every collection,
-    young generations are collected as usual, and the full collection runs on the node's own
-    schedule (``gc_full_interval_s``) so cyclic garbage of closed connections is still freed.
-    """
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 1_000_000)
 
 
 def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
@@ -111,6 +97,21 @@ class Node:
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self._tasks: list[asyncio.Task] = []
+        self.loop_monitor = LoopMonitor(
+            self.metrics.event_loop_lag.observe,
+            on_stall=self._stalled,
+            stall_s=settings.loop_stall_ms / 1000,
+        )
+        self.metrics.event_loop_lag_max.set_function(lambda: self.loop_monitor.longest)
+        pauses = {g: self.metrics.gc_pause.labels(generation=str(g)) for g in (1, 2)}
+        self.gc_timer = GcTimer(lambda generation, seconds: pauses[generation].observe(seconds))
+        self.stall_reporter = (
+            StallReporter(self.loop_monitor, settings.loop_stall_ms / 1000)
+            if settings.loop_stall_log
+            else None
+        )
+        self.gc_policy = GcPolicy()
+        self.metrics.gc_frozen.set_function(lambda: self.gc_policy.frozen)
         self._stopped = asyncio.Event()
         self._stopping = False
         self.started = False
@@ -211,7 +212,6 @@ class Node:
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
-            loop.create_task(self._measure_loop_lag()),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         if self.services.writer_proc is not None:
@@ -219,9 +219,13 @@ class Node:
             self._tasks.append(
                 loop.create_task(run_every(WRITER_WATCH_S, self._watch_writer, "writer-watch"))
             )
+        self.gc_timer.install()  # first: the policy's start-up collection is measured too
         if s.gc_full_interval_s > 0:
-            self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._full_gc, "gc")))
-            tune_gc()
+            self.gc_policy.start()
+            self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._gc_step, "gc")))
+        self.loop_monitor.start(loop)
+        if self.stall_reporter is not None:
+            self.stall_reporter.start()
         if s.dev and os.environ.get(STUBBORN_TASK_ENV):
             loop.create_task(_refuse_cancellation(), name="dev-stubborn-task")
         self.started = True
@@ -289,21 +293,21 @@ class Node:
         if conn in self.clients:
             self.clients.discard(conn)
             self.metrics.websocket_connections.dec()
+            self.gc_policy.closed += 1
             conn.closed()
 
-    async def _measure_loop_lag(self, period: float = 0.5) -> None:
-        """How late the loop runs a timer: the time every callback waits behind the others."""
-        gauge = self.metrics.event_loop_lag
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(period)
-            gauge.set(max(0.0, time.monotonic() - started - period))
+    def _stalled(self, lag: float) -> None:
+        self.metrics.event_loop_stalls.inc()
 
-    async def _full_gc(self) -> None:
+    async def _gc_step(self) -> None:
         started = time.perf_counter()
-        found = gc.collect(2)
+        full = self.gc_policy.step(len(self.clients))
         logs.event(
-            log, "gc_full", logging.DEBUG, seconds=round(time.perf_counter() - started, 4), collected=found
+            log,
+            "gc_full" if full else "gc_step",
+            logging.INFO if full else logging.DEBUG,
+            seconds=round(time.perf_counter() - started, 4),
+            frozen=self.gc_policy.frozen,
         )
 
     async def _expire(self) -> None:
@@ -313,7 +317,7 @@ class Node:
         self.presence.sample_rooms()
 
     async def _checkpoint(self) -> None:
-        self.presence.checkpoint_sessions()
+        await self.presence.checkpoint_all()
 
     async def _watch_writer(self) -> None:
         self.services.watch_writer(time.monotonic())
@@ -355,6 +359,11 @@ class Node:
         if self.transport.server is not None:
             await self._close_clients()
         await cancel_and_wait(self._tasks)
+        self.loop_monitor.stop()
+        self.gc_timer.uninstall()
+        self.gc_policy.stop()
+        if self.stall_reporter is not None:
+            self.stall_reporter.stop()
         if self.presence is not None:
             self.presence.end_all("shutdown")
         if self.alerts is not None:

@@ -81,7 +81,7 @@ SIBLING_TIMEOUT_S = 1.0  # a sibling worker slower than this to give its figures
 
 # How the figures of a node's workers combine into the node's: by default they add up (counters,
 # connection and session gauges, histogram buckets, sums and counts). These do not:
-_MERGE_MAX = frozenset({"spidi_event_loop_lag_seconds"})  # the worst worker is the node's lag
+_MERGE_MAX = frozenset({"spidi_event_loop_lag_max_seconds"})  # the worst worker is the node's
 # Node-wide values every worker reads from Redis; the answering worker refreshed its copy just now.
 _MERGE_FIRST = frozenset({"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds"})
 # Distinct rooms across workers, not a sum: one room usually has sessions on every worker.

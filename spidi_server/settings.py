@@ -153,7 +153,24 @@ class Settings:
     gc_full_interval_s: float = field(
         default=60.0,
         metadata={
-            "doc": "Full garbage collections run on this schedule instead of when CPython decides; 0 = default"
+            "doc": "Period of the node's garbage-collection step: young objects collected, survivors "
+            "frozen; a full collection only after churn (closed connections = a quarter of those open) or "
+            "once the frozen heap doubled (gc_policy.py); "
+            "0 = CPython's own schedule"
+        },
+    )
+    loop_stall_ms: float = field(
+        default=50.0,
+        metadata={
+            "doc": "Event-loop lateness counted as a stall (spidi_event_loop_stalls_total), and after "
+            "which loop_stall_log reports what the loop runs"
+        },
+    )
+    loop_stall_log: bool = field(
+        default=False,
+        metadata={
+            "doc": "Log the loop's Python stack while it is stalled (loop_stall, at most once per 10 s): "
+            "a thread samples it, so it finds long Python steps; GC pauses have their own metric"
         },
     )
     shutdown_timeout_s: float = field(
@@ -398,6 +415,7 @@ class Settings:
             "retention_hot_days",
             "retention_drop_days",
             "redis_join_timeout_ms",
+            "loop_stall_ms",
         )
         for name in positive:
             if getattr(self, name) <= 0:

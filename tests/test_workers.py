@@ -81,8 +81,10 @@ def test_worker_metrics_add_up():
     b.hot.latency_hist[0] += 2
     b.hot.latency_hist[-1] += 1
     b.hot.latency_sum += 9000
-    a.event_loop_lag.set(0.01)
-    b.event_loop_lag.set(0.2)
+    a.event_loop_lag.observe(0.01)
+    b.event_loop_lag.observe(0.2)
+    a.event_loop_lag_max.set(0.01)
+    b.event_loop_lag_max.set(0.2)
     a.writer_backlog.set(7)  # the answering worker's fresh copy of a node-wide figure
     b.writer_backlog.set(99)  # a sibling's stale copy
     a.rooms_total.set(2)
@@ -100,7 +102,9 @@ def test_worker_metrics_add_up():
     assert merged[("spidi_heartbeat_latency_ms_bucket", (("le", "+Inf"),))] == 4
     assert merged[("spidi_heartbeat_latency_ms_count", ())] == 4
     assert merged[("spidi_heartbeat_latency_ms_sum", ())] == 9004
-    assert merged[("spidi_event_loop_lag_seconds", ())] == 0.2
+    assert merged[("spidi_event_loop_lag_seconds_count", ())] == 2  # a histogram: the workers' add up
+    assert merged[("spidi_event_loop_lag_seconds_bucket", (("le", "0.1"),))] == 1
+    assert merged[("spidi_event_loop_lag_max_seconds", ())] == 0.2  # the worst worker's
     assert merged[("spidi_writer_backlog_events", ())] == 7
     assert merged[("spidi_rooms_total", ())] == 3  # distinct rooms, not 2 + 2
     assert merged[("spidi_workers", ())] == 2

@@ -24,6 +24,7 @@ The parts, each one job:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from spidi_core import HeartbeatLane
@@ -44,6 +45,10 @@ from .sessions import SessionLifecycle
 from .subscriptions import AlertFeed, Subscriptions
 
 __all__ = ["Client", "Presence", "Room", "RoomSample", "Session", "Subscription"]
+
+# Sessions per slice of the periodic checkpoint pass: about 13 µs each on a busy 2-core machine,
+# so a slice holds the loop ~3 ms (one pass over 5,000 sessions held it 67 ms).
+CHECKPOINT_CHUNK = 250
 
 
 class Presence:
@@ -191,6 +196,21 @@ class Presence:
     def checkpoint_sessions(self) -> int:
         """Emit a checkpoint for every session that heartbeated since its last one."""
         return self.sampling.checkpoint(self.sessions.values())
+
+    async def checkpoint_all(self, chunk: int = CHECKPOINT_CHUNK) -> int:
+        """``checkpoint_sessions`` in slices of ``chunk`` sessions, yielding to the loop between
+        them; how many checkpoints. A session that ended meanwhile is skipped: its end event
+        carries its figures."""
+        sessions = list(self.sessions.values())
+        held = self.sessions
+        count = 0
+        for start in range(0, len(sessions), chunk):
+            if start:
+                await asyncio.sleep(0)
+            count += self.sampling.checkpoint(
+                s for s in sessions[start : start + chunk] if held.get(s.session_id) is s
+            )
+        return count
 
     def flush_history(self) -> None:
         """Emit every room's partial minute (shutdown)."""

@@ -40,7 +40,7 @@ from ..stores import events
 from ..stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
 from .crossnode import CrossNode
 from .local import LocalState
-from .model import Client, Session, now_ms
+from .model import Client, Session, now_ms, without
 
 log = logging.getLogger("spidi.presence")
 
@@ -151,7 +151,7 @@ class SessionLifecycle:
         # is started and ended at once (the client never learnt its id, so it cannot resume it).
         session.client = None if gone else client
         if not gone:
-            client.sessions.add(session)
+            client.sessions += (session,)
         room.sessions[session.session_id] = session
         local.sessions[session.session_id] = session
         now = time.monotonic()
@@ -214,10 +214,11 @@ class SessionLifecycle:
     def _resume(self, client: Client, session: Session) -> None:
         old = session.client
         if old is not None and old is not client:
-            old.sessions.discard(session)
+            old.sessions = without(old.sessions, session)
         session.client = client
         session.lost = False
-        client.sessions.add(session)
+        if session not in client.sessions:
+            client.sessions += (session,)
         self.lane.attach(session.session_id, client.lane_key)
         self.wheel.touch(session.session_id, time.monotonic() + self.timeout_s)
         room = session.room
@@ -264,8 +265,8 @@ class SessionLifecycle:
         the grace period (its subscriptions are the caller's to forget)."""
         if client in self._hello_waiting:
             self._closed_waiting.add(client)  # its HELLO ends the session once Redis answered
-        sessions = list(client.sessions)
-        client.sessions.clear()
+        sessions = client.sessions
+        client.sessions = ()
         for session in sessions:
             if session.client is not client:
                 continue
@@ -289,7 +290,7 @@ class SessionLifecycle:
         self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id)
         client = session.client
         if client is not None:
-            client.sessions.discard(session)
+            client.sessions = without(client.sessions, session)
             if reason != "leave" and client.stomp.send_json(
                 dest.USER_SESSION,
                 {"type": "SESSION_ENDED", "sessionId": session.session_id, "reason": reason},

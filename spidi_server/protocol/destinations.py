@@ -43,16 +43,24 @@ def room_roster(room_code: str) -> str:
     return f"{_ROOM_PREFIX}{room_code}/roster"
 
 
+# The fixed destinations, parsed once: every connection subscribes to the first two, and a
+# shared (frozen) Destination keeps no object nor string per connection.
+_FIXED = {
+    raw: Destination(raw, kind)
+    for raw, kind in (
+        (USER_SESSION, KIND_USER_SESSION),
+        (USER_ERRORS, KIND_USER_ERRORS),
+        (TOPIC_ROOMS, KIND_ROOMS),
+        (TOPIC_ALERTS, KIND_ALERTS),
+    )
+}
+
+
 def parse_subscription(raw: str) -> Destination:
     """Parse a SUBSCRIBE destination or raise UnknownDestinationError."""
-    if raw == USER_SESSION:
-        return Destination(raw, KIND_USER_SESSION)
-    if raw == USER_ERRORS:
-        return Destination(raw, KIND_USER_ERRORS)
-    if raw == TOPIC_ROOMS:
-        return Destination(raw, KIND_ROOMS)
-    if raw == TOPIC_ALERTS:
-        return Destination(raw, KIND_ALERTS)
+    fixed = _FIXED.get(raw)
+    if fixed is not None:
+        return fixed
     if raw.startswith(_ROOM_PREFIX):
         rest = raw[len(_ROOM_PREFIX) :]
         code, _, leaf = rest.rpartition("/")

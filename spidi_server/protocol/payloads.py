@@ -7,6 +7,7 @@ Errors are ``BadJsonError`` and ``BadRequestError``; their texts are part of the
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import orjson
@@ -118,6 +119,14 @@ def hello(payload: dict) -> HelloPayload:
     resume = payload.get("resumeSessionId")
     if resume is not None and not isinstance(resume, str):
         raise BadRequestError("resumeSessionId must be a string")
+    # A session keeps these for its lifetime, and their values repeat across clients (a few app
+    # versions, devices, systems): one shared string each instead of one per session.
+    device, os_name = payload.get("device"), payload.get("os")
     return HelloPayload(
-        code, payload["clientId"], payload["appVersion"], payload.get("device"), payload.get("os"), resume
+        code,
+        payload["clientId"],
+        sys.intern(payload["appVersion"]),
+        None if device is None else sys.intern(device),
+        None if os_name is None else sys.intern(os_name),
+        resume,
     )

@@ -34,6 +34,8 @@ from .events import Connected, Disconnect, Event, Hello, ReceiptOnly, Subscribe,
 SERVER_NAME = "spidi/0.1.0"
 VERSIONS = ("1.2", "1.1", "1.0")
 
+_NOTHING = ()  # the outbox when nothing waits
+
 STATE_AWAIT_CONNECT = 0
 STATE_OPEN = 1
 STATE_CLOSED = 2
@@ -69,10 +71,8 @@ class StompConnection:
         "send_every_ms",
         "expect_every_ms",
         "subscriptions",
-        "by_destination",
         "max_subscriptions",
         "outbox",
-        "outbox_bytes",
         "_last_received",
         "last_sent",
         "message_seq",
@@ -107,11 +107,12 @@ class StompConnection:
         self.version = "1.2"
         self.send_every_ms = 0
         self.expect_every_ms = 0
+        # By id, in the order they were made (MESSAGEs to a destination go to its ids in that order).
         self.subscriptions: dict[str, dest.Destination] = {}
-        self.by_destination: dict[str, list[str]] = {}
         self.max_subscriptions = max_subscriptions
-        self.outbox: list[bytes] = []
-        self.outbox_bytes = 0
+        # Frames to send: a list while some wait, else the shared empty tuple (an idle connection
+        # keeps no empty list).
+        self.outbox: list[bytes] | tuple = _NOTHING
         self.created = self._last_received = time.monotonic()
         self.last_sent = self.created
         self.message_seq = 0
@@ -128,8 +129,10 @@ class StompConnection:
     def use_lane(self, lane: HeartbeatLane, key: int, per_second: float = 0.0, burst: float = 0.0) -> None:
         """Keep the token bucket (``burst`` frames at once, refilled at ``per_second``; 0: no
         limit) and ``last_received`` in ``lane`` under ``key`` (opened here, closed by the owner)."""
-        self.rate = float(per_second)
-        self.burst = float(burst)
+        # Kept as given (the settings' own objects, shared by every connection): float() of the
+        # int burst would be a new float per connection.
+        self.rate = per_second
+        self.burst = burst
         self.lane = lane
         self.lane_key = key
         lane.open(key, self.rate, self.burst, time.monotonic())
@@ -246,6 +249,7 @@ class StompConnection:
                 raise AuthError("Authorization header must be 'Bearer <jwt>'")
             token = value.strip()
         token = token or headers.get("passcode") or self.query_token
+        self.query_token = None  # read once: the connection does not keep the token text
         self.claims = self.verifier.verify(token)
         self.send_every_ms, self.expect_every_ms = negotiate_heartbeat(
             headers.get("heart-beat"), self.stomp_heartbeat_ms, self.stomp_heartbeat_ms
@@ -290,40 +294,40 @@ class StompConnection:
             raise SubscriptionLimitError(f"at most {self.max_subscriptions} subscriptions per connection")
         parsed = dest.parse_subscription(destination)
         self.subscriptions[sub_id] = parsed
-        self.by_destination.setdefault(destination, []).append(sub_id)
         return Subscribe(sub_id, parsed, receipt)
 
     def remove_subscription(self, sub_id: str) -> dest.Destination | None:
         """Forget a subscription (UNSUBSCRIBE, or a subscribe the application refused)."""
-        parsed = self.subscriptions.pop(sub_id, None)
-        if parsed is not None:
-            ids = self.by_destination.get(parsed.raw)
-            if ids is not None:
-                ids.remove(sub_id)
-                if not ids:
-                    del self.by_destination[parsed.raw]
-        return parsed
+        return self.subscriptions.pop(sub_id, None)
 
     # -- output --------------------------------------------------------------------------------
 
     def _queue(self, data: bytes) -> None:
-        self.outbox.append(data)
-        self.outbox_bytes += len(data)
-
-    def data_to_send(self) -> list[bytes]:
-        """Everything queued so far (one STOMP frame, or one EOL, per item); empties the queue."""
         out = self.outbox
         if out:
-            self.outbox = []
-            self.outbox_bytes = 0
+            out.append(data)
+        else:
+            self.outbox = [data]
+
+    def data_to_send(self) -> list[bytes]:
+        """Everything queued so far (one STOMP frame, or one EOL, per item; empty: nothing);
+        empties the queue."""
+        out = self.outbox
+        if out:
+            self.outbox = _NOTHING
             self.last_sent = time.monotonic()
         return out
 
     def send_message(self, destination: str, body: bytes, sub_id: str | None = None) -> bool:
         """Queue a MESSAGE to the subscription(s) on ``destination``; False if nobody subscribed."""
-        ids = (sub_id,) if sub_id is not None else self.by_destination.get(destination)
-        if not ids:
-            return False
+        if sub_id is not None:
+            ids = (sub_id,)
+        else:
+            # A scan, not an index by destination: a connection has a few subscriptions (two,
+            # mostly), and this path is for its own queues (session news, errors), not fan-out.
+            ids = [one for one, parsed in self.subscriptions.items() if parsed.raw == destination]
+            if not ids:
+                return False
         for one in ids:
             self.message_seq += 1
             self._queue(

@@ -17,6 +17,10 @@ from .client import REDIS_FAILURES, text
 from .scripts import Scripts, current_hour
 
 FLUSH_WAIT_S = 2.0  # the longest a read waits for the writes made before it
+# Sessions per pipeline of a roster read. redis-py packs a pipeline's commands and parses its
+# replies in one go: 1,000 HGETALLs held the event loop 14-17 ms, 200 about 3; the round trip
+# between two pipelines gives the loop back.
+ROSTER_CHUNK = 200
 
 
 class Source(Protocol):
@@ -71,8 +75,11 @@ async def room_online(source: Source, room_id: str) -> int:
     return int(await source.redis.zcard(keys.room_online(room_id)))
 
 
-async def roster(source: Source, room_id: str) -> list[dict]:
-    """Every session of a room with its metadata, latency and last heartbeat."""
+async def roster(source: Source, room_id: str, chunk: int = ROSTER_CHUNK) -> list[dict]:
+    """Every session of a room with its metadata, latency and last heartbeat.
+
+    The sessions' hashes are read ``chunk`` at a time, one pipeline each (see ROSTER_CHUNK).
+    """
     await source.flush(FLUSH_WAIT_S)
     pipe = source.redis.pipeline(transaction=False)
     pipe.zrange(keys.room_online(room_id), 0, -1, withscores=True)
@@ -80,21 +87,23 @@ async def roster(source: Source, room_id: str) -> list[dict]:
     members, latencies = await pipe.execute()
     if not members:
         return []
-    pipe = source.redis.pipeline(transaction=False)
-    for sid, _ in members:
-        pipe.hgetall(keys.session(room_id, text(sid)))
-    infos = await pipe.execute()
     latencies = {text(k): float(v) for k, v in latencies.items()}
     out = []
-    for (sid, score), info in zip(members, infos, strict=True):
-        sid = text(sid)
-        entry = {text(k): text(v) for k, v in info.items()}
-        entry["sessionId"] = sid
-        entry["latencyMs"] = latencies.get(sid)
-        entry["lastHeartbeatAt"] = int(score)
-        if "connectedAt" in entry:
-            entry["connectedAt"] = int(entry["connectedAt"])
-        out.append(entry)
+    for start in range(0, len(members), chunk):
+        part = members[start : start + chunk]
+        pipe = source.redis.pipeline(transaction=False)
+        for sid, _ in part:
+            pipe.hgetall(keys.session(room_id, text(sid)))
+        infos = await pipe.execute()
+        for (sid, score), info in zip(part, infos, strict=True):
+            sid = text(sid)
+            entry = {text(k): text(v) for k, v in info.items()}
+            entry["sessionId"] = sid
+            entry["latencyMs"] = latencies.get(sid)
+            entry["lastHeartbeatAt"] = int(score)
+            if "connectedAt" in entry:
+                entry["connectedAt"] = int(entry["connectedAt"])
+            out.append(entry)
     return out
 
 

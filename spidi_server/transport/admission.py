@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+import sys
 import time
 
 from ..errors import (
@@ -60,13 +61,15 @@ class TrustedProxies:
         """The peer, unless it is a trusted proxy: then the nearest untrusted X-Forwarded-For hop.
 
         ``forwarded`` is every X-Forwarded-For line of the request joined by commas, in order.
+        Interned: a connection and its sessions keep it, and many connections share an address
+        (one string per address, not one per connection).
         """
         if not forwarded or not self.networks:
-            return peer_ip
+            return sys.intern(peer_ip)
         try:
             vouched = ipaddress.ip_address(peer_ip)
         except ValueError:
-            return peer_ip
+            return sys.intern(peer_ip)
         for hop in reversed(forwarded.split(",")):  # right to left: the last hop is our own proxy's
             if not self._trusted(vouched):
                 break
@@ -77,7 +80,7 @@ class TrustedProxies:
                 vouched = ipaddress.ip_address(hop)
             except ValueError:
                 break  # not an address: stop at the proxy that passed it on
-        return str(vouched)
+        return sys.intern(str(vouched))
 
 
 class Admission:

@@ -44,7 +44,7 @@ class FakeClient:
         self.conn_id = f"c-{next(_ids)}"
         self.lane_key = next(_ids)  # never opened in the lane: heartbeats take the full path
         self.ip = ip
-        self.sessions: set = set()
+        self.sessions: tuple = ()
         self.pushes = 0
         self.stomp = StompConnection(TokenVerifier(settings), self.conn_id)
         token = token_for(settings, user, role, tenant)

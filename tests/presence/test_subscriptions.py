@@ -17,7 +17,6 @@ METRICS = dest.room_metrics("lobby")
 
 async def subscribe(presence, client, sub_id: str, raw: str) -> None:
     client.stomp.subscriptions[sub_id] = parsed = dest.parse_subscription(raw)
-    client.stomp.by_destination.setdefault(raw, []).append(sub_id)
     await presence.subscribe(client, sub_id, parsed)
 
 
