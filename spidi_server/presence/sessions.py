@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 
 from spidi_core import HeartbeatWheel
@@ -41,6 +40,7 @@ from ..stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
 from .crossnode import CrossNode
 from .local import LocalState
 from .model import Client, Session, now_ms
+from .session_ids import new_session_id
 
 log = logging.getLogger("spidi.presence")
 
@@ -117,7 +117,7 @@ class SessionLifecycle:
         if len(room.sessions) + room.joining >= room.capacity:
             raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
         started = now_ms()
-        session = Session(str(uuid.uuid4()), room, claims.user_id, hello, client.ip, started, self.lane)
+        session = Session(new_session_id(), room, claims.user_id, hello, client.ip, started, self.lane)
         session.trace_id = client.conn_id
         session.node_id = self.node_id
         pending = self.store.join(
