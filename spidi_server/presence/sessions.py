@@ -14,7 +14,6 @@ with history on, recorded as ``session_started`` / ``session_ended`` events.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -173,10 +172,14 @@ class SessionLifecycle:
     async def _admitted(self, pending: PendingJoin) -> bool:
         """Whether Redis admits the join; True without its answer when Redis is down or slow."""
         if self.store.healthy:
+            # The deadline answers None itself (the first answer stands, Redis's later one is
+            # dropped): one timer per HELLO instead of wait_for's and shield's futures and callbacks.
+            answer = pending.result
+            timer = answer.get_loop().call_later(self.join_timeout_s, pending.resolve, None)
             try:
-                result = await asyncio.wait_for(asyncio.shield(pending.result), self.join_timeout_s)
-            except TimeoutError:
-                result = None
+                result = await answer
+            finally:
+                timer.cancel()
             if result is not None:
                 if self.capacity_degraded:
                     self.capacity_degraded = False
