@@ -31,6 +31,11 @@ from .errors import AuthError
 
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")  # unpadded base64url (PyJWT also takes padding: not here)
 _DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+_DIGEST_SIZES = {
+    "HS256": 32,
+    "HS384": 48,
+    "HS512": 64,
+}  # bytes: a hash object per token just to ask is not free
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})  # "crit", "b64", "jku"...: PyJWT's
 _PREPARE = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key
 _secrets: dict[Any, bytes | None] = {}  # key -> its bytes, when PyJWT accepts it as an HMAC secret
@@ -98,12 +103,12 @@ def verify_hs(
         key = key_for(kid)
     except AuthError:
         return None
-    digest = _DIGESTS[alg]
-    secret = _secret(key, digest().digest_size)
+    secret = _secret(key, _DIGEST_SIZES[alg])
     signature = _b64url(sig)
     if secret is None or signature is None:
         return None
-    if not hmac.compare_digest(hmac.new(secret, head + b"." + body, digest).digest(), signature):
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest() without its object.
+    if not hmac.compare_digest(hmac.digest(secret, head + b"." + body, _DIGESTS[alg]), signature):
         return None
     payload_bytes = _b64url(body)
     if payload_bytes is None:

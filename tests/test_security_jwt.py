@@ -553,6 +553,15 @@ def test_the_hs_fast_path_never_accepts_what_pyjwt_refuses():
     assert jwt_fast.verify_hs(ordinary, fast.algorithms, fast._key_for, fast.leeway) is not None
 
 
+def test_the_hs_fast_path_digest_sizes_are_its_hashes():
+    # The size a secret must reach (PyJWT warns below it): kept as numbers, checked against hashlib.
+    from spidi_server import jwt_fast
+
+    assert set(jwt_fast._DIGEST_SIZES) == set(jwt_fast._DIGESTS) == set(FAST_DIGESTS)
+    for alg, size in jwt_fast._DIGEST_SIZES.items():
+        assert size == FAST_DIGESTS[alg]().digest_size == jwt_fast._DIGESTS[alg]().digest_size
+
+
 def test_the_hs_fast_path_with_keys_by_kid_and_issuer_rules():
     from spidi_server import jwt_fast
 
