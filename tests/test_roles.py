@@ -355,3 +355,23 @@ async def test_ip_addresses_by_role(node_factory, pg_dsn, variant):
         assert CLIENT_IP not in received, received
     for client in (first, second, *watchers.values()):
         await client.close()
+
+
+def test_allows_is_any_allowed_role_held_for_sets_and_lists():
+    from itertools import combinations
+
+    from spidi_server import roles as roles_module
+
+    everyone = (*roles_module.ALL, "other:role")
+    for policy in (roles_module.DEFAULT, roles_module.policy(_Permissive())):
+        for action, allowed in policy.permissions.items():
+            for n in range(len(everyone) + 1):
+                for held in combinations(everyone, n):
+                    expected = any(role in held for role in allowed)
+                    for form in (frozenset(held), set(held), list(held), held):
+                        assert policy.allows(form, action) is expected, (action, form)
+
+
+class _Permissive:
+    monitors_may_acknowledge = True
+    monitors_see_ip = True

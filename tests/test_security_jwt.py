@@ -553,6 +553,39 @@ def test_the_hs_fast_path_never_accepts_what_pyjwt_refuses():
     assert jwt_fast.verify_hs(ordinary, fast.algorithms, fast._key_for, fast.leeway) is not None
 
 
+def test_the_hs_fast_path_digest_sizes_are_its_hashes():
+    # The size a secret must reach (PyJWT warns below it): kept as numbers, checked against hashlib.
+    from spidi_server import jwt_fast
+
+    assert set(jwt_fast._DIGEST_SIZES) == set(jwt_fast._DIGESTS) == set(FAST_DIGESTS)
+    for alg, size in jwt_fast._DIGEST_SIZES.items():
+        assert size == FAST_DIGESTS[alg]().digest_size == jwt_fast._DIGESTS[alg]().digest_size
+
+
+def test_the_hs_fast_path_base64url_check_is_a_round_trip():
+    """A segment is taken iff it decodes and re-encodes to itself (what PyJWT compares): checked
+    on every segment of up to 3 characters and on long random ones."""
+    import base64
+    import itertools
+    import random
+
+    from spidi_server import jwt_fast
+
+    def reference(segment: bytes) -> bytes | None:
+        if len(segment) % 4 == 1 or jwt_fast._SEGMENT.fullmatch(segment) is None:
+            return None
+        decoded = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+        return decoded if base64.urlsafe_b64encode(decoded).rstrip(b"=") == segment else None
+
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=."
+    segments = [bytes(t) for n in range(4) for t in itertools.product(alphabet, repeat=n)]
+    rng = random.Random(15)
+    segments += [bytes(rng.choices(alphabet[:64], k=rng.randrange(4, 60))) for _ in range(20000)]
+    assert sum(jwt_fast._b64url(s) is not None for s in segments) > 20000
+    for segment in segments:
+        assert jwt_fast._b64url(segment) == reference(segment), segment
+
+
 def test_the_hs_fast_path_with_keys_by_kid_and_issuer_rules():
     from spidi_server import jwt_fast
 

@@ -14,10 +14,8 @@ with history on, recorded as ``session_started`` / ``session_ended`` events.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 
 from spidi_core import HeartbeatWheel
@@ -41,6 +39,7 @@ from ..stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
 from .crossnode import CrossNode
 from .local import LocalState
 from .model import Client, Session, now_ms, without
+from .session_ids import new_session_id
 
 log = logging.getLogger("spidi.presence")
 
@@ -117,7 +116,7 @@ class SessionLifecycle:
         if len(room.sessions) + room.joining >= room.capacity:
             raise RoomFullError(f"room {code!r} is full ({room.capacity} sessions)")
         started = now_ms()
-        session = Session(str(uuid.uuid4()), room, claims.user_id, hello, client.ip, started, self.lane)
+        session = Session(new_session_id(), room, claims.user_id, hello, client.ip, started, self.lane)
         session.trace_id = client.conn_id
         session.node_id = self.node_id
         pending = self.store.join(
@@ -173,10 +172,14 @@ class SessionLifecycle:
     async def _admitted(self, pending: PendingJoin) -> bool:
         """Whether Redis admits the join; True without its answer when Redis is down or slow."""
         if self.store.healthy:
+            # The deadline answers None itself (the first answer stands, Redis's later one is
+            # dropped): one timer per HELLO instead of wait_for's and shield's futures and callbacks.
+            answer = pending.result
+            timer = answer.get_loop().call_later(self.join_timeout_s, pending.resolve, None)
             try:
-                result = await asyncio.wait_for(asyncio.shield(pending.result), self.join_timeout_s)
-            except TimeoutError:
-                result = None
+                result = await answer
+            finally:
+                timer.cancel()
             if result is not None:
                 if self.capacity_degraded:
                     self.capacity_degraded = False

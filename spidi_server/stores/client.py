@@ -9,7 +9,8 @@ transactional) sends each node its own commands, in order.
 Pipelines of a plain client are packed in C (``use_packed_pipelines``): redis-py 8 already hands
 each command to hiredis' ``pack_command``, but first encodes every argument through a Python
 generator (~10x the packing itself); the hook gives hiredis the command as queued and falls back
-to redis-py for anything hiredis refuses, so Redis receives the same bytes.
+to redis-py for anything hiredis refuses, so Redis receives the same bytes. The replies of a
+pipeline that arrived together are then read without a timeout armed for each (the first is timed).
 
 ``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
 and the settings validation (settings.py) all call it. This module imports nothing of Spidi's but
@@ -23,9 +24,12 @@ from urllib.parse import unquote
 import hiredis
 import redis
 import redis.asyncio as aioredis
+from redis._parsers.base import UNRECOVERABLE_PARSE_ERRORS
+from redis._parsers.hiredis import NOT_ENOUGH_DATA as HIREDIS_NOT_ENOUGH_DATA
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..errors import ConfigError
 from ..redact import redact
@@ -99,7 +103,8 @@ class PackedPipelineMixin:
     hiredis packs str (UTF-8), bytes, int and float (``repr``) exactly as redis-py's encoder
     does; it raises TypeError for what redis-py encodes differently or refuses (bytearray,
     None, bool...), and a first argument with a space (``"SCRIPT LOAD"``) is split by redis-py:
-    such a batch takes redis-py's own path, and its answer or its DataError.
+    such a batch takes redis-py's own path, and its answer or its DataError. It also reads a reply
+    hiredis already holds without arming a timeout for it (``read_response``).
     """
 
     def pack_commands(self, commands):
@@ -114,6 +119,64 @@ class PackedPipelineMixin:
         except TypeError:
             return super().pack_commands(commands)
         return [b"".join(packed)]
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ):
+        """A reply hiredis already holds whole is returned without redis-py's per-read timeout.
+
+        redis-py arms ``socket_timeout`` around every reply it reads (a Timeout object and a timer
+        each, ~5% of a connect's CPU): a pipeline's first reply needs it, the rest usually came in
+        the same read. So a reply already parsed is taken at once, handled as redis-py's hiredis
+        parser and ``read_response`` handle it (push messages first, errors raised, the connection
+        dropped on a connection error or garbage); when nothing whole is there yet (and for an
+        explicit timeout, raw replies, push requests, health checks) redis-py reads it, timed.
+        """
+        parser = self._parser
+        reader = getattr(parser, "_reader", None)
+        if (
+            reader is None
+            or timeout is not None
+            or disable_decoding
+            or push_request
+            or self.health_check_interval
+            or not getattr(parser, "_connected", False)
+        ):
+            return await super().read_response(
+                disable_decoding, timeout, disconnect_on_error=disconnect_on_error, push_request=push_request
+            )
+        try:
+            while True:
+                response = reader.gets()
+                push = parser._hiredis_PushNotificationType
+                if response is HIREDIS_NOT_ENOUGH_DATA or push is None or not isinstance(response, push):
+                    break
+                await parser.handle_push_response(response)  # RESP3: then the reply it came before
+        except UNRECOVERABLE_PARSE_ERRORS:
+            await self.disconnect(nowait=True)  # the unparsable bytes stay: never reusable
+            raise
+        except BaseException:
+            if disconnect_on_error:
+                await self.disconnect(nowait=True)
+            raise
+        if response is HIREDIS_NOT_ENOUGH_DATA:  # nothing (more) consumed: the normal, timed read
+            return await super().read_response(
+                disable_decoding, timeout, disconnect_on_error=disconnect_on_error
+            )
+        if isinstance(response, RedisConnectionError) or (
+            type(response) is list and response and isinstance(response[0], RedisConnectionError)
+        ):
+            if disconnect_on_error:
+                await self.disconnect(nowait=True)
+            raise response if isinstance(response, RedisConnectionError) else response[0]
+        if isinstance(response, ResponseError):
+            raise response
+        return response
 
 
 _PACKED_CLASSES: dict[type, type] = {}

@@ -90,9 +90,9 @@ class PendingJoin:
 
     ``result`` resolves to the room's online count once the join is in Redis, to ``REFUSED``
     when the room was already full (counting every node's sessions), or to None when the script
-    failed or the store closed first. ``force`` makes the join unconditional: the caller admitted
-    the session without Redis's answer (Redis down or slow) and Redis must then hold it whatever
-    its count says.
+    failed, the store closed or the waiter's deadline passed first (the first answer stands).
+    ``force`` makes the join unconditional: the caller admitted the session without Redis's
+    answer (Redis down or slow) and Redis must then hold it whatever its count says.
     """
 
     __slots__ = ("room_id", "session_id", "tenant", "code", "user_id", "ttl_s", "args", "result", "forced")

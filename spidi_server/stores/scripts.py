@@ -22,9 +22,22 @@ def script_source(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
 
 
+# The last hour formatted, and the seconds it spans: every join asks, and strftime is not free.
+_hour_cache: tuple[float, float, str] = (0.0, 0.0, "")
+
+
 def current_hour(now_s: float | None = None) -> str:
     """The hour bucket `peak` is kept for (UTC, ``YYYYMMDDHH``): an argument of join.lua and room_metrics.lua."""
-    return time.strftime("%Y%m%d%H", time.gmtime(now_s if now_s is not None else time.time()))
+    global _hour_cache
+    if now_s is None:
+        now_s = time.time()
+    start, end, text = _hour_cache
+    if start <= now_s < end:
+        return text
+    text = time.strftime("%Y%m%d%H", time.gmtime(now_s))
+    start = now_s - now_s % 3600  # UTC hours start on multiples of 3600 s (no leap seconds in POSIX time)
+    _hour_cache = (start, start + 3600, text)
+    return text
 
 
 def join_args(

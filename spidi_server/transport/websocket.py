@@ -42,6 +42,8 @@ def select_stomp_subprotocol(offered) -> str | None:
 
 def query_token(path: str) -> str | None:
     """The ``access_token`` query parameter of the handshake URL, if any."""
+    if "?" not in path:  # no query at all (the usual case): nothing to parse
+        return None
     values = parse_qs(urlsplit(path).query).get("access_token")
     return values[0] if values else None
 

@@ -117,3 +117,49 @@ async def test_another_encoding_keeps_redis_pys_packing(redis_url):
         assert not issubclass(client.connection_pool.connection_class, PackedPipelineMixin)
     finally:
         await client.aclose()
+
+
+async def _replies(client, protocol_note: str) -> list:
+    """Every kind of reply in one pipeline, an error among them, then a command on the same connection."""
+    await client.flushall()
+    pipe = client.pipeline(transaction=False)
+    pipe.set("s", "v").get("s").get("missing").incr("n").incrbyfloat("f", 1.5)
+    pipe.hset("h", mapping={"a": "1", "b": "2"}).hgetall("h").rpush("l", "x", "y").lrange("l", 0, -1)
+    pipe.execute_command("EVAL", "return {1, 'two', {3, nil}, redis.status_reply('OK')}", 0)
+    pipe.lpush("s", "wrong type")  # an error reply in the middle
+    pipe.execute_command("EVAL", "return redis.error_reply('CUSTOM failure')", 0)
+    pipe.zadd("z", {"m": 2.5}).zrange("z", 0, -1, withscores=True).exists("s", "h", "missing")
+    results = await pipe.execute(raise_on_error=False)
+    shown = [(type(r).__name__, str(r)) if isinstance(r, Exception) else r for r in results]
+    return [*shown, await client.get("s"), protocol_note]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_replies_read_without_the_per_read_timeout_equal_redis_pys(redis_url, protocol):
+    """The packed connection takes replies hiredis already holds without redis-py's timed read:
+    the very replies, errors in place, and the connection fit for the next command."""
+    packed = use_packed_pipelines(aioredis.Redis.from_url(redis_url, protocol=protocol))
+    stock = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    taken: list[int] = []
+    original = PackedPipelineMixin.read_response
+
+    async def counting(self, *args, **kwargs):
+        # How many replies were already parsed when asked for (the path without the timeout).
+        if self._parser._reader.has_data():
+            taken.append(1)
+        return await original(self, *args, **kwargs)
+
+    try:
+        assert issubclass(packed.connection_pool.connection_class, PackedPipelineMixin)
+        PackedPipelineMixin.read_response = counting
+        try:
+            from_packed = await _replies(packed, "p")
+        finally:
+            PackedPipelineMixin.read_response = original
+        from_stock = await _replies(stock, "p")
+    finally:
+        await packed.aclose()
+        await stock.aclose()
+    assert from_packed == from_stock
+    assert ("ResponseError", "CUSTOM failure") in from_packed and from_packed[-2] == b"v"
+    assert len(taken) > 10  # most replies were there already: the untimed path did run
