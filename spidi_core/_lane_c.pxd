@@ -80,6 +80,7 @@ cdef class HeartbeatLaneC:
     cdef IntVec dirty_rooms
     cdef IntVec ttl_due
     cdef Py_ssize_t npending
+    cdef Py_ssize_t npending_watched  # of npending, those in watched rooms
     cdef int64_t heartbeats
     cdef int64_t handled
     cdef double latency_sum

@@ -388,6 +388,8 @@ cdef class HeartbeatLaneC:
         if s.flags & LF_DIRTY:
             vec_remove(&r.beats, idx)
             self.npending -= 1
+            if r.watched:
+                self.npending_watched -= 1
             if r.beats.len == 0 and r.in_dirty:
                 vec_remove(&self.dirty_rooms, s.room)
                 r.in_dirty = 0
@@ -445,6 +447,8 @@ cdef class HeartbeatLaneC:
             vec_push(&r.beats, idx)
             s.flags |= LF_DIRTY
             self.npending += 1
+            if r.watched:
+                self.npending_watched += 1
         s.beat_ms = now_ms
         s.beat_latency = latency
         s.flags = (s.flags | LF_BEAT_INT) if is_int else (s.flags & ~LF_BEAT_INT)
@@ -499,6 +503,10 @@ cdef class HeartbeatLaneC:
         """Whether the room's beating sessions are collected for ``take_updated``."""
         cdef LaneRoom* r = &self.rooms[self._room(room_key)]
         cdef Py_ssize_t i
+        if r.watched and not watched:
+            self.npending_watched -= r.beats.len
+        elif watched and not r.watched:
+            self.npending_watched += r.beats.len
         r.watched = 1 if watched else 0
         if not watched:
             for i in range(r.updated.len):
@@ -573,10 +581,15 @@ cdef class HeartbeatLaneC:
         """Beats waiting in ``take_beats`` (one per session at most)."""
         return self.npending
 
-    def take_beats(self):
-        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF)."""
+    def pending_watched(self):
+        """Of the pending beats, those of watched rooms (their roster updates wait on them)."""
+        return self.npending_watched
+
+    def take_beats(self, bint watched_only=False):
+        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF);
+        with ``watched_only`` only the watched rooms' beats, the others' stay pending."""
         cdef dict out = {}
-        cdef Py_ssize_t ri, j, size = 0, used, need, tlen
+        cdef Py_ssize_t ri, j, size = 0, used, need, tlen, kept = 0
         cdef LaneRoom* r
         cdef LaneSession* s
         cdef char* buf = NULL
@@ -588,6 +601,12 @@ cdef class HeartbeatLaneC:
             for ri in range(self.dirty_rooms.len):
                 room = self.dirty_rooms.data[ri]
                 r = &self.rooms[room]
+                if watched_only and not r.watched:
+                    # stays dirty, in the same order (compacted to the front of the list)
+                    self.dirty_rooms.data[kept] = room
+                    kept += 1
+                    continue
+                self.npending -= r.beats.len
                 used = 0
                 for j in range(r.beats.len):
                     s = &self.sess[r.beats.data[j]]
@@ -627,8 +646,8 @@ cdef class HeartbeatLaneC:
                 out[r.key] = PyBytes_FromStringAndSize(buf, used)
         finally:
             free(buf)
-        self.dirty_rooms.len = 0
-        self.npending = 0
+        self.dirty_rooms.len = kept
+        self.npending_watched = 0
         return out
 
     def take_ttl_due(self):

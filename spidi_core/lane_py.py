@@ -459,11 +459,23 @@ class HeartbeatLanePy:
         """Beats waiting in ``take_beats`` (one per session at most)."""
         return self._npending
 
-    def take_beats(self) -> dict[int, bytes]:
+    def pending_watched(self) -> int:
+        """Of the pending beats, those of watched rooms (their roster updates wait on them)."""
+        rooms = self._rooms
+        return sum(len(beats) for room, beats in self._beats.items() if rooms[room].watched)
+
+    def take_beats(self, watched_only: bool = False) -> dict[int, bytes]:
         """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF),
-        the newest beat per session; empties the pending beats."""
-        beats, self._beats = self._beats, {}
-        self._npending = 0
+        the newest beat per session; empties the pending beats (with ``watched_only``, only the
+        watched rooms' are taken, the others' stay pending)."""
+        if watched_only:
+            rooms = self._rooms
+            beats = {room: b for room, b in self._beats.items() if rooms[room].watched}
+            self._beats = {room: b for room, b in self._beats.items() if room not in beats}
+            self._npending -= sum(len(b) for b in beats.values())
+        else:
+            beats, self._beats = self._beats, {}
+            self._npending = 0
         return {
             room: "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()]).encode()
             for room, room_beats in beats.items()

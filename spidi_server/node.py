@@ -87,6 +87,10 @@ class Node:
         self.verifier = TokenVerifier(settings)
         self.catalog = RoomCatalog(settings)
         self.clients: set[ClientConnection] = set()
+        # The clients the liveness check looks at: CONNECT not received yet, or STOMP heart-beats
+        # negotiated. The others have nothing due ever (the load's usual case: heart-beat 0,0), so
+        # the once-a-second scan costs in proportion to these, not to every connection.
+        self.liveness_due: set[ClientConnection] = set()
         self.services = BackingServices(settings)
         self.store: HotStore | None = None
         self.presence: Presence | None = None
@@ -285,6 +289,7 @@ class Node:
         """A transport accepted a WebSocket: its connection, counted and kept for liveness checks."""
         conn = ClientConnection(self, writer, conn_id, ip, query_token)
         self.clients.add(conn)
+        self.liveness_due.add(conn)
         self.metrics.websocket_connections.inc()
         return conn
 
@@ -292,6 +297,7 @@ class Node:
         """A WebSocket is gone: hand its sessions to presence (ended or kept for the grace period)."""
         if conn in self.clients:
             self.clients.discard(conn)
+            self.liveness_due.discard(conn)
             self.metrics.websocket_connections.dec()
             self.gc_policy.closed += 1
             conn.closed()
@@ -325,12 +331,18 @@ class Node:
     async def _stomp_liveness(self) -> None:
         """Send STOMP heart-beat EOLs as negotiated; close connections silent for too long."""
         now = time.monotonic()
-        for client in list(self.clients):
+        due = self.liveness_due
+        for client in list(due):
             conn = client.stomp
             if conn.close_reason is not None:
                 continue
-            if conn.claims is None and now - conn.created > self.settings.connect_timeout_s:
-                client.close(1008, "no CONNECT frame in time", "CONNECT timeout")
+            if conn.claims is None:
+                if now - conn.created > self.settings.connect_timeout_s:
+                    client.close(1008, "no CONNECT frame in time", "CONNECT timeout")
+                continue
+            if not (conn.expect_every_ms or conn.send_every_ms):
+                # CONNECTED without heart-beats (negotiated once per connection): never due again.
+                due.discard(client)
                 continue
             if conn.expect_every_ms and (now - conn.last_received) * 1000 > 2 * conn.expect_every_ms:
                 # (last_received is the lane's: heartbeats it answered count as received)

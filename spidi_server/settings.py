@@ -146,8 +146,8 @@ class Settings:
     redis_heartbeat_interval_ms: float = field(
         default=50.0,
         metadata={
-            "doc": "Heartbeats alone (no other write queued) go to Redis at most this often, more per script "
-            "call; at the flush interval while a room of the node is watched"
+            "doc": "Heartbeats go to Redis at most this often, more per script call; those of rooms "
+            "watched by some process at the flush interval (their roster updates wait on them)"
         },
     )
     gc_full_interval_s: float = field(

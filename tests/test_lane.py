@@ -342,6 +342,35 @@ def test_take_beats_is_heartbeats_lua_argument(Lane):
     assert lane.pending() == 0 and lane.take_beats() == {}
 
 
+def test_watched_rooms_beats_are_taken_apart(Lane):
+    """The flusher sends the watched rooms' beats at once (roster updates ride on them) and the
+    others' at the slower heartbeat interval: the rest stays pending, order and newest kept."""
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
+    for sid, room in (("a", 1), ("b", 2), ("c", 3), ("d", 2)):
+        lane.add_session(sid, 0, room, 0, 0.0)
+    lane.set_watched(2, True)
+    lane.beat("a", 1, 1_000, 1.0)
+    lane.beat("b", 2, 1_001, 1.0)
+    lane.beat("c", 3, 1_002, 1.0)
+    lane.beat("d", 4, 1_003, 1.0)
+    assert (lane.pending(), lane.pending_watched()) == (4, 2)
+    assert lane.take_beats(watched_only=True) == {2: b"b 1001 2\nd 1003 4"}
+    assert (lane.pending(), lane.pending_watched()) == (2, 0)
+    assert lane.take_beats(watched_only=True) == {}
+    lane.beat("a", 5, 1_004, 1.0)  # newest wins, keeping a's place
+    lane.beat("b", 6, 1_005, 1.0)
+    assert (lane.pending(), lane.pending_watched()) == (3, 1)
+    lane.remove_session("b")
+    assert (lane.pending(), lane.pending_watched()) == (2, 0)
+    lane.set_watched(3, True)  # a room watched with a beat already pending
+    assert lane.pending_watched() == 1
+    lane.set_watched(3, False)
+    assert lane.pending_watched() == 0
+    beats = lane.take_beats()
+    assert beats == {1: b"a 1004 5", 3: b"c 1002 3"} and list(beats) == [1, 3]
+    assert (lane.pending(), lane.pending_watched()) == (0, 0)
+
+
 def test_removed_session_takes_its_pending_work_with_it(Lane):
     lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
     lane.add_session("a", 0, 1, 0, 0.0)

@@ -505,6 +505,26 @@ async def test_client_eol_heartbeats_keep_connection(node_factory):
     await client.close()
 
 
+async def test_liveness_looks_only_at_connections_with_something_due(node_factory):
+    node = await node_factory(stomp_heartbeat_ms=200, connect_timeout_s=0.5)
+    quiet = await user(node, "quiet")  # heart-beat 0,0: nothing ever due, out of the scan
+    silent = await Client.open(node.ws_url)
+    await silent.connect(token_for(node.settings, "s", "spidi:user"), **{"heart-beat": "200,0"})
+    idle = await Client.open(node.ws_url)  # no CONNECT yet
+    assert await wait_for(lambda: len(node.liveness_due) == 2, timeout=2)
+    # Out of the scan, still served; the other two are still checked and closed.
+    await asyncio.wait_for(silent.closed.wait(), 3)
+    assert silent.ws.close_code == 1002
+    await asyncio.wait_for(idle.closed.wait(), 3)
+    assert idle.ws.close_code == 1008
+    assert await wait_for(lambda: not node.liveness_due, timeout=2)
+    assert len(node.clients) == 1 and not quiet.closed.is_set()
+    sid = (await quiet.hello("lobby"))["sessionId"]
+    await quiet.app("/app/heartbeat", {"sessionId": sid, "latencyMs": 9}, receipt="ok")
+    assert (await quiet.next(command="RECEIPT"))[1]["receipt-id"] == "ok"
+    await quiet.close()
+
+
 # -- the server under abuse keeps serving ---------------------------------------------------------
 
 

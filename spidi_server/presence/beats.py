@@ -31,13 +31,13 @@ class LaneDrain:
         self.pending = lane.pending  # the store looks at it every flush interval
 
     def urgent(self) -> bool:
-        """Some process watches a room of this node: its roster updates ride on the heartbeats,
-        which then go at the flush interval (not the longer heartbeat interval)."""
-        return bool(self.local.watched_here)
+        """Beats of rooms some process watches are waiting: their roster updates ride on them,
+        so they go at the flush interval (the other rooms' at the longer heartbeat interval)."""
+        return self.lane.pending_watched() > 0
 
-    def take_beats(self) -> dict[str, bytes]:
-        """The beats per room id (the flusher's), after queueing the TTL refreshes that are due
-        and the roster updates of watched rooms."""
+    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]:
+        """The beats per room id (the flusher's; with ``urgent_only``, the watched rooms' only),
+        after queueing the TTL refreshes that are due and the roster updates of watched rooms."""
         lane, local = self.lane, self.local
         sessions = local.sessions
         for session_id in lane.take_ttl_due():
@@ -58,4 +58,4 @@ class LaneDrain:
                 if not room.out_scheduled:
                     self.crossnode.out_changed(room)
         room_ids = local.room_ids
-        return {room_ids[key]: packed for key, packed in lane.take_beats().items()}
+        return {room_ids[key]: packed for key, packed in lane.take_beats(urgent_only).items()}

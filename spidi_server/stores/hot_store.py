@@ -77,11 +77,12 @@ class BeatSource(Protocol):
     def pending(self) -> int: ...  # heartbeats waiting (one per session at most)
 
     # room id -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines), newest per session;
-    # what it hands out is the flusher's from then on.
-    def take_beats(self) -> dict[str, bytes]: ...
+    # what it hands out is the flusher's from then on. ``urgent_only``: only the urgent ones (the
+    # rest stays in the source for a later take).
+    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]: ...
 
-    # True while someone waits for these heartbeats' side effects (roster updates of watched
-    # rooms): they then go at the flush interval, not the longer heartbeat interval.
+    # True while it holds heartbeats someone waits for (their side effects: roster updates of
+    # watched rooms): those go at the flush interval, the others at the heartbeat interval.
     def urgent(self) -> bool: ...
 
 
@@ -159,7 +160,7 @@ class HotStore:
         # ``min_interval_s`` and carry the heartbeats waiting by then. An interval not above the
         # look's own period: every look that finds heartbeats wakes the flusher, as before.
         self._beat_interval_s = beat_interval_s if beat_interval_s > self._beat_check_s else 0.0
-        self._last_take = 0.0  # monotonic time the flusher last took a batch
+        self._last_take = 0.0  # monotonic time the flusher last took all the sources' heartbeats
         self._beat_watch: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future] = []
@@ -199,8 +200,8 @@ class HotStore:
 
     async def _watch_beats(self) -> None:
         """Wake the flusher when a source holds heartbeats: looked at once per flush interval, so
-        a heartbeat costs nothing here however many arrive; the flusher is woken once the last
-        batch is ``beat_interval_s`` old, or at once for an urgent source."""
+        a heartbeat costs nothing here however many arrive; the flusher is woken once its last
+        take of all heartbeats is ``beat_interval_s`` old, or at once for urgent ones."""
         sources = self.beat_sources
         check, interval = self._beat_check_s, self._beat_interval_s
         while True:
@@ -396,19 +397,29 @@ class HotStore:
             pause = self.min_interval_s - (time.monotonic() - last)
             if pause > 0 and not self._waiters and not self._closing and not replaying:
                 await asyncio.sleep(pause)
-            last = self._last_take = time.monotonic()
+            last = time.monotonic()
             self._wake.clear()
             waiters, self._waiters = self._waiters, []
+            # Every heartbeat goes once the interval has passed (or for flush() and the close);
+            # before it, a batch carries only the urgent ones (watched rooms), so that a watched
+            # room does not bring every room's heartbeats back to the flush interval.
+            everything = bool(waiters) or self._closing or last - self._last_take >= self._beat_interval_s
             spill_read = None
             if replaying:
                 # The spill file holds the oldest writes: all of it goes before anything in memory.
                 ops, spill_read = await recovery.read_spill()
                 beats: dict = {}
             else:
-                ops, beats = self._take()
+                ops, beats = self._take(everything)
             check = recovery.marker_due and self.marker_key is not None and not self._closing
             recovery.marker_due = False
-            drained = spill_read is None and not self._ops and not self._beats and not self._beats_pending()
+            # (the heartbeats left in the sources when not ``everything`` are not due yet)
+            drained = (
+                spill_read is None
+                and not self._ops
+                and not self._beats
+                and not (everything and self._beats_pending())
+            )
             ok = True
             if ops or beats or check:
                 started = time.perf_counter()
@@ -527,9 +538,10 @@ class HotStore:
         self.recovery.unreachable(RedisTimeoutError(error))
         log.error("%s", error)
 
-    def _take(self) -> tuple[list[tuple], dict[str, bytes]]:
+    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, bytes]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
-        only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join).
+        only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
+        the sources' urgent heartbeats only unless ``everything``.
 
         Heartbeats are packed per room (heartbeats.lua's argument): those kept here first, then
         each source's, newer, after them (the script applies them in order, so the newest wins).
@@ -540,12 +552,14 @@ class HotStore:
             del self._ops[:_MAX_BATCH_OPS]
             return ops, {}
         beats: dict[str, bytes] = {}
+        if everything:
+            self._last_take = time.monotonic()
         if self._beats:
             kept, self._beats = self._beats, {}
             for room_id, room_beats in kept.items():
                 beats[room_id] = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()]).encode()
         for source in self.beat_sources:
-            for room_id, packed in source.take_beats().items():
+            for room_id, packed in source.take_beats(not everything).items():
                 older = beats.get(room_id)
                 beats[room_id] = packed if older is None else older + b"\n" + packed
         ops, self._ops = self._ops, []

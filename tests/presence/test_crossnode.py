@@ -59,14 +59,17 @@ async def test_changes_of_a_watched_room_go_out_together(presence, client_factor
 
 async def test_a_room_that_becomes_watched_reannounces_its_sessions(presence, client_factory):
     presence.fanout = fanout = RecordingFanout()
-    sid = await joined(presence, client_factory())
+    client = client_factory()
+    sid = await joined(presence, client)
     assert not presence.rooms[LOBBY].watched
+    presence.heartbeat(client, sid, 5.0)
     assert not presence.drain.urgent()  # heartbeats may wait for the heartbeat interval
     presence.watched_changed({LOBBY})
     assert presence.watched == {LOBBY} and presence.rooms[LOBBY].watched
     assert presence.drain.urgent()  # its roster updates ride on the heartbeats: no waiting
     assert await wait_for(lambda: fanout.published)
     assert [e["sessionId"] for e in fanout.published[0][1]] == [sid]
+    presence.heartbeat(client, sid, 6.0)
     presence.watched_changed(set())
     assert not presence.rooms[LOBBY].watched and not presence.drain.urgent()
 
@@ -75,9 +78,10 @@ async def test_only_a_watched_room_of_this_node_makes_heartbeats_urgent(presence
     presence.watched_changed({room_id_for("default", "elsewhere")})  # watched, not here
     client = client_factory()
     sid = await joined(presence, client)
+    presence.heartbeat(client, sid, 5.0)
     assert not presence.drain.urgent()
     presence.watched_changed({LOBBY, room_id_for("default", "elsewhere")})
-    assert presence.drain.urgent()
+    assert presence.drain.urgent()  # a beat of a watched room waits
     presence.leave(client, sid)  # the room is dropped with its last session
     assert LOBBY not in presence.rooms and not presence.drain.urgent()
 

@@ -1,5 +1,5 @@
-"""Heartbeats alone go to Redis at the heartbeat interval (``beat_interval_s``); other writes, an
-urgent source (watched rooms) and ``flush()`` take them at once, as before."""
+"""Heartbeats go to Redis at the heartbeat interval (``beat_interval_s``), other writes or not; the
+urgent ones (watched rooms) at the flush interval, on their own; ``flush()`` takes them all."""
 
 from __future__ import annotations
 
@@ -11,29 +11,34 @@ from spidi_server.stores.client import connect
 from spidi_server.stores.hot_store import HotStore
 
 ROOM = "beat-room"
+WATCHED = "beat-watched"  # a room some process watches: its heartbeats are urgent
 
 
 class Source:
-    """A heartbeat source like the presence's ``LaneDrain``: beats packed per room id."""
+    """A heartbeat source like the presence's ``LaneDrain``: beats packed per room id, those of
+    ``WATCHED`` urgent."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.is_urgent = False
+        self.lines: dict[str, list[str]] = {ROOM: [], WATCHED: []}
         self.takes = 0
 
-    def beat(self, session_id: str, ms: int) -> None:
-        self.lines.append(f"{session_id} {ms} 5")
+    def beat(self, session_id: str, ms: int, room: str = ROOM) -> None:
+        self.lines[room].append(f"{session_id} {ms} 5")
 
     def pending(self) -> int:
-        return len(self.lines)
+        return sum(len(lines) for lines in self.lines.values())
 
-    def take_beats(self) -> dict[str, bytes]:
+    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]:
         self.takes += 1
-        lines, self.lines = self.lines, []
-        return {ROOM: "\n".join(lines).encode()} if lines else {}
+        out = {}
+        for room in (WATCHED,) if urgent_only else (ROOM, WATCHED):
+            lines, self.lines[room] = self.lines[room], []
+            if lines:
+                out[room] = "\n".join(lines).encode()
+        return out
 
     def urgent(self) -> bool:
-        return self.is_urgent
+        return bool(self.lines[WATCHED])
 
 
 async def until(condition, timeout: float = 5.0) -> None:
@@ -43,9 +48,10 @@ async def until(condition, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_heartbeats_wait_for_the_interval_unless_carried_or_urgent(redis_url, redis_sync):
-    online = keys.room_online(ROOM)
-    redis_sync.zadd(online, {"s1": 1, "s2": 1, "s3": 1})  # ZADD XX: the sessions must be there
+async def test_heartbeats_wait_for_the_interval_unless_urgent(redis_url, redis_sync):
+    online, watched = keys.room_online(ROOM), keys.room_online(WATCHED)
+    redis_sync.zadd(online, {"s1": 1, "s3": 1})  # ZADD XX: the sessions must be there
+    redis_sync.zadd(watched, {"w1": 1, "w2": 1})
     store = HotStore(connect(redis_url), node_id="beats", min_interval_s=0.01, beat_interval_s=60.0)
     source = Source()
     store.add_beat_source(source)
@@ -59,28 +65,36 @@ async def test_heartbeats_wait_for_the_interval_unless_carried_or_urgent(redis_u
         await asyncio.sleep(0.1)
         assert source.takes == takes and redis_sync.zscore(online, "s1") == 1
 
-        # Another write carries it at the flush interval.
+        # Another write does not take it along: it goes at the flush interval, the heartbeat waits.
         store.set_capacity(ROOM, 7)
         await until(lambda: redis_sync.hget(keys.room_metrics(ROOM), "capacity") == "7")
-        assert redis_sync.zscore(online, "s1") == 100
+        assert redis_sync.zscore(online, "s1") == 1 and source.pending() == 1
 
-        # An urgent source (rooms watched) is sent at the flush interval on its own.
-        source.is_urgent = True
-        source.beat("s2", 200)
-        await until(lambda: redis_sync.zscore(online, "s2") == 200)
+        # An urgent heartbeat (a watched room) is sent at the flush interval, on its own: the
+        # others still wait (a watched room does not speed up every room's heartbeats).
+        source.beat("w1", 200, WATCHED)
+        await until(lambda: redis_sync.zscore(watched, "w1") == 200)
+        assert redis_sync.zscore(online, "s1") == 1 and source.pending() == 1
 
-        # flush() does not wait for the interval either.
-        source.is_urgent = False
+        # ... and a write carries the urgent ones waiting by then, not the others.
+        source.beat("w2", 250, WATCHED)
+        store.set_capacity(ROOM, 8)
+        await until(lambda: redis_sync.zscore(watched, "w2") == 250)
+        assert redis_sync.zscore(online, "s1") == 1 and source.pending() == 1
+
+        # flush() does not wait for the interval: everything goes.
         source.beat("s3", 300)
         assert await store.flush()
-        assert redis_sync.zscore(online, "s3") == 300
+        assert redis_sync.zscore(online, "s1") == 100 and redis_sync.zscore(online, "s3") == 300
+        assert source.pending() == 0
     finally:
         await store.close()
 
 
 async def test_heartbeats_alone_reach_redis_after_the_interval(redis_url, redis_sync):
-    online = keys.room_online(ROOM)
-    redis_sync.zadd(online, {"s1": 1})
+    online, watched = keys.room_online(ROOM), keys.room_online(WATCHED)
+    redis_sync.zadd(online, {"s1": 1, "s2": 1})
+    redis_sync.zadd(watched, {"w1": 1})
     store = HotStore(connect(redis_url), node_id="beats", min_interval_s=0.01, beat_interval_s=0.05)
     source = Source()
     store.add_beat_source(source)
@@ -88,5 +102,13 @@ async def test_heartbeats_alone_reach_redis_after_the_interval(redis_url, redis_
     try:
         source.beat("s1", 100)
         await until(lambda: redis_sync.zscore(online, "s1") == 100)
+        # Urgent heartbeats flowing all along do not hold the others back past the interval.
+        source.beat("s2", 200)
+        for ms in range(300, 320):
+            source.beat("w1", ms, WATCHED)
+            await asyncio.sleep(0.01)
+            if redis_sync.zscore(online, "s2") == 200:
+                break
+        await until(lambda: redis_sync.zscore(online, "s2") == 200)
     finally:
         await store.close()
