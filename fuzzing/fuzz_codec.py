@@ -15,11 +15,10 @@ into a regression test in tests/test_codec.py.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
 from pathlib import Path
+
+from fuzzing import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "fuzz"
@@ -106,36 +105,16 @@ def check(data: bytes) -> None:
 
 
 def run_atheris(seconds: int) -> int:
-    import atheris
-
-    with atheris.instrument_imports():
-        import spidi_core.frames_py  # noqa: F401  (coverage of the reference guides the search)
-
-    corpus = WORK / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    (WORK / "crashes").mkdir(exist_ok=True)
-    for i, seed in enumerate(SEEDS):
-        for limits in (b"\xff\xff\xff", b"\x10\x02\x08"):
-            (corpus / f"seed-{i}-{limits.hex()}").write_bytes(limits + b"\x02\x05\x11" + seed)
-
-    def one_input(data: bytes) -> None:
-        check(data)
-
-    argv = [
-        sys.argv[0],
-        str(corpus),
-        f"-max_total_time={seconds}",
-        "-max_len=4096",
-        f"-artifact_prefix={WORK / 'crashes'}/",
-        "-print_final_stats=1",
-    ]
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()  # exits the process: 0 when the time is up, non-zero on a crash
-    return 0
+    corpus = {
+        f"seed-{i}-{limits.hex()}": limits + b"\x02\x05\x11" + seed
+        for i, seed in enumerate(SEEDS)
+        for limits in (b"\xff\xff\xff", b"\x10\x02\x08")
+    }
+    # Coverage of the reference guides the search.
+    return engine.run_atheris(check, WORK, corpus, "spidi_core.frames_py", seconds)
 
 
 def run_hypothesis(seconds: int) -> int:
-    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     tokens = [
@@ -160,64 +139,15 @@ def run_hypothesis(seconds: int) -> int:
         b"\xc3",
         b"x" * 50,
     ]
-
-    @st.composite
-    def mutated(draw):
-        data = bytearray(draw(st.sampled_from(SEEDS)) * draw(st.integers(1, 3)))
-        for _ in range(draw(st.integers(0, 8))):
-            op = draw(st.integers(0, 3))
-            at = draw(st.integers(0, len(data)))
-            if op == 0 and data:  # flip a byte
-                data[at % len(data)] = draw(st.integers(0, 255))
-            elif op == 1:  # insert a token
-                data[at:at] = draw(st.sampled_from(tokens))
-            elif op == 2:  # delete a span
-                del data[at : at + draw(st.integers(1, 16))]
-            else:  # duplicate a span
-                data[at:at] = data[at : at + draw(st.integers(1, 32))]
-        return bytes(data)
-
-    inputs = st.tuples(st.binary(min_size=4, max_size=12), st.one_of(st.binary(max_size=300), mutated()))
-    examples = 0
-
-    @settings(
-        max_examples=500,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(inputs)
-    def batch(pair):
-        nonlocal examples
-        examples += 1
-        prefix, stream = pair
-        check(prefix + stream)
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch()
+    mutated = engine.mutated(st, SEEDS, tokens, repeat=3, edits=8, cut=16, copy=32)
+    inputs = st.tuples(st.binary(min_size=4, max_size=12), st.one_of(st.binary(max_size=300), mutated))
+    examples = engine.run_hypothesis(check, inputs.map(lambda pair: pair[0] + pair[1]), seconds)
     print(f"hypothesis: {examples} inputs in {seconds} s, no disagreement, only FrameError raised")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")))
-    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
-    args = parser.parse_args(argv)
-    engine = args.engine
-    if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-
-            engine = "atheris"
-        except ImportError:
-            engine = "hypothesis"
-    print(f"fuzzing the STOMP codec with {engine} for {args.seconds} s", flush=True)
-    return run_atheris(args.seconds) if engine == "atheris" else run_hypothesis(args.seconds)
+    return engine.main(argv, __doc__, "the STOMP codec", run_atheris, run_hypothesis)
 
 
 if __name__ == "__main__":

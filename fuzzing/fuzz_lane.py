@@ -16,11 +16,11 @@ it into a row of the near-miss table in tests/test_lane.py.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
+
+from fuzzing import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "fuzz-lane"
@@ -141,33 +141,14 @@ def check(data: bytes) -> None:
 
 
 def run_atheris(seconds: int) -> int:
-    import atheris
-
-    with atheris.instrument_imports():
-        import spidi_core.lane_py  # noqa: F401  (coverage of the reference guides the search)
-
-    corpus = WORK / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    (WORK / "crashes").mkdir(exist_ok=True)
+    corpus = {}
     for i, seed in enumerate(SEEDS):
-        (corpus / f"seed-{i}").write_bytes(b"\x00\x00" + seed)
-        (corpus / f"seed-{i}-twice").write_bytes(b"\x81\x01\x40" + seed + seed)
-
-    argv = [
-        sys.argv[0],
-        str(corpus),
-        f"-max_total_time={seconds}",
-        "-max_len=2048",
-        f"-artifact_prefix={WORK / 'crashes'}/",
-        "-print_final_stats=1",
-    ]
-    atheris.Setup(argv, check)
-    atheris.Fuzz()
-    return 0
+        corpus[f"seed-{i}"] = b"\x00\x00" + seed
+        corpus[f"seed-{i}-twice"] = b"\x81\x01\x40" + seed + seed
+    return engine.run_atheris(check, WORK, corpus, "spidi_core.lane_py", seconds, max_len=2048)
 
 
 def run_hypothesis(seconds: int) -> int:
-    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     tokens = [
@@ -176,63 +157,15 @@ def run_hypothesis(seconds: int) -> int:
         b"content-length:", b'"latencyMs":', b'"sessionId":', b'"s-2"', b"x" * 60,
     ]  # fmt: skip
 
-    @st.composite
-    def mutated(draw):
-        data = bytearray(draw(st.sampled_from(SEEDS)) * draw(st.integers(1, 2)))
-        for _ in range(draw(st.integers(0, 4))):
-            op = draw(st.integers(0, 3))
-            at = draw(st.integers(0, len(data)))
-            if op == 0 and data:  # flip a byte
-                data[at % len(data)] = draw(st.integers(0, 255))
-            elif op == 1:  # insert a token
-                data[at:at] = draw(st.sampled_from(tokens))
-            elif op == 2:  # delete a span
-                del data[at : at + draw(st.integers(1, 8))]
-            else:  # duplicate a span
-                data[at:at] = data[at : at + draw(st.integers(1, 16))]
-        return bytes(data)
-
-    inputs = st.tuples(st.binary(min_size=2, max_size=5), st.one_of(st.binary(max_size=200), mutated()))
-    examples = 0
-
-    @settings(
-        max_examples=500,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(inputs)
-    def batch(pair):
-        nonlocal examples
-        examples += 1
-        prefix, stream = pair
-        check(prefix + stream)
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch()
+    mutated = engine.mutated(st, SEEDS, tokens, repeat=2, edits=4, cut=8, copy=16)
+    inputs = st.tuples(st.binary(min_size=2, max_size=5), st.one_of(st.binary(max_size=200), mutated))
+    examples = engine.run_hypothesis(check, inputs.map(lambda pair: pair[0] + pair[1]), seconds)
     print(f"hypothesis: {examples} inputs in {seconds} s, the lanes agreed and never took a message wrongly")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")))
-    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
-    args = parser.parse_args(argv)
-    engine = args.engine
-    if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-
-            engine = "atheris"
-        except ImportError:
-            engine = "hypothesis"
-    print(f"fuzzing the heartbeat lane with {engine} for {args.seconds} s", flush=True)
-    return run_atheris(args.seconds) if engine == "atheris" else run_hypothesis(args.seconds)
+    return engine.main(argv, __doc__, "the heartbeat lane", run_atheris, run_hypothesis)
 
 
 if __name__ == "__main__":

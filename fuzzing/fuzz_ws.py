@@ -29,13 +29,12 @@ it into a regression test in tests/test_ws_frames.py.
 
 from __future__ import annotations
 
-import argparse
 import codecs
-import os
 import sys
-import time
 from itertools import pairwise
 from pathlib import Path
+
+from fuzzing import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "fuzz-ws"
@@ -333,36 +332,12 @@ def check(data: bytes) -> None:
 
 
 def run_atheris(seconds: int) -> int:
-    import atheris
-
-    with atheris.instrument_imports():
-        import spidi_core.ws_py  # noqa: F401  (coverage of the reference guides the search)
-
-    corpus = WORK / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    (WORK / "crashes").mkdir(exist_ok=True)
-    for i, seed in enumerate(SEEDS):
-        (corpus / f"seed-{i}").write_bytes(b"\x0b\x02\x11\x45" + seed)
-    (corpus / "script").write_bytes(b"\x0b\x0a\x00\x00" + b"\x09\x05abcdhello\x0d\x02abcdhi")
-
-    def one_input(data: bytes) -> None:
-        check(data)
-
-    argv = [
-        sys.argv[0],
-        str(corpus),
-        f"-max_total_time={seconds}",
-        "-max_len=4096",
-        f"-artifact_prefix={WORK / 'crashes'}/",
-        "-print_final_stats=1",
-    ]
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()  # exits the process: 0 when the time is up, non-zero on a crash
-    return 0
+    corpus = {f"seed-{i}": b"\x0b\x02\x11\x45" + seed for i, seed in enumerate(SEEDS)}
+    corpus["script"] = b"\x0b\x0a\x00\x00" + b"\x09\x05abcdhello\x0d\x02abcdhi"
+    return engine.run_atheris(check, WORK, corpus, "spidi_core.ws_py", seconds)
 
 
 def run_hypothesis(seconds: int) -> int:
-    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     payloads = st.one_of(
@@ -407,21 +382,7 @@ def run_hypothesis(seconds: int) -> int:
         b"\x00\x00",
     ]
 
-    @st.composite
-    def mutated(draw):
-        data = bytearray(draw(st.sampled_from(SEEDS)))
-        for _ in range(draw(st.integers(0, 6))):
-            op = draw(st.integers(0, 3))
-            at = draw(st.integers(0, len(data)))
-            if op == 0 and data:
-                data[at % len(data)] = draw(st.integers(0, 255))
-            elif op == 1:
-                data[at:at] = draw(st.sampled_from(tokens))
-            elif op == 2:
-                del data[at : at + draw(st.integers(1, 8))]
-            else:
-                data[at:at] = data[at : at + draw(st.integers(1, 32))]
-        return bytes(data)
+    mutated = engine.mutated(st, SEEDS, tokens, repeat=1, edits=6, cut=8, copy=32)
 
     @st.composite
     def inputs(draw):
@@ -430,47 +391,15 @@ def run_hypothesis(seconds: int) -> int:
         flags = len(cuts) | (draw(st.integers(0, 3)) << 4)
         if draw(st.booleans()):
             return bytes((cap, flags | 8, *cuts)) + draw(script())
-        return bytes((cap, flags, *cuts)) + draw(st.one_of(mutated(), st.binary(max_size=200)))
+        return bytes((cap, flags, *cuts)) + draw(st.one_of(mutated, st.binary(max_size=200)))
 
-    examples = 0
-
-    @settings(
-        max_examples=300,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(inputs())
-    def batch(data):
-        nonlocal examples
-        examples += 1
-        check(data)
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch()
+    examples = engine.run_hypothesis(check, inputs(), seconds, max_examples=300)
     print(f"hypothesis: {examples} inputs in {seconds} s, the builds and websockets agree")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", "60")))
-    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
-    args = parser.parse_args(argv)
-    engine = args.engine
-    if engine == "auto":
-        try:
-            import atheris  # noqa: F401
-
-            engine = "atheris"
-        except ImportError:
-            engine = "hypothesis"
-    print(f"fuzzing the WebSocket frame decoder with {engine} for {args.seconds} s", flush=True)
-    return run_atheris(args.seconds) if engine == "atheris" else run_hypothesis(args.seconds)
+    return engine.main(argv, __doc__, "the WebSocket frame decoder", run_atheris, run_hypothesis)
 
 
 if __name__ == "__main__":
