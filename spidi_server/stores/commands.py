@@ -21,8 +21,8 @@ user's index, instead of five commands per join. A history event never depends o
 own batch (a session's events follow its join's answer), so it does not end the run.
 
 Heartbeats are not operations: they come packed per room (heartbeats.lua's argument, see
-``HotStore._take``) and are written as one heartbeats.lua call per room. The spill file stores
-operations as JSON lists (stores/recovery.py).
+``BeatBuffer.take`` in stores/beat_buffer.py) and are written as one heartbeats.lua call per room.
+The spill file stores operations as JSON lists (stores/recovery.py).
 """
 
 from __future__ import annotations

@@ -5,14 +5,14 @@ they only append to in-memory buffers and wake the flusher. One flusher task sen
 buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
 flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
 are coalesced per session (only the newest matters) and written per room as one heartbeats.lua
-call. They come from the node's heartbeat lane (``BeatSource``: already packed per room, newest per
-session), which the flusher drains with each pipeline; it is looked at every flush interval, so a
-heartbeat never wakes anything by itself.
+call; where they wait and when they wake the flusher (the node's heartbeat lane, looked at every
+flush interval, so a heartbeat never wakes anything by itself) is stores/beat_buffer.py's.
 Reads (stores/reads.py) go through ``flush()`` first, so they see every write made before them.
 
 A join is the one write whose answer matters: the join script refuses a session when the room
-already holds its capacity of sessions of every node, so ``join`` returns a ``PendingJoin`` whose
-future the flusher resolves with the script's result. Nothing else is awaited per operation.
+already holds its capacity of sessions of every node, so ``join`` returns a ``PendingJoin``
+(stores/joins.py) whose future the flusher resolves with the script's result. Nothing else is
+awaited per operation.
 
 A failed pipeline goes back to the front of the buffer and is retried (backoff up to 1 s); one
 unanswered after ``timeout_s`` (a hung Redis) counts as an outage while its reply is awaited; past
@@ -20,9 +20,9 @@ unanswered after ``timeout_s`` (a hung Redis) counts as an outage while its repl
 answers again or turns out to have lost the node's state, is stores/recovery.py's job: the store
 owns one ``Recovery`` and tells it how each pipeline went. What each buffered operation sends is
 stores/commands.py's, connections and the cluster pipeline helpers are stores/client.py's, the Lua
-scripts stores/scripts.py's. What is left here is one job, the buffers and the one task that
-empties them; it runs past 500 lines because the flusher's retry, waiter and close paths all work
-on those buffers and read best together.
+scripts stores/scripts.py's. What is left here is one job, the write buffer and the one task that
+empties it; it runs past 500 lines because the flusher's retry, waiter and close paths all work
+on that buffer and read best together.
 """
 
 from __future__ import annotations
@@ -30,17 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, reads
+from .beat_buffer import BeatBuffer, BeatSource
 from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES
 from .commands import build
+from .joins import REFUSED, LiveSession, PendingJoin
 from .recovery import Recovery
-from .scripts import JOIN_LIMIT_ARG, Scripts, current_hour, join_args
+from .scripts import Scripts, current_hour, join_args
 from .spill import SpillFile
 
 log = logging.getLogger("spidi.redis")
@@ -52,72 +53,6 @@ log = logging.getLogger("spidi.redis")
 _MAX_BATCH_OPS = 250
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
-
-REFUSED = -1  # join.lua's answer for a session when the room is full
-
-
-class LiveSession(NamedTuple):
-    """A session the node holds, as re-asserting writes it to Redis (``Presence.live_sessions``)."""
-
-    room_id: str
-    tenant: str
-    code: str
-    capacity: int
-    session_id: str
-    user_id: str
-    beat_ms: int  # the newest heartbeat (the join time if none yet)
-    latency_ms: float | None  # the newest reported latency
-    ttl_s: int
-    fields: dict  # the session hash
-
-
-class BeatSource(Protocol):
-    """Where heartbeats wait for the flusher (``presence.beats.LaneDrain``, over the node's lane)."""
-
-    def pending(self) -> int: ...  # heartbeats waiting (one per session at most)
-
-    # room id -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines), newest per session;
-    # what it hands out is the flusher's from then on. ``urgent_only``: only the urgent ones (the
-    # rest stays in the source for a later take).
-    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]: ...
-
-    # True while it holds heartbeats someone waits for (their side effects: roster updates of
-    # watched rooms): those go at the flush interval, the others at the heartbeat interval.
-    def urgent(self) -> bool: ...
-
-
-class PendingJoin:
-    """A join on its way to Redis.
-
-    ``result`` resolves to the room's online count once the join is in Redis, to ``REFUSED``
-    when the room was already full (counting every node's sessions), or to None when the script
-    failed, the store closed or the waiter's deadline passed first (the first answer stands).
-    ``force`` makes the join unconditional: the caller admitted the session without Redis's
-    answer (Redis down or slow) and Redis must then hold it whatever its count says.
-    """
-
-    __slots__ = ("room_id", "session_id", "tenant", "code", "user_id", "ttl_s", "args", "result", "forced")
-
-    def __init__(self, room_id, session_id, tenant, code, user_id, ttl_s, args, result):
-        self.room_id = room_id
-        self.session_id = session_id
-        self.tenant = tenant
-        self.code = code
-        self.user_id = user_id
-        self.ttl_s = ttl_s
-        self.args = args
-        self.result: asyncio.Future = result
-        self.forced = False
-
-    def force(self) -> None:
-        """Admit whatever Redis counts (degraded mode); a refusal already on its way is redone."""
-        self.forced = True
-        self.args[JOIN_LIMIT_ARG] = 0
-
-    def resolve(self, value) -> None:
-        """Answer whoever waits for ``result`` (the store's side; the first answer stands)."""
-        if not self.result.done():
-            self.result.set_result(value)
 
 
 class HotStore:
@@ -149,18 +84,8 @@ class HotStore:
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
         self._ops: list[tuple] = []
-        # Heartbeats not in a source: written directly (``heartbeat``), re-asserted, or back from
-        # a failed batch; room id -> session id -> (ms, latency), the newest winning.
-        self._beats: dict[str, dict[str, tuple]] = {}
-        self.beat_sources: list[BeatSource] = []  # drained with every pipeline (add_beat_source)
-        self._beat_check_s = max(min_interval_s, 0.005)  # how often the sources are looked at
-        # Heartbeats alone wake the flusher at most this often after its last batch: Redis's cost
-        # per heartbeat falls with bigger batches (fewer script calls, each on a warmer cache:
-        # 4.2 -> 2.8 us at 20,000/s), the node's with fewer pipelines. Other writes still go at
-        # ``min_interval_s`` and carry the heartbeats waiting by then. An interval not above the
-        # look's own period: every look that finds heartbeats wakes the flusher, as before.
-        self._beat_interval_s = beat_interval_s if beat_interval_s > self._beat_check_s else 0.0
-        self._last_take = 0.0  # monotonic time the flusher last took all the sources' heartbeats
+        # The heartbeats: kept here or in the sources, and when they wake the flusher.
+        self.beats = BeatBuffer(min_interval_s, beat_interval_s)
         self._beat_watch: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._waiters: list[asyncio.Future] = []
@@ -191,31 +116,12 @@ class HotStore:
             self._wake.set()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._flusher(), name="spidi-redis-flusher")
-        self._beat_watch = loop.create_task(self._watch_beats(), name="spidi-redis-beats")
+        self._beat_watch = loop.create_task(self.beats.watch(self._wake), name="spidi-redis-beats")
         self._ticker = loop.create_task(self.recovery.tick(), name="spidi-redis-marker")
 
     def add_beat_source(self, source: BeatSource) -> None:
         """Drain ``source``'s heartbeats with every pipeline (a presence's lane)."""
-        self.beat_sources.append(source)
-
-    async def _watch_beats(self) -> None:
-        """Wake the flusher when a source holds heartbeats: looked at once per flush interval, so
-        a heartbeat costs nothing here however many arrive; the flusher is woken once its last
-        take of all heartbeats is ``beat_interval_s`` old, or at once for urgent ones."""
-        sources = self.beat_sources
-        check, interval = self._beat_check_s, self._beat_interval_s
-        while True:
-            await asyncio.sleep(check)
-            if self._wake.is_set():
-                continue
-            due = time.monotonic() - self._last_take >= interval
-            for source in sources:
-                if source.pending() and (due or source.urgent()):
-                    self._wake.set()
-                    break
-
-    def _beats_pending(self) -> int:
-        return sum(source.pending() for source in self.beat_sources)
+        self.beats.add_source(source)
 
     def watch_marker(self, key: str) -> None:
         """Own ``key`` in Redis from now on and check every second that Redis still holds it.
@@ -271,10 +177,7 @@ class HotStore:
 
     def heartbeat(self, room_id: str, session_id: str, now_ms: int, latency_ms: float) -> None:
         """Record a heartbeat; the newest per session wins, written with the next pipeline."""
-        beats = self._beats.get(room_id)
-        if beats is None:
-            beats = self._beats[room_id] = {}
-        beats[session_id] = (now_ms, latency_ms)
+        self.beats.put(room_id, session_id, now_ms, latency_ms)
         self._wake.set()
 
     def update_session(
@@ -286,9 +189,7 @@ class HotStore:
 
     def leave(self, room_id: str, session_id: str, tenant: str, user_id: str) -> None:
         """Remove a session from its room."""
-        beats = self._beats.get(room_id)
-        if beats is not None:
-            beats.pop(session_id, None)
+        self.beats.drop(room_id, session_id)
         self._ops.append(("leave", room_id, session_id, user_id, tenant))
         self._wake.set()
 
@@ -336,10 +237,7 @@ class HotStore:
             ("join", self.forced_join(s.room_id, s.session_id, s.tenant, s.code, s.user_id, s.ttl_s, args))
         )
         if s.latency_ms is not None:
-            room_beats = self._beats.get(s.room_id)
-            if room_beats is None:
-                room_beats = self._beats[s.room_id] = {}
-            room_beats.setdefault(s.session_id, (s.beat_ms, s.latency_ms))  # a newer one stays
+            self.beats.put_unless_newer(s.room_id, s.session_id, s.beat_ms, s.latency_ms)  # a newer one stays
 
     def queue_marker(self) -> None:
         """Write the marker with the next pipeline: Redis holds this node's state from then on."""
@@ -355,7 +253,7 @@ class HotStore:
     @property
     def pending(self) -> int:
         """Operations waiting for the next pipeline."""
-        return len(self._ops) + sum(len(b) for b in self._beats.values()) + self._beats_pending()
+        return len(self._ops) + self.beats.count()
 
     @property
     def buffered(self) -> int:
@@ -403,7 +301,7 @@ class HotStore:
             # Every heartbeat goes once the interval has passed (or for flush() and the close);
             # before it, a batch carries only the urgent ones (watched rooms), so that a watched
             # room does not bring every room's heartbeats back to the flush interval.
-            everything = bool(waiters) or self._closing or last - self._last_take >= self._beat_interval_s
+            everything = bool(waiters) or self._closing or self.beats.due(last)
             spill_read = None
             if replaying:
                 # The spill file holds the oldest writes: all of it goes before anything in memory.
@@ -417,8 +315,8 @@ class HotStore:
             drained = (
                 spill_read is None
                 and not self._ops
-                and not self._beats
-                and not (everything and self._beats_pending())
+                and not self.beats.kept
+                and not (everything and self.beats.sources_pending())
             )
             ok = True
             if ops or beats or check:
@@ -495,7 +393,7 @@ class HotStore:
                 if not waiter.done():
                     waiter.set_result(ok)
             if self._closing and (
-                not ok or (not self._ops and not self._beats and not self._beats_pending())
+                not ok or (not self._ops and not self.beats.kept and not self.beats.sources_pending())
             ):
                 for waiter in self._waiters:
                     if not waiter.done():
@@ -541,27 +439,15 @@ class HotStore:
     def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, bytes]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
-        the sources' urgent heartbeats only unless ``everything``.
+        the sources' urgent heartbeats only unless ``everything`` (see ``BeatBuffer.take``).
 
-        Heartbeats are packed per room (heartbeats.lua's argument): those kept here first, then
-        each source's, newer, after them (the script applies them in order, so the newest wins).
         The sources are drained before the operations are taken: what a source queues while
         handing its beats out (TTL refreshes) travels with them."""
         if len(self._ops) > _MAX_BATCH_OPS:
             ops = self._ops[:_MAX_BATCH_OPS]
             del self._ops[:_MAX_BATCH_OPS]
             return ops, {}
-        beats: dict[str, bytes] = {}
-        if everything:
-            self._last_take = time.monotonic()
-        if self._beats:
-            kept, self._beats = self._beats, {}
-            for room_id, room_beats in kept.items():
-                beats[room_id] = "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()]).encode()
-        for source in self.beat_sources:
-            for room_id, packed in source.take_beats(not everything).items():
-                older = beats.get(room_id)
-                beats[room_id] = packed if older is None else older + b"\n" + packed
+        beats = self.beats.take(everything)
         ops, self._ops = self._ops, []
         return ops, beats
 
@@ -589,16 +475,9 @@ class HotStore:
             self._wake.set()
 
     def _requeue(self, ops: list[tuple], beats: dict[str, bytes]) -> None:
-        """Put a failed batch back in front of what arrived since, newest heartbeat winning
-        (the sources' beats, not taken yet, are newer still and go after these)."""
+        """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
         self._ops[:0] = ops
-        for room_id, packed in beats.items():
-            merged = {}
-            for line in packed.decode().split("\n"):
-                sid, ms, latency = line.split(" ")
-                merged[sid] = (ms, latency)  # a later line of the same session is newer
-            merged.update(self._beats.get(room_id, {}))
-            self._beats[room_id] = merged
+        self.beats.requeue(beats)
 
     async def _wait_to_retry(self, seconds: float) -> None:
         """Sleep before the next attempt, moving what passes the memory cap to the spill file."""
