@@ -36,6 +36,7 @@ from .handshake import (
     offered_subprotocols,
     parse_request,
 )
+from .listening import ListeningTransport
 from .websocket import CLOSE_GRACE_S, query_token, select_stomp_subprotocol
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ class NativeConnection(asyncio.Protocol):
             self.owner.host.connection_closed(conn)
 
 
-class NativeTransport:
+class NativeTransport(ListeningTransport):
     """Serves ``/ws`` with ``NativeConnection`` Protocols on the running event loop (uvloop in production)."""
 
     name = "native"
@@ -269,22 +270,3 @@ class NativeTransport:
             # asyncio's default backlog (100) resets a reconnect storm after a restart.
             backlog=s.listen_backlog,
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.sockets[0].getsockname()[1]
-
-    def close_all(self) -> list:
-        """Close every connection with 1001; the host waits for them to go (nothing to await)."""
-        for conn in list(self.host.clients):
-            conn.writer.close(1001, "server shutting down")
-        return []
-
-    def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()

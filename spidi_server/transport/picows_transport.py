@@ -30,6 +30,7 @@ from picows import (
 )
 
 from .admission import Admission, refusal_headers, server_ssl_context
+from .listening import ListeningTransport
 from .websocket import CLOSE_GRACE_S, query_token, select_stomp_subprotocol
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class StompListener(WSListener):
             self.admission.closed(self.ip)
 
 
-class PicowsTransport:
+class PicowsTransport(ListeningTransport):
     """Serves ``/ws`` with picows."""
 
     name = "picows"
@@ -213,21 +214,3 @@ class PicowsTransport:
             # asyncio's default backlog (100) resets a reconnect storm after a restart.
             backlog=s.listen_backlog,
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.sockets[0].getsockname()[1]
-
-    def close_all(self) -> list:
-        for conn in list(self.host.clients):
-            conn.writer.close(1001, "server shutting down")
-        return []
-
-    def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
