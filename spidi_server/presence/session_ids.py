@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import os
 
+from ..ids import format_uuid4
+
 _BATCH = 256  # ids per draw: 4 KiB from the kernel
-# The 17th hex digit of an RFC 4122 id keeps its two low bits under the variant bits 10: 8, 9, a, b.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def format_uuid4(hex32: str) -> str:
-    """``str(uuid.UUID(hex=hex32, version=4))`` for 32 lower-case hex digits: the version and
-    variant bits set, written 8-4-4-4-12."""
-    h = hex32
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 class SessionIds:

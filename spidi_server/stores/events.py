@@ -53,6 +53,7 @@ import itertools
 import os
 import uuid
 
+from ..ids import format_uuid4
 from . import keys
 
 STREAM = keys.EVENTS_STREAM
@@ -96,11 +97,8 @@ class _EventIds:
         os.register_at_fork(after_in_child=self.reseed)
 
     def reseed(self) -> None:
-        bits = int.from_bytes(os.urandom(10))
-        bits = bits & ~(0xF << 28) | (4 << 28)  # version 4 (the 13th hex digit)
-        bits = bits & ~(0xC << 12) | (0x8 << 12)  # variant 10 (the 17th hex digit: 8, 9, a or b)
-        text = f"{bits:020x}"
-        self.prefix = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-"
+        # 80 random bits with the version and variant set; the counter writes the last 12 digits.
+        self.prefix = format_uuid4(os.urandom(10).hex() + "0" * 12)[:-12]
         self.counter = itertools.count(1)
 
     def __call__(self) -> str:
