@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from spidi_core.ws_py import apply_mask
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "v12.stomp"
 HEARTBEAT_PREFIX = b"SEND\ndestination:/app/heartbeat\n"
@@ -98,15 +100,6 @@ def raise_nofile_limit() -> int:
 def ws_accept(key: str) -> str:
     """The Sec-WebSocket-Accept value a server must answer for ``key`` (RFC 6455 4.2.2)."""
     return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
-
-
-def apply_mask(payload: bytes, key: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``key`` (masking and unmasking are the same operation)."""
-    n = len(payload)
-    if not n:
-        return b""
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
 
 
 def ws_frame(payload: bytes, opcode: int = OP_TEXT, mask_key: bytes | None = None) -> bytes:

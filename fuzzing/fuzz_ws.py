@@ -62,6 +62,8 @@ def mask_frame(
         head = bytes((b0, mbit | n))
     if not masked:
         return head + payload
+    # Masked here, not with spidi_core's reference: inputs built by the code under test could
+    # hide its own mistake (and importing it now would keep atheris from instrumenting it).
     key = (mask * (n // 4 + 1))[:n]
     body = (
         (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")

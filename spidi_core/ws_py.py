@@ -74,8 +74,9 @@ def _valid_close_code(code: int) -> bool:
     return code in _PEER_CLOSE_CODES or 3000 <= code < 5000
 
 
-def _unmask(data: bytes, mask: bytes) -> bytes:
-    """XOR ``data`` with the repeated 4-byte ``mask`` (one big-integer XOR: no per-byte loop)."""
+def apply_mask(data: bytes, mask: bytes) -> bytes:
+    """XOR ``data`` with the repeated 4-byte ``mask`` (one big-integer XOR: no per-byte loop);
+    masking and unmasking are the same operation."""
     n = len(data)
     if not n:
         return b""
@@ -258,7 +259,7 @@ class WsStreamPy:
             end = pos + head + length
             if end > n:
                 break
-            payload = _unmask(buf[pos + head : end], buf[pos + head - 4 : pos + head])
+            payload = apply_mask(buf[pos + head : end], buf[pos + head - 4 : pos + head])
             pos = end
             if control:
                 if opcode == _OP_PING:
