@@ -45,8 +45,10 @@ class LaneDrain:
             if session is not None:
                 room = session.room
                 self.store.update_session(room.room_id, session_id, room.tenant, session.user_id, self.ttl_s)
-        for room in local.rooms.values():
-            if not room.watched or not room.sessions:
+        rooms = local.rooms
+        for room_id in local.watched_here:  # not every room: this runs with each flush
+            room = rooms.get(room_id)
+            if room is None or not room.sessions:
                 continue
             updated = lane.take_updated(room.key)
             if updated:

@@ -27,8 +27,8 @@ class LocalState:
         self.rooms: dict[str, Room] = {}  # by room id
         self.sessions: dict[str, Session] = {}  # by session id
         self.watched: set[str] = set()  # rooms some process watches (crossnode keeps it current)
-        # This node's rooms among them: their beating sessions are roster updates, so their
-        # heartbeats leave for Redis at the flush interval (``LaneDrain.urgent``).
+        # This node's rooms among them: their beating sessions are roster updates, which
+        # ``LaneDrain.take_beats`` collects with each flush from these rooms only.
         self.watched_here: set[str] = set()
         # A room's key in the lane, kept for good (a room dropped and used again has the same key,
         # so a beat the lane still holds for it finds its room id): room id <-> key.
