@@ -16,6 +16,9 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:node:<nodeId>:reaping            string lock held while a node's sessions are being ended
     spidi:node:<nodeId>:marker             string written only by the node's hot store; gone = Redis lost
                                                   the node's state: it writes its sessions again
+    spidi:handoff                          zset   "<roomId>/<sessionId>" -> end of its grace period (epoch
+                                                  ms): sessions a stopping node handed over, resumable
+                                                  on any node until then (stores/handoff.py)
     spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code, or */* for a room type)
     spidi:roster:{<roomId>}                pubsub a process's roster changes of the room (fanout.py)
     spidi:watched                          zset   roomId -> when the last watcher's claim lapses
@@ -78,6 +81,19 @@ def node_reaping(node_id: str) -> str:
 
 def node_marker(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:marker"
+
+
+HANDOFF = f"{PREFIX}handoff"
+
+
+def handoff_member(room_id: str, session_id: str) -> str:
+    return f"{room_id}/{session_id}"
+
+
+def parse_handoff_member(member: str) -> tuple[str, str]:
+    """(roomId, sessionId) of a ``HANDOFF`` member."""
+    room_id, _, session_id = member.partition("/")
+    return room_id, session_id
 
 
 ROOMS_CHANGED = f"{PREFIX}rooms:changed"
