@@ -37,7 +37,7 @@ from yarl import URL
 
 from .. import logs
 from ..stores import keys
-from . import formats
+from . import formats, rules
 from .formats import email_subject, email_text
 from .webhooks import WebhookResult, WebhookSender, sign, verify_signature
 
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spidi.alerting.notify")
 
-EXTERNAL_CHANNELS = ("webhook", "slack", "teams", "pagerduty", "email")
+# Every channel type but in_app (which feed.py serves).
+EXTERNAL_CHANNELS = tuple(t for t in rules.CHANNEL_TYPES if t != "in_app")
 # Built from the alert by formats.py and POSTed unsigned (those services check their own secret).
 CHAT_FORMATS = {"slack": formats.slack_message, "teams": formats.teams_message}
 # How long the mark "this episode's firing was notified" waits for its resolve; an episode firing

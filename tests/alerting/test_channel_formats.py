@@ -238,3 +238,10 @@ async def test_alert_firing_then_resolving_reaches_pagerduty_with_one_dedup_key(
     assert trigger["payload"]["severity"] == "critical" and trigger["payload"]["component"] == "paged"
     sent_at = datetime.fromisoformat(trigger["payload"]["timestamp"].replace("Z", "+00:00")).timestamp()
     assert abs(sent_at - firing["at"] / 1000) < 1.5
+
+
+def test_every_external_channel_type_has_a_sender():
+    """A type added to rules.CHANNEL_TYPES without a format would fail at send time."""
+    from spidi_server.alerting.notify import CHAT_FORMATS, EXTERNAL_CHANNELS
+
+    assert set(EXTERNAL_CHANNELS) == set(CHAT_FORMATS) | {"webhook", "pagerduty", "email"}
