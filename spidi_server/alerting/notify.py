@@ -33,13 +33,12 @@ from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
 
 import orjson
-from yarl import URL
 
 from .. import logs
 from ..stores import keys
 from . import formats, rules
 from .formats import email_subject, email_text
-from .webhooks import WebhookResult, WebhookSender, sign, verify_signature
+from .webhooks import WebhookResult, WebhookSender, sign, url_host, verify_signature
 
 if TYPE_CHECKING:
     from ..metrics import NodeMetrics
@@ -252,7 +251,7 @@ class Notifier:
             "alert_notification_sent" if result.ok else "alert_notification_failed",
             logging.INFO if result.ok else logging.WARNING,
             channel=kind,
-            host=URL(url).host,
+            host=url_host(url),
             rule_id=alert.get("ruleId"),
             room_id=alert.get("roomId"),
             state=alert.get("state"),

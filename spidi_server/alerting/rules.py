@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import cel
 
@@ -160,6 +161,13 @@ CHANNEL_FIELDS = {
 URL_CHANNELS = ("webhook", "slack", "teams")  # the URL is required
 
 
+def _url_host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+
+
 def check_channels(value: Any) -> list[dict]:
     """Validate a rule's notification channels; returns them normalised.
 
@@ -183,6 +191,8 @@ def check_channels(value: Any) -> list[dict]:
             url = channel.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
                 raise AlertRuleError(f"{where}.url", "must be an http:// or https:// URL")
+            if not _url_host(url):
+                raise AlertRuleError(f"{where}.url", "must be an http:// or https:// URL with a host")
         if kind == "pagerduty":
             key = channel.get("routingKey")
             if not isinstance(key, str) or not _ROUTING_KEY.match(key):

@@ -117,6 +117,15 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
+def url_host(url: str) -> str | None:
+    """The host of ``url``, or None when it has none or does not parse (never the URL itself,
+    whose path or query may carry a token)."""
+    try:
+        return URL(url).host or None
+    except (ValueError, TypeError):
+        return None
+
+
 class WebhookSender:
     """POSTs JSON to webhooks: signed, with a per-attempt timeout, retried with backoff.
 
@@ -180,8 +189,20 @@ class WebhookSender:
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         delivery_id = str(uuid.uuid4())
-        host = URL(url).host
-        refused = self.policy.refusal_of_host(host) if host else None
+        host = url_host(url)
+        if host is None:  # nothing to connect to (a stored URL that no longer parses)
+            logs.event(
+                log,
+                "webhook_failed",
+                logging.WARNING,
+                purpose=purpose,
+                event_type=event,
+                delivery_id=delivery_id,
+                error="invalid URL (no host)",
+                will_retry=False,
+            )
+            return WebhookResult(False, delivery_id, 1, error="invalid URL (no host)")
+        refused = self.policy.refusal_of_host(host)
         if refused is not None:
             return self._refused(delivery_id, host, refused, purpose, event)
         retries = self.settings.webhook_retries
@@ -203,8 +224,8 @@ class WebhookSender:
                     error = f"HTTP {status}"
             except asyncio.CancelledError:
                 raise
-            except aiohttp.InvalidURL as exc:  # will not get better
-                retryable, error = False, f"invalid URL: {exc}"
+            except aiohttp.InvalidURL:  # will not get better; its text is the URL, token and all
+                retryable, error = False, f"invalid URL (host {host!r})"
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, EgressRefused):  # a permanent failure: no retry
                     return self._refused(delivery_id, host, exc.os_error.reason, purpose, event, attempt)
@@ -260,4 +281,4 @@ class WebhookSender:
             await session.close()
 
 
-__all__ = ["WebhookResult", "WebhookSender", "sign", "verify_signature"]
+__all__ = ["WebhookResult", "WebhookSender", "sign", "url_host", "verify_signature"]

@@ -151,6 +151,11 @@ def test_channel_validation():
     for channel, where, message in [
         ({"type": "slack"}, "channels[0].url", "must be an http:// or https:// URL"),
         ({"type": "teams", "url": "ftp://x"}, "channels[0].url", "must be an http:// or https:// URL"),
+        (
+            {"type": "slack", "url": "http://:80/x"},
+            "channels[0].url",
+            "must be an http:// or https:// URL with a host",
+        ),
         ({"type": "pagerduty"}, "channels[0].routingKey", "must be the 32-character integration key"),
         ({"type": "pagerduty", "routingKey": "short"}, "channels[0].routingKey", "must be the 32-character"),
         ({"type": "pagerduty", "routingKey": ROUTING_KEY, "url": 5}, "channels[0].url", "must be an http://"),
@@ -188,6 +193,21 @@ async def test_routing_key_and_url_token_stay_out_of_the_logs(settings, aredis, 
     text = " ".join(str(r.__dict__) for r in caplog.records)
     assert "alert_notification_failed" in text and "alert_notification_sent" in text
     assert ROUTING_KEY not in text and "not-for-logs" not in text and SECRET not in text
+
+
+@pytest.mark.parametrize(
+    "url", ["http://:80/services/T0/B0/not-for-logs", "http://127.0.0.1:99999/services/T0/B0/not-for-logs"]
+)
+async def test_an_invalid_url_is_logged_without_its_token(settings, aredis, metrics, caplog, url):
+    """A stored URL the HTTP client cannot use fails at once; its path (the token) is not logged."""
+    notifier = make_notifier(settings, aredis, metrics)
+    with caplog.at_level(logging.DEBUG, logger="spidi"):
+        notifier.notify(make_alert(), [{"type": "slack", "url": url}])
+        assert await notifier.wait(5)
+    await notifier.close()
+    assert count(metrics, "alert_notifications", channel="slack", outcome="failed") == 1
+    text = " ".join(str(r.__dict__) for r in caplog.records)
+    assert "invalid URL" in text and "not-for-logs" not in text
 
 
 async def test_pagerduty_url_obeys_the_egress_policy(settings, aredis, metrics):
