@@ -129,5 +129,16 @@ def alerts_active(tenant: str) -> str:
     return f"{PREFIX}alerts:active:{tenant}"
 
 
-def alert_notified(rule_id: str, room_id: str) -> str:
-    return f"{PREFIX}alert:notified:{rule_id}:{room_id}"
+def alert_notified(rule_id: str, room_id: str | None = None) -> str:
+    """The notification window of a rule (of a rule and room with ``alert_rate_limit_per_room``)."""
+    return f"{PREFIX}alert:notified:{rule_id}" + ("" if room_id is None else f":{room_id}")
+
+
+def alert_suppressed(rule_id: str, room_id: str | None = None) -> str:
+    """Episodes suppressed in that window since its last notification (a count)."""
+    return f"{PREFIX}alert:suppressed:{rule_id}" + ("" if room_id is None else f":{room_id}")
+
+
+def alert_episode_notified(episode_id: str) -> str:
+    """Set while an episode's firing was notified and its resolve not yet."""
+    return f"{PREFIX}alert:episode-notified:{episode_id}"
