@@ -38,7 +38,12 @@ class Settings:
     dev: bool = field(
         default=False, metadata={"doc": "Development mode: generated secret, auto-created rooms"}
     )
-    node_id: str = field(default="", metadata={"doc": "This node's id; generated when empty"})
+    node_id: str = field(
+        default="",
+        metadata={
+            "doc": "This node's id; when empty, `spidi serve` makes one up once and keeps it in `<data_dir>/node_id`"
+        },
+    )
 
     redis_url: str = field(
         default="",
