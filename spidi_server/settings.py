@@ -240,7 +240,7 @@ class Settings:
     tenant_defaults: bool = field(
         default=True,
         metadata={
-            "doc": "On a tenant's first API use, give it the room types webrtc, chat, notification and "
+            "doc": "On a tenant's first use (API call or client session), give it the room types webrtc, chat, notification and "
             "the built-in rules capacity 80 %, latency 500 ms, heartbeat 60 s (once: deleted ones stay deleted)"
         },
     )

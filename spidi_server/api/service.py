@@ -164,6 +164,25 @@ class Api:
                 "unavailable", "the history store (PostgreSQL) cannot be reached; retry later"
             ) from exc
 
+    async def seed_tenants(self, tenants: set[str]) -> None:
+        """Seed the defaults of ``tenants`` not seeded yet (the node's periodic step for tenants
+        whose first use is a WebSocket client). Never raises: PostgreSQL away is logged, and the
+        next step or API call tries again."""
+        waiting = sorted(t for t in tenants if t and t not in self._seeded)
+        if not waiting or not self.host.settings.tenant_defaults or self.host.dsn is None:
+            return
+        pool = self._get_pool()
+
+        def run() -> None:
+            with pool.connection() as conn:
+                for tenant in waiting:
+                    self._seed(conn, tenant)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            logs.event(log, "tenant_defaults_failed", logging.WARNING, tenants=waiting, error=str(exc))
+
     def _seed(self, conn: psycopg.Connection, tenant: str) -> None:
         """Seed ``tenant``'s defaults once (in the pool's thread). A failure other than PostgreSQL
         being away is logged and leaves the request alone: seeding is tried again next call."""

@@ -4,8 +4,9 @@ The room types WebRTC, Chat and Notification (``history.sql.defaults.DEFAULT_ROO
 the three built-in rules below, scope tenant, in-app only. They are ordinary rows: the tenant's
 administrators edit and delete them through ``/api/v1/room-types`` and ``/api/v1/alert-rules``,
 and a deleted one stays deleted (seeding happens once per tenant, recorded in
-``spd_tenant_defaults``). ``Api.db`` calls :func:`seed` before a tenant's first statement on this
-process when ``tenant_defaults`` is on.
+``spd_tenant_defaults``). With ``tenant_defaults`` on, ``Api.db`` calls :func:`seed` before a
+tenant's first statement on this process, and the node's periodic step (``Api.seed_tenants``) for
+the tenants of its rooms, whose first use may be a client's HELLO.
 """
 
 from __future__ import annotations

@@ -132,6 +132,22 @@ async def test_concurrent_first_use_on_two_processes_seeds_once(http, node_facto
         assert reply.body["total"] == 3
 
 
+async def test_a_tenant_first_used_by_a_websocket_client_gets_its_defaults(node_factory, pg_dsn):
+    """No API call at all: the node's periodic step seeds the tenants of its rooms."""
+    node = await defaults_node(node_factory, pg_dsn)
+    clients: list = []
+    await join(node, "lobby", 1, clients, tenant="sockets")
+    deadline = asyncio.get_running_loop().time() + 15.0
+    while stored(pg_dsn, "sockets")[2] == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    types, rules, marks = stored(pg_dsn, "sockets")
+    assert ([t[0] for t in types], sorted(r[0] for r in rules), marks) == (
+        ["chat", "notification", "webrtc"],
+        ["capacity", "heartbeat", "latency"],
+        1,
+    )
+
+
 async def test_tenant_defaults_off_gives_nothing(api, pg_dsn):
     """With the setting off (the test settings' default) a tenant starts empty."""
     assert (await api.get(TYPES, tenant="plain")).body["items"] == []
