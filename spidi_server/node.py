@@ -218,6 +218,11 @@ class Node:
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
+        if s.tenant_defaults and self.dsn:
+            # A tenant whose first use is a client's HELLO, not an API call, gets its defaults too.
+            self._tasks.append(
+                loop.create_task(run_every(ROOM_REFRESH_S, self._seed_tenants, "tenant-defaults"))
+            )
         if self.services.writer_proc is not None:
             # A writer child killed (OOM, SIGKILL) is started again; it re-reads what it had read.
             self._tasks.append(
@@ -277,6 +282,10 @@ class Node:
             logs.event(log, "rooms_refresh_failed", logging.WARNING, error=str(exc))
             return
         self.catalog.replace_stored(rooms)
+
+    async def _seed_tenants(self) -> None:
+        """Give the tenants of this node's rooms their defaults, once each (``tenant_defaults``)."""
+        await self.ops.api.seed_tenants({room.tenant for room in self.presence.rooms.values()})
 
     async def rooms_changed(self, tenant: str, code: str) -> None:
         """A room definition changed (REST API): refresh here, and tell every other process."""

@@ -235,7 +235,7 @@ class OpsServer:
         self.app.router.add_get("/health/live", self.live)
         self.app.router.add_get("/health/ready", self.ready)
         self.app.router.add_get("/actuator/health/spidi", self.ready)
-        register_api(self.app, host)
+        self.api = register_api(self.app, host)
         register_dashboard(self.app, host)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None

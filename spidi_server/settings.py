@@ -236,7 +236,18 @@ class Settings:
         },
     )
     alert_stale_heartbeat_s: float = field(
-        default=60.0, metadata={"doc": "Heartbeat rule: a session silent this long while online is stale"}
+        default=60.0,
+        metadata={
+            "doc": "staleSessions (and silentShare outside heartbeat rules, which use their own "
+            "threshold): a session silent this long while online is stale"
+        },
+    )
+    tenant_defaults: bool = field(
+        default=True,
+        metadata={
+            "doc": "On a tenant's first use (API call or client session), give it the room types webrtc, chat, notification and "
+            "the built-in rules capacity 80 %, latency 500 ms, heartbeat 60 s (once: deleted ones stay deleted)"
+        },
     )
     alert_rate_limit_s: float = field(
         default=300.0,

@@ -82,6 +82,9 @@ def settings(tmp_path: Path, redis_url: str, redis_sync, transport: str) -> Sett
         transport=transport,
         # Events go to the stream; no PostgreSQL or writer per test node (tests/test_history_e2e.py has them).
         writer="external",
+        # Tests start from an empty catalogue and no rules; tests/api/test_tenant_defaults.py turns
+        # the defaults a tenant gets on first use back on.
+        tenant_defaults=False,
     ).validate()
 
 

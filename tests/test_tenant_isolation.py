@@ -110,6 +110,8 @@ async def world(pg_server, redis_url, tmp_path_factory):
         alert_lease_s=1.0,
         alert_rules_refresh_s=0.2,
         grace_period_ms=0,
+        # Each tenant holds exactly what the test gave it (the defaults: tests/api/test_tenant_defaults.py).
+        tenant_defaults=False,
     ).validate()
     node = Node(settings)
     users: list[Client] = []

@@ -3,6 +3,7 @@
     rules.py      the rule model, built-in kinds, CEL compilation and validation (no I/O)
     lifecycle.py  pending -> firing -> resolved, per rule and room (no I/O)
     evaluator.py  the Redis lease, the evaluation loop, transitions to events/feed/notifications
+    readings.py   a room's metrics as the rules see them, read from Redis each round
     feed.py       /topic/alerts on every process (Redis pub/sub), acknowledgements
     notify.py     deliveries to a rule's external channels, the rate limit (per rule)
     formats.py    what each channel says: Slack blocks, Teams Adaptive Card, PagerDuty Events
@@ -21,7 +22,8 @@ attachment) is one JSON object:
     state         "pending", "firing" or "resolved"
     previousState "inactive", "pending" or "firing"
     tenant, roomId, roomCode
-    value         the built-in kind's metric (utilization, avgLatencyMs, heartbeatRateDrop), else null
+    value         the built-in kind's metric (utilization, avgLatencyMs, oldestHeartbeatAgeS or with
+                  a share silentShare, heartbeatRateDrop), else null
     since         epoch ms the condition started to hold (for resolved: the episode's start)
     at            epoch ms of this transition
     metrics       the room's metrics the rule saw (rules.VARIABLES)

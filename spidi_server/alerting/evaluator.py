@@ -14,9 +14,9 @@ the evaluator's state hash (so a successor continues where this one stopped), an
 ``spidi:alerts`` (``/topic/alerts`` on every process). Firing and resolved-from-firing transitions
 are also handed to the notifier (webhook, email; rate limited).
 
-The rules and the lifecycle are plain objects elsewhere (rules.py, lifecycle.py); what stays here
-is the round and its I/O — the lease, the reads and the one pipeline per transition — which is why
-it is a little over 500 lines.
+The rules and the lifecycle are plain objects elsewhere (rules.py, lifecycle.py), the room
+metrics' reads in readings.py; what stays here is the round and its I/O — the lease, the rule
+loads and the one pipeline per transition.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -38,6 +37,7 @@ from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
 from .feed import alert_key
 from .lifecycle import FIRING, INACTIVE, PENDING, RESOLVED, AlertState, step
+from .readings import RoomRef, room_metrics, share, silent_sessions
 from .rules import AlertRule, AlertRuleError
 
 if TYPE_CHECKING:
@@ -65,17 +65,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-@dataclass
-class RoomRef:
-    """A room a rule may target."""
-
-    room_id: str
-    tenant: str
-    code: str
-    room_type_id: str | None = None
-    capacity: int = 0
 
 
 def _text(value) -> str:
@@ -214,6 +203,7 @@ class AlertEvaluator:
                 expression=row["expression"],
                 resolve_expression=row["resolve_expression"],
                 threshold=row["threshold"],
+                share=row["share"],
                 scope=row["scope"],
                 room_id=row["room_id"],
                 room_type_id=row["room_type_id"],
@@ -279,48 +269,25 @@ class AlertEvaluator:
                 out[rule.rule_id] = list(rooms.values())
         return out
 
-    async def room_metrics(self, rooms: list[RoomRef], now_ms: int) -> dict[str, dict]:
-        """The CEL variables (rules.VARIABLES) of each room, read from Redis, by room id."""
-        if not rooms:
-            return {}
-        ids = [r.room_id for r in rooms]
-        base = await self.store.room_metrics(ids)
-        stale_before = now_ms - int(self.settings.alert_stale_heartbeat_s * 1000)
-        late_before = now_ms - int(self.settings.heartbeat_interval_ms * 1.5)
-        pipe = self.redis.pipeline(transaction=False)
-        for room_id in ids:
-            key = keys.room_online(room_id)
-            pipe.zcount(key, "-inf", stale_before)
-            pipe.zcount(key, "-inf", late_before)
-            pipe.zrange(key, 0, 0, withscores=True)
-        replies = await pipe.execute()
-        out = {}
-        for i, (room, m) in enumerate(zip(rooms, base, strict=True)):
-            stale, late, oldest = replies[3 * i : 3 * i + 3]
-            online = m["online"]
-            capacity = m["capacity"] or room.capacity
-            out[room.room_id] = {
-                "online": online,
-                "capacity": capacity,
-                "utilization": online / capacity if capacity else 0.0,
-                "peak": m["peak"],
-                "users": m["users"],
-                "avgLatencyMs": float(m["avgLatencyMs"]),
-                "staleSessions": int(stale),
-                "oldestHeartbeatAgeS": max(0.0, (now_ms - oldest[0][1]) / 1000) if oldest else 0.0,
-                "heartbeatRateDrop": int(late) / online if online else 0.0,
-                "roomCode": m["roomCode"] or room.code,
-                "tenant": room.tenant,
-            }
-        return out
-
     # -- evaluation ----------------------------------------------------------------------------
 
     async def evaluate(self, now_ms: int) -> None:
         """Run every rule over its rooms and publish the transitions."""
         targets = await self._targets()
         rooms = {r.room_id: r for refs in targets.values() for r in refs}
-        metrics = await self.room_metrics(list(rooms.values()), now_ms)
+        metrics = await room_metrics(self.store, self.settings, list(rooms.values()), now_ms)
+        # A heartbeat rule counts the sessions silent longer than its own threshold.
+        default_silence = self.settings.alert_stale_heartbeat_s
+        silent = await silent_sessions(
+            self.redis,
+            (
+                (room.room_id, rule.silence_s(default_silence))
+                for rule in self.rules
+                if rule.silence_s(default_silence) != default_silence
+                for room in targets.get(rule.rule_id, ())
+            ),
+            now_ms,
+        )
         pipe = self.redis.pipeline(transaction=False)
         notify: list[tuple[dict, list[dict]]] = []
         seen: set[str] = set()
@@ -329,6 +296,10 @@ class AlertEvaluator:
                 key = alert_key(rule.rule_id, room.room_id)
                 seen.add(key)
                 values = metrics[room.room_id]
+                silence = rule.silence_s(default_silence)
+                if silence != default_silence:
+                    count = silent[(room.room_id, silence)]
+                    values = {**values, "silentShare": share(count, values["online"])}
                 self.metrics.alert_evaluations.inc()
                 alert = self.states.get(key) or AlertState()
                 try:

@@ -4,10 +4,18 @@ Every rule is evaluated the same way: a CEL expression (Common Expression Langua
 run by the ``common-expression-language`` package, never Python ``eval``) over one room's
 metrics. The built-in kinds only write that expression for the operator from a threshold:
 
-    capacity   utilization > T                                  T = 0.8
-    latency    avgLatencyMs > T                                 T = 500 (ms)
-    heartbeat  staleSessions > 0 || heartbeatRateDrop > T       T = 0.5
-    custom     the operator's expression, e.g. online > 900 && avgLatencyMs > 300
+    capacity        utilization > T                                  T = 0.8
+    latency         avgLatencyMs > T                                 T = 500 (ms)
+    heartbeat       oldestHeartbeatAgeS > T                          T = 60 (s)
+                    with a share S: oldestHeartbeatAgeS > T && silentShare >= S
+    heartbeat_rate  staleSessions > 0 || heartbeatRateDrop > T       T = 0.5
+    custom          the operator's expression, e.g. online > 900 && avgLatencyMs > 300
+
+``heartbeat`` is ADR-0001's rule: an online session of the room (or, with ``share``, at least that
+share of them) has been silent longer than T seconds. ``silentShare`` is the one metric that
+depends on the rule: the share of online sessions silent longer than a heartbeat rule's T, and
+longer than ``alert_stale_heartbeat_s`` for every other rule. ``heartbeat_rate`` is the older
+heartbeat-rate-drop rule (stored rules of kind heartbeat before migration 0009 are of this kind).
 
 A firing alert resolves only when its *resolve* expression holds. For the built-ins that is the
 threshold lowered by the hysteresis (``alert_hysteresis``, 10 %: capacity fires above 0.8 and
@@ -24,12 +32,14 @@ from urllib.parse import urlsplit
 
 import cel
 
-KINDS = ("capacity", "latency", "heartbeat", "custom")
+KINDS = ("capacity", "latency", "heartbeat", "heartbeat_rate", "custom")
 SEVERITIES = ("info", "warning", "critical")
 SCOPES = ("room", "room_type", "tenant")
 CHANNEL_TYPES = ("in_app", "webhook", "slack", "teams", "pagerduty", "email")
 
-DEFAULT_THRESHOLDS = {"capacity": 0.8, "latency": 500.0, "heartbeat": 0.5}
+DEFAULT_THRESHOLDS = {"capacity": 0.8, "latency": 500.0, "heartbeat": 60.0, "heartbeat_rate": 0.5}
+# Kinds whose threshold is a ratio in (0, 1].
+RATIO_KINDS = ("capacity", "heartbeat_rate")
 
 # The room metrics an expression may use: name -> (CEL type, meaning). The evaluator provides
 # exactly these; a rule naming anything else is refused when it is created.
@@ -42,6 +52,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "avgLatencyMs": ("double", "mean of the sessions' last reported latency, ms"),
     "staleSessions": ("int", "online sessions whose last heartbeat is older than alert_stale_heartbeat_s"),
     "oldestHeartbeatAgeS": ("double", "age of the oldest last heartbeat among online sessions, s"),
+    "silentShare": (
+        "double",
+        "share of online sessions silent longer than the rule's threshold (a heartbeat rule) or "
+        "alert_stale_heartbeat_s (any other rule); 0 when the room is empty",
+    ),
     "heartbeatRateDrop": (
         "double",
         "share of online sessions that missed their heartbeat (none for 1.5 intervals): how far the "
@@ -61,6 +76,7 @@ _SAMPLE = {
     "avgLatencyMs": 42.5,
     "staleSessions": 1,
     "oldestHeartbeatAgeS": 3.5,
+    "silentShare": 0.125,
     "heartbeatRateDrop": 0.25,
     "roomCode": "room",
     "tenant": "tenant",
@@ -114,14 +130,25 @@ def _number(value: float) -> str:
     return text if ("." in text or "e" in text) else text + ".0"
 
 
-def builtin_expressions(kind: str, threshold: float, hysteresis: float) -> tuple[str, str]:
-    """(fire, resolve) CEL expressions of a built-in kind at ``threshold``."""
+def builtin_expressions(
+    kind: str, threshold: float, hysteresis: float, share: float | None = None
+) -> tuple[str, str]:
+    """(fire, resolve) CEL expressions of a built-in kind at ``threshold`` (and a heartbeat rule's
+    ``share``: the hysteresis then applies to the share)."""
     low = round(threshold * (1.0 - hysteresis), 9)
     if kind == "capacity":
         return f"utilization > {_number(threshold)}", f"utilization < {_number(low)}"
     if kind == "latency":
         return f"avgLatencyMs > {_number(threshold)}", f"avgLatencyMs < {_number(low)}"
     if kind == "heartbeat":
+        if share is None:
+            return f"oldestHeartbeatAgeS > {_number(threshold)}", f"oldestHeartbeatAgeS < {_number(low)}"
+        # The age term is implied by the share (share > 0), and says which silence is counted.
+        return (
+            f"oldestHeartbeatAgeS > {_number(threshold)} && silentShare >= {_number(share)}",
+            f"silentShare < {_number(round(share * (1.0 - hysteresis), 9))}",
+        )
+    if kind == "heartbeat_rate":
         return (
             f"staleSessions > 0 || heartbeatRateDrop > {_number(threshold)}",
             f"staleSessions == 0 && heartbeatRateDrop < {_number(low)}",
@@ -129,7 +156,12 @@ def builtin_expressions(kind: str, threshold: float, hysteresis: float) -> tuple
     raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
 
 
-VALUE_METRIC = {"capacity": "utilization", "latency": "avgLatencyMs", "heartbeat": "heartbeatRateDrop"}
+VALUE_METRIC = {
+    "capacity": "utilization",
+    "latency": "avgLatencyMs",
+    "heartbeat": "oldestHeartbeatAgeS",
+    "heartbeat_rate": "heartbeatRateDrop",
+}
 
 
 def check_threshold(kind: str, threshold: Any) -> float | None:
@@ -144,7 +176,7 @@ def check_threshold(kind: str, threshold: Any) -> float | None:
         return DEFAULT_THRESHOLDS[kind]
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0:
         raise AlertRuleError("threshold", "must be a positive number")
-    if kind in ("capacity", "heartbeat") and threshold > 1:
+    if kind in RATIO_KINDS and threshold > 1:
         raise AlertRuleError("threshold", f"a {kind} threshold is a ratio between 0 and 1")
     return float(threshold)
 
@@ -166,6 +198,17 @@ def _url_host(url: str) -> str | None:
         return urlsplit(url).hostname
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         return None
+
+
+def check_share(kind: str, share: Any) -> float | None:
+    """A heartbeat rule's share of silent sessions (None: any one session); refused for other kinds."""
+    if share is None:
+        return None
+    if kind != "heartbeat":
+        raise AlertRuleError("share", "applies to the heartbeat kind only")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise AlertRuleError("share", "must be a ratio in (0, 1]: the share of online sessions silent")
+    return float(share)
 
 
 def check_channels(value: Any) -> list[dict]:
@@ -223,6 +266,7 @@ class AlertRule:
     expression: str
     resolve_expression: str | None = None
     threshold: float | None = None
+    share: float | None = None  # heartbeat rules: the share of sessions silent (None: any one)
     scope: str = "tenant"
     room_id: str | None = None
     room_type_id: str | None = None
@@ -255,28 +299,43 @@ class AlertRule:
 
     def value(self, metrics: dict) -> float | None:
         """The figure an alert reports: the built-in's metric (None for custom rules)."""
-        name = VALUE_METRIC.get(self.kind)
+        name = (
+            "silentShare"
+            if self.kind == "heartbeat" and self.share is not None
+            else VALUE_METRIC.get(self.kind)
+        )
         return None if name is None else float(metrics.get(name, 0))
+
+    def silence_s(self, default_s: float) -> float:
+        """How long a session must be silent to count in this rule's ``silentShare``."""
+        return float(self.threshold) if self.kind == "heartbeat" and self.threshold else default_s
 
 
 def make_rule_expressions(
-    kind: str, threshold: Any, expression: Any, resolve_expression: Any, hysteresis: float
+    kind: str,
+    threshold: Any,
+    expression: Any,
+    resolve_expression: Any,
+    hysteresis: float,
+    share: Any = None,
 ) -> tuple[str, str | None, float | None]:
     """(expression, resolveExpression, threshold) to store for a rule as the API receives it.
 
-    Built-in kinds take a threshold (or their default) and write both expressions; a custom rule
-    takes an expression and optionally a resolve expression. Each is compiled here, so a bad one
-    is refused at create time with the CEL parser's message.
+    Built-in kinds take a threshold (or their default) and write both expressions, a heartbeat
+    rule also its optional ``share`` (checked with ``check_share``); a custom rule takes an
+    expression and optionally a resolve expression. Each is compiled here, so a bad one is refused
+    at create time with the CEL parser's message.
     """
     if kind not in KINDS:
         raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
     value = check_threshold(kind, threshold)
+    share = check_share(kind, share)
     if kind != "custom":
         if expression is not None or resolve_expression is not None:
             raise AlertRuleError(
                 "expression", f"a {kind} rule writes its own expression from threshold; use kind custom"
             )
-        fire, resolve = builtin_expressions(kind, value, hysteresis)
+        fire, resolve = builtin_expressions(kind, value, hysteresis, share)
         return fire, resolve, value
     if expression is None:
         raise AlertRuleError("expression", "is required for a custom rule")

@@ -139,7 +139,9 @@ _RULE_FIELDS = (
         "kind",
         "kind",
         "capacity (utilization > threshold), latency (avgLatencyMs > threshold), heartbeat "
-        "(staleSessions > 0 || heartbeatRateDrop > threshold) or custom (expression)",
+        "(oldestHeartbeatAgeS > threshold: a session silent that long; with share, at least that share "
+        "of the online sessions), heartbeat_rate (staleSessions > 0 || heartbeatRateDrop > threshold) "
+        "or custom (expression)",
         required=True,
         values=rules.KINDS,
     ),
@@ -147,8 +149,17 @@ _RULE_FIELDS = (
         "threshold",
         "threshold",
         "Built-in kinds only; null or left out: the kind's default. capacity: a "
-        "utilization ratio in (0, 1], default 0.8; latency: ms, default 500; heartbeat: a ratio in (0, 1], "
-        "default 0.5. The alert resolves below threshold x (1 - alert_hysteresis)",
+        "utilization ratio in (0, 1], default 0.8; latency: ms, default 500; heartbeat: seconds of "
+        "silence, default 60; heartbeat_rate: a ratio in (0, 1], default 0.5. The alert resolves below "
+        "threshold x (1 - alert_hysteresis)",
+        nullable=True,
+    ),
+    Number(
+        "share",
+        "share",
+        "heartbeat only: fire when at least this share (0, 1] of the room's online sessions has been "
+        "silent longer than threshold (silentShare >= share; resolves below share x (1 - "
+        "alert_hysteresis)); null or left out: when any one session has",
         nullable=True,
     ),
     Text(
@@ -210,6 +221,7 @@ def rule_json(row: dict) -> dict:
         "roomTypeId": row["room_type_id"],
         "kind": row["kind"],
         "threshold": row["threshold"],
+        "share": row["share"],
         "expression": row["expression"],
         "resolveExpression": row["resolve_expression"],
         "severity": row["severity"],
@@ -285,24 +297,36 @@ def rule_columns(
     if current is None or given("scope") or given("room_id") or given("room_type"):
         out["room_id"], out["room_type_id"] = room_id, room_type_id
 
-    if current is None or any(given(k) for k in ("kind", "threshold", "expression", "resolve_expression")):
+    if current is None or any(
+        given(k) for k in ("kind", "threshold", "share", "expression", "resolve_expression")
+    ):
         kind = body["kind"] if given("kind") else cur["kind"]
-        # The stored threshold or expressions count only while the kind stays: another kind's
-        # mean nothing to this one.
+        # The stored threshold, share or expressions count only while the kind stays: another
+        # kind's mean nothing to this one.
         keep = current is not None and kind == cur["kind"]
-        threshold = body.get("threshold")
+        threshold, share = body.get("threshold"), body.get("share")
         expression, resolve = body.get("expression"), body.get("resolve_expression")
         if keep and kind != "custom" and not given("threshold"):
             threshold = cur["threshold"]
+        if keep and not given("share"):
+            share = cur.get("share")
         if keep and kind == "custom":
             expression = body["expression"] if given("expression") else cur["expression"]
             resolve = body["resolve_expression"] if given("resolve_expression") else cur["resolve_expression"]
         try:
-            fire, back, value = rules.make_rule_expressions(kind, threshold, expression, resolve, hysteresis)
+            fire, back, value = rules.make_rule_expressions(
+                kind, threshold, expression, resolve, hysteresis, share
+            )
         except rules.AlertRuleError as exc:
             errors.append(field_error("body", exc.field, exc.message))
         else:
-            out.update(kind=kind, expression=fire, resolve_expression=back, threshold=value)
+            out.update(
+                kind=kind,
+                expression=fire,
+                resolve_expression=back,
+                threshold=value,
+                share=None if share is None else float(share),
+            )
 
     if given("channels"):
         try:

@@ -163,7 +163,15 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "roomType": {**_NSTR, "description": "scope roomType: the room type's code"},
             "roomTypeId": {**_NUUID, "description": "scope roomType: the room type's id"},
             "kind": {"type": "string", "enum": list(rules.KINDS)},
-            "threshold": {**_NNUM, "description": "built-in kinds: the threshold in force; custom: null"},
+            "threshold": {
+                **_NNUM,
+                "description": "built-in kinds: the threshold in force (heartbeat: seconds of silence); custom: null",
+            },
+            "share": {
+                **_NNUM,
+                "description": "heartbeat: the share of online sessions that must be silent; null: any one "
+                "session (and every other kind)",
+            },
             "expression": {
                 **_STR,
                 "description": "the CEL expression that fires (built-ins: written from threshold)",

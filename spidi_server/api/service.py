@@ -26,6 +26,7 @@ from ..errors import AuthError
 from ..history.sql.tenancy import tenant_transaction
 from ..rooms import room_id_for
 from ..stores import keys
+from . import tenant_defaults
 from .problems import Problem
 from .routing import current_request
 
@@ -78,6 +79,8 @@ class Api:
         self._pool: ConnectionPool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.openapi = b"{}"  # the OpenAPI document, rendered once at registration
+        # Tenants whose defaults are in place (seeded now or before): checked once per process.
+        self._seeded: set[str] = set()
 
     # -- authentication and roles -----------------------------------------------------------
 
@@ -139,12 +142,19 @@ class Api:
         return self._pool
 
     async def db(self, tenant: str, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant``."""
+        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant``.
+
+        The tenant's first call on this process first gives it its defaults (``tenant_defaults``),
+        in a transaction of their own: they are there whether ``work`` succeeds or not.
+        """
         pool = self._get_pool()
 
         def run() -> T:
-            with pool.connection() as conn, tenant_transaction(conn, tenant):
-                return work(conn)
+            with pool.connection() as conn:
+                if tenant not in self._seeded and self.host.settings.tenant_defaults:
+                    self._seed(conn, tenant)
+                with tenant_transaction(conn, tenant):
+                    return work(conn)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, run)
@@ -153,6 +163,40 @@ class Api:
             raise Problem(
                 "unavailable", "the history store (PostgreSQL) cannot be reached; retry later"
             ) from exc
+
+    async def seed_tenants(self, tenants: set[str]) -> None:
+        """Seed the defaults of ``tenants`` not seeded yet (the node's periodic step for tenants
+        whose first use is a WebSocket client). Never raises: PostgreSQL away is logged, and the
+        next step or API call tries again."""
+        waiting = sorted(t for t in tenants if t and t not in self._seeded)
+        if not waiting or not self.host.settings.tenant_defaults or self.host.dsn is None:
+            return
+        pool = self._get_pool()
+
+        def run() -> None:
+            with pool.connection() as conn:
+                for tenant in waiting:
+                    self._seed(conn, tenant)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            logs.event(log, "tenant_defaults_failed", logging.WARNING, tenants=waiting, error=str(exc))
+
+    def _seed(self, conn: psycopg.Connection, tenant: str) -> None:
+        """Seed ``tenant``'s defaults once (in the pool's thread). A failure other than PostgreSQL
+        being away is logged and leaves the request alone: seeding is tried again next call."""
+        try:
+            with tenant_transaction(conn, tenant):
+                added = tenant_defaults.seed(conn, tenant, self.host.settings.alert_hysteresis)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            logs.event(log, "tenant_defaults_failed", logging.ERROR, tenant=tenant, error=str(exc))
+            return
+        self._seeded.add(tenant)
+        if added:
+            logs.event(log, "tenant_defaults_created", tenant=tenant, actor=tenant_defaults.ACTOR)
 
     async def close(self, _app: web.Application | None = None) -> None:
         """Close the pool and its threads (aiohttp ``on_cleanup``)."""

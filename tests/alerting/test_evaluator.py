@@ -62,13 +62,14 @@ def add_rule(
     for_seconds=0,
     channels=None,
     severity="warning",
+    share=None,
 ) -> str:
-    fire, resolve_expr, stored = make_rule_expressions(kind, threshold, expression, resolve, 0.1)
+    fire, resolve_expr, stored = make_rule_expressions(kind, threshold, expression, resolve, 0.1, share)
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
             """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, room_id, kind, expression,
-                   resolve_expression, threshold, severity, for_seconds, channels)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id::text""",
+                   resolve_expression, threshold, share, severity, for_seconds, channels)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id::text""",
             [
                 tenant,
                 f"{kind} rule",
@@ -78,6 +79,7 @@ def add_rule(
                 fire,
                 resolve_expr,
                 stored,
+                share,
                 severity,
                 for_seconds,
                 orjson.dumps(channels or [{"type": "in_app"}]).decode(),
@@ -217,10 +219,10 @@ async def test_latency_blip_shorter_than_for_never_fires(pg_dsn, node_factory):
     assert [r["state"] for r in rows] == ["pending", "resolved"]
 
 
-async def test_heartbeat_rule_fires_on_a_stale_session_and_resolves_when_it_beats(pg_dsn, node_factory):
+async def test_heartbeat_rate_rule_fires_on_a_stale_session_and_resolves_when_it_beats(pg_dsn, node_factory):
     # The server would expire the session after 30 s; the rule's staleness is 0.6 s, so it sees
     # a session that is online without heartbeating (what a broken expiry would look like).
-    rule_id = add_rule(pg_dsn, "default", "heartbeat")
+    rule_id = add_rule(pg_dsn, "default", "heartbeat_rate")
     node = await alert_node(
         node_factory,
         pg_dsn,
@@ -239,8 +241,8 @@ async def test_heartbeat_rule_fires_on_a_stale_session_and_resolves_when_it_beat
     assert [r["state"] for r in await events_in_pg(pg_dsn, rule_id, 2)] == ["firing", "resolved"]
 
 
-async def test_heartbeat_rule_fires_when_the_room_heartbeat_rate_falls(pg_dsn, node_factory):
-    add_rule(pg_dsn, "default", "heartbeat", threshold=0.5)
+async def test_heartbeat_rate_rule_fires_when_the_room_heartbeat_rate_falls(pg_dsn, node_factory):
+    add_rule(pg_dsn, "default", "heartbeat_rate", threshold=0.5)
     node = await alert_node(node_factory, pg_dsn, heartbeat_interval_ms=300, heartbeat_timeout_ms=20_000)
     mon, _ = await monitor(node)
     clients: list = []
@@ -265,6 +267,91 @@ async def test_heartbeat_rule_fires_when_the_room_heartbeat_rate_falls(pg_dsn, n
     assert resolved["value"] == 0
     stop.set()
     await asyncio.gather(*beaters.values(), return_exceptions=True)
+
+
+class Beaters:
+    """Each client's heartbeats every 0.1 s over its open connection, stopped and restarted at will;
+    the time of each one's last heartbeat (monotonic)."""
+
+    def __init__(self, clients: list, sids: list[str]):
+        self.clients, self.sids = clients, sids
+        self.tasks: dict[int, asyncio.Task] = {}
+        self.last: dict[int, float] = {}
+
+    async def _beat(self, i: int) -> None:
+        while True:
+            await self.clients[i].app("/app/heartbeat", {"sessionId": self.sids[i], "latencyMs": 5})
+            self.last[i] = time.monotonic()
+            await asyncio.sleep(0.1)
+
+    def start(self, *which: int) -> None:
+        for i in which:
+            self.tasks[i] = asyncio.create_task(self._beat(i))
+
+    async def stop(self, *which: int) -> None:
+        for i in which:
+            task = self.tasks.pop(i)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.stop(*list(self.tasks))
+
+
+async def test_heartbeat_rule_fires_when_a_session_stays_silent_past_the_threshold(pg_dsn, node_factory):
+    """ADR-0001's rule: seconds_since_heartbeat > threshold for an online session of the room.
+    The connection stays open and the session online (timeout 30 s); only its heartbeats stop."""
+    rule_id = add_rule(pg_dsn, "default", "heartbeat", threshold=1.0)
+    node = await alert_node(node_factory, pg_dsn, heartbeat_interval_ms=20_000, heartbeat_timeout_ms=30_000)
+    mon, _ = await monitor(node)
+    clients: list = []
+    sids = await join(node, "calls", 2, clients)
+    beaters = Beaters(clients, sids)
+    beaters.start(0, 1)
+    try:
+        with pytest.raises(TimeoutError):  # both beating: nobody is silent for a second
+            await mon.json(ALERTS, timeout=2.0, type_="ALERT")
+        await beaters.stop(1)
+        silent_since = beaters.last[1]
+        firing = await next_alert(mon, "firing")
+        assert time.monotonic() - silent_since >= 1.0  # not before the threshold
+        assert firing["ruleId"] == rule_id and firing["kind"] == "heartbeat" and firing["threshold"] == 1.0
+        assert firing["expression"] == "oldestHeartbeatAgeS > 1.0"
+        assert firing["value"] == firing["metrics"]["oldestHeartbeatAgeS"] > 1.0
+        assert firing["metrics"]["online"] == 2 and firing["metrics"]["silentShare"] == 0.5
+        assert firing["metrics"]["staleSessions"] == 0  # alert_stale_heartbeat_s (60 s) is not this rule's
+        beaters.start(1)  # it beats again
+        resolved = await next_alert(mon, "resolved")
+        assert resolved["episodeId"] == firing["alertId"] and resolved["value"] < 0.9
+        rows = await events_in_pg(pg_dsn, rule_id, 2)
+        assert [(r["state"], r["kind"]) for r in rows] == [("firing", "heartbeat"), ("resolved", "heartbeat")]
+        assert triggered(node, "heartbeat") == 1
+    finally:
+        await beaters.close()
+
+
+async def test_heartbeat_rule_with_a_share_fires_when_that_share_of_the_room_is_silent(pg_dsn, node_factory):
+    rule_id = add_rule(pg_dsn, "default", "heartbeat", threshold=1.0, share=0.5)
+    node = await alert_node(node_factory, pg_dsn, heartbeat_interval_ms=20_000, heartbeat_timeout_ms=30_000)
+    mon, _ = await monitor(node)
+    clients: list = []
+    sids = await join(node, "town", 4, clients)
+    beaters = Beaters(clients, sids)
+    beaters.start(0, 1, 2, 3)
+    try:
+        await beaters.stop(3)
+        with pytest.raises(TimeoutError):  # one silent session of four: a quarter, not half
+            await mon.json(ALERTS, timeout=2.5, type_="ALERT")
+        await beaters.stop(2)
+        firing = await next_alert(mon, "firing")
+        assert firing["ruleId"] == rule_id and firing["threshold"] == 1.0
+        assert firing["expression"] == "oldestHeartbeatAgeS > 1.0 && silentShare >= 0.5"
+        assert firing["value"] == firing["metrics"]["silentShare"] == 0.5
+        beaters.start(2)  # back to one of four: below 0.5 x 0.9
+        resolved = await next_alert(mon, "resolved")
+        assert resolved["value"] == 0.25 and resolved["metrics"]["oldestHeartbeatAgeS"] > 1.0
+    finally:
+        await beaters.close()
 
 
 async def test_custom_rule_and_tenant_isolation(pg_dsn, node_factory):

@@ -62,13 +62,21 @@ def test_custom_expression_evaluates_over_room_metrics():
         ("capacity", None, {"utilization": 0.81}, {"utilization": 0.75}, {"utilization": 0.71}),
         ("latency", 200, {"avgLatencyMs": 201.0}, {"avgLatencyMs": 190.0}, {"avgLatencyMs": 179.0}),
         (
-            "heartbeat",
+            "heartbeat_rate",
             None,
             {"heartbeatRateDrop": 0.6},
             {"heartbeatRateDrop": 0.47},
             {"heartbeatRateDrop": 0.4},
         ),
-        ("heartbeat", None, {"staleSessions": 1}, {"staleSessions": 1, "heartbeatRateDrop": 0.0}, {}),
+        ("heartbeat_rate", None, {"staleSessions": 1}, {"staleSessions": 1, "heartbeatRateDrop": 0.0}, {}),
+        # ADR-0001's heartbeat rule: any one session silent longer than 60 s (default).
+        (
+            "heartbeat",
+            None,
+            {"oldestHeartbeatAgeS": 60.5},
+            {"oldestHeartbeatAgeS": 55.0},
+            {"oldestHeartbeatAgeS": 53.0},
+        ),
     ],
 )
 def test_builtin_kinds_fire_above_and_resolve_below_the_hysteresis_band(
@@ -81,9 +89,48 @@ def test_builtin_kinds_fire_above_and_resolve_below_the_hysteresis_band(
     assert rule.resolves(metrics(**resolved)) and not rule.fires(metrics(**resolved))
 
 
+def test_heartbeat_rule_with_a_share_fires_when_that_share_is_silent():
+    fire, resolve, stored = make_rule_expressions("heartbeat", 5, None, None, 0.1, share=0.5)
+    assert fire == "oldestHeartbeatAgeS > 5.0 && silentShare >= 0.5"
+    assert resolve == "silentShare < 0.45"
+    rule = AlertRule("r", "t", "half silent", "heartbeat", fire, resolve, stored, share=0.5).compile()
+    assert rule.silence_s(60.0) == 5.0  # its silentShare counts 5 s of silence, not the default
+    one_of_four = metrics(online=4, oldestHeartbeatAgeS=9.0, silentShare=0.25)
+    assert not rule.fires(one_of_four)  # one silent session of four is not half of them
+    half = metrics(online=4, oldestHeartbeatAgeS=9.0, silentShare=0.5)
+    assert rule.fires(half) and rule.value(half) == 0.5  # the share is the reported figure
+    assert not rule.resolves(metrics(silentShare=0.45)) and rule.resolves(metrics(silentShare=0.25))
+    # Without a share: any one session, and the oldest age is the figure.
+    plain = AlertRule("r", "t", "any", "heartbeat", *make_rule_expressions("heartbeat", 5, None, None, 0.1))
+    plain.compile()
+    assert plain.fires(one_of_four) and plain.value(one_of_four) == 9.0
+    # Other rules count silence at alert_stale_heartbeat_s.
+    assert AlertRule("r", "t", "c", "capacity", "true").silence_s(60.0) == 60.0
+
+
+def test_share_is_checked():
+    for bad in (0, 1.5, -0.1, True, "half"):
+        with pytest.raises(AlertRuleError) as err:
+            make_rule_expressions("heartbeat", None, None, None, 0.1, share=bad)
+        assert err.value.field == "share"
+    with pytest.raises(AlertRuleError, match="heartbeat kind only") as err:
+        make_rule_expressions("heartbeat_rate", None, None, None, 0.1, share=0.5)
+    assert err.value.field == "share"
+    assert make_rule_expressions("heartbeat", None, None, None, 0.1, share=1)[0].endswith(">= 1.0")
+
+
 def test_builtin_defaults_and_threshold_checks():
     assert make_rule_expressions("capacity", None, None, None, 0.1)[0] == "utilization > 0.8"
     assert make_rule_expressions("latency", None, None, None, 0.1)[0] == "avgLatencyMs > 500.0"
+    assert make_rule_expressions("heartbeat", None, None, None, 0.1) == (
+        "oldestHeartbeatAgeS > 60.0",
+        "oldestHeartbeatAgeS < 54.0",
+        60.0,
+    )
+    assert make_rule_expressions("heartbeat", 90, None, None, 0.1)[2] == 90.0  # seconds, not a ratio
+    assert make_rule_expressions("heartbeat_rate", None, None, None, 0.1)[2] == 0.5
+    with pytest.raises(AlertRuleError, match="ratio"):
+        make_rule_expressions("heartbeat_rate", 2, None, None, 0.1)
     with pytest.raises(AlertRuleError, match="ratio"):
         make_rule_expressions("capacity", 80, None, None, 0.1)
     with pytest.raises(AlertRuleError, match="positive"):

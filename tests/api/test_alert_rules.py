@@ -24,6 +24,7 @@ RULE_KEYS = {
     "roomTypeId",
     "kind",
     "threshold",
+    "share",
     "expression",
     "resolveExpression",
     "severity",
@@ -98,9 +99,31 @@ async def test_rule_crud_round_trip(api, pg, caplog):
         "avgLatencyMs > 500.0",
         "avgLatencyMs < 450.0",
     )
-    heartbeat = (await api.patch(f"{RULES}/{rule['id']}", {"kind": "heartbeat", "threshold": 0.25})).body
-    assert heartbeat["expression"] == "staleSessions > 0 || heartbeatRateDrop > 0.25"
-    assert heartbeat["resolveExpression"] == "staleSessions == 0 && heartbeatRateDrop < 0.225"
+    rate = (await api.patch(f"{RULES}/{rule['id']}", {"kind": "heartbeat_rate", "threshold": 0.25})).body
+    assert rate["expression"] == "staleSessions > 0 || heartbeatRateDrop > 0.25"
+    assert rate["resolveExpression"] == "staleSessions == 0 && heartbeatRateDrop < 0.225"
+    # ADR-0001's heartbeat rule: seconds of silence (default 60), any session or a share of them.
+    heartbeat = (await api.patch(f"{RULES}/{rule['id']}", {"kind": "heartbeat"})).body
+    assert (heartbeat["threshold"], heartbeat["share"], heartbeat["expression"]) == (
+        60.0,
+        None,
+        "oldestHeartbeatAgeS > 60.0",
+    )
+    shared = (await api.patch(f"{RULES}/{rule['id']}", {"threshold": 30, "share": 0.25})).body
+    assert (shared["threshold"], shared["share"]) == (30.0, 0.25)
+    assert shared["expression"] == "oldestHeartbeatAgeS > 30.0 && silentShare >= 0.25"
+    assert shared["resolveExpression"] == "silentShare < 0.225"
+    kept = (await api.patch(f"{RULES}/{rule['id']}", {"threshold": 45})).body  # the share stays
+    assert kept["expression"] == "oldestHeartbeatAgeS > 45.0 && silentShare >= 0.25"
+    assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"share": 2})) == {
+        "share": "must be a ratio in (0, 1]: the share of online sessions silent"
+    }
+    assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"kind": "capacity", "share": 0.5})) == {
+        "share": "applies to the heartbeat kind only"
+    }
+    assert (await api.patch(f"{RULES}/{rule['id']}", {"share": None})).body["expression"] == (
+        "oldestHeartbeatAgeS > 45.0"
+    )
 
     # Custom: the operator's expressions as given, no threshold; a later PATCH keeps what it omits.
     custom = await api.patch(
@@ -234,7 +257,7 @@ async def test_list_filters_and_pagination(api):
     assert page == ["b-capacity", "c-lobby"] and (body["total"], body["limit"]) == (4, 2)
     assert error_fields(await api.get(RULES, params={"enabled": "yes", "kind": "cpu", "roomId": "x"})) == {
         "enabled": "must be true or false",
-        "kind": "must be one of capacity, latency, heartbeat, custom",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'x'",
     }
 
@@ -262,7 +285,7 @@ async def test_validation_lists_every_mistake(api):
         "nme": errors["nme"],
         "name": "is required",
         "scope": "must be one of room, roomType, tenant",
-        "kind": "must be one of capacity, latency, heartbeat, custom",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom",
         "threshold": "must be a number",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'room-1'",
         "forSeconds": "must be an integer from 0 to 86400",
@@ -292,7 +315,7 @@ async def test_validation_lists_every_mistake(api):
     assert "Syntax error" in malformed["expression"] and "online >" in malformed["expression"]
     assert (await rule_errors(expression="cpu > 90")) == {
         "expression": "unknown metric(s) cpu; known: online, capacity, utilization, peak, users, avgLatencyMs, "
-        "staleSessions, oldestHeartbeatAgeS, heartbeatRateDrop, roomCode, tenant"
+        "staleSessions, oldestHeartbeatAgeS, silentShare, heartbeatRateDrop, roomCode, tenant"
     }
     assert (await rule_errors(expression="online + 1")) == {
         "expression": "must evaluate to a boolean, got int"

@@ -290,3 +290,42 @@ async def test_acknowledge_failure_is_reported(node_factory, redis_sync, page):
         await expect(row.locator("button.ack")).to_be_enabled()
         await page.click("#signout")
         await expect(page.locator("#signin")).to_be_visible()
+
+
+async def test_heartbeat_alert_values_are_seconds_or_a_share(node_factory, redis_sync, page):
+    """A heartbeat rule reports seconds of silence (oldestHeartbeatAgeS), or with a share the
+    share of silent sessions; its threshold is seconds either way; heartbeat_rate is a share."""
+    from playwright.async_api import expect
+
+    node = await node_factory()
+    evaluator = Evaluator(redis_sync)
+
+    def rule(name: str, kind: str, expression: str, threshold: float) -> dict:
+        return {"id": str(uuid.uuid4()), "name": name, "kind": kind, "severity": "warning",
+                "expression": expression, "threshold": threshold}  # fmt: skip
+
+    cases = [
+        (rule("Silent", "heartbeat", "oldestHeartbeatAgeS > 60.0", 60.0), 72.5, "72.5 s", "threshold 60 s"),
+        (
+            rule("Half silent", "heartbeat", "oldestHeartbeatAgeS > 30.0 && silentShare >= 0.5", 30.0),
+            0.75,
+            "75 %",
+            "threshold 30 s",
+        ),
+        (
+            rule("Beats late", "heartbeat_rate", "staleSessions > 0 || heartbeatRateDrop > 0.5", 0.5),
+            0.6,
+            "60 %",
+            "threshold 50 %",
+        ),
+    ]
+    for r, value, _, _ in cases:
+        evaluator.store(evaluator.alert(r, "lobby", value=value))
+    await page.goto(node.ops.url + "/")
+    await page.click("#signin-button")
+    for r, _, shown, title in cases:
+        cell = page.locator(
+            f'#alerts-table tr[data-alert="{r["id"]}/{room_id_for("default", "lobby")}"] .c-value'
+        )
+        await expect(cell).to_have_text(shown, timeout=3000)
+        await expect(cell).to_have_attribute("title", title)

@@ -7,9 +7,10 @@ from datetime import date
 import psycopg
 import pytest
 
+from spidi_server.alerting.rules import VARIABLES, AlertRule
 from spidi_server.history import partitions
 from spidi_server.history.migrate import available_migrations, migrate
-from spidi_server.history.sql import rooms, sessions
+from spidi_server.history.sql import alerts, rooms, sessions
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
@@ -59,6 +60,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
                 "dat_spd_alert_rule",
                 "dat_spd_alert_event",
                 "tba_spd_room_type",
+                "spd_tenant_defaults",
             ]
         )
         indexes = {
@@ -147,6 +149,69 @@ def test_0006_gives_each_tenant_its_own_copy_of_a_shared_room_type(empty_pg_dsn,
         conn.execute("UPDATE tba_spd_room_type SET default_capacity = 1 WHERE id = %s", [shared])
         after = {r["code"]: r["capacity"] for r in rooms.list_all(conn)}
         assert (after["a1"], after["a3"], after["b1"]) == (1, 12, 30)
+
+
+def test_0009_turns_stored_heartbeat_rules_into_rate_drop_rules_that_still_fire(empty_pg_dsn, tmp_path):
+    """Rules of kind heartbeat stored before 0009 measured the heartbeat-rate drop: after it they
+    are of kind heartbeat_rate, with the same expressions (they fire as before), their past events
+    too; tenants already set up are marked as given their defaults (an upgrade adds none)."""
+    for migration in available_migrations():
+        if migration.version < "0009":
+            (tmp_path / f"{migration.version}_{migration.name}.sql").write_text(migration.sql)
+    migrate(empty_pg_dsn, tmp_path)
+    old_fire, old_resolve = (
+        "staleSessions > 0 || heartbeatRateDrop > 0.5",
+        "staleSessions == 0 && heartbeatRateDrop < 0.45",
+    )
+    with psycopg.connect(empty_pg_dsn, autocommit=True) as conn:
+        rule_id = conn.execute(
+            """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, kind, expression,
+                   resolve_expression, threshold)
+               VALUES ('alpha', 'beats', 'tenant', 'heartbeat', %s, %s, 0.5) RETURNING id::text""",
+            [old_fire, old_resolve],
+        ).fetchone()[0]
+        conn.execute(
+            """INSERT INTO dat_spd_alert_event (rule_id, unidad_negocio_id, state, kind, value)
+               VALUES (%s, 'alpha', 'firing', 'heartbeat', 0.75)""",
+            [rule_id],
+        )
+        conn.execute(
+            "INSERT INTO tba_spd_room_type (unidad_negocio_id, code, name) VALUES ('bravo', 'class', 'Class')"
+        )
+
+        assert migrate(conn)[:1] == ["0009"]
+
+        rule = alerts.load_rules(conn)[0]
+        assert (rule["kind"], rule["expression"], rule["resolve_expression"], rule["share"]) == (
+            "heartbeat_rate",
+            old_fire,
+            old_resolve,
+            None,
+        )
+        assert conn.execute("SELECT kind FROM dat_spd_alert_event").fetchone()[0] == "heartbeat_rate"
+        converted = AlertRule(
+            rule["rule_id"],
+            "alpha",
+            rule["name"],
+            rule["kind"],
+            rule["expression"],
+            rule["resolve_expression"],
+        ).compile()
+        quiet = {
+            name: (0.0 if t == "double" else "" if t == "string" else 0) for name, (t, _) in VARIABLES.items()
+        }
+        assert converted.fires({**quiet, "heartbeatRateDrop": 0.75}) and not converted.fires(quiet)
+        assert converted.value({**quiet, "heartbeatRateDrop": 0.75}) == 0.75
+        seeded = conn.execute("SELECT unidad_negocio_id FROM spd_tenant_defaults ORDER BY 1").fetchall()
+        assert [r[0] for r in seeded] == ["alpha", "bravo"]
+        # A share belongs to heartbeat rules only, as a ratio.
+        for kind, share in (("capacity", 0.5), ("heartbeat", 1.5)):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(
+                    """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, kind, expression, share)
+                       VALUES ('alpha', 'x', 'tenant', %s, 'true', %s)""",
+                    [kind, share],
+                )
 
 
 def test_sql_histogram_bounds_match_the_events_contract(pg):

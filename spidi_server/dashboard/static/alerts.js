@@ -124,11 +124,16 @@ function createAlertRow(withRoom) {
   return tr;
 }
 
-function fmtAlertValue(kind, v) {
+// ``ratio``: a heartbeat rule's figure is seconds of silence, or with a share (its expression then
+// tests silentShare) the share of the room's sessions silent; its threshold is always seconds.
+function fmtAlertValue(kind, v, ratio) {
   v = num(v);
   if (v === null) return "—";
   if (kind === "latency") return fmtMs(v);
-  if (kind === "capacity" || kind === "heartbeat") return (v * 100).toFixed(v < 0.1 && v > 0 ? 1 : 0) + " %";
+  if (kind === "heartbeat" && !ratio) return fmtTick(v, 1) + " s";
+  if (kind === "capacity" || kind === "heartbeat_rate" || kind === "heartbeat") {
+    return (v * 100).toFixed(v < 0.1 && v > 0 ? 1 : 0) + " %";
+  }
   return fmtTick(v, 2);
 }
 
@@ -152,7 +157,7 @@ function updateAlertRow(tr, a, now) {
   const st = tr.querySelector(".c-state");
   if (st.textContent !== a.state) st.replaceChildren(el("span", { class: "tag state-" + a.state, text: a.state }));
   const value = tr.querySelector(".c-value");
-  setText(value, fmtAlertValue(a.kind, a.value));
+  setText(value, fmtAlertValue(a.kind, a.value, /silentShare/.test(a.expression || "")));
   const threshold = num(a.threshold) === null ? "" : "threshold " + fmtAlertValue(a.kind, a.threshold);
   if (value.title !== threshold) value.title = threshold;
   const since = num(a.since);

@@ -22,7 +22,7 @@ from .rooms import EFFECTIVE_CAPACITY, TYPE_JOIN
 
 _RULE_COLUMNS = """
 id::text AS rule_id, unidad_negocio_id AS tenant, name, scope, room_id::text AS room_id,
-room_type_id::text AS room_type_id, kind, expression, resolve_expression, threshold, severity,
+room_type_id::text AS room_type_id, kind, expression, resolve_expression, threshold, share, severity,
 for_seconds, channels, enabled"""
 
 
@@ -93,7 +93,7 @@ def write_events(conn: psycopg.Connection, rows: Sequence[AlertRow], actor: str 
 
 _API_RULE_SELECT = """
 SELECT r.id::text AS id, r.name, r.scope, r.room_id::text AS room_id, r.room_type_id::text AS room_type_id,
-       rt.code AS room_type, r.kind, r.threshold, r.expression, r.resolve_expression, r.severity,
+       rt.code AS room_type, r.kind, r.threshold, r.share, r.expression, r.resolve_expression, r.severity,
        r.for_seconds, r.channels, r.enabled, r.created_at, r.created_by, r.updated_at, r.updated_by
 FROM dat_spd_alert_rule AS r
 LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.unidad_negocio_id = r.unidad_negocio_id
@@ -107,6 +107,7 @@ RULE_API_COLUMNS = (
     "room_type_id",
     "kind",
     "threshold",
+    "share",
     "expression",
     "resolve_expression",
     "severity",
