@@ -113,7 +113,7 @@ async def test_log_lines_carry_trace_user_room_and_client(node, caplog):
     for line in (started, ended):
         assert line["trace_id"] and line["user_id"] == "logged" and line["room_id"] == welcome["roomId"]
         assert line["client_info"]["device"] == "iPad" and line["client_info"]["clientId"] == "tablet"
-        assert line["level"] == "info" and line["ts"].endswith("Z")
+        assert line["level"] == "INFO" and line["timestamp"].endswith("Z")
     assert started["trace_id"] == ended["trace_id"] and ended["reason"] == "leave"
     assert not [r for r in caplog.records if "heartbeat" in r.getMessage()]
     await client.close()
