@@ -78,6 +78,14 @@ def configure(level: str = "info", stream=None) -> None:
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields) -> None:
-    """Log one event with its fields as JSON keys."""
+    """Log one event with its fields as JSON keys; ``trace_id`` from the context unless given.
+
+    The trace id goes on the record itself (not only on its JSON text), so a handler formatting
+    it later, elsewhere (a queue, pytest's caplog), still has it.
+    """
     if logger.isEnabledFor(level):
+        if "trace_id" not in fields:
+            traced = trace_id.get()
+            if traced is not None:
+                fields["trace_id"] = traced
         logger.log(level, name, extra=fields)

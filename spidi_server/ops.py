@@ -140,8 +140,8 @@ def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: di
 
 
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-CORS_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match"
-CORS_EXPOSE = "ETag, Location, Link, Retry-After"
+CORS_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, traceparent"
+CORS_EXPOSE = "ETag, Location, Link, Retry-After, traceresponse"
 CORS_MAX_AGE_S = "600"
 
 

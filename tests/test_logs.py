@@ -4,8 +4,8 @@ JSON line never shows)."""
 
 from __future__ import annotations
 
-import io
 import asyncio
+import io
 import json
 import logging
 import re

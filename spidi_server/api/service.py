@@ -139,11 +139,13 @@ class Api:
         return self._pool
 
     async def db(self, tenant: str, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant``."""
+        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant`` carrying
+        the request's trace id (the rows it writes record it)."""
         pool = self._get_pool()
+        trace = logs.trace_id.get()  # read here: the executor's thread does not see this context
 
         def run() -> T:
-            with pool.connection() as conn, tenant_transaction(conn, tenant):
+            with pool.connection() as conn, tenant_transaction(conn, tenant, trace):
                 return work(conn)
 
         try:
