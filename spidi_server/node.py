@@ -105,6 +105,7 @@ class Node:
             self.metrics.event_loop_lag.observe,
             on_stall=self._stalled,
             stall_s=settings.loop_stall_ms / 1000,
+            recent_s=settings.health_loop_lag_window_s,
         )
         self.metrics.event_loop_lag_max.set_function(lambda: self.loop_monitor.longest)
         pauses = {g: self.metrics.gc_pause.labels(generation=str(g)) for g in (1, 2)}

@@ -44,6 +44,15 @@ class ServingTransport(Protocol):
     @property
     def port(self) -> int: ...
 
+    @property
+    def accept_queue(self) -> tuple[int, int] | None: ...  # (waiting, limit); None: unknown
+
+
+class LagMeter(Protocol):
+    """The event loop's lateness as /health judges it (``loop_monitor.LoopMonitor``)."""
+
+    def recent(self) -> float: ...  # the longest lag of the last health_loop_lag_window_s, s
+
 
 @runtime_checkable
 class OpsHost(ApiHost, DashboardHost, Protocol):
@@ -54,6 +63,7 @@ class OpsHost(ApiHost, DashboardHost, Protocol):
     metrics: NodeMetrics  # the registry /metrics renders; the writer gauges it refreshes
     presence: Presence | None  # this worker's rooms (node-wide room count in worker mode)
     transport: ServingTransport
+    loop_monitor: LagMeter
 
     @property
     def clients(self) -> Sized: ...  # the open WebSocket connections (counted)
@@ -392,6 +402,25 @@ class OpsServer:
         }
         return answering == expected, component
 
+    def _websocket_component(self) -> dict:
+        """The WebSocket side: connections, the event loop's recent lag and the accept queue;
+        ``degraded`` while the loop's longest lag of the last ``health_loop_lag_window_s`` is above
+        ``health_loop_lag_ms`` (every client's heartbeats and frames wait that long)."""
+        host = self.host
+        s = host.settings
+        lag_ms = host.loop_monitor.recent() * 1000
+        queue = host.transport.accept_queue
+        return {
+            "status": "degraded" if lag_ms > s.health_loop_lag_ms else "ok",
+            "transport": host.transport.name,
+            "connections": len(host.clients),
+            "loopLagMs": round(lag_ms, 1),
+            "loopLagLimitMs": s.health_loop_lag_ms,
+            "loopLagWindowS": s.health_loop_lag_window_s,
+            "acceptBacklog": queue[0] if queue else None,
+            "acceptBacklogLimit": queue[1] if queue else None,
+        }
+
     async def live(self, request: web.Request) -> web.Response:
         """Liveness: this process and its event loop answer. Nothing else is asked, so an outage of
         Redis or PostgreSQL (which the node rides out, buffering) never gets the process restarted."""
@@ -410,7 +439,7 @@ class OpsServer:
                 "pending": store.pending if store else 0,
                 "lastError": store.last_error if store else None,
             },
-            "websocket": {"status": "ok", "connections": len(host.clients), "transport": host.transport.name},
+            "websocket": self._websocket_component(),
         }
         if host.dsn:
             pg_ok = await asyncio.to_thread(_postgres_answers, host.dsn)
@@ -430,7 +459,9 @@ class OpsServer:
         return _json(body, 503 if not redis_ok else 200)
 
     async def ready(self, request: web.Request) -> web.Response:
-        """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are fine."""
+        """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are
+        fine. A lagging event loop makes the websocket component (and the whole) ``DEGRADED``, still
+        200: the node serves, slowly; taking it out of rotation would move its load elsewhere."""
         host = self.host
         store = host.store
         checks: dict[str, dict] = {}
@@ -461,9 +492,12 @@ class OpsServer:
         if self.worker_mode:
             all_up, workers = await self._workers_component()
             checks["workers"] = {"status": "UP" if all_up else "DOWN", **workers}
-        up = all(c["status"] == "UP" for c in checks.values())
-        body = {"status": "UP" if up else "DOWN", "node": host.node_id, "components": checks}
-        return _json(body, 200 if up else 503)
+        websocket = self._websocket_component()
+        checks["websocket"] = {**websocket, "status": "UP" if websocket["status"] == "ok" else "DEGRADED"}
+        statuses = {c["status"] for c in checks.values()}
+        overall = "DOWN" if "DOWN" in statuses else "DEGRADED" if "DEGRADED" in statuses else "UP"
+        body = {"status": overall, "node": host.node_id, "components": checks}
+        return _json(body, 503 if overall == "DOWN" else 200)
 
     async def _writer_status(self) -> dict:
         redis = self.host.store.redis
