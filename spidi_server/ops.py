@@ -93,7 +93,14 @@ SIBLING_TIMEOUT_S = 1.0  # a sibling worker slower than this to give its figures
 # connection and session gauges, histogram buckets, sums and counts). These do not:
 _MERGE_MAX = frozenset({"spidi_event_loop_lag_max_seconds"})  # the worst worker is the node's
 # Node-wide values every worker reads from Redis; the answering worker refreshed its copy just now.
-_MERGE_FIRST = frozenset({"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds"})
+_MERGE_FIRST = frozenset(
+    {
+        "spidi_writer_backlog_events",
+        "spidi_writer_batch_duration_seconds",
+        "spidi_redis_used_memory_bytes",
+        "spidi_redis_maxmemory_bytes",
+    }
+)
 # Distinct rooms across workers, not a sum: one room usually has sessions on every worker.
 _ROOMS_TOTAL = "spidi_rooms_total"
 
