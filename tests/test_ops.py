@@ -42,8 +42,10 @@ async def test_readiness_flips_when_redis_stops_and_comes_back(node_factory):
         node = await node_factory(redis_url=redis.url, history=False)
         base = node.ops.url
         status, body = await _get(f"{base}/health/ready")
-        assert status == 200 and body["status"] == "UP" and body["components"]["redis"]["status"] == "UP"
-        assert await _get(f"{base}/actuator/health/spidi") == (status, body)
+        assert status == 200 and body["status"] in ("UP", "DEGRADED")  # DEGRADED: a lagging loop
+        assert body["components"]["redis"]["status"] == "UP"
+        status, spidi = await _get(f"{base}/actuator/health/spidi")
+        assert status == 200 and spidi["components"]["redis"] == body["components"]["redis"]
 
         redis.stop()
         status, body = await _get(f"{base}/health/ready")
@@ -59,7 +61,7 @@ async def test_readiness_flips_when_redis_stops_and_comes_back(node_factory):
             if status == 200:
                 break
             await asyncio.sleep(0.1)
-        assert status == 200 and body["status"] == "UP"
+        assert status == 200 and body["components"]["redis"]["status"] == "UP"
     finally:
         redis.stop()
 
