@@ -226,7 +226,7 @@ class ClientConnection:
                             trace_id=self.conn_id,
                             user_id=claims.user_id,
                             tenant=claims.tenant,
-                            ip=self.ip,
+                            client_info={"ip": self.ip},
                         )
                 elif kind is Disconnect:
                     count[4] += 1

@@ -1,18 +1,31 @@
-"""Structured logs: one JSON object per line, one line per event (never per heartbeat)."""
+"""Structured logs: one JSON object per line, one line per event (never per heartbeat).
+
+The fields are the ADR's: ``timestamp`` (UTC, ms), ``level`` (upper case: INFO, WARNING...),
+``logger``, ``event`` and, where the line is about one, ``trace_id``, ``user_id``, ``room_id``,
+``client_info``, then the event's own fields. ``trace_id`` comes from the call's fields or else
+from :data:`trace_id` (a context variable: the REST API sets it per request from its W3C
+``traceparent``, so every line a request logs carries the request's trace id).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from contextvars import ContextVar
 
 import orjson
+
+# The trace id of the work running now (a REST request's); None outside one. Each asyncio task
+# has its own copy of the context, so concurrent requests never see each other's.
+trace_id: ContextVar[str | None] = ContextVar("spidi_trace_id", default=None)
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as JSON: ts, level, logger, event/message, and every ``extra`` field."""
+    """Render a record as JSON: timestamp, level, logger, event/message, the context's trace id
+    (unless the record names one), and every ``extra`` field."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -28,11 +41,14 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": self._timestamp(record),
-            "level": record.levelname.lower(),
+            "timestamp": self._timestamp(record),
+            "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
         }
+        traced = trace_id.get()
+        if traced is not None:
+            out["trace_id"] = traced  # an extra trace_id (below) overrides it
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
@@ -62,6 +78,14 @@ def configure(level: str = "info", stream=None) -> None:
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields) -> None:
-    """Log one event with its fields as JSON keys."""
+    """Log one event with its fields as JSON keys; ``trace_id`` from the context unless given.
+
+    The trace id goes on the record itself (not only on its JSON text), so a handler formatting
+    it later, elsewhere (a queue, pytest's caplog), still has it.
+    """
     if logger.isEnabledFor(level):
+        if "trace_id" not in fields:
+            traced = trace_id.get()
+            if traced is not None:
+                fields["trace_id"] = traced
         logger.log(level, name, extra=fields)

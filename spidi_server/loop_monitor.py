@@ -7,7 +7,8 @@ clients measure grow by the stall. Three cheap instruments find them:
 
 - ``LoopMonitor``: a ``call_later`` chain every ``period`` seconds measuring its own lateness into
   a histogram (``spidi_event_loop_lag_seconds``), counting stalls and keeping the longest of the
-  last minute. About 20 callbacks a second, nothing per message.
+  last minute, and of the last few seconds (``recent``: what /health judges the loop by). About
+  20 callbacks a second, nothing per message.
 - ``GcTimer``: a ``gc.callbacks`` hook timing collections of the older generations (the young
   one runs thousands of times a second and takes microseconds; it is not worth a clock read).
 - ``StallReporter`` (setting ``loop_stall_log``): a thread that, when the monitor's timer is
@@ -42,8 +43,9 @@ class LoopMonitor:
 
     ``observe(lag)`` receives each lateness in seconds (a Histogram's ``observe``); lateness of
     ``stall_s`` or more also calls ``on_stall(lag)``. ``longest`` is the worst lag of the current
-    and the previous ``window_s`` (what the max gauge exports). ``last_tick`` / ``ticks`` are read
-    by ``StallReporter`` from its thread. ``clock`` is ``time.monotonic`` (tests pass their own).
+    and the previous ``window_s`` (what the max gauge exports); ``recent()`` the worst of the last
+    ``recent_s`` seconds (per-second maxima in a ring). ``last_tick`` / ``ticks`` are read by
+    ``StallReporter`` from its thread. ``clock`` is ``time.monotonic`` (tests pass their own).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class LoopMonitor:
         stall_s: float = 0.05,
         window_s: float = MAX_WINDOW_S,
         clock=time.monotonic,
+        recent_s: int = 10,
     ):
         self.observe = observe
         self.on_stall = on_stall
@@ -70,6 +73,10 @@ class LoopMonitor:
         self._window_start = self.last_tick
         self._window_max = 0.0
         self._previous_max = 0.0
+        # The longest lag of each of the last ``recent_s`` seconds, by second number modulo recent_s.
+        self.recent_s = max(1, int(recent_s))
+        self._second_max = [0.0] * self.recent_s
+        self._second_of = [-1] * self.recent_s
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Arm the first timer (on the running loop unless ``loop`` is given)."""
@@ -89,12 +96,31 @@ class LoopMonitor:
         self._roll(self.clock())
         return max(self._window_max, self._previous_max)
 
+    def recent(self) -> float:
+        """The longest lag measured in the last ``recent_s`` seconds, seconds."""
+        second = int(self.clock())
+        return max(
+            (
+                m
+                for m, at in zip(self._second_max, self._second_of, strict=True)
+                if second - at < self.recent_s
+            ),
+            default=0.0,
+        )
+
     def record(self, lag: float, now: float) -> None:
         """Account one measured lateness ``lag`` taken at ``now`` (what each tick does)."""
         self.observe(lag)
         self._roll(now)
         if lag > self._window_max:
             self._window_max = lag
+        second = int(now)
+        slot = second % self.recent_s
+        if self._second_of[slot] != second:
+            self._second_of[slot] = second
+            self._second_max[slot] = lag
+        elif lag > self._second_max[slot]:
+            self._second_max[slot] = lag
         if lag >= self.stall_s and self.on_stall is not None:
             self.on_stall(lag)
 

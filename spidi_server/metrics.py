@@ -141,6 +141,15 @@ class NodeMetrics:
         self.redis_flush_failures = Counter(
             "spidi_redis_pipeline_failures", "Redis pipeline flushes that failed", registry=r
         )
+        # Sampled from INFO memory every few seconds by the node (not at scrape time, not per write).
+        self.redis_used_memory = Gauge(
+            "spidi_redis_used_memory_bytes",
+            "Redis used_memory (on a cluster: the primary nearest its maxmemory)",
+            registry=r,
+        )
+        self.redis_maxmemory = Gauge(
+            "spidi_redis_maxmemory_bytes", "Redis maxmemory of the same server; 0 = no limit", registry=r
+        )
         # Event-loop stalls (loop_monitor.py): a 50 ms timer's lateness, the stalls among them,
         # the longest of the last minute, and the pauses of CPython's older-generation collections.
         self.event_loop_lag = Histogram(

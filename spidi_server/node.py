@@ -25,8 +25,8 @@ from .reaper import NodeLiveness
 from .rooms import RoomCatalog, RoomDef
 from .services import BackingServices
 from .settings import Settings
-from .stores import keys
-from .stores.client import connect
+from .stores import keys, reads
+from .stores.client import REDIS_FAILURES, connect
 from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
 from .tasks import cancel_and_wait, run_every
@@ -54,6 +54,7 @@ STUBBORN_TASK_ENV = "SPIDI_DEV_STUBBORN_TASK"
 
 ROOM_REFRESH_S = 5.0
 WRITER_WATCH_S = 0.5  # how soon a dead writer child is noticed
+REDIS_MEMORY_S = 5.0  # how often spidi_redis_used_memory_bytes is read (INFO memory: microseconds)
 
 
 def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
@@ -105,6 +106,7 @@ class Node:
             self.metrics.event_loop_lag.observe,
             on_stall=self._stalled,
             stall_s=settings.loop_stall_ms / 1000,
+            recent_s=settings.health_loop_lag_window_s,
         )
         self.metrics.event_loop_lag_max.set_function(lambda: self.loop_monitor.longest)
         pauses = {g: self.metrics.gc_pause.labels(generation=str(g)) for g in (1, 2)}
@@ -207,6 +209,7 @@ class Node:
             await self.ops.start()
         except OSError as exc:
             raise bind_error(s.ops_host, s.ops_port, exc) from exc
+        await self._sample_redis_memory()  # the gauges hold a value from the first scrape on
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(
@@ -217,6 +220,7 @@ class Node:
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
+            loop.create_task(run_every(REDIS_MEMORY_S, self._sample_redis_memory, "redis-memory")),
         ]
         if s.tenant_defaults and self.dsn:
             # A tenant whose first use is a client's HELLO, not an API call, gets its defaults too.
@@ -330,6 +334,14 @@ class Node:
 
     async def _sample(self) -> None:
         self.presence.sample_rooms()
+
+    async def _sample_redis_memory(self) -> None:
+        try:
+            used, limit = await reads.memory(self.store.redis)
+        except REDIS_FAILURES:
+            return  # Redis away: the gauges keep their last values; /health says why
+        self.metrics.redis_used_memory.set(used)
+        self.metrics.redis_maxmemory.set(limit)
 
     async def _checkpoint(self) -> None:
         await self.presence.checkpoint_all()

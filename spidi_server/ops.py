@@ -44,6 +44,15 @@ class ServingTransport(Protocol):
     @property
     def port(self) -> int: ...
 
+    @property
+    def accept_queue(self) -> tuple[int, int] | None: ...  # (waiting, limit); None: unknown
+
+
+class LagMeter(Protocol):
+    """The event loop's lateness as /health judges it (``loop_monitor.LoopMonitor``)."""
+
+    def recent(self) -> float: ...  # the longest lag of the last health_loop_lag_window_s, s
+
 
 @runtime_checkable
 class OpsHost(ApiHost, DashboardHost, Protocol):
@@ -54,6 +63,7 @@ class OpsHost(ApiHost, DashboardHost, Protocol):
     metrics: NodeMetrics  # the registry /metrics renders; the writer gauges it refreshes
     presence: Presence | None  # this worker's rooms (node-wide room count in worker mode)
     transport: ServingTransport
+    loop_monitor: LagMeter
 
     @property
     def clients(self) -> Sized: ...  # the open WebSocket connections (counted)
@@ -83,7 +93,14 @@ SIBLING_TIMEOUT_S = 1.0  # a sibling worker slower than this to give its figures
 # connection and session gauges, histogram buckets, sums and counts). These do not:
 _MERGE_MAX = frozenset({"spidi_event_loop_lag_max_seconds"})  # the worst worker is the node's
 # Node-wide values every worker reads from Redis; the answering worker refreshed its copy just now.
-_MERGE_FIRST = frozenset({"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds"})
+_MERGE_FIRST = frozenset(
+    {
+        "spidi_writer_backlog_events",
+        "spidi_writer_batch_duration_seconds",
+        "spidi_redis_used_memory_bytes",
+        "spidi_redis_maxmemory_bytes",
+    }
+)
 # Distinct rooms across workers, not a sum: one room usually has sessions on every worker.
 _ROOMS_TOTAL = "spidi_rooms_total"
 
@@ -140,8 +157,8 @@ def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: di
 
 
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-CORS_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match"
-CORS_EXPOSE = "ETag, Location, Link, Retry-After"
+CORS_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, traceparent"
+CORS_EXPOSE = "ETag, Location, Link, Retry-After, traceresponse"
 CORS_MAX_AGE_S = "600"
 
 
@@ -392,6 +409,25 @@ class OpsServer:
         }
         return answering == expected, component
 
+    def _websocket_component(self) -> dict:
+        """The WebSocket side: connections, the event loop's recent lag and the accept queue;
+        ``degraded`` while the loop's longest lag of the last ``health_loop_lag_window_s`` is above
+        ``health_loop_lag_ms`` (every client's heartbeats and frames wait that long)."""
+        host = self.host
+        s = host.settings
+        lag_ms = host.loop_monitor.recent() * 1000
+        queue = host.transport.accept_queue
+        return {
+            "status": "degraded" if lag_ms > s.health_loop_lag_ms else "ok",
+            "transport": host.transport.name,
+            "connections": len(host.clients),
+            "loopLagMs": round(lag_ms, 1),
+            "loopLagLimitMs": s.health_loop_lag_ms,
+            "loopLagWindowS": s.health_loop_lag_window_s,
+            "acceptBacklog": queue[0] if queue else None,
+            "acceptBacklogLimit": queue[1] if queue else None,
+        }
+
     async def live(self, request: web.Request) -> web.Response:
         """Liveness: this process and its event loop answer. Nothing else is asked, so an outage of
         Redis or PostgreSQL (which the node rides out, buffering) never gets the process restarted."""
@@ -410,7 +446,7 @@ class OpsServer:
                 "pending": store.pending if store else 0,
                 "lastError": store.last_error if store else None,
             },
-            "websocket": {"status": "ok", "connections": len(host.clients), "transport": host.transport.name},
+            "websocket": self._websocket_component(),
         }
         if host.dsn:
             pg_ok = await asyncio.to_thread(_postgres_answers, host.dsn)
@@ -430,7 +466,9 @@ class OpsServer:
         return _json(body, 503 if not redis_ok else 200)
 
     async def ready(self, request: web.Request) -> web.Response:
-        """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are fine."""
+        """Readiness: 200 only when Redis, PostgreSQL (if used) and the writer (backlog bounded) are
+        fine. A lagging event loop makes the websocket component (and the whole) ``DEGRADED``, still
+        200: the node serves, slowly; taking it out of rotation would move its load elsewhere."""
         host = self.host
         store = host.store
         checks: dict[str, dict] = {}
@@ -461,9 +499,12 @@ class OpsServer:
         if self.worker_mode:
             all_up, workers = await self._workers_component()
             checks["workers"] = {"status": "UP" if all_up else "DOWN", **workers}
-        up = all(c["status"] == "UP" for c in checks.values())
-        body = {"status": "UP" if up else "DOWN", "node": host.node_id, "components": checks}
-        return _json(body, 200 if up else 503)
+        websocket = self._websocket_component()
+        checks["websocket"] = {**websocket, "status": "UP" if websocket["status"] == "ok" else "DEGRADED"}
+        statuses = {c["status"] for c in checks.values()}
+        overall = "DOWN" if "DOWN" in statuses else "DEGRADED" if "DEGRADED" in statuses else "UP"
+        body = {"status": overall, "node": host.node_id, "components": checks}
+        return _json(body, 503 if overall == "DOWN" else 200)
 
     async def _writer_status(self) -> dict:
         redis = self.host.store.redis

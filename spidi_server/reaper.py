@@ -28,6 +28,7 @@ import logging
 import time
 
 import orjson
+from redis.exceptions import OutOfMemoryError
 
 from . import logs
 from .stores import events, handoff, keys
@@ -185,7 +186,14 @@ class NodeLiveness:
             pass
 
     async def _beat(self) -> None:
-        await self.redis.set(keys.node_alive(self.node_id), int(time.time() * 1000), px=ALIVE_TTL_MS)
+        key = keys.node_alive(self.node_id)
+        try:
+            await self.redis.set(key, int(time.time() * 1000), px=ALIVE_TTL_MS)
+        except OutOfMemoryError:
+            # A full Redis (maxmemory, noeviction) refuses SET but not PEXPIRE: keep the key
+            # alive, or in ALIVE_TTL_MS every other node would reap this live node's sessions.
+            if not await self.redis.pexpire(key, ALIVE_TTL_MS):
+                raise
 
     async def check(self) -> int:
         """Reap every known node whose liveness key expired, and end the handed-over sessions

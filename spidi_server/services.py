@@ -51,7 +51,11 @@ class BackingServices:
             from .stores.embedded_redis import EmbeddedRedis
 
             # Adopts the redis-server a node killed on this data directory left running.
-            redis = EmbeddedRedis(s.data_path / "redis", appendonly=s.embedded_redis_appendonly)
+            redis = EmbeddedRedis(
+                s.data_path / "redis",
+                appendonly=s.embedded_redis_appendonly,
+                maxmemory_mb=s.embedded_redis_maxmemory_mb,
+            )
             self.embedded_redis = await asyncio.to_thread(redis.start)
             self.redis_url = self.embedded_redis.url
         if self.wants_writer or s.postgres_dsn:

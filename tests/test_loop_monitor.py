@@ -65,6 +65,24 @@ def test_longest_keeps_the_current_and_the_previous_window():
     assert monitor.longest == 0.0
 
 
+def test_recent_is_the_longest_lag_of_the_last_seconds():
+    now = [100.0]
+    monitor = LoopMonitor(lambda lag: None, period=0.05, recent_s=5, clock=lambda: now[0])
+    assert monitor.recent() == 0.0
+    monitor.record(0.3, 100.2)
+    monitor.record(0.01, 100.9)  # the same second: its maximum stays
+    monitor.record(0.02, 102.5)
+    now[0] = 104.9
+    assert monitor.recent() == 0.3
+    now[0] = 105.0  # second 100 is five seconds back: out
+    assert monitor.recent() == 0.02
+    monitor.record(0.001, 107.1)  # slot 107 % 5 == 102 % 5: the newer second replaces it
+    now[0] = 107.5
+    assert monitor.recent() == 0.001
+    now[0] = 112.0
+    assert monitor.recent() == 0.0
+
+
 async def test_stall_reporter_logs_the_blocking_stack_once_per_gap(caplog):
     caplog.set_level(logging.WARNING, logger="spidi.loop")
     monitor = LoopMonitor(lambda lag: None, period=0.01, stall_s=0.03)

@@ -7,7 +7,8 @@ One module per resource, each with its fields, rendering, handlers and routes: `
 ``routing`` (the table's shape and the per-request wrapper), ``validation`` (input rules that also
 render as JSON Schema), ``problems`` (RFC 9457 errors), ``service`` (auth, tenant-scoped
 PostgreSQL, live reads, the audit log, and ``ApiHost``: what the API needs from the node),
-``openapi`` (the document and its route). ``ROUTES``, here, is the one table.
+``openapi`` (the document and its route), ``tracing`` (W3C ``traceparent``: each request's trace id
+in its log lines, its answer and the rows it writes). ``ROUTES``, here, is the one table.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .rooms import ROOM_ROUTES
 from .routing import Route, endpoint
 from .service import Api, ApiHost
 from .sessions import SESSION_ROUTES
+from .tracing import trace_middleware
 
 # Every route of the API: what is registered and what the OpenAPI document describes, in this
 # order (the document's, and aiohttp's matching order: /alerts/active before /alerts/{id}).
@@ -47,6 +49,7 @@ def register_api(app: web.Application, host: ApiHost) -> Api:
     api.openapi = orjson.dumps(openapi.build(ROUTES, host.policy))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, endpoint(api, route), name=route.operation_id)
+    app.middlewares.append(trace_middleware)  # outside the problem middleware: errors are traced too
     app.middlewares.append(problem_middleware)
     app.on_cleanup.append(api.close)
     return api

@@ -142,18 +142,20 @@ class Api:
         return self._pool
 
     async def db(self, tenant: str, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant``.
+        """Run ``work(conn)`` in a thread, inside one ``tenant_transaction`` of ``tenant`` carrying
+        the request's trace id (the rows it writes record it).
 
         The tenant's first call on this process first gives it its defaults (``tenant_defaults``),
         in a transaction of their own: they are there whether ``work`` succeeds or not.
         """
         pool = self._get_pool()
+        trace = logs.trace_id.get()  # read here: the executor's thread does not see this context
 
         def run() -> T:
             with pool.connection() as conn:
                 if tenant not in self._seeded and self.host.settings.tenant_defaults:
                     self._seed(conn, tenant)
-                with tenant_transaction(conn, tenant):
+                with tenant_transaction(conn, tenant, trace):
                     return work(conn)
 
         try:

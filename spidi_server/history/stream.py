@@ -43,6 +43,11 @@ class EventStream:
         try:
             # From id 0: events the servers appended before any writer ever ran count too.
             self.redis.xgroup_create(events.STREAM, events.GROUP, id="0", mkstream=True)
+        except redis.exceptions.OutOfMemoryError:
+            # A full Redis (maxmemory) refuses XGROUP CREATE before looking: the group usually
+            # exists, and reading, acknowledging and trimming (which frees the memory) still work.
+            if not any(g["name"] == events.GROUP for g in self.redis.xinfo_groups(events.STREAM)):
+                raise
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

@@ -472,6 +472,20 @@ class HistoryWriter:
         elif level < self._backlog_level:
             logs.event(log, "writer_backlog_shrinking", backlog=stats.backlog, pending=stats.pending)
         self._backlog_level = level
+        try:
+            self._write_status(final)
+            self._status_refused = False
+        except redis.exceptions.OutOfMemoryError as exc:
+            # Redis is full (maxmemory): the status waits; writing events and trimming the
+            # stream, which frees the memory, must not. Logged once per episode.
+            if not self._status_refused:
+                logs.event(log, "writer_status_refused", logging.WARNING, error=str(exc))
+            self._status_refused = True
+
+    _status_refused = False  # the last status write was refused for want of Redis memory
+
+    def _write_status(self, final: bool) -> None:
+        stats = self.stats
         self.redis.hset(
             STATUS_KEY,
             mapping={

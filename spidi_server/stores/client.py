@@ -29,7 +29,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA as HIREDIS_NOT_ENOUGH_DATA
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError, ResponseError
 
 from ..errors import ConfigError
 from ..redact import redact
@@ -37,6 +37,20 @@ from ..redact import redact
 # What a failed round trip raises: a RedisError, a socket error, or on a cluster (no node
 # reachable, say) a RedisClusterException, which is not a RedisError.
 REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
+
+
+class RedisFull(RedisError):
+    """Redis refused a pipeline's writes: used memory is above its ``maxmemory`` (policy
+    ``noeviction``). The hot store handles it as an outage: the batch is kept and retried."""
+
+
+def out_of_memory(reply: object) -> bool:
+    """Whether a pipeline reply is Redis's OOM refusal (a command's ``-OOM``, or a script's write
+    refused with it, which reaches us as a script error quoting it)."""
+    return isinstance(reply, OutOfMemoryError) or (
+        isinstance(reply, ResponseError) and "used memory > 'maxmemory'" in str(reply)
+    )
+
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 

@@ -3,7 +3,8 @@
 It listens on a unix socket in the data directory (no TCP port to collide with) and is stopped
 when Spidi stops. With ``appendonly`` it keeps an AOF (``appendfsync everysec``) in the data
 directory, so the hot state and the event stream not yet written to PostgreSQL survive a machine
-restart; without, it keeps nothing on disk.
+restart; without, it keeps nothing on disk. ``maxmemory_mb`` caps its memory with the policy
+``noeviction`` (why: ``_memory_config``).
 
 A node killed with SIGKILL cannot stop its redis-server. The next ``start`` on the same data
 directory adopts that server (named by ``redis.pid``, checked in /proc to really be a redis-server
@@ -50,6 +51,7 @@ class EmbeddedRedis:
         port: int = 0,
         extra_args: list[str] | None = None,
         appendonly: bool = False,
+        maxmemory_mb: int = 0,
     ):
         self.data_path = data_path
         self.port = port
@@ -57,6 +59,7 @@ class EmbeddedRedis:
         self.pidfile_path = data_path / "redis.pid"
         self.extra_args = extra_args or []
         self.appendonly = appendonly
+        self.maxmemory_mb = maxmemory_mb
         self.process: subprocess.Popen | None = None
         self.adopted_pid: int | None = None
 
@@ -112,6 +115,7 @@ class EmbeddedRedis:
             # Sessions' own hashes (a dozen fields) stay compact.
             "--hash-max-ziplist-entries",
             "64",
+            *self._memory_args(),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(
@@ -162,11 +166,14 @@ class EmbeddedRedis:
                 "stop it or use another data directory"
             )
         self.adopted_pid = answering
+        # Started by an older Spidi or with other settings: as configured from now on.
+        settings = self._memory_config()
         if self.appendonly:
-            # Started by an older Spidi or with the setting off: durable from now on, as configured.
-            for command in (b"CONFIG SET appendfsync everysec\r\n", b"CONFIG SET appendonly yes\r\n"):
-                if not self._command(command).startswith(b"+OK"):
-                    raise ConfigError(f"the adopted redis-server on {self.socket_path} refused {command!r}")
+            settings += [("appendfsync", "everysec"), ("appendonly", "yes")]
+        for name, value in settings:
+            command = f"CONFIG SET {name} {value}\r\n".encode()
+            if not self._command(command).startswith(b"+OK"):
+                raise ConfigError(f"the adopted redis-server on {self.socket_path} refused {command!r}")
         logs.event(
             log,
             "redis_adopted",
@@ -176,6 +183,22 @@ class EmbeddedRedis:
             pidfile_pid=listed,
         )
         return True
+
+    def _memory_config(self) -> list[tuple[str, str]]:
+        """The memory limit and policy, as (CONFIG name, value); none without a limit.
+
+        ``noeviction``: presence must never vanish silently. An evicting policy would drop a
+        session's hash or a room's roster entry (a user online to its clients but gone from Redis,
+        or half of a session left behind: a ghost) or history events not yet written; at the limit,
+        noeviction refuses the writes instead (OOM errors), which the node sees, counts and retries
+        (docs/operations.md, Runbook: Redis memory), while deletes (leaves) still go through.
+        """
+        if not self.maxmemory_mb:
+            return []
+        return [("maxmemory", f"{self.maxmemory_mb}mb"), ("maxmemory-policy", "noeviction")]
+
+    def _memory_args(self) -> list[str]:
+        return [arg for name, value in self._memory_config() for arg in (f"--{name}", value)]
 
     @staticmethod
     def _is_redis_server(pid: int) -> bool:

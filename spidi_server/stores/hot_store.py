@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, handoff, reads
 from .beat_buffer import BeatBuffer, BeatSource
-from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES
+from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES, RedisFull, out_of_memory
 from .commands import build
 from .joins import REFUSED, LiveSession, PendingJoin
 from .recovery import Recovery
@@ -352,6 +352,12 @@ class HotStore:
                         # (joins and leaves are idempotent, heartbeats carry absolute values).
                         await self.load_scripts()
                         raise NoScriptError("scripts reloaded; replaying the batch")
+                    full = next((e for e in errors if out_of_memory(e)), None)
+                    if full is not None:
+                        # Redis is full (maxmemory, noeviction): an outage for this batch, kept
+                        # and retried like one (replaying what did pass is harmless, as above),
+                        # never dropped: a join lost here would be a session missing from Redis.
+                        raise RedisFull(f"redis is out of memory (maxmemory): {full}")
                     if errors:
                         log.error(
                             "redis pipeline: %d of %d commands failed: %s", len(errors), commands, errors[0]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from redis.exceptions import NoScriptError
 
 from . import keys
-from .client import REDIS_FAILURES, text
+from .client import REDIS_FAILURES, is_cluster, text
 from .scripts import Scripts, current_hour
 
 FLUSH_WAIT_S = 2.0  # the longest a read waits for the writes made before it
@@ -157,6 +157,17 @@ async def tenant_rooms(source: Source, tenant: str) -> dict[str, str]:
     await source.flush(FLUSH_WAIT_S)
     raw = await source.redis.hgetall(keys.tenant_rooms(tenant))
     return {text(k): text(v) for k, v in raw.items()}
+
+
+async def memory(client) -> tuple[int, int]:
+    """(used_memory, maxmemory) in bytes from ``INFO memory`` (maxmemory 0: no limit). On a Redis
+    Cluster, the primary nearest its limit (the fullest, when none has one): the first to refuse."""
+    if is_cluster(client):
+        replies = list((await client.info("memory", target_nodes=client.PRIMARIES)).values())
+    else:
+        replies = [await client.info("memory")]
+    figures = [(int(r.get("used_memory", 0)), int(r.get("maxmemory", 0))) for r in replies]
+    return max(figures, key=lambda f: (f[0] / f[1] if f[1] else 0.0, f[0]), default=(0, 0))
 
 
 async def ping(client) -> bool:

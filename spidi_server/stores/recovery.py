@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .. import logs
 from . import keys
-from .client import REDIS_FAILURES, text
+from .client import REDIS_FAILURES, RedisFull, text
 from .scripts import current_hour
 from .spill import CHUNK_OPS, SpillFile
 
@@ -126,10 +126,12 @@ class Recovery:
     # -- how the pipelines went ----------------------------------------------------------------
 
     def unreachable(self, exc: BaseException) -> None:
-        """A pipeline failed: an outage starts, unless one is under way (logged once per outage)."""
+        """A pipeline failed: an outage starts, unless one is under way (logged once per outage:
+        ``redis_out_of_memory`` when Redis refused the writes for want of memory)."""
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            logs.event(log, "redis_unreachable", logging.WARNING, error=str(exc))
+            event = "redis_out_of_memory" if isinstance(exc, RedisFull) else "redis_unreachable"
+            logs.event(log, event, logging.WARNING, error=str(exc))
 
     def answered(self, marker_lost: bool) -> None:
         """A pipeline went through; ``marker_lost``: its marker check found the marker gone."""

@@ -20,6 +20,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 
 from .admission import Admission, refusal_headers, server_ssl_context
+from .listening import accept_queue
 
 if TYPE_CHECKING:
     from ..connection import Writer
@@ -227,6 +228,11 @@ class WebSocketTransport:
     @property
     def port(self) -> int:
         return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def accept_queue(self) -> tuple[int, int] | None:
+        """The listening sockets' accept queue: (waiting, limit), None where unknown."""
+        return accept_queue(self.server)
 
     def _check_path(self, ws: ServerConnection, request) -> Response | None:
         if urlsplit(request.path).path != "/ws":

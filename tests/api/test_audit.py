@@ -55,7 +55,7 @@ class Audited:
         lines = self.new_lines()
         assert len(lines) == 1, lines
         (line,) = lines
-        assert line["event"] == "audit" and line["level"] == "info", line
+        assert line["event"] == "audit" and line["level"] == "INFO", line
         for key, value in expected.items():
             assert line[key] == value, (key, line)
         return line
@@ -336,7 +336,7 @@ async def test_audit_line_in_a_real_node_logging_at_warning(tmp_path, redis_url,
         "resource_id": room_id,
         "changed": ["capacity", "code"],
     }
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", audits[0]["ts"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", audits[0]["timestamp"])
     # The handler's own line is at info: below this node's log level, so it is not there.
     assert not [x for x in lines if x.get("event") == "room_created"]
     for piece in (token, *token.split(".")[1:]):

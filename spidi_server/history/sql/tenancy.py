@@ -17,9 +17,13 @@ READER_ROLE = "spidi_reader"
 
 
 @contextlib.contextmanager
-def tenant_transaction(conn: psycopg.Connection, tenant: str) -> Iterator[psycopg.Connection]:
+def tenant_transaction(
+    conn: psycopg.Connection, tenant: str, trace_id: str | None = None
+) -> Iterator[psycopg.Connection]:
     """A transaction that sees only ``tenant``'s rows (row-level security), as role spidi_reader.
 
+    ``trace_id`` (the REST request's W3C trace id) goes in the ``spidi.trace_id`` setting, which
+    the rows it writes record in their ``trace_id`` column (migrations/0010_trace_id.sql).
     Must start outside any transaction: the role and tenant are SET LOCAL, and inside an outer
     transaction they would outlive this block. Commits on success, rolls back on error.
     """
@@ -29,5 +33,8 @@ def tenant_transaction(conn: psycopg.Connection, tenant: str) -> Iterator[psycop
         raise psycopg.ProgrammingError("tenant_transaction must start outside a transaction")
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(READER_ROLE)))
-        conn.execute("SELECT set_config('spidi.tenant', %s, true)", [tenant])
+        conn.execute(
+            "SELECT set_config('spidi.tenant', %s, true), set_config('spidi.trace_id', %s, true)",
+            [tenant, trace_id or ""],
+        )
         yield conn
