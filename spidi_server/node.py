@@ -321,6 +321,7 @@ class Node:
 
     async def _sample(self) -> None:
         self.presence.sample_rooms()
+        self.presence.grade_sessions()
 
     async def _checkpoint(self) -> None:
         await self.presence.checkpoint_all()
