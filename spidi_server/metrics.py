@@ -119,6 +119,12 @@ class NodeMetrics:
         self.sessions_active = Gauge(
             "spidi_sessions_active", "Presence sessions held by this node", registry=r
         )
+        self.sessions_liveness = Gauge(
+            "spidi_sessions_liveness",
+            "This node's sessions by liveness grade (live, late, at_risk), graded once a second",
+            ["grade"],
+            registry=r,
+        )
         self.rooms_total = Gauge(
             "spidi_rooms_total", "Rooms with at least one session on this node", registry=r
         )

@@ -334,6 +334,7 @@ class Node:
 
     async def _sample(self) -> None:
         self.presence.sample_rooms()
+        self.presence.grade_sessions()
 
     async def _sample_redis_memory(self) -> None:
         try:

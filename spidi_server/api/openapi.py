@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .. import __version__, roles
 from ..alerting import rules
+from ..presence.liveness import GRADES
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
 from .routing import Call, Route
 
@@ -63,6 +64,11 @@ _LIVE_SESSION = {
     "latencyMs": {**_NNUM, "description": "last reported latency; null before the first heartbeat"},
     "connectedAt": _EPOCH_MS,
     "lastHeartbeatAt": _EPOCH_MS,
+    "liveness": {
+        "type": "string",
+        "enum": list(GRADES),
+        "description": "live: last heartbeat within 1.5 heartbeat intervals; late: within 2; at_risk: older",
+    },
 }
 
 RESPONSE_SCHEMAS: dict[str, dict] = {

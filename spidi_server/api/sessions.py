@@ -21,6 +21,8 @@ from aiohttp import web
 
 from .. import roles
 from ..history.sql import rooms, sessions
+from ..presence.liveness import graded
+from ..presence.model import now_ms
 from .params import FROM, OFFSET, TO, iso, page, page_limit, window
 from .problems import field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
@@ -39,6 +41,7 @@ ROSTER_KEYS = (
     "latencyMs",
     "connectedAt",
     "lastHeartbeatAt",
+    "liveness",
 )
 BUCKET_STEPS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # Default window of the stats endpoint per bucket, when ``from`` is not given.
@@ -130,7 +133,9 @@ async def room_sessions(api: Api, call: Call) -> web.Response:
     room_id, tenant = call.path["room_id"], call.claims.tenant
     if not await _room_known(api, tenant, room_id):
         raise not_found("room", room_id)
-    roster = await api.live(api.host.store.roster(room_id))
+    roster = graded(
+        await api.live(api.host.store.roster(room_id)), api.host.settings.heartbeat_interval_ms, now_ms()
+    )
     with_ip = api.may(call.claims, roles.VIEW_IP)
     items = sorted(
         (roster_entry(e, with_ip) for e in roster), key=lambda e: (e["connectedAt"] or 0, e["sessionId"])
@@ -192,7 +197,11 @@ async def user_sessions(api: Api, call: Call) -> web.Response:
     """GET /api/v1/users/{userId}/sessions: the user's live sessions across rooms and nodes."""
     user_id = call.path["user_id"]
     # The index key carries the tenant: another tenant's user of the same id is another key.
-    live = await api.live(api.host.store.user_sessions(call.claims.tenant, user_id))
+    live = graded(
+        await api.live(api.host.store.user_sessions(call.claims.tenant, user_id)),
+        api.host.settings.heartbeat_interval_ms,
+        now_ms(),
+    )
     with_ip = api.may(call.claims, roles.VIEW_IP)
     items = [
         {**roster_entry(e, with_ip), "roomId": e.get("roomId"), "roomCode": e.get("roomCode")} for e in live

@@ -38,6 +38,7 @@ from ..stores import events
 from ..stores.hot_store import HotStore, LiveSession
 from .beats import LaneDrain
 from .crossnode import CrossNode, Fanout
+from .liveness import Grader, thresholds_ms
 from .local import LocalState
 from .model import Client, Room, RoomSample, Session, Subscription
 from .sampling import Sampling
@@ -88,13 +89,26 @@ class Presence:
         self.local = LocalState(store, metrics, self.sampling, self.lane)
         self.crossnode = CrossNode(self.local)
         self.subscriptions = Subscriptions(
-            self.local, store, catalog, self.crossnode, settings.metrics_interval_ms / 1000, policy
+            self.local,
+            store,
+            catalog,
+            self.crossnode,
+            settings.metrics_interval_ms / 1000,
+            policy,
+            settings.heartbeat_interval_ms,
         )
         self.lifecycle = SessionLifecycle(
             settings, self.local, store, catalog, metrics, self.crossnode, node_id, policy
         )
         self.rooms: dict[str, Room] = self.local.rooms  # by room id
         self.sessions: dict[str, Session] = self.local.sessions  # by session id
+        # Room metrics count late and at-risk sessions room-wide from Redis's last heartbeats.
+        store.grade_ages_ms = thresholds_ms(settings.heartbeat_interval_ms)
+        self.grader = Grader(
+            settings.heartbeat_interval_ms,
+            self.lane.last_beat,
+            lambda session: self.crossnode.session_updated(session.room, session),
+        )
         self.heartbeat = self.lifecycle.heartbeat
         # Python sees heartbeats in batches: the flusher drains the lane with each pipeline, the
         # metrics fold its counters in when they are read.
@@ -188,6 +202,15 @@ class Presence:
     async def publish_tenants(self) -> None:
         """``/topic/rooms``: every room of each subscribed tenant, when anything changed."""
         await self.subscriptions.publish_tenants()
+
+    def grade_sessions(self, now: float | None = None) -> dict[str, int]:
+        """Once a second: re-grade every local session's liveness (``liveness.Grader``); a
+        changed grade is a roster update; the counts go to ``spidi_sessions_liveness``."""
+        counts = self.grader.run(self.sessions.values(), now)
+        gauge = self.metrics.sessions_liveness
+        for grade, count in counts.items():
+            gauge.labels(grade=grade).set(count)
+        return counts
 
     def sample_rooms(self, now_ms: int | None = None) -> None:
         """Once a second: add each room's online count to its minute sample; emit finished minutes."""

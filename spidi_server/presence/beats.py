@@ -14,6 +14,7 @@ from spidi_core import HeartbeatLane
 
 from ..stores.hot_store import HotStore
 from .crossnode import CrossNode
+from .liveness import LIVE
 from .local import LocalState
 
 
@@ -56,6 +57,7 @@ class LaneDrain:
                 for session_id in updated:
                     session = room.sessions.get(session_id)
                     if session is not None:
+                        session.grade = LIVE  # it just beat
                         out[session_id] = session
                 if not room.out_scheduled:
                     self.crossnode.out_changed(room)

@@ -83,6 +83,7 @@ class Session:
         "node_id",
         "lost",
         "lane",
+        "grade",
         "_final",
     )
 
@@ -113,6 +114,7 @@ class Session:
         self.lost = False
         self.node_id = ""
         self.lane = lane  # where its figures live (None: a session never entered in one)
+        self.grade = "live"  # liveness.py: set by the once-a-second grading and by its heartbeats
         # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) once
         # the session left the lane; before it, the lane's.
         self._final: tuple | None = None
@@ -264,6 +266,7 @@ class Session:
             "latencyMs": latency,
             "connectedAt": self.connected_at,
             "lastHeartbeatAt": last_beat,
+            "liveness": self.grade,
         }
 
 

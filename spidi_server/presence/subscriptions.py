@@ -20,6 +20,7 @@ from ..protocol import destinations as dest
 from ..rooms import RoomCatalog, RoomDef
 from ..stores.hot_store import HotStore
 from .crossnode import CrossNode
+from .liveness import graded
 from .local import LocalState
 from .model import Client, Room, Subscription, now_ms, public_metrics, without_ip
 
@@ -45,7 +46,9 @@ class Subscriptions:
         crossnode: CrossNode,
         publish_interval_s: float,
         policy: roles.Policy,
+        heartbeat_interval_ms: float,
     ):
+        self.heartbeat_interval_ms = heartbeat_interval_ms  # liveness grades of snapshot entries
         self.local = local
         self.store = store
         self.catalog = catalog
@@ -96,7 +99,7 @@ class Subscriptions:
             if kind == dest.KIND_ROOM_METRICS:
                 (metrics,) = await self.store.room_metrics([room.room_id])
             else:
-                users = await self.store.roster(room.room_id)
+                users = graded(await self.store.roster(room.room_id), self.heartbeat_interval_ms, now_ms())
         finally:
             room.pending_subs -= 1
         if kind == dest.KIND_ROOM_METRICS:

@@ -94,6 +94,7 @@ class HotStore:
         self._closing = False
         self.on_flush = on_flush  # callable(commands, seconds, ok) for metrics
         self.healthy = True
+        self.grade_ages_ms: tuple[float, float] | None = None  # see reads.Source
         self.last_error: str | None = None
         # -- outages --
         self.buffer_max_ops = buffer_max_ops

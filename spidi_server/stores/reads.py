@@ -8,6 +8,7 @@ read methods; ``Source`` says what they need from it.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
@@ -28,6 +29,9 @@ class Source(Protocol):
 
     redis: Any
     scripts: Scripts
+    # (late, at risk): ages in ms of a last heartbeat past which a session is counted late / at
+    # risk in room metrics (presence/liveness.py sets them); None: not counted.
+    grade_ages_ms: tuple[float, float] | None
 
     async def flush(self, timeout: float | None = 10.0) -> bool: ...
 
@@ -37,11 +41,14 @@ async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
     if not room_ids:
         return []
     await source.flush(FLUSH_WAIT_S)
-    hour = current_hour()
+    args: list = [current_hour()]
+    if source.grade_ages_ms is not None:
+        now = time.time() * 1000
+        args += [int(now - source.grade_ages_ms[0]), int(now - source.grade_ages_ms[1])]
     for attempt in range(2):
         pipe = source.redis.pipeline(transaction=False)
         for room_id in room_ids:
-            source.scripts.queue(pipe, "room_metrics", keys.room_keys(room_id), [hour])
+            source.scripts.queue(pipe, "room_metrics", keys.room_keys(room_id), args)
         try:
             replies = await pipe.execute()
             break
@@ -52,7 +59,7 @@ async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
             await source.scripts.load()
     out = []
     for room_id, raw in zip(room_ids, replies, strict=True):
-        online, users, peak, capacity, lat_sum, lat_n, code, tenant = raw
+        online, users, peak, capacity, lat_sum, lat_n, code, tenant, late, at_risk = raw
         lat_sum = float(lat_sum)
         out.append(
             {
@@ -64,6 +71,8 @@ async def room_metrics(source: Source, room_ids: list[str]) -> list[dict]:
                 "peak": int(peak),
                 "capacity": int(capacity),
                 "avgLatencyMs": round(lat_sum / lat_n, 1) if lat_n else 0.0,
+                "late": int(late),
+                "atRisk": int(at_risk),
             }
         )
     return out

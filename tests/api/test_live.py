@@ -10,6 +10,7 @@ from ..stomp_client import connected
 from .conftest import assert_problem, check_shape
 
 ROSTER_KEYS = {
+    "liveness",
     "sessionId",
     "userId",
     "clientId",
@@ -58,6 +59,7 @@ async def test_room_roster_and_user_sessions(api, api_node):
         entry["ip"],
     ) == ("alice", "phone-1", "Pixel 8", "Android 15", "1.0.0", "127.0.0.1")
     assert entry["latencyMs"] == 42 and items[s_bob]["latencyMs"] == 7.5
+    assert {e["liveness"] for e in items.values()} == {"live"}  # both beat just now
     assert items[s_bob]["device"] is None and items[s_bob]["os"] is None
     assert started - 1000 <= entry["connectedAt"] <= entry["lastHeartbeatAt"] <= int(time.time() * 1000)
     # A monitor reads the same roster without the clients' IP addresses (ADR-0001).
