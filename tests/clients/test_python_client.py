@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import csv
+import importlib.util
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from spidi_client import Backoff, RosterState, SpidiClient, SpidiError
 from spidi_client.wire import heartbeat_body
 
-from ..conftest import token_for
+from spidi_core import Frame
+from spidi_server.stores import keys
+
+from ..conftest import TEST_SECRET, token_for
 from .conftest import until
 
 pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def user(settings, name: str, **kwargs) -> str:
@@ -186,6 +197,102 @@ async def test_async_context_manager_joins_and_disconnects(node_factory):
         await until(lambda: watch.roster == {} and watch._subs[0].state.seq is not None, 5, "an empty roster")
     finally:
         await probe.close()
+
+
+async def test_watches_resubscribe_on_a_seq_gap_and_after_a_reconnect(node_factory, relay_factory, clients):
+    node = await node_factory()
+    relay = await relay_factory(node.transport.port)
+    members = []
+    for i in range(3):
+        member = SpidiClient(url=node.ws_url, token=user(node.settings, f"m{i}"), room="watched")
+        clients.append(member)
+        members.append((await member.join()).session_id)
+    mon = SpidiClient(url=relay.ws_url, token=monitor_token(node.settings), backoff_base_s=0.05)
+    clients.append(mon)
+    mon_rec = Recorder(mon)
+    await mon.connect()
+    rosters: list[dict] = []
+    watch = mon.watch_room("watched", on_roster=lambda roster, message: rosters.append(message))
+    rooms: list[dict] = []
+    mon.watch_rooms(rooms.append)
+    await until(lambda: set(watch.roster) == set(members), 5, "the snapshot")
+    await until(
+        lambda: any(r["roomCode"] == "watched" and r["online"] == 3 for m in rooms for r in m["rooms"]),
+        5,
+        "ROOMS",
+    )
+
+    # A delta whose seq skips one (as if a message was lost): the watch asks for a new snapshot.
+    link = mon._link
+    (sub_id,) = [i for i, sub in link.subs.items() if sub.destination.endswith("/roster")]
+    seq = watch._subs[0].state.seq
+    gap = {
+        "type": "ROOM_ROSTER",
+        "seq": seq + 2,
+        "full": False,
+        "joined": [],
+        "updated": [],
+        "left": [{"sessionId": members[0]}],
+    }
+    mon._dispatch(link, Frame("MESSAGE", {"subscription": sub_id}, json.dumps(gap).encode()))
+    assert watch.resubscribed == 1 and sub_id not in link.subs
+    await until(lambda: len([m for m in rosters if m.get("full")]) == 2, 5, "a second snapshot")
+    assert set(watch.roster) == set(members)  # the bogus leave was never applied
+
+    # The monitor's connection drops: it reconnects and subscribes again (a third snapshot).
+    relay.cut()
+    await until(
+        lambda: len([m for m in rosters if m.get("full")]) == 3, 10, "the snapshot after reconnecting"
+    )
+    assert set(watch.roster) == set(members) and mon_rec.named("reconnecting")
+    await watch.close()
+    assert not [s for s in mon._link.subs.values() if s.destination.endswith("/roster")]
+
+
+async def test_watch_alerts_keeps_the_open_alerts(node_factory, redis_sync, clients):
+    node = await node_factory()
+    firing = {
+        "type": "ALERT",
+        "alertId": "a2",
+        "episodeId": "a1",
+        "ruleId": "r1",
+        "roomId": "room-1",
+        "tenant": "default",
+        "state": "firing",
+        "previousState": "pending",
+        "since": 1,
+        "at": 2,
+    }
+    redis_sync.hset(
+        keys.alerts_active("default"),
+        "r1/room-1",
+        json.dumps({**firing, "state": "pending", "alertId": "a1"}),
+    )
+    mon = SpidiClient(url=node.ws_url, token=monitor_token(node.settings))
+    clients.append(mon)
+    await mon.connect()
+    seen: list[dict] = []
+    watch = mon.watch_alerts(lambda alerts, message: seen.append(message))
+    await until(lambda: seen, 5, "the ALERTS snapshot")
+    assert seen[0]["type"] == "ALERTS" and watch.alerts[("r1", "room-1")]["state"] == "pending"
+
+    redis_sync.publish(keys.ALERTS_CHANNEL, json.dumps(firing))
+    await until(lambda: watch.alerts[("r1", "room-1")]["state"] == "firing", 5, "the firing transition")
+    ack = {
+        "type": "ALERT_ACK",
+        "tenant": "default",
+        "ruleId": "r1",
+        "roomId": "room-1",
+        "alertId": "a1",
+        "acknowledgedBy": "ops",
+        "acknowledgedAt": 3,
+    }
+    redis_sync.publish(keys.ALERTS_CHANNEL, json.dumps(ack))
+    await until(
+        lambda: watch.alerts[("r1", "room-1")].get("acknowledgedBy") == "ops", 5, "the acknowledgement"
+    )
+    redis_sync.publish(keys.ALERTS_CHANNEL, json.dumps({**firing, "state": "resolved", "alertId": "a3"}))
+    await until(lambda: watch.alerts == {}, 5, "the resolution")
 
 
 # -- connections cut by a relay ---------------------------------------------------------------
@@ -432,3 +539,25 @@ async def test_clients_of_a_killed_node_spread_their_reconnects_over_the_backoff
     assert spread > 0.8 * STORM_BASE_S
     assert offsets[-1] < STORM_BASE_S + 1.0  # the drops are noticed late by the loop's lag only
     assert fullest < 3 * 0.1 / STORM_BASE_S  # no bucket holds 3 times its share (15 % here)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None, reason="locust not installed: pip install -e '.[load]'"
+)
+async def test_the_sdk_locustfile_runs_under_locust(node_process, tmp_path):
+    """loadtests/sdk_locustfile.py: 10 SDK users for 3 s join with no failure and report latencies.
+    Locust runs in a subprocess (it monkey-patches the standard library for gevent)."""
+    node = node_process("locust", SPIDI_HEARTBEAT_INTERVAL_MS="300").start()
+    cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "sdk_locustfile.py")]
+    cmd += ["--host", f"ws://127.0.0.1:{node.port}", "--headless", "-u", "10", "-r", "10", "-t", "3s"]
+    cmd += ["--only-summary", "--csv", str(tmp_path / "sdk")]
+    env = dict(os.environ, SPIDI_JWT_SECRET=TEST_SECRET, PYTHONPATH=str(REPO))
+    done = await asyncio.to_thread(
+        subprocess.run, cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=45
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (tmp_path / "sdk_stats.csv").open() as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    assert rows["join"]["Request Count"] == "10" and rows["join"]["Failure Count"] == "0", rows
+    assert int(rows["latency"]["Request Count"]) >= 10 and rows["latency"]["Failure Count"] == "0", rows
+    assert "reconnect" not in rows and "error" not in rows
