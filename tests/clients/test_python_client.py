@@ -183,6 +183,41 @@ async def test_a_bad_token_stops_retrying(node_factory, clients):
     assert rec.named("ended") == [("UNAUTHORIZED",)] and not rec.named("reconnecting")
 
 
+async def test_a_session_the_server_ends_is_joined_anew_and_a_refused_watch_is_reported(
+    node_factory, clients
+):
+    node = await node_factory()
+    client = SpidiClient(url=node.ws_url, token=user(node.settings, "gil"), room="reaped")
+    clients.append(client)
+    rec = Recorder(client)
+    first = await client.join()
+    # The server ends the session (as its reaper does on a missed deadline): SESSION_ENDED.
+    node.presence.end(node.presence.local.sessions[first.session_id], "timeout")
+    await until(lambda: len(rec.named("welcome")) == 2, 5, "a new session")
+    assert rec.named("session_ended") == [("timeout",)]
+    assert client.session_id == rec.named("welcome")[1][0].session_id != first.session_id
+
+    # A user token may not watch rooms: the refusal is reported, the client goes on.
+    client.watch_room("reaped")
+    await until(lambda: rec.named("error"), 5, "the refusal")
+    assert rec.named("error")[0][0] == "FORBIDDEN" and client.ended is None and client.connected
+
+
+async def test_a_429_retry_after_is_honoured(node_factory, clients):
+    """New connections over the per-IP rate get HTTP 429 with Retry-After: 1; the next attempt
+    waits at least that long, then gets in."""
+    node = await node_factory(connection_rate_per_ip=1.0, connection_burst_per_ip=1)
+    first = SpidiClient(url=node.ws_url, token=user(node.settings, "h1"), room="rate")
+    clients.append(first)
+    await first.join()
+    second = SpidiClient(url=node.ws_url, token=user(node.settings, "h2"), room="rate", backoff_base_s=0.05)
+    clients.append(second)
+    rec = Recorder(second)
+    await asyncio.wait_for(second.join(), 10)
+    delays = [delay for _, delay in rec.named("reconnecting")]
+    assert delays and delays[0] >= 1.0, delays  # not the 0.05 s window: the server's 1 s
+
+
 async def test_async_context_manager_joins_and_disconnects(node_factory):
     node = await node_factory()
     async with SpidiClient(url=node.ws_url, token=user(node.settings, "ctx"), room="ctx-room") as client:

@@ -210,6 +210,7 @@ class SpidiClient:
         self._session: str | None = None
         self._dropped_at: float | None = None
         self._grace_s = DEFAULT_GRACE_MS / 1000
+        self._retry_after_s: float | None = None  # a 429/503's Retry-After, for the next delay
         self._watches: list[Watch] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -381,6 +382,9 @@ class SpidiClient:
                     if self.max_attempts is not None and failures >= self.max_attempts:
                         raise SpidiError("GAVE_UP", f"{failures} connection attempts failed in a row")
                     delay = self.backoff.delay(failures, self._rng)
+                    if self._retry_after_s is not None:  # the server said when: no sooner (up to the cap)
+                        delay = min(max(delay, self._retry_after_s), self.backoff.cap_s)
+                        self._retry_after_s = None
                     self._emit("reconnecting", failures, delay)
                     await asyncio.sleep(delay)
                 self._emit("connecting", failures)
@@ -417,6 +421,8 @@ class SpidiClient:
             if 400 <= status < 500 and status not in (408, 429):
                 raise SpidiError("HANDSHAKE_REFUSED", f"HTTP {status} on the WebSocket upgrade") from exc
             log.debug("upgrade refused: HTTP %s", status)
+            with contextlib.suppress(TypeError, ValueError):  # delta-seconds only; a date is ignored
+                self._retry_after_s = float(exc.response.headers.get("Retry-After"))
             return None, None
         except (OSError, TimeoutError, EOFError, WebSocketException) as exc:
             log.debug("connect failed: %r", exc)
