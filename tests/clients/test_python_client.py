@@ -530,9 +530,17 @@ async def test_clients_of_a_killed_node_spread_their_reconnects_over_the_backoff
         )
         for i in range(STORM_CLIENTS)
     ]
-    first_attempt: dict[int, float] = {}
+    planned: dict[int, float] = {}  # when each client's first retry was due: drop seen + delay
+    first_attempt: dict[int, float] = {}  # when it started
     resumed_at: dict[int, float] = {}
     for i, client in enumerate(storm):
+
+        def reconnecting(attempt, delay, i=i):
+            if attempt == 1:
+                planned.setdefault(i, time.monotonic() + delay)
+                assert 0 <= delay < STORM_BASE_S
+
+        client.on("reconnecting", reconnecting)
         client.on(
             "connecting", lambda attempt, i=i: attempt == 1 and first_attempt.setdefault(i, time.monotonic())
         )
@@ -557,23 +565,35 @@ async def test_clients_of_a_killed_node_spread_their_reconnects_over_the_backoff
     finally:
         await asyncio.gather(*(c.close() for c in storm), return_exceptions=True)
 
-    offsets = sorted(t - killed for t in first_attempt.values())
-    assert len(offsets) == STORM_CLIENTS
-    buckets = collections.Counter(int(x / 0.1) for x in offsets)
-    spread = offsets[-1] - offsets[0]
-    fullest = max(buckets.values()) / STORM_CLIENTS
+    assert len(planned) == len(first_attempt) == STORM_CLIENTS
+    due, spread_due, fullest_due, buckets_due = spread_of(planned.values(), killed)
+    went, spread_went, fullest_went, buckets_went = spread_of(first_attempt.values(), killed)
     resumes = sorted(t - killed for t in resumed_at.values())
     print(
-        f"\n{STORM_CLIENTS} clients joined in {joined_s:.1f} s; node back {up_s:.1f} s after the kill."
-        f"\nfirst reconnect attempts: {offsets[0]:.3f}..{offsets[-1]:.3f} s after the kill (window {STORM_BASE_S} s),"
-        f" spread {spread:.3f} s, fullest 100 ms bucket {fullest:.1%} (uniform: {0.1 / STORM_BASE_S:.0%}),"
-        f" buckets {[buckets[b] for b in range(int(STORM_BASE_S / 0.1) + 1)]}"
+        f"\n{STORM_CLIENTS} clients joined in {joined_s:.1f} s; node back {up_s:.1f} s after the kill; window"
+        f" {STORM_BASE_S} s, 100 ms buckets (uniform: {0.1 / STORM_BASE_S:.0%} each)"
+        f"\nfirst retries due:     {due[0]:.3f}..{due[-1]:.3f} s after the kill, spread {spread_due:.3f} s,"
+        f" fullest bucket {fullest_due:.1%}: {buckets_due}"
+        f"\nfirst retries started: {went[0]:.3f}..{went[-1]:.3f} s after the kill, spread {spread_went:.3f} s,"
+        f" fullest bucket {fullest_went:.1%}: {buckets_went}"
         f"\nresumed: {resumes[0]:.2f}..{resumes[-1]:.2f} s after the kill"
     )
-    # Full jitter: the first attempts cover the window, and no 100 ms holds a bunch of them.
-    assert spread > 0.8 * STORM_BASE_S
-    assert offsets[-1] < STORM_BASE_S + 1.0  # the drops are noticed late by the loop's lag only
-    assert fullest < 3 * 0.1 / STORM_BASE_S  # no bucket holds 3 times its share (15 % here)
+    # Full jitter: the retries cover the window and no 100 ms holds a bunch of them. What the
+    # policy decided (due) is held to 2.5 times a bucket's share; the attempts as they started
+    # to 5 times: on this shared 2-core machine a stall of the test's own loop fires the timers
+    # due during it together, which 1,000 separate devices would not do.
+    assert spread_due > 0.8 * STORM_BASE_S and spread_went > 0.8 * STORM_BASE_S
+    assert fullest_due < 2.5 * 0.1 / STORM_BASE_S
+    assert fullest_went < 5 * 0.1 / STORM_BASE_S
+
+
+def spread_of(times, origin: float) -> tuple[list[float], float, float, list[int]]:
+    """Offsets from ``origin`` (sorted), their spread, the share of the fullest 100 ms bucket and
+    the bucket counts."""
+    offsets = sorted(t - origin for t in times)
+    buckets = collections.Counter(int(x / 0.1) for x in offsets)
+    counts = [buckets[b] for b in range(min(buckets), max(buckets) + 1)]
+    return offsets, offsets[-1] - offsets[0], max(buckets.values()) / len(offsets), counts
 
 
 @pytest.mark.skipif(

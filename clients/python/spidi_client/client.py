@@ -120,7 +120,7 @@ class _Link:
         self.hello_receipt: str | None = None
         self.hello_busy = False  # a HELLO waits for its WELCOME
         self.welcome: asyncio.Future | None = None
-        self.beats: dict[int, float] = {}
+        self.beats: dict[int, tuple[float, str]] = {}  # heartbeat number -> (sent at, session)
         self.subs: dict[str, _Sub] = {}
         self.ready = False
         self.fatal: SpidiError | None = None
@@ -519,9 +519,13 @@ class SpidiClient:
         self._session = welcome.session_id
         self._grace_s = welcome.grace_period_ms / 1000
         self._dropped_at = None
-        link.beater = asyncio.get_running_loop().create_task(self._beat(link, welcome))
         if self._joined is not None and not self._joined.done():
             self._joined.set_result(welcome)
+        if not self._want_join:  # leave() was called while this HELLO was under way
+            self._session, self.welcome = None, None
+            await link.send(wire.send_json(wire.APP_LEAVE, {"sessionId": welcome.session_id}))
+            return
+        link.beater = asyncio.get_running_loop().create_task(self._beat(link, welcome))
         self._emit("resumed" if resumed else "welcome", welcome)
 
     async def _hello_in_place(self, link: _Link) -> None:
@@ -544,7 +548,7 @@ class SpidiClient:
         with contextlib.suppress(_Dropped):
             while True:
                 n = next(link._ids)
-                link.beats[n] = time.monotonic()
+                link.beats[n] = (time.monotonic(), welcome.session_id)
                 body = wire.heartbeat_body(welcome.session_id, self.latency_ms)
                 await link.send(wire.send_json(wire.APP_HEARTBEAT, body, f"hb-{n}"))
                 await asyncio.sleep(interval)
@@ -559,7 +563,7 @@ class SpidiClient:
             del link.beats[old]
         if sent is None:
             return
-        rtt = (time.monotonic() - sent) * 1000
+        rtt = (time.monotonic() - sent[0]) * 1000
         self.latency_ms = (
             rtt if self.latency_ms is None else EWMA_ALPHA * rtt + (1 - EWMA_ALPHA) * self.latency_ms
         )
@@ -632,7 +636,10 @@ class SpidiClient:
             link.welcome.set_exception(SpidiError(code, text))
             return
         if ref is not None and ref.startswith("hb-"):
-            if code == "UNKNOWN_SESSION" and self._session is not None:
+            beat = link.beats.get(int(ref[3:])) if ref[3:].isdigit() else None
+            # Only for the current session: a late answer about one already left or replaced
+            # must not end its successor.
+            if code == "UNKNOWN_SESSION" and beat is not None and beat[1] == self._session:
                 self._session_lost(link, "unknown")
             return
         fut = link.receipts.get(ref) if ref is not None else None
