@@ -478,19 +478,34 @@ async def test_kill_9_and_restart_within_the_grace_resumes_unseen_by_monitors(
     assert watch.resubscribed == 0 and not mon_rec.named("reconnecting")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="server handoff lands on main: SIGTERM closes with 1012 and hands sessions over"
-)
-async def test_sigterm_restart_closes_1012_and_the_client_resumes(node_process, settings, clients):
-    """A deploy: SIGTERM, the node closes each WebSocket with 1012 and hands its sessions to the
-    grace period; the client reconnects with backoff to the restarted node and resumes."""
-    node = node_process("deploy").start()
+async def test_sigterm_restart_closes_1012_and_the_client_resumes_unseen_by_monitors(
+    node_factory, node_process, clients
+):
+    """A deploy: SIGTERM, the node hands its sessions to the grace period and closes each
+    WebSocket with 1012; the client reconnects with backoff to the restarted node and resumes.
+    A monitor on another node sees neither a leave nor a join."""
+    survivor = await node_factory(node_id="deploy-survivor")
+    node = node_process("deploy", SPIDI_GRACE_PERIOD_MS="10000", SPIDI_HEARTBEAT_INTERVAL_MS="300").start()
+    mon = SpidiClient(url=survivor.ws_url, token=monitor_token(survivor.settings))
+    clients.append(mon)
+    await mon.connect()
+    messages: list[dict] = []
+    watch = mon.watch_room("deploy", on_roster=lambda roster, message: messages.append(message))
     client = SpidiClient(
-        url=node.ws_url, token=user(settings, "fay"), room="deploy", backoff_base_s=0.2, backoff_cap_s=1.0
+        url=node.ws_url,
+        token=user(survivor.settings, "fay"),
+        room="deploy",
+        backoff_base_s=0.2,
+        backoff_cap_s=1.0,
     )
     clients.append(client)
     rec = Recorder(client)
     first = await client.join()
+    assert first.grace_period_ms == 10000  # WELCOME says how long a resume stays possible
+    await until(
+        lambda: (watch.roster.get(first.session_id) or {}).get("latencyMs"), 10, "a latency on the monitor"
+    )
+    seen_before = len(messages)
 
     assert await asyncio.to_thread(node.kill, signal.SIGTERM) == 0
     await until(lambda: rec.named("reconnecting"), 10, "the client to notice")
@@ -498,6 +513,41 @@ async def test_sigterm_restart_closes_1012_and_the_client_resumes(node_process, 
     await asyncio.to_thread(node.start)
     await until(lambda: rec.named("resumed") or len(rec.named("welcome")) > 1, 20, "the client back")
     assert rec.named("resumed") and rec.named("resumed")[0][0].session_id == first.session_id
+    assert len(rec.named("welcome")) == 1
+    resumed_ms = time.time() * 1000
+    await until(
+        lambda: (watch.roster.get(first.session_id) or {}).get("lastHeartbeatAt", 0) > resumed_ms - 50,
+        10,
+        "a heartbeat after the resume in the roster",
+    )
+    after = messages[seen_before:]
+    assert first.session_id not in sessions_seen(after, "left") | sessions_seen(after, "joined"), after
+
+
+async def test_after_a_sigterm_the_session_resumes_on_another_node(
+    node_factory, node_process, relay_factory, clients
+):
+    """The node stopped for a deploy does not come back: the client, behind a relay now pointing
+    at another node, resumes its session there."""
+    other = await node_factory(node_id="deploy-other")
+    node = node_process("leaving", SPIDI_GRACE_PERIOD_MS="10000").start()
+    relay = await relay_factory(node.port)
+    client = SpidiClient(
+        url=relay.ws_url,
+        token=user(other.settings, "gus"),
+        room="moving",
+        backoff_base_s=0.1,
+        backoff_cap_s=0.5,
+    )
+    clients.append(client)
+    rec = Recorder(client)
+    first = await client.join()
+    relay.target_port = other.transport.port  # the load balancer's next choice
+    assert await asyncio.to_thread(node.kill, signal.SIGTERM) == 0
+    await until(lambda: rec.named("resumed") or len(rec.named("welcome")) > 1, 20, "the client back")
+    assert client.last_close[0] == 1012
+    assert rec.named("resumed") and rec.named("resumed")[0][0].session_id == first.session_id
+    assert first.session_id in other.presence.local.sessions  # held by the other node now
 
 
 STORM_CLIENTS = int(os.environ.get("SPIDI_TEST_CLIENT_STORM", "1000"))
