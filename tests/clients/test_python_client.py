@@ -96,6 +96,22 @@ def test_roster_state_applies_deltas_and_refuses_a_gap():
     assert set(roster.users) == {"a", "b"}
 
 
+def test_each_sdk_module_imports_alone():
+    """Every spidi_client module in a fresh interpreter (``-I -W error``): no import cycle, no
+    import-time warning, nothing from spidi_server (the SDK needs only spidi_core)."""
+    package = REPO / "clients" / "python" / "spidi_client"
+    for path in sorted(package.glob("*.py")):
+        name = "spidi_client" if path.stem == "__init__" else f"spidi_client.{path.stem}"
+        code = (
+            f"import sys; sys.path[:0] = {[str(REPO / 'clients' / 'python'), str(REPO)]!r}; import {name}; "
+        )
+        code += "assert not [m for m in sys.modules if m.startswith('spidi_server')], 'imports spidi_server'"
+        done = subprocess.run(
+            [sys.executable, "-I", "-W", "error", "-c", code], capture_output=True, text=True
+        )
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+
+
 # -- one node, no restart ---------------------------------------------------------------------
 
 
