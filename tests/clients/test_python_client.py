@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,16 +101,19 @@ def test_each_sdk_module_imports_alone():
     """Every spidi_client module in a fresh interpreter (``-I -W error``): no import cycle, no
     import-time warning, nothing from spidi_server (the SDK needs only spidi_core)."""
     package = REPO / "clients" / "python" / "spidi_client"
-    for path in sorted(package.glob("*.py")):
+    paths = [str(REPO / "clients" / "python"), str(REPO)]
+
+    def import_alone(path: Path) -> tuple[str, subprocess.CompletedProcess]:
         name = "spidi_client" if path.stem == "__init__" else f"spidi_client.{path.stem}"
-        code = (
-            f"import sys; sys.path[:0] = {[str(REPO / 'clients' / 'python'), str(REPO)]!r}; import {name}; "
-        )
+        code = f"import sys; sys.path[:0] = {paths!r}; import {name}; "
         code += "assert not [m for m in sys.modules if m.startswith('spidi_server')], 'imports spidi_server'"
-        done = subprocess.run(
+        return name, subprocess.run(
             [sys.executable, "-I", "-W", "error", "-c", code], capture_output=True, text=True
         )
-        assert done.returncode == 0, (name, done.stderr[-2000:])
+
+    with ThreadPoolExecutor(4) as pool:
+        for name, done in pool.map(import_alone, sorted(package.glob("*.py"))):
+            assert done.returncode == 0, (name, done.stderr[-2000:])
 
 
 # -- one node, no restart ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ again, resuming its session (``resumeSessionId``) while the grace period lasts. 
 can mend (errors.FATAL_CODES) stop it: ``join()``/``connect()`` raise them, and the ``error`` then
 ``ended`` events report them.
 
-Per connection (a ``_Link``) a reader task dispatches every frame without awaiting anything, so
+Per connection (a ``Link``) a reader task dispatches every frame without awaiting anything, so
 one slow handler cannot stall the heartbeats; async handlers run as tasks of their own.
 """
 
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import itertools
 import logging
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import websockets
@@ -32,128 +29,19 @@ from spidi_core import FrameError
 from . import wire
 from .backoff import Backoff
 from .errors import SpidiError
-from .watches import AlertsState, RosterState
+from .events import EVENTS, Emitter
+from .link import DEFAULT_GRACE_MS, Dropped, Link, Retry, Welcome
+from .watches import Watch
+from .watching import Watching
 
 __all__ = ["EVENTS", "SpidiClient", "Watch", "Welcome"]
 
 log = logging.getLogger("spidi_client")
 
-# welcome(Welcome), resumed(Welcome), reconnecting(attempt, delay_s), connecting(attempt),
-# session_ended(reason), error(code, message), ended(reason).
-EVENTS = frozenset({"welcome", "resumed", "reconnecting", "connecting", "session_ended", "error", "ended"})
-
-DEFAULT_GRACE_MS = 15_000  # until the server's WELCOME says gracePeriodMs
 EWMA_ALPHA = 0.2  # weight of the newest round trip in the smoothed latency
 
 
-@dataclass(frozen=True)
-class Welcome:
-    """The server's WELCOME (``raw`` is the whole message)."""
-
-    session_id: str
-    room_id: str
-    room_code: str
-    heartbeat_interval_ms: int
-    timeout_ms: int
-    grace_period_ms: int
-    resumed: bool
-    raw: dict = field(repr=False, compare=False)
-
-    @classmethod
-    def from_message(cls, message: dict) -> Welcome:
-        return cls(
-            session_id=message["sessionId"],
-            room_id=message.get("roomId", ""),
-            room_code=message.get("roomCode", ""),
-            heartbeat_interval_ms=int(message.get("heartbeatIntervalMs", 15_000)),
-            timeout_ms=int(message.get("timeoutMs", 45_000)),
-            grace_period_ms=int(message.get("gracePeriodMs", DEFAULT_GRACE_MS)),
-            resumed=bool(message.get("resumed")),
-            raw=message,
-        )
-
-
-class _Dropped(Exception):
-    """The connection ended under a request."""
-
-
-class _Retry(Exception):
-    """Give this connection up and reconnect after a backoff delay."""
-
-
-class _Sub:
-    """One subscription of a watch: destination, state (or None) and what to call."""
-
-    def __init__(self, destination: str, state, deliver: Callable[[dict], None]):
-        self.destination = destination
-        self.state = state
-        self.deliver = deliver
-
-
-class Watch:
-    """The subscriptions of one ``watch_*`` call. ``roster`` (watch_room) maps sessionId to its
-    roster entry; ``alerts`` (watch_alerts) maps (ruleId, roomId) to the open alert."""
-
-    def __init__(self, client: SpidiClient, subs: list[_Sub]):
-        self._client = client
-        self._subs = subs
-        self.roster: dict[str, dict] = {}
-        self.alerts: dict = {}
-        self.resubscribed = 0  # times a seq gap made it ask for a new snapshot
-
-    async def close(self) -> None:
-        """Unsubscribe (now if connected) and stop calling the handlers."""
-        await self._client._unwatch(self)
-
-
-class _Link:
-    """One WebSocket connection and what is pending on it."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.parser = wire.Parser()
-        loop = asyncio.get_running_loop()
-        self.connected: asyncio.Future = loop.create_future()
-        self.reader: asyncio.Task | None = None
-        self.beater: asyncio.Task | None = None
-        self.receipts: dict[str, asyncio.Future] = {}
-        self.hello_receipt: str | None = None
-        self.hello_busy = False  # a HELLO waits for its WELCOME
-        self.welcome: asyncio.Future | None = None
-        self.beats: dict[int, tuple[float, str]] = {}  # heartbeat number -> (sent at, session)
-        self.subs: dict[str, _Sub] = {}
-        self.ready = False
-        self.fatal: SpidiError | None = None
-        self._ids = itertools.count(1)
-
-    def next_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
-
-    def expect_receipt(self, receipt: str) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        self.receipts[receipt] = fut
-        return fut
-
-    def dropped(self) -> None:
-        """Fail everything still waiting on this connection."""
-        waiting = [self.connected, self.welcome, *self.receipts.values()]
-        for fut in waiting:
-            if fut is not None and not fut.done():
-                fut.set_exception(_Dropped())
-                fut.exception()  # retrieved: nobody may be waiting any more
-        self.receipts.clear()
-
-    async def send(self, text: str) -> None:
-        try:
-            await self.ws.send(text)
-        except ConnectionClosed as exc:
-            raise _Dropped() from exc
-
-
-Handler = Callable[..., object | Awaitable[object]]
-
-
-class SpidiClient:
+class SpidiClient(Watching, Emitter):
     """A Spidi client: ``await join()`` a room, heartbeats, reconnection with resume, and
     ``watch_*`` subscriptions for monitors. Give ``token`` or ``get_token`` (an async callable
     returning a JWT, called before each connection attempt)."""
@@ -201,9 +89,9 @@ class SpidiClient:
         self._get_token = get_token
         self._host = parts.hostname
         self._rng = rng or random.Random()
-        self._handlers: dict[str, list[Handler]] = {name: [] for name in EVENTS}
+        Emitter.__init__(self)
         self._runner: asyncio.Task | None = None
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._want_join = False
         self._joined: asyncio.Future | None = None
         self._ready: asyncio.Future | None = None
@@ -212,7 +100,6 @@ class SpidiClient:
         self._grace_s = DEFAULT_GRACE_MS / 1000
         self._retry_after_s: float | None = None  # a 429/503's Retry-After, for the next delay
         self._watches: list[Watch] = []
-        self._tasks: set[asyncio.Task] = set()
         self._closing = False
 
     # -- public API ---------------------------------------------------------------------------
@@ -226,20 +113,6 @@ class SpidiClient:
     def connected(self) -> bool:
         """Whether a connection is up and CONNECTED (and joined, when joining)."""
         return self._link is not None and self._link.ready
-
-    def on(self, name: str, handler: Handler | None = None):
-        """Call ``handler`` (sync or async) on event ``name``; usable as a decorator."""
-        if name not in EVENTS:
-            raise ValueError(f"unknown event {name!r}; events: {', '.join(sorted(EVENTS))}")
-        if handler is None:
-            return lambda fn: self.on(name, fn)
-        self._handlers[name].append(handler)
-        return handler
-
-    def off(self, name: str, handler: Handler) -> None:
-        """Stop calling ``handler`` on ``name``."""
-        with contextlib.suppress(ValueError):
-            self._handlers[name].remove(handler)
 
     async def connect(self) -> None:
         """Connect (retrying as for reconnections) without joining a room: for monitors."""
@@ -283,7 +156,7 @@ class SpidiClient:
             return
         receipt = link.next_id("leave")
         fut = link.expect_receipt(receipt)
-        with contextlib.suppress(_Dropped):
+        with contextlib.suppress(Dropped):
             await link.send(wire.send_json(wire.APP_LEAVE, {"sessionId": session}, receipt))
             await asyncio.wait_for(fut, self.request_timeout_s)
 
@@ -296,7 +169,7 @@ class SpidiClient:
         if link is not None and link.connected.done() and not link.connected.exception():
             receipt = link.next_id("bye")
             fut = link.expect_receipt(receipt)
-            with contextlib.suppress(_Dropped, TimeoutError):
+            with contextlib.suppress(Dropped, TimeoutError):
                 await link.send(wire.disconnect(receipt))
                 await asyncio.wait_for(fut, min(2.0, self.request_timeout_s))
         if self._runner is not None:
@@ -318,51 +191,6 @@ class SpidiClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-    def watch_room(
-        self,
-        room_code: str,
-        on_roster: Callable[[dict[str, dict], dict], object] | None = None,
-        on_metrics: Callable[[dict], object] | None = None,
-    ) -> Watch:
-        """Keep ``room_code``'s roster (``watch.roster``: sessionId -> entry) from the snapshot
-        and the deltas, subscribing again on a ``seq`` gap; ``on_roster(roster, message)`` after
-        each message, ``on_metrics(message)`` for each ROOM_METRICS. Needs a monitor or admin
-        token; a refusal (FORBIDDEN) reaches the ``error`` event."""
-        roster = RosterState()
-        watch: Watch
-
-        def roster_message(message: dict) -> None:
-            watch.roster = roster.users
-            if on_roster is not None:
-                self._call(on_roster, roster.users, message)
-
-        subs = [_Sub(f"/topic/rooms/{room_code}/roster", roster, roster_message)]
-        if on_metrics is not None:
-            subs.append(_Sub(f"/topic/rooms/{room_code}/metrics", None, lambda m: self._call(on_metrics, m)))
-        watch = Watch(self, subs)
-        self._add_watch(watch)
-        return watch
-
-    def watch_rooms(self, on_rooms: Callable[[dict], object]) -> Watch:
-        """``on_rooms(message)`` for each ROOMS message (every room of the tenant)."""
-        watch = Watch(self, [_Sub("/topic/rooms", None, lambda m: self._call(on_rooms, m))])
-        self._add_watch(watch)
-        return watch
-
-    def watch_alerts(self, on_alerts: Callable[[dict, dict], object]) -> Watch:
-        """Keep the tenant's open alerts (``watch.alerts``: (ruleId, roomId) -> alert) from
-        ALERTS, ALERT and ALERT_ACK; ``on_alerts(alerts, message)`` after each."""
-        state = AlertsState()
-        watch: Watch
-
-        def alerts_message(message: dict) -> None:
-            watch.alerts = state.alerts
-            self._call(on_alerts, state.alerts, message)
-
-        watch = Watch(self, [_Sub("/topic/alerts", state, alerts_message)])
-        self._add_watch(watch)
-        return watch
 
     # -- the runner ---------------------------------------------------------------------------
 
@@ -434,7 +262,7 @@ class SpidiClient:
         ws, token = await self._open_ws()
         if ws is None:
             return False
-        link = _Link(ws)
+        link = Link(ws)
         link.reader = asyncio.get_running_loop().create_task(self._read(link))
         self._link = link
         try:
@@ -453,7 +281,7 @@ class SpidiClient:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             await link.reader
-        except (_Dropped, _Retry, TimeoutError):
+        except (Dropped, Retry, TimeoutError):
             pass
         finally:
             if link.beater is not None:
@@ -472,7 +300,7 @@ class SpidiClient:
             raise link.fatal
         return link.ready
 
-    async def _read(self, link: _Link) -> None:
+    async def _read(self, link: Link) -> None:
         try:
             async for message in link.ws:
                 for frame in link.parser.feed(message):
@@ -494,8 +322,8 @@ class SpidiClient:
             return None
         return self._session
 
-    async def _hello(self, link: _Link) -> None:
-        """HELLO and its WELCOME; raises SpidiError (fatal) or _Retry."""
+    async def _hello(self, link: Link) -> None:
+        """HELLO and its WELCOME; raises SpidiError (fatal) or Retry."""
         receipt = link.next_id("hello")
         link.hello_receipt = receipt
         link.welcome = asyncio.get_running_loop().create_future()
@@ -510,7 +338,7 @@ class SpidiClient:
             if exc.fatal:
                 raise
             log.info("HELLO refused (%s): retrying", exc)
-            raise _Retry() from exc
+            raise Retry() from exc
         finally:
             link.hello_busy = False
         welcome = Welcome.from_message(message)
@@ -528,7 +356,7 @@ class SpidiClient:
         link.beater = asyncio.get_running_loop().create_task(self._beat(link, welcome))
         self._emit("resumed" if resumed else "welcome", welcome)
 
-    async def _hello_in_place(self, link: _Link) -> None:
+    async def _hello_in_place(self, link: Link) -> None:
         """HELLO on a connection already up (join() after connect(), or a session the server
         ended); a fatal refusal ends the client, any other failure reconnects."""
         try:
@@ -536,16 +364,16 @@ class SpidiClient:
         except SpidiError as exc:
             link.fatal = exc
             await link.ws.close()
-        except _Retry:
+        except Retry:
             await link.ws.close()
-        except (_Dropped, TimeoutError):
+        except (Dropped, TimeoutError):
             pass
 
-    async def _beat(self, link: _Link, welcome: Welcome) -> None:
+    async def _beat(self, link: Link, welcome: Welcome) -> None:
         """A HEARTBEAT at once, then every heartbeatIntervalMs, each asking for a RECEIPT whose
         round trip feeds ``latency_ms``."""
         interval = max(welcome.heartbeat_interval_ms, 10) / 1000
-        with contextlib.suppress(_Dropped):
+        with contextlib.suppress(Dropped):
             while True:
                 n = next(link._ids)
                 link.beats[n] = (time.monotonic(), welcome.session_id)
@@ -553,7 +381,7 @@ class SpidiClient:
                 await link.send(wire.send_json(wire.APP_HEARTBEAT, body, f"hb-{n}"))
                 await asyncio.sleep(interval)
 
-    def _beat_receipt(self, link: _Link, receipt: str) -> None:
+    def _beat_receipt(self, link: Link, receipt: str) -> None:
         try:
             n = int(receipt[3:])
         except ValueError:
@@ -570,7 +398,7 @@ class SpidiClient:
 
     # -- what arrives --------------------------------------------------------------------------
 
-    def _dispatch(self, link: _Link, frame) -> None:
+    def _dispatch(self, link: Link, frame) -> None:
         command = frame.command
         if command == "MESSAGE":
             message = wire.json_body(frame)
@@ -601,12 +429,12 @@ class SpidiClient:
             if not link.connected.done():
                 # The only refusal of a well-formed CONNECT is the token's (then close 1008).
                 link.fatal = SpidiError("UNAUTHORIZED", text)
-                link.connected.set_exception(_Dropped())
+                link.connected.set_exception(Dropped())
                 link.connected.exception()
             else:
                 log.warning("server closes the connection: %s", text)
 
-    def _session_message(self, link: _Link, message: dict) -> None:
+    def _session_message(self, link: Link, message: dict) -> None:
         kind = message.get("type")
         if kind == "WELCOME":
             if link.welcome is not None and not link.welcome.done():
@@ -614,7 +442,7 @@ class SpidiClient:
         elif kind == "SESSION_ENDED" and message.get("sessionId") == self._session:
             self._session_lost(link, message.get("reason", ""))
 
-    def _session_lost(self, link: _Link, reason: str) -> None:
+    def _session_lost(self, link: Link, reason: str) -> None:
         """The server ended our session (timeout, ...): join anew on this connection."""
         self._session, self.welcome = None, None
         if link.beater is not None:
@@ -623,7 +451,7 @@ class SpidiClient:
         if self._want_join and link.ready:
             self._spawn(self._hello_in_place(link))
 
-    def _error_message(self, link: _Link, message: dict) -> None:
+    def _error_message(self, link: Link, message: dict) -> None:
         code = message.get("code", "UNKNOWN")
         text = message.get("message", "")
         ref = message.get("ref")
@@ -648,51 +476,6 @@ class SpidiClient:
             fut.exception()
         self._emit("error", code, text)
 
-    # -- watches -------------------------------------------------------------------------------
-
-    def _add_watch(self, watch: Watch) -> None:
-        self._check_open()
-        self._watches.append(watch)
-        link = self._link
-        if link is not None and link.ready:
-            for sub in watch._subs:
-                self._spawn(self._subscribe(link, sub))
-
-    async def _unwatch(self, watch: Watch) -> None:
-        if watch in self._watches:
-            self._watches.remove(watch)
-        link = self._link
-        for sub_id, sub in list((link.subs if link else {}).items()):
-            if sub in watch._subs:
-                del link.subs[sub_id]
-                with contextlib.suppress(_Dropped):
-                    await link.send(wire.unsubscribe(sub_id))
-
-    async def _subscribe(self, link: _Link, sub: _Sub) -> None:
-        sub_id = link.next_id("w")
-        if sub.state is not None and hasattr(sub.state, "reset"):
-            sub.state.reset()
-        link.subs[sub_id] = sub
-        with contextlib.suppress(_Dropped):
-            await link.send(wire.subscribe(sub_id, sub.destination))
-
-    def _watch_message(self, link: _Link, sub_id: str, sub: _Sub, message: dict) -> None:
-        if sub.state is not None and not sub.state.apply(message):
-            # A seq gap: a message was missed. A new subscription brings a new snapshot.
-            del link.subs[sub_id]
-            for watch in self._watches:
-                if sub in watch._subs:
-                    watch.resubscribed += 1
-            log.info("seq gap on %s: subscribing again", sub.destination)
-            self._spawn(self._resubscribe(link, sub_id, sub))
-            return
-        sub.deliver(message)
-
-    async def _resubscribe(self, link: _Link, old_id: str, sub: _Sub) -> None:
-        with contextlib.suppress(_Dropped):
-            await link.send(wire.unsubscribe(old_id))
-        await self._subscribe(link, sub)
-
     # -- events --------------------------------------------------------------------------------
 
     def _finish(self, exc: SpidiError, reason: str) -> None:
@@ -706,26 +489,3 @@ class SpidiClient:
         if exc.code != "CLOSED":
             self._emit("error", exc.code, exc.message)
         self._emit("ended", reason)
-
-    def _emit(self, name: str, *args) -> None:
-        for handler in list(self._handlers[name]):
-            self._call(handler, *args)
-
-    def _call(self, handler: Handler, *args) -> None:
-        try:
-            result = handler(*args)
-        except Exception:
-            log.exception("spidi client handler %r failed", handler)
-            return
-        if inspect.isawaitable(result):
-            self._spawn(result)
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("spidi client task failed", exc_info=task.exception())

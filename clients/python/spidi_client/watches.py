@@ -7,7 +7,10 @@ the client then subscribes again for a new snapshot.
 
 from __future__ import annotations
 
-__all__ = ["AlertsState", "RosterState"]
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["AlertsState", "RosterState", "Sub", "Watch"]
 
 
 class RosterState:
@@ -70,3 +73,32 @@ class AlertsState:
                 held["acknowledgedBy"] = message.get("acknowledgedBy")
                 held["acknowledgedAt"] = message.get("acknowledgedAt")
         return True
+
+
+class _Unwatcher(Protocol):
+    async def _unwatch(self, watch: Watch) -> None: ...
+
+
+class Sub:
+    """One subscription of a watch: destination, state (or None) and what to call."""
+
+    def __init__(self, destination: str, state, deliver: Callable[[dict], None]):
+        self.destination = destination
+        self.state = state
+        self.deliver = deliver
+
+
+class Watch:
+    """The subscriptions of one ``watch_*`` call. ``roster`` (watch_room) maps sessionId to its
+    roster entry; ``alerts`` (watch_alerts) maps (ruleId, roomId) to the open alert."""
+
+    def __init__(self, client: _Unwatcher, subs: list[Sub]):
+        self._client = client
+        self._subs = subs
+        self.roster: dict[str, dict] = {}
+        self.alerts: dict = {}
+        self.resubscribed = 0  # times a seq gap made it ask for a new snapshot
+
+    async def close(self) -> None:
+        """Unsubscribe (now if connected) and stop calling the handlers."""
+        await self._client._unwatch(self)
