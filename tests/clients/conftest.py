@@ -73,6 +73,7 @@ class NodeProcess:
         env.update(self.env)
         cmd = [sys.executable, "-m", "spidi_server.cli", "serve", "--dev", "--data-dir", self.data_dir]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--ops-port", str(self.ops_port)]
+        cmd += ["--node-id", self.node_id]  # SPIDI_NODE_ID too: it marks the processes to clean up
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
