@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from ..conftest import TEST_SECRET
 from ..test_cli import free_port, read_banner
 
 CLIENTS_PY = Path(__file__).resolve().parents[2] / "clients" / "python"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "clients"  # ignored by git
 if str(CLIENTS_PY) not in sys.path:  # the SDK is not installed in the server's venv
     sys.path.insert(0, str(CLIENTS_PY))
 
@@ -50,7 +52,8 @@ class NodeProcess:
         self.node_id = node_id
         self.port = free_port()
         self.ops_port = free_port()
-        self.data_dir = tempfile.mkdtemp(prefix="spidi-client-test-")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.data_dir = tempfile.mkdtemp(prefix=f"{node_id}-", dir=ARTIFACTS)
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.procs: list[subprocess.Popen] = []
@@ -107,6 +110,7 @@ class NodeProcess:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         assert not left, f"processes left behind by node {self.node_id}: {left}"
 
 
