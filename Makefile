@@ -78,8 +78,8 @@ fuzz: build
 	$(PY) -m fuzzing.fuzz_lane --seconds $$(( $(FUZZ_SECONDS) / 3 ))
 
 lint: install
-	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests fuzzing
-	$(VENV)/bin/ruff format --check spidi_core spidi_server tests benchmarks loadtests fuzzing
+	$(VENV)/bin/ruff check spidi_core spidi_server tests benchmarks loadtests fuzzing clients/python
+	$(VENV)/bin/ruff format --check spidi_core spidi_server tests benchmarks loadtests fuzzing clients/python
 
 clean:
 	rm -rf build *.egg-info spidi_core/*.c spidi_core/*.so spidi_core/*.html $(VENV)/.built
