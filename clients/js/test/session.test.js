@@ -1,0 +1,180 @@
+// The SDK against a real Spidi node: join, heartbeats with measured latency seen by a monitor,
+// leave, the errors that stop the retries, and a token refreshed through getToken on reconnect.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { SpidiClient } from 'spidi-client';
+
+import { SpidiNode, mintToken, waitFor } from '../support/node.js';
+import { CuttableProxy, record, recordingWebSocket } from '../support/tools.js';
+
+const node = new SpidiNode('session', {
+  SPIDI_HEARTBEAT_INTERVAL_MS: '200',
+  SPIDI_AUTO_CREATE_ROOMS: 'false',
+  SPIDI_ROOMS: 'lobby=100,tiny=1,refresh=10',
+});
+const clients = [];
+
+function client(options) {
+  const c = new SpidiClient({ url: node.url, reconnectBaseMs: 50, reconnectCapMs: 400, ...options });
+  clients.push(c);
+  return c;
+}
+
+const monitorToken = () => mintToken({ sub: 'ops', roles: ['spidi:monitor'] });
+
+before(() => node.start());
+after(async () => {
+  await Promise.all(clients.map((c) => c.close()));
+  await node.cleanup();
+});
+
+describe('a session', () => {
+  it('joins, reports its measured latency in heartbeats (seen by a monitor), and leaves', async () => {
+    const monitor = client({ token: monitorToken() });
+    const seen = [];
+    const watch = monitor.watchRoom('lobby', { onRoster: (_roster, msg) => seen.push(msg) });
+    await waitFor(() => seen.length > 0, 'the roster snapshot');
+
+    const wire = recordingWebSocket();
+    const alice = client({
+      token: mintToken({ sub: 'alice' }),
+      room: 'lobby',
+      clientId: 'phone-1',
+      appVersion: '2.3.4',
+      device: 'Pixel 8',
+      os: 'Android 15',
+      WebSocket: wire.WebSocket,
+    });
+    const log = record(alice);
+    const welcome = await alice.join();
+    assert.equal(welcome.type, 'WELCOME');
+    assert.equal(welcome.roomCode, 'lobby');
+    assert.equal(welcome.resumed, false);
+    assert.equal(welcome.heartbeatIntervalMs, 200);
+    assert.equal(alice.sessionId, welcome.sessionId);
+    assert.deepEqual(log.named('welcome'), [welcome]);
+    const hello = wire.sent.find((f) => f.destination === '/app/hello').body;
+    assert.deepEqual(hello, {
+      roomCode: 'lobby',
+      clientId: 'phone-1',
+      appVersion: '2.3.4',
+      device: 'Pixel 8',
+      os: 'Android 15',
+    });
+
+    // Heartbeats: the first carries no latencyMs (nothing measured yet), the next ones do.
+    const beats = () => wire.sent.filter((f) => f.destination === '/app/heartbeat').map((f) => f.body);
+    await waitFor(() => beats().length >= 4, 'four heartbeats');
+    const [first, ...rest] = beats();
+    assert.deepEqual(first, { sessionId: welcome.sessionId });
+    for (const beat of rest) {
+      assert.equal(beat.sessionId, welcome.sessionId);
+      assert.ok(Number.isInteger(beat.latencyMs) && beat.latencyMs >= 0, JSON.stringify(beat));
+    }
+    assert.ok(alice.latencyMs > 0, `measured latency ${alice.latencyMs}`);
+
+    // The monitor's roster holds the session with a latency the client reported.
+    const entry = await waitFor(() => {
+      const e = watch.roster.get(welcome.sessionId);
+      const reported = new Set(rest.concat(beats()).map((b) => b.latencyMs));
+      return e && beats().length > 4 && reported.has(e.latencyMs) && e.latencyMs > 0 ? e : null;
+    }, 'the reported latency in the roster');
+    assert.equal(entry.userId, 'alice');
+    assert.equal(entry.clientId, 'phone-1');
+    assert.equal(entry.device, 'Pixel 8');
+    assert.equal('ip' in entry, false); // a monitor sees no addresses
+
+    await alice.leave();
+    assert.equal(alice.sessionId, null);
+    assert.deepEqual(log.named('ended'), [{ reason: 'leave', sessionId: welcome.sessionId }]);
+    const left = await waitFor(
+      () => seen.flatMap((m) => m.left ?? []).find((l) => l.sessionId === welcome.sessionId),
+      'the leave in the roster',
+    );
+    assert.equal(left.reason, 'leave');
+    assert.equal(watch.roster.has(welcome.sessionId), false);
+    assert.equal(alice.connected, false); // nothing else used the connection
+    assert.deepEqual(log.named('reconnecting'), []);
+    watch.stop();
+  });
+
+  it('stops retrying on ROOM_FULL, with a clear error', async () => {
+    const first = client({ token: mintToken({ sub: 'bob' }), room: 'tiny' });
+    await first.join();
+    const second = client({ token: mintToken({ sub: 'carol' }), room: 'tiny' });
+    const log = record(second);
+    await assert.rejects(second.join(), (err) => {
+      assert.equal(err.code, 'ROOM_FULL');
+      assert.equal(err.codeNumber, 1201);
+      assert.equal(err.fatal, true);
+      assert.match(err.message, /full/);
+      return true;
+    });
+    const [ended] = log.named('ended');
+    assert.equal(ended.reason, 'error');
+    assert.equal(ended.error.code, 'ROOM_FULL');
+    await waitFor(() => !second.connected, 'the refused client to disconnect');
+    // No retry follows, however long one waits past the largest backoff (400 ms here).
+    await new Promise((r) => setTimeout(r, 600));
+    assert.deepEqual(log.named('reconnecting'), []);
+    assert.equal(log.named('welcome').length, 0);
+    await assert.rejects(second.join(), { code: 'CLOSED' });
+    await first.leave();
+  });
+
+  it('stops retrying on ROOM_NOT_FOUND', async () => {
+    const c = client({ token: mintToken({ sub: 'dave' }), room: 'nowhere' });
+    const log = record(c);
+    await assert.rejects(c.join(), { code: 'ROOM_NOT_FOUND', fatal: true });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(log.named('reconnecting'), []);
+  });
+
+  it('stops retrying when the token is refused', async () => {
+    const expired = mintToken({ sub: 'erin', ttlS: -10 });
+    const c = client({ token: expired, room: 'lobby' });
+    const log = record(c);
+    await assert.rejects(c.join(), (err) => {
+      assert.equal(err.code, 'AUTH_FAILED');
+      assert.match(err.message, /token expired/);
+      return true;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(log.named('reconnecting'), []);
+    const noRole = client({ token: mintToken({ sub: 'frank', roles: ['spidi:monitor'] }), room: 'lobby' });
+    await assert.rejects(noRole.join(), { code: 'FORBIDDEN', fatal: true });
+  });
+
+  it('refreshes an expiring token through getToken before each connection attempt', async () => {
+    const proxy = await new CuttableProxy(node.port).start();
+    try {
+      const tokens = [];
+      const getToken = async () => {
+        const token = mintToken({ sub: 'grace', ttlS: 1 });
+        tokens.push({ token, exp: JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).exp });
+        return token;
+      };
+      const c = client({ url: proxy.url(), getToken, room: 'refresh' });
+      const log = record(c);
+      const welcome = await c.join();
+      assert.equal(tokens.length, 1);
+      // Once the first token has expired, the network drops.
+      await waitFor(() => Date.now() > tokens[0].exp * 1000 + 50, 'the first token to expire', 3000);
+      proxy.cut();
+      const resumed = await waitFor(() => log.named('resumed')[0], 'the session resumed');
+      assert.equal(resumed.sessionId, welcome.sessionId);
+      assert.equal(resumed.resumed, true);
+      assert.ok(tokens.length >= 2, `getToken called ${tokens.length} times`);
+      assert.notEqual(tokens.at(-1).token, tokens[0].token);
+      assert.ok(log.named('reconnecting').length >= 1);
+      assert.equal(log.named('reconnecting')[0].code, 1006);
+      // The first token alone would have been refused now.
+      const stale = client({ url: proxy.url(), token: tokens[0].token, room: 'refresh' });
+      await assert.rejects(stale.join(), { code: 'AUTH_FAILED' });
+    } finally {
+      await proxy.close();
+    }
+  });
+});
