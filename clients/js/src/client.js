@@ -184,11 +184,7 @@ export class SpidiClient {
           clearTimeout(timer);
           resolve();
         });
-        stomp.publish({
-          destination: '/app/leave',
-          body: JSON.stringify({ sessionId: session.sessionId }),
-          headers: { ...JSON_HEADERS, receipt },
-        });
+        this._publish('/app/leave', { sessionId: session.sessionId }, { receipt });
       });
     }
     if (session) this._emit('ended', { reason: 'leave', sessionId: session.sessionId });
@@ -310,6 +306,8 @@ export class SpidiClient {
     const wasConnected = this._connected;
     this._connected = false;
     this._stomp = null;
+    clearTimeout(this._retryTimer); // a HELLO retry of this connection has nowhere to go
+    this._retryTimer = null;
     clearTimeout(this._connectTimer);
     this._connectTimer = null;
     this._stopHeartbeats();
@@ -391,14 +389,18 @@ export class SpidiClient {
     this._helloReceipt = receipt;
     const body = { roomCode: this._room, ...this._hello };
     if (resume) body.resumeSessionId = resume;
-    this._stomp.publish({ destination: '/app/hello', body: JSON.stringify(body), headers: { ...JSON_HEADERS, receipt } });
+    this._publish('/app/hello', body, { receipt });
   }
 
   _onSessionMessage(epoch, message) {
     if (epoch !== this._epoch) return;
     const body = parse(message);
     if (body?.type === 'WELCOME') {
-      if (!this._wantSession || this._helloReceipt === null) return; // late answer to a left HELLO
+      if (!this._wantSession || this._helloReceipt === null) {
+        // The answer to a HELLO given up (leave() came first): end that session too.
+        this._publish('/app/leave', { sessionId: body.sessionId }, {});
+        return;
+      }
       this._helloReceipt = null;
       this._session = { ...body, gracePeriodMs: body.gracePeriodMs ?? this._gracePeriodMs };
       this._droppedAt = null;
@@ -487,7 +489,11 @@ export class SpidiClient {
     stomp.watchForReceipt(receipt, () => {
       if (epoch === this._epoch) this._latency.add(now() - sentAt);
     });
-    stomp.publish({ destination: '/app/heartbeat', body: JSON.stringify(body), headers: { ...JSON_HEADERS, receipt } });
+    this._publish('/app/heartbeat', body, { receipt });
+  }
+
+  _publish(destination, body, headers) {
+    this._stomp.publish({ destination, body: JSON.stringify(body), headers: { ...JSON_HEADERS, ...headers } });
   }
 
   _rejectJoins(error) {

@@ -40,12 +40,60 @@ export function recordingWebSocket() {
   return { WebSocket: RecordingWebSocket, sent };
 }
 
-/** A TCP proxy on loopback to `targetPort`; cut() drops every connection it carries. */
+/**
+ * A TCP proxy on loopback to `targetPort`; cut() drops every connection it carries, and `drop`
+ * (a predicate on the text of a server-to-client WebSocket message) loses the first message it
+ * matches, as a lossy path would: then `dropped` holds it.
+ */
 export class CuttableProxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.sockets = new Set();
     this.server = null;
+    /** @type {((text: string) => boolean) | null} */
+    this.drop = null;
+    this.dropped = [];
+  }
+
+  /** Forward the server's bytes: the HTTP upgrade answer, then WebSocket frames one by one. */
+  relay(upstream, client) {
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    upstream.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!upgraded) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        client.write(buf.subarray(0, end + 4));
+        buf = buf.subarray(end + 4);
+        upgraded = true;
+      }
+      for (;;) {
+        if (buf.length < 2) return;
+        let length = buf[1] & 0x7f;
+        let offset = 2;
+        if (length === 126) {
+          if (buf.length < 4) return;
+          length = buf.readUInt16BE(2);
+          offset = 4;
+        } else if (length === 127) {
+          if (buf.length < 10) return;
+          length = Number(buf.readBigUInt64BE(2));
+          offset = 10;
+        }
+        if (buf[1] & 0x80) offset += 4; // (a server does not mask; kept for completeness)
+        if (buf.length < offset + length) return;
+        const frame = buf.subarray(0, offset + length);
+        buf = buf.subarray(offset + length);
+        const text = frame.subarray(offset).toString('utf8');
+        if (this.drop?.(text)) {
+          this.drop = null;
+          this.dropped.push(text);
+          continue;
+        }
+        client.write(frame);
+      }
+    });
   }
 
   async start() {
@@ -58,7 +106,7 @@ export class CuttableProxy {
         s.on('error', () => {});
       }
       client.pipe(upstream);
-      upstream.pipe(client);
+      this.relay(upstream, client);
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });

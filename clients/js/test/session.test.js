@@ -12,7 +12,7 @@ import { CuttableProxy, record, recordingWebSocket } from '../support/tools.js';
 const node = new SpidiNode('session', {
   SPIDI_HEARTBEAT_INTERVAL_MS: '200',
   SPIDI_AUTO_CREATE_ROOMS: 'false',
-  SPIDI_ROOMS: 'lobby=100,tiny=1,refresh=10',
+  SPIDI_ROOMS: 'lobby=100,tiny=1,refresh=10,gaps=10',
 });
 const clients = [];
 
@@ -98,6 +98,58 @@ describe('a session', () => {
     assert.equal(alice.connected, false); // nothing else used the connection
     assert.deepEqual(log.named('reconnecting'), []);
     watch.stop();
+  });
+
+  it('lets a monitor watch every room and a room\'s metrics; stop() ends a watch', async () => {
+    const monitor = client({ token: monitorToken() });
+    const rooms = [];
+    const metrics = [];
+    const roomsWatch = monitor.watchRooms((list, msg) => rooms.push({ list, msg }));
+    const roomWatch = monitor.watchRoom('lobby', { onMetrics: (m) => metrics.push(m) });
+    const member = client({ token: mintToken({ sub: 'henry' }), room: 'lobby' });
+    await member.join();
+    const lobby = await waitFor(
+      () => rooms.at(-1)?.list.find((r) => r.roomCode === 'lobby' && r.online === 1),
+      'the lobby with one member in ROOMS',
+    );
+    assert.equal(lobby.capacity, 100);
+    assert.equal(rooms.at(-1).msg.type, 'ROOMS');
+    await waitFor(() => metrics.some((m) => m.roomCode === 'lobby' && m.online === 1), 'ROOM_METRICS of the lobby');
+    roomsWatch.stop();
+    roomWatch.stop();
+    const seen = rooms.length;
+    await member.leave();
+    await waitFor(() => !monitor.connected, 'the monitor to disconnect (no watch left)');
+    assert.equal(rooms.length, seen);
+  });
+
+  it('subscribes again for a new snapshot when a roster delta was lost (seq gap)', async () => {
+    const proxy = await new CuttableProxy(node.port).start();
+    try {
+      const monitor = client({ url: proxy.url(), token: monitorToken() });
+      const messages = [];
+      const watch = monitor.watchRoom('gaps', { onRoster: (_r, msg) => messages.push(msg) });
+      await waitFor(() => messages.length === 1, 'the first snapshot');
+      // The next roster delta is lost on the way.
+      proxy.drop = (text) => text.includes('"ROOM_ROSTER"') && text.includes('"full":false');
+      const first = client({ token: mintToken({ sub: 'ivy' }), room: 'gaps' });
+      const one = await first.join();
+      await waitFor(() => proxy.dropped.length === 1, 'the delta of the first join dropped');
+      const second = client({ token: mintToken({ sub: 'jack' }), room: 'gaps' });
+      const two = await second.join();
+      // The next delta (seq 3 after 1: the second join, or a heartbeat of the first member) shows
+      // the gap: a new subscription, whose snapshot holds the member whose join was lost.
+      await waitFor(() => watch.roster.has(one.sessionId) && watch.roster.has(two.sessionId), 'both members');
+      assert.equal(watch.resyncs, 1);
+      const snapshots = messages.filter((m) => m.full);
+      assert.equal(snapshots.length, 2);
+      assert.ok(snapshots[1].users.some((u) => u.sessionId === one.sessionId));
+      assert.ok(!messages.some((m) => !m.full && m.seq === 2), 'the lost delta never arrived');
+      await Promise.all([first.leave(), second.leave()]);
+      await waitFor(() => watch.roster.size === 0, 'both gone from the roster');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('stops retrying on ROOM_FULL, with a clear error', async () => {
