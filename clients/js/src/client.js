@@ -98,6 +98,7 @@ export class SpidiClient {
 
     this._handlers = new Map();
     this._stomp = null; // the stompjs Client of the current attempt
+    this._opening = false; // an attempt is fetching its token (no stompjs Client yet)
     this._epoch = 0; // bumped per attempt: callbacks of an older attempt are ignored
     this._connected = false; // CONNECTED received on the current attempt
     this._attempt = 0; // attempts failed in a row (the backoff exponent)
@@ -234,13 +235,13 @@ export class SpidiClient {
   }
 
   _ensureConnection() {
-    if (this._ended || this._stomp || this._retryTimer) return;
+    if (this._ended || this._stomp || this._opening || this._retryTimer) return;
     void this._open();
   }
 
   async _open() {
     const epoch = ++this._epoch;
-    this._stomp = 'opening'; // placeholder: _ensureConnection must not open a second one meanwhile
+    this._opening = true;
     let token;
     let WebSocketClass;
     try {
@@ -249,12 +250,13 @@ export class SpidiClient {
       if (typeof token !== 'string' || token === '') throw new Error('getToken() gave no token');
     } catch (exc) {
       if (epoch !== this._epoch || this._ended) return;
-      this._stomp = null;
+      this._opening = false;
       if (exc instanceof SpidiError && exc.fatal) return this._fail(exc);
       this._emitError(new SpidiError(CLIENT_CODES.TOKEN, `cannot get a token: ${exc.message}`));
       return this._scheduleRetry({});
     }
     if (epoch !== this._epoch || this._ended) return;
+    this._opening = false;
     const stomp = new Client({
       webSocketFactory: () => new WebSocketClass(this._url, STOMP_SUBPROTOCOLS),
       connectHeaders: { host: new URL(this._url).hostname, Authorization: `Bearer ${token}` },
@@ -344,7 +346,7 @@ export class SpidiClient {
     this._emit('reconnecting', { attempt: n + 1, delayMs, code, reason });
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
-      if (this._needsConnection() && !this._stomp) void this._open();
+      if (this._needsConnection() && !this._stomp && !this._opening) void this._open();
     }, delayMs);
   }
 
@@ -356,8 +358,9 @@ export class SpidiClient {
     const stomp = this._stomp;
     this._epoch++; // whatever the old connection still reports is ignored
     this._stomp = null;
+    this._opening = false;
     this._connected = false;
-    if (stomp && stomp !== 'opening') await stomp.deactivate();
+    if (stomp) await stomp.deactivate();
   }
 
   _fail(error) {
@@ -416,7 +419,9 @@ export class SpidiClient {
       this._droppedAt = null;
       this._emit('sessionEnded', body);
       // Still wanted: join anew. After `shutdown` the node closes next; the reconnect joins.
-      if (this._wantSession && this._connected && body.reason !== 'shutdown') this._sendHello();
+      if (this._wantSession && this._connected && this._helloReceipt === null && body.reason !== 'shutdown') {
+        this._sendHello();
+      }
     }
   }
 

@@ -21,23 +21,29 @@ export function record(client) {
 
 /**
  * A `ws` WebSocket class that keeps the STOMP SEND frames its instances send, as
- * {destination, body} (body parsed as JSON), in `sent`.
+ * {destination, body} (body parsed as JSON), in `sent`; SENDs to a destination in `blocked` are
+ * not sent at all (as when a suspended tab stops its timers), only kept in `held`.
  */
 export function recordingWebSocket() {
-  const sent = [];
+  const wire = { sent: [], held: [], blocked: new Set() };
   class RecordingWebSocket extends WebSocket {
     send(data, ...rest) {
       const text = String(data);
       if (text.startsWith('SEND\n')) {
         const [head, ...tail] = text.split('\n\n');
         const destination = /^destination:(.*)$/m.exec(head)?.[1];
-        const body = tail.join('\n\n').replace(/\0$/, '');
-        sent.push({ destination, body: JSON.parse(body) });
+        const frame = { destination, body: JSON.parse(tail.join('\n\n').replace(/\0$/, '')) };
+        if (wire.blocked.has(destination)) {
+          wire.held.push(frame);
+          return undefined;
+        }
+        wire.sent.push(frame);
       }
       return super.send(data, ...rest);
     }
   }
-  return { WebSocket: RecordingWebSocket, sent };
+  wire.WebSocket = RecordingWebSocket;
+  return wire;
 }
 
 /**

@@ -230,3 +230,35 @@ describe('a session', () => {
     }
   });
 });
+
+describe('a session the server ends', () => {
+  const timeoutNode = new SpidiNode('timeout', { SPIDI_HEARTBEAT_INTERVAL_MS: '200', SPIDI_HEARTBEAT_TIMEOUT_MS: '1000' });
+  const members = [];
+  before(() => timeoutNode.start());
+  after(async () => {
+    await Promise.all(members.map((c) => c.close()));
+    await timeoutNode.cleanup();
+  });
+
+  it('is joined anew after SESSION_ENDED (timeout) on a live connection', async () => {
+    const wire = recordingWebSocket();
+    const c = new SpidiClient({ url: timeoutNode.url, token: mintToken({ sub: 'kim' }), room: 'lobby', WebSocket: wire.WebSocket });
+    members.push(c);
+    const log = record(c);
+    const first = await c.join();
+    // Its heartbeats stop reaching the server (the connection stays up): the server times it out.
+    wire.blocked.add('/app/heartbeat');
+    const ended = await waitFor(() => log.named('sessionEnded')[0], 'SESSION_ENDED');
+    assert.deepEqual(ended, { type: 'SESSION_ENDED', sessionId: first.sessionId, reason: 'timeout' });
+    wire.blocked.clear();
+    const second = await waitFor(() => log.named('welcome')[1], 'a new session');
+    assert.equal(second.resumed, false);
+    assert.notEqual(second.sessionId, first.sessionId);
+    assert.equal(c.sessionId, second.sessionId);
+    const hellos = wire.sent.filter((f) => f.destination === '/app/hello').map((f) => f.body);
+    assert.equal(hellos.length, 2);
+    assert.equal('resumeSessionId' in hellos[1], false); // the ended session is not asked back
+    assert.deepEqual(log.named('reconnecting'), []); // the connection never dropped
+    assert.deepEqual(log.named('ended'), []);
+  });
+});
