@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 
 from . import __version__, logs
 from .auth import mint_token
-from .datadir import DataDirLock
+from .datadir import DataDirLock, stable_node_id
 from .errors import ConfigError, StartupError
 from .preflight import check_data_dir
 from .processes import stop_on_signals
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             check_data_dir(settings.data_path)
             # Before anything starts; never released: the kernel drops it when this process ends.
             DataDirLock(settings.data_path).acquire()
+            if not settings.node_id:
+                settings = dataclasses.replace(settings, node_id=stable_node_id(settings.data_path))
             if settings.workers > 1:
                 from .supervisor import run_supervisor
 

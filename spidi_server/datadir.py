@@ -12,11 +12,31 @@ from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from pathlib import Path
 
 from .errors import ConfigError
 
 LOCK_FILE = "spidi.lock"
+NODE_ID_FILE = "node_id"
+
+
+def stable_node_id(data_path: Path) -> str:
+    """The node id of the ``spidi serve`` that holds this data directory's lock: made up once and
+    kept in ``<data_dir>/node_id``, so a node killed with SIGKILL and started again comes back
+    under the same id and takes its sessions back (their clients resume them) instead of
+    having them reaped. Call with the lock held."""
+    path = data_path / NODE_ID_FILE
+    try:
+        node_id = path.read_text().strip()
+    except FileNotFoundError:
+        node_id = ""
+    if not node_id:
+        node_id = uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(node_id + "\n")
+        os.replace(tmp, path)  # whole or absent, whenever the process dies
+    return node_id
 
 
 class DataDirLock:

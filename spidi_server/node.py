@@ -359,7 +359,12 @@ class Node:
         return f"{scheme}://{self.settings.host}:{self.transport.port}/ws"
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, close clients with 1001, flush Redis, stop children.
+        """Graceful shutdown: stop accepting, close the clients, hand their sessions to the
+        grace period in Redis (any node resumes them; ``presence.handover``), flush Redis, stop
+        children. With ``grace_period_ms`` 0 the sessions end (``shutdown``) instead.
+
+        Closing code: 1012 (service restart: come back and resume) when sessions are handed over,
+        1001 (going away) when they end.
 
         Also after a ``start`` that failed or was cancelled half-way: what started is stopped.
         """
@@ -377,7 +382,11 @@ class Node:
         if self.stall_reporter is not None:
             self.stall_reporter.stop()
         if self.presence is not None:
-            self.presence.end_all("shutdown")
+            if self._hands_over:
+                self.presence.hand_over_all()  # those a HELLO started after the first handoff
+                self.presence.flush_history()
+            else:
+                self.presence.end_all("shutdown")
         if self.alerts is not None:
             await self.alerts.stop()
         if self.fanout is not None:
@@ -394,13 +403,27 @@ class Node:
         logs.event(log, "node_stopped", node_id=self.node_id)
         self._stopped.set()
 
+    @property
+    def _hands_over(self) -> bool:
+        """Whether a graceful stop hands the sessions over (a grace period to resume them in)."""
+        return self.settings.grace_period_ms > 0
+
     async def _close_clients(self) -> None:
         # Half of shutdown_timeout_s at most, closing included: the whole stop must fit in it
         # (past it the process is ended, see shutdown.py), and flushing comes after the clients.
         grace = self.settings.shutdown_timeout_s / 2
         deadline = time.monotonic() + grace
         self.transport.stop_accepting()
-        closing = self.transport.close_all()
+        if self._hands_over and self.presence is not None:
+            # In Redis before any client hears 1012 and comes back to another node for it.
+            self.presence.hand_over_all()
+            await self.store.flush(min(1.0, grace / 2))
+            closing = self.transport.close_all(1012, "service restart")
+        else:
+            if self.presence is not None:
+                # Ended before the close, or the close would end them as disconnects.
+                self.presence.end_sessions("shutdown")
+            closing = self.transport.close_all(1001, "server shutting down")
         if closing:
             await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=grace)
         else:

@@ -12,7 +12,9 @@ cluster where every node died is cleaned up by the first one back. A supervisor 
 die calls ``reap_node`` at once instead of waiting for the key to expire. What Redis forgot (a
 restart without persistence, FLUSHALL) the writer's reconciliation sweep ends in PostgreSQL.
 Sessions a restarted node took back for resume (``keep``: still alive, resumable within the grace
-period) are not ended.
+period) are not ended. Sessions a node handed over when it stopped gracefully (``stores.handoff``)
+are in no node's index: any node resumes them within their grace period, and the next check after
+it ends the rest, reason ``shutdown``.
 
 Every command touches one key, or one room's keys (the leave script), so it all runs unchanged on a
 Redis Cluster: the node's index, the users' indexes, the stream and each room live in slots of
@@ -28,7 +30,7 @@ import time
 import orjson
 
 from . import logs
-from .stores import events, keys
+from .stores import events, handoff, keys
 from .stores.client import pipeline_evalsha, pipeline_publish, text
 from .stores.scripts import script_source
 from .tasks import cancel_and_wait, run_every, warn
@@ -38,6 +40,7 @@ log = logging.getLogger("spidi.reaper")
 ALIVE_TTL_MS = 5000
 RENEW_S = 1.0
 CHECK_S = 2.0
+HANDOFF_PAGE = 1000  # handed-over sessions ended per check, at most
 
 
 async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str = "", keep=None) -> int:
@@ -53,6 +56,35 @@ async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str
     pairs = [(text(sid), text(room_id)) for sid, room_id in index.items()]
     if keep is not None:
         pairs = [(sid, room_id) for sid, room_id in pairs if not keep(sid)]
+    ended = await end_stored_sessions(
+        redis, pairs, reason, by or f"reaper:{node_id}", keys.node_sessions(node_id)
+    )
+    if ended:
+        logs.event(log, "node_reaped", node_id=node_id, sessions=ended, reason=reason, by=by)
+    return ended
+
+
+async def end_handoffs_due(redis, by: str, limit: int = HANDOFF_PAGE) -> int:
+    """End the handed-over sessions (``stores.handoff``) nobody resumed within their grace
+    period, reason ``shutdown``; returns how many this process ended (each one is ended by one
+    process only: the one whose ZREM removed it)."""
+    pairs = await handoff.take_due(redis, int(time.time() * 1000), limit)
+    ended = await end_stored_sessions(redis, pairs, events.SHUTDOWN, by or "handoff", None)
+    if ended:
+        logs.event(log, "handoff_ended", sessions=ended, by=by)
+    return ended
+
+
+async def end_stored_sessions(
+    redis, pairs: list[tuple[str, str]], reason: str, by: str, index_key: str | None
+) -> int:
+    """End sessions no process holds any more, from what Redis keeps of them: ``pairs`` of
+    (sessionId, roomId). Each gets its ``session_ended`` event (ending at its last heartbeat known
+    to Redis, its join time if it never beat), leaves its room and its user's index (and
+    ``index_key``'s, a node's index, if given), and each room's subscribers hear of it. Returns
+    how many were still there to end."""
+    if not pairs:
+        return 0
     pipe = redis.pipeline(transaction=False)
     for sid, room_id in pairs:
         pipe.hgetall(keys.session(room_id, sid))
@@ -68,7 +100,8 @@ async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str
     for i, (sid, room_id) in enumerate(pairs):
         info = {text(k): text(v) for k, v in (raw[2 * i] or {}).items()}
         last_beat = raw[2 * i + 1]
-        pipe.hdel(keys.node_sessions(node_id), sid)
+        if index_key is not None:
+            pipe.hdel(index_key, sid)
         if not info:
             continue  # already gone (ended, or expired with its TTL)
         user, tenant = info.get("userId", ""), info.get("tenant", "")
@@ -107,11 +140,9 @@ async def reap_node(redis, node_id: str, reason: str = events.NODE_LOST, by: str
     # disconnects are counted by the writer from their session_started/session_ended events.
     # Announcements last, after the writes they announce (as the hot store does).
     for room_id, room in per_room.items():
-        payload = orjson.dumps({"n": by or f"reaper:{node_id}", "j": [], "l": room["left"], "u": []})
+        payload = orjson.dumps({"n": by, "j": [], "l": room["left"], "u": []})
         pipeline_publish(pipe, keys.roster_channel(room_id), payload)
     await pipe.execute()
-    if ended:
-        logs.event(log, "node_reaped", node_id=node_id, sessions=ended, reason=reason, by=by)
     return ended
 
 
@@ -157,16 +188,19 @@ class NodeLiveness:
         await self.redis.set(keys.node_alive(self.node_id), int(time.time() * 1000), px=ALIVE_TTL_MS)
 
     async def check(self) -> int:
-        """Reap every known node whose liveness key expired; returns sessions ended."""
+        """Reap every known node whose liveness key expired, and end the handed-over sessions
+        whose grace period ran out; returns sessions ended."""
+        total = await end_handoffs_due(self.redis, self.node_id)
         others = [text(n) for n in await self.redis.smembers(keys.NODES)]
         others = [n for n in others if n != self.node_id]
         if not others:
-            return 0
+            if total and self.on_reaped:
+                self.on_reaped(total)
+            return total
         pipe = self.redis.pipeline(transaction=False)
         for node_id in others:
             pipe.exists(keys.node_alive(node_id))
         alive = await pipe.execute()
-        total = 0
         for node_id, is_alive in zip(others, alive, strict=True):
             if is_alive:
                 continue

@@ -38,7 +38,12 @@ class Settings:
     dev: bool = field(
         default=False, metadata={"doc": "Development mode: generated secret, auto-created rooms"}
     )
-    node_id: str = field(default="", metadata={"doc": "This node's id; generated when empty"})
+    node_id: str = field(
+        default="",
+        metadata={
+            "doc": "This node's id; when empty, `spidi serve` makes one up once and keeps it in `<data_dir>/node_id`"
+        },
+    )
 
     redis_url: str = field(
         default="",
@@ -235,7 +240,14 @@ class Settings:
     )
     alert_rate_limit_s: float = field(
         default=300.0,
-        metadata={"doc": "At most one notification per rule and room in this window (0 = none)"},
+        metadata={
+            "doc": "At most one external notification per rule in this window (0 = none); "
+            "a resolve goes out when its firing did"
+        },
+    )
+    alert_rate_limit_per_room: bool = field(
+        default=False,
+        metadata={"doc": "Apply alert_rate_limit_s per rule and room instead of per rule"},
     )
     webhook_secret: str = field(
         default="", metadata={"doc": "HMAC-SHA256 key signing webhook bodies (X-Spidi-Signature)"}

@@ -341,12 +341,13 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
         if not reaper:
             pytest.skip("spidi_server.reaper.reap_node is not there yet: the dead worker's sessions stay")
 
-    # SIGTERM: workers close their clients with 1001, then everything stops, exit 0.
+    # SIGTERM: workers hand their sessions over and close their clients with 1012 (service
+    # restart), then everything stops, exit 0.
     survivors = [c for c in clients if not c.closed.is_set()]
     assert len(survivors) == CLIENTS - lost
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(asyncio.gather(*(c.closed.wait() for c in survivors)), 15)
-    assert {c.ws.close_code for c in survivors} == {1001}
+    assert {c.ws.close_code for c in survivors} == {1012}
     assert await asyncio.to_thread(proc.wait, 40) == 0
     for pid in (*pids.values(), writer_pid):
         assert not _running(pid), pid

@@ -4,7 +4,10 @@
     lifecycle.py  pending -> firing -> resolved, per rule and room (no I/O)
     evaluator.py  the Redis lease, the evaluation loop, transitions to events/feed/notifications
     feed.py       /topic/alerts on every process (Redis pub/sub), acknowledgements
-    notify.py     webhook (HMAC-SHA256 signed, retried) and email (SMTP) deliveries, rate limit
+    notify.py     deliveries to a rule's external channels, the rate limit (per rule)
+    formats.py    what each channel says: Slack blocks, Teams Adaptive Card, PagerDuty Events
+                  API v2, email text (pure functions, no I/O)
+    webhooks.py   HTTP POSTs of JSON: HMAC-SHA256 signed (webhook), retried, egress-checked
     hooks.py      room lifecycle webhooks (room_occupied/vacated, batched member_joined/left)
 
 The alert message (STOMP ``/topic/alerts`` body with ``type: "ALERT"``, webhook body, email

@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import cel
 
 KINDS = ("capacity", "latency", "heartbeat", "custom")
 SEVERITIES = ("info", "warning", "critical")
 SCOPES = ("room", "room_type", "tenant")
-CHANNEL_TYPES = ("in_app", "webhook", "email")
+CHANNEL_TYPES = ("in_app", "webhook", "slack", "teams", "pagerduty", "email")
 
 DEFAULT_THRESHOLDS = {"capacity": 0.8, "latency": 500.0, "heartbeat": 0.5}
 
@@ -67,6 +68,7 @@ _SAMPLE = {
 
 MAX_EXPRESSION = 1000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_ROUTING_KEY = re.compile(r"^[A-Za-z0-9]{32}$")  # a PagerDuty Events API v2 integration key
 
 
 class AlertRuleError(ValueError):
@@ -147,11 +149,32 @@ def check_threshold(kind: str, threshold: Any) -> float | None:
     return float(threshold)
 
 
+# The fields each channel type takes; ``url`` of pagerduty is optional (default: PagerDuty's own).
+CHANNEL_FIELDS = {
+    "in_app": {"type"},
+    "webhook": {"type", "url"},
+    "slack": {"type", "url"},
+    "teams": {"type", "url"},
+    "pagerduty": {"type", "routingKey", "url"},
+    "email": {"type", "to"},
+}
+URL_CHANNELS = ("webhook", "slack", "teams")  # the URL is required
+
+
+def _url_host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+
+
 def check_channels(value: Any) -> list[dict]:
     """Validate a rule's notification channels; returns them normalised.
 
-    ``{"type": "in_app"}``, ``{"type": "webhook", "url": "https://..."}`` or
-    ``{"type": "email", "to": ["ops@example.com"]}`` (``to`` optional: ``smtp_to`` then).
+    ``{"type": "in_app"}``, ``{"type": "webhook", "url": "https://..."}`` (also ``slack``: an
+    incoming webhook URL, ``teams``: a workflow webhook URL), ``{"type": "pagerduty",
+    "routingKey": "<32-character integration key>"}`` (``url`` optional: the Events API v2
+    endpoint) or ``{"type": "email", "to": ["ops@example.com"]}`` (``to`` optional: ``smtp_to``).
     """
     if not isinstance(value, list):
         raise AlertRuleError("channels", "must be a list of channel objects")
@@ -161,14 +184,22 @@ def check_channels(value: Any) -> list[dict]:
         if not isinstance(channel, dict) or channel.get("type") not in CHANNEL_TYPES:
             raise AlertRuleError(where, f"must be an object whose type is one of {', '.join(CHANNEL_TYPES)}")
         kind = channel["type"]
-        allowed = {"in_app": {"type"}, "webhook": {"type", "url"}, "email": {"type", "to"}}[kind]
-        extra = sorted(set(channel) - allowed)
+        extra = sorted(set(channel) - CHANNEL_FIELDS[kind])
         if extra:
             raise AlertRuleError(where, f"unknown field(s) {', '.join(extra)} for a {kind} channel")
-        if kind == "webhook":
+        if kind in URL_CHANNELS or "url" in channel:
             url = channel.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
                 raise AlertRuleError(f"{where}.url", "must be an http:// or https:// URL")
+            if not _url_host(url):
+                raise AlertRuleError(f"{where}.url", "must be an http:// or https:// URL with a host")
+        if kind == "pagerduty":
+            key = channel.get("routingKey")
+            if not isinstance(key, str) or not _ROUTING_KEY.match(key):
+                raise AlertRuleError(
+                    f"{where}.routingKey",
+                    "must be the 32-character integration key of a PagerDuty service (Events API v2)",
+                )
         if kind == "email" and "to" in channel:
             to = channel["to"]
             if (

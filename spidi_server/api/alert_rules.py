@@ -19,7 +19,7 @@ import psycopg
 from aiohttp import web
 
 from .. import roles
-from ..alerting import rules
+from ..alerting import formats, rules
 from ..alerting.egress import EgressPolicy
 from ..history.sql import alerts, room_types, rooms
 from .params import OFFSET, iso, page, page_limit
@@ -91,8 +91,15 @@ class Channels(Field):
                 "type": {"type": "string", "enum": list(rules.CHANNEL_TYPES)},
                 "url": {
                     "type": "string",
-                    "description": "webhook: http:// or https:// URL of a public address "
+                    "description": "webhook (signed alert JSON), slack (incoming webhook URL), teams "
+                    "(workflow webhook URL): required; pagerduty: optional, default "
+                    f"{formats.PAGERDUTY_EVENTS_URL}. An http:// or https:// URL of a public address "
                     "(others only as the operator's webhook_allowed_networks allow)",
+                },
+                "routingKey": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9]{32}$",
+                    "description": "pagerduty: the integration key of an Events API v2 integration",
                 },
                 "to": {
                     "type": "array",
@@ -232,7 +239,7 @@ def rule_columns(
 
     Runs in the request's tenant transaction: a rule's room must be one the tenant's row-level
     security lets it see, and the rule's target must agree with its scope. With ``egress``, a
-    webhook channel's URL must not literally be an address it refuses (the sender checks the
+    channel's URL (webhook, slack, teams, pagerduty) must not literally be an address it refuses (the sender checks the
     resolved addresses again at send time: that is the real guard).
     """
     given = body.__contains__
@@ -304,9 +311,7 @@ def rule_columns(
             errors.append(field_error("body", exc.field, exc.message))
         else:
             for i, channel in enumerate(out["channels"]):
-                problem = (
-                    egress.url_problem(channel["url"]) if egress and channel["type"] == "webhook" else None
-                )
+                problem = egress.url_problem(channel["url"]) if egress and "url" in channel else None
                 if problem is not None:
                     errors.append(field_error("body", f"channels[{i}].url", problem))
     if current is None:
@@ -352,7 +357,7 @@ async def create_rule(api: Api, call: Call) -> web.Response:
         return alerts.create_rule(conn, claims.tenant, columns, actor=claims.user_id)
 
     row = await api.db(claims.tenant, work)
-    # Channels are left out of the log: a webhook URL may carry a secret.
+    # Channels are left out of the log: a webhook URL or a PagerDuty routing key is a secret.
     audit(
         "alert_rule_created",
         claims,

@@ -178,7 +178,12 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"type": _STR, "url": _STR, "to": {"type": "array", "items": _STR}},
+                    "properties": {
+                        "type": _STR,
+                        "url": _STR,
+                        "routingKey": _STR,
+                        "to": {"type": "array", "items": _STR},
+                    },
                     "required": ["type"],
                 },
             },

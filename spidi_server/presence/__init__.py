@@ -216,10 +216,22 @@ class Presence:
         """Emit every room's partial minute (shutdown)."""
         self.sampling.flush(self.rooms.values())
 
+    def end_sessions(self, reason: str = "shutdown") -> None:
+        """End every local session (a stop without a grace period, before the sockets close)."""
+        self.lifecycle.end_all(reason)
+
     def end_all(self, reason: str = "shutdown") -> None:
         """End every local session and emit the partial room samples (node shutdown)."""
         self.lifecycle.end_all(reason)
         self.flush_history()
+
+    def hand_over_all(self) -> int:
+        """A graceful stop with a grace period: checkpoint every session (its heartbeats so far
+        reach history) and hand it to the grace period in Redis, where any node may resume it
+        (``handover``); how many sessions this time (sessions handed over before are skipped)."""
+        if self.settings.history:
+            self.checkpoint_sessions()
+        return self.lifecycle.hand_over_all()
 
     # -- from the fan-out ----------------------------------------------------------------------
 

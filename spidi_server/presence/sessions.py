@@ -36,6 +36,7 @@ from ..rooms import RoomCatalog
 from ..settings import Settings
 from ..stores import events
 from ..stores.hot_store import REFUSED, HotStore, LiveSession, PendingJoin
+from . import handover
 from .crossnode import CrossNode
 from .local import LocalState
 from .model import Client, Session, now_ms, without
@@ -79,6 +80,7 @@ class SessionLifecycle:
         self._sessions = local.sessions  # the same dict: one lookup less on the heartbeat path
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
+        self.handed_over: set[str] = set()  # sessions handed to the grace period (a graceful stop)
 
     # -- HELLO ---------------------------------------------------------------------------------
 
@@ -99,6 +101,8 @@ class SessionLifecycle:
         local = self.local
         if hello.resume_session_id is not None:
             session = local.sessions.get(hello.resume_session_id)
+            if session is None and self.grace_s > 0:
+                session = await self._claim(client, hello, claims)
             if session is not None and session.user_id == claims.user_id and session.room.code == code:
                 self._resume(client, session)
                 self._welcome(client, session, resumed=True)
@@ -169,6 +173,21 @@ class SessionLifecycle:
             return
         self._welcome(client, session, resumed=False)
 
+    async def _claim(self, client: Client, hello: payloads.HelloPayload, claims) -> Session | None:
+        """A session a stopped process handed over (``handover.claim``), or None; None too when
+        the connection closed meanwhile (the claimed session then waits here for another HELLO)."""
+        self._hello_waiting[client] = self._hello_waiting.get(client, 0) + 1
+        try:
+            session = await handover.claim(self, client, hello, claims.user_id, claims.tenant)
+        finally:
+            waiting = self._hello_waiting.pop(client) - 1
+            gone = client in self._closed_waiting
+            if waiting:
+                self._hello_waiting[client] = waiting
+            else:
+                self._closed_waiting.discard(client)
+        return None if gone else session
+
     async def _admitted(self, pending: PendingJoin) -> bool:
         """Whether Redis admits the join; True without its answer when Redis is down or slow."""
         if self.store.healthy:
@@ -210,6 +229,7 @@ class SessionLifecycle:
                 "roomCode": session.room.code,
                 "heartbeatIntervalMs": self.settings.heartbeat_interval_ms,
                 "timeoutMs": self.settings.heartbeat_timeout_ms,
+                "gracePeriodMs": self.settings.grace_period_ms,
                 "resumed": resumed,
             },
         )
@@ -355,58 +375,16 @@ class SessionLifecycle:
         ago, so it had not timed out) is held again as if its connection had just closed
         abruptly, so a HELLO with its id within ``grace_period_ms`` resumes it (same id, no
         leave, no join, no history event) and otherwise it ends ``node_lost`` (at its last
-        heartbeat) when the grace period runs out. Nothing is published: Redis still lists the session, as every roster
-        did. Call before accepting connections, with ``HotStore.node_sessions(node_id)``;
-        returns the ids taken back (the rest are the reaper's to end)."""
-        if self.grace_s <= 0:
-            return []
-        now = now_ms()
-        alive_after = now - self.settings.heartbeat_timeout_ms
-        deadline = time.monotonic() + self.grace_s
-        adopted = []
-        for entry in stored:
-            session_id = entry["sessionId"]
-            if entry["lastHeartbeatAt"] <= alive_after or session_id in self.local.sessions:
-                continue
-            definition = self.catalog.lookup(entry.get("tenant", ""), entry.get("roomCode", ""), create=True)
-            if definition is None or definition.room_id != entry["roomId"] or not definition.active:
-                continue  # the room is gone or was replaced: let the reaper end the session
-            hello = payloads.HelloPayload(
-                definition.code,
-                entry.get("clientId", ""),
-                entry.get("appVersion", ""),
-                entry.get("device"),
-                entry.get("os"),
-                None,
-            )
-            room = self.local.room(definition)
-            session = Session(
-                session_id,
-                room,
-                entry.get("userId", ""),
-                hello,
-                entry.get("ip", ""),
-                entry.get("connectedAt", now),
-                self.lane,
-            )
-            # Its newest heartbeat as Redis kept it; no connection until its client resumes it.
-            self.lane.add_session(session_id, -1, room.key, entry["lastHeartbeatAt"], time.monotonic())
-            self.lane.detach(session_id)
-            session.node_id = self.node_id
-            session.lost = True
-            room.sessions[session_id] = session
-            self.local.sessions[session_id] = session
-            self.wheel.add(session_id, deadline)
-            # Its keys' expiry was set by the dead process, perhaps long ago: cover the grace period.
-            self.store.update_session(
-                room.room_id, session_id, room.tenant, session.user_id, self.session_ttl_s
-            )
-            adopted.append(session_id)
-        if adopted:
-            self.metrics.sessions_active.set(len(self.local.sessions))
-            self.local.count_rooms()
-            logs.event(log, "sessions_adopted", node_id=self.node_id, sessions=len(adopted))
-        return adopted
+        heartbeat) when the grace period runs out. Nothing is published: Redis still lists the
+        session, as every roster did. Call before accepting connections, with
+        ``HotStore.node_sessions(node_id)``; returns the ids taken back (the rest are the
+        reaper's to end). See ``handover``."""
+        return handover.adopt(self, stored)
+
+    def hand_over_all(self) -> int:
+        """A graceful stop: hand every local session to the grace period in Redis, where any
+        node's HELLO may resume it (``handover.hand_over_all``); how many."""
+        return handover.hand_over_all(self)
 
     # -- re-asserting Redis after it lost state -----------------------------------------------
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from . import events, keys
+from . import events, handoff, keys
 from .client import pipeline_publish
 from .scripts import Scripts
 
@@ -104,6 +104,13 @@ def build(
             pipe.expire(key, ttl_s)
             pipe.expire(keys.user_sessions(tenant, user_id), ttl_s)
             commands += 2
+        elif kind == "handoff":
+            _, room_id, session_id, deadline_ms, ttl_s = op
+            commands += handoff.queue_hand_over(pipe, node_key, room_id, session_id, deadline_ms, ttl_s)
+        elif kind == "index":
+            _, room_id, session_id = op
+            pipe.hset(node_key, session_id, room_id)
+            commands += 1
         elif kind == "capacity":
             _, room_id, capacity = op
             pipe.hset(keys.room_metrics(room_id), "capacity", capacity)

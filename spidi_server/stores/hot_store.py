@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import events, reads
+from . import events, handoff, reads
 from .beat_buffer import BeatBuffer, BeatSource
 from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES
 from .commands import build
@@ -186,6 +186,25 @@ class HotStore:
         """Refresh a session's TTLs, and optionally some of its fields (resume: new ip)."""
         self._ops.append(("touch", room_id, session_id, ttl_s, fields, tenant, user_id))
         self._wake.set()
+
+    def hand_over(self, room_id: str, session_id: str, deadline_ms: int, ttl_s: int) -> None:
+        """A graceful stop: leave the session to whoever resumes it by ``deadline_ms`` (epoch ms),
+        any node (``stores.handoff``)."""
+        self._ops.append(("handoff", room_id, session_id, deadline_ms, ttl_s))
+        self._wake.set()
+
+    def index_session(self, room_id: str, session_id: str) -> None:
+        """List a session taken over from another process in this node's index."""
+        self._ops.append(("index", room_id, session_id))
+        self._wake.set()
+
+    async def handed_over(self, room_id: str, session_id: str) -> dict | None:
+        """The session if a stopped node handed it over (``handoff.handed_over``)."""
+        return await handoff.handed_over(self.redis, room_id, session_id)
+
+    async def claim_handover(self, room_id: str, session_id: str) -> bool:
+        """Take a handed-over session: True for the one claim that wins (``handoff.claim``)."""
+        return await handoff.claim(self.redis, room_id, session_id)
 
     def leave(self, room_id: str, session_id: str, tenant: str, user_id: str) -> None:
         """Remove a session from its room."""

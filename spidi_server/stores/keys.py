@@ -16,6 +16,9 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:node:<nodeId>:reaping            string lock held while a node's sessions are being ended
     spidi:node:<nodeId>:marker             string written only by the node's hot store; gone = Redis lost
                                                   the node's state: it writes its sessions again
+    spidi:handoff                          zset   "<roomId>/<sessionId>" -> end of its grace period (epoch
+                                                  ms): sessions a stopping node handed over, resumable
+                                                  on any node until then (stores/handoff.py)
     spidi:rooms:changed                    pubsub a room definition changed (payload: tenant/code, or */* for a room type)
     spidi:roster:{<roomId>}                pubsub a process's roster changes of the room (fanout.py)
     spidi:watched                          zset   roomId -> when the last watcher's claim lapses
@@ -80,6 +83,19 @@ def node_marker(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:marker"
 
 
+HANDOFF = f"{PREFIX}handoff"
+
+
+def handoff_member(room_id: str, session_id: str) -> str:
+    return f"{room_id}/{session_id}"
+
+
+def parse_handoff_member(member: str) -> tuple[str, str]:
+    """(roomId, sessionId) of a ``HANDOFF`` member."""
+    room_id, _, session_id = member.partition("/")
+    return room_id, session_id
+
+
 ROOMS_CHANGED = f"{PREFIX}rooms:changed"
 WATCHED = f"{PREFIX}watched"
 WATCH = f"{PREFIX}watch"
@@ -113,5 +129,16 @@ def alerts_active(tenant: str) -> str:
     return f"{PREFIX}alerts:active:{tenant}"
 
 
-def alert_notified(rule_id: str, room_id: str) -> str:
-    return f"{PREFIX}alert:notified:{rule_id}:{room_id}"
+def alert_notified(rule_id: str, room_id: str | None = None) -> str:
+    """The notification window of a rule (of a rule and room with ``alert_rate_limit_per_room``)."""
+    return f"{PREFIX}alert:notified:{rule_id}" + ("" if room_id is None else f":{room_id}")
+
+
+def alert_suppressed(rule_id: str, room_id: str | None = None) -> str:
+    """Episodes suppressed in that window since its last notification (a count)."""
+    return f"{PREFIX}alert:suppressed:{rule_id}" + ("" if room_id is None else f":{room_id}")
+
+
+def alert_episode_notified(episode_id: str) -> str:
+    """Set while an episode's firing was notified and its resolve not yet."""
+    return f"{PREFIX}alert:episode-notified:{episode_id}"

@@ -69,7 +69,9 @@ class Host(Protocol):
 
 # -- the spill record codec ----------------------------------------------------------------------
 
-_SPILLED_KINDS = frozenset({"join", "unindex", "leave", "touch", "event", "publish", "capacity", "marker"})
+_SPILLED_KINDS = frozenset(
+    {"join", "unindex", "leave", "touch", "event", "publish", "capacity", "marker", "handoff", "index"}
+)
 
 
 def _record(op: tuple) -> list:

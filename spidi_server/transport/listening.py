@@ -1,5 +1,5 @@
 """What the native and picows transports share once their server listens: its port, closing
-every connection with 1001, and stopping (the websockets library does these its own way)."""
+every connection (1001 or 1012), and stopping (the websockets library does these its own way)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ class ListeningTransport:
         """The port the server listens on (the first socket's: port 0 picks one)."""
         return self.server.sockets[0].getsockname()[1]
 
-    def close_all(self) -> list:
-        """Close every connection with 1001; the host waits for them to go (nothing to await)."""
+    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> list:
+        """Close every connection with ``code``; the host waits for them to go (nothing to await)."""
         for conn in list(self.host.clients):
-            conn.writer.close(1001, "server shutting down")
+            conn.writer.close(code, reason)
         return []
 
     def stop_accepting(self) -> None:

@@ -69,7 +69,9 @@ class TransportHost(Protocol):
     node_id: str  # the prefix of connection ids
 
     @property
-    def clients(self) -> Collection[Connection]: ...  # the open connections: closed with 1001 on shutdown
+    def clients(
+        self,
+    ) -> Collection[Connection]: ...  # the open connections: closed with 1001/1012 on shutdown
 
     # A WebSocket was accepted: the connection to feed its messages to, counted by the host.
     def connection_opened(
@@ -250,9 +252,9 @@ class WebSocketTransport:
         self.admission.opened(ip)
         return None
 
-    def close_all(self) -> list:
-        """Close every connection with 1001; return what to await."""
-        return [c.writer.ws.close(1001, "server shutting down") for c in list(self.host.clients)]
+    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> list:
+        """Close every connection with ``code``; return what to await."""
+        return [c.writer.ws.close(code, reason) for c in list(self.host.clients)]
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -204,28 +204,105 @@ async def test_webhook_sender_reports_each_delivery(settings, metrics, receiver)
 # -- rate limit ----------------------------------------------------------------------------------
 
 
-async def test_rate_limit_per_rule_and_room(settings, aredis, metrics, receiver, caplog):
+async def poll(predicate, timeout: float = 5.0, step: float = 0.02) -> bool:
+    """Await ``predicate()`` (a coroutine function) until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(step)
+    return bool(await predicate())
+
+
+def resolved_of(alert: dict) -> dict:
+    """The resolve of ``alert``'s episode."""
+    return make_alert(
+        rule=alert["ruleId"],
+        room=alert["roomId"],
+        state="resolved",
+        previous="firing",
+        episodeId=alert["episodeId"],
+    )
+
+
+async def test_rate_limit_is_per_rule_and_counts_episodes(settings, aredis, metrics, receiver, caplog):
     notifier = make_notifier(settings, aredis, metrics, alert_rate_limit_s=60)
     hook = [{"type": "in_app"}, {"type": "webhook", "url": receiver.url}]
     first = make_alert(room="room-a")
     notifier.notify(first, hook)
     assert await notifier.wait(5)
+    second = make_alert(room="room-b")  # another episode of the rule, in the window
     with caplog.at_level(logging.INFO, logger="spidi.alerting.notify"):
-        notifier.notify(make_alert(room="room-a", state="resolved", previous="firing"), hook)  # same window
-        notifier.notify(make_alert(room="room-b"), hook)  # another room: its own window
+        notifier.notify(second, hook)
         notifier.notify(make_alert(rule="rule-2", room="room-a"), hook)  # another rule: its own window
         assert await notifier.wait(5)
+        notifier.notify(resolved_of(second), hook)  # its firing was not sent: nor is its end
+        notifier.notify(resolved_of(first), hook)  # closes what was sent, window or not
+        assert await notifier.wait(5)
     await notifier.close()
-    delivered = sorted((r.json["ruleId"], r.json["roomId"]) for r in receiver.requests)
-    assert delivered == [("rule-1", "room-a"), ("rule-1", "room-b"), ("rule-2", "room-a")]
-    assert count(metrics, "alert_notifications", channel="webhook", outcome="suppressed") == 1
+    delivered = [(r.json["ruleId"], r.json["roomId"], r.json["state"]) for r in receiver.requests]
+    assert sorted(delivered) == [
+        ("rule-1", "room-a", "firing"),
+        ("rule-1", "room-a", "resolved"),
+        ("rule-2", "room-a", "firing"),
+    ]
+    assert count(metrics, "alert_notifications", channel="webhook", outcome="suppressed") == 2
     assert count(metrics, "alert_notifications", channel="in_app", outcome="suppressed") == 0
     assert count(metrics, "alert_notifications", channel="webhook", outcome="sent") == 3
-    assert [r.getMessage() for r in caplog.records].count("alert_notification_suppressed") == 1
-    # The window is one Redis key per rule and room, holding the alert that took it.
-    key = keys.alert_notified("rule-1", "room-a")
-    assert (await aredis.get(key)).decode() == first["alertId"]
+    assert [r.getMessage() for r in caplog.records].count("alert_notification_suppressed") == 2
+    # The window is one Redis key per rule, holding the episode that took it.
+    key = keys.alert_notified("rule-1")
+    assert (await aredis.get(key)).decode() == first["episodeId"]
     assert 55_000 < await aredis.pttl(key) <= 60_000
+    assert await aredis.exists(keys.alert_notified("rule-1", "room-a")) == 0
+    assert await aredis.exists(keys.alert_episode_notified(first["episodeId"])) == 0  # resolved: gone
+    assert await aredis.exists(keys.alert_episode_notified(second["episodeId"])) == 0  # never set
+
+
+async def test_after_the_window_the_next_episode_is_notified_and_tells_what_was_suppressed(
+    settings, aredis, metrics, receiver
+):
+    notifier = make_notifier(settings, aredis, metrics, alert_rate_limit_s=0.4)
+    slack = WebhookReceiver()
+    await slack.start()
+    hook = [{"type": "webhook", "url": receiver.url}, {"type": "slack", "url": slack.url}]
+    try:
+        for room in ("room-a", "room-b", "room-c"):  # one sent, two suppressed
+            notifier.notify(make_alert(room=room), hook)
+            assert await notifier.wait(5)
+        assert len(receiver.requests) == 1
+        assert await poll(lambda: _gone(aredis, keys.alert_notified("rule-1")))
+        third = make_alert(room="room-a")
+        notifier.notify(third, hook)
+        assert await notifier.wait(5)
+        await notifier.close()
+    finally:
+        await slack.stop()
+    assert [r.json["alertId"] for r in receiver.requests][-1] == third["alertId"]
+    assert len(receiver.requests) == len(slack.requests) == 2
+    assert "2 more alert episodes of this rule were not notified" not in str(slack.requests[0].json)
+    assert "2 more alert episodes of this rule were not notified" in str(slack.requests[1].json)
+    assert await aredis.exists(keys.alert_suppressed("rule-1")) == 0  # told: the count starts again
+    assert count(metrics, "alert_notifications", channel="slack", outcome="suppressed") == 2
+
+
+async def _gone(aredis, key: str) -> bool:
+    return await aredis.exists(key) == 0
+
+
+async def test_rate_limit_per_room_when_the_setting_asks(settings, aredis, metrics, receiver):
+    notifier = make_notifier(settings, aredis, metrics, alert_rate_limit_s=60, alert_rate_limit_per_room=True)
+    hook = [{"type": "webhook", "url": receiver.url}]
+    notifier.notify(make_alert(room="room-a"), hook)
+    notifier.notify(make_alert(room="room-b"), hook)  # another room: its own window
+    assert await notifier.wait(5)
+    notifier.notify(make_alert(room="room-a"), hook)  # the same rule and room: suppressed
+    assert await notifier.wait(5)
+    await notifier.close()
+    assert sorted(r.json["roomId"] for r in receiver.requests) == ["room-a", "room-b"]
+    assert await aredis.exists(keys.alert_notified("rule-1", "room-a")) == 1
+    assert await aredis.exists(keys.alert_notified("rule-1")) == 0
+    assert count(metrics, "alert_notifications", channel="webhook", outcome="suppressed") == 1
 
 
 async def test_rate_limit_is_shared_by_notifiers(settings, aredis, metrics, receiver):
@@ -233,13 +310,16 @@ async def test_rate_limit_is_shared_by_notifiers(settings, aredis, metrics, rece
     one = make_notifier(settings, aredis, metrics, alert_rate_limit_s=60)
     two = make_notifier(settings, aredis, metrics, alert_rate_limit_s=60)
     hook = [{"type": "webhook", "url": receiver.url}, {"type": "email", "to": ["ops@example.com"]}]
-    one.notify(make_alert(), hook[:1])
+    first = make_alert()
+    one.notify(first, hook[:1])
     assert await one.wait(5)
-    two.notify(make_alert(state="resolved", previous="firing"), hook)
+    two.notify(make_alert(room="room-2"), hook)
+    assert await two.wait(5)
+    two.notify(resolved_of(first), hook[:1])  # the successor closes what the first one sent
     assert await two.wait(5)
     await one.close()
     await two.close()
-    assert len(receiver.requests) == 1
+    assert [r.json["state"] for r in receiver.requests] == ["firing", "resolved"]
     assert count(metrics, "alert_notifications", channel="webhook", outcome="suppressed") == 1
     assert count(metrics, "alert_notifications", channel="email", outcome="suppressed") == 1
 
@@ -253,11 +333,29 @@ async def test_no_external_channel_takes_no_slot_and_pending_never_notifies(
     notifier.notify(make_alert(state="pending", previous="inactive"), hook)
     notifier.notify(make_alert(state="resolved", previous="pending"), hook)  # never fired
     assert await notifier.wait(5)
-    assert await aredis.exists(keys.alert_notified("rule-1", "room-1")) == 0
+    assert await aredis.exists(keys.alert_notified("rule-1")) == 0
     notifier.notify(make_alert(), hook)
     assert await notifier.wait(5)
     await notifier.close()
     assert len(receiver.requests) == 1
+
+
+async def test_without_redis_the_notification_is_sent(settings, metrics, receiver):
+    """A duplicate is better than a lost alert: a Redis that cannot be asked lets everything out."""
+    import redis.asyncio as aioredis
+
+    dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    notifier = make_notifier(settings, dead, metrics, alert_rate_limit_s=60)
+    hook = [{"type": "webhook", "url": receiver.url}]
+    first = make_alert()
+    notifier.notify(first, hook)
+    notifier.notify(make_alert(room="room-2"), hook)
+    assert await notifier.wait(10)
+    notifier.notify(resolved_of(first), hook)
+    assert await notifier.wait(10)
+    await notifier.close()
+    await dead.aclose()
+    assert sorted(r.json["state"] for r in receiver.requests) == ["firing", "firing", "resolved"]
 
 
 async def test_rate_limit_off_sends_everything(settings, aredis, metrics, receiver):

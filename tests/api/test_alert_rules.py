@@ -132,10 +132,14 @@ async def test_rule_crud_round_trip(api, pg, caplog):
             "channels": [
                 {"type": "webhook", "url": "https://hooks.example.test/x"},
                 {"type": "email", "to": ["ops@example.test"]},
+                {"type": "slack", "url": "https://hooks.example.test/slack"},
+                {"type": "teams", "url": "https://flows.example.test/teams"},
+                {"type": "pagerduty", "routingKey": "K" * 32},
             ],
         },
     )
     assert wide.status == 200, wide.body
+    assert wide.body["channels"][4] == {"type": "pagerduty", "routingKey": "K" * 32}
     assert (wide.body["scope"], wide.body["roomId"], wide.body["forSeconds"], wide.body["enabled"]) == (
         "tenant",
         None,
@@ -307,7 +311,10 @@ async def test_validation_lists_every_mistake(api):
         "expression": "a capacity rule writes its own expression from threshold; use kind custom"
     }
     assert (await rule_errors(kind="latency", channels=[{"type": "sms"}])) == {
-        "channels[0]": "must be an object whose type is one of in_app, webhook, email"
+        "channels[0]": "must be an object whose type is one of in_app, webhook, slack, teams, pagerduty, email"
+    }
+    assert (await rule_errors(kind="latency", channels=[{"type": "pagerduty", "routingKey": "x"}])) == {
+        "channels[0].routingKey": "must be the 32-character integration key of a PagerDuty service (Events API v2)"
     }
     assert (
         await rule_errors(
@@ -439,9 +446,11 @@ async def test_unknown_rule_ids_are_not_found(api):
         ("http://localhost:8080/x", "points at a refused loopback host name localhost"),
     ],
 )
-async def test_webhook_channels_to_refused_addresses_are_a_400_naming_the_field(api, url, message):
+@pytest.mark.parametrize("kind", ["webhook", "slack", "teams", "pagerduty"])
+async def test_webhook_channels_to_refused_addresses_are_a_400_naming_the_field(api, url, message, kind):
     # Literal internal addresses are refused when the rule is saved (names are checked at send time).
-    channels = [{"type": "in_app"}, {"type": "webhook", "url": url}]
+    channel = {"type": kind, "url": url} | ({"routingKey": "K" * 32} if kind == "pagerduty" else {})
+    channels = [{"type": "in_app"}, channel]
     reply = await api.post(RULES, {"name": "x", "scope": "tenant", "kind": "capacity", "channels": channels})
     errors = error_fields(reply)
     assert set(errors) == {"channels[1].url"} and errors["channels[1].url"].startswith(message), errors
