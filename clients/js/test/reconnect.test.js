@@ -1,6 +1,7 @@
 // Reconnection against a real node that goes away: kill -9 and a restart under the same node id
-// (within the grace period: the session resumes and a monitor sees no leave and no join; past
-// it: a new session), and a graceful restart (SIGTERM: close 1012, sessions handed over).
+// (within the grace period of the WELCOME: the session resumes and a monitor sees no leave and no
+// join; past it: a new session), and a graceful restart (SIGTERM: close 1012, sessions handed
+// over to the grace period, resumed on the restarted node).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -105,11 +106,10 @@ describe('kill -9 and a node down longer than the grace period', () => {
   before(() => node.start());
 
   it('joins anew (a new session) once the grace period is over', async () => {
-    // A server before issue 17 does not say its grace period in WELCOME: the option stands in.
-    const client = member('lobby', { gracePeriodMs: GRACE_MS });
+    const client = member('lobby');
     const log = record(client);
     const welcome = await client.join();
-    if ('gracePeriodMs' in welcome) assert.equal(welcome.gracePeriodMs, GRACE_MS);
+    assert.equal(welcome.gracePeriodMs, GRACE_MS); // the SDK counts with the server's, not its default
     const mon = watchRoster(monitor(), 'lobby');
     await waitFor(() => mon.watch.roster.has(welcome.sessionId), 'the member in the roster');
 
@@ -134,11 +134,7 @@ describe('graceful restart (SIGTERM)', () => {
   const { node, member, monitor } = site('term', { SPIDI_GRACE_PERIOD_MS: '10000' });
   before(() => node.start());
 
-  // The server side of issue 17 (the lead's change: close 1012 and the sessions handed to the
-  // grace period on SIGTERM) is not on main yet: today a SIGTERM closes with 1001 and ends the
-  // sessions, so the client joins anew (a new session). Drop the todo once main has it.
-  const todo = 'needs the server side of issue 17: SIGTERM closes with 1012 and hands sessions over';
-  it('reconnects on close 1012 and resumes the handed-over session', { todo }, async () => {
+  it('reconnects on close 1012 and resumes the handed-over session', async () => {
     const client = member('lobby');
     const log = record(client);
     const welcome = await client.join();
@@ -154,8 +150,12 @@ describe('graceful restart (SIGTERM)', () => {
     assert.equal(resumed.resumed, true);
     assert.equal(resumed.sessionId, welcome.sessionId);
     assert.deepEqual(log.named('sessionEnded'), []);
+    assert.equal(log.named('welcome').length, 1);
+    assertBackoff(retries);
+    await waitFor(() => mon.watch.roster.has(welcome.sessionId) && mon.snapshots().length >= 2, "the monitor's new snapshot");
     for (const delta of mon.deltas()) {
       assert.ok(!(delta.left ?? []).some((l) => l.sessionId === welcome.sessionId), `a leave: ${JSON.stringify(delta)}`);
+      assert.deepEqual(delta.joined ?? [], [], `a join: ${JSON.stringify(delta)}`);
     }
   });
 });
