@@ -82,6 +82,17 @@ export class SpidiNode {
     return `ws://127.0.0.1:${this.port}/ws`;
   }
 
+  /** The REST API of the node's ops port: `api('POST', '/api/v1/…', token, body)` → {status, body}. */
+  async api(method, pathname, token, body = undefined) {
+    const res = await fetch(`http://127.0.0.1:${this.opsPort}${pathname}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  }
+
   /** Start (or start again, same node id, ports and data directory) and wait for its banner. */
   async start() {
     if (!this.port) {
