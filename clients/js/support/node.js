@@ -1,5 +1,5 @@
 // A real Spidi node for the SDK's tests: `spidi serve --dev` as a child process on a data
-// directory of its own under <repo>/test-artifacts/js/, with its embedded Redis (history off, so
+// directory of its own under <repo>/test-artifacts/js/<name>/, with its embedded Redis (history off, so
 // no PostgreSQL: a boot takes about a second). Tokens are minted here with the node's HS256
 // secret (SPIDI_JWT_SECRET). cleanup() kills whatever the node started, whatever the test did.
 
@@ -70,7 +70,8 @@ export class SpidiNode {
   constructor(name, env = {}) {
     this.name = name;
     this.env = env;
-    this.base = path.join(ARTIFACTS, `${name}-${process.pid}-${randomBytes(3).toString('hex')}`);
+    // One folder per name: a run replaces the last run's, whose logs stay there to read.
+    this.base = path.join(ARTIFACTS, name);
     this.dataDir = path.join(this.base, 'data');
     this.nodeId = `js-${name}`;
     this.proc = null;
@@ -98,6 +99,7 @@ export class SpidiNode {
     if (!this.port) {
       this.port = await freePort();
       this.opsPort = await freePort();
+      rmSync(this.base, { recursive: true, force: true });
     }
     mkdirSync(this.base, { recursive: true });
     const errPath = path.join(this.base, `serve-${this.starts++}.err`);
