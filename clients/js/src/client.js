@@ -16,6 +16,7 @@ import {
   closeVerdict,
   withinGrace,
 } from './policy.js';
+import { ROOM_CODE, parseBody } from './message.js';
 import { AlertWatch, RoomWatch, RoomsWatch } from './watches.js';
 
 const STOMP_SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
@@ -59,7 +60,7 @@ function checkOptions(options) {
   if (getToken === undefined && (typeof token !== 'string' || token === '')) {
     throw new TypeError('SpidiClient: token (a JWT string) or getToken is required');
   }
-  if (room !== undefined && (typeof room !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(room))) {
+  if (room !== undefined && (typeof room !== 'string' || !ROOM_CODE.test(room))) {
     throw new TypeError(`SpidiClient: room must be 1-64 of A-Z a-z 0-9 _ . : -, got ${JSON.stringify(room)}`);
   }
   for (const name of ['reconnectBaseMs', 'reconnectCapMs', 'gracePeriodMs', 'connectTimeoutMs']) {
@@ -212,7 +213,7 @@ export class SpidiClient {
    * @returns {{roster: Map<string, object>, stop: () => void}}
    */
   watchRoom(roomCode, { onRoster, onMetrics } = {}) {
-    if (typeof roomCode !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(roomCode)) {
+    if (typeof roomCode !== 'string' || !ROOM_CODE.test(roomCode)) {
       throw new TypeError(`watchRoom: bad room code ${JSON.stringify(roomCode)}`);
     }
     return this._addWatch(new RoomWatch(this, roomCode, onRoster, onMetrics));
@@ -397,7 +398,7 @@ export class SpidiClient {
 
   _onSessionMessage(epoch, message) {
     if (epoch !== this._epoch) return;
-    const body = parse(message);
+    const body = parseBody(message);
     if (body?.type === 'WELCOME') {
       if (!this._wantSession || this._helloReceipt === null) {
         // The answer to a HELLO given up (leave() came first): end that session too.
@@ -427,7 +428,7 @@ export class SpidiClient {
 
   _onErrorMessage(epoch, message) {
     if (epoch !== this._epoch) return;
-    const body = parse(message) ?? {};
+    const body = parseBody(message) ?? {};
     const error = new SpidiError(body.code ?? 'ERROR', body.message ?? 'error', {
       codeNumber: body.codeNumber,
       ref: body.ref,
@@ -538,14 +539,6 @@ export class SpidiClient {
 
   _emitError(error) {
     this._emit('error', error);
-  }
-}
-
-function parse(message) {
-  try {
-    return JSON.parse(message.body);
-  } catch {
-    return null;
   }
 }
 

@@ -2,15 +2,8 @@
 // connection (attach) and forgets its subscriptions when one drops (detach). The state they keep
 // (state.js) is replaced by the snapshot each new subscription starts with.
 
+import { parseBody as parse } from './message.js';
 import { AlertState, RosterState } from './state.js';
-
-function parse(message) {
-  try {
-    return JSON.parse(message.body);
-  } catch {
-    return null;
-  }
-}
 
 class Watch {
   constructor(client) {
