@@ -47,13 +47,15 @@ export function recordingWebSocket() {
 }
 
 /**
- * A TCP proxy on loopback to `targetPort`; cut() drops every connection it carries, and `drop`
- * (a predicate on the text of a server-to-client WebSocket message) loses the first message it
- * matches, as a lossy path would: then `dropped` holds it.
+ * A TCP proxy on loopback to `targetPort`; cut() drops every connection it carries, `delayMs`
+ * holds the client's bytes back that long (a slow network: every round trip takes at least that),
+ * and `drop` (a predicate on the text of a server-to-client WebSocket message) loses the first
+ * message it matches, as a lossy path would: then `dropped` holds it.
  */
 export class CuttableProxy {
-  constructor(targetPort) {
+  constructor(targetPort, { delayMs = 0 } = {}) {
     this.targetPort = targetPort;
+    this.delayMs = delayMs;
     this.sockets = new Set();
     this.server = null;
     /** @type {((text: string) => boolean) | null} */
@@ -111,7 +113,12 @@ export class CuttableProxy {
         s.on('close', () => this.sockets.delete(s));
         s.on('error', () => {});
       }
-      client.pipe(upstream);
+      if (this.delayMs > 0) {
+        // Equal delays keep the order: timers of equal timeout fire in the order they were set.
+        client.on('data', (chunk) => setTimeout(() => upstream.destroyed || upstream.write(chunk), this.delayMs));
+      } else {
+        client.pipe(upstream);
+      }
       this.relay(upstream, client);
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
