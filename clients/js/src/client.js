@@ -6,17 +6,9 @@
 import { Client } from '@stomp/stompjs';
 
 import { CLIENT_CODES, SpidiError } from './errors.js';
-import {
-  DEFAULT_GRACE_PERIOD_MS,
-  Ewma,
-  FATAL_HELLO_CODES,
-  RECONNECT_BASE_MS,
-  RECONNECT_CAP_MS,
-  backoffDelay,
-  closeVerdict,
-  withinGrace,
-} from './policy.js';
 import { ROOM_CODE, parseBody } from './message.js';
+import { readOptions, resolveWebSocket } from './options.js';
+import { Ewma, FATAL_HELLO_CODES, backoffDelay, closeVerdict, withinGrace } from './policy.js';
 import { AlertWatch, RoomWatch, RoomsWatch } from './watches.js';
 
 const STOMP_SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
@@ -25,77 +17,26 @@ const LATENCY_MAX_MS = 3_600_000; // the server's bound on latencyMs
 const LEAVE_RECEIPT_TIMEOUT_MS = 5_000;
 const EVENTS = new Set(['welcome', 'resumed', 'reconnecting', 'error', 'ended', 'sessionEnded', 'connected']);
 
-/** The WebSocket class to use: the one given, `ws` under Node, the browser's otherwise. */
-async function resolveWebSocket(given) {
-  if (given) return given;
-  if (typeof process !== 'undefined' && process.versions?.node) {
-    const mod = await import('ws');
-    return mod.WebSocket ?? mod.default;
-  }
-  if (typeof globalThis.WebSocket === 'function') return globalThis.WebSocket;
-  throw new SpidiError(CLIENT_CODES.CONNECTION_REFUSED, 'no WebSocket implementation: pass options.WebSocket', {
-    fatal: true,
-  });
-}
-
-function randomClientId() {
-  return `js-${Math.random().toString(36).slice(2, 10)}`;
-}
-
-function checkOptions(options) {
-  if (!options || typeof options !== 'object') throw new TypeError('SpidiClient: options object required');
-  const { url, token, getToken, room } = options;
-  let parsed;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TypeError(`SpidiClient: url must be a ws:// or wss:// URL, got ${JSON.stringify(url)}`);
-  }
-  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
-    throw new TypeError(`SpidiClient: url must be a ws:// or wss:// URL, got ${JSON.stringify(url)}`);
-  }
-  if (getToken !== undefined && typeof getToken !== 'function') {
-    throw new TypeError('SpidiClient: getToken must be a function returning a token (or a promise of one)');
-  }
-  if (getToken === undefined && (typeof token !== 'string' || token === '')) {
-    throw new TypeError('SpidiClient: token (a JWT string) or getToken is required');
-  }
-  if (room !== undefined && (typeof room !== 'string' || !ROOM_CODE.test(room))) {
-    throw new TypeError(`SpidiClient: room must be 1-64 of A-Z a-z 0-9 _ . : -, got ${JSON.stringify(room)}`);
-  }
-  for (const name of ['reconnectBaseMs', 'reconnectCapMs', 'gracePeriodMs', 'connectTimeoutMs']) {
-    const v = options[name];
-    if (v !== undefined && !(Number.isFinite(v) && v > 0)) {
-      throw new TypeError(`SpidiClient: ${name} must be a positive number of ms, got ${v}`);
-    }
-  }
-}
-
 export class SpidiClient {
   /**
    * @param {import('../index.d.ts').SpidiClientOptions} options
    */
   constructor(options) {
-    checkOptions(options);
-    this._url = options.url;
-    this._token = options.token;
-    this._getToken = options.getToken;
-    this._room = options.room;
-    this._hello = {
-      clientId: options.clientId ?? randomClientId(),
-      appVersion: options.appVersion ?? 'unknown',
-      device: options.device,
-      os: options.os,
-    };
-    this._baseMs = options.reconnectBaseMs ?? RECONNECT_BASE_MS;
-    this._capMs = options.reconnectCapMs ?? RECONNECT_CAP_MS;
-    this._stompHeartbeatMs = options.stompHeartbeatMs ?? 10_000;
-    this._connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this._WebSocket = options.WebSocket;
-    this._debug = options.debug ?? (() => {});
-    this._latency = new Ewma(options.latencyAlpha ?? 0.3);
+    const o = readOptions(options);
+    this._url = o.url;
+    this._token = o.token;
+    this._getToken = o.getToken;
+    this._room = o.room;
+    this._hello = o.hello; // the HELLO fields besides roomCode and resumeSessionId
+    this._baseMs = o.reconnectBaseMs;
+    this._capMs = o.reconnectCapMs;
+    this._stompHeartbeatMs = o.stompHeartbeatMs;
+    this._connectTimeoutMs = o.connectTimeoutMs;
+    this._WebSocket = o.WebSocket;
+    this._debug = o.debug;
+    this._latency = new Ewma(o.latencyAlpha);
     // Servers before issue 17 do not say their grace period in WELCOME: this stands in for it.
-    this._gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
+    this._gracePeriodMs = o.gracePeriodMs;
 
     this._handlers = new Map();
     this._stomp = null; // the stompjs Client of the current attempt
