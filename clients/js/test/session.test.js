@@ -240,7 +240,7 @@ describe('a session', () => {
 });
 
 describe('a session the server ends', () => {
-  const timeoutNode = new SpidiNode('timeout', { SPIDI_HEARTBEAT_INTERVAL_MS: '200', SPIDI_HEARTBEAT_TIMEOUT_MS: '1000' });
+  const timeoutNode = new SpidiNode('timeout', { SPIDI_HEARTBEAT_INTERVAL_MS: '200', SPIDI_HEARTBEAT_TIMEOUT_MS: '1500' });
   const members = [];
   before(() => timeoutNode.start());
   after(async () => {
