@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYX    := $(wildcard spidi_core/*.pyx spidi_core/*.pxd)
 
-.PHONY: all install build run test test-pure bench loadtest lint clean fuzz docs-check hardening-docs
+.PHONY: all install build run test test-pure test-js bench loadtest lint clean fuzz docs-check hardening-docs
 
 all: build
 
@@ -41,6 +41,19 @@ $(VENV)/.browser: $(VENV)/.installed Makefile
 	fi
 	@touch $@
 
+# The JavaScript SDK (clients/js): Node.js and npm from Debian when missing; `npm ci` (from the
+# committed lockfile) when node_modules is missing or older than package.json/package-lock.json.
+JS := clients/js
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Its tests start real `spidi serve` nodes with this venv's Python.
+test-js: build $(JS)/node_modules/.installed
+	SPIDI_PYTHON=$(abspath $(PY)) timeout 300 node --test $(JS)/test/
+
 run: build
 	$(VENV)/bin/spidi serve --dev
 
@@ -49,6 +62,7 @@ test: build $(VENV)/.browser
 	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
 	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
+	$(MAKE) --no-print-directory test-js
 
 # The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,
 # written by `make test` or `pytest -m hardening`): exit 1 when they differ. Tests never edit docs/;
