@@ -113,17 +113,18 @@ class Session:
         self.lost = False
         self.node_id = ""
         self.lane = lane  # where its figures live (None: a session never entered in one)
-        # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) once
-        # the session left the lane; before it, the lane's.
+        # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        # latency_count) once the session left the lane; before it, the lane's.
         self._final: tuple | None = None
 
     def figures(self) -> tuple:
-        """(last_heartbeat_at ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max)."""
+        """(last_heartbeat_at ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        latency_count): a heartbeat may carry no latency, so latency_count <= heartbeats."""
         final = self._final
         if final is not None:
             return final
         stats = self.lane.stats(self.session_id) if self.lane is not None else None
-        return stats if stats is not None else (self.connected_at, None, 0, 0.0, None, None)
+        return stats if stats is not None else (self.connected_at, None, 0, 0.0, None, None, 0)
 
     def close_figures(self) -> None:
         """Keep the figures here: the session is about to leave the lane."""
@@ -193,7 +194,7 @@ class Session:
 
     def checkpoint_event(self) -> dict:
         """A ``session_checkpoint``: the cumulative heartbeat and latency figures."""
-        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
+        last_beat, _, beats, latency_sum, latency_min, latency_max, latency_count = self.figures()
         return events.session_checkpoint(
             session_id=self.session_id,
             room_id=self.room.room_id,
@@ -202,7 +203,7 @@ class Session:
             heartbeats=beats,
             last_heartbeat_at=last_beat,
             latency_sum=latency_sum,
-            latency_count=beats,
+            latency_count=latency_count,
             latency_min=latency_min,
             latency_max=latency_max,
         )
@@ -210,7 +211,7 @@ class Session:
     def end_event(self, reason: str, ended_at: int) -> dict:
         """A ``session_ended``: the final figures, and who left (the room hooks read the end alone)."""
         room = self.room
-        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
+        last_beat, _, beats, latency_sum, latency_min, latency_max, latency_count = self.figures()
         return events.session_ended(
             session_id=self.session_id,
             room_id=room.room_id,
@@ -227,7 +228,7 @@ class Session:
             last_heartbeat_at=last_beat,
             heartbeats=beats,
             latency_sum=latency_sum,
-            latency_count=beats,
+            latency_count=latency_count,
             latency_min=latency_min,
             latency_max=latency_max,
         )
