@@ -48,19 +48,22 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
             conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'spd_archive'").fetchone()[0] == 1
         )
         forced = conn.execute(
-            "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY relname"
+            "SELECT n.nspname = 'spd_archive', c.relname FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.relforcerowsecurity AND c.relrowsecurity ORDER BY 1, 2"
         ).fetchall()
-        assert [r[0] for r in forced] == sorted(
-            [
-                "dat_spd_room",
-                "dat_spd_room_attr",
-                "dat_spd_session",
-                "dat_spd_room_stats",
-                "dat_spd_alert_rule",
-                "dat_spd_alert_event",
-                "tba_spd_room_type",
-            ]
-        )
+        hot = [
+            "dat_spd_room",
+            "dat_spd_room_attr",
+            "dat_spd_session",
+            "dat_spd_room_stats",
+            "dat_spd_alert_rule",
+            "dat_spd_alert_event",
+            "tba_spd_room_type",
+        ]
+        # The archive's tables are tenant data under the same policy (0011).
+        archive = ["dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"]
+        assert forced == [(False, t) for t in sorted(hot)] + [(True, t) for t in sorted(archive)]
         indexes = {
             r[0]
             for r in conn.execute(
