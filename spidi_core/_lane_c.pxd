@@ -30,8 +30,9 @@ ctypedef struct LaneSession:
     int64_t last_ms
     int64_t ttl_refreshed
     int64_t heartbeats
+    int64_t latency_count  # heartbeats that carried a latency
     int64_t beat_ms  # the pending beat (valid while dirty)
-    double beat_latency
+    double beat_latency  # NaN: the pending beat carries no latency
     double last_mono
     double latency
     double latency_sum
@@ -92,6 +93,7 @@ cdef class HeartbeatLaneC:
     cdef int32_t _find_str(self, session_id) except -2
     cdef LaneSession* _session(self, session_id) except NULL
     cdef int _grow_slots(self) except -1
-    cdef int _record(self, int32_t idx, double latency, bint is_int, int64_t now_ms, double now) except -1
+    cdef int _record(self, int32_t idx, double latency, bint is_int, bint has_latency, int64_t now_ms,
+                     double now) except -1
     cdef Py_ssize_t offer_raw(self, int64_t conn_key, const unsigned char* msg, Py_ssize_t n,
                               unsigned char* receipt) except -2

@@ -26,6 +26,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.math cimport NAN
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -411,35 +412,26 @@ cdef class HeartbeatLaneC:
         self.free_sess = idx
 
     def beat(self, session_id, latency_ms, int64_t now_ms, double now):
-        """Record a heartbeat the full path checked (KeyError for an unknown session)."""
+        """Record a heartbeat the full path checked (KeyError for an unknown session);
+        ``latency_ms`` None: a heartbeat without a latency sample."""
         cdef int32_t idx = self._find_str(session_id)
         if idx < 0:
             raise KeyError(session_id)
+        if latency_ms is None:
+            self._record(idx, 0.0, False, False, now_ms, now)
+            return
         cdef bint is_int = isinstance(latency_ms, int)
         cdef double latency = <double>latency_ms if is_int else float(latency_ms)
-        self._record(idx, latency, is_int, now_ms, now)
+        self._record(idx, latency, is_int, True, now_ms, now)
 
-    cdef int _record(self, int32_t idx, double latency, bint is_int, int64_t now_ms,
+    cdef int _record(self, int32_t idx, double latency, bint is_int, bint has_latency, int64_t now_ms,
                      double now) except -1:
         cdef LaneSession* s = &self.sess[idx]
         cdef LaneRoom* r = &self.rooms[s.room]
         cdef Py_ssize_t lo, hi, mid
         s.last_ms = now_ms
         s.last_mono = now
-        s.latency = latency
-        s.flags |= LF_HAS_LATENCY
-        if is_int:
-            s.flags |= LF_LATENCY_INT
-        else:
-            s.flags &= ~LF_LATENCY_INT
-        if s.heartbeats == 0 or latency < s.latency_min:
-            s.latency_min = latency
-            s.flags = (s.flags | LF_MIN_INT) if is_int else (s.flags & ~LF_MIN_INT)
-        if s.heartbeats == 0 or latency > s.latency_max:
-            s.latency_max = latency
-            s.flags = (s.flags | LF_MAX_INT) if is_int else (s.flags & ~LF_MAX_INT)
         s.heartbeats += 1
-        s.latency_sum += latency
         if not (s.flags & LF_DIRTY):
             if not r.in_dirty:
                 vec_push(&self.dirty_rooms, s.room)
@@ -449,9 +441,12 @@ cdef class HeartbeatLaneC:
             self.npending += 1
             if r.watched:
                 self.npending_watched += 1
+            if not has_latency:
+                s.beat_latency = NAN  # Redis keeps the session's last reported latency
         s.beat_ms = now_ms
-        s.beat_latency = latency
-        s.flags = (s.flags | LF_BEAT_INT) if is_int else (s.flags & ~LF_BEAT_INT)
+        if has_latency:
+            s.beat_latency = latency
+            s.flags = (s.flags | LF_BEAT_INT) if is_int else (s.flags & ~LF_BEAT_INT)
         if now_ms - s.ttl_refreshed > self.ttl_refresh_ms:
             s.ttl_refreshed = now_ms
             if not (s.flags & LF_TTL_DUE):
@@ -460,6 +455,23 @@ cdef class HeartbeatLaneC:
         if r.watched and not (s.flags & LF_UPDATED):
             vec_push(&r.updated, idx)
             s.flags |= LF_UPDATED
+        self.heartbeats += 1
+        if not has_latency:
+            return 0
+        s.latency = latency
+        s.flags |= LF_HAS_LATENCY
+        if is_int:
+            s.flags |= LF_LATENCY_INT
+        else:
+            s.flags &= ~LF_LATENCY_INT
+        if s.latency_count == 0 or latency < s.latency_min:
+            s.latency_min = latency
+            s.flags = (s.flags | LF_MIN_INT) if is_int else (s.flags & ~LF_MIN_INT)
+        if s.latency_count == 0 or latency > s.latency_max:
+            s.latency_max = latency
+            s.flags = (s.flags | LF_MAX_INT) if is_int else (s.flags & ~LF_MAX_INT)
+        s.latency_count += 1
+        s.latency_sum += latency
         # bisect_left: the first bound >= latency (the last bucket is the overflow)
         lo = 0
         hi = self.nbuckets
@@ -472,14 +484,13 @@ cdef class HeartbeatLaneC:
         r.latency_sum += latency
         r.count += 1
         r.hist[lo] += 1
-        self.heartbeats += 1
         self.latency_sum += latency
         self.hist[lo] += 1
         return 0
 
     def stats(self, session_id):
-        """(last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) or
-        None; latencies keep the type they came in."""
+        """(last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        latency_count) or None; latencies keep the type they came in."""
         cdef int32_t idx = self._find_str(session_id)
         if idx < 0:
             return None
@@ -487,10 +498,10 @@ cdef class HeartbeatLaneC:
         latency = latency_min = latency_max = None
         if s.flags & LF_HAS_LATENCY:
             latency = _number_object(s.latency, s.flags & LF_LATENCY_INT)
-        if s.heartbeats:
+        if s.latency_count:
             latency_min = _number_object(s.latency_min, s.flags & LF_MIN_INT)
             latency_max = _number_object(s.latency_max, s.flags & LF_MAX_INT)
-        return (s.last_ms, latency, s.heartbeats, s.latency_sum, latency_min, latency_max)
+        return (s.last_ms, latency, s.heartbeats, s.latency_sum, latency_min, latency_max, s.latency_count)
 
     def last_beat(self, session_id):
         """Monotonic seconds of the session's last beat (its join before any), None if unknown."""
@@ -555,7 +566,7 @@ cdef class HeartbeatLaneC:
             self.wall_at = wall_offset()
             self.wall_checked = now
         # int(time.time() * 1000), as presence.model.now_ms computes it
-        self._record(idx, got.latency, got.is_int, <int64_t>((now + self.wall_at) * 1000.0), now)
+        self._record(idx, got.latency, got.is_int, True, <int64_t>((now + self.wall_at) * 1000.0), now)
         self.handled += 1
         if got.receipt_len < 0:
             return 0
@@ -586,8 +597,8 @@ cdef class HeartbeatLaneC:
         return self.npending_watched
 
     def take_beats(self, bint watched_only=False):
-        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF);
-        with ``watched_only`` only the watched rooms' beats, the others' stay pending."""
+        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF,
+        ``-`` for the latency of beats that carried none); with ``watched_only`` only the watched rooms' beats, the others' stay pending."""
         cdef dict out = {}
         cdef Py_ssize_t ri, j, size = 0, used, need, tlen, kept = 0
         cdef LaneRoom* r
@@ -611,7 +622,11 @@ cdef class HeartbeatLaneC:
                 for j in range(r.beats.len):
                     s = &self.sess[r.beats.data[j]]
                     s.flags &= ~LF_DIRTY
-                    if s.flags & LF_BEAT_INT:
+                    if s.beat_latency != s.beat_latency:  # NaN: no latency
+                        text = NULL
+                        num[0] = b'-'
+                        tlen = 1
+                    elif s.flags & LF_BEAT_INT:
                         text = NULL
                         tlen = _put_int(num, <long long>s.beat_latency)
                     else:

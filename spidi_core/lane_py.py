@@ -70,6 +70,7 @@ class _Session:
         "latency_sum",
         "latency_min",
         "latency_max",
+        "latency_count",
         "ttl_refreshed",
     )
 
@@ -83,6 +84,7 @@ class _Session:
         self.latency_sum = 0.0
         self.latency_min = None
         self.latency_max = None
+        self.latency_count = 0  # heartbeats that carried a latency (not all need to)
         self.ttl_refreshed = now_ms
 
 
@@ -366,47 +368,66 @@ class HeartbeatLanePy:
         self._ttl_due.pop(session_id, None)
         self._rooms[session.room_key].updated.pop(session_id, None)
 
-    def beat(self, session_id: str, latency_ms: float, now_ms: int, now: float) -> None:
-        """Record a heartbeat the full path checked (the session exists: KeyError otherwise)."""
+    def beat(self, session_id: str, latency_ms: float | None, now_ms: int, now: float) -> None:
+        """Record a heartbeat the full path checked (the session exists: KeyError otherwise).
+        ``latency_ms`` None: a heartbeat without a latency sample (it counts as a heartbeat, and
+        leaves every latency figure as it was)."""
         self._record(session_id, self._sessions[session_id], latency_ms, now_ms, float(now))
 
     def _record(self, session_id: str, s: _Session, latency, now_ms: int, now: float) -> None:
         s.last_ms = now_ms
         s.last_mono = now
-        s.latency = latency
         s.heartbeats += 1
-        s.latency_sum += latency
-        if s.latency_min is None or latency < s.latency_min:
-            s.latency_min = latency
-        if s.latency_max is None or latency > s.latency_max:
-            s.latency_max = latency
         beats = self._beats.get(s.room_key)
         if beats is None:
             beats = self._beats[s.room_key] = {}
-        if session_id not in beats:
+        pending = beats.get(session_id)
+        if pending is None:
             self._npending += 1
-        beats[session_id] = (now_ms, latency)
+        if latency is None:
+            # Redis keeps the session's last reported latency: a pending one still goes.
+            beats[session_id] = (now_ms, None if pending is None else pending[1])
+        else:
+            beats[session_id] = (now_ms, latency)
         if now_ms - s.ttl_refreshed > self._ttl_refresh_ms:
             s.ttl_refreshed = now_ms
             self._ttl_due[session_id] = None
         room = self._rooms[s.room_key]
         if room.watched:
             room.updated[session_id] = None
+        self._heartbeats += 1
+        if latency is None:
+            return
+        s.latency = latency
+        s.latency_count += 1
+        s.latency_sum += latency
+        if s.latency_min is None or latency < s.latency_min:
+            s.latency_min = latency
+        if s.latency_max is None or latency > s.latency_max:
+            s.latency_max = latency
         bucket = bisect_left(self._buckets, latency)
         room.latency_sum += latency
         room.count += 1
         room.hist[bucket] += 1
-        self._heartbeats += 1
         self._latency_sum += latency
         self._hist[bucket] += 1
 
     def stats(self, session_id: str):
-        """(last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max), or
-        None for an unknown session. Latencies keep the type they came in (int or float)."""
+        """(last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        latency_count), or None for an unknown session. Latencies keep the type they came in (int
+        or float); latency_count counts the heartbeats that carried one."""
         s = self._sessions.get(session_id)
         if s is None:
             return None
-        return (s.last_ms, s.latency, s.heartbeats, s.latency_sum, s.latency_min, s.latency_max)
+        return (
+            s.last_ms,
+            s.latency,
+            s.heartbeats,
+            s.latency_sum,
+            s.latency_min,
+            s.latency_max,
+            s.latency_count,
+        )
 
     def last_beat(self, session_id: str) -> float | None:
         """Monotonic seconds of the session's last beat (its join before any), None if unknown."""
@@ -465,8 +486,8 @@ class HeartbeatLanePy:
         return sum(len(beats) for room, beats in self._beats.items() if rooms[room].watched)
 
     def take_beats(self, watched_only: bool = False) -> dict[int, bytes]:
-        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF),
-        the newest beat per session; empties the pending beats (with ``watched_only``, only the
+        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF,
+        ``-`` for the latency of beats that carried none), the newest beat per session; empties the pending beats (with ``watched_only``, only the
         watched rooms' are taken, the others' stay pending)."""
         if watched_only:
             rooms = self._rooms
@@ -477,7 +498,9 @@ class HeartbeatLanePy:
             beats, self._beats = self._beats, {}
             self._npending = 0
         return {
-            room: "\n".join([f"{sid} {b[0]} {b[1]}" for sid, b in room_beats.items()]).encode()
+            room: "\n".join(
+                [f"{sid} {b[0]} {'-' if b[1] is None else b[1]}" for sid, b in room_beats.items()]
+            ).encode()
             for room, room_beats in beats.items()
         }
 

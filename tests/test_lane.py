@@ -133,7 +133,7 @@ def test_accepted_heartbeats_answer_as_the_full_path(Lane, message, sid, latency
     if receipt is not None and serialize_frame_c is not None:
         assert answer == serialize_frame_c("RECEIPT", {"receipt-id": receipt})
     stats = lane.stats(sid)
-    assert stats[1:] == (latency, 1, float(latency), latency, latency)
+    assert stats[1:] == (latency, 1, float(latency), latency, latency, 1)
     assert type(stats[1]) is type(latency) and type(stats[4]) is type(latency)
     heartbeats, latency_sum, hist, handled = lane.take_counters()
     assert (heartbeats, latency_sum, sum(hist), handled) == (1, float(latency), 1, 1)
@@ -294,14 +294,14 @@ def test_receipt_bytes_are_the_serializers(Lane):
 def test_beat_records_like_presence(Lane):
     lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
     lane.add_session("a", 1, 7, 5_000, 50.0)
-    assert lane.stats("a") == (5_000, None, 0, 0.0, None, None)
+    assert lane.stats("a") == (5_000, None, 0, 0.0, None, None, 0)
     assert lane.last_beat("a") == 50.0
     lane.beat("a", 20, 5_100, 51.0)
     lane.beat("a", 7.5, 5_200, 52.0)
     lane.beat("a", 30, 5_300, 53.0)
     lane.beat("a", 7.5, 5_400, 54.0)
     stats = lane.stats("a")
-    assert stats == (5_400, 7.5, 4, 65.0, 7.5, 30)
+    assert stats == (5_400, 7.5, 4, 65.0, 7.5, 30, 4)
     assert type(stats[5]) is int and type(stats[4]) is float
     assert lane.last_beat("a") == 54.0
     assert lane.stats("nobody") is None and lane.last_beat("nobody") is None
@@ -385,7 +385,7 @@ def test_removed_session_takes_its_pending_work_with_it(Lane):
     assert lane.take_updated(1) == ["b"]
     assert lane.take_beats() == {1: b"b 5000 2"}
     lane.add_session("a", 0, 1, 0, 0.0)  # a new record, nothing carried over
-    assert lane.stats("a") == (0, None, 0, 0.0, None, None)
+    assert lane.stats("a") == (0, None, 0, 0.0, None, None, 0)
     lane.beat("b", 2, 5_001, 1.0)
     lane.remove_session("b")
     assert lane.take_beats() == {}  # the room had no other beat: gone from the batch
@@ -423,6 +423,31 @@ def test_updated_only_for_watched_rooms(Lane):
     assert lane.take_updated(1) == []
 
 
+def test_beat_without_latency_counts_but_samples_nothing(Lane):
+    # A heartbeat without latencyMs (the full path hands the lane None): the session is alive
+    # and one heartbeat more, every latency figure stays as it was; 0 is a sample like any other.
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
+    lane.add_session("a", 1, 7, 5_000, 50.0)
+    lane.beat("a", None, 5_100, 51.0)
+    assert lane.stats("a") == (5_100, None, 1, 0.0, None, None, 0)
+    assert lane.take_beats() == {7: b"a 5100 -"}  # Redis keeps its last latency (none yet)
+    assert lane.take_room_sample(7) == (0.0, 0, [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    heartbeats, latency_sum, hist, _ = lane.take_counters()
+    assert (heartbeats, latency_sum, sum(hist)) == (1, 0.0, 0)
+    lane.beat("a", 40, 5_200, 52.0)
+    lane.beat("a", None, 5_300, 53.0)  # the pending beat keeps the latency it had
+    assert lane.stats("a") == (5_300, 40, 3, 40.0, 40, 40, 1)
+    assert lane.last_beat("a") == 53.0
+    assert lane.take_beats() == {7: b"a 5300 40"}
+    latency_sum, count, _ = lane.take_room_sample(7)
+    assert (latency_sum, count) == (40.0, 1)
+    lane.beat("a", 0, 5_400, 54.0)  # a 0 ms sample is a sample
+    assert lane.stats("a") == (5_400, 0, 4, 40.0, 0, 40, 2)
+    assert lane.take_beats() == {7: b"a 5400 0"}
+    latency_sum, count, hist = lane.take_room_sample(7)
+    assert (latency_sum, count, hist[0]) == (0.0, 1, 1)
+
+
 def test_lane_beats_fill_the_same_figures(Lane):
     lane = new_lane(Lane)
     lane.set_watched(10, True)
@@ -431,7 +456,7 @@ def test_lane_beats_fill_the_same_figures(Lane):
     lane.beat(SID, 60, 2_000_000_000_000, 1.0)
     lane.offer(1, loadgen_frame(latency=2.25))
     stats = lane.stats(SID)
-    assert stats[1:] == (2.25, 3, 102.25, 2.25, 60)
+    assert stats[1:] == (2.25, 3, 102.25, 2.25, 60, 3)
     assert before - 1 <= stats[0] <= time.time() * 1000
     assert lane.take_updated(10) == [SID]
     assert lane.take_ttl_due() == [SID]

@@ -191,7 +191,8 @@ def test_frame_error_maps_to_error_and_1009_for_size():
     "body, expected",
     [
         (b'{"sessionId":"s1","latencyMs":12.5}', ev.Heartbeat("s1", 12.5, "r")),
-        (b'{"sessionId":"s1"}', ev.Heartbeat("s1", 0, "r")),
+        (b'{"sessionId":"s1"}', ev.Heartbeat("s1", None, "r")),  # no latency sample, not a 0 ms one
+        (b'{"sessionId":"s1","latencyMs":null}', ev.Heartbeat("s1", None, "r")),
         (b'{"sessionId":"s1","latencyMs":0,"extra":{"a":[1]}}', ev.Heartbeat("s1", 0, "r")),
     ],
 )

@@ -206,6 +206,47 @@ async def test_hello_heartbeat_leave_and_redis_state(node, redis_sync):
     await alice.close()
 
 
+async def test_heartbeat_without_latency_is_no_latency_sample(node, redis_sync):
+    # latencyMs is optional: a heartbeat without it keeps the session alive and counts as a
+    # heartbeat, but is no 0 ms sample; latencyMs 0 is a sample like any other.
+    alice = await user(node, "alice")
+    sid = (await alice.hello("quiet"))["sessionId"]
+    room_id = room_id_for("default", "quiet")
+
+    async def beat(body: dict, receipt: str) -> None:
+        await alice.app("/app/heartbeat", body, receipt=receipt)
+        assert (await alice.next(command="RECEIPT"))[1]["receipt-id"] == receipt
+        await node.store.flush()
+
+    async def avg_latency() -> float:
+        """The room's avgLatencyMs as a new subscriber's snapshot shows it."""
+        mon = await monitor(node)
+        await mon.subscribe("/topic/rooms/quiet/metrics")
+        avg = (await mon.json("/topic/rooms/quiet/metrics"))["avgLatencyMs"]
+        await mon.close()
+        return avg
+
+    await beat({"sessionId": sid, "latencyMs": 40}, "b1")
+    before = redis_sync.zscore(keys.room_online(room_id), sid)
+    await asyncio.sleep(0.01)  # the next beat's time is later
+    await beat({"sessionId": sid}, "b2")
+    await beat({"sessionId": sid, "latencyMs": None}, "b3")
+    session = node.presence.sessions[sid]
+    last, latency, beats, latency_sum, low, high, samples = session.figures()
+    assert (latency, beats, latency_sum, low, high, samples) == (40, 3, 40.0, 40, 40, 1)
+    assert redis_sync.zscore(keys.room_online(room_id), sid) == last > before  # alive, and later
+    assert float(redis_sync.hget(keys.room_latency(room_id), sid)) == 40
+    assert await avg_latency() == 40.0
+    checkpoint = session.checkpoint_event()
+    assert (checkpoint["heartbeats"], checkpoint["latency_count"], checkpoint["latency_sum"]) == (3, 1, 40.0)
+
+    await beat({"sessionId": sid, "latencyMs": 0}, "b4")
+    assert session.figures()[1:] == (0, 4, 40.0, 0, 40, 2)
+    assert float(redis_sync.hget(keys.room_latency(room_id), sid)) == 0
+    assert await avg_latency() == 0.0
+    await alice.close()
+
+
 @pytest.mark.parametrize(
     "destination, body, code",
     [

@@ -5,6 +5,7 @@ environment, adding up the workers' metrics)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -17,12 +18,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from spidi_server.auth import mint_token
+from spidi_server.history.embedded_pg import resolve_dsn
 from spidi_server.metrics import NodeMetrics
 from spidi_server.ops import merge_exposition
 from spidi_server.rooms import room_id_for
@@ -152,11 +155,19 @@ def workdir():
 @pytest.fixture
 def supervisor(workdir):
     """``spidi serve --dev --workers 2`` on embedded Redis and PostgreSQL; its stderr in a file."""
+    with _supervisor(workdir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _supervisor(workdir: Path, **extra_env: str):
+    """``supervisor``, with more settings through the environment (``SPIDI_...``)."""
     port, ops = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIDI_")}
     env["SPIDI_SHUTDOWN_TIMEOUT_S"] = "3"
     env["SPIDI_ROOMS"] = "small=3"  # one capacity for both workers
     env["SPIDI_METRICS_TOKEN"] = METRICS_TOKEN  # the workers present it to each other
+    env.update(extra_env)
     with open(workdir / "stderr.log", "w") as err:
         # stderr to a file: three processes' logs would fill a pipe nobody reads and block them.
         proc = _spawn(
@@ -352,6 +363,54 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
     for pid in (*pids.values(), writer_pid):
         assert not _running(pid), pid
     assert not (data / "redis" / "redis.sock").exists() or not _running_redis(data)
+
+
+async def test_two_workers_store_the_room_wide_online_max(workdir):
+    # Clients in one room spread over two workers: each worker samples only its own sessions, and
+    # the minute stored in history must have the room's maximum (every client at once), not the
+    # busier worker's, which would be below the room's average.
+    with _supervisor(workdir, SPIDI_WRITER_FLUSH_INTERVAL_S="0.2") as (proc, banner, port, _, workdir):
+        data = workdir / "data"
+        settings = Settings(data_dir=str(data), dev=True)
+        private = {w[0]: int(w[2]) for w in WORKER_LINE.findall(banner)}
+        clients = []
+        for i in range(CLIENTS):
+            token = mint_token(settings, f"u{i}", ["spidi:user"], "default", 600)
+            client = await connected(f"ws://127.0.0.1:{port}/ws", token)
+            await client.hello("crowd", f"c{i}")
+            clients.append(client)
+        async with aiohttp.ClientSession() as http:
+            per_worker = [
+                _sample((await _get(http, f"http://127.0.0.1:{p}/metrics/local"))[1], "spidi_sessions_active")
+                for p in private.values()
+            ]
+        assert sum(per_worker) == CLIENTS and min(per_worker) > 0, per_worker
+        dsn, pg = resolve_dsn(settings)  # joins the supervisor's PostgreSQL
+        try:
+
+            def minutes() -> list[tuple]:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    return conn.execute(
+                        "SELECT online_max, online_avg, node_samples FROM dat_spd_room_stats WHERE room_id = %s",
+                        [room_id_for("default", "crowd")],
+                    ).fetchall()
+
+            # A minute is stored once it ended (the workers' samples), within about two minutes.
+            deadline = time.monotonic() + 150
+            stored = await asyncio.to_thread(minutes)
+            while not any(m[0] == CLIENTS for m in stored):
+                assert time.monotonic() < deadline, f"no minute with every client at once: {stored}"
+                await asyncio.sleep(0.5)
+                stored = await asyncio.to_thread(minutes)
+        finally:
+            pg.stop()
+        assert all(m[0] <= CLIENTS for m in stored), stored
+        for online_max, online_avg, node_samples in stored:
+            if online_max == CLIENTS:
+                assert node_samples == 2 and online_avg <= online_max, stored
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*(c.closed.wait() for c in clients)), 15)
+        assert await asyncio.to_thread(proc.wait, 40) == 0
 
 
 def _running_redis(data: Path) -> bool:

@@ -26,7 +26,7 @@ from .params import OFFSET, iso, page, page_limit
 from .problems import field_error, invalid, not_found
 from .routing import Call, Route, json_response
 from .service import Api, audit
-from .validation import Body, Choice, Field, FieldError, Integer, Text, Uuid
+from .validation import Body, Choice, Field, FieldError, Flag, Integer, Text, Uuid
 
 # API scope -> dat_spd_alert_rule.scope, and back.
 SCOPES = {"room": "room", "roomType": "room_type", "tenant": "tenant"}
@@ -51,24 +51,6 @@ class Number(Field):
 
     def base_schema(self) -> dict:
         return {"type": "number", "exclusiveMinimum": 0}
-
-
-@dataclass(frozen=True)
-class Flag(Field):
-    """A JSON boolean; in a query, ``true`` or ``false``."""
-
-    def from_text(self, text: str) -> Any:
-        if text not in ("true", "false"):
-            raise FieldError("must be true or false")
-        return text == "true"
-
-    def check(self, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise FieldError("must be true or false")
-        return value
-
-    def base_schema(self) -> dict:
-        return {"type": "boolean"}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..alerting import rules
 from ..alerting.feed import publish_acknowledgement
 from ..history.sql import alerts
 from ..stores import keys
-from .params import FROM, OFFSET, TO, iso, page, page_limit
+from .params import ARCHIVE, FROM, OFFSET, TO, iso, page, page_limit
 from .problems import field_error, invalid, not_found
 from .routing import Call, Route, json_response
 from .service import Api, audit
@@ -64,6 +64,7 @@ ALERT_LIST_QUERY = (
     TO.but(description="End of the range (exclusive), ISO 8601; default: no upper bound"),
     page_limit(100, 1000),
     OFFSET,
+    ARCHIVE,
 )
 
 
@@ -113,6 +114,7 @@ async def list_alerts(api: Api, call: Call) -> web.Response:
             end=end,
             limit=q["limit"],
             offset=q["offset"],
+            archive=q["archive"],
         ),
     )
     return json_response(page([event_json(r) for r in rows], total, q))
@@ -121,7 +123,7 @@ async def list_alerts(api: Api, call: Call) -> web.Response:
 async def get_alert(api: Api, call: Call) -> web.Response:
     """GET /api/v1/alerts/{id}."""
     alert_id, tenant = call.path["alert_id"], call.claims.tenant
-    row = await api.db(tenant, lambda c: alerts.get_event(c, tenant, alert_id))
+    row = await api.db(tenant, lambda c: alerts.get_event(c, tenant, alert_id, archive=call.query["archive"]))
     if row is None:
         raise not_found("alert", alert_id)
     return json_response(event_json(row))
@@ -184,7 +186,7 @@ ALERT_ROUTES: tuple[Route, ...] = (
           description="The tenant's pending and firing alerts, newest first: what a /topic/alerts "
                       "subscription starts with."),
     Route("GET", _ALERTS + "/{id}", get_alert, "getAlert", "Get an alert event", "alerts", roles.OBSERVE,
-          path_params=(ALERT_ID,), response="Alert", problems=(404,)),
+          path_params=(ALERT_ID,), query=(ARCHIVE,), response="Alert", problems=(404,)),
     Route("POST", _ALERTS + "/{id}/acknowledge", acknowledge_alert, "acknowledgeAlert", "Acknowledge an alert",
           "alerts", roles.ACKNOWLEDGE, path_params=(ALERT_ID,), response="Alert", problems=(404,), description=_ACK_NOTE),
 )  # fmt: skip

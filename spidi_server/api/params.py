@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..rooms import ROOM_CODE
 from .problems import field_error, invalid
-from .validation import Integer, Timestamp
+from .validation import Flag, Integer, Timestamp
 
 # A room's code and a room type's code: the pattern of ``rooms.ROOM_CODE`` (its length is the
 # fields' max_length), and the hint a validation message gives.
@@ -47,6 +47,14 @@ def window(query: dict, default: timedelta) -> tuple[datetime, datetime]:
     return start, end
 
 
+# The history reads (sessions, room statistics, alerts): with archive=true, the rows retention moved
+# to the archive (older than retention_hot_days) are read too, under the same tenant isolation.
+ARCHIVE = Flag(
+    "archive",
+    "archive",
+    "Also read archived history (moved out of the hot tables after retention_hot_days); default false",
+    default=False,
+)
 OFFSET = Integer("offset", "offset", "Items to skip before the page", default=0, minimum=0, maximum=10**9)
 FROM = Timestamp("from", "from", "Start of the range (inclusive), ISO 8601; without an offset: UTC")
 TO = Timestamp("to", "to", "End of the range (exclusive), ISO 8601; default now")

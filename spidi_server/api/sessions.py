@@ -23,7 +23,7 @@ from .. import roles
 from ..history.sql import rooms, sessions
 from ..presence.liveness import graded
 from ..presence.model import now_ms
-from .params import FROM, OFFSET, TO, iso, page, page_limit, window
+from .params import ARCHIVE, FROM, OFFSET, TO, iso, page, page_limit, window
 from .problems import field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
 from .routing import Call, Route, json_response
@@ -54,6 +54,7 @@ STATS_QUERY = (
     FROM.but(description=FROM.description + "; default: to minus 1 h (1m), 24 h (1h) or 30 d (1d)"),
     TO,
     Choice("bucket", "bucket", "Bucket width (UTC-aligned)", values=tuple(BUCKET_STEPS), default="1m"),
+    ARCHIVE,
 )
 SESSIONS_QUERY = (
     Text("userId", "user_id", "Only sessions of this user", max_length=256),
@@ -62,6 +63,7 @@ SESSIONS_QUERY = (
     TO,
     page_limit(100, 1000),
     OFFSET,
+    ARCHIVE,
 )
 
 
@@ -162,7 +164,7 @@ async def room_stats(api: Api, call: Call) -> web.Response:
         )
 
     def work(conn):
-        rows = sessions.room_stats(conn, room_id, start, end, bucket)
+        rows = sessions.room_stats(conn, room_id, start, end, bucket, archive=q["archive"])
         return rows, bool(rows) or rooms.exists(conn, tenant, room_id)
 
     rows, exists = await api.db(tenant, work)
@@ -186,7 +188,14 @@ async def list_sessions(api: Api, call: Call) -> web.Response:
     rows, total = await api.db(
         call.claims.tenant,
         lambda c: sessions.list_page(
-            c, start, end, room_id=q["room_id"], user_id=q["user_id"], limit=q["limit"], offset=q["offset"]
+            c,
+            start,
+            end,
+            room_id=q["room_id"],
+            user_id=q["user_id"],
+            limit=q["limit"],
+            offset=q["offset"],
+            archive=q["archive"],
         ),
     )
     with_ip = api.may(call.claims, roles.VIEW_IP)

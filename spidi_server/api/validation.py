@@ -149,6 +149,24 @@ class Choice(Field):
 
 
 @dataclass(frozen=True)
+class Flag(Field):
+    """A JSON boolean; in a query, ``true`` or ``false``."""
+
+    def from_text(self, text: str) -> Any:
+        if text not in ("true", "false"):
+            raise FieldError("must be true or false")
+        return text == "true"
+
+    def check(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise FieldError("must be true or false")
+        return value
+
+    def base_schema(self) -> dict:
+        return {"type": "boolean"}
+
+
+@dataclass(frozen=True)
 class Uuid(Field):
     """A UUID in its canonical text form; returned lower-case."""
 

@@ -183,17 +183,21 @@ def list_partitions(conn: psycopg.Connection, parent: str) -> list[str]:
 
 
 def list_archived(conn: psycopg.Connection) -> list[str]:
-    """Names of the tables in the archive schema."""
+    """Names of the archived partitions (the archive schema's tables, not its parents: migration
+    0011's ``spd_archive.dat_spd_session`` and the like)."""
     rows = conn.execute(
         """SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-           WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname""",
+           WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY c.relname""",
         [ARCHIVE_SCHEMA],
     ).fetchall()
-    return [r[0] for r in rows]
+    return [r[0] for r in rows if parse_partition_name(r[0]) is not None]
 
 
-def archive_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
-    """Detach ``name`` from ``parent`` and move it, data and indexes, into the archive schema."""
+def archive_partition(conn: psycopg.Connection, parent: str, name: str, start: date, end: date) -> None:
+    """Detach ``name`` (the period [start, end)) from ``parent`` and move it, data and indexes, into
+    the archive schema, as a partition of the archive's ``parent``: readable there, under the same
+    row-level security (migration 0011, ``spd_archive_attach``)."""
+    table = _BY_NAME[parent]
     with conn.transaction():
         conn.execute(
             sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
@@ -203,6 +207,28 @@ def archive_partition(conn: psycopg.Connection, parent: str, name: str) -> None:
                 sql.Identifier(name), sql.Identifier(ARCHIVE_SCHEMA)
             )
         )
+        conn.execute(
+            "SELECT spd_archive_attach(%s, %s, %s, %s)",
+            [parent, name, _bound(table, start), _bound(table, end)],
+        )
+
+
+def archive_alert_events(conn: psycopg.Connection, before: datetime) -> int:
+    """Move the alert events older than ``before`` into the archive; how many moved. Alert events
+    are few and keyed by id (acknowledgements, replays), so their rows move, not partitions."""
+    with conn.transaction():
+        return conn.execute("SELECT spd_archive_alert_events(%s)", [before]).fetchone()[0]
+
+
+def drop_archived_alert_events(conn: psycopg.Connection, before: datetime) -> int:
+    """Delete the archived alert events older than ``before``; how many."""
+    with conn.transaction():
+        return conn.execute(
+            sql.SQL("DELETE FROM {}.dat_spd_alert_event WHERE at < %s").format(
+                sql.Identifier(ARCHIVE_SCHEMA)
+            ),
+            [before],
+        ).rowcount
 
 
 def drop_partition(conn: psycopg.Connection, parent: str, name: str) -> None:

@@ -6,6 +6,12 @@ the oldest is dropped.
   and all, by ``ALTER TABLE ... SET SCHEMA``: no rows are copied).
 * Archived tables (and any still-attached partition) whose period ended more than
   ``retention_drop_days`` ago are dropped.
+* Alert events follow the same two ages: older than ``retention_hot_days`` they move to
+  ``spd_archive.dat_spd_alert_event``, older than ``retention_drop_days`` they are deleted there.
+  They are few and keyed by id, so rows move rather than partitions.
+* Archived history stays readable: archived partitions are partitions of the archive's own
+  ``dat_spd_session`` / ``dat_spd_room_stats``, which carry the hot tables' row-level security
+  (migration 0011), and the API reads them with ``?archive=true``.
 * Event-ledger partitions older than ``LEDGER_KEEP_DAYS`` are dropped: the ledger only has to
   outlive the window in which a stream entry can be replayed.
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
@@ -27,8 +33,10 @@ from .partitions import (
     LEDGER,
     ROOM_STATS,
     SESSIONS,
+    archive_alert_events,
     archive_partition,
     drop_archived,
+    drop_archived_alert_events,
     drop_partition,
     list_archived,
     list_partitions,
@@ -55,14 +63,22 @@ def retention_unlock(conn: psycopg.Connection) -> None:
 
 @dataclass
 class RetentionReport:
-    """Partitions moved to the archive and tables dropped by one retention run."""
+    """Partitions moved to the archive and tables dropped by one retention run, and the alert
+    events moved to the archive and deleted from it."""
 
     archived: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    alert_events_archived: int = 0
+    alert_events_dropped: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready form (for ``spidi retention --now`` output)."""
-        return {"archived": self.archived, "dropped": self.dropped}
+        return {
+            "archived": self.archived,
+            "dropped": self.dropped,
+            "alert_events_archived": self.alert_events_archived,
+            "alert_events_dropped": self.alert_events_dropped,
+        }
 
 
 def apply_retention(
@@ -96,13 +112,18 @@ def _apply(
             parsed = parse_partition_name(name)
             if parsed is None:
                 continue  # not ours (added by hand): leave it alone
-            _, _, end = parsed
+            _, start, end = parsed
             if end <= drop_cutoff:
                 drop_partition(conn, table.name, name)
                 report.dropped.append(name)
             elif end <= hot_cutoff:
-                archive_partition(conn, table.name, name)
+                archive_partition(conn, table.name, name, start, end)
                 report.archived.append(name)
+
+    # Alert events by the same two ages (a partition goes once its whole period is past a cutoff:
+    # an event once its own time is).
+    report.alert_events_archived = archive_alert_events(conn, _midnight(hot_cutoff))
+    report.alert_events_dropped = drop_archived_alert_events(conn, _midnight(drop_cutoff))
 
     for name in list_partitions(conn, LEDGER.name):
         parsed = parse_partition_name(name)
@@ -116,16 +137,22 @@ def _apply(
             drop_archived(conn, name)
             report.dropped.append(f"{ARCHIVE_SCHEMA}.{name}")
 
-    if report.archived or report.dropped:
+    if report.archived or report.dropped or report.alert_events_archived or report.alert_events_dropped:
         logs.event(
             log,
             "retention_applied",
             archived=report.archived,
             dropped=report.dropped,
+            alert_events_archived=report.alert_events_archived,
+            alert_events_dropped=report.alert_events_dropped,
             hot_cutoff=hot_cutoff.isoformat(),
             drop_cutoff=drop_cutoff.isoformat(),
         )
     return report
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def run_retention(settings, now: datetime | None = None) -> RetentionReport:

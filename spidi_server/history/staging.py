@@ -71,12 +71,12 @@ def _uuid(fields: dict, key: str, required: bool = True) -> str | None:
         raise InvalidEvent(f"{key} is not a UUID: {value!r}") from None
 
 
-def _hist(fields: dict) -> str | None:
-    text = fields.get("latency_hist")
+def _hist(fields: dict, key: str = "latency_hist", most: int = 64) -> str | None:
+    text = fields.get(key)
     if not text:
         return None
-    if not text.replace(",", "").isdigit():
-        raise InvalidEvent(f"latency_hist is not a list of counts: {text!r}")
+    if not text.replace(",", "").isdigit() or text.count(",") >= most:
+        raise InvalidEvent(f"{key} is not a list of at most {most} counts: {text!r}")
     return "{" + text + "}"  # an array literal: PostgreSQL parses it, Python need not
 
 
@@ -92,6 +92,9 @@ class Staged:
     stats_ms: int | None = None  # a session event's counted minute: it also writes dat_spd_room_stats
     stream_id: str = ""
     fields: dict | None = None
+
+
+SECONDS_PER_MINUTE = 60  # a room sample's online_secs has one count per second at most
 
 
 def _minute(ms: int) -> int:
@@ -127,6 +130,7 @@ def stage_event(fields: dict) -> Staged:
             online_sum=_int(fields, "online_sum") or 0,
             online_samples=_int(fields, "online_samples") or 0,
             online_max=_int(fields, "online_max") or 0,
+            online_secs=_hist(fields, "online_secs", SECONDS_PER_MINUTE),
             latency_hist=_hist(fields),
         )
         return Staged(event_id, row, ROOM_STATS, bucket, bucket)

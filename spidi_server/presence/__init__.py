@@ -56,7 +56,7 @@ class Presence:
     """The presence service of one node."""
 
     # HEARTBEAT is the parts' own bound method (set in __init__): the hot path takes no extra call.
-    heartbeat: Callable[[Client, str, float], None]
+    heartbeat: Callable[[Client, str, float | None], None]
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ recorded (roster entries, history events through ``stores.events``).
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Protocol
 
 from spidi_core import HeartbeatLane
@@ -16,6 +17,8 @@ from ..protocol.payloads import HelloPayload
 from ..protocol.stomp import StompConnection
 from ..rooms import RoomDef
 from ..stores import events
+
+SECONDS_PER_MINUTE = 60  # a room sample's per-second online counts (RoomSample.online_secs)
 
 
 class Client(Protocol):
@@ -115,17 +118,18 @@ class Session:
         self.node_id = ""
         self.lane = lane  # where its figures live (None: a session never entered in one)
         self.grade = "live"  # liveness.py: set by the once-a-second grading and by its heartbeats
-        # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max) once
-        # the session left the lane; before it, the lane's.
+        # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        # latency_count) once the session left the lane; before it, the lane's.
         self._final: tuple | None = None
 
     def figures(self) -> tuple:
-        """(last_heartbeat_at ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max)."""
+        """(last_heartbeat_at ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
+        latency_count): a heartbeat may carry no latency, so latency_count <= heartbeats."""
         final = self._final
         if final is not None:
             return final
         stats = self.lane.stats(self.session_id) if self.lane is not None else None
-        return stats if stats is not None else (self.connected_at, None, 0, 0.0, None, None)
+        return stats if stats is not None else (self.connected_at, None, 0, 0.0, None, None, 0)
 
     def close_figures(self) -> None:
         """Keep the figures here: the session is about to leave the lane."""
@@ -195,7 +199,7 @@ class Session:
 
     def checkpoint_event(self) -> dict:
         """A ``session_checkpoint``: the cumulative heartbeat and latency figures."""
-        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
+        last_beat, _, beats, latency_sum, latency_min, latency_max, latency_count = self.figures()
         return events.session_checkpoint(
             session_id=self.session_id,
             room_id=self.room.room_id,
@@ -204,7 +208,7 @@ class Session:
             heartbeats=beats,
             last_heartbeat_at=last_beat,
             latency_sum=latency_sum,
-            latency_count=beats,
+            latency_count=latency_count,
             latency_min=latency_min,
             latency_max=latency_max,
         )
@@ -212,7 +216,7 @@ class Session:
     def end_event(self, reason: str, ended_at: int) -> dict:
         """A ``session_ended``: the final figures, and who left (the room hooks read the end alone)."""
         room = self.room
-        last_beat, _, beats, latency_sum, latency_min, latency_max = self.figures()
+        last_beat, _, beats, latency_sum, latency_min, latency_max, latency_count = self.figures()
         return events.session_ended(
             session_id=self.session_id,
             room_id=room.room_id,
@@ -229,7 +233,7 @@ class Session:
             last_heartbeat_at=last_beat,
             heartbeats=beats,
             latency_sum=latency_sum,
-            latency_count=beats,
+            latency_count=latency_count,
             latency_min=latency_min,
             latency_max=latency_max,
         )
@@ -280,24 +284,52 @@ class RoomSample:
     """What only this node knows of one room in the current minute (a ``room_sample`` event): its
     online count, sampled once a second, and its sessions' heartbeat latencies. Joins, leaves,
     timeouts and disconnects are not here: the writer counts them from the session events, which
-    survive this process (a SIGKILL loses the minute's sample, never a session event)."""
+    survive this process (a SIGKILL loses the minute's sample, never a session event).
+
+    ``online_secs`` holds this node's count at each second of the minute, so that the writer can
+    add up the nodes' counts of the same second and store the room's maximum across nodes (the
+    largest of the nodes' own maxima would be one node's figure). A second the timer skipped
+    holds the count the second before it had; ``held`` is the count the previous minute ended
+    with (the first tick of a minute may come a second in)."""
 
     __slots__ = (
         "bucket",
         "online_sum",
         "online_samples",
         "online_max",
+        "online_secs",
+        "last_sec",
+        "last_online",
         "latency_sum",
         "latency_count",
         "hist",
     )
 
-    def __init__(self, bucket: int):
+    def __init__(self, bucket: int, held: int | None = None):
         self.bucket = bucket
         self.online_sum = self.online_samples = self.online_max = 0
+        self.online_secs = array("i", bytes(4 * SECONDS_PER_MINUTE))
+        self.last_sec = None if held is None else -1  # None: nothing sampled to carry forward
+        self.last_online = held or 0
         self.latency_sum = 0.0
         self.latency_count = 0
         self.hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+
+    def add_online(self, online: int, now: int) -> None:
+        """One tick: the room's online count on this node at ``now`` (epoch ms, in this minute)."""
+        self.online_sum += online
+        self.online_samples += 1
+        if online > self.online_max:
+            self.online_max = online
+        sec = min(SECONDS_PER_MINUTE - 1, max(0, (now - self.bucket) // 1000))
+        secs, last = self.online_secs, self.last_sec
+        if last is not None:
+            for i in range(last + 1, sec):
+                secs[i] = self.last_online
+        secs[sec] = online  # two ticks in one second: the later one stands
+        if last is None or sec > last:
+            self.last_sec = sec
+        self.last_online = online
 
     @property
     def empty(self) -> bool:
@@ -322,6 +354,7 @@ class RoomSample:
             online_sum=self.online_sum,
             online_samples=self.online_samples,
             online_max=self.online_max,
+            online_secs=self.online_secs,
             latency_sum=self.latency_sum,
             latency_count=self.latency_count,
             latency_hist=self.hist,

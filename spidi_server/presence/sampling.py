@@ -27,21 +27,18 @@ class Sampling:
 
     def sample(self, rooms: Iterable[Room], now: int | None = None) -> None:
         """Once a second: add each room's online count to its minute sample; emit finished minutes."""
-        bucket = minute(now_ms() if now is None else now)
+        now = now_ms() if now is None else now
+        bucket = minute(now)
         take = self.lane.take_room_sample
         for room in list(rooms):
             # The latencies of the second past belong to the minute the sample was in, as when
             # each heartbeat added its own.
             room.sample.add_latencies(*take(room.key))
             if room.sample.bucket != bucket:
+                held = room.sample.last_online if room.sample.last_sec is not None else None
                 self.emit(room)
-                room.sample = RoomSample(bucket)
-            online = len(room.sessions)
-            sample = room.sample
-            sample.online_sum += online
-            sample.online_samples += 1
-            if online > sample.online_max:
-                sample.online_max = online
+                room.sample = RoomSample(bucket, held)
+            room.sample.add_online(len(room.sessions), now)
 
     def emit(self, room: Room) -> None:
         """Record the room's current sample (if anything was sampled) and start it afresh."""

@@ -265,10 +265,11 @@ class SessionLifecycle:
 
     # -- HEARTBEAT, LEAVE ----------------------------------------------------------------------
 
-    def heartbeat(self, client: Client, session_id: str, latency_ms: float) -> None:
+    def heartbeat(self, client: Client, session_id: str, latency_ms: float | None) -> None:
         """HEARTBEAT on the full path (one the lane did not take): checked here, recorded in the
         lane like the lane's own (figures, Redis, TTL, roster updates, samples and counters all
-        follow from there in batches). No await, no log line, no Redis round trip."""
+        follow from there in batches). No await, no log line, no Redis round trip. ``latency_ms``
+        None: a heartbeat without a latency sample (the lane leaves the latency figures alone)."""
         session = self._sessions.get(session_id)
         if session is None or session.client is not client:
             raise UnknownSessionError(f"no session {session_id!r} on this connection")

@@ -34,7 +34,7 @@ class Heartbeat:
     """SEND to /app/heartbeat, already checked (``payloads.heartbeat``)."""
 
     session_id: str
-    latency_ms: float
+    latency_ms: float | None  # None: the heartbeat carried no latency sample
     receipt: str | None
 
 

@@ -75,8 +75,11 @@ def json_object(body: bytes, check_depth: bool = True) -> dict:
 
 
 def heartbeat(body: bytes, receipt: str | None) -> Heartbeat:
-    """A /app/heartbeat body as its event: ``{"sessionId": str, "latencyMs": number}`` (latency
-    optional, 0).
+    """A /app/heartbeat body as its event: ``{"sessionId": str, "latencyMs": number}``.
+
+    ``latencyMs`` is optional: absent (or null) the heartbeat carries no latency sample
+    (``latency_ms`` None), it keeps the session alive and counts as a heartbeat without touching
+    any latency figure (a 0 would pull every average down).
 
     The hot path: the JSON is parsed here rather than through ``json_object`` (one call less per
     heartbeat), and the depth walk is skipped: two scalar fields are read, and orjson itself caps
@@ -89,10 +92,10 @@ def heartbeat(body: bytes, receipt: str | None) -> Heartbeat:
     if not isinstance(payload, dict):
         raise BadJsonError(_NOT_AN_OBJECT)
     session_id = payload.get("sessionId")
-    latency = payload.get("latencyMs", 0)
+    latency = payload.get("latencyMs")
     if not isinstance(session_id, str) or not session_id:
         raise BadRequestError("heartbeat needs sessionId (string)")
-    if type(latency) not in (int, float) or not 0 <= latency < MAX_LATENCY_MS:
+    if latency is not None and (type(latency) not in (int, float) or not 0 <= latency < MAX_LATENCY_MS):
         raise BadRequestError("heartbeat latencyMs must be a number from 0 to 3600000")
     return Heartbeat(session_id, latency, receipt)
 

@@ -12,7 +12,9 @@ checkpoints and its end event; a room's activity in one sample per room, node an
     session_ended      the checkpoint fields + ended_at reason, and who left (user_id room_code
                        client_id device os app_version: room hooks read the end alone)
     room_sample        id kind room_id room_code tenant node_id bucket (minute start, ms)
-                       online_sum online_samples online_max latency_sum latency_count
+                       online_sum online_samples online_max online_secs (comma-separated online
+                       count at each second of the minute, trailing zeros left out)
+                       latency_sum latency_count
                        latency_hist (comma-separated counts per LATENCY_BUCKETS_MS upper bound,
                        plus one overflow count). Older nodes also sent joins leaves timeouts
                        disconnects: the writer ignores them (see below).
@@ -24,9 +26,10 @@ checkpoints and its end event; a room's activity in one sample per room, node an
 
 Room samples are per node: a node counts only its own sessions, sampling its online count once a
 second. Samples of several nodes (or several samples of one node, e.g. around a restart) for one
-room and minute merge by addition: the minute's average online is SUM(online_sum) / 60 (a
-time-weighted average, exact whatever the split); online_max adds the samples' maxima (an upper
-bound when several nodes hold the room); latency sums and histogram counts add. A sample lives in
+room and minute merge by addition: the room's average online is the sum of the samples' averages;
+online_secs add second by second, so the room's online_max is the largest of those sums (the room's
+count across nodes at one instant), never merely the largest node's; latency sums and histogram
+counts add. (Samples from nodes older than online_secs only bring their own maximum.) A sample lives in
 its node's memory until the minute ends, so a process killed without a word loses its minute's.
 
 A room minute's joins, leaves, timeouts and disconnects are not sampled: the writer counts them
@@ -52,6 +55,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections.abc import Sequence
 
 from ..ids import format_uuid4
 from . import keys
@@ -244,11 +248,13 @@ def room_sample(
     online_sum: int,
     online_samples: int,
     online_max: int,
+    online_secs: Sequence[int],
     latency_sum: float,
     latency_count: int,
     latency_hist: list[int],
 ) -> dict:
-    """What one node saw of one room in the minute starting at ``bucket`` (epoch ms)."""
+    """What one node saw of one room in the minute starting at ``bucket`` (epoch ms);
+    ``online_secs``: its online count at each second of the minute."""
     return _event(
         ROOM_SAMPLE,
         room_id=room_id,
@@ -259,6 +265,7 @@ def room_sample(
         online_sum=online_sum,
         online_samples=online_samples,
         online_max=online_max,
+        online_secs=encode_counts(online_secs),
         latency_sum=latency_sum,
         latency_count=latency_count,
         latency_hist=encode_hist(latency_hist),
@@ -310,3 +317,11 @@ def decode_hist(text: str) -> list[int]:
 def encode_hist(counts: list[int]) -> str:
     """Histogram counts as stream text."""
     return ",".join(map(str, counts))
+
+
+def encode_counts(counts: Sequence[int]) -> str:
+    """Per-second counts as stream text, trailing zeros left out (they add nothing)."""
+    end = len(counts)
+    while end and not counts[end - 1]:
+        end -= 1
+    return ",".join(map(str, counts[:end]))

@@ -188,7 +188,7 @@ async def test_history_filters_and_pagination(api, pg):
     assert error_fields(
         await api.get(ALERTS, params={"state": "open", "severity": "fatal", "ruleId": "r1", "x": "1"})
     ) == {
-        "x": "unknown parameter; allowed: state, roomId, ruleId, severity, from, to, limit, offset",
+        "x": "unknown parameter; allowed: state, roomId, ruleId, severity, from, to, limit, offset, archive",
         "state": "must be one of pending, firing, resolved",
         "severity": "must be one of info, warning, critical",
         "ruleId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'r1'",

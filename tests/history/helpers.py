@@ -125,7 +125,8 @@ def room_sample(
     disconnects: int = 0,
     latencies: list[float] = (),
 ) -> dict:
-    """A room_sample event: ``online`` is the list of per-tick online counts of the minute.
+    """A room_sample event: ``online`` is the list of per-tick online counts of the minute, one a
+    second from its start.
 
     ``joins``/``leaves``/``timeouts``/``disconnects``, when given, are added as older nodes sent
     them (the writer must ignore them).
@@ -139,6 +140,7 @@ def room_sample(
         online_sum=sum(online),
         online_samples=len(online),
         online_max=max(online, default=0),
+        online_secs=list(online),
         latency_sum=float(sum(latencies)),
         latency_count=len(latencies),
         latency_hist=hist_of(latencies),

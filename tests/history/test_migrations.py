@@ -10,9 +10,13 @@ import pytest
 from spidi_server.alerting.rules import VARIABLES, AlertRule
 from spidi_server.history import partitions
 from spidi_server.history.migrate import available_migrations, migrate
+from spidi_server.history.partitions import ROOM_STATS, SESSIONS, PartitionManager
 from spidi_server.history.sql import alerts, rooms, sessions
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
+
+from .helpers import dt
 
 
 def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
@@ -49,20 +53,23 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
             conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'spd_archive'").fetchone()[0] == 1
         )
         forced = conn.execute(
-            "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY relname"
+            "SELECT n.nspname = 'spd_archive', c.relname FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.relforcerowsecurity AND c.relrowsecurity ORDER BY 1, 2"
         ).fetchall()
-        assert [r[0] for r in forced] == sorted(
-            [
-                "dat_spd_room",
-                "dat_spd_room_attr",
-                "dat_spd_session",
-                "dat_spd_room_stats",
-                "dat_spd_alert_rule",
-                "dat_spd_alert_event",
-                "tba_spd_room_type",
-                "spd_tenant_defaults",
-            ]
-        )
+        hot = [
+            "dat_spd_room",
+            "dat_spd_room_attr",
+            "dat_spd_session",
+            "dat_spd_room_stats",
+            "dat_spd_alert_rule",
+            "dat_spd_alert_event",
+            "tba_spd_room_type",
+            "spd_tenant_defaults",
+        ]
+        # The archive's tables are tenant data under the same policy (0011).
+        archive = ["dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"]
+        assert forced == [(False, t) for t in sorted(hot)] + [(True, t) for t in sorted(archive)]
         indexes = {
             r[0]
             for r in conn.execute(
@@ -212,6 +219,56 @@ def test_0009_turns_stored_heartbeat_rules_into_rate_drop_rules_that_still_fire(
                        VALUES ('alpha', 'x', 'tenant', %s, 'true', %s)""",
                     [kind, share],
                 )
+
+
+def test_0011_makes_tables_archived_before_it_readable_per_tenant(empty_pg_dsn, tmp_path):
+    """Partitions that retention moved to spd_archive before 0011 (loose tables, unreadable to the
+    API) become partitions of the archive's tables, under row-level security."""
+    for migration in available_migrations():
+        if migration.version < "0011":
+            (tmp_path / f"{migration.version}_{migration.name}.sql").write_text(migration.sql)
+    migrate(empty_pg_dsn, tmp_path)
+    with psycopg.connect(empty_pg_dsn, autocommit=True) as conn:
+        manager = PartitionManager()
+        manager.ensure(conn, SESSIONS, date(2025, 3, 1))
+        manager.ensure(conn, ROOM_STATS, date(2025, 1, 1))
+        for tenant in ("alpha", "bravo"):
+            conn.execute(
+                "INSERT INTO dat_spd_session (session_id, started_at, unidad_negocio_id, user_id)"
+                " VALUES (gen_random_uuid(), '2025-03-10T10:00Z', %s, %s)",
+                [tenant, f"user-of-{tenant}"],
+            )
+            conn.execute(
+                "INSERT INTO dat_spd_room_stats (room_id, ts_bucket, unidad_negocio_id, online_max)"
+                " VALUES (%s, '2025-02-01T10:00Z', %s, 7)",
+                [room_id_for(tenant, "lobby"), tenant],
+            )
+        # What retention did before 0011.
+        for parent, name in (
+            ("dat_spd_session", "dat_spd_session_p2025_03"),
+            ("dat_spd_room_stats", "dat_spd_room_stats_p2025_q1"),
+        ):
+            conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name}")
+            conn.execute(f"ALTER TABLE {name} SET SCHEMA spd_archive")
+
+        assert "0011" in migrate(conn)
+
+        attached = conn.execute(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent IN ('spd_archive.dat_spd_session'::regclass, 'spd_archive.dat_spd_room_stats'::regclass)"
+            " ORDER BY 1"
+        ).fetchall()
+        assert [r[0] for r in attached] == ["dat_spd_room_stats_p2025_q1", "dat_spd_session_p2025_03"]
+        with tenant_transaction(conn, "alpha"):
+            assert conn.execute("SELECT user_id FROM spd_archive.dat_spd_session").fetchall() == [
+                ("user-of-alpha",)
+            ]
+            assert conn.execute(
+                "SELECT unidad_negocio_id, online_secs FROM spd_archive.dat_spd_room_stats"
+            ).fetchall() == [("alpha", [])]
+            found = sessions.find(conn, dt("2025-03-01T00:00"), dt("2025-04-01T00:00"), archive=True)
+            assert [r["user_id"] for r in found] == ["user-of-alpha"]
+            assert sessions.find(conn, dt("2025-03-01T00:00"), dt("2025-04-01T00:00")) == []
 
 
 def test_sql_histogram_bounds_match_the_events_contract(pg):

@@ -15,6 +15,7 @@ from spidi_server.history.partitions import (
     list_partitions,
 )
 from spidi_server.history.retention import apply_retention, run_retention
+from spidi_server.history.sql.sessions import find
 
 from .helpers import FakeSession, ms, push, room_sample, running_writer, wait_for, written
 
@@ -61,6 +62,29 @@ def test_archive_then_drop(history_settings, redis_sync, pg):
     assert "spd_archive.dat_spd_room_stats_p2025_q1" in later.dropped
     assert "dat_spd_session_p2026_10" in later.archived
     assert "dat_spd_session_p2025_03" not in list_archived(pg)
+
+
+def test_a_column_added_to_the_hot_tables_reaches_the_archive(history_settings, redis_sync, pg):
+    # A later migration adds columns to the hot tables only; retention still archives, and the
+    # archived rows read back through the hot row type.
+    old = FakeSession("acme", "lobby", "u-old", ms("2025-03-10T10:00"))
+    evs = [old.started(), room_sample("acme", "lobby", ms("2025-03-10T10:00"))]
+    push(redis_sync, evs)
+    with running_writer(history_settings):
+        wait_for(lambda: written(redis_sync) == len(evs))
+    for table in ("dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"):
+        pg.execute(f"ALTER TABLE {table} ADD COLUMN trace_hint text NOT NULL DEFAULT 'none'")
+    pg.execute("UPDATE dat_spd_session SET trace_hint = 'kept'")
+
+    report = apply_retention(pg, hot_days=90, drop_days=730, now=NOW)
+    assert sorted(report.archived) == ["dat_spd_room_stats_p2025_q1", "dat_spd_session_p2025_03"]
+    for table in ("dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"):
+        assert pg.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'trace_hint'",
+            [f"spd_archive.{table}"],
+        ).fetchone() == (1,), table
+    (row,) = find(pg, datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC), archive=True)
+    assert (row["user_id"], row["trace_hint"]) == ("u-old", "kept")
 
 
 def test_ledger_partitions_are_kept_a_week(pg):

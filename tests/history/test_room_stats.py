@@ -3,12 +3,18 @@ merged histogram; 1m/1h/1d rollups."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from spidi_server.history.sql.sessions import hist_quantile, room_stats
 from spidi_server.rooms import room_id_for
 
+from ..conftest import token_for
+from ..stomp_client import connected
 from .helpers import (
     FakeSession,
     dt,
@@ -34,7 +40,15 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
         "acme", "stage", minute, "node-a", online=[10, 12, 14], joins=5, leaves=1, timeouts=1, latencies=lat_a
     )
     b = room_sample(
-        "acme", "stage", minute, "node-b", online=[20, 18], joins=2, leaves=3, disconnects=2, latencies=lat_b
+        "acme",
+        "stage",
+        minute,
+        "node-b",
+        online=[20, 18, 22],
+        joins=2,
+        leaves=3,
+        disconnects=2,
+        latencies=lat_b,
     )
     sessions = [
         FakeSession("acme", "stage", f"u{i}", minute + 1000 * i, node=f"node-{'ab'[i % 2]}") for i in range(7)
@@ -53,9 +67,12 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
     with pg.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM dat_spd_room_stats").fetchone()
     assert row["ts_bucket"] == dt("2026-05-04T10:07") and str(row["room_id"]) == ROOM
-    assert (row["online_sum"], row["online_samples"], row["online_max"]) == (36 + 38, 5, 20)
-    # The room's average online is the sum of the nodes' averages (12 + 19), not the mean of samples.
-    assert row["online_avg"] == pytest.approx(12 + 19)
+    # The room's maximum is its count at one instant across nodes: second by second 30, 30, 36;
+    # not the largest node's own maximum (22, below the room's average).
+    assert (row["online_sum"], row["online_samples"], row["online_max"]) == (36 + 60, 6, 36)
+    assert row["online_secs"] == [30, 30, 36]
+    # The room's average online is the sum of the nodes' averages (12 + 20), not the mean of samples.
+    assert row["online_avg"] == pytest.approx(12 + 20) and row["online_max"] >= row["online_avg"]
     # From the session events: 7 starts; 4 leaves, 1 timeout, and a disconnect and a shutdown.
     assert (row["joins"], row["leaves"], row["timeouts"], row["disconnects"]) == (7, 4, 1, 2)
     assert row["latency_count"] == len(lat_a) + len(lat_b)
@@ -69,7 +86,62 @@ def test_two_nodes_same_minute_merge(history_settings, redis_sync, pg):
     (stats,) = room_stats(pg, ROOM, dt("2026-05-04T10:07"), dt("2026-05-04T10:08"), "1m")
     assert stats["latency_p95"] == pytest.approx(quantile(merged, 0.95))
     assert stats["latency_avg"] == pytest.approx((sum(lat_a) + sum(lat_b)) / 18)
-    assert stats["online_avg"] == pytest.approx(31) and stats["online_max"] == 20
+    assert stats["online_avg"] == pytest.approx(32) and stats["online_max"] == 36
+
+
+async def test_two_nodes_store_the_room_wide_maximum(node_factory, pg_dsn):
+    # Two processes on one Redis (as `spidi serve --workers 2` runs them), 3 sessions on one and 2
+    # on the other, in one room: the stored maximum is the room's 5, not one node's 3 (which is
+    # below the room's average).
+    a = await node_factory(node_id="node-a", postgres_dsn=pg_dsn, writer="child", writer_flush_interval_s=0.2)
+    b = await node_factory(node_id="node-b", postgres_dsn=pg_dsn, writer="external")
+    room_id = room_id_for("default", "crowd")
+    clients = []
+    for node, count in ((a, 3), (b, 2)):
+        for i in range(count):
+            client = await connected(
+                node.ws_url, token_for(node.settings, f"{node.node_id}-{i}", "spidi:user")
+            )
+            await client.hello("crowd", f"c{i}")
+            clients.append(client)
+
+    def together() -> bool:
+        """Both nodes sampled their full count in one same second of the current minute, and the
+        minute is not about to end (its rest would be a second sample of each node for it)."""
+        sa, sb = a.presence.rooms[room_id].sample, b.presence.rooms[room_id].sample
+        return (
+            time.time() % 60 < 45
+            and sa.bucket == sb.bucket
+            and any(x == 3 and y == 2 for x, y in zip(sa.online_secs, sb.online_secs, strict=True))
+        )
+
+    deadline = time.monotonic() + 30
+    while not together():
+        assert time.monotonic() < deadline, "the nodes never sampled the same second"
+        await asyncio.sleep(0.1)
+    for node in (a, b):
+        node.presence.flush_history()  # the partial minute's samples
+        await node.store.flush()
+
+    def rows() -> list[dict]:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT online_max, online_avg, node_samples FROM dat_spd_room_stats WHERE room_id = %s",
+                [room_id],
+            ).fetchall()
+
+    deadline = time.monotonic() + 20
+    stored = await asyncio.to_thread(rows)
+    while not any(r["online_max"] == 5 for r in stored):
+        assert time.monotonic() < deadline, f"no minute with the room-wide maximum: {stored}"
+        await asyncio.sleep(0.2)
+        stored = await asyncio.to_thread(rows)
+    assert all(r["online_max"] <= 5 for r in stored), stored
+    # (Two such minutes if one ended between the nodes' common second and the flush.)
+    for peak in (r for r in stored if r["online_max"] == 5):
+        assert peak["node_samples"] >= 2 and peak["online_avg"] <= peak["online_max"], stored
+    for client in clients:
+        await client.close()
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,24 @@ def test_room_sample_event_and_emptiness():
     assert event["kind"] == events.ROOM_SAMPLE and event["bucket"] == 120_000 and event["node_id"] == "n-1"
 
 
+def test_room_sample_keeps_the_count_of_each_second():
+    sample = RoomSample(120_000)
+    sample.add_online(2, 123_400)  # second 3: nothing before it to carry
+    sample.add_online(4, 126_100)  # a late tick: seconds 4 and 5 held the count of second 3
+    sample.add_online(5, 126_900)  # two ticks in second 6: the later one stands
+    assert list(sample.online_secs[:8]) == [0, 0, 0, 2, 2, 2, 5, 0]
+    sample.add_online(1, 250_000)  # past the minute's end: its last second (5 held until then)
+    assert list(sample.online_secs[6:]) == [5] * 53 + [1]
+    assert (sample.online_sum, sample.online_samples, sample.online_max) == (12, 4, 5)
+    event = sample.event(Room(ROOM), "n-1")
+    assert event["online_secs"] == ",".join(map(str, sample.online_secs))
+    # A minute that follows a sampled one starts from the count the last one ended with.
+    after = RoomSample(180_000, held=3)
+    after.add_online(3, 181_200)
+    assert list(after.online_secs[:3]) == [3, 3, 0]
+    assert RoomSample(0).event(Room(ROOM), "n-1")["online_secs"] == ""  # trailing zeros left out
+
+
 def test_subscription_numbers_its_messages():
     class Stomp:
         def __init__(self):

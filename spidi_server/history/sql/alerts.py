@@ -71,12 +71,15 @@ def write_events(conn: psycopg.Connection, rows: Sequence[AlertRow], actor: str 
     inserted = 0
     with conn.transaction(), conn.cursor() as cur:
         for row in rows:
+            # An event retention already moved to the archive is a replay too.
             cur.execute(
                 """INSERT INTO dat_spd_alert_event (id, rule_id, unidad_negocio_id, room_id, room_code, state,
                        kind, severity, value, at, details, created_by, updated_by)
-                   VALUES (%(id)s, %(rule_id)s, %(unidad_negocio_id)s, %(room_id)s, %(room_code)s, %(state)s,
-                           %(kind)s, %(severity)s, %(value)s, to_timestamp(%(at_ms)s / 1000.0),
-                           %(details)s::jsonb, %(actor)s, %(actor)s)
+                   SELECT %(id)s::uuid, %(rule_id)s::uuid, %(unidad_negocio_id)s::text, %(room_id)s::uuid,
+                          %(room_code)s::text, %(state)s::text, %(kind)s::text, %(severity)s::text,
+                          %(value)s::double precision, to_timestamp(%(at_ms)s / 1000.0),
+                          %(details)s::jsonb, %(actor)s::text, %(actor)s::text
+                   WHERE NOT EXISTS (SELECT 1 FROM spd_archive.dat_spd_alert_event WHERE id = %(id)s::uuid)
                    ON CONFLICT (id) DO NOTHING""",
                 {**row._asdict(), "actor": actor},
             )
@@ -116,12 +119,25 @@ RULE_API_COLUMNS = (
     "enabled",
 )
 
-_API_EVENT_SELECT = """
+_API_EVENT_COLUMNS = """
 SELECT e.id::text AS id, e.rule_id::text AS rule_id, r.name AS rule_name, e.room_id::text AS room_id,
-       e.room_code, e.state, e.kind, e.severity, e.value, e.at, e.details, e.acknowledged_by, e.acknowledged_at
-FROM dat_spd_alert_event AS e
+       e.room_code, e.state, e.kind, e.severity, e.value, e.at, e.details, e.acknowledged_by, e.acknowledged_at"""
+_API_EVENT_WHERE = """
 LEFT JOIN dat_spd_alert_rule AS r ON r.id = e.rule_id
 WHERE e.unidad_negocio_id = %(tenant)s AND e.deleted_at IS NULL"""
+_API_EVENT_SELECT = _API_EVENT_COLUMNS + "\nFROM dat_spd_alert_event AS e" + _API_EVENT_WHERE
+# With the archive (retention moved the events older than retention_hot_days there): both tables,
+# each event in one of them, row-level security on both.
+_ARCHIVED_EVENT_COLUMNS = (
+    "id, rule_id, unidad_negocio_id, room_id, room_code, state, kind, severity, value, at, details,"
+    " acknowledged_by, acknowledged_at, deleted_at"
+)
+_API_EVENT_SELECT_ARCHIVE = (
+    _API_EVENT_COLUMNS
+    + f"\nFROM (SELECT {_ARCHIVED_EVENT_COLUMNS} FROM dat_spd_alert_event"
+    + f" UNION ALL SELECT {_ARCHIVED_EVENT_COLUMNS} FROM spd_archive.dat_spd_alert_event) AS e"
+    + _API_EVENT_WHERE
+)
 
 
 def list_rules(
@@ -238,11 +254,13 @@ def list_events(
     end: datetime | None = None,
     limit: int = 100,
     offset: int = 0,
+    archive: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of ``tenant``'s alert events at [start, end) (each bound optional), newest first,
-    and how many match in all. Events of deleted rules are kept (``rule_name`` still shows)."""
+    and how many match in all; with ``archive`` the archived events too. Events of deleted rules
+    are kept (``rule_name`` still shows)."""
     params: dict[str, Any] = {"tenant": tenant, "limit": limit, "offset": offset}
-    query = _API_EVENT_SELECT
+    query = _API_EVENT_SELECT_ARCHIVE if archive else _API_EVENT_SELECT
     filters = (
         ("state", "e.state", state),
         ("room_id", "e.room_id", room_id),
@@ -262,12 +280,13 @@ def list_events(
     return page(conn, query, params, "e.at DESC, e.id DESC")
 
 
-def get_event(conn: psycopg.Connection, tenant: str, event_id: str) -> dict[str, Any] | None:
-    """The alert event ``event_id`` of ``tenant``, or None."""
+def get_event(
+    conn: psycopg.Connection, tenant: str, event_id: str, archive: bool = False
+) -> dict[str, Any] | None:
+    """The alert event ``event_id`` of ``tenant`` (with ``archive``, also an archived one), or None."""
+    query = _API_EVENT_SELECT_ARCHIVE if archive else _API_EVENT_SELECT
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            _API_EVENT_SELECT + " AND e.id = %(id)s", {"tenant": tenant, "id": event_id}
-        ).fetchone()
+        return cur.execute(query + " AND e.id = %(id)s", {"tenant": tenant, "id": event_id}).fetchone()
 
 
 def acknowledge_event(

@@ -53,6 +53,7 @@ class StageRow(NamedTuple):
     online_sum: int | None = None
     online_samples: int | None = None
     online_max: int | None = None
+    online_secs: str | None = None  # a room sample's per-second online counts (array literal)
     latency_hist: str | None = None
 
 
@@ -64,7 +65,7 @@ CREATE TEMP TABLE IF NOT EXISTS spd_stage (
     started_ms bigint, ended_ms bigint, end_reason text, heartbeats bigint, last_hb_ms bigint,
     latency_sum double precision, latency_count bigint, latency_min double precision,
     latency_max double precision, bucket_ms bigint, online_sum bigint, online_samples bigint,
-    online_max integer, latency_hist bigint[]
+    online_max integer, online_secs bigint[], latency_hist bigint[]
 ) ON COMMIT DELETE ROWS"""
 
 # StageRow's fields name the columns: the COPY sends them in that order.
@@ -154,7 +155,9 @@ ON CONFLICT (session_id, started_at) DO UPDATE SET
     updated_by = excluded.updated_by"""
 
 # The batch's figures per (room, minute), added to the stored minute: every figure is a sum or a
-# maximum, so nodes and batches combine in any order. Online and latency figures come from room
+# maximum, so nodes and batches combine in any order. The nodes' per-second online counts add
+# second by second (online_secs), and online_max is the largest of those sums: the room's count
+# across nodes at one instant (a node's own maximum, all an older node sends, is a lower bound). Online and latency figures come from room
 # samples (what only a node knows); joins from session_started and leaves/timeouts/disconnects from
 # session_ended events (bucket_ms: the minute of started_at/ended_at, set by the writer), so they are
 # exact whatever process dies (a session event's latency columns are the session's own: not summed
@@ -165,12 +168,14 @@ ON CONFLICT (session_id, started_at) DO UPDATE SET
 _ROOM_STATS = """
 INSERT INTO dat_spd_room_stats AS t (
     room_id, ts_bucket, unidad_negocio_id, room_code, online_sum, online_samples, online_avg,
-    online_max, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
+    online_max, online_secs, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
     node_samples, created_by, updated_by)
 SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code),
        coalesce(sum(online_sum), 0), coalesce(sum(online_samples), 0),
        coalesce(sum(CASE WHEN online_samples > 0 THEN online_sum::double precision / online_samples END), 0),
-       coalesce(max(online_max), 0),
+       greatest(coalesce(max(online_max), 0),
+                spd_array_max(spd_hist_sum(online_secs) FILTER (WHERE kind = 'room_sample'))),
+       coalesce(spd_hist_sum(online_secs) FILTER (WHERE kind = 'room_sample'), '{}')::integer[],
        count(*) FILTER (WHERE kind = 'session_started'),
        count(*) FILTER (WHERE kind = 'session_ended' AND end_reason = 'leave'),
        count(*) FILTER (WHERE kind = 'session_ended' AND end_reason = 'timeout'),
@@ -188,7 +193,9 @@ ON CONFLICT (room_id, ts_bucket) DO UPDATE SET
     online_sum = t.online_sum + excluded.online_sum,
     online_samples = t.online_samples + excluded.online_samples,
     online_avg = t.online_avg + excluded.online_avg,
-    online_max = greatest(t.online_max, excluded.online_max),
+    online_max = greatest(t.online_max, excluded.online_max,
+                          spd_array_max(spd_array_add(t.online_secs::bigint[], excluded.online_secs::bigint[]))),
+    online_secs = spd_array_add(t.online_secs::bigint[], excluded.online_secs::bigint[])::integer[],
     joins = t.joins + excluded.joins,
     leaves = t.leaves + excluded.leaves,
     timeouts = t.timeouts + excluded.timeouts,

@@ -27,15 +27,18 @@ def find(
     user_id: str | None = None,
     limit: int | None = 1000,
     offset: int = 0,
+    archive: bool = False,
 ) -> list[dict[str, Any]]:
-    """Sessions that started in [start, end), newest first, as dicts of dat_spd_session columns.
+    """Sessions that started in [start, end), newest first, as dicts of dat_spd_session columns;
+    with ``archive`` the archived ones too (see migration 0011).
 
     ``limit`` None returns them all (LIMIT NULL is no limit in PostgreSQL).
     """
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT * FROM spd_sessions(%s, %s, %s, %s) ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s",
-            [start, end, room_id, user_id, limit, offset],
+            "SELECT * FROM spd_sessions(%s, %s, %s, %s, %s)"
+            " ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s",
+            [start, end, room_id, user_id, archive, limit, offset],
         ).fetchall()
 
 
@@ -48,20 +51,31 @@ def list_page(
     user_id: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    archive: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the sessions that started in [start, end), newest first, and how many in all."""
-    rows = find(conn, start, end, room_id=room_id, user_id=user_id, limit=limit, offset=offset)
+    """One page of the sessions that started in [start, end), newest first, and how many in all
+    (with ``archive``, archived sessions included)."""
+    rows = find(
+        conn, start, end, room_id=room_id, user_id=user_id, limit=limit, offset=offset, archive=archive
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(
-            "SELECT count(*) AS n FROM spd_sessions(%s, %s, %s, %s)", [start, end, room_id, user_id]
+            "SELECT count(*) AS n FROM spd_sessions(%s, %s, %s, %s, %s)",
+            [start, end, room_id, user_id, archive],
         ).fetchone()["n"]
     return rows, total
 
 
 def room_stats(
-    conn: psycopg.Connection, room_id: str | None, start: datetime, end: datetime, bucket: str = "1m"
+    conn: psycopg.Connection,
+    room_id: str | None,
+    start: datetime,
+    end: datetime,
+    bucket: str = "1m",
+    archive: bool = False,
 ) -> list[dict[str, Any]]:
-    """Room statistics in [start, end) per '1m', '1h' or '1d' bucket (see spd_room_stats in SQL).
+    """Room statistics in [start, end) per '1m', '1h' or '1d' bucket (see spd_room_stats in SQL);
+    with ``archive`` the archived minutes count too.
 
     Each dict: room_id, bucket, online_avg, online_max, joins, leaves, timeouts, disconnects,
     latency_avg, latency_p95, latency_count, latency_hist. ``room_id`` None: every visible room.
@@ -70,7 +84,7 @@ def room_stats(
         raise ValueError(f"bucket must be 1m, 1h or 1d, got {bucket!r}")
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT * FROM spd_room_stats(%s, %s, %s, %s)", [room_id, start, end, bucket]
+            "SELECT * FROM spd_room_stats(%s, %s, %s, %s, %s)", [room_id, start, end, bucket, archive]
         ).fetchall()
 
 
