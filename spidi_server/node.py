@@ -22,6 +22,7 @@ from .preflight import bind_error, check_port, check_postgres, check_redis
 from .presence import Presence
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
+from .room_index import RoomIndex
 from .rooms import RoomCatalog, RoomDef
 from .services import BackingServices
 from .settings import Settings
@@ -29,7 +30,7 @@ from .stores import keys
 from .stores.client import connect
 from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
-from .tasks import cancel_and_wait, run_every
+from .tasks import cancel_and_wait, run_every, warn
 from .transport.native import NativeTransport
 from .transport.websocket import WebSocketTransport
 
@@ -63,16 +64,7 @@ def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
     from .history.sql import rooms
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-        return [
-            RoomDef(
-                r["id"],
-                r["tenant"],
-                r["code"],
-                catalog.effective_capacity(r["capacity"]),
-                r["status"] == "active",
-            )
-            for r in rooms.list_all(conn)
-        ]
+        return [catalog.stored_room(r) for r in rooms.list_all(conn)]
 
 
 class Node:
@@ -96,6 +88,7 @@ class Node:
         self.presence: Presence | None = None
         self.fanout: RoomFanout | None = None
         self.liveness: NodeLiveness | None = None
+        self.room_index: RoomIndex | None = None
         self.alert_feed: AlertFeed | None = None
         self.alerts: AlertEvaluator | None = None
         self.transport = make_transport(self)
@@ -173,6 +166,9 @@ class Node:
         )
         await self.store.start()
         self.metrics.fault_source = self.store
+        self.room_index = RoomIndex(
+            self.store, self.catalog, self.metrics, self.node_id, s.room_sweep_interval_s
+        )
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id, self.policy)
         # What the store writes again when Redis lost (or may have lost) this node's state.
         self.store.live_sessions = self.presence.live_sessions
@@ -216,6 +212,14 @@ class Node:
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
+            loop.create_task(
+                run_every(
+                    s.room_sweep_interval_s,
+                    self.room_index.tick,
+                    "rooms-sweep",
+                    warn(log, "rooms_sweep_failed"),  # Redis down: the next tick sweeps again
+                )
+            ),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
         ]
         if self.services.writer_proc is not None:

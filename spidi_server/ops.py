@@ -83,9 +83,11 @@ SIBLING_TIMEOUT_S = 1.0  # a sibling worker slower than this to give its figures
 # connection and session gauges, histogram buckets, sums and counts). These do not:
 _MERGE_MAX = frozenset({"spidi_event_loop_lag_max_seconds"})  # the worst worker is the node's
 # Node-wide values every worker reads from Redis; the answering worker refreshed its copy just now.
-_MERGE_FIRST = frozenset({"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds"})
+_MERGE_FIRST = frozenset(
+    {"spidi_writer_backlog_events", "spidi_writer_batch_duration_seconds", "spidi_rooms_total"}
+)
 # Distinct rooms across workers, not a sum: one room usually has sessions on every worker.
-_ROOMS_TOTAL = "spidi_rooms_total"
+_ROOMS_TOTAL = "spidi_node_rooms"
 
 
 class _Families:
@@ -104,7 +106,7 @@ def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: di
     ``texts[0]`` is the answering worker's own. Samples match by name and labels; counters, gauges
     and histogram parts add, ``*_created`` timestamps keep the earliest, the gauges in
     ``_MERGE_MAX``/``_MERGE_FIRST`` keep the largest/first. ``rooms_total`` (distinct rooms across
-    workers) replaces the sum of ``spidi_rooms_total``; ``extra`` adds gauges (name -> (help, value)).
+    workers) replaces the sum of ``spidi_node_rooms``; ``extra`` adds gauges (name -> (help, value)).
     """
     families: dict[str, Metric] = {}  # insertion order = order of first appearance
     merged: dict[str, dict[tuple, list]] = {}
