@@ -34,6 +34,10 @@ from .stores.hot_store import HotStore
 
 log = logging.getLogger("spidi.rooms")
 
+# Rooms per pipeline of a sweep: one pipeline per tenant held the event loop in proportion to its
+# rooms (redis-py encodes and parses a pipeline in one go); the round trips between give it back.
+SWEEP_CHUNK = 500
+
 
 async def unindex(store: HotStore, tenant: str, room_id: str) -> None:
     """Take a deleted room out of its tenant's index now, and drop its keys if nobody is in it."""
@@ -94,16 +98,17 @@ class RoomIndex:
         indexed = {text(k): text(v) for k, v in (await redis.hgetall(index_key)).items()}
         known = catalog.known(tenant)
         gone: list[str] = []
-        if indexed:
-            ids = list(indexed)
+        ids = list(indexed)
+        for start in range(0, len(ids), SWEEP_CHUNK):
+            part = ids[start : start + SWEEP_CHUNK]
             pipe = redis.pipeline(transaction=False)
-            for room_id in ids:
+            for room_id in part:
                 definition = known.get(room_id)
                 ttl = definition.empty_ttl_s if definition is not None else catalog.default_empty_ttl_s
                 self.store.scripts.queue(pipe, "room_settle", keys.room_keys(room_id), [ttl, "expire"])
             replies = await pipe.execute()
-            gone = [
-                room_id for room_id, (online, live) in zip(ids, replies, strict=True) if not (online or live)
+            gone += [
+                room_id for room_id, (online, live) in zip(part, replies, strict=True) if not (online or live)
             ]
         if gone:
             await redis.hdel(index_key, *gone)
