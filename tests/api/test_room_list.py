@@ -287,3 +287,17 @@ async def test_rooms_total_counts_the_tenants_rooms_cluster_wide(http, node_fact
     assert len(await listed(api)) == 3  # the figure is the list's length
     for c in (on_a, on_b):
         await c.close()
+
+
+async def test_a_node_without_postgresql_lists_its_configured_and_auto_created_rooms(http, node_factory):
+    node = await node_factory(auto_create_rooms=True, rooms={"hall": 20})
+    assert node.dsn is None
+    alice = await user(node, "alice")
+    await alice.hello("auto-2")
+    rooms = await listed(ApiClient(http, node))
+    assert {code: (r["stored"], r["online"], r["capacity"]) for code, r in rooms.items()} == {
+        "auto-2": (False, 1, node.settings.default_room_capacity),
+        "hall": (False, 0, 20),
+    }
+    assert set(await topic_rooms(node)) == {"auto-2", "hall"}
+    await alice.close()
