@@ -191,6 +191,10 @@ class Node:
             keep=self.presence.holds,
         )
         await self.liveness.start()
+        try:  # spidi_rooms_total from the start, not one sweep interval later
+            await self.room_index.tick()
+        except Exception as exc:  # Redis errors alike: the periodic sweep tries again
+            logs.event(log, "rooms_sweep_failed", logging.WARNING, error=str(exc))
         self.store.watch_marker(keys.node_marker(self.node_id))
         if s.alerting and self.dsn:
             self.alerts = AlertEvaluator(s, self.store, self.dsn, self.metrics, self.node_id)
