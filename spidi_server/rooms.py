@@ -136,6 +136,8 @@ async def room_list(store: LiveRooms, tenant: str, known: dict[str, RoomDef]) ->
             m["roomCode"], m["capacity"] = definition.code, definition.capacity
         elif not (m["roomCode"] or m["online"]):
             continue  # its live state expired: an auto-created room gone (the sweep unindexes it)
+        else:
+            m["roomCode"] = m["roomCode"] or indexed[m["roomId"]]
         m["tenant"] = tenant
         out.append(m)
     out.sort(key=lambda m: m["roomCode"])
