@@ -125,8 +125,15 @@ class NodeMetrics:
             ["grade"],
             registry=r,
         )
+        self.node_rooms = Gauge(
+            "spidi_node_rooms", "Rooms with at least one session on this node", registry=r
+        )
+        # Cluster-wide, the same on every node: read from Redis (room_index.py), not counted here.
         self.rooms_total = Gauge(
-            "spidi_rooms_total", "Rooms with at least one session on this node", registry=r
+            "spidi_rooms_total",
+            "Rooms of the tenant, cluster-wide: stored, configured and auto-created ones with live state",
+            ["tenant"],
+            registry=r,
         )
         self.errors = Counter("spidi_errors", "Errors sent to clients, by code", ["code"], registry=r)
         self.sessions_ended = Counter(

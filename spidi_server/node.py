@@ -22,6 +22,7 @@ from .preflight import bind_error, check_port, check_postgres, check_redis
 from .presence import Presence
 from .protocol.stomp import StompConnection
 from .reaper import NodeLiveness
+from .room_index import RoomIndex
 from .rooms import RoomCatalog, RoomDef
 from .services import BackingServices
 from .settings import Settings
@@ -29,7 +30,7 @@ from .stores import keys, reads
 from .stores.client import REDIS_FAILURES, connect
 from .stores.hot_store import HotStore
 from .stores.spill import SpillFile
-from .tasks import cancel_and_wait, run_every
+from .tasks import cancel_and_wait, run_every, warn
 from .transport.native import NativeTransport
 from .transport.websocket import WebSocketTransport
 
@@ -64,16 +65,7 @@ def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
     from .history.sql import rooms
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-        return [
-            RoomDef(
-                r["id"],
-                r["tenant"],
-                r["code"],
-                catalog.effective_capacity(r["capacity"]),
-                r["status"] == "active",
-            )
-            for r in rooms.list_all(conn)
-        ]
+        return [catalog.stored_room(r) for r in rooms.list_all(conn)]
 
 
 class Node:
@@ -97,6 +89,7 @@ class Node:
         self.presence: Presence | None = None
         self.fanout: RoomFanout | None = None
         self.liveness: NodeLiveness | None = None
+        self.room_index: RoomIndex | None = None
         self.alert_feed: AlertFeed | None = None
         self.alerts: AlertEvaluator | None = None
         self.transport = make_transport(self)
@@ -175,6 +168,9 @@ class Node:
         )
         await self.store.start()
         self.metrics.fault_source = self.store
+        self.room_index = RoomIndex(
+            self.store, self.catalog, self.metrics, self.node_id, s.room_sweep_interval_s
+        )
         self.presence = Presence(s, self.store, self.catalog, self.metrics, self.node_id, self.policy)
         # What the store writes again when Redis lost (or may have lost) this node's state.
         self.store.live_sessions = self.presence.live_sessions
@@ -197,6 +193,10 @@ class Node:
             keep=self.presence.holds,
         )
         await self.liveness.start()
+        try:  # spidi_rooms_total from the start, not one sweep interval later
+            await self.room_index.tick()
+        except Exception as exc:  # Redis errors alike: the periodic sweep tries again
+            logs.event(log, "rooms_sweep_failed", logging.WARNING, error=str(exc))
         self.store.watch_marker(keys.node_marker(self.node_id))
         if s.alerting and self.dsn:
             self.alerts = AlertEvaluator(s, self.store, self.dsn, self.metrics, self.node_id)
@@ -219,6 +219,14 @@ class Node:
             loop.create_task(run_every(1.0, self._sample, "sample")),
             loop.create_task(run_every(s.checkpoint_interval_s, self._checkpoint, "checkpoint")),
             loop.create_task(run_every(ROOM_REFRESH_S, self.refresh_rooms, "rooms-refresh")),
+            loop.create_task(
+                run_every(
+                    s.room_sweep_interval_s,
+                    self.room_index.tick,
+                    "rooms-sweep",
+                    warn(log, "rooms_sweep_failed"),  # Redis down: the next tick sweeps again
+                )
+            ),
             loop.create_task(run_every(self._liveness_period(), self._stomp_liveness, "liveness")),
             loop.create_task(run_every(REDIS_MEMORY_S, self._sample_redis_memory, "redis-memory")),
         ]

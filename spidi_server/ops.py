@@ -99,10 +99,11 @@ _MERGE_FIRST = frozenset(
         "spidi_writer_batch_duration_seconds",
         "spidi_redis_used_memory_bytes",
         "spidi_redis_maxmemory_bytes",
+        "spidi_rooms_total",
     }
 )
 # Distinct rooms across workers, not a sum: one room usually has sessions on every worker.
-_ROOMS_TOTAL = "spidi_rooms_total"
+_ROOMS_TOTAL = "spidi_node_rooms"
 
 
 class _Families:
@@ -121,7 +122,7 @@ def merge_exposition(texts: list[str], rooms_total: int | None = None, extra: di
     ``texts[0]`` is the answering worker's own. Samples match by name and labels; counters, gauges
     and histogram parts add, ``*_created`` timestamps keep the earliest, the gauges in
     ``_MERGE_MAX``/``_MERGE_FIRST`` keep the largest/first. ``rooms_total`` (distinct rooms across
-    workers) replaces the sum of ``spidi_rooms_total``; ``extra`` adds gauges (name -> (help, value)).
+    workers) replaces the sum of ``spidi_node_rooms``; ``extra`` adds gauges (name -> (help, value)).
     """
     families: dict[str, Metric] = {}  # insertion order = order of first appearance
     merged: dict[str, dict[tuple, list]] = {}

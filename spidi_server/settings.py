@@ -126,6 +126,17 @@ class Settings:
     rooms: dict[str, int] = field(
         default_factory=dict, metadata={"doc": "Predefined rooms: code = capacity (TOML table)"}
     )
+    room_empty_ttl_s: int = field(
+        default=3600,
+        metadata={
+            "doc": "An empty room's live state expires after this many seconds (an auto-created room "
+            "is then gone); a stored room's ttl_s overrides it"
+        },
+    )
+    room_sweep_interval_s: float = field(
+        default=10.0,
+        metadata={"doc": "Period of the rooms index upkeep (expired rooms out) and of spidi_rooms_total"},
+    )
 
     max_frame_size: int = field(default=65536, metadata={"doc": "Largest STOMP frame accepted, bytes"})
     max_headers: int = field(default=64, metadata={"doc": "Most headers in one frame"})
@@ -450,6 +461,8 @@ class Settings:
             "max_subscriptions",
             "metrics_interval_ms",
             "rooms_topic_interval_ms",
+            "room_empty_ttl_s",
+            "room_sweep_interval_s",
             "writer_flush_interval_s",
             "writer_batch_size",
             "checkpoint_interval_s",

@@ -195,7 +195,7 @@ async def test_metrics_names(node):
     status, text = await _get(f"{node.ops.url}/metrics")
     assert status == 200
     for name in (
-        "spidi_rooms_total 1.0",
+        "spidi_node_rooms 1.0",
         "spidi_sessions_active 1.0",
         "spidi_websocket_connections 1.0",
         "spidi_heartbeats_total 1.0",

@@ -90,8 +90,10 @@ def test_worker_metrics_add_up():
     b.event_loop_lag_max.set(0.2)
     a.writer_backlog.set(7)  # the answering worker's fresh copy of a node-wide figure
     b.writer_backlog.set(99)  # a sibling's stale copy
-    a.rooms_total.set(2)
-    b.rooms_total.set(2)
+    a.node_rooms.set(2)
+    b.node_rooms.set(2)
+    a.rooms_total.labels(tenant="t").set(5)  # cluster-wide, read from Redis: the same on every worker
+    b.rooms_total.labels(tenant="t").set(5)
     ta, tb = generate_latest(a.registry), generate_latest(b.registry)
 
     assert merge_exposition([ta.decode()]) == ta  # one worker: the text is untouched
@@ -109,7 +111,8 @@ def test_worker_metrics_add_up():
     assert merged[("spidi_event_loop_lag_seconds_bucket", (("le", "0.1"),))] == 1
     assert merged[("spidi_event_loop_lag_max_seconds", ())] == 0.2  # the worst worker's
     assert merged[("spidi_writer_backlog_events", ())] == 7
-    assert merged[("spidi_rooms_total", ())] == 3  # distinct rooms, not 2 + 2
+    assert merged[("spidi_node_rooms", ())] == 3  # distinct rooms, not 2 + 2
+    assert merged[("spidi_rooms_total", (("tenant", "t"),))] == 5  # not 5 + 5
     assert merged[("spidi_workers", ())] == 2
     created = ("spidi_sessions_ended_created", (("reason", "leave"),))
     assert merged[created] == min(_values(ta)[created], _values(tb)[created])
@@ -276,7 +279,7 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
             assert _sample(text, "spidi_websocket_connections") == CLIENTS
             assert _sample(text, "spidi_sessions_active") == CLIENTS
             assert _sample(text, "spidi_workers") == 2 and _sample(text, "spidi_workers_unreachable") == 0
-            assert _sample(text, "spidi_rooms_total") == 1  # one room on both workers
+            assert _sample(text, "spidi_node_rooms") == 1  # one room on both workers
             answered.add(re.search(r'"node":\s*"([^"]+)"', health).group(1))
             if answered == set(node_ids):
                 break

@@ -71,27 +71,51 @@ _LIVE_SESSION = {
     },
 }
 
+_ROOM = {
+    "id": _UUID,
+    "code": _STR,
+    "name": _NSTR,
+    "type": {**_NSTR, "description": "room type code"},
+    "capacity": {
+        **_INT,
+        "description": "in force: the room's, else its type's default, else the server's",
+    },
+    "ttlSeconds": {
+        **_NINT,
+        "description": "seconds its live state is kept once empty; null: room_empty_ttl_s",
+    },
+    "status": {"type": "string", "enum": ["active", "disabled"]},
+    "attributes": {"type": "object", "additionalProperties": _NSTR},
+    "createdAt": _TS,
+    "createdBy": _STR,
+    "updatedAt": _TS,
+    "updatedBy": _STR,
+}
+_NOT_STORED = "null for a room that is not stored"
+_LIVE_FIGURE = "live, every node's sessions (as in /topic/rooms); null while Redis cannot be reached"
+
 RESPONSE_SCHEMAS: dict[str, dict] = {
-    "Room": _obj(
+    "Room": _obj(_ROOM),
+    "RoomListItem": _obj(
         {
-            "id": _UUID,
-            "code": _STR,
-            "name": _NSTR,
-            "type": {**_NSTR, "description": "room type code"},
-            "capacity": {
-                **_INT,
-                "description": "in force: the room's, else its type's default, else the server's",
+            **_ROOM,
+            "createdAt": {**_NTS, "description": _NOT_STORED},
+            "createdBy": {**_NSTR, "description": _NOT_STORED},
+            "updatedAt": {**_NTS, "description": _NOT_STORED},
+            "updatedBy": {**_NSTR, "description": _NOT_STORED},
+            "stored": {
+                "type": "boolean",
+                "description": "false: a configured room, or one auto-created by a HELLO (it is gone once "
+                "empty for room_empty_ttl_s)",
             },
-            "ttlSeconds": _NINT,
-            "status": {"type": "string", "enum": ["active", "disabled"]},
-            "attributes": {"type": "object", "additionalProperties": _NSTR},
-            "createdAt": _TS,
-            "createdBy": _STR,
-            "updatedAt": _TS,
-            "updatedBy": _STR,
-        }
+            "online": {**_NINT, "description": "sessions; " + _LIVE_FIGURE},
+            "users": {**_NINT, "description": "distinct users; " + _LIVE_FIGURE},
+            "peak": {**_NINT, "description": "most sessions this hour (UTC); " + _LIVE_FIGURE},
+            "avgLatencyMs": {**_NNUM, "description": "mean last reported latency; " + _LIVE_FIGURE},
+        },
+        "A room of the tenant in the list: stored, configured or auto-created, with its live figures",
     ),
-    "RoomList": _page("Room"),
+    "RoomList": _page("RoomListItem"),
     "RoomType": _obj(
         {
             "id": _UUID,

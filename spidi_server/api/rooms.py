@@ -5,22 +5,33 @@ Reads need an observer's role, writes an administrator's. A caller sees and chan
 of its token's tenant (PostgreSQL row-level security, ``Api.db``); every write tells every node
 (``Api.rooms_changed``), so a new capacity or status takes effect within a second. A room's live
 sessions and statistics are in ``sessions``.
+
+The list is every room of the tenant as ``rooms.room_list`` gives it (what /topic/rooms and the
+dashboard show): the stored rooms, and the configured and auto-created ones (``stored: false``),
+each with its live figures. A single room (``GET``/``PUT``/``PATCH``) is a stored one; ``DELETE``
+also takes an auto-created room out of the list (a HELLO creates it again).
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import logging
 
-from .. import roles
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from .. import logs, roles
 from ..history.sql import rooms
 from ..history.sql.common import ConflictError
 from ..history.sql.room_types import UnknownRoomTypeError
-from ..rooms import RoomCatalog
+from ..room_index import unindex
+from ..rooms import RoomCatalog, RoomDef, room_list
 from .params import CODE_HINT, CODE_PATTERN, OFFSET, iso, page, page_limit
 from .problems import Problem, field_error, invalid, not_found
 from .routing import Call, Route, json_response
 from .service import Api, audit, audit_diff
 from .validation import Body, Choice, Integer, StringMap, Text, Uuid
+
+log = logging.getLogger("spidi.api")
 
 ROOMS_PATH = "/api/v1/rooms"
 ROOM_ID = Uuid("id", "room_id", "Room id (uuid5 of tenant and code; WELCOME's roomId)", required=True)
@@ -57,7 +68,8 @@ _ROOM_FIELDS = (
     Integer(
         "ttlSeconds",
         "ttl_s",
-        "Time to live of the room's data, seconds",
+        "Seconds the room's live state (peak, figures) is kept once nobody is in it; null: the "
+        "server's room_empty_ttl_s",
         nullable=True,
         minimum=1,
         maximum=2_147_483_647,
@@ -116,24 +128,73 @@ def _unknown_type(exc: UnknownRoomTypeError) -> Problem:
     return invalid([field_error("body", "type", str(exc))])
 
 
-async def list_rooms(api: Api, call: Call) -> web.Response:
-    """GET /api/v1/rooms: a page of the tenant's rooms, filtered."""
-    q, tenant = call.query, call.claims.tenant
-    rows, total = await api.db(
-        tenant,
-        lambda c: rooms.list_page(
-            c,
-            tenant,
-            code_prefix=q["code_prefix"],
-            code_contains=q["code_contains"],
-            status=q["status"],
-            room_type=q["room_type"],
-            limit=q["limit"],
-            offset=q["offset"],
-        ),
+LIVE_FIGURES = ("online", "users", "peak", "avgLatencyMs")
+
+
+def unstored_room_json(definition: RoomDef) -> dict:
+    """A room that is not stored (configured, or auto-created by a HELLO) as the list shows it."""
+    return {
+        "id": definition.room_id,
+        "code": definition.code,
+        "name": None,
+        "type": None,
+        "capacity": definition.capacity,
+        "ttlSeconds": None,
+        "status": "active",
+        "attributes": {},
+        "createdAt": None,
+        "createdBy": None,
+        "updatedAt": None,
+        "updatedBy": None,
+    }
+
+
+def _listed(query: dict, room: dict) -> bool:
+    """Whether a room passes the list's filters (codes compared case-insensitively, literally)."""
+    code = room["code"].lower()
+    prefix, contains = query["code_prefix"], query["code_contains"]
+    return (
+        (not prefix or code.startswith(prefix.lower()))
+        and (not contains or contains.lower() in code)
+        and (not query["status"] or room["status"] == query["status"])
+        and (not query["room_type"] or room["type"] == query["room_type"])
     )
+
+
+async def list_rooms(api: Api, call: Call) -> web.Response:
+    """GET /api/v1/rooms: a page of the tenant's rooms (stored or not), filtered, with live figures.
+
+    The live figures are null while Redis cannot be reached (the stored rooms are listed then);
+    a node without PostgreSQL lists the configured and auto-created rooms."""
+    q, tenant = call.query, call.claims.tenant
+    rows = await api.db(tenant, lambda c: rooms.list_of(c, tenant)) if api.host.dsn else []
     catalog = api.host.catalog
-    return json_response(page([room_json(r, catalog) for r in rows], total, q))
+    stored = {r["id"]: r for r in rows}
+    known = catalog.known(tenant, [catalog.stored_room(r) for r in rows])
+    try:
+        live = await room_list(api.host.store, tenant, known)
+    except (RedisError, OSError) as exc:
+        logs.event(log, "room_list_without_live_state", logging.WARNING, tenant=tenant, error=str(exc))
+        live = [{"roomId": room_id} for room_id in known]
+    items = []
+    for m in live:
+        row = stored.get(m["roomId"])
+        if row is not None:
+            item = room_json(row, catalog)
+        else:
+            definition = known.get(m["roomId"])
+            if definition is None:  # auto-created: Redis knows its code and capacity
+                definition = RoomDef(m["roomId"], tenant, m["roomCode"], m["capacity"])
+            item = unstored_room_json(definition)
+        if not _listed(q, item):
+            continue
+        item["stored"] = row is not None
+        for name in LIVE_FIGURES:
+            item[name] = m.get(name)
+        items.append(item)
+    items.sort(key=lambda item: item["code"])
+    offset = q["offset"]
+    return json_response(page(items[offset : offset + q["limit"]], len(items), q))
 
 
 async def create_room(api: Api, call: Call) -> web.Response:
@@ -223,7 +284,10 @@ async def patch_room(api: Api, call: Call) -> web.Response:
 
 
 async def delete_room(api: Api, call: Call) -> web.Response:
-    """DELETE /api/v1/rooms/{id}: soft delete (and its attributes)."""
+    """DELETE /api/v1/rooms/{id}: soft delete (and its attributes); out of the list at once.
+
+    Sessions still in the room stay until they end; new HELLOs are refused (unless rooms are
+    auto-created: the room then comes back as an auto-created one)."""
     room_id, claims = call.path["room_id"], call.claims
 
     def work(conn):
@@ -234,8 +298,20 @@ async def delete_room(api: Api, call: Call) -> web.Response:
         return room["code"]
 
     code = await api.db(claims.tenant, work)
+    store = api.host.store
     if code is None:
-        raise not_found("room", room_id)
+        # Not stored: an auto-created room the list shows (Redis knows it) leaves the list too.
+        code = (await api.live(store.tenant_rooms(claims.tenant))).get(room_id)
+        if code is None:
+            raise not_found("room", room_id)
+        await api.live(unindex(store, claims.tenant, room_id))
+    else:
+        # Out of the tenant's index at once, on every node's list (its keys too if nobody is in
+        # it). The deletion is committed: Redis away only leaves the index as it was.
+        try:
+            await unindex(store, claims.tenant, room_id)
+        except (RedisError, OSError) as exc:
+            logs.event(log, "room_not_unindexed", logging.WARNING, room_id=room_id, error=str(exc))
     audit("room_deleted", claims, room_id=room_id, room_code=code)
     await api.rooms_changed(claims.tenant, code)
     return web.Response(status=204)

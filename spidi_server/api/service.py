@@ -24,7 +24,6 @@ from .. import logs, roles
 from ..auth import Claims
 from ..errors import AuthError
 from ..history.sql.tenancy import tenant_transaction
-from ..rooms import room_id_for
 from ..stores import keys
 from . import tenant_defaults
 from .problems import Problem
@@ -225,13 +224,8 @@ class Api:
         the node's catalog, configured ones, or the tenant's rooms hash in Redis, which every join
         fills) cannot belong to another tenant.
         """
-        catalog = self.host.catalog
-        if any(r.room_id == room_id and r.tenant == tenant for r in catalog.stored.values()):
+        if room_id in self.host.catalog.known(tenant):
             return True
-        for name in catalog.defined:
-            scope, _, code = name.rpartition("/")
-            if (scope in ("", tenant)) and room_id_for(tenant, code) == room_id:
-                return True
         store = self.host.store
         await store.flush(2.0)  # a join made just before is in the hash too
         return bool(await self.live(store.redis.hexists(keys.tenant_rooms(tenant), room_id)))

@@ -67,5 +67,5 @@ class LocalState:
         self.count_rooms()
 
     def count_rooms(self) -> None:
-        """Update ``spidi_rooms_total``: rooms with at least one session here."""
-        self.metrics.rooms_total.set(sum(1 for r in self.rooms.values() if r.sessions))
+        """Update ``spidi_node_rooms``: rooms with at least one session here."""
+        self.metrics.node_rooms.set(sum(1 for r in self.rooms.values() if r.sessions))

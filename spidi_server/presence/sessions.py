@@ -311,7 +311,11 @@ class SessionLifecycle:
         self.wheel.remove(session.session_id)
         session.close_figures()  # what the events and logs below read
         self.lane.remove_session(session.session_id)
-        self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id)
+        # Its keys expire after the room's empty TTL if it empties: the definition in force now
+        # (0 for a room deleted meanwhile: the rooms sweep gives them the default).
+        definition = self.catalog.lookup(room.tenant, room.code, create=True)
+        empty_ttl_s = definition.empty_ttl_s if definition is not None else 0
+        self.store.leave(room.room_id, session.session_id, room.tenant, session.user_id, empty_ttl_s)
         client = session.client
         if client is not None:
             client.sessions = without(client.sessions, session)

@@ -17,7 +17,7 @@ from typing import Protocol
 from .. import roles
 from ..errors import ForbiddenError, RoomNotFoundError, UnknownDestinationError
 from ..protocol import destinations as dest
-from ..rooms import RoomCatalog, RoomDef
+from ..rooms import RoomCatalog, RoomDef, room_list
 from ..stores.hot_store import HotStore
 from .crossnode import CrossNode
 from .liveness import graded
@@ -222,9 +222,8 @@ class Subscriptions:
                 sub.send(dest.TOPIC_ROOMS, {"type": "ROOMS", "rooms": rooms, "ts": now_ms()})
 
     async def _tenant_metrics(self, tenant: str) -> list[dict]:
-        known = await self.store.tenant_rooms(tenant)
-        metrics = await self.store.room_metrics(sorted(known))
-        return [public_metrics(m) for m in metrics]
+        """The tenant's rooms as ``rooms.room_list`` lists them (what REST lists too), by code."""
+        return [public_metrics(m) for m in await room_list(self.store, tenant, self.catalog.known(tenant))]
 
     def _metrics_payload(self, room: Room, metrics: dict) -> dict:
         payload = public_metrics(metrics)

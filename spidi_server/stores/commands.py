@@ -3,10 +3,11 @@
 Sans-I/O: ``build`` only queues commands on a pipeline object the flusher (stores/hot_store.py)
 then sends. An operation is a tuple whose first item is its kind:
 
-    ("join", PendingJoin)                        join.lua, the tenant's rooms, the user's and the node's index
+    ("join", PendingJoin)                        join.lua, the tenant's rooms (and the tenants set), the
+                                                 user's and the node's index
                                                  (batched: see below)
     ("unindex", session_id, tenant, user_id)     a refused join's indexes taken back
-    ("leave", room_id, session_id, user_id, tenant)
+    ("leave", room_id, session_id, user_id, tenant, empty_ttl_s)
     ("touch", room_id, session_id, ttl_s, fields, tenant, user_id)
     ("event", fields)                            XADD to the history stream (fields already encoded)
     ("publish", channel, payload)                sent after every write of its batch
@@ -16,7 +17,7 @@ then sends. An operation is a tuple whose first item is its kind:
 Joins are batched: the joins of a run of operations (ended by any operation but another join, a
 history event or a publish, so a leave, a TTL touch or a capacity change stays after the joins
 queued before it) go out as one join.lua call per room admitting them in order (at most
-``JOIN_BATCH`` each), one HSET of the node's index, one per tenant's rooms and one HSET + EXPIRE per
+``JOIN_BATCH`` each), one HSET of the node's index, one HSET + SADD per tenant's rooms and one HSET + EXPIRE per
 user's index, instead of five commands per join. A history event never depends on a join of its
 own batch (a session's events follow its join's answer), so it does not end the run.
 
@@ -85,12 +86,14 @@ def build(
             pipe.hdel(node_key, session_id)
             commands += 2
         elif kind == "leave":
-            _, room_id, session_id, user_id, tenant = op
+            room_id, session_id, user_id, tenant = op[1:5]
+            # (a spill file of an older version holds leaves without the TTL: the sweep sets it)
+            empty_ttl_s = op[5] if len(op) > 5 else 0
             scripts.queue(
                 pipe,
                 "leave",
                 [*keys.room_keys(room_id), keys.session(room_id, session_id)],
-                [session_id, user_id],
+                [session_id, user_id, empty_ttl_s],
             )
             pipe.hdel(keys.user_sessions(tenant, user_id), session_id)
             pipe.hdel(node_key, session_id)
@@ -182,8 +185,9 @@ def _queue_joins(
             node_index[j.session_id] = room_id
     for tenant, rooms in tenant_rooms.items():
         pipe.hset(keys.tenant_rooms(tenant), mapping=rooms)
+        pipe.sadd(keys.TENANTS, tenant)  # the rooms sweep visits this tenant's index
     for user_key, (sessions, ttl_s) in users.items():
         pipe.hset(user_key, mapping=sessions)
         pipe.expire(user_key, ttl_s)
     pipe.hset(node_key, mapping=node_index)
-    return commands + len(tenant_rooms) + 2 * len(users) + 1
+    return commands + 2 * len(tenant_rooms) + 2 * len(users) + 1

@@ -207,10 +207,11 @@ class HotStore:
         """Take a handed-over session: True for the one claim that wins (``handoff.claim``)."""
         return await handoff.claim(self.redis, room_id, session_id)
 
-    def leave(self, room_id: str, session_id: str, tenant: str, user_id: str) -> None:
-        """Remove a session from its room."""
+    def leave(self, room_id: str, session_id: str, tenant: str, user_id: str, empty_ttl_s: int = 0) -> None:
+        """Remove a session from its room; the room's live state expires ``empty_ttl_s`` after it
+        empties (0: the rooms sweep sets it, room_index.py)."""
         self.beats.drop(room_id, session_id)
-        self._ops.append(("leave", room_id, session_id, user_id, tenant))
+        self._ops.append(("leave", room_id, session_id, user_id, tenant, empty_ttl_s))
         self._wake.set()
 
     def event(self, fields: dict) -> None:

@@ -8,7 +8,13 @@ and a Lua script may touch them together. Tenant-wide and node keys live in thei
     spidi:room:{<roomId>}:latency          hash   sessionId -> last reported latency (ms)
     spidi:room:{<roomId>}:users            hash   userId -> sessions of that user in the room
     spidi:room:{<roomId>}:metrics          hash   code, tenant, capacity, peak, peak_hour
-    spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, every room of a tenant
+                                                  (a room's 4 keys expire once it is empty: its TTL)
+    spidi:tenant:<tenant>:rooms            hash   roomId -> roomCode, the tenant's rooms with live state
+                                                  (every join adds its room; the rooms sweep removes
+                                                  expired ones, a REST delete its room)
+    spidi:tenants                          set    tenants with a rooms index (what the sweep visits)
+    spidi:rooms:sweep                      string the rooms sweep's lease (holder's node id, PX)
+    spidi:rooms:count                      hash   tenant -> its rooms (spidi_rooms_total, by the sweep)
     spidi:user:<tenant>:<userId>:sessions  hash   sessionId -> roomId, a user's live sessions (TTL)
     spidi:nodes                            set    ids of the nodes (processes) that hold sessions
     spidi:node:<nodeId>:alive              string the node's liveness, expires unless renewed
@@ -58,6 +64,11 @@ def room_metrics(room_id: str) -> str:
 
 def tenant_rooms(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:rooms"
+
+
+TENANTS = f"{PREFIX}tenants"
+ROOMS_SWEEP = f"{PREFIX}rooms:sweep"
+ROOM_COUNTS = f"{PREFIX}rooms:count"
 
 
 def user_sessions(tenant: str, user_id: str) -> str:

@@ -87,7 +87,8 @@ async def test_two_nodes_on_a_cluster(pg_dsn, redis_cluster, node_factory):
 
     mon = await connected(b.ws_url, token_for(b.settings, "mon", "spidi:monitor"))
     await mon.subscribe("/topic/rooms")
-    assert (await mon.json("/topic/rooms"))["rooms"] == []
+    # Nobody joined yet: only the configured room is listed.
+    assert [(r["roomCode"], r["online"]) for r in (await mon.json("/topic/rooms"))["rooms"]] == [(small, 0)]
     for code in codes:
         await mon.subscribe(f"/topic/rooms/{code}/roster")
         assert (await mon.json(f"/topic/rooms/{code}/roster"))["users"] == []
@@ -211,4 +212,49 @@ async def test_sessions_of_a_dead_node_are_reaped_on_a_cluster(node_factory, red
     for i in range(len(codes)):
         assert not await redis.exists(keys.user_sessions("default", f"v{i}"))
     assert survivor.metrics.registry.get_sample_value("spidi_sessions_reaped_total") == len(codes)
+    await mon.close()
+
+
+async def test_empty_rooms_expire_and_leave_the_list_on_a_cluster(redis_cluster, node_factory):
+    # Rooms on every master: each empties, its keys expire on its master, the sweep (one lease,
+    # its own slot) unindexes it, and spidi_rooms_total says the same on both nodes meanwhile.
+    codes = rooms_on_every_master(redis_cluster)
+    common = {"redis_url": redis_cluster.url, "room_sweep_interval_s": 0.2, "room_empty_ttl_s": 1}
+    a = await node_factory(node_id="cl-a", **common)
+    b = await node_factory(node_id="cl-b", **common)
+    sessions = []
+    for i, code in enumerate(codes):
+        node = (a, b)[i % 2]
+        client = await connected(node.ws_url, token_for(node.settings, f"u{i}", "spidi:user"))
+        sessions.append((client, (await client.hello(code, f"c{i}"))["sessionId"]))
+
+    async def totals() -> list:
+        return [
+            n.metrics.registry.get_sample_value("spidi_rooms_total", {"tenant": "default"}) for n in (a, b)
+        ]
+
+    deadline = time.monotonic() + 5
+    while await totals() != [len(codes), len(codes)]:
+        assert time.monotonic() < deadline, await totals()
+        await asyncio.sleep(0.05)
+    for client, sid in sessions:
+        await client.app("/app/leave", {"sessionId": sid}, receipt="bye")
+        await client.next(command="RECEIPT")
+    await asyncio.gather(a.store.flush(), b.store.flush())
+    for code, port in zip(codes, redis_cluster.ports, strict=True):
+        with redis_cluster.client(port) as node_client:
+            assert 0 < node_client.ttl(keys.room_metrics(room_id_for("default", code))) <= 1
+    deadline = time.monotonic() + 5
+    redis = a.store.redis
+    while await redis.hlen(keys.tenant_rooms("default")) or await totals() != [None, None]:
+        assert time.monotonic() < deadline, (
+            await redis.hgetall(keys.tenant_rooms("default")),
+            await totals(),
+        )
+        await asyncio.sleep(0.05)
+    mon = await connected(b.ws_url, token_for(b.settings, "mon", "spidi:monitor"))
+    await mon.subscribe("/topic/rooms")
+    assert (await mon.json("/topic/rooms"))["rooms"] == []
+    for client, _ in sessions:
+        await client.close()
     await mon.close()

@@ -42,7 +42,7 @@ def _visible(conn, tenant: str) -> dict:
             "attrs": {r[0] for r in conn.execute("SELECT attr_value FROM dat_spd_room_attr")},
             "fn_sessions": {r["user_id"] for r in sessions.find(conn, FROM, TO)},
             "fn_stats": {str(r["room_id"]) for r in sessions.room_stats(conn, None, FROM, TO, "1h")},
-            "listed": [r["code"] for r in rooms.list_page(conn, tenant)[0]],
+            "listed": [r["code"] for r in rooms.list_of(conn, tenant)],
             "other_room": rooms.get(conn, other, room_id_for(other, "lobby")),
         }
 

@@ -139,6 +139,9 @@ def test_one_script_call_per_room_and_merged_indexes():
         def expire(self, key, ttl):
             self.calls.append(("EXPIRE", key, ttl))
 
+        def sadd(self, key, member):
+            self.calls.append(("SADD", key, member))
+
     class Target:
         node_id = "n"
         marker_key = None
@@ -158,7 +161,8 @@ def test_one_script_call_per_room_and_merged_indexes():
     joins: list = []
     pipe = Recorder()
     count, _, _ = commands.build(pipe, ops, {}, joins, False, Target)
-    assert count == len(pipe.calls) == 2 + 1 + 2 * 3 + 1  # 2 scripts, tenant rooms, 3 users, node index
+    # 2 scripts, tenant rooms and the tenants set, 3 users, node index
+    assert count == len(pipe.calls) == 2 + 2 + 2 * 3 + 1
     assert [(index, position) for index, position, _ in joins] == [(0, i) for i in range(10)] + [
         (1, i) for i in range(10)
     ]

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from ...rooms import room_id_for
 from . import room_types
-from .common import ConflictError, page, soft_delete
+from .common import ConflictError, soft_delete
 
 # A room's capacity is its own, else its type's default (``rt``: the type joined by TYPE_JOIN;
 # None when neither has one, and the server's default_room_capacity applies). The type is always
@@ -47,36 +47,11 @@ _OF_TENANT = _SELECT + " AND r.unidad_negocio_id = %(tenant)s"
 _COLUMNS = {"name": "name", "capacity": "capacity", "ttl_s": "ttl_s", "status": "status"}
 
 
-def list_page(
-    conn: psycopg.Connection,
-    tenant: str,
-    *,
-    code_prefix: str | None = None,
-    code_contains: str | None = None,
-    status: str | None = None,
-    room_type: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of ``tenant``'s live rooms by code (byte order), and how many match in all.
-
-    ``code_prefix`` and ``code_contains`` match case-insensitively and literally (no wildcards).
-    """
-    params: dict[str, Any] = {"tenant": tenant, "limit": limit, "offset": offset}
-    query = _OF_TENANT
-    if code_prefix:
-        query += " AND starts_with(lower(r.code), lower(%(prefix)s))"
-        params["prefix"] = code_prefix
-    if code_contains:
-        query += " AND strpos(lower(r.code), lower(%(contains)s)) > 0"
-        params["contains"] = code_contains
-    if status:
-        query += " AND r.status = %(status)s"
-        params["status"] = status
-    if room_type:
-        query += " AND rt.code = %(type)s"
-        params["type"] = room_type
-    return page(conn, query, params, 'r.code COLLATE "C"')
+def list_of(conn: psycopg.Connection, tenant: str) -> list[dict[str, Any]]:
+    """Every live room of ``tenant``, by code (byte order). The API merges them with the rooms that
+    live only in Redis and filters and pages the whole (api/rooms.py)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_OF_TENANT + ' ORDER BY r.code COLLATE "C"', {"tenant": tenant}).fetchall()
 
 
 def list_all(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -7,9 +7,11 @@
 -- cluster-wide, not per process. limit 0 admits unconditionally (a node that admitted on its
 -- local count while Redis was down). A session already in the room (a replayed join) is always
 -- admitted: it takes no new place. Each session is checked after the ones before it in the call,
--- exactly as if each had its own call.
+-- exactly as if each had its own call. A room that had emptied (its keys expiring, leave.lua)
+-- keeps them again once a session is admitted.
 local online_key, users_key, metrics_key = KEYS[1], KEYS[3], KEYS[4]
 local answers = {}
+local admitted = false
 local n, a = 0, 1
 while a <= #ARGV do
   n = n + 1
@@ -34,6 +36,10 @@ while a <= #ARGV do
       redis.call('HSET', metrics_key, 'peak', online, 'peak_hour', hour)
     end
     answers[n] = online
+    admitted = true
   end
+end
+if admitted then
+  for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end
 end
 return answers
