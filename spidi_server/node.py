@@ -382,6 +382,10 @@ class Node:
                 conn.send_heartbeat()
                 client.push()
 
+    def holds_session(self, session_id: str) -> bool:
+        """Whether this process holds the session (the reconciliation report asks)."""
+        return self.presence is not None and self.presence.holds(session_id)
+
     @property
     def ws_url(self) -> str:
         """The WebSocket endpoint clients use."""

@@ -20,6 +20,7 @@ from . import openapi
 from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
 from .problems import problem_middleware
+from .reconcile import RECONCILE_ROUTES
 from .room_types import ROOM_TYPE_ROUTES
 from .rooms import ROOM_ROUTES
 from .routing import Route, endpoint
@@ -34,6 +35,7 @@ ROUTES: tuple[Route, ...] = (
     + ROOM_TYPE_ROUTES
     + ROOM_ROUTES
     + SESSION_ROUTES
+    + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES
 )

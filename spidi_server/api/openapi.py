@@ -131,6 +131,46 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "RoomTypeList": _page("RoomType"),
     "LiveSession": _obj(_LIVE_SESSION, "A roster entry, as in ROOM_ROSTER (docs/protocol.md)", ("ip",)),
     "LiveSessions": _obj({"items": {"type": "array", "items": _ref("LiveSession")}}),
+    "ReconcileReport": _obj(
+        {
+            "roomId": _UUID,
+            "checkedAt": _EPOCH_MS,
+            "repair": {"type": "boolean"},
+            "redis": {**_INT, "description": "sessions in the room's Redis roster"},
+            "nodes": {**_INT, "description": "sessions a live node holds (or handed over)"},
+            "history": {**_NINT, "description": "sessions open in PostgreSQL; null without history"},
+            "differences": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "sessionId": _UUID,
+                        "kind": {
+                            "type": "string",
+                            "enum": [
+                                "ghost",
+                                "missing_in_redis",
+                                "open_in_history_only",
+                                "missing_in_history",
+                            ],
+                        },
+                        "detail": _STR,
+                        "action": {
+                            "type": "string",
+                            "enum": [
+                                "ended",
+                                "reassert_requested",
+                                "ended_in_history",
+                                "started_in_history",
+                                "none",
+                            ],
+                        },
+                        "nodeId": _NSTR,
+                    }
+                ),
+            },
+        },
+        "The room's Redis roster, the nodes' sessions and history compared",
+    ),
     "UserLiveSession": _obj({**_LIVE_SESSION, "roomId": _UUID, "roomCode": _STR}, optional=("ip",)),
     "UserLiveSessions": _obj({"items": {"type": "array", "items": _ref("UserLiveSession")}}),
     "Session": _obj(

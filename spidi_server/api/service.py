@@ -62,6 +62,9 @@ class ApiHost(Protocol):
     verifier: TokenVerifier  # checks the bearer tokens
     catalog: RoomCatalog  # the rooms this node knows, and their effective capacity
     store: HotStore | None  # live state in Redis (set once the node has started)
+    node_id: str  # this node's id
+
+    def holds_session(self, session_id: str) -> bool: ...  # this process holds that session
 
     @property
     def dsn(self) -> str | None: ...  # PostgreSQL, or None: the history routes then answer 503

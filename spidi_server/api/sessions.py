@@ -121,7 +121,7 @@ def stats_point(row: dict) -> dict:
     }
 
 
-async def _room_known(api: Api, tenant: str, room_id: str) -> bool:
+async def room_known(api: Api, tenant: str, room_id: str) -> bool:
     """A room of ``tenant``: known live (catalog, configuration, Redis) or stored in PostgreSQL."""
     if await api.room_known_live(tenant, room_id):
         return True
@@ -133,7 +133,7 @@ async def _room_known(api: Api, tenant: str, room_id: str) -> bool:
 async def room_sessions(api: Api, call: Call) -> web.Response:
     """GET /api/v1/rooms/{id}/sessions: the live roster from Redis (every node's sessions)."""
     room_id, tenant = call.path["room_id"], call.claims.tenant
-    if not await _room_known(api, tenant, room_id):
+    if not await room_known(api, tenant, room_id):
         raise not_found("room", room_id)
     roster = graded(
         await api.live(api.host.store.roster(room_id)), api.host.settings.heartbeat_interval_ms, now_ms()

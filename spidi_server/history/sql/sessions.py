@@ -117,6 +117,36 @@ class OpenSession(NamedTuple):
     node_id: str | None
 
 
+class HistorySession(NamedTuple):
+    """A session as history holds it, for the reconciliation report."""
+
+    session_id: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    ended_at: datetime | None
+    user_id: str | None
+    node_id: str | None
+
+
+def in_room(
+    conn: psycopg.Connection, room_id: str, session_ids: Sequence[str], limit: int
+) -> list[HistorySession]:
+    """The sessions of ``room_id`` open in history (up to ``limit``), and those of ``session_ids``
+    whatever their state (ended ones included)."""
+    rows = conn.execute(
+        """(SELECT session_id::text, started_at, last_heartbeat_at, ended_at, user_id, node_id
+            FROM dat_spd_session
+            WHERE room_id = %(room)s AND ended_at IS NULL AND deleted_at IS NULL
+            ORDER BY started_at DESC LIMIT %(limit)s)
+           UNION
+           (SELECT session_id::text, started_at, last_heartbeat_at, ended_at, user_id, node_id
+            FROM dat_spd_session
+            WHERE session_id = ANY(%(sids)s::uuid[]) AND deleted_at IS NULL)""",
+        {"room": room_id, "sids": list(session_ids), "limit": limit},
+    ).fetchall()
+    return [HistorySession(*row) for row in rows]
+
+
 def open_before(
     conn: psycopg.Connection,
     before: datetime,
