@@ -66,6 +66,7 @@ REST: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/rooms/{id}"): WRITE,
     ("GET", "/api/v1/rooms/{id}/sessions"): READ,
     ("GET", "/api/v1/rooms/{id}/stats"): READ,
+    ("GET", "/api/v1/rooms/{id}/reconcile"): WRITE,
     ("GET", "/api/v1/sessions"): SESSIONS,
     ("GET", "/api/v1/users/{userId}/sessions"): SESSIONS,
     ("GET", "/api/v1/alert-rules"): READ,
