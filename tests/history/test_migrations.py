@@ -61,6 +61,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
                 "dat_spd_alert_event",
                 "tba_spd_room_type",
                 "spd_tenant_defaults",
+                "dat_spd_slo",
             ]
         )
         indexes = {
