@@ -33,7 +33,8 @@ Run = Callable[[Callable[[Any], Any]], Any]  # awaitable: run fn(connection) in 
 
 
 def slo_from_row(row: dict) -> slo.Slo:
-    """An ``slo.Slo`` from a ``slos.load_slos`` row."""
+    """An ``slo.Slo`` from a ``slos.load_slos`` row (SloError: a threshold off the bucket bounds)."""
+    slo.bucket_count(row["threshold_ms"])
     return slo.Slo(
         slo_id=row["slo_id"],
         tenant=row["tenant"],
