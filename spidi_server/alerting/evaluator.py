@@ -15,7 +15,7 @@ the evaluator's state hash (so a successor continues where this one stopped), an
 are also handed to the notifier (webhook, email; rate limited).
 
 Rules of kind slo_burn also get their SLO's burn rates per room (slo_reader.py: PostgreSQL
-reads, at most once per slo_refresh_s per SLO, cached between rounds).
+reads in the background, at most once per slo_refresh_s per SLO, cached between rounds).
 
 The rules and the lifecycle are plain objects elsewhere (rules.py, lifecycle.py), the room
 metrics' reads in readings.py; what stays here is the round and its I/O — the lease, the rule
@@ -102,7 +102,7 @@ class AlertEvaluator:
         self.node_id = node_id
         self.notifier = None  # notify.Notifier, made on first use
         self.hooks = None  # hooks.RoomHooks while leading with room_hooks_url set
-        self.slo = SloReader(settings, metrics)  # SLOs and their burn rates, for slo_burn rules
+        self.slo = SloReader(settings, metrics, dsn)  # SLOs and their burn rates, for slo_burn rules
 
     async def start(self) -> None:
         """Start competing for the lease and evaluating while holding it."""
@@ -117,6 +117,7 @@ class AlertEvaluator:
             with contextlib.suppress(Exception):  # Redis gone: the lease lapses by itself
                 await self._release(keys=[keys.ALERT_LEADER], args=[self.holder])
             await self._lose_lead()
+        await self.slo.stop(self.settings.shutdown_timeout_s)
         if self.notifier is not None:
             await self.notifier.close(self.settings.shutdown_timeout_s)
         if self._conn is not None:
@@ -242,24 +243,13 @@ class AlertEvaluator:
         self._loaded_at = time.monotonic()
 
     def _load(self) -> tuple[list[dict], list[dict], list[dict]]:
-        rules = alert_sql.load_rules(self._pg())
-        rooms = alert_sql.load_rooms(self._conn, sorted({r["tenant"] for r in rules}))
-        return rules, rooms, slo_sql.load_slos(self._conn)
-
-    def _pg(self):
         import psycopg
 
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
-        return self._conn
-
-    async def _run_pg(self, fn):
-        """``fn(connection)`` in a worker thread (the SLO reads); the connection is closed on failure."""
-        try:
-            return await asyncio.to_thread(lambda: fn(self._pg()))
-        except Exception:
-            await asyncio.to_thread(self._close_pg)
-            raise
+        rules = alert_sql.load_rules(self._conn)
+        rooms = alert_sql.load_rooms(self._conn, sorted({r["tenant"] for r in rules}))
+        return rules, rooms, slo_sql.load_slos(self._conn)
 
     def _close_pg(self) -> None:
         if self._conn is not None:
@@ -295,10 +285,7 @@ class AlertEvaluator:
     async def evaluate(self, now_ms: int) -> None:
         """Run every rule over its rooms and publish the transitions."""
         targets = await self._targets()
-        try:
-            await self.slo.refresh(self._run_pg, self.rules, now_ms)
-        except Exception as exc:  # PostgreSQL away: slo_burn rules keep the figures last read
-            logs.event(log, "slo_read_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        self.slo.refresh(self.rules, now_ms)  # in the background: this round uses the figures at hand
         rooms = {r.room_id: r for refs in targets.values() for r in refs}
         metrics = await room_metrics(self.store, self.settings, list(rooms.values()), now_ms)
         # A heartbeat rule counts the sessions silent longer than its own threshold.

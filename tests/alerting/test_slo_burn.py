@@ -77,8 +77,10 @@ async def test_page_fires_when_both_windows_burn_and_not_on_a_short_blip(burning
     slo_id = add_slo(pg_dsn)
     page = add_burn_rule(pg_dsn, slo_id, "page")
     ticket = add_burn_rule(pg_dsn, slo_id, "ticket")
-    await evaluator.tick(AT_MS)
+    await evaluator.tick(AT_MS)  # leads, loads, starts reading the burn rates in the background
     assert evaluator.leader
+    await evaluator.slo.settled()
+    await evaluator.tick(AT_MS)
     alerts = await open_alerts(node)
     # burning: 20 % slow over 1 h and over 5 m, 20x a 1 % budget > 14.4 on both: a page. Its 6 h
     # (11.1x) and 30 m (20x) exceed 6 as well: a ticket.
@@ -115,6 +117,8 @@ async def test_page_fires_when_both_windows_burn_and_not_on_a_short_blip(burning
     # still burns (the workbook's reason for the short window).
     await write_history(node, redis_sync, [sample("burning", AT + m * MINUTE, 100, 0) for m in range(10)])
     await evaluator.tick(AT_MS + 10 * 60_000)
+    await evaluator.slo.settled()
+    await evaluator.tick(AT_MS + 10 * 60_000)
     alerts = await open_alerts(node)
     assert alert_key(page, ids["burning"]) not in alerts
     assert evaluator.slo.variables(slo_id, ids["burning"])["burnRate1h"] > 14.4
@@ -133,6 +137,8 @@ async def test_rooms_outside_the_slo_scope_are_not_judged(burning, pg_dsn):
             [ids["blip"]],
         ).fetchone()[0]
     page = add_burn_rule(pg_dsn, slo_id, "page")
+    await evaluator.tick(AT_MS)
+    await evaluator.slo.settled()
     await evaluator.tick(AT_MS)
     # The tenant-wide rule covers burning too, but its SLO is blip's alone; blip's 5 m burns at
     # 30 % / 5 % = 6x and its hour at 0.5x: nothing fires.
