@@ -24,7 +24,7 @@ from .alert_rules import API_SCOPES, SCOPES, Number, scope_columns
 from .params import OFFSET, iso, page, page_limit
 from .problems import Problem, field_error, invalid, not_found
 from .routing import Call, Route, json_response
-from .service import Api, audit
+from .service import Api, audit, audit_diff
 from .validation import Body, Choice, Integer, Text, Timestamp, Uuid
 
 SLO_ID = Uuid("id", "slo_id", "SLO id", required=True)
@@ -223,9 +223,9 @@ async def patch_slo(api: Api, call: Call) -> web.Response:
     before, after = await api.db(claims.tenant, work)
     if after is None:
         raise not_found("SLO", slo_id)
-    old, new = slo_json(before), slo_json(after)
-    changed = sorted(k for k in new if old[k] != new[k] and k not in ("updatedAt", "updatedBy"))
-    audit("slo_updated", claims, slo_id=slo_id, changed=changed)
+    new = slo_json(after)
+    # No secrets in an SLO: the audit line carries the old and new values.
+    audit("slo_updated", claims, slo_id=slo_id, changes=audit_diff(slo_json(before), new))
     return json_response(new)
 
 

@@ -85,6 +85,13 @@ async def test_slo_crud_round_trip(api, caplog):
         "alice",
     )
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("slo_")] == ["slo_created"]
+    (line,) = [r for r in caplog.records if r.name == "spidi.audit" and r.resource_type == "slo"]
+    assert (line.actor, line.action, line.resource_type, line.resource_id) == (
+        "alice",
+        "create",
+        "slo",
+        slo["id"],
+    )
 
     assert (await api.get(f"{SLOS}/{slo['id']}", role="monitor")).body == slo
     listed = (await api.get(SLOS, role="monitor")).body
@@ -103,6 +110,8 @@ async def test_slo_crud_round_trip(api, caplog):
     # The target alone, then another threshold (a bucket bound).
     changed = await api.patch(f"{SLOS}/{slo['id']}", {"target": 0.995, "thresholdMs": 300})
     assert (changed.body["target"], changed.body["thresholdMs"]) == (0.995, 300)
+    (line,) = [r for r in caplog.records if r.name == "spidi.audit" and r.action == "update"][-1:]
+    assert line.changes == {"target": [0.99, 0.995], "thresholdMs": [150, 300]}
     # To scope roomType: the room goes.
     assert (await api.post("/api/v1/room-types", {"code": "webrtc", "name": "WebRTC"})).status == 201
     changed = await api.patch(f"{SLOS}/{slo['id']}", {"scope": "roomType", "roomType": "webrtc"})
