@@ -248,6 +248,25 @@ class NodeMetrics:
             ["event", "outcome"],
             registry=r,
         )
+        # latency SLOs: set only by the process holding the evaluator lease (alerting/slo_reader.py)
+        self.slo_compliance = Gauge(
+            "spidi_slo_compliance",
+            "Share of heartbeats at or under the SLO's threshold over its window (1 without heartbeats)",
+            ["slo"],
+            registry=r,
+        )
+        self.slo_error_budget_remaining = Gauge(
+            "spidi_slo_error_budget_remaining",
+            "Share of the SLO window's error budget left (negative when overspent)",
+            ["slo"],
+            registry=r,
+        )
+        self.slo_burn_rate = Gauge(
+            "spidi_slo_burn_rate",
+            "Error-budget burn rate of the SLO over a window (5m, 30m, 1h, 6h, 3d)",
+            ["slo", "window"],
+            registry=r,
+        )
         for state in ("pending", "firing", "resolved"):
             self.alert_transitions.labels(state=state)
         # hardening

@@ -251,6 +251,20 @@ class Settings:
     alert_rules_refresh_s: float = field(
         default=2.0, metadata={"doc": "The evaluator reloads rules and rooms from PostgreSQL this often"}
     )
+    slo_refresh_s: float = field(
+        default=60.0,
+        metadata={
+            "doc": "The evaluator reads an SLO's burn rates per room (slo_burn rules) from PostgreSQL at "
+            "most this often; room statistics are written once a minute"
+        },
+    )
+    slo_budget_refresh_s: float = field(
+        default=300.0,
+        metadata={
+            "doc": "The evaluator reads each SLO's compliance, budget and burn rates over its whole window "
+            "(the spidi_slo_* metrics) at most this often"
+        },
+    )
     alert_hysteresis: float = field(
         default=0.1,
         metadata={
@@ -543,6 +557,8 @@ class Settings:
             "alert_lease_s",
             "alert_rules_refresh_s",
             "alert_stale_heartbeat_s",
+            "slo_refresh_s",
+            "slo_budget_refresh_s",
             "webhook_timeout_s",
             "webhook_backoff_s",
             "smtp_timeout_s",

@@ -78,6 +78,12 @@ REST: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/alerts/active"): READ,
     ("GET", "/api/v1/alerts/{id}"): READ,
     ("POST", "/api/v1/alerts/{id}/acknowledge"): ACK,
+    ("GET", "/api/v1/slos"): READ,
+    ("POST", "/api/v1/slos"): WRITE,
+    ("GET", "/api/v1/slos/{id}"): READ,
+    ("PATCH", "/api/v1/slos/{id}"): WRITE,
+    ("DELETE", "/api/v1/slos/{id}"): WRITE,
+    ("GET", "/api/v1/slos/{id}/status"): READ,
 }
 
 # STOMP: SUBSCRIBE destinations and SEND destinations -> kind.

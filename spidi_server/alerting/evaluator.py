@@ -14,6 +14,9 @@ the evaluator's state hash (so a successor continues where this one stopped), an
 ``spidi:alerts`` (``/topic/alerts`` on every process). Firing and resolved-from-firing transitions
 are also handed to the notifier (webhook, email; rate limited).
 
+Rules of kind slo_burn also get their SLO's burn rates per room (slo_reader.py: PostgreSQL
+reads in the background, at most once per slo_refresh_s per SLO, cached between rounds).
+
 The rules and the lifecycle are plain objects elsewhere (rules.py, lifecycle.py), the room
 metrics' reads in readings.py; what stays here is the round and its I/O — the lease, the rule
 loads and the one pipeline per transition.
@@ -32,6 +35,7 @@ import orjson
 
 from .. import logs
 from ..history.sql import alerts as alert_sql
+from ..history.sql import slos as slo_sql
 from ..stores import events, keys
 from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
@@ -39,6 +43,7 @@ from .feed import alert_key
 from .lifecycle import FIRING, INACTIVE, PENDING, RESOLVED, AlertState, step
 from .readings import RoomRef, room_metrics, share, silent_sessions
 from .rules import AlertRule, AlertRuleError
+from .slo_reader import SloReader
 
 if TYPE_CHECKING:
     from ..metrics import NodeMetrics
@@ -97,6 +102,7 @@ class AlertEvaluator:
         self.node_id = node_id
         self.notifier = None  # notify.Notifier, made on first use
         self.hooks = None  # hooks.RoomHooks while leading with room_hooks_url set
+        self.slo = SloReader(settings, metrics, dsn)  # SLOs and their burn rates, for slo_burn rules
 
     async def start(self) -> None:
         """Start competing for the lease and evaluating while holding it."""
@@ -111,6 +117,7 @@ class AlertEvaluator:
             with contextlib.suppress(Exception):  # Redis gone: the lease lapses by itself
                 await self._release(keys=[keys.ALERT_LEADER], args=[self.holder])
             await self._lose_lead()
+        await self.slo.stop(self.settings.shutdown_timeout_s)
         if self.notifier is not None:
             await self.notifier.close(self.settings.shutdown_timeout_s)
         if self._conn is not None:
@@ -175,6 +182,7 @@ class AlertEvaluator:
     async def _lose_lead(self) -> None:
         self.leader = False
         self.states = {}
+        self.slo.reset()
         self.metrics.alert_leader.set(0)
         logs.event(log, "alert_evaluator_follower", logging.WARNING, holder=self.holder)
         if self.hooks is not None:
@@ -185,7 +193,7 @@ class AlertEvaluator:
 
     async def _reload(self) -> None:
         try:
-            rows, rooms = await asyncio.to_thread(self._load)
+            rows, rooms, slo_rows = await asyncio.to_thread(self._load)
         except Exception as exc:  # PostgreSQL away: keep evaluating the rules already loaded
             if not self._load_failing:  # once per outage, not once per interval
                 logs.event(log, "alert_rules_load_failed", logging.WARNING, error=str(exc))
@@ -204,6 +212,8 @@ class AlertEvaluator:
                 resolve_expression=row["resolve_expression"],
                 threshold=row["threshold"],
                 share=row["share"],
+                slo_id=row["slo_id"],
+                burn_policy=row["burn_policy"],
                 scope=row["scope"],
                 room_id=row["room_id"],
                 room_type_id=row["room_type_id"],
@@ -224,6 +234,7 @@ class AlertEvaluator:
             logs.event(log, "alert_rules_load_recovered")
         self._load_failing = False
         self.rules = rules
+        self.slo.load(slo_rows)
         self.rooms = {
             r["room_id"]: RoomRef(r["room_id"], r["tenant"], r["code"], r["room_type_id"], r["capacity"] or 0)
             for r in rooms
@@ -231,14 +242,14 @@ class AlertEvaluator:
         self._rules_loaded = True
         self._loaded_at = time.monotonic()
 
-    def _load(self) -> tuple[list[dict], list[dict]]:
+    def _load(self) -> tuple[list[dict], list[dict], list[dict]]:
         import psycopg
 
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
         rules = alert_sql.load_rules(self._conn)
         rooms = alert_sql.load_rooms(self._conn, sorted({r["tenant"] for r in rules}))
-        return rules, rooms
+        return rules, rooms, slo_sql.load_slos(self._conn)
 
     def _close_pg(self) -> None:
         if self._conn is not None:
@@ -274,6 +285,7 @@ class AlertEvaluator:
     async def evaluate(self, now_ms: int) -> None:
         """Run every rule over its rooms and publish the transitions."""
         targets = await self._targets()
+        self.slo.refresh(self.rules, now_ms)  # in the background: this round uses the figures at hand
         rooms = {r.room_id: r for refs in targets.values() for r in refs}
         metrics = await room_metrics(self.store, self.settings, list(rooms.values()), now_ms)
         # A heartbeat rule counts the sessions silent longer than its own threshold.
@@ -293,9 +305,16 @@ class AlertEvaluator:
         seen: set[str] = set()
         for rule in self.rules:
             for room in targets.get(rule.rule_id, ()):
+                slo = self.slo.slos.get(rule.slo_id) if rule.kind == "slo_burn" else None
+                if rule.kind == "slo_burn" and (
+                    slo is None or not slo.covers(room.room_id, room.room_type_id)
+                ):
+                    continue  # a room the SLO does not cover (an open alert of it is closed below)
                 key = alert_key(rule.rule_id, room.room_id)
                 seen.add(key)
                 values = metrics[room.room_id]
+                if slo is not None:
+                    values = {**values, **self.slo.variables(slo.slo_id, room.room_id)}
                 silence = rule.silence_s(default_silence)
                 if silence != default_silence:
                     count = silent[(room.room_id, silence)]

@@ -10,6 +10,13 @@ metrics. The built-in kinds only write that expression for the operator from a t
                     with a share S: oldestHeartbeatAgeS > T && silentShare >= S
     heartbeat_rate  staleSessions > 0 || heartbeatRateDrop > T       T = 0.5
     custom          the operator's expression, e.g. online > 900 && avgLatencyMs > 300
+    slo_burn        burnRate1h > F && burnRate5m > F      (policy page, F = 14.4)
+                    burnRate6h > F && burnRate30m > F     (policy ticket, F = 6)
+
+``slo_burn`` watches one latency SLO (``slo.py``): the burn rates of its error budget, per room of
+the rule's targets that the SLO covers, over two windows that must both exceed the factor (the
+Google SRE workbook's multi-window, multi-burn-rate alert). Its burn-rate variables exist for it
+alone: a custom rule cannot name them.
 
 ``heartbeat`` is ADR-0001's rule: an online session of the room (or, with ``share``, at least that
 share of them) has been silent longer than T seconds. ``silentShare`` is the one metric that
@@ -32,7 +39,9 @@ from urllib.parse import urlsplit
 
 import cel
 
-KINDS = ("capacity", "latency", "heartbeat", "heartbeat_rate", "custom")
+from . import slo
+
+KINDS = ("capacity", "latency", "heartbeat", "heartbeat_rate", "custom", "slo_burn")
 SEVERITIES = ("info", "warning", "critical")
 SCOPES = ("room", "room_type", "tenant")
 CHANNEL_TYPES = ("in_app", "webhook", "slack", "teams", "pagerduty", "email")
@@ -66,6 +75,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "tenant": ("string", "the room's tenant"),
 }
 
+# The variables of an slo_burn rule only: its SLO's burn rate per window, per room (slo.py).
+SLO_VARIABLES: dict[str, tuple[str, str]] = {
+    "burnRate" + w: ("double", f"the SLO's error-budget burn rate over the last {w} (slo_burn rules only)")
+    for w in slo.ALERT_WINDOWS
+}
+
 # A context with every variable, used to type-check an expression when a rule is created.
 _SAMPLE = {
     "online": 7,
@@ -81,6 +96,7 @@ _SAMPLE = {
     "roomCode": "room",
     "tenant": "tenant",
 }
+_SLO_SAMPLE = {name: 1.5 for name in SLO_VARIABLES}
 
 MAX_EXPRESSION = 1000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -96,12 +112,14 @@ class AlertRuleError(ValueError):
         self.message = message
 
 
-def compile_expression(text: str, field_name: str = "expression") -> cel.Program:
+def compile_expression(text: str, field_name: str = "expression", slo_burn: bool = False) -> cel.Program:
     """Compile a CEL expression over the room metrics; AlertRuleError with the parser's message.
 
-    Besides parsing, the expression must name only known metrics and evaluate to a boolean
-    (checked by running it once over sample metrics).
+    Besides parsing, the expression must name only known metrics (with ``slo_burn``, also the
+    burn rates) and evaluate to a boolean (checked by running it once over sample metrics).
     """
+    known = {**VARIABLES, **SLO_VARIABLES} if slo_burn else VARIABLES
+    sample = {**_SAMPLE, **_SLO_SAMPLE} if slo_burn else _SAMPLE
     if not isinstance(text, str) or not text.strip():
         raise AlertRuleError(field_name, "must be a non-empty CEL expression")
     if len(text) > MAX_EXPRESSION:
@@ -110,13 +128,11 @@ def compile_expression(text: str, field_name: str = "expression") -> cel.Program
         program = cel.compile(text)
     except Exception as exc:  # the library raises ValueError with the parser's message
         raise AlertRuleError(field_name, f"not a valid CEL expression: {exc}") from None
-    unknown = sorted(set(program.variables()) - VARIABLES.keys())
+    unknown = sorted(set(program.variables()) - known.keys())
     if unknown:
-        raise AlertRuleError(
-            field_name, f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(VARIABLES)}"
-        )
+        raise AlertRuleError(field_name, f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}")
     try:
-        result = program.execute(_SAMPLE)
+        result = program.execute(sample)
     except Exception as exc:
         raise AlertRuleError(field_name, f"cannot be evaluated: {exc}") from None
     if not isinstance(result, bool):
@@ -267,6 +283,8 @@ class AlertRule:
     resolve_expression: str | None = None
     threshold: float | None = None
     share: float | None = None  # heartbeat rules: the share of sessions silent (None: any one)
+    slo_id: str | None = None  # slo_burn rules: the SLO watched
+    burn_policy: str | None = None  # slo_burn rules: page or ticket (slo.BURN_POLICIES)
     scope: str = "tenant"
     room_id: str | None = None
     room_type_id: str | None = None
@@ -279,9 +297,10 @@ class AlertRule:
 
     def compile(self) -> AlertRule:
         """Compile both expressions (AlertRuleError if either is unusable)."""
-        self._fire = compile_expression(self.expression)
+        burn = self.kind == "slo_burn"
+        self._fire = compile_expression(self.expression, slo_burn=burn)
         self._resolve = (
-            compile_expression(self.resolve_expression, "resolveExpression")
+            compile_expression(self.resolve_expression, "resolveExpression", slo_burn=burn)
             if self.resolve_expression
             else None
         )
@@ -299,11 +318,12 @@ class AlertRule:
 
     def value(self, metrics: dict) -> float | None:
         """The figure an alert reports: the built-in's metric (None for custom rules)."""
-        name = (
-            "silentShare"
-            if self.kind == "heartbeat" and self.share is not None
-            else VALUE_METRIC.get(self.kind)
-        )
+        if self.kind == "slo_burn":  # the long window's burn rate
+            name = "burnRate" + slo.BURN_POLICIES[self.burn_policy or "page"][0]
+        elif self.kind == "heartbeat" and self.share is not None:
+            name = "silentShare"
+        else:
+            name = VALUE_METRIC.get(self.kind)
         return None if name is None else float(metrics.get(name, 0))
 
     def silence_s(self, default_s: float) -> float:
@@ -318,16 +338,22 @@ def make_rule_expressions(
     resolve_expression: Any,
     hysteresis: float,
     share: Any = None,
+    burn_policy: str | None = None,
 ) -> tuple[str, str | None, float | None]:
     """(expression, resolveExpression, threshold) to store for a rule as the API receives it.
 
     Built-in kinds take a threshold (or their default) and write both expressions, a heartbeat
     rule also its optional ``share`` (checked with ``check_share``); a custom rule takes an
     expression and optionally a resolve expression. Each is compiled here, so a bad one is refused
-    at create time with the CEL parser's message.
+    at create time with the CEL parser's message. An slo_burn rule takes its ``burn_policy``
+    (page or ticket) and a burn-rate factor as threshold (default: the policy's).
     """
     if kind not in KINDS:
         raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
+    if kind == "slo_burn":
+        return _burn_rule(threshold, expression, resolve_expression, hysteresis, share, burn_policy)
+    if burn_policy is not None:
+        raise AlertRuleError("burnPolicy", "applies to the slo_burn kind only")
     value = check_threshold(kind, threshold)
     share = check_share(kind, share)
     if kind != "custom":
@@ -343,3 +369,30 @@ def make_rule_expressions(
     if resolve_expression is not None:
         compile_expression(resolve_expression, "resolveExpression")
     return expression, resolve_expression, None
+
+
+def _burn_rule(
+    threshold: Any, expression: Any, resolve: Any, hysteresis: float, share: Any, policy: str | None
+) -> tuple[str, str, float]:
+    """(expression, resolveExpression, factor) of an slo_burn rule (``make_rule_expressions``)."""
+    if policy not in slo.BURN_POLICIES:
+        raise AlertRuleError("burnPolicy", f"must be one of {', '.join(slo.BURN_POLICIES)}")
+    if share is not None:
+        raise AlertRuleError("share", "applies to the heartbeat kind only")
+    if expression is not None or resolve is not None:
+        raise AlertRuleError(
+            "expression", "an slo_burn rule writes its own expression from burnPolicy and threshold"
+        )
+    if threshold is None:
+        threshold = slo.BURN_POLICIES[policy][2]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0:
+        raise AlertRuleError("threshold", "must be a positive burn-rate factor, e.g. 14.4")
+    # Both windows above the factor fire; either below it less the hysteresis resolves (the short
+    # window recovers first: the alert ends soon after the problem does).
+    long_w, short_w, _ = slo.BURN_POLICIES[policy]
+    factor, low = float(threshold), round(float(threshold) * (1.0 - hysteresis), 9)
+    return (
+        f"burnRate{long_w} > {_number(factor)} && burnRate{short_w} > {_number(factor)}",
+        f"burnRate{long_w} < {_number(low)} || burnRate{short_w} < {_number(low)}",
+        factor,
+    )

@@ -2,7 +2,8 @@
 
 One module per resource, each with its fields, rendering, handlers and routes: ``rooms``,
 ``room_types``, ``sessions`` (live rosters, room statistics, session history, a user's sessions),
-``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts). Beneath them: ``params``
+``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts), ``slos`` (latency SLOs
+and their status). Beneath them: ``params``
 (what the resources share: paging and time-range fields, the list envelope, timestamps, codes),
 ``routing`` (the table's shape and the per-request wrapper), ``validation`` (input rules that also
 render as JSON Schema), ``problems`` (RFC 9457 errors), ``service`` (auth, tenant-scoped
@@ -26,6 +27,7 @@ from .rooms import ROOM_ROUTES
 from .routing import Route, endpoint
 from .service import Api, ApiHost
 from .sessions import SESSION_ROUTES
+from .slos import SLO_ROUTES
 from .tracing import trace_middleware
 
 # Every route of the API: what is registered and what the OpenAPI document describes, in this
@@ -38,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES
+    + SLO_ROUTES
 )
 
 

@@ -19,9 +19,9 @@ import psycopg
 from aiohttp import web
 
 from .. import roles
-from ..alerting import formats, rules
+from ..alerting import formats, rules, slo
 from ..alerting.egress import EgressPolicy
-from ..history.sql import alerts, room_types, rooms
+from ..history.sql import alerts, room_types, rooms, slos
 from .params import OFFSET, iso, page, page_limit
 from .problems import field_error, invalid, not_found
 from .routing import Call, Route, json_response
@@ -30,7 +30,7 @@ from .validation import Body, Choice, Field, FieldError, Flag, Integer, Text, Uu
 
 # API scope -> dat_spd_alert_rule.scope, and back.
 SCOPES = {"room": "room", "roomType": "room_type", "tenant": "tenant"}
-_API_SCOPES = {v: k for k, v in SCOPES.items()}
+API_SCOPES = {v: k for k, v in SCOPES.items()}
 DEFAULT_CHANNELS = [{"type": "in_app"}]
 MAX_CHANNELS = 20
 MAX_FOR_SECONDS = 86_400
@@ -123,7 +123,8 @@ _RULE_FIELDS = (
         "capacity (utilization > threshold), latency (avgLatencyMs > threshold), heartbeat "
         "(oldestHeartbeatAgeS > threshold: a session silent that long; with share, at least that share "
         "of the online sessions), heartbeat_rate (staleSessions > 0 || heartbeatRateDrop > threshold) "
-        "or custom (expression)",
+        "custom (expression) or slo_burn (the error-budget burn rate of the SLO sloId over two windows, "
+        "burnPolicy page: burnRate1h > threshold && burnRate5m > threshold; ticket: burnRate6h and burnRate30m)",
         required=True,
         values=rules.KINDS,
     ),
@@ -133,7 +134,7 @@ _RULE_FIELDS = (
         "Built-in kinds only; null or left out: the kind's default. capacity: a "
         "utilization ratio in (0, 1], default 0.8; latency: ms, default 500; heartbeat: seconds of "
         "silence, default 60; heartbeat_rate: a ratio in (0, 1], default 0.5. The alert resolves below "
-        "threshold x (1 - alert_hysteresis)",
+        "threshold x (1 - alert_hysteresis). slo_burn: the burn-rate factor both windows must exceed",
         nullable=True,
     ),
     Number(
@@ -159,6 +160,21 @@ _RULE_FIELDS = (
         "alert (hysteresis); default: the expression no longer holds",
         nullable=True,
         max_length=rules.MAX_EXPRESSION,
+    ),
+    Uuid(
+        "sloId",
+        "slo_id",
+        "slo_burn only: the SLO watched, one of the tenant's (/api/v1/slos); the rule's scope picks the "
+        "rooms, of those the SLO covers, each evaluated on its own heartbeats",
+        nullable=True,
+    ),
+    Choice(
+        "burnPolicy",
+        "burn_policy",
+        "slo_burn only: page (1 h and 5 m windows, default threshold 14.4) or ticket (6 h and 30 m, "
+        "default 6); default page",
+        nullable=True,
+        values=tuple(slo.BURN_POLICIES),
     ),
     Choice("severity", "severity", "Severity of its alerts", values=rules.SEVERITIES, default="warning"),
     Integer(
@@ -197,7 +213,7 @@ def rule_json(row: dict) -> dict:
     return {
         "id": row["id"],
         "name": row["name"],
-        "scope": _API_SCOPES[row["scope"]],
+        "scope": API_SCOPES[row["scope"]],
         "roomId": row["room_id"],
         "roomType": row["room_type"],
         "roomTypeId": row["room_type_id"],
@@ -210,6 +226,8 @@ def rule_json(row: dict) -> dict:
         "forSeconds": row["for_seconds"],
         "channels": row["channels"],
         "enabled": row["enabled"],
+        "sloId": row["slo_id"],
+        "burnPolicy": row["burn_policy"],
         "createdAt": iso(row["created_at"]),
         "createdBy": row["created_by"],
         "updatedAt": iso(row["updated_at"]),
@@ -220,27 +238,18 @@ def rule_json(row: dict) -> dict:
 # -- checking a rule as a whole ------------------------------------------------------------------
 
 
-def rule_columns(
-    conn: psycopg.Connection,
-    tenant: str,
-    body: dict,
-    current: dict | None,
-    hysteresis: float,
-    egress: EgressPolicy | None = None,
+def scope_columns(
+    conn: psycopg.Connection, tenant: str, body: dict, current: dict | None, errors: list[dict]
 ) -> dict[str, Any]:
-    """The ``dat_spd_alert_rule`` columns to write for ``body``: a new rule (``current`` None), or
-    the changes of a PATCH merged over the stored ``current``. Problem listing every mistake.
+    """The scope columns (scope, room_id, room_type_id) to write for ``body`` over ``current`` (None:
+    a new row), as alert rules and SLOs take them; each mistake appended to ``errors``.
 
-    Runs in the request's tenant transaction: a rule's room must be one the tenant's row-level
-    security lets it see, and the rule's target must agree with its scope. With ``egress``, a
-    channel's URL (webhook, slack, teams, pagerduty) must not literally be an address it refuses (the sender checks the
-    resolved addresses again at send time: that is the real guard).
+    The target must agree with the scope: a room of the tenant's (row-level security lets it see
+    only those) for scope room, one of its room types by code for scope roomType.
     """
     given = body.__contains__
     cur = current or {}
-    errors: list[dict] = []
-    out: dict[str, Any] = {k: body[k] for k in ("name", "severity", "for_seconds", "enabled") if given(k)}
-
+    out: dict[str, Any] = {}
     scope = SCOPES[body["scope"]] if given("scope") else cur["scope"]
     if given("scope"):
         out["scope"] = scope
@@ -273,14 +282,40 @@ def rule_columns(
         if scope != owner and body.get(key) is not None:
             errors.append(
                 field_error(
-                    "body", name, f"only with scope {_API_SCOPES[owner]} (scope is {_API_SCOPES[scope]})"
+                    "body", name, f"only with scope {API_SCOPES[owner]} (scope is {API_SCOPES[scope]})"
                 )
             )
     if current is None or given("scope") or given("room_id") or given("room_type"):
         out["room_id"], out["room_type_id"] = room_id, room_type_id
 
+    return out
+
+
+def rule_columns(
+    conn: psycopg.Connection,
+    tenant: str,
+    body: dict,
+    current: dict | None,
+    hysteresis: float,
+    egress: EgressPolicy | None = None,
+) -> dict[str, Any]:
+    """The ``dat_spd_alert_rule`` columns to write for ``body``: a new rule (``current`` None), or
+    the changes of a PATCH merged over the stored ``current``. Problem listing every mistake.
+
+    Runs in the request's tenant transaction: a rule's room must be one the tenant's row-level
+    security lets it see, and the rule's target must agree with its scope. With ``egress``, a
+    channel's URL (webhook, slack, teams, pagerduty) must not literally be an address it refuses (the sender checks the
+    resolved addresses again at send time: that is the real guard).
+    """
+    given = body.__contains__
+    cur = current or {}
+    errors: list[dict] = []
+    out: dict[str, Any] = {k: body[k] for k in ("name", "severity", "for_seconds", "enabled") if given(k)}
+
+    out.update(scope_columns(conn, tenant, body, current, errors))
     if current is None or any(
-        given(k) for k in ("kind", "threshold", "share", "expression", "resolve_expression")
+        given(k)
+        for k in ("kind", "threshold", "share", "expression", "resolve_expression", "slo_id", "burn_policy")
     ):
         kind = body["kind"] if given("kind") else cur["kind"]
         # The stored threshold, share or expressions count only while the kind stays: another
@@ -292,12 +327,29 @@ def rule_columns(
             threshold = cur["threshold"]
         if keep and not given("share"):
             share = cur.get("share")
+        slo_id, policy = body.get("slo_id"), body.get("burn_policy")
+        if keep and not given("slo_id"):
+            slo_id = cur.get("slo_id")
+        if keep and not given("burn_policy"):
+            policy = cur.get("burn_policy")
+        if kind == "slo_burn":
+            policy = policy or "page"
+            if slo_id is None:
+                errors.append(field_error("body", "sloId", "is required when kind is slo_burn"))
+            elif not slos.exists(conn, tenant, slo_id):
+                errors.append(
+                    field_error("body", "sloId", f"no SLO {slo_id} is stored for this tenant (/api/v1/slos)")
+                )
+        elif slo_id is not None:
+            errors.append(field_error("body", "sloId", "applies to the slo_burn kind only"))
+        if keep and kind == "slo_burn" and policy != cur.get("burn_policy") and not given("threshold"):
+            threshold = None  # another policy: its own default factor
         if keep and kind == "custom":
             expression = body["expression"] if given("expression") else cur["expression"]
             resolve = body["resolve_expression"] if given("resolve_expression") else cur["resolve_expression"]
         try:
             fire, back, value = rules.make_rule_expressions(
-                kind, threshold, expression, resolve, hysteresis, share
+                kind, threshold, expression, resolve, hysteresis, share, policy
             )
         except rules.AlertRuleError as exc:
             errors.append(field_error("body", exc.field, exc.message))
@@ -308,6 +360,8 @@ def rule_columns(
                 resolve_expression=back,
                 threshold=value,
                 share=None if share is None else float(share),
+                slo_id=slo_id if kind == "slo_burn" else None,
+                burn_policy=policy if kind == "slo_burn" else None,
             )
 
     if given("channels"):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import __version__, roles
-from ..alerting import rules
+from ..alerting import rules, slo
 from ..presence.liveness import GRADES
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
 from .routing import Call, Route
@@ -26,6 +26,7 @@ _NSTR = {"type": ["string", "null"]}
 _INT = {"type": "integer"}
 _NINT = {"type": ["integer", "null"]}
 _NNUM = {"type": ["number", "null"]}
+_NUM = {"type": "number"}
 _TS = {"type": "string", "format": "date-time"}
 _NTS = {"type": ["string", "null"], "format": "date-time"}
 _UUID = {"type": "string", "format": "uuid"}
@@ -266,6 +267,12 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                 },
             },
             "enabled": {"type": "boolean"},
+            "sloId": {**_NUUID, "description": "slo_burn: the SLO watched; null for every other kind"},
+            "burnPolicy": {
+                "type": ["string", "null"],
+                "enum": [*slo.BURN_POLICIES, None],
+                "description": "slo_burn: page (1 h and 5 m windows) or ticket (6 h and 30 m); null for every other kind",
+            },
             "createdAt": _TS,
             "createdBy": _STR,
             "updatedAt": _TS,
@@ -273,6 +280,80 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         }
     ),
     "AlertRuleList": _page("AlertRule"),
+    "Slo": _obj(
+        {
+            "id": _UUID,
+            "name": _STR,
+            "scope": {"type": "string", "enum": ["room", "roomType", "tenant"]},
+            "roomId": {**_NUUID, "description": "scope room: the room"},
+            "roomType": {**_NSTR, "description": "scope roomType: the room type's code"},
+            "roomTypeId": {**_NUUID, "description": "scope roomType: the room type's id"},
+            "objective": {"type": "string", "enum": list(slo.OBJECTIVES)},
+            "thresholdMs": {"type": "number", "description": "a bound of the latency histogram, ms"},
+            "percentile": {
+                **_NNUM,
+                "description": "objective percentile: the percentile (95 for p95); else null",
+            },
+            "target": {
+                "type": "number",
+                "description": "the share of heartbeats that must be <= thresholdMs (percentile / 100 for "
+                "objective percentile)",
+            },
+            "windowDays": _INT,
+            "createdAt": _TS,
+            "createdBy": _STR,
+            "updatedAt": _TS,
+            "updatedBy": _STR,
+        },
+        "A latency SLO (dat_spd_slo)",
+    ),
+    "SloList": _page("Slo"),
+    "SloStatus": _obj(
+        {
+            "sloId": _UUID,
+            "roomId": {**_NUUID, "description": "the one room counted; null: every room of the SLO's scope"},
+            "at": {**_TS, "description": "the end (exclusive) of every window"},
+            "target": _NUM,
+            "thresholdMs": _NUM,
+            "windowDays": _INT,
+            "good": {**_INT, "description": "heartbeats <= thresholdMs over the SLO window"},
+            "total": {**_INT, "description": "heartbeats with a latency over the SLO window"},
+            "compliance": {
+                **_NNUM,
+                "description": "good / total over the SLO window; null without heartbeats",
+            },
+            "errorBudgetRemaining": {
+                **_NUM,
+                "description": "share of the window's error budget left: 1 - (1 - compliance) / (1 - target); "
+                "negative when overspent, 1 without heartbeats",
+            },
+            "met": {
+                "type": ["boolean", "null"],
+                "description": "compliance >= target; null without heartbeats",
+            },
+            "burnRates": {
+                "type": "object",
+                "description": "burn rate by window (5m, 30m, 1h, 6h, 3d): (1 - compliance) / (1 - target); "
+                "null without heartbeats",
+                "additionalProperties": _NNUM,
+            },
+            "windows": {
+                "type": "array",
+                "description": "each window, shortest first: the burn-rate windows and the SLO's own",
+                "items": _obj(
+                    {
+                        "window": _STR,
+                        "seconds": _INT,
+                        "good": _INT,
+                        "total": _INT,
+                        "compliance": _NNUM,
+                        "burnRate": _NNUM,
+                    }
+                ),
+            },
+        },
+        "An SLO's compliance, error budget and burn rates (docs/operations.md, SLOs)",
+    ),
     "Alert": _obj(
         {
             "id": {
@@ -440,7 +521,7 @@ def build(routes: tuple[Route, ...] | list[Route], policy: roles.Policy = roles.
         "info": {
             "title": "Spidi operators' API",
             "version": __version__,
-            "description": "Rooms, room types, live sessions, history, alert rules and alerts of the "
+            "description": "Rooms, room types, live sessions, history, alert rules, alerts and latency SLOs of the "
             "caller's tenant. "
             "Authenticate with the same JWT as the WebSocket: Authorization: Bearer <jwt>. "
             "Errors are RFC 9457 problem details (application/problem+json).",
@@ -452,6 +533,7 @@ def build(routes: tuple[Route, ...] | list[Route], policy: roles.Policy = roles.
             {"name": "sessions"},
             {"name": "alert-rules"},
             {"name": "alerts"},
+            {"name": "slos"},
             {"name": "meta"},
         ],
         "paths": paths,

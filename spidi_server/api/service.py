@@ -267,6 +267,9 @@ AUDITED: dict[str, tuple[str, str, str]] = {
     "alert_rule_updated": ("alert_rule", "update", "rule_id"),
     "alert_rule_deleted": ("alert_rule", "delete", "rule_id"),
     "alert_acknowledged": ("alert", "acknowledge", "alert_id"),
+    "slo_created": ("slo", "create", "slo_id"),
+    "slo_updated": ("slo", "update", "slo_id"),
+    "slo_deleted": ("slo", "delete", "slo_id"),
 }
 # What an acknowledgement changes: it has no body to name the fields.
 _ACK_FIELDS = ["acknowledgedBy", "acknowledgedAt"]

@@ -31,6 +31,8 @@ RULE_KEYS = {
     "forSeconds",
     "channels",
     "enabled",
+    "sloId",
+    "burnPolicy",
     "createdAt",
     "createdBy",
     "updatedAt",
@@ -257,7 +259,7 @@ async def test_list_filters_and_pagination(api):
     assert page == ["b-capacity", "c-lobby"] and (body["total"], body["limit"]) == (4, 2)
     assert error_fields(await api.get(RULES, params={"enabled": "yes", "kind": "cpu", "roomId": "x"})) == {
         "enabled": "must be true or false",
-        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom, slo_burn",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'x'",
     }
 
@@ -285,7 +287,7 @@ async def test_validation_lists_every_mistake(api):
         "nme": errors["nme"],
         "name": "is required",
         "scope": "must be one of room, roomType, tenant",
-        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom, slo_burn",
         "threshold": "must be a number",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'room-1'",
         "forSeconds": "must be an integer from 0 to 86400",

@@ -130,6 +130,7 @@ function fmtAlertValue(kind, v, ratio) {
   v = num(v);
   if (v === null) return "—";
   if (kind === "latency") return fmtMs(v);
+  if (kind === "slo_burn") return fmtTick(v, 1) + "×"; // an error-budget burn rate
   if (kind === "heartbeat" && !ratio) return fmtTick(v, 1) + " s";
   if (kind === "capacity" || kind === "heartbeat_rate" || kind === "heartbeat") {
     return (v * 100).toFixed(v < 0.1 && v > 0 ? 1 : 0) + " %";

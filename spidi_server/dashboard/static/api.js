@@ -88,3 +88,30 @@ export async function loadRoomStats(token, roomId, range, from, to, signal) {
     return { status: "none", reason: "the history API could not be reached" };
   }
 }
+
+/**
+ * The latency SLOs that cover a room, each with its status counted on that room's heartbeats:
+ * {status: "ok", items: [{slo, status}]} (an SLO whose scope leaves the room out answers 400 and
+ * is skipped), or {status: "none", reason}; null when ``signal`` aborted the request.
+ */
+export async function loadRoomSlos(token, roomId, signal) {
+  const get = (url) =>
+    fetch(url, { headers: { Authorization: "Bearer " + token, Accept: "application/json" }, signal, cache: "no-store" });
+  try {
+    const resp = await get("/api/v1/slos?limit=500");
+    if (!resp.ok) {
+      const reasons = { 401: "the API refused the token", 403: "this token may not read SLOs", 503: "the history store is unavailable" };
+      return { status: "none", reason: (reasons[resp.status] || "the SLO API answered an error") + " (HTTP " + resp.status + ")" };
+    }
+    const slos = ((await resp.json()) || {}).items || [];
+    const items = [];
+    for (const slo of slos) {
+      const r = await get("/api/v1/slos/" + encodeURIComponent(slo.id) + "/status?roomId=" + encodeURIComponent(roomId));
+      if (r.ok) items.push({ slo, status: await r.json() });
+    }
+    return items.length ? { status: "ok", items } : { status: "none", reason: "no SLO covers this room" };
+  } catch (e) {
+    if (e && e.name === "AbortError") return null;
+    return { status: "none", reason: "the SLO API could not be reached" };
+  }
+}

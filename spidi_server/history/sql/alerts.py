@@ -23,7 +23,7 @@ from .rooms import EFFECTIVE_CAPACITY, TYPE_JOIN
 _RULE_COLUMNS = """
 id::text AS rule_id, unidad_negocio_id AS tenant, name, scope, room_id::text AS room_id,
 room_type_id::text AS room_type_id, kind, expression, resolve_expression, threshold, share, severity,
-for_seconds, channels, enabled"""
+for_seconds, channels, enabled, slo_id::text AS slo_id, burn_policy"""
 
 
 def load_rules(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -97,7 +97,7 @@ def write_events(conn: psycopg.Connection, rows: Sequence[AlertRow], actor: str 
 _API_RULE_SELECT = """
 SELECT r.id::text AS id, r.name, r.scope, r.room_id::text AS room_id, r.room_type_id::text AS room_type_id,
        rt.code AS room_type, r.kind, r.threshold, r.share, r.expression, r.resolve_expression, r.severity,
-       r.for_seconds, r.channels, r.enabled, r.created_at, r.created_by, r.updated_at, r.updated_by
+       r.for_seconds, r.channels, r.enabled, r.slo_id::text AS slo_id, r.burn_policy, r.created_at, r.created_by, r.updated_at, r.updated_by
 FROM dat_spd_alert_rule AS r
 LEFT JOIN tba_spd_room_type AS rt ON rt.id = r.room_type_id AND rt.unidad_negocio_id = r.unidad_negocio_id
 WHERE r.unidad_negocio_id = %(tenant)s AND r.deleted_at IS NULL"""
@@ -117,6 +117,8 @@ RULE_API_COLUMNS = (
     "for_seconds",
     "channels",
     "enabled",
+    "slo_id",
+    "burn_policy",
 )
 
 _API_EVENT_COLUMNS = """

@@ -1,7 +1,8 @@
 /*
  * The room view ("#/rooms/<code>"): entering and leaving a room, its metrics and roster topics
  * (a roster snapshot, then deltas ordered by seq; a gap asks for a fresh snapshot), the KPIs,
- * the roster table and the latency distribution. The history card is views/history.js.
+ * the roster table and the latency distribution. The history card is views/history.js, the SLO
+ * card views/slos.js (both fetched by REST, every HISTORY_REFRESH_MS).
  */
 
 import { renderRoomAlerts } from "../alerts.js";
@@ -11,6 +12,7 @@ import { capacityClass, fmtAgo, fmtDuration, fmtInt, fmtMs, fullFmt, latencyClas
 import { schedule, state } from "../state.js";
 import { renderSortHeaders, sortRows } from "../tables.js";
 import { HISTORY_REFRESH_MS, loadHistory, renderHistory } from "./history.js";
+import { loadSlos, renderSlos } from "./slos.js";
 
 const MAX_ROSTER_ROWS = 500;
 const LATENCY_BUCKETS = [
@@ -40,6 +42,8 @@ export function enterRoom(code) {
     history: null,
     historyAbort: null,
     historyTimer: null,
+    slos: null,
+    slosAbort: null,
   };
   $("#room-title").textContent = code;
   $("#room-id").textContent = state.room.roomId ? "id " + state.room.roomId : "";
@@ -50,9 +54,14 @@ export function enterRoom(code) {
   renderRoster();
   renderHistogram();
   renderHistory();
+  renderSlos();
   if (state.client && state.client.connected) subscribeRoom(state.room);
   loadHistory();
-  state.room.historyTimer = setInterval(loadHistory, HISTORY_REFRESH_MS);
+  loadSlos();
+  state.room.historyTimer = setInterval(() => {
+    loadHistory();
+    loadSlos();
+  }, HISTORY_REFRESH_MS);
   window.scrollTo(0, 0);
 }
 
@@ -61,6 +70,7 @@ export function leaveRoom() {
   if (!r) return;
   for (const sub of Object.values(r.subs)) if (sub) sub.unsubscribe();
   if (r.historyAbort) r.historyAbort.abort();
+  if (r.slosAbort) r.slosAbort.abort();
   clearInterval(r.historyTimer);
   state.room = null;
 }
@@ -87,6 +97,7 @@ export function learnRoomId(r, roomId) {
   r.roomId = roomId;
   $("#room-id").textContent = "id " + roomId;
   loadHistory();
+  loadSlos();
 }
 
 function onMetrics(r, msg) {
