@@ -111,7 +111,7 @@ export interface Alert {
 
 /** Codes the SDK gives itself; server codes (ROOM_FULL, UNAVAILABLE…) are in docs/protocol.md. */
 export declare const CLIENT_CODES: {
-  readonly AUTH_FAILED: 'AUTH_FAILED';
+  readonly UNAUTHORIZED: 'UNAUTHORIZED';
   readonly CONNECTION_REFUSED: 'CONNECTION_REFUSED';
   readonly PROTOCOL: 'PROTOCOL';
   readonly TOKEN: 'TOKEN';
@@ -139,6 +139,8 @@ export interface SpidiEvents {
   resumed: Welcome;
   /** The connection dropped (or HELLO was refused with UNAVAILABLE): the next attempt in delayMs. */
   reconnecting: { attempt: number; delayMs: number; code?: number; reason?: string };
+  /** A connection attempt starts now: attempt 0 first, then the number `reconnecting` gave. */
+  connecting: { attempt: number };
   error: SpidiError;
   /** The session or the client ended: leave(), close(), or a fatal error (no more retries). */
   ended: { reason: 'leave' | 'close' | 'error'; sessionId: string | null; error?: SpidiError };

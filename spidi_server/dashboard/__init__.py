@@ -2,14 +2,19 @@
 
 Static files only (no build step, no CDN): ``static/index.html`` and ``style.css``, and the
 page's script as plain ES modules loaded from ``main.js`` (``static/*.js`` and
-``static/views/*.js``; ``stomp.js`` is a small STOMP 1.2 client). The page talks STOMP over the
-node's WebSocket (another port) and reads history from the REST API on this port.
-``/dashboard/config`` tells it where the WebSocket is and, in development mode only, hands it an
-admin token, to its own page only (``same_origin_page``).
+``static/views/*.js``). Its live feed is the project's JavaScript SDK (``spidi-client``, on
+``@stomp/stompjs``), both vendored as ES modules under ``static/vendor/`` with their licences
+(``static/vendor/README.md``) and named by the import map of ``index.html``; the
+Content-Security-Policy allows that one inline script by its SHA-256 (``csp_for``). The page
+talks STOMP over the node's WebSocket (another port) and reads history from the REST API on this
+port. ``/dashboard/config`` tells it where the WebSocket is and, in development mode only, hands
+it an admin token, to its own page only (``same_origin_page``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import logging
 import re
@@ -44,12 +49,14 @@ _TEXT_TYPES = {"text/html", "text/javascript", "text/css", "image/svg+xml", "app
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 # The page loads only its own files; it connects to its own origin (REST) and to any ws/wss URL
-# (the WebSocket listens on another port, so it is another origin).
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+# (the WebSocket listens on another port, so it is another origin). ``{scripts}``: the hashes of
+# the inline scripts allowed besides (the import map), see csp_for.
+_CSP_TEMPLATE = (
+    "default-src 'self'; script-src 'self'{scripts}; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'none'"
 )
+_IMPORT_MAP = re.compile(rb'<script type="importmap">(.*?)</script>', re.DOTALL)
 _COMMON_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
@@ -77,17 +84,28 @@ DEV_SUBJECT = "dev-admin"
 DEV_TENANT = "default"
 
 
-def _file_response(path: Path, extra_headers: dict | None = None) -> web.Response:
+def _file_response(path: Path, extra_headers: dict | None = None, body: bytes | None = None) -> web.Response:
     ctype = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
     headers = dict(_COMMON_HEADERS)
     if extra_headers:
         headers.update(extra_headers)
     return web.Response(
-        body=path.read_bytes(),
+        body=path.read_bytes() if body is None else body,
         content_type=ctype,
         charset="utf-8" if ctype in _TEXT_TYPES else None,
         headers=headers,
     )
+
+
+def csp_for(page: bytes) -> str:
+    """The Content-Security-Policy of ``page``: ``CSP`` plus, for each inline import map, its
+    ``'sha256-…'`` (an import map is an inline script, which ``script-src 'self'`` alone refuses;
+    a hash allows exactly that text and nothing injected beside it)."""
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode()}'"
+        for m in _IMPORT_MAP.finditer(page)
+    )
+    return _CSP_TEMPLATE.format(scripts=hashes)
 
 
 def static_path(name: str) -> Path | None:
@@ -162,7 +180,9 @@ def register_dashboard(app: web.Application, host: DashboardHost) -> None:
     """Add the dashboard's routes (page, static files, config) to the ops aiohttp application."""
 
     async def index(request: web.Request) -> web.Response:
-        return _file_response(STATIC_DIR / "index.html", {"Content-Security-Policy": CSP})
+        path = STATIC_DIR / "index.html"
+        page = path.read_bytes()
+        return _file_response(path, {"Content-Security-Policy": csp_for(page)}, page)
 
     async def static(request: web.Request) -> web.Response:
         path = static_path(request.match_info["name"])

@@ -203,6 +203,25 @@ async def test_a_bad_token_stops_retrying(node_factory, clients):
     assert rec.named("ended") == [("UNAUTHORIZED",)] and not rec.named("reconnecting")
 
 
+async def test_a_message_over_the_size_cap_closes_1009_and_stops_retrying(node_factory, clients):
+    """The server closes 1009 on a frame over max_frame_size (here a HELLO with a 70 kB clientId):
+    the same HELLO would be refused again, so the client stops with CONNECTION_REFUSED (as the
+    JavaScript SDK does) instead of reconnecting for ever."""
+    node = await node_factory()
+    assert node.settings.max_frame_size < 70_000
+    client = SpidiClient(
+        url=node.ws_url, token=user(node.settings, "big"), room="lobby", client_id="x" * 70_000
+    )
+    clients.append(client)
+    rec = Recorder(client)
+    with pytest.raises(SpidiError) as refused:
+        await asyncio.wait_for(client.join(), 10)
+    assert refused.value.code == "CONNECTION_REFUSED" and refused.value.fatal
+    assert "1009" in refused.value.message and client.last_close[0] == 1009
+    assert rec.named("ended") == [("CONNECTION_REFUSED",)] and client.ended == "CONNECTION_REFUSED"
+    assert not rec.named("reconnecting") and len(rec.named("connecting")) == 1  # one attempt only
+
+
 async def test_a_session_the_server_ends_is_joined_anew_and_a_refused_watch_is_reported(
     node_factory, clients
 ):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import time
@@ -26,19 +28,39 @@ async def test_files_and_config_are_served(node_factory):
     node = await node_factory()
     base = node.ops.url
 
-    status, ctype, body = await _get(base + "/")
+    async with aiohttp.ClientSession() as http, http.get(base + "/") as resp:
+        status, ctype, body = resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+        csp = resp.headers["Content-Security-Policy"]
     assert status == 200 and ctype.startswith("text/html"), (status, ctype)
-    assert '<script type="module" src="/static/main.js">' in body  # it imports the others, stomp.js too
+    assert '<script type="module" src="/static/main.js">' in body  # it imports the others
 
-    # Every script, in static/ and its folders (views/), as text/javascript: modules require it.
+    # The import map names the vendored SDK and stompjs, before any module script; the CSP
+    # allows that inline script by its hash, and no other inline script.
+    (import_map,) = re.findall(r'<script type="importmap">(.*?)</script>', body, re.DOTALL)
+    assert body.index('type="importmap"') < body.index('type="module"') < body.index("modulepreload")
+    imports = json.loads(import_map)["imports"]
+    assert imports == {
+        "spidi-client": "/static/vendor/spidi-client/index.js",
+        "@stomp/stompjs": "/static/vendor/stompjs/index.js",
+    }
+    digest = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+    assert f"script-src 'self' 'sha256-{digest}';" in csp, csp
+    assert "unsafe-inline" not in csp and csp.count("'sha256-") == 1
+
+    # Every script, in static/ and its folders (views/, vendor/), as text/javascript: modules
+    # require it. Each is imported by the page (the vendored packages' index.js import all their
+    # files), so each is preloaded: no round trip per import level.
     scripts = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*.js"))
-    assert {"main.js", "stomp.js", "views/room.js", "views/rooms.js"} <= set(scripts), scripts
-    for script in set(scripts) - {"main.js"}:  # preloaded: no round trip per import level
+    assert {"main.js", "views/room.js", "views/rooms.js"} <= set(scripts), scripts
+    assert {"vendor/spidi-client/index.js", "vendor/stompjs/index.js"} <= set(scripts), scripts
+    assert "stomp.js" not in scripts  # the dashboard's own STOMP client is gone: the SDK's is used
+    for script in set(scripts) - {"main.js"}:
         assert f'<link rel="modulepreload" href="/static/{script}">' in body, script
     for name, expected in [
         *((script, "text/javascript") for script in scripts),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
+        ("vendor/stompjs/package.json", "application/json"),
     ]:
         status, ctype, body = await _get(f"{base}/static/{name}")
         assert status == 200 and ctype.startswith(expected), (name, status, ctype)
@@ -54,6 +76,8 @@ async def test_files_and_config_are_served(node_factory):
         "/static/views%2f..%2f..%2f__init__.py",
         "/static/.git/config.js",
         "/static/views//nope.js",
+        "/static/vendor/stompjs/LICENSE",  # in the tree, not served (no type of ours)
+        "/static/vendor/stompjs/index.js.map",
     ):
         status, _, _ = await _get(base + bad)
         assert status == 404, bad
@@ -346,29 +370,91 @@ async def test_sign_in_refusals(node_factory, page):
     assert await page.evaluate("sessionStorage.getItem('spidi.dashboard.token')") is None
 
 
-async def test_stomp_frame_parser_in_browser(node_factory, page):
-    """stomp.js: split frames, several per message, content-length bodies with NUL, EOL heart-beats."""
+async def test_retry_now_skips_the_back_off(node_factory, browser):
+    """With the node unreachable the page backs off (its countdown grows, the offline banner
+    shows); "Retry now" connects at once instead of sitting out the wait."""
+    from playwright.async_api import expect
+
+    from ..clients.conftest import Relay
+
+    node = await node_factory()
+    relay = await Relay(node.transport.port).start()
+    relay.down = True  # accepts and drops every connection: the handshake fails
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(msg) -> None:
+        # The browser reports each failed WebSocket handshake: expected here, not a page bug.
+        if msg.type == "error" and not re.search("WebSocket connection to|Failed to load resource", msg.text):
+            errors.append(msg.text)
+
+    page.on("console", console)
+    try:
+        await page.goto(node.ops.url + "/")
+        await page.click("#signin .advanced summary")
+        await page.fill("#ws-url", relay.ws_url)
+        await page.click("#signin-button")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting", timeout=3000)
+        await expect(page.locator("#offline")).to_be_visible()
+        await expect(page.locator("#conn")).to_have_attribute(
+            "title", re.compile(r"Connection lost: closed \(1006\)")
+        )
+        # Attempt after attempt the window doubles (0.5 s, 1 s, 2 s ... up to 15 s): wait for a
+        # wait of 5 s or more, so that connecting within 2 s can only be the button's doing.
+        await expect(page.locator("#conn-text")).to_have_text(
+            re.compile(r"Reconnecting in ([5-9]|1[0-5]) s"), timeout=60_000
+        )
+        relay.down = False
+        await page.click("#retry")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=2000)
+        await expect(page.locator("#offline")).to_be_hidden()
+        await expect(page.locator("#rooms-loading")).to_be_hidden(timeout=2000)
+    finally:
+        await context.close()
+        await relay.close()
+    assert not errors, errors
+
+
+async def test_sdk_modules_in_browser(node_factory, page):
+    """What the dashboard relies on, loaded as the page loads it (the import map): stompjs's frame
+    parser (split frames, several per message, content-length bodies with NUL, EOL heart-beats)
+    and the SDK's roster state (snapshot, idempotent deltas, a seq gap asking for a new snapshot)."""
     node = await node_factory()
     await page.goto(node.ops.url + "/")
     result = await page.evaluate(
-        """async () => {
-        const { FrameParser, serializeFrame, negotiateHeartbeat } = await import("/static/stomp.js");
-        const p = new FrameParser();
+        r"""async () => {
+        const { Parser, FrameImpl } = await import("@stomp/stompjs");
+        const { RosterState, SpidiClient } = await import("spidi-client");
+        const frames = [];
+        let pings = 0;
+        const p = new Parser((raw) => frames.push(FrameImpl.fromRawFrame(raw, true)), () => pings++);
         const out = [];
-        const msg = 'MESSAGE\\nsubscription:s1\\ncontent-length:5\\ndestination:/a\\\\cb\\n\\nab\\u0000cd\\u0000';
-        out.push(p.feed('\\n').length, p.heartbeats);
-        out.push(p.feed(msg.slice(0, 20)).length);
-        const frames = p.feed(msg.slice(20) + '\\r\\n\\nRECEIPT\\r\\nreceipt-id:7\\r\\n\\r\\n\\u0000');
+        const msg = 'MESSAGE\nsubscription:s1\ncontent-length:5\ndestination:/a\\cb\n\nab\u0000cd\u0000';
+        p.parseChunk('\n');
+        out.push(frames.length, pings);
+        p.parseChunk(msg.slice(0, 20));
+        out.push(frames.length);
+        p.parseChunk(msg.slice(20) + '\r\n\nRECEIPT\r\nreceipt-id:7\r\n\r\n\u0000');
         out.push(frames.length, frames[0].body, frames[0].headers.destination, frames[1].headers['receipt-id']);
-        out.push(p.heartbeats);
-        const utf = new TextEncoder().encode('MESSAGE\\ncontent-length:2\\n\\n\\u00e9\\u0000');
-        const f2 = p.feed(utf.buffer.slice(0, 15)).concat(p.feed(utf.buffer.slice(15)));
-        out.push(f2[0].body);
-        const c = 'CONNECTED\\nversion:1.2\\nserver:a\\\\b\\nheart-beat:10000,0\\n\\n\\u0000';
-        out.push(p.feed(c)[0].headers.server);
-        out.push(serializeFrame('SEND', {destination: 'a:b'}, 'é'));
-        out.push(negotiateHeartbeat([10000, 10000], '5000,20000').join(','));
-        out.push(negotiateHeartbeat([10000, 10000], '0,0').join(','));
+        out.push(pings);
+        const utf = new TextEncoder().encode('MESSAGE\ncontent-length:2\n\n\u00e9\u0000');
+        p.parseChunk(utf.buffer.slice(0, 15));
+        p.parseChunk(utf.buffer.slice(15));
+        out.push(frames[2].body);
+
+        const r = new RosterState();
+        const a = { sessionId: 'a', latencyMs: null }, b = { sessionId: 'b', latencyMs: 5 };
+        out.push(r.apply({ full: false, seq: 4, joined: [b] }));  // a delta before the snapshot
+        out.push(r.apply({ full: true, seq: 4, users: [a] }));
+        out.push(r.apply({ full: false, seq: 5, joined: [b], updated: [{ sessionId: 'a', latencyMs: 9 }] }));
+        out.push([...r.users.keys()].join(','), r.users.get('a').latencyMs);
+        out.push(r.apply({ full: false, seq: 6, left: [{ sessionId: 'zz' }, { sessionId: 'b' }] }));
+        out.push([...r.users.keys()].join(','));
+        out.push(r.apply({ full: false, seq: 8, joined: [b] }));  // seq 7 was lost
+        out.push(r.apply({ full: false, seq: 9, joined: [b] }));  // nothing until the new snapshot
+        out.push(typeof SpidiClient.prototype.watchRoom, typeof SpidiClient.prototype.watchAlerts);
         return out;
     }"""
     )
@@ -382,8 +468,15 @@ async def test_stomp_frame_parser_in_browser(node_factory, page):
         "7",
         3,  # CR LF, then LF, between the frames: two more
         "é",  # content-length counts bytes, not characters
-        "a\\b",  # CONNECTED headers are not unescaped
-        "SEND\ndestination:a\\cb\ncontent-length:2\n\né\x00",
-        "20000,10000",
-        "0,0",
+        "ignored",
+        "applied",
+        "applied",
+        "a,b",
+        9,
+        "applied",  # leaving an unknown session is no error
+        "a",
+        "resync",
+        "ignored",
+        "function",
+        "function",
     ]

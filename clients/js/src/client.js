@@ -15,7 +15,7 @@ const STOMP_SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
 const JSON_HEADERS = { 'content-type': 'application/json' };
 const LATENCY_MAX_MS = 3_600_000; // the server's bound on latencyMs
 const LEAVE_RECEIPT_TIMEOUT_MS = 5_000;
-const EVENTS = new Set(['welcome', 'resumed', 'reconnecting', 'error', 'ended', 'sessionEnded', 'connected']);
+const EVENTS = new Set(['welcome', 'resumed', 'reconnecting', 'connecting', 'error', 'ended', 'sessionEnded', 'connected']);
 
 export class SpidiClient {
   /**
@@ -75,7 +75,7 @@ export class SpidiClient {
   }
 
   /**
-   * Listen to an event: welcome, resumed, reconnecting, error, ended, sessionEnded, connected.
+   * Listen to an event: welcome, resumed, reconnecting, connecting, error, ended, sessionEnded, connected.
    * @returns {() => void} a function that removes the handler
    */
   on(name, handler) {
@@ -184,6 +184,9 @@ export class SpidiClient {
   async _open() {
     const epoch = ++this._epoch;
     this._opening = true;
+    // As the Python SDK's `connecting`: 0 for the first attempt, then the number the
+    // `reconnecting` before it announced.
+    this._emit('connecting', { attempt: this._attempt });
     let token;
     let WebSocketClass;
     try {
@@ -239,7 +242,8 @@ export class SpidiClient {
     const message = frame.headers.message || frame.body || 'ERROR frame';
     if (!this._connected) {
       // The only refusal of a CONNECT this client can get is of its token (close 1008 follows).
-      return this._fail(new SpidiError(CLIENT_CODES.AUTH_FAILED, `token refused: ${message}`, { fatal: true }));
+      // The message is the server's own ("invalid token", "token expired"…), as in the Python SDK.
+      return this._fail(new SpidiError(CLIENT_CODES.UNAUTHORIZED, message, { fatal: true }));
     }
     // The server closes the connection after an ERROR frame; _onSocketClosed decides what next.
     this._emitError(new SpidiError(CLIENT_CODES.PROTOCOL, message));
@@ -264,7 +268,7 @@ export class SpidiClient {
     const verdict = closeVerdict(code, wasConnected);
     if (verdict === 'auth') {
       return this._fail(
-        new SpidiError(CLIENT_CODES.AUTH_FAILED, `token refused (close ${code}${reason ? `: ${reason}` : ''})`, {
+        new SpidiError(CLIENT_CODES.UNAUTHORIZED, `token refused (close ${code}${reason ? `: ${reason}` : ''})`, {
           fatal: true,
           closeCode: code,
         }),

@@ -3,7 +3,7 @@
 
 /** Codes the SDK itself gives (the server's come from its ERROR messages). */
 export const CLIENT_CODES = Object.freeze({
-  AUTH_FAILED: 'AUTH_FAILED', // the server refused the token at CONNECT (ERROR frame, close 1008)
+  UNAUTHORIZED: 'UNAUTHORIZED', // the server refused the token at CONNECT (ERROR frame, close 1008)
   CONNECTION_REFUSED: 'CONNECTION_REFUSED', // closed with 1007/1009: this client's traffic is refused
   PROTOCOL: 'PROTOCOL', // an ERROR frame on an established connection (the server closes it next)
   TOKEN: 'TOKEN', // getToken() threw or returned no token

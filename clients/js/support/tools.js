@@ -10,7 +10,7 @@ import { freePort } from './node.js';
 /** Every event a SpidiClient emits, in order: [{name, payload, at}]. */
 export function record(client) {
   const events = [];
-  for (const name of ['welcome', 'resumed', 'reconnecting', 'error', 'ended', 'sessionEnded']) {
+  for (const name of ['welcome', 'resumed', 'reconnecting', 'connecting', 'error', 'ended', 'sessionEnded']) {
     client.on(name, (payload) => events.push({ name, payload, at: Date.now() }));
   }
   return {

@@ -78,7 +78,7 @@ describe('in a browser', { skip }, () => {
       const c = new window.sdk.SpidiClient({ url: ${JSON.stringify(node.url)}, token: 'not-a-jwt', room: 'web' });
       try { await c.join(); return null; } catch (e) { return { code: e.code, fatal: e.fatal, message: e.message }; }
     })()`);
-    assert.equal(refused.code, 'AUTH_FAILED');
+    assert.equal(refused.code, 'UNAUTHORIZED');
     assert.equal(refused.fatal, true);
     assert.match(refused.message, /invalid token/);
   });

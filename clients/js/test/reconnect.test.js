@@ -81,6 +81,11 @@ describe('kill -9 and a restart within the grace period', () => {
     const retries = log.named('reconnecting');
     assertBackoff(retries);
     assert.equal(retries[0].code, 1006); // the socket just dropped
+    // Each attempt announced as it starts, numbered as its `reconnecting` said (0: the first).
+    assert.deepEqual(
+      log.named('connecting').map((c) => c.attempt),
+      [0, ...retries.map((r) => r.attempt)],
+    );
 
     // The monitor reconnected too; its new snapshot holds the same session, and heartbeats go on.
     await waitFor(() => mon.snapshots().length > snapshotsAtKill, "the monitor's snapshot after the restart");

@@ -196,7 +196,7 @@ describe('a session', () => {
     const c = client({ token: expired, room: 'lobby' });
     const log = record(c);
     await assert.rejects(c.join(), (err) => {
-      assert.equal(err.code, 'AUTH_FAILED');
+      assert.equal(err.code, 'UNAUTHORIZED');
       assert.match(err.message, /token expired/);
       return true;
     });
@@ -232,7 +232,7 @@ describe('a session', () => {
       assert.equal(log.named('reconnecting')[0].code, 1006);
       // The first token alone would have been refused now.
       const stale = client({ url: proxy.url(), token: tokens[0].token, room: 'refresh' });
-      await assert.rejects(stale.join(), { code: 'AUTH_FAILED' });
+      await assert.rejects(stale.join(), { code: 'UNAUTHORIZED' });
     } finally {
       await proxy.close();
     }

@@ -9,11 +9,12 @@ See clients/python/README.md.
 
 from .backoff import Backoff
 from .client import EVENTS, SpidiClient, Watch, Welcome
-from .errors import FATAL_CODES, SpidiError
+from .errors import FATAL_CLOSE_CODES, FATAL_CODES, SpidiError
 from .watches import AlertsState, RosterState
 
 __all__ = [
     "EVENTS",
+    "FATAL_CLOSE_CODES",
     "FATAL_CODES",
     "AlertsState",
     "Backoff",

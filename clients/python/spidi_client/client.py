@@ -28,7 +28,7 @@ from spidi_core import FrameError
 
 from . import wire
 from .backoff import Backoff
-from .errors import SpidiError
+from .errors import FATAL_CLOSE_CODES, SpidiError
 from .events import EVENTS, Emitter
 from .link import DEFAULT_GRACE_MS, Dropped, Link, Retry, Welcome
 from .watches import Watch
@@ -38,7 +38,7 @@ __all__ = ["EVENTS", "SpidiClient", "Watch", "Welcome"]
 
 log = logging.getLogger("spidi_client")
 
-EWMA_ALPHA = 0.2  # weight of the newest round trip in the smoothed latency
+EWMA_ALPHA = 0.3  # weight of the newest round trip in the smoothed latency (the JS SDK's default too)
 
 
 class SpidiClient(Watching, Emitter):
@@ -298,6 +298,11 @@ class SpidiClient(Watching, Emitter):
             self.last_close = (ws.close_code, ws.close_reason or "")
         if link.fatal is not None:
             raise link.fatal
+        code, reason = self.last_close
+        if code in FATAL_CLOSE_CODES:
+            raise SpidiError(
+                "CONNECTION_REFUSED", f"connection closed with {code}" + (f": {reason}" if reason else "")
+            )
         return link.ready
 
     async def _read(self, link: Link) -> None:

@@ -1,7 +1,7 @@
 /*
- * Spidi operators' dashboard: the entry point. Plain ES modules, no build step; talks STOMP
- * (stomp.js, live.js) to the node's WebSocket and reads room history from the REST API of the
- * ops port (api.js).
+ * Spidi operators' dashboard: the entry point. Plain ES modules, no build step; talks STOMP to
+ * the node's WebSocket through the JavaScript SDK (live.js; vendor/, named by index.html's import
+ * map) and reads room history from the REST API of the ops port (api.js).
  *
  * Views (location.hash, router.js): "#/" every room of the tenant (views/rooms.js),
  * "#/rooms/<code>" one room (views/room.js, views/history.js). Open alerts come from
@@ -13,7 +13,7 @@
 import { renderAlertPanel, renderRoomAlerts } from "./alerts.js";
 import { loadConfig } from "./api.js";
 import { $ } from "./dom.js";
-import { renderConn } from "./live.js";
+import { reconnectNow, renderConn } from "./live.js";
 import { route } from "./router.js";
 import { resumeSession, signIn, signOut } from "./session.js";
 import { setRenderers, state } from "./state.js";
@@ -67,8 +67,8 @@ async function main() {
     signIn($("#token").value.trim(), $("#ws-url").value.trim());
   });
   $("#signout").addEventListener("click", () => signOut());
-  $("#retry").addEventListener("click", () => state.client && state.client.reconnectNow());
-  $("#offline-retry").addEventListener("click", () => state.client && state.client.reconnectNow());
+  $("#retry").addEventListener("click", reconnectNow);
+  $("#offline-retry").addEventListener("click", reconnectNow);
   $("#filter").addEventListener("input", (ev) => {
     state.filter = ev.target.value;
     renderRooms();
@@ -88,9 +88,7 @@ async function main() {
   }
   // Back in view or back online: do not sit out the rest of a long back-off.
   const wake = () => {
-    if (document.visibilityState === "visible" && state.client && state.connState === "reconnecting") {
-      state.client.reconnectNow();
-    }
+    if (document.visibilityState === "visible") reconnectNow();
   };
   document.addEventListener("visibilitychange", wake);
   window.addEventListener("online", wake);

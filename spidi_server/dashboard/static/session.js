@@ -6,7 +6,7 @@
 
 import { $ } from "./dom.js";
 import { fullFmt } from "./format.js";
-import { connect, setConnState } from "./live.js";
+import { connect, disconnect, setConnState } from "./live.js";
 import { route, showView } from "./router.js";
 import { state } from "./state.js";
 import { leaveRoom } from "./views/room.js";
@@ -85,10 +85,7 @@ export function signIn(token, wsUrl) {
 
 /** Back to the sign-in form; after a refusal the refused token stays in the box to be seen. */
 export function signOut(message, keepToken) {
-  if (state.client) {
-    state.client.deactivate();
-    state.client = null;
-  }
+  disconnect();
   leaveRoom();
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = "";

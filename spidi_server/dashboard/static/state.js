@@ -9,9 +9,10 @@ export const state = {
   wsUrl: "",
   token: "",
   claims: null,
-  client: null,
-  connState: "idle",
+  client: null, // the SpidiClient (spidi-client) of the signed-in token
+  connState: "idle", // idle | connecting | connected | reconnecting | closed
   connDetail: null,
+  retryAt: 0, // when the next connection attempt starts (epoch ms), while reconnecting
   rooms: new Map(),
   roomsLoaded: false,
   roomsAt: 0,

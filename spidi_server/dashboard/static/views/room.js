@@ -1,8 +1,9 @@
 /*
- * The room view ("#/rooms/<code>"): entering and leaving a room, its metrics and roster topics
- * (a roster snapshot, then deltas ordered by seq; a gap asks for a fresh snapshot), the KPIs,
- * the roster table and the latency distribution. The history card is views/history.js, the SLO
- * card views/slos.js (both fetched by REST, every HISTORY_REFRESH_MS).
+ * The room view ("#/rooms/<code>"): entering and leaving a room, its metrics and roster (the
+ * SDK's watchRoom keeps the roster from the snapshot and the deltas, and subscribes again for a
+ * fresh snapshot on a seq gap or a reconnection), the KPIs, the roster table and the latency
+ * distribution. The history card is views/history.js, the SLO card views/slos.js (both fetched
+ * by REST, every HISTORY_REFRESH_MS).
  */
 
 import { renderRoomAlerts } from "../alerts.js";
@@ -33,11 +34,9 @@ export function enterRoom(code) {
     roomId: (known && known.roomId) || null,
     metrics: null,
     metricsAt: 0,
-    roster: new Map(),
-    rosterSeq: 0,
+    roster: new Map(), // the SDK's roster Map once the snapshot came (sessionId -> entry): read only
     rosterReady: false,
-    resubscribes: 0,
-    subs: {},
+    watch: null, // the SDK's room watch ({roster, resyncs, stop()})
     error: null,
     history: null,
     historyAbort: null,
@@ -55,7 +54,7 @@ export function enterRoom(code) {
   renderHistogram();
   renderHistory();
   renderSlos();
-  if (state.client && state.client.connected) subscribeRoom(state.room);
+  watchRoom(state.room);
   loadHistory();
   loadSlos();
   state.room.historyTimer = setInterval(() => {
@@ -68,27 +67,28 @@ export function enterRoom(code) {
 export function leaveRoom() {
   const r = state.room;
   if (!r) return;
-  for (const sub of Object.values(r.subs)) if (sub) sub.unsubscribe();
+  if (r.watch) r.watch.stop();
   if (r.historyAbort) r.historyAbort.abort();
   if (r.slosAbort) r.slosAbort.abort();
   clearInterval(r.historyTimer);
   state.room = null;
 }
 
-/** Watch the room's metrics and roster on the current connection (again after a reconnect). */
-export function subscribeRoom(r) {
-  const client = state.client;
+/** Watch the room's metrics and roster with the live client (kept across its reconnections). */
+export function watchRoom(r) {
+  if (!state.client || state.connState === "closed") return;
+  if (r.watch) r.watch.stop();
   r.error = null;
   renderRoomError();
-  r.subs.metrics = client.subscribe("/topic/rooms/" + r.code + "/metrics", (msg) => onMetrics(r, msg));
-  subscribeRoster(r);
-}
-
-function subscribeRoster(r) {
-  if (r.subs.roster) r.subs.roster.unsubscribe();
-  r.rosterReady = false;
-  r.rosterSeq = 0;
-  r.subs.roster = state.client.subscribe("/topic/rooms/" + r.code + "/roster", (msg) => onRoster(r, msg));
+  try {
+    r.watch = state.client.watchRoom(r.code, {
+      onRoster: (roster, msg) => onRoster(r, roster, msg),
+      onMetrics: (msg) => onMetrics(r, msg),
+    });
+  } catch (e) {
+    r.error = e.message; // a code no room can have (the SDK checks it as the server would)
+    renderRoomError();
+  }
 }
 
 /** The room's id (from the rooms list, its metrics or its roster) is what its history is asked by. */
@@ -108,38 +108,11 @@ function onMetrics(r, msg) {
   schedule("roomKpis");
 }
 
-function onRoster(r, msg) {
-  if (state.room !== r || !msg) return;
+function onRoster(r, roster, msg) {
+  if (state.room !== r) return;
   learnRoomId(r, msg.roomId);
-  const seq = typeof msg.seq === "number" ? msg.seq : null;
-  if (msg.full) {
-    r.roster = new Map();
-    for (const u of msg.users || []) if (u && u.sessionId) r.roster.set(u.sessionId, u);
-    r.rosterReady = true;
-    if (seq !== null) r.rosterSeq = seq;
-  } else {
-    if (!r.rosterReady) {
-      // A delta ahead of the snapshot: the snapshot (read later) already holds it.
-      if (seq !== null) r.rosterSeq = seq;
-      return;
-    }
-    if (seq !== null) {
-      if (seq <= r.rosterSeq) return; // a repeat
-      if (seq !== r.rosterSeq + 1) {
-        // A gap: we missed a delta. Start again from a fresh snapshot.
-        r.resubscribes++;
-        subscribeRoster(r);
-        return;
-      }
-      r.rosterSeq = seq;
-    }
-    for (const u of msg.joined || []) if (u && u.sessionId) r.roster.set(u.sessionId, u);
-    for (const u of msg.updated || []) {
-      if (!u || !u.sessionId) continue;
-      r.roster.set(u.sessionId, Object.assign({}, r.roster.get(u.sessionId) || {}, u));
-    }
-    for (const u of msg.left || []) if (u && u.sessionId) r.roster.delete(u.sessionId);
-  }
+  r.roster = roster;
+  r.rosterReady = true;
   schedule("roster");
   schedule("roomKpis");
 }
