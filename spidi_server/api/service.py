@@ -267,6 +267,7 @@ AUDITED: dict[str, tuple[str, str, str]] = {
     "alert_rule_updated": ("alert_rule", "update", "rule_id"),
     "alert_rule_deleted": ("alert_rule", "delete", "rule_id"),
     "alert_acknowledged": ("alert", "acknowledge", "alert_id"),
+    "attendance_exported": ("attendance_export", "create", "seq"),
 }
 # What an acknowledgement changes: it has no body to name the fields.
 _ACK_FIELDS = ["acknowledgedBy", "acknowledgedAt"]
