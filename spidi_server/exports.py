@@ -195,6 +195,7 @@ class Meta:
     seq: int
     prev_hash: str | None
     key_id: str
+    archive: bool = False  # archived sessions (older than retention_hot_days) were read too
 
     def as_dict(self, fmt: str, row_count: int) -> dict[str, Any]:
         return {
@@ -204,6 +205,7 @@ class Meta:
             "roomId": self.room_id,
             "from": self.period_from,
             "to": self.period_to,
+            "archive": self.archive,
             "generatedAt": self.generated_at,
             "seq": self.seq,
             "prevHash": self.prev_hash,

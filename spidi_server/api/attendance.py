@@ -23,7 +23,7 @@ from .. import exports, logs, roles
 from ..export_keys import NoSigningKey, signing_key
 from ..history.sql import exports as export_sql
 from ..history.sql import rooms
-from .params import FROM, TO, iso
+from .params import ARCHIVE, FROM, TO, iso
 from .problems import Problem, field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
 from .routing import Call, Route, json_response
@@ -37,6 +37,7 @@ ATTENDANCE_QUERY = (
     TO.but(required=True, description="End of the period (exclusive), ISO 8601; without an offset: UTC"),
     Choice("format", "format", "csv (signature and metadata in the file's first two lines) or json",
            values=("csv", "json"), default="json"),
+    ARCHIVE,
 )  # fmt: skip
 
 
@@ -87,7 +88,7 @@ async def room_attendance(api: Api, call: Call) -> web.Response:
     known_live = await api.room_known_live(tenant, room_id)
 
     def work(conn):
-        found = export_sql.attendance(conn, room_id, start, end, cap + 1)
+        found = export_sql.attendance(conn, room_id, start, end, cap + 1, archive=q["archive"])
         if not found and not known_live and not rooms.exists(conn, tenant, room_id):
             return None
         if len(found) > cap:
@@ -104,6 +105,7 @@ async def room_attendance(api: Api, call: Call) -> web.Response:
             seq=head.seq + 1,
             prev_hash=head.hash,
             key_id=exports.key_id(public),
+            archive=q["archive"],
         )
         signed = (exports.sign_csv if fmt == "csv" else exports.sign_json)(meta, rows, key)
         export_sql.append(

@@ -208,6 +208,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                     "roomId": _UUID,
                     "from": _TS,
                     "to": _TS,
+                    "archive": {"type": "boolean", "description": "archived sessions were read too"},
                     "generatedAt": _TS,
                     "seq": {**_INT, "description": "the tenant's exports counted from 1"},
                     "prevHash": {

@@ -5,18 +5,22 @@ figures, signatures, the per-tenant chain under row-level security and concurren
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from spidi_server import exports
+from spidi_server.history.retention import apply_retention
 from spidi_server.history.sql import exports as export_sql
 from spidi_server.history.sql.tenancy import tenant_transaction
+from spidi_server.logs import JsonFormatter
 from spidi_server.rooms import room_id_for
 
 from ..history.helpers import FakeSession, ms
@@ -111,6 +115,7 @@ async def test_json_and_csv_exports_rows_figures_signature_and_chain(api, attend
         "roomId": room,
         "from": "2026-05-04T10:00:00.000Z",
         "to": "2026-05-04T11:00:00.000Z",
+        "archive": False,
         "seq": 1,
         "prevHash": None,
         "keyId": exports.key_id(key),
@@ -150,8 +155,6 @@ async def test_json_and_csv_exports_rows_figures_signature_and_chain(api, attend
     )
     # The signature verifies over the JCS form of "export"; the hash is its SHA-256.
     message = json.dumps(ex, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    import base64
-
     key.verify(base64.b64decode(doc["signature"]["value"]), message)
     assert doc["hash"] == exports.digest(message) == headers["X-Spidi-Export-Hash"]
 
@@ -226,9 +229,19 @@ async def test_concurrent_exports_take_consecutive_seqs_in_one_chain(api, attend
     assert {r["created_by"] for r in stored} == {"admin-of-default"}
 
 
-async def test_tenants_have_separate_chains_and_cannot_export_each_other(api, attendance, pg_dsn):
+async def test_tenants_have_separate_chains_and_cannot_export_each_other(api, attendance, pg_dsn, caplog):
     mine, theirs = room_id_for("default", "att"), room_id_for("acme", "att")
     assert (await export(api, mine))[0] == 200
+    # Each export leaves an audit line: who exported which room, and the seq and hash it took.
+    (line,) = [r for r in caplog.records if r.name == "spidi.audit"]
+    fields = json.loads(JsonFormatter().format(line))
+    assert (fields["actor"], fields["tenant"], fields["action"], fields["resource_type"]) == (
+        "admin-of-default",
+        "default",
+        "create",
+        "attendance_export",
+    )
+    assert fields["resource_id"] == 1 and fields["request"].endswith(f"/rooms/{mine}/attendance")
     assert (await export(api, mine))[0] == 200
     status, body, _ = await export(api, theirs, tenant="acme")
     assert status == 200
@@ -250,6 +263,32 @@ async def test_tenants_have_separate_chains_and_cannot_export_each_other(api, at
                     (tenant,)
                 ]
     assert json.loads((await export(api, mine))[1])["export"]["seq"] == 3
+
+
+async def test_archived_sessions_with_archive_true(api, api_node, redis_sync, pg):
+    """Sessions retention moved to the archive are exported with archive=true (and said so in the
+    signed metadata); without it the export holds only hot history."""
+    await create_room(api, "att")
+    old = FakeSession("default", "att", "olga", ms("2025-03-10T10:00"))
+    old.beat(ms("2025-03-10T10:00") + 10_000, 25)
+    await write_history(api_node, redis_sync, [old.started(), old.ended(ms("2025-03-10T10:30"), "leave")])
+    report = apply_retention(pg, hot_days=90, drop_days=730, now=datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    assert "dat_spd_session_p2025_03" in report.archived
+    room = room_id_for("default", "att")
+    period = {"from": "2025-03-10T00:00:00Z", "to": "2025-03-11T00:00:00Z"}
+    _, first, first_headers = await export(api, room, params=period)
+    hot = json.loads(first)["export"]
+    assert (hot["rowCount"], hot["archive"]) == (0, False)
+    status, body, _ = await export(api, room, "csv", params={**period, "archive": "true"})
+    assert status == 200
+    meta = json.loads(body.decode().split("\r\n")[1].removeprefix("# spidi-export v1 "))
+    assert (meta["rowCount"], meta["archive"], meta["seq"], meta["prevHash"]) == (
+        1,
+        True,
+        2,
+        first_headers["X-Spidi-Export-Hash"],
+    )
+    assert old.session_id in body.decode() and ",25,25,25" in body.decode()
 
 
 async def test_who_may_export_and_bad_requests(api, attendance):

@@ -11,21 +11,31 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import dict_row
 
+_COLUMNS = """session_id::text, user_id, client_id, device, os, app_version, ip, started_at, ended_at,
+               end_reason, heartbeat_count, latency_avg, latency_min, latency_max"""
+_OVERLAPS = """room_id = %(room)s AND started_at < %(end)s AND (ended_at IS NULL OR ended_at > %(start)s)
+               AND deleted_at IS NULL"""
+
 
 def attendance(
-    conn: psycopg.Connection, room_id: str, start: datetime, end: datetime, limit: int
+    conn: psycopg.Connection,
+    room_id: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    archive: bool = False,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` sessions of ``room_id`` overlapping [start, end) (started before ``end``,
-    not ended by ``start``; open ones included), oldest first, as dicts of dat_spd_session columns."""
+    not ended by ``start``; open ones included), oldest first, as dicts of dat_spd_session columns;
+    with ``archive`` the archived sessions too (migration 0011: same columns, same row security)."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            """SELECT session_id::text, user_id, client_id, device, os, app_version, ip, started_at,
-                      ended_at, end_reason, heartbeat_count, latency_avg, latency_min, latency_max
-               FROM dat_spd_session
-               WHERE room_id = %(room)s AND started_at < %(end)s
-                 AND (ended_at IS NULL OR ended_at > %(start)s) AND deleted_at IS NULL
-               ORDER BY started_at, session_id LIMIT %(limit)s""",
-            {"room": room_id, "start": start, "end": end, "limit": limit},
+            f"""SELECT * FROM (
+                   SELECT {_COLUMNS} FROM dat_spd_session WHERE {_OVERLAPS}
+                   UNION ALL
+                   SELECT {_COLUMNS} FROM spd_archive.dat_spd_session WHERE %(archive)s AND {_OVERLAPS}
+               ) AS s ORDER BY started_at, session_id LIMIT %(limit)s""",
+            {"room": room_id, "start": start, "end": end, "limit": limit, "archive": archive},
         ).fetchall()
 
 
