@@ -367,13 +367,18 @@ def verify_one(name: str, data: bytes, key: Ed25519PublicKey) -> FileResult:
         return FileResult(name, None, [str(exc)])
     problems = []
     expected = key_id(key)
-    if parsed.key_id != expected or parsed.meta.get("keyId") != expected:
+    if parsed.key_id != expected:
         problems.append(f"signature: signed with key {parsed.key_id}, not the given key {expected}")
     else:
         try:
             key.verify(parsed.signature, parsed.message)
         except InvalidSignature:
             problems.append("signature: does not verify (the file was altered after signing)")
+        else:
+            if parsed.meta.get("keyId") != expected:  # signed, yet naming another key: not Spidi's
+                problems.append(
+                    f"signature: the metadata names key {parsed.meta.get('keyId')}, not {expected}"
+                )
     return FileResult(name, parsed, problems)
 
 

@@ -87,12 +87,21 @@ async def room_attendance(api: Api, call: Call) -> web.Response:
     cap = api.host.settings.export_max_rows
     known_live = await api.room_known_live(tenant, room_id)
 
-    def work(conn):
+    def work(conn) -> tuple[exports.Meta, exports.Signed, int]:
+        # A Problem raised here rolls the transaction back: a refused export takes no seq.
         found = export_sql.attendance(conn, room_id, start, end, cap + 1, archive=q["archive"])
         if not found and not known_live and not rooms.exists(conn, tenant, room_id):
-            return None
+            raise not_found("room", room_id)
         if len(found) > cap:
-            return len(found)
+            raise invalid(
+                [
+                    field_error(
+                        "query",
+                        "from",
+                        f"the period holds more than {cap} sessions (export_max_rows): export a shorter period",
+                    )
+                ]
+            )
         rows = [attendance_row(r) for r in found]
         head = export_sql.lock_head(conn, tenant)  # held until commit: the next export waits here
         generated = datetime.now(UTC)
@@ -125,20 +134,7 @@ async def room_attendance(api: Api, call: Call) -> web.Response:
         )
         return meta, signed, len(rows)
 
-    result = await api.db(tenant, work)
-    if result is None:
-        raise not_found("room", room_id)
-    if isinstance(result, int):
-        raise invalid(
-            [
-                field_error(
-                    "query",
-                    "from",
-                    f"the period holds more than {cap} sessions (export_max_rows): export a shorter period",
-                )
-            ]
-        )
-    meta, signed, count = result
+    meta, signed, count = await api.db(tenant, work)
     audit("attendance_exported", call.claims, room_id=room_id, seq=meta.seq, hash=signed.hash,
           format=fmt, rows=count, changed=[])  # fmt: skip
     headers = {
