@@ -1,4 +1,4 @@
-"""The ``spidi`` command: ``serve`` and ``token``."""
+"""The ``spidi`` command: ``serve``, ``writer``, ``migrate``, ``retention``, ``token`` and ``verify-export``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `spidi` command line: serve, writer, migrate, retention, token."""
+    """The `spidi` command line: serve, writer, migrate, retention, token, verify-export."""
     parser = argparse.ArgumentParser(prog="spidi", description="Spidi real-time presence server")
     parser.add_argument("--version", action="version", version=f"spidi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--tenant", default="default")
     token.add_argument("--ttl", type=int, default=86400, help="seconds of validity")
+
+    verify = sub.add_parser(
+        "verify-export",
+        help="verify signed attendance exports (signature of each file, chain across them)",
+        description="Exit code 0: every file verifies and, per tenant, the files chain (seq in order, "
+        "prevHash = hash of the previous one); 1: any failure. One line per file.",
+    )
+    _common(verify)
+    verify.add_argument("files", nargs="*", metavar="FILE", help="saved exports (.csv or .json)")
+    verify.add_argument(
+        "--public-key",
+        dest="public_key",
+        help="the server's public key: a PEM file, a file holding its base64, or the base64 itself "
+        "(GET /api/v1/exports/public-key); default: the key this configuration signs with",
+    )
+    verify.add_argument(
+        "--print-key", dest="print_key", action="store_true", help="print this configuration's public key"
+    )
     return parser
 
 
@@ -208,6 +226,40 @@ def _history_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_export(args: argparse.Namespace) -> int:
+    """``spidi verify-export``: one line per file, 0 when all verify, 1 otherwise (2: bad key)."""
+    from pathlib import Path
+
+    from . import exports
+
+    public = None
+    if args.public_key:
+        source = Path(args.public_key)
+        try:
+            text = source.read_bytes() if source.is_file() else args.public_key.encode()
+            public = exports.public_key_from_text(text, f"--public-key {args.public_key!r}")
+        except exports.ExportError as exc:
+            raise ConfigError(str(exc)) from None
+    if public is None or args.print_key:
+        from .export_keys import signing_key
+
+        configured = signing_key(_settings(args, ("data_dir", "dev"))).public_key()
+        if args.print_key:
+            print(f"Ed25519 keyId {exports.key_id(configured)}")
+            print(exports.public_key_b64(configured))
+            print(exports.public_key_pem(configured), end="")
+            if not args.files:
+                return 0
+        public = public or configured
+    if not args.files:
+        print("spidi verify-export: name the files to verify", file=sys.stderr)
+        return 2
+    results = exports.verify_files(args.files, public)
+    for result in results:
+        print(result.line())
+    return 1 if any(r.problems for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `spidi` console script; returns the exit code (2: bad configuration)."""
     args = build_parser().parse_args(argv)
@@ -255,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("writer", "migrate", "retention"):
             return _history_command(args)
+        if args.command == "verify-export":
+            return _verify_export(args)
         if args.command == "token":
             settings = _settings(args, ("data_dir", "dev"))
             roles = [r if r.startswith("spidi:") else f"spidi:{r}" for r in args.role]

@@ -110,6 +110,18 @@ class Settings:
         default=False,
         metadata={"doc": "spidi:monitor sees clients' IP addresses in rosters (default: admins only)"},
     )
+    export_signing_key_file: str = field(
+        default="",
+        metadata={
+            "doc": "Ed25519 key that signs attendance exports: a PEM (PKCS#8) private key or the base64 "
+            "of a 32-byte seed; empty: dev mode generates one in `<data_dir>/dev-export-key`, otherwise "
+            "exports answer 503"
+        },
+    )
+    export_max_rows: int = field(
+        default=100_000,
+        metadata={"doc": "Most sessions one attendance export holds; a longer period is refused (400)"},
+    )
 
     heartbeat_interval_ms: int = field(default=15_000, metadata={"doc": "Heartbeat interval told to clients"})
     heartbeat_timeout_ms: int = field(
@@ -482,6 +494,7 @@ class Settings:
             "checkpoint_interval_s",
             "retention_hot_days",
             "retention_drop_days",
+            "export_max_rows",
             "redis_join_timeout_ms",
             "loop_stall_ms",
             "health_loop_lag_ms",

@@ -69,6 +69,8 @@ REST: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/rooms/{id}/reconcile"): WRITE,
     ("GET", "/api/v1/sessions"): SESSIONS,
     ("GET", "/api/v1/users/{userId}/sessions"): SESSIONS,
+    ("GET", "/api/v1/rooms/{id}/attendance"): SESSIONS,  # and the IP-address role (admins)
+    ("GET", "/api/v1/exports/public-key"): PUBLIC,
     ("GET", "/api/v1/alert-rules"): READ,
     ("POST", "/api/v1/alert-rules"): WRITE,
     ("GET", "/api/v1/alert-rules/{id}"): READ,

@@ -2,6 +2,7 @@
 
 One module per resource, each with its fields, rendering, handlers and routes: ``rooms``,
 ``room_types``, ``sessions`` (live rosters, room statistics, session history, a user's sessions),
+``attendance`` (signed, chained attendance exports and their public key),
 ``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts), ``slos`` (latency SLOs
 and their status). Beneath them: ``params``
 (what the resources share: paging and time-range fields, the list envelope, timestamps, codes),
@@ -20,6 +21,7 @@ from aiohttp import web
 from . import openapi
 from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
+from .attendance import ATTENDANCE_ROUTES
 from .problems import problem_middleware
 from .reconcile import RECONCILE_ROUTES
 from .room_types import ROOM_TYPE_ROUTES
@@ -37,6 +39,7 @@ ROUTES: tuple[Route, ...] = (
     + ROOM_TYPE_ROUTES
     + ROOM_ROUTES
     + SESSION_ROUTES
+    + ATTENDANCE_ROUTES
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES

@@ -199,6 +199,74 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         ("ip",),
     ),
     "SessionList": _page("Session"),
+    "AttendanceExport": _obj(
+        {
+            "export": _obj(
+                {
+                    "version": {**_INT, "description": "1"},
+                    "format": {"type": "string", "enum": ["json"]},
+                    "tenant": _STR,
+                    "roomId": _UUID,
+                    "from": _TS,
+                    "to": _TS,
+                    "archive": {"type": "boolean", "description": "archived sessions were read too"},
+                    "generatedAt": _TS,
+                    "seq": {**_INT, "description": "the tenant's exports counted from 1"},
+                    "prevHash": {
+                        **_NSTR,
+                        "description": "hash of the tenant's export seq - 1; null for seq 1",
+                    },
+                    "keyId": {**_STR, "description": "first 8 bytes of SHA-256 of the public key, hex"},
+                    "rowCount": _INT,
+                    "rows": {
+                        "type": "array",
+                        "items": _obj(
+                            {
+                                "sessionId": _UUID,
+                                "userId": _NSTR,
+                                "clientId": _NSTR,
+                                "device": _NSTR,
+                                "os": _NSTR,
+                                "appVersion": _NSTR,
+                                "ip": _NSTR,
+                                "startedAt": _TS,
+                                "endedAt": {**_NTS, "description": "null while the session is open"},
+                                "endReason": _NSTR,
+                                "heartbeatCount": _INT,
+                                "latencyAvgMs": _NNUM,
+                                "latencyMinMs": _NNUM,
+                                "latencyMaxMs": _NNUM,
+                            }
+                        ),
+                    },
+                },
+                "What is signed: its RFC 8785 canonical form",
+            ),
+            "signature": _obj(
+                {
+                    "alg": {"type": "string", "enum": ["Ed25519"]},
+                    "keyId": _STR,
+                    "value": {**_STR, "description": "base64 Ed25519 signature"},
+                }
+            ),
+            "hash": {**_STR, "description": "hex SHA-256 of the signed bytes: the next export's prevHash"},
+        },
+        "A signed attendance export (docs/operations.md, Signed attendance exports)",
+    ),
+    "AttendanceCsv": {
+        "type": "string",
+        "description": "Line 1: # spidi-signature: ed25519 <keyId> <base64 signature>; line 2: "
+        "# spidi-export v1 <metadata JSON>; then RFC 4180 CSV with a header row. The signature covers "
+        "every byte after line 1.",
+    },
+    "ExportPublicKey": _obj(
+        {
+            "algorithm": {"type": "string", "enum": ["Ed25519"]},
+            "keyId": _STR,
+            "publicKey": {**_STR, "description": "base64 of the 32 raw bytes"},
+            "pem": {**_STR, "description": "SubjectPublicKeyInfo PEM"},
+        }
+    ),
     "StatsPoint": _obj(
         {
             "ts": {**_TS, "description": "start of the bucket"},
@@ -496,6 +564,8 @@ def _operation(route: Route, schemas: dict, policy: roles.Policy) -> dict:
     success: dict[str, Any] = {"description": {200: "OK", 201: "Created", 204: "No content"}[route.status]}
     if route.response:
         success["content"] = {"application/json": {"schema": _ref(route.response)}}
+    for media_type, schema_name in route.also:
+        success.setdefault("content", {})[media_type] = {"schema": _ref(schema_name)}
     if route.status == 201:
         success["headers"] = {"Location": {"schema": _STR, "description": "URL of the new resource"}}
     statuses = set(route.problems)

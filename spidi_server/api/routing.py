@@ -72,6 +72,7 @@ class Route:
     body: Body | None = None
     status: int = 200
     response: str | None = None  # name of the success body's schema in the OpenAPI components
+    also: tuple[tuple[str, str], ...] = ()  # other success media types: (media type, schema name)
     problems: tuple[int, ...] = ()  # statuses beyond those every operation of its kind may answer
     description: str = ""
     ip_addresses: bool = False  # the answer holds clients' IP addresses: only for roles.VIEW_IP

@@ -270,6 +270,7 @@ AUDITED: dict[str, tuple[str, str, str]] = {
     "slo_created": ("slo", "create", "slo_id"),
     "slo_updated": ("slo", "update", "slo_id"),
     "slo_deleted": ("slo", "delete", "slo_id"),
+    "attendance_exported": ("attendance_export", "create", "seq"),
 }
 # What an acknowledgement changes: it has no body to name the fields.
 _ACK_FIELDS = ["acknowledgedBy", "acknowledgedAt"]

@@ -72,6 +72,11 @@ async def test_responses_have_the_documented_shapes(api):
         ("/api/v1/rooms/{id}/sessions", "get"): await api.get(f"/api/v1/rooms/{room['id']}/sessions"),
         ("/api/v1/sessions", "get"): await api.get("/api/v1/sessions"),
         ("/api/v1/users/{userId}/sessions", "get"): await api.get("/api/v1/users/u/sessions"),
+        ("/api/v1/rooms/{id}/attendance", "get"): await api.get(
+            f"/api/v1/rooms/{room['id']}/attendance",
+            params={"from": "2026-05-04T10:00:00Z", "to": "2026-05-04T11:00:00Z"},
+        ),
+        ("/api/v1/exports/public-key", "get"): await api.get("/api/v1/exports/public-key", role=None),
     }
     for (path, method), reply in samples.items():
         assert reply.status == 200, (path, reply.body)

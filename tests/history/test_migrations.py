@@ -67,6 +67,8 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
             "tba_spd_room_type",
             "spd_tenant_defaults",
             "dat_spd_slo",
+            "spd_export_chain",  # 0013: the export chain head and record
+            "dat_spd_export",
         ]
         # The archive's tables are tenant data under the same policy (0011).
         archive = ["dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"]

@@ -7,6 +7,7 @@
 * ``sessions``   history reads: sessions, room statistics, histogram helpers
 * ``alerts``     the evaluator's reads, the writer's alert events, the operators' alert API
 * ``slos``       latency SLOs: the operators' API, the evaluator's load, SLI counts off the histograms
+* ``exports``    attendance exports: a room's sessions over a period, the per-tenant export chain
 * ``defaults``   what a tenant gets on first use: default room types and rules, seeded once
 * ``common``     what the statement modules share: paging, soft delete, ``ConflictError``
 
