@@ -26,6 +26,7 @@ def sample(room: str, at: datetime, fast: int, slow: int, tenant: str = "default
         online_sum=60,
         online_samples=60,
         online_max=1,
+        online_secs=[1] * 60,
         latency_sum=100.0 * fast + 300.0 * slow,
         latency_count=fast + slow,
         latency_hist=hist,

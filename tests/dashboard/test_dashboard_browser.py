@@ -266,6 +266,30 @@ async def test_roster_without_ip_addresses_for_a_monitor(node_factory, page):
     await alice.close()
 
 
+async def test_roster_shows_liveness_grades(node_factory, page):
+    """A silent session turns late then at risk in the roster and the room's KPI (the server's
+    grades, docs/protocol.md); a heartbeat makes it live again. Interval 2 s: late after 3 s."""
+    from playwright.async_api import expect
+
+    node = await node_factory(heartbeat_interval_ms=2000, heartbeat_timeout_ms=60_000)
+    alice = await connected(node.ws_url, token_for(node.settings, "alice", "spidi:user"))
+    sid = (await alice.hello("lobby", client_id="phone-1"))["sessionId"]
+    await page.goto(node.ops.url + "/#/rooms/lobby")
+    await page.fill("#token", token_for(node.settings, "mo", "spidi:monitor"))
+    await page.click("#signin-button")
+    last = page.locator(f'#roster-table tr[data-session="{sid}"] .c-last')
+    await expect(last).not_to_have_text(re.compile("late|at risk"), timeout=2000)
+    await expect(last).to_have_text(re.compile("· late$"), timeout=8000)
+    await expect(last).to_have_class(re.compile("warn"))
+    await expect(last).to_have_text(re.compile("· at risk$"), timeout=8000)
+    await expect(last).to_have_class(re.compile("crit"))
+    await expect(page.locator("#room-capacity")).to_have_text(re.compile("1 at risk"), timeout=4000)
+    await alice.app("/app/heartbeat", {"sessionId": sid, "latencyMs": 8})
+    await expect(last).not_to_have_text(re.compile("late|at risk"), timeout=4000)
+    await expect(page.locator("#room-capacity")).not_to_have_text(re.compile("at risk"), timeout=4000)
+    await alice.close()
+
+
 async def test_history_charts_and_errors(node_factory, page):
     """The stats API stubbed in the browser: points become charts; 404/503/no network say "No history"."""
     from playwright.async_api import expect

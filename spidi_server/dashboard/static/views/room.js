@@ -131,7 +131,12 @@ export function renderRoomKpis() {
   const online = num(m.online);
   const capacity = num(m.capacity) || 0;
   $("#room-online").textContent = online === null ? "…" : fmtInt(online);
-  $("#room-capacity").textContent = capacity > 0 ? "of " + fmtInt(capacity) + " places" : "no capacity limit";
+  const places = capacity > 0 ? "of " + fmtInt(capacity) + " places" : "no capacity limit";
+  // Late and at-risk sessions room-wide (ROOM_METRICS, from the last heartbeats Redis holds).
+  const late = num(m.late) || 0;
+  const atRisk = num(m.atRisk) || 0;
+  const graded = [late ? fmtInt(late) + " late" : "", atRisk ? fmtInt(atRisk) + " at risk" : ""].filter(Boolean);
+  $("#room-capacity").textContent = graded.length ? places + " · " + graded.join(", ") : places;
   const fill = $("#room-cap-fill");
   const ratio = capacity > 0 && online !== null ? Math.min(1, online / capacity) : 0;
   fill.style.width = (ratio * 100).toFixed(1) + "%";
@@ -240,11 +245,19 @@ function updateRosterRow(tr, u, now) {
   setText(c[6], connectedAt === null ? "—" : fmtDuration(now - connectedAt));
   const last = num(u.lastHeartbeatAt);
   const silent = last === null ? 0 : now - last;
-  setText(c[7], last === null ? "—" : fmtAgo(silent));
-  setClass(c[7], "num c-last " + (silent > 45000 ? "crit" : silent > 30000 ? "warn" : ""));
-  const title = last === null ? "" : "Last heartbeat " + fullFmt.format(new Date(last));
+  // The server's liveness grade (live, late, at_risk: docs/protocol.md), re-graded once a second.
+  const grade = LIVENESS[u.liveness] || LIVENESS.live;
+  setText(c[7], (last === null ? "—" : fmtAgo(silent)) + grade.suffix);
+  setClass(c[7], "num c-last " + grade.cls);
+  const title = (last === null ? "" : "Last heartbeat " + fullFmt.format(new Date(last)) + ". ") + grade.title;
   if (c[7].title !== title) c[7].title = title;
 }
+
+const LIVENESS = {
+  live: { suffix: "", cls: "", title: "Live: heartbeats on time" },
+  late: { suffix: " · late", cls: "warn", title: "Late: no heartbeat for over 1.5 intervals" },
+  at_risk: { suffix: " · at risk", cls: "crit", title: "At risk: no heartbeat for over 2 intervals" },
+};
 
 // -- latency distribution -----------------------------------------------------------------------
 
