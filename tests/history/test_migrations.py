@@ -66,6 +66,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
             "dat_spd_alert_event",
             "tba_spd_room_type",
             "spd_tenant_defaults",
+            "dat_spd_anomaly",
         ]
         # The archive's tables are tenant data under the same policy (0011).
         archive = ["dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"]

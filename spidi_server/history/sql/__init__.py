@@ -6,6 +6,7 @@
 * ``room_types`` the room-type catalogue and the one lookup of a type by its code
 * ``sessions``   history reads: sessions, room statistics, histogram helpers
 * ``alerts``     the evaluator's reads, the writer's alert events, the operators' alert API
+* ``anomalies``  anomaly rules: hour-of-week baselines, recent activity, the flags raised (0014)
 * ``defaults``   what a tenant gets on first use: default room types and rules, seeded once
 * ``common``     what the statement modules share: paging, soft delete, ``ConflictError``
 
