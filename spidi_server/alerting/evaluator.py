@@ -35,6 +35,7 @@ from ..history.sql import alerts as alert_sql
 from ..stores import events, keys
 from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
+from .anomaly_watch import AnomalyWatch
 from .feed import alert_key
 from .lifecycle import FIRING, INACTIVE, PENDING, RESOLVED, AlertState, step
 from .readings import RoomRef, room_metrics, share, silent_sessions
@@ -97,6 +98,8 @@ class AlertEvaluator:
         self.node_id = node_id
         self.notifier = None  # notify.Notifier, made on first use
         self.hooks = None  # hooks.RoomHooks while leading with room_hooks_url set
+        self.anomalies = AnomalyWatch(settings, dsn)  # anomaly rules' readings and stored flags
+        self._found: dict = {}  # (rule id, room id) -> anomaly_watch.Found, this round's
 
     async def start(self) -> None:
         """Start competing for the lease and evaluating while holding it."""
@@ -115,6 +118,7 @@ class AlertEvaluator:
             await self.notifier.close(self.settings.shutdown_timeout_s)
         if self._conn is not None:
             await asyncio.to_thread(self._close_pg)
+        await self.anomalies.close()
 
     async def _run(self) -> None:
         interval = self.settings.alert_interval_s
@@ -175,6 +179,7 @@ class AlertEvaluator:
     async def _lose_lead(self) -> None:
         self.leader = False
         self.states = {}
+        self.anomalies.reset()
         self.metrics.alert_leader.set(0)
         logs.event(log, "alert_evaluator_follower", logging.WARNING, holder=self.holder)
         if self.hooks is not None:
@@ -288,6 +293,7 @@ class AlertEvaluator:
             ),
             now_ms,
         )
+        self._found = await self.anomalies.evaluate(self.rules, targets, metrics, now_ms)
         pipe = self.redis.pipeline(transaction=False)
         notify: list[tuple[dict, list[dict]]] = []
         seen: set[str] = set()
@@ -300,6 +306,8 @@ class AlertEvaluator:
                 if silence != default_silence:
                     count = silent[(room.room_id, silence)]
                     values = {**values, "silentShare": share(count, values["online"])}
+                if rule.anomaly_types:  # its anomaly metrics, at its own sensitivity
+                    values = {**values, **self._found[(rule.rule_id, room.room_id)].counts}
                 self.metrics.alert_evaluations.inc()
                 alert = self.states.get(key) or AlertState()
                 try:
@@ -394,6 +402,9 @@ class AlertEvaluator:
             "metrics": values,
         }
         payload.update(ack)
+        found = self._found.get((rule.rule_id, room.room_id))
+        if found is not None:  # each anomaly explains itself: metric, value, baseline, group
+            payload["anomalies"] = [f.to_json() for f in found.flags]
         self._record(pipe, payload, alert)
         self.metrics.alert_transitions.labels(state=new).inc()
         if new == FIRING:
@@ -455,6 +466,7 @@ class AlertEvaluator:
                     "since",
                     "episodeId",
                     "metrics",
+                    "anomalies",
                 )
                 if payload.get(k) is not None
             }
