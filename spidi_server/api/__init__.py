@@ -19,6 +19,7 @@ from aiohttp import web
 from . import openapi
 from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
+from .anomalies import ANOMALY_ROUTES
 from .problems import problem_middleware
 from .reconcile import RECONCILE_ROUTES
 from .room_types import ROOM_TYPE_ROUTES
@@ -35,6 +36,7 @@ ROUTES: tuple[Route, ...] = (
     + ROOM_TYPE_ROUTES
     + ROOM_ROUTES
     + SESSION_ROUTES
+    + ANOMALY_ROUTES
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES
