@@ -27,6 +27,7 @@ from .anomaly import Baseline, Flag, Recent, Sensitivity, Stat, counts, drop_gro
 from .rules import ANOMALY_VARIABLES
 
 if TYPE_CHECKING:
+    from ..metrics import NodeMetrics
     from ..settings import Settings
     from .readings import RoomRef
     from .rules import AlertRule
@@ -76,9 +77,10 @@ def recent_of(room_id: str, raw: dict) -> Recent:
 class AnomalyWatch:
     """The leader's anomaly state: cached baselines and readings, and the flags it holds raised."""
 
-    def __init__(self, settings: Settings, dsn: str):
+    def __init__(self, settings: Settings, dsn: str, metrics: NodeMetrics | None = None):
         self.settings = settings
         self.dsn = dsn
+        self.metrics = metrics
         self._conn = None  # psycopg connection, used from one worker thread at a time
         self._baselines: dict[str, tuple[int, Baseline | None]] = {}  # room -> (hour start ms, baseline)
         self._recent: dict[str, Recent] = {}
@@ -232,6 +234,8 @@ class AnomalyWatch:
             self._open.pop(key, None)
         for key in new:
             row = raised[key]
+            if self.metrics is not None:
+                self.metrics.anomaly_flags.labels(flag=row["flag"]).inc()
             logs.event(
                 log,
                 "anomaly_flag",

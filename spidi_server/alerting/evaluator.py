@@ -98,7 +98,7 @@ class AlertEvaluator:
         self.node_id = node_id
         self.notifier = None  # notify.Notifier, made on first use
         self.hooks = None  # hooks.RoomHooks while leading with room_hooks_url set
-        self.anomalies = AnomalyWatch(settings, dsn)  # anomaly rules' readings and stored flags
+        self.anomalies = AnomalyWatch(settings, dsn, metrics)  # anomaly rules' readings and stored flags
         self._found: dict = {}  # (rule id, room id) -> anomaly_watch.Found, this round's
 
     async def start(self) -> None:

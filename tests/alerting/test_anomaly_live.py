@@ -124,6 +124,7 @@ async def test_join_storm_on_a_calm_room_fires_with_its_explanation(
     # Another tenant does not see the room, nor its flags (row-level security).
     other = await api_call(node, "GET", f"/api/v1/rooms/{room_id}/anomalies", status=404, tenant="other")
     assert other["status"] == 404
+    assert node.metrics.anomaly_flags.labels(flag="join_storm")._value.get() == 1
     (event,) = await events_in_pg(pg_dsn, rule_id, 1)
     assert event["state"] == "firing" and event["details"]["anomalies"][0]["flag"] == "join_storm"
     for client in clients:
