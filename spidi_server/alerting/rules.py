@@ -219,7 +219,10 @@ def anomaly_types_of(*expressions: str | None) -> tuple[str, ...]:
     names: set[str] = set()
     for text in expressions:
         if text:
-            names |= set(cel.compile(text).variables())
+            try:
+                names |= set(cel.compile(text).variables())
+            except ValueError:  # a malformed expression uses no metric (compile_expression says why)
+                continue
     return tuple(t for t, name in ANOMALY_VARIABLES.items() if name in names)
 
 

@@ -15,6 +15,7 @@ import pytest
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import keys
 
+from ..api.conftest import check_shape
 from ..conftest import token_for
 from ..history.helpers import FakeSession, push, room_sample, running_writer, wait_for, written
 from ..stomp_client import connected
@@ -113,6 +114,8 @@ async def test_join_storm_on_a_calm_room_fires_with_its_explanation(
     # The baseline: the minutes of this hour of week in the 3 weeks with history (the 4th has none).
     assert (flag["baselineMedian"], flag["baselineMad"], flag["baselineMinutes"]) == (1.0, 0.0, 180)
     stored = await api_get(node, f"/api/v1/rooms/{room_id}/anomalies")
+    doc = await api_get(node, "/api/openapi.json")
+    check_shape(doc["components"]["schemas"]["RoomAnomalies"], stored, doc, "anomalies")
     (item,) = stored["items"]
     assert (item["flag"], item["ruleId"], item["roomCode"], item["endedAt"]) == (
         "join_storm",
