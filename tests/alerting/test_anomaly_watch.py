@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from spidi_server.alerting.anomaly_watch import AnomalyWatch
 from spidi_server.alerting.readings import RoomRef
 from spidi_server.alerting.rules import AlertRule, make_rule_expressions
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 
 from ..history.helpers import FakeSession, ms, push, running_writer, wait_for, written
@@ -89,3 +90,9 @@ async def test_flags_rise_carry_over_to_a_new_leader_and_clear(settings, redis_s
     rows = stored(pg_dsn)
     assert len(rows) == 8 and all(r["ended_at"] is not None for r in rows)
     await again.close()
+
+    # Row-level security: a tenant's reader sees its own flags only (no tenant condition here).
+    with psycopg.connect(pg_dsn) as conn:
+        for tenant, expected in (("acme", 8), ("other", 0)):
+            with tenant_transaction(conn, tenant) as tx:
+                assert tx.execute("SELECT count(*) FROM dat_spd_anomaly").fetchone()[0] == expected
