@@ -104,6 +104,8 @@ class AnomalyTypes(Field):
         unknown = sorted({str(v) for v in value if v not in rules.ANOMALY_TYPES})
         if unknown:
             raise FieldError(f"unknown type(s) {', '.join(unknown)}; known: {', '.join(rules.ANOMALY_TYPES)}")
+        if len(set(value)) != len(value):
+            raise FieldError("must name each type once")
         return value
 
     def base_schema(self) -> dict:

@@ -419,6 +419,9 @@ async def test_anomaly_rule_takes_a_sensitivity_and_flag_types(api):
         "flappingClients > 0",
     )
     assert (await create_rule(api, kind="latency"))["anomalyTypes"] is None
+    assert error_fields(
+        await api.patch(f"{RULES}/{rule['id']}", {"anomalyTypes": ["flapping", "flapping"]})
+    ) == {"anomalyTypes": "must name each type once"}
     assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"anomalyTypes": ["storm"]})) == {
         "anomalyTypes": "unknown type(s) storm; known: join_storm, leave_storm, latency_spike, "
         "mass_disconnect, flapping"
