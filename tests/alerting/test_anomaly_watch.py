@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from spidi_server.alerting.anomaly_watch import AnomalyWatch
@@ -14,10 +15,21 @@ from spidi_server.alerting.rules import AlertRule, make_rule_expressions
 from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.rooms import room_id_for
 
-from ..history.helpers import FakeSession, ms, push, running_writer, wait_for, written
+from ..history.helpers import (
+    FakeSession,
+    hist_of,
+    ms,
+    push,
+    quantile,
+    room_sample,
+    running_writer,
+    wait_for,
+    written,
+)
 from .test_evaluator import add_rule
 
 T = ms("2026-03-02T12:00")
+WEEK_MS = 7 * 86_400_000
 
 
 def stored(dsn: str) -> list[dict]:
@@ -96,3 +108,41 @@ async def test_flags_rise_carry_over_to_a_new_leader_and_clear(settings, redis_s
         for tenant, expected in (("acme", 8), ("other", 0)):
             with tenant_transaction(conn, tenant) as tx:
                 assert tx.execute("SELECT count(*) FROM dat_spd_anomaly").fetchone()[0] == expected
+
+
+async def test_latency_spike_against_the_hour_of_week_p95(settings, redis_sync, pg_dsn):
+    settings = dataclasses.replace(settings, postgres_dsn=pg_dsn, writer_flush_interval_s=0.1).validate()
+    calm, slow = [20.0] * 20, [900.0] * 20
+    evs = [
+        room_sample("acme", "stage", T - week * WEEK_MS + m * 60_000, latencies=calm)
+        for week in (1, 2)
+        for m in range(60)
+    ]
+    evs += [
+        room_sample("acme", "stage", T, latencies=calm),
+        room_sample("acme", "stage", T + 60_000, latencies=slow),
+    ]
+    with running_writer(settings):
+        push(redis_sync, evs)
+        wait_for(lambda: written(redis_sync) == len(evs))
+    rule_id = add_rule(pg_dsn, "acme", "anomaly", threshold=3.5)
+    fire, resolve, _ = make_rule_expressions("anomaly", 3.5, None, None, 0.1, None, ["latency_spike"])
+    rule = AlertRule(rule_id, "acme", "r", "anomaly", fire, resolve, threshold=3.5).compile()
+    room = RoomRef(room_id_for("acme", "stage"), "acme", "stage")
+
+    async def spikes(now_ms: int) -> list:
+        watch = AnomalyWatch(settings, pg_dsn)
+        try:
+            return (await watch.evaluate([rule], {rule_id: [room]}, {}, now_ms))[
+                (rule_id, room.room_id)
+            ].flags
+        finally:
+            await watch.close()
+
+    (spike,) = await spikes(T + 150_000)  # 12:02:30: the last complete minute is 12:01, the slow one
+    assert (spike.flag, spike.metric, spike.minutes) == ("latency_spike", "latencyP95Ms", 120)
+    assert spike.value == pytest.approx(quantile(hist_of(slow), 0.95))
+    assert (spike.median, spike.mad) == (pytest.approx(quantile(hist_of(calm), 0.95)), 0.0)
+    # 12:03:10, the samples of 12:02 not in yet: 12:01 still counts, the spike does not blink off.
+    assert [f.flag for f in await spikes(T + 190_000)] == ["latency_spike"]
+    assert await spikes(T + 250_000) == []  # 12:04:10: nothing measured in the last two minutes

@@ -82,7 +82,8 @@ def recent(
 
     ``joins`` / ``ends``: sessions started / ended in the last ``window_s``; ``drops``: (room,
     app_version, os, ip, count) of the abnormal ends (disconnect, timeout, node_lost) in it;
-    ``p95``: the latency p95 of the last complete minute; ``flaps``: (room, user, client, sessions)
+    ``p95``: the latency p95 of the last complete minute (the one before while the last one's
+    samples are not in); ``flaps``: (room, user, client, sessions)
     of the clients with at least ``flap_min`` sessions started in the last ``flap_window_s``.
     """
     params = {
@@ -116,9 +117,14 @@ def recent(
         params,
     ).fetchall()
     p95 = conn.execute(
-        """SELECT room_id::text, spd_hist_quantile(latency_hist, 0.95) FROM dat_spd_room_stats
-           WHERE room_id = ANY(%(rooms)s::uuid[]) AND deleted_at IS NULL
-             AND ts_bucket = date_trunc('minute', %(now)s::timestamptz) - interval '1 minute'""",
+        # The newest of the last two complete minutes with latency: the nodes' samples of the last
+        # minute arrive a moment after it ends, and a spike must not clear while they are on their way.
+        """SELECT DISTINCT ON (room_id) room_id::text, spd_hist_quantile(latency_hist, 0.95)
+           FROM dat_spd_room_stats
+           WHERE room_id = ANY(%(rooms)s::uuid[]) AND deleted_at IS NULL AND latency_count > 0
+             AND ts_bucket >= date_trunc('minute', %(now)s::timestamptz) - interval '2 minutes'
+             AND ts_bucket < date_trunc('minute', %(now)s::timestamptz)
+           ORDER BY room_id, ts_bucket DESC""",
         params,
     ).fetchall()
     flaps = conn.execute(
