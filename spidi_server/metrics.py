@@ -224,6 +224,12 @@ class NodeMetrics:
             "Evaluations that failed (expression error, missing data)",
             registry=r,
         )
+        self.anomaly_flags = Counter(
+            "spidi_anomaly_flags",
+            "Anomaly flags raised by anomaly-using rules, by flag type",
+            ["flag"],
+            registry=r,
+        )
         self.alert_evaluation_seconds = Gauge(
             "spidi_alert_evaluation_duration_seconds", "Duration of the last evaluation round", registry=r
         )

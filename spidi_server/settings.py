@@ -290,6 +290,48 @@ class Settings:
             "threshold): a session silent this long while online is stale"
         },
     )
+    anomaly_baseline_weeks: int = field(
+        default=4,
+        metadata={
+            "doc": "Anomaly rules: the baseline of a room is the same hour of week over this many past weeks "
+            "(median and MAD of joins/min, leaves/min, latency p95), recomputed at most hourly"
+        },
+    )
+    anomaly_z_threshold: float = field(
+        default=3.5,
+        metadata={
+            "doc": "Robust z-score above which a rate is anomalous: an anomaly rule's default threshold, "
+            "and the one custom rules' anomaly metrics use"
+        },
+    )
+    anomaly_min_excess: int = field(
+        default=10,
+        metadata={
+            "doc": "A join/leave storm (or a mass disconnect of one group) needs at least this many events "
+            "per minute above the baseline median, so a calm room does not flag on a few joins"
+        },
+    )
+    anomaly_latency_min_excess_ms: float = field(
+        default=100.0,
+        metadata={"doc": "A latency spike needs a p95 at least this many ms above the baseline median"},
+    )
+    anomaly_flap_reconnects: int = field(
+        default=5,
+        metadata={
+            "doc": "A client (user + clientId) flaps when it opens more than this many new sessions in "
+            "one room within anomaly_flap_window_s"
+        },
+    )
+    anomaly_flap_window_s: float = field(
+        default=600.0, metadata={"doc": "Window of the flapping flag (reconnects counted within it)"}
+    )
+    anomaly_refresh_s: float = field(
+        default=5.0,
+        metadata={
+            "doc": "The evaluator reads recent joins, ends and reconnects from PostgreSQL for anomaly "
+            "rules at most this often"
+        },
+    )
     tenant_defaults: bool = field(
         default=True,
         metadata={
@@ -572,6 +614,10 @@ class Settings:
             "alert_stale_heartbeat_s",
             "slo_refresh_s",
             "slo_budget_refresh_s",
+            "anomaly_z_threshold",
+            "anomaly_latency_min_excess_ms",
+            "anomaly_flap_window_s",
+            "anomaly_refresh_s",
             "webhook_timeout_s",
             "webhook_backoff_s",
             "smtp_timeout_s",
@@ -581,6 +627,10 @@ class Settings:
         if self.alert_lease_s < 2 * self.alert_interval_s:
             raise ConfigError(
                 "alert_lease_s must be at least twice alert_interval_s (the holder renews every interval)"
+            )
+        if self.anomaly_baseline_weeks < 1 or self.anomaly_min_excess < 1 or self.anomaly_flap_reconnects < 1:
+            raise ConfigError(
+                "anomaly_baseline_weeks, anomaly_min_excess and anomaly_flap_reconnects must be at least 1"
             )
         if not 0 <= self.alert_hysteresis < 1:
             raise ConfigError(f"alert_hysteresis must be in [0, 1), got {self.alert_hysteresis}")

@@ -39,6 +39,7 @@ from ..history.sql import slos as slo_sql
 from ..stores import events, keys
 from ..stores.client import pipeline_publish
 from ..tasks import cancel_and_wait
+from .anomaly_watch import AnomalyWatch
 from .feed import alert_key
 from .lifecycle import FIRING, INACTIVE, PENDING, RESOLVED, AlertState, step
 from .readings import RoomRef, room_metrics, share, silent_sessions
@@ -103,6 +104,8 @@ class AlertEvaluator:
         self.notifier = None  # notify.Notifier, made on first use
         self.hooks = None  # hooks.RoomHooks while leading with room_hooks_url set
         self.slo = SloReader(settings, metrics, dsn)  # SLOs and their burn rates, for slo_burn rules
+        self.anomalies = AnomalyWatch(settings, dsn, metrics)  # anomaly rules' readings and stored flags
+        self._found: dict = {}  # (rule id, room id) -> anomaly_watch.Found, this round's
 
     async def start(self) -> None:
         """Start competing for the lease and evaluating while holding it."""
@@ -122,6 +125,7 @@ class AlertEvaluator:
             await self.notifier.close(self.settings.shutdown_timeout_s)
         if self._conn is not None:
             await asyncio.to_thread(self._close_pg)
+        await self.anomalies.close()
 
     async def _run(self) -> None:
         interval = self.settings.alert_interval_s
@@ -183,6 +187,7 @@ class AlertEvaluator:
         self.leader = False
         self.states = {}
         self.slo.reset()
+        self.anomalies.reset()
         self.metrics.alert_leader.set(0)
         logs.event(log, "alert_evaluator_follower", logging.WARNING, holder=self.holder)
         if self.hooks is not None:
@@ -300,6 +305,7 @@ class AlertEvaluator:
             ),
             now_ms,
         )
+        self._found = await self.anomalies.evaluate(self.rules, targets, metrics, now_ms)
         pipe = self.redis.pipeline(transaction=False)
         notify: list[tuple[dict, list[dict]]] = []
         seen: set[str] = set()
@@ -319,6 +325,8 @@ class AlertEvaluator:
                 if silence != default_silence:
                     count = silent[(room.room_id, silence)]
                     values = {**values, "silentShare": share(count, values["online"])}
+                if rule.anomaly_types:  # its anomaly metrics, at its own sensitivity
+                    values = {**values, **self._found[(rule.rule_id, room.room_id)].counts}
                 self.metrics.alert_evaluations.inc()
                 alert = self.states.get(key) or AlertState()
                 try:
@@ -413,6 +421,9 @@ class AlertEvaluator:
             "metrics": values,
         }
         payload.update(ack)
+        found = self._found.get((rule.rule_id, room.room_id))
+        if found is not None:  # each anomaly explains itself: metric, value, baseline, group
+            payload["anomalies"] = [f.to_json() for f in found.flags]
         self._record(pipe, payload, alert)
         self.metrics.alert_transitions.labels(state=new).inc()
         if new == FIRING:
@@ -474,6 +485,7 @@ class AlertEvaluator:
                     "since",
                     "episodeId",
                     "metrics",
+                    "anomalies",
                 )
                 if payload.get(k) is not None
             }

@@ -9,6 +9,7 @@ metrics. The built-in kinds only write that expression for the operator from a t
     heartbeat       oldestHeartbeatAgeS > T                          T = 60 (s)
                     with a share S: oldestHeartbeatAgeS > T && silentShare >= S
     heartbeat_rate  staleSessions > 0 || heartbeatRateDrop > T       T = 0.5
+    anomaly         joinStorms + ... > 0 (the rule's flag types)      T = 3.5 (robust z-score)
     custom          the operator's expression, e.g. online > 900 && avgLatencyMs > 300
     slo_burn        burnRate1h > F && burnRate5m > F      (policy page, F = 14.4)
                     burnRate6h > F && burnRate30m > F     (policy ticket, F = 6)
@@ -23,6 +24,9 @@ share of them) has been silent longer than T seconds. ``silentShare`` is the one
 depends on the rule: the share of online sessions silent longer than a heartbeat rule's T, and
 longer than ``alert_stale_heartbeat_s`` for every other rule. ``heartbeat_rate`` is the older
 heartbeat-rate-drop rule (stored rules of kind heartbeat before migration 0009 are of this kind).
+``anomaly`` counts the room's anomaly flags (``anomaly.py``) of the types it names at its z-score
+threshold T; the flag types are the anomaly metrics its expression adds up, so the expression is
+the one place they are stored. A custom rule may use the same metrics (at ``anomaly_z_threshold``).
 
 A firing alert resolves only when its *resolve* expression holds. For the built-ins that is the
 threshold lowered by the hysteresis (``alert_hysteresis``, 10 %: capacity fires above 0.8 and
@@ -41,11 +45,12 @@ import cel
 
 from . import slo
 
-KINDS = ("capacity", "latency", "heartbeat", "heartbeat_rate", "custom", "slo_burn")
+KINDS = ("capacity", "latency", "heartbeat", "heartbeat_rate", "anomaly", "custom", "slo_burn")
 SEVERITIES = ("info", "warning", "critical")
 SCOPES = ("room", "room_type", "tenant")
 CHANNEL_TYPES = ("in_app", "webhook", "slack", "teams", "pagerduty", "email")
 
+# An anomaly rule's default z-score is the operator's anomaly_z_threshold (``default_z`` below).
 DEFAULT_THRESHOLDS = {"capacity": 0.8, "latency": 500.0, "heartbeat": 60.0, "heartbeat_rate": 0.5}
 # Kinds whose threshold is a ratio in (0, 1].
 RATIO_KINDS = ("capacity", "heartbeat_rate")
@@ -71,9 +76,38 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "share of online sessions that missed their heartbeat (none for 1.5 intervals): how far the "
         "room's heartbeat rate fell below the expected online / interval",
     ),
+    # Anomaly flags of the room now (alerting/anomaly.py), one metric per flag type (ANOMALY_VARIABLES)
+    "joinStorms": (
+        "int",
+        "join storm flags: joins in the last minute far above the hour-of-week baseline",
+    ),
+    "leaveStorms": (
+        "int",
+        "leave storm flags: ends (leave, timeout, disconnect) in the last minute likewise",
+    ),
+    "latencySpikes": ("int", "latency flags: the last minute's p95 far above the hour-of-week baseline"),
+    "massDisconnects": (
+        "int",
+        "mass disconnect flags: one appVersion, os or IP prefix (/24, /48) with many disconnect, "
+        "timeout or node_lost ends in the last minute",
+    ),
+    "flappingClients": (
+        "int",
+        "clients (user + clientId) reconnecting more than anomaly_flap_reconnects times",
+    ),
     "roomCode": ("string", "the room's code"),
     "tenant": ("string", "the room's tenant"),
 }
+# The anomaly metrics, one per flag type (alerting/anomaly.py): how many flags of that type the room
+# raises now, at an anomaly rule's z-score threshold (anomaly_z_threshold in other rules).
+ANOMALY_VARIABLES = {
+    "join_storm": "joinStorms",
+    "leave_storm": "leaveStorms",
+    "latency_spike": "latencySpikes",
+    "mass_disconnect": "massDisconnects",
+    "flapping": "flappingClients",
+}
+ANOMALY_TYPES = tuple(ANOMALY_VARIABLES)
 
 # The variables of an slo_burn rule only: its SLO's burn rate per window, per room (slo.py).
 SLO_VARIABLES: dict[str, tuple[str, str]] = {
@@ -93,6 +127,11 @@ _SAMPLE = {
     "oldestHeartbeatAgeS": 3.5,
     "silentShare": 0.125,
     "heartbeatRateDrop": 0.25,
+    "joinStorms": 0,
+    "leaveStorms": 0,
+    "latencySpikes": 0,
+    "massDisconnects": 0,
+    "flappingClients": 0,
     "roomCode": "room",
     "tenant": "tenant",
 }
@@ -164,12 +203,43 @@ def builtin_expressions(
             f"oldestHeartbeatAgeS > {_number(threshold)} && silentShare >= {_number(share)}",
             f"silentShare < {_number(round(share * (1.0 - hysteresis), 9))}",
         )
+    if kind == "anomaly":
+        raise AlertRuleError("kind", "an anomaly rule's expressions come from anomaly_expressions")
     if kind == "heartbeat_rate":
         return (
             f"staleSessions > 0 || heartbeatRateDrop > {_number(threshold)}",
             f"staleSessions == 0 && heartbeatRateDrop < {_number(low)}",
         )
     raise AlertRuleError("kind", f"must be one of {', '.join(KINDS)}")
+
+
+def check_anomaly_types(kind: str, types: Any) -> tuple[str, ...] | None:
+    """The flag types an anomaly rule watches (every type when None); refused for other kinds."""
+    if types is None:
+        return ANOMALY_TYPES if kind == "anomaly" else None
+    if kind != "anomaly":
+        raise AlertRuleError("anomalyTypes", "applies to the anomaly kind only")
+    if not isinstance(types, list | tuple) or not types or not all(t in ANOMALY_TYPES for t in types):
+        raise AlertRuleError("anomalyTypes", f"must be a non-empty list of {', '.join(ANOMALY_TYPES)}")
+    return tuple(t for t in ANOMALY_TYPES if t in types)  # one order: the same types, the same text
+
+
+def anomaly_expressions(types: tuple[str, ...]) -> tuple[str, str]:
+    """(fire, resolve) of an anomaly rule: any flag of its types, and none left."""
+    total = " + ".join(ANOMALY_VARIABLES[t] for t in types)
+    return f"{total} > 0", f"{total} == 0"
+
+
+def anomaly_types_of(*expressions: str | None) -> tuple[str, ...]:
+    """The flag types whose metrics the expressions name (what the evaluator must compute)."""
+    names: set[str] = set()
+    for text in expressions:
+        if text:
+            try:
+                names |= set(cel.compile(text).variables())
+            except ValueError:  # a malformed expression uses no metric (compile_expression says why)
+                continue
+    return tuple(t for t, name in ANOMALY_VARIABLES.items() if name in names)
 
 
 VALUE_METRIC = {
@@ -180,14 +250,18 @@ VALUE_METRIC = {
 }
 
 
-def check_threshold(kind: str, threshold: Any) -> float | None:
-    """The threshold a rule of ``kind`` uses (its default when None)."""
+def check_threshold(kind: str, threshold: Any, default_z: float | None = None) -> float | None:
+    """The threshold a rule of ``kind`` uses (its default when None; ``default_z`` for anomaly)."""
     if kind == "custom":
         if threshold is not None:
             raise AlertRuleError(
                 "threshold", "applies to the built-in kinds only; a custom rule has an expression"
             )
         return None
+    if threshold is None and kind == "anomaly":
+        if default_z is None:
+            raise AlertRuleError("threshold", "an anomaly rule needs a z-score threshold")
+        return float(default_z)
     if threshold is None:
         return DEFAULT_THRESHOLDS[kind]
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0:
@@ -294,6 +368,7 @@ class AlertRule:
     enabled: bool = True
     _fire: cel.Program | None = field(default=None, repr=False, compare=False)
     _resolve: cel.Program | None = field(default=None, repr=False, compare=False)
+    anomaly_types: tuple[str, ...] = field(default=(), compare=False)  # the flag types its expressions use
 
     def compile(self) -> AlertRule:
         """Compile both expressions (AlertRuleError if either is unusable)."""
@@ -304,6 +379,7 @@ class AlertRule:
             if self.resolve_expression
             else None
         )
+        self.anomaly_types = anomaly_types_of(self.expression, self.resolve_expression)
         return self
 
     def fires(self, metrics: dict) -> bool:
@@ -318,6 +394,8 @@ class AlertRule:
 
     def value(self, metrics: dict) -> float | None:
         """The figure an alert reports: the built-in's metric (None for custom rules)."""
+        if self.kind == "anomaly":  # the number of flags raised of its types
+            return float(sum(metrics.get(ANOMALY_VARIABLES[t], 0) for t in self.anomaly_types))
         if self.kind == "slo_burn":  # the long window's burn rate
             name = "burnRate" + slo.BURN_POLICIES[self.burn_policy or "page"][0]
         elif self.kind == "heartbeat" and self.share is not None:
@@ -339,11 +417,14 @@ def make_rule_expressions(
     hysteresis: float,
     share: Any = None,
     burn_policy: str | None = None,
+    anomaly_types: Any = None,
+    default_z: float | None = None,
 ) -> tuple[str, str | None, float | None]:
     """(expression, resolveExpression, threshold) to store for a rule as the API receives it.
 
     Built-in kinds take a threshold (or their default) and write both expressions, a heartbeat
-    rule also its optional ``share`` (checked with ``check_share``); a custom rule takes an
+    rule also its optional ``share`` (checked with ``check_share``), an anomaly rule its flag types
+    (``anomaly_types``, every type when None) and z-score (``default_z`` when None); a custom rule takes an
     expression and optionally a resolve expression. Each is compiled here, so a bad one is refused
     at create time with the CEL parser's message. An slo_burn rule takes its ``burn_policy``
     (page or ticket) and a burn-rate factor as threshold (default: the policy's).
@@ -354,14 +435,18 @@ def make_rule_expressions(
         return _burn_rule(threshold, expression, resolve_expression, hysteresis, share, burn_policy)
     if burn_policy is not None:
         raise AlertRuleError("burnPolicy", "applies to the slo_burn kind only")
-    value = check_threshold(kind, threshold)
+    value = check_threshold(kind, threshold, default_z)
     share = check_share(kind, share)
+    types = check_anomaly_types(kind, anomaly_types)
     if kind != "custom":
         if expression is not None or resolve_expression is not None:
             raise AlertRuleError(
                 "expression", f"a {kind} rule writes its own expression from threshold; use kind custom"
             )
-        fire, resolve = builtin_expressions(kind, value, hysteresis, share)
+        if kind == "anomaly":
+            fire, resolve = anomaly_expressions(types)
+        else:
+            fire, resolve = builtin_expressions(kind, value, hysteresis, share)
         return fire, resolve, value
     if expression is None:
         raise AlertRuleError("expression", "is required for a custom rule")

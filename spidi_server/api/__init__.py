@@ -21,6 +21,7 @@ from aiohttp import web
 from . import openapi
 from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
+from .anomalies import ANOMALY_ROUTES
 from .attendance import ATTENDANCE_ROUTES
 from .problems import problem_middleware
 from .reconcile import RECONCILE_ROUTES
@@ -40,6 +41,7 @@ ROUTES: tuple[Route, ...] = (
     + ROOM_ROUTES
     + SESSION_ROUTES
     + ATTENDANCE_ROUTES
+    + ANOMALY_ROUTES
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES

@@ -94,6 +94,29 @@ class Channels(Field):
         return {"type": "array", "maxItems": MAX_CHANNELS, "items": channel}
 
 
+@dataclass(frozen=True)
+class AnomalyTypes(Field):
+    """A non-empty list of anomaly flag types (each one once)."""
+
+    def check(self, value: Any) -> list:
+        if not isinstance(value, list) or not value:
+            raise FieldError(f"must be a non-empty list of {', '.join(rules.ANOMALY_TYPES)}")
+        unknown = sorted({str(v) for v in value if v not in rules.ANOMALY_TYPES})
+        if unknown:
+            raise FieldError(f"unknown type(s) {', '.join(unknown)}; known: {', '.join(rules.ANOMALY_TYPES)}")
+        if len(set(value)) != len(value):
+            raise FieldError("must name each type once")
+        return value
+
+    def base_schema(self) -> dict:
+        return {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": list(rules.ANOMALY_TYPES)},
+        }
+
+
 RULE_ID = Uuid("id", "rule_id", "Alert rule id", required=True)
 _METRICS = ", ".join(rules.VARIABLES)
 
@@ -122,7 +145,8 @@ _RULE_FIELDS = (
         "kind",
         "capacity (utilization > threshold), latency (avgLatencyMs > threshold), heartbeat "
         "(oldestHeartbeatAgeS > threshold: a session silent that long; with share, at least that share "
-        "of the online sessions), heartbeat_rate (staleSessions > 0 || heartbeatRateDrop > threshold) "
+        "of the online sessions), heartbeat_rate (staleSessions > 0 || heartbeatRateDrop > threshold), "
+        "anomaly (a flag of anomalyTypes at robust z-score > threshold), "
         "custom (expression) or slo_burn (the error-budget burn rate of the SLO sloId over two windows, "
         "burnPolicy page: burnRate1h > threshold && burnRate5m > threshold; ticket: burnRate6h and burnRate30m)",
         required=True,
@@ -133,8 +157,16 @@ _RULE_FIELDS = (
         "threshold",
         "Built-in kinds only; null or left out: the kind's default. capacity: a "
         "utilization ratio in (0, 1], default 0.8; latency: ms, default 500; heartbeat: seconds of "
-        "silence, default 60; heartbeat_rate: a ratio in (0, 1], default 0.5. The alert resolves below "
-        "threshold x (1 - alert_hysteresis). slo_burn: the burn-rate factor both windows must exceed",
+        "silence, default 60; heartbeat_rate: a ratio in (0, 1], default 0.5; anomaly: the robust z-score "
+        "a rate must exceed (sensitivity: lower flags more), default anomaly_z_threshold (3.5). The alert "
+        "resolves below threshold x (1 - alert_hysteresis) (anomaly: once no flag is left). slo_burn: the "
+        "burn-rate factor both windows must exceed",
+        nullable=True,
+    ),
+    AnomalyTypes(
+        "anomalyTypes",
+        "anomaly_types",
+        "anomaly only: the flag types that fire the rule; null or left out: every type",
         nullable=True,
     ),
     Number(
@@ -220,6 +252,7 @@ def rule_json(row: dict) -> dict:
         "kind": row["kind"],
         "threshold": row["threshold"],
         "share": row["share"],
+        "anomalyTypes": list(rules.anomaly_types_of(row["expression"])) if row["kind"] == "anomaly" else None,
         "expression": row["expression"],
         "resolveExpression": row["resolve_expression"],
         "severity": row["severity"],
@@ -298,6 +331,7 @@ def rule_columns(
     current: dict | None,
     hysteresis: float,
     egress: EgressPolicy | None = None,
+    default_z: float | None = None,
 ) -> dict[str, Any]:
     """The ``dat_spd_alert_rule`` columns to write for ``body``: a new rule (``current`` None), or
     the changes of a PATCH merged over the stored ``current``. Problem listing every mistake.
@@ -315,7 +349,16 @@ def rule_columns(
     out.update(scope_columns(conn, tenant, body, current, errors))
     if current is None or any(
         given(k)
-        for k in ("kind", "threshold", "share", "expression", "resolve_expression", "slo_id", "burn_policy")
+        for k in (
+            "kind",
+            "threshold",
+            "share",
+            "anomaly_types",
+            "expression",
+            "resolve_expression",
+            "slo_id",
+            "burn_policy",
+        )
     ):
         kind = body["kind"] if given("kind") else cur["kind"]
         # The stored threshold, share or expressions count only while the kind stays: another
@@ -344,12 +387,23 @@ def rule_columns(
             errors.append(field_error("body", "sloId", "applies to the slo_burn kind only"))
         if keep and kind == "slo_burn" and policy != cur.get("burn_policy") and not given("threshold"):
             threshold = None  # another policy: its own default factor
+        types = body.get("anomaly_types")
+        if keep and kind == "anomaly" and not given("anomaly_types"):
+            types = list(rules.anomaly_types_of(cur["expression"]))
         if keep and kind == "custom":
             expression = body["expression"] if given("expression") else cur["expression"]
             resolve = body["resolve_expression"] if given("resolve_expression") else cur["resolve_expression"]
         try:
             fire, back, value = rules.make_rule_expressions(
-                kind, threshold, expression, resolve, hysteresis, share, policy
+                kind,
+                threshold,
+                expression,
+                resolve,
+                hysteresis,
+                share,
+                burn_policy=policy,
+                anomaly_types=types,
+                default_z=default_z,
             )
         except rules.AlertRuleError as exc:
             errors.append(field_error("body", exc.field, exc.message))
@@ -411,9 +465,10 @@ async def create_rule(api: Api, call: Call) -> web.Response:
     b, claims = call.body, call.claims
     hysteresis = api.host.settings.alert_hysteresis
     egress = EgressPolicy.from_settings(api.host.settings)
+    default_z = api.host.settings.anomaly_z_threshold
 
     def work(conn):
-        columns = rule_columns(conn, claims.tenant, b, None, hysteresis, egress)
+        columns = rule_columns(conn, claims.tenant, b, None, hysteresis, egress, default_z)
         return alerts.create_rule(conn, claims.tenant, columns, actor=claims.user_id)
 
     row = await api.db(claims.tenant, work)
@@ -444,12 +499,13 @@ async def patch_rule(api: Api, call: Call) -> web.Response:
     rule_id, claims = call.path["rule_id"], call.claims
     hysteresis = api.host.settings.alert_hysteresis
     egress = EgressPolicy.from_settings(api.host.settings)
+    default_z = api.host.settings.anomaly_z_threshold
 
     def work(conn):
         before = alerts.get_rule(conn, claims.tenant, rule_id)
         if before is None:
             return None, None
-        changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis, egress)
+        changes = rule_columns(conn, claims.tenant, call.body, before, hysteresis, egress, default_z)
         return before, alerts.update_rule(conn, claims.tenant, rule_id, changes, actor=claims.user_id)
 
     before, after = await api.db(claims.tenant, work)

@@ -293,6 +293,46 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             },
         }
     ),
+    "RoomAnomalies": _obj(
+        {
+            "roomId": _UUID,
+            "from": _TS,
+            "to": _TS,
+            "items": {"type": "array", "items": _ref("Anomaly"), "description": "oldest first"},
+        }
+    ),
+    "Anomaly": _obj(
+        {
+            "id": _UUID,
+            "roomId": _UUID,
+            "roomCode": _NSTR,
+            "ruleId": {**_NUUID, "description": "the rule that raised it"},
+            "flag": {
+                "type": "string",
+                "enum": list(rules.ANOMALY_TYPES),
+                "description": "join_storm, leave_storm (per-minute rate far above the hour-of-week baseline), "
+                "latency_spike (last minute's p95 likewise), mass_disconnect (one group's abnormal ends), "
+                "flapping (one client's reconnects)",
+            },
+            "metric": {
+                **_STR,
+                "description": "joinsPerMin, leavesPerMin, latencyP95Ms, abnormalEndsPerMin or reconnects",
+            },
+            "group": {
+                **_NSTR,
+                "description": "mass_disconnect: appVersion=..., os=... or ip=<prefix /24 or /48>; "
+                "flapping: <userId>/<clientId>; null otherwise",
+            },
+            "value": {"type": "number", "description": "the metric when the flag rose"},
+            "baselineMedian": {**_NNUM, "description": "median of the metric at this hour of week"},
+            "baselineMad": {**_NNUM, "description": "median absolute deviation of it"},
+            "baselineMinutes": {**_NINT, "description": "the minutes the baseline stands on"},
+            "z": {**_NNUM, "description": "robust z-score (value - median) / (1.4826 x MAD)"},
+            "threshold": {**_NNUM, "description": "the rule's z-score (flapping: its reconnect count)"},
+            "startedAt": _TS,
+            "endedAt": {**_NTS, "description": "when it cleared; null while raised"},
+        }
+    ),
     "AlertRule": _obj(
         {
             "id": _UUID,
@@ -310,6 +350,11 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                 **_NNUM,
                 "description": "heartbeat: the share of online sessions that must be silent; null: any one "
                 "session (and every other kind)",
+            },
+            "anomalyTypes": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "enum": list(rules.ANOMALY_TYPES)},
+                "description": "anomaly: the flag types that fire it; null for every other kind",
             },
             "expression": {
                 **_STR,

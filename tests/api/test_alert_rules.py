@@ -25,6 +25,7 @@ RULE_KEYS = {
     "kind",
     "threshold",
     "share",
+    "anomalyTypes",
     "expression",
     "resolveExpression",
     "severity",
@@ -259,7 +260,7 @@ async def test_list_filters_and_pagination(api):
     assert page == ["b-capacity", "c-lobby"] and (body["total"], body["limit"]) == (4, 2)
     assert error_fields(await api.get(RULES, params={"enabled": "yes", "kind": "cpu", "roomId": "x"})) == {
         "enabled": "must be true or false",
-        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom, slo_burn",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, anomaly, custom, slo_burn",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'x'",
     }
 
@@ -287,7 +288,7 @@ async def test_validation_lists_every_mistake(api):
         "nme": errors["nme"],
         "name": "is required",
         "scope": "must be one of room, roomType, tenant",
-        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, custom, slo_burn",
+        "kind": "must be one of capacity, latency, heartbeat, heartbeat_rate, anomaly, custom, slo_burn",
         "threshold": "must be a number",
         "roomId": "must be a UUID such as 00000000-0000-0000-0000-000000006c0f; got 'room-1'",
         "forSeconds": "must be an integer from 0 to 86400",
@@ -317,7 +318,8 @@ async def test_validation_lists_every_mistake(api):
     assert "Syntax error" in malformed["expression"] and "online >" in malformed["expression"]
     assert (await rule_errors(expression="cpu > 90")) == {
         "expression": "unknown metric(s) cpu; known: online, capacity, utilization, peak, users, avgLatencyMs, "
-        "staleSessions, oldestHeartbeatAgeS, silentShare, heartbeatRateDrop, roomCode, tenant"
+        "staleSessions, oldestHeartbeatAgeS, silentShare, heartbeatRateDrop, joinStorms, leaveStorms, "
+        "latencySpikes, massDisconnects, flappingClients, roomCode, tenant"
     }
     assert (await rule_errors(expression="online + 1")) == {
         "expression": "must evaluate to a boolean, got int"
@@ -396,6 +398,41 @@ async def test_patch_to_another_kind_rewrites_the_expressions(api):
     assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"kind": "custom"})) == {
         "expression": "is required for a custom rule"
     }
+
+
+async def test_anomaly_rule_takes_a_sensitivity_and_flag_types(api):
+    doc = (await api.get("/api/openapi.json", role=None)).body
+    rule = await create_rule(api, kind="anomaly", anomalyTypes=["mass_disconnect", "join_storm"])
+    check_shape(doc["components"]["schemas"]["AlertRule"], rule, doc, "rule")
+    # The default z-score is the server's anomaly_z_threshold; the types are written in one order.
+    assert (rule["threshold"], rule["anomalyTypes"], rule["expression"], rule["resolveExpression"]) == (
+        api.node.settings.anomaly_z_threshold,
+        ["join_storm", "mass_disconnect"],
+        "joinStorms + massDisconnects > 0",
+        "joinStorms + massDisconnects == 0",
+    )
+    # A new sensitivity keeps the types; new types keep the sensitivity.
+    tuned = (await api.patch(f"{RULES}/{rule['id']}", {"threshold": 5})).body
+    assert (tuned["threshold"], tuned["anomalyTypes"]) == (5.0, ["join_storm", "mass_disconnect"])
+    tuned = (await api.patch(f"{RULES}/{rule['id']}", {"anomalyTypes": ["flapping"]})).body
+    assert (tuned["threshold"], tuned["anomalyTypes"], tuned["expression"]) == (
+        5.0,
+        ["flapping"],
+        "flappingClients > 0",
+    )
+    assert (await create_rule(api, kind="latency"))["anomalyTypes"] is None
+    assert error_fields(
+        await api.patch(f"{RULES}/{rule['id']}", {"anomalyTypes": ["flapping", "flapping"]})
+    ) == {"anomalyTypes": "must name each type once"}
+    assert error_fields(await api.patch(f"{RULES}/{rule['id']}", {"anomalyTypes": ["storm"]})) == {
+        "anomalyTypes": "unknown type(s) storm; known: join_storm, leave_storm, latency_spike, "
+        "mass_disconnect, flapping"
+    }
+    assert error_fields(
+        await api.post(
+            RULES, {"name": "x", "scope": "tenant", "kind": "capacity", "anomalyTypes": ["flapping"]}
+        )
+    ) == {"anomalyTypes": "applies to the anomaly kind only"}
 
 
 async def test_roles(api):

@@ -203,7 +203,8 @@ async def test_history_charts_in_firefox(node_factory, tab):
         count = "(sel) => document.querySelectorAll(sel).length"
         assert await tab.call(count, "#chart-online path.line") == 2
         assert await tab.call(count, "#chart-latency path.line") == 2
-        # The room view also asks for its SLOs (views/slos.js): the stats calls are the history's.
+        # The room view also asks for its SLOs (views/slos.js) and its anomaly flags: the stats
+        # calls are the history's.
         calls = await tab.evaluate("window.__statsCalls")
         url, auth = [c for c in calls if "/stats?" in c[0]][-1]
         assert url.startswith("/api/v1/rooms/") and "bucket=1m" in url, url

@@ -69,6 +69,7 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
             "dat_spd_slo",
             "spd_export_chain",  # 0013: the export chain head and record
             "dat_spd_export",
+            "dat_spd_anomaly",
         ]
         # The archive's tables are tenant data under the same policy (0011).
         archive = ["dat_spd_session", "dat_spd_room_stats", "dat_spd_alert_event"]
@@ -222,6 +223,34 @@ def test_0009_turns_stored_heartbeat_rules_into_rate_drop_rules_that_still_fire(
                        VALUES ('alpha', 'x', 'tenant', %s, 'true', %s)""",
                     [kind, share],
                 )
+
+
+def test_0014_adds_the_anomaly_kind_and_keeps_kinds_added_before_it(empty_pg_dsn, tmp_path):
+    """0014 rebuilds the kind check from the kinds it allows, so a kind another migration added
+    before it (here by hand: 'slo_burn') stays allowed beside 'anomaly'; others are still refused."""
+    for migration in available_migrations():
+        if migration.version < "0014":
+            (tmp_path / f"{migration.version}_{migration.name}.sql").write_text(migration.sql)
+    migrate(empty_pg_dsn, tmp_path)
+    with psycopg.connect(empty_pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE dat_spd_alert_rule DROP CONSTRAINT dat_spd_alert_rule_kind_chk,"
+            " ADD CONSTRAINT dat_spd_alert_rule_kind_chk CHECK (kind IN"
+            " ('capacity', 'latency', 'heartbeat', 'heartbeat_rate', 'custom', 'slo_burn'))"
+        )
+        assert migrate(conn) == [m.version for m in available_migrations() if m.version >= "0014"]
+
+        def insert(kind: str) -> None:
+            conn.execute(
+                "INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, kind, expression)"
+                " VALUES ('t', 'r', 'tenant', %s, 'online > 1')",
+                [kind],
+            )
+
+        for kind in ("capacity", "heartbeat_rate", "custom", "slo_burn", "anomaly"):
+            insert(kind)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            insert("cpu")
 
 
 def test_0011_makes_tables_archived_before_it_readable_per_tenant(empty_pg_dsn, tmp_path):

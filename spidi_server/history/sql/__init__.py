@@ -8,6 +8,7 @@
 * ``alerts``     the evaluator's reads, the writer's alert events, the operators' alert API
 * ``slos``       latency SLOs: the operators' API, the evaluator's load, SLI counts off the histograms
 * ``exports``    attendance exports: a room's sessions over a period, the per-tenant export chain
+* ``anomalies``  anomaly rules: hour-of-week baselines, recent activity, the flags raised (0014)
 * ``defaults``   what a tenant gets on first use: default room types and rules, seeded once
 * ``common``     what the statement modules share: paging, soft delete, ``ConflictError``
 

@@ -1,8 +1,10 @@
 /*
  * The room view's history card: the stats of the room on screen over the chosen range (REST,
- * refreshed every minute by the room view), drawn as the online and latency line charts.
+ * refreshed every minute by the room view), drawn as the online and latency line charts with the
+ * room's anomaly flags marked on them (anomalies.js).
  */
 
+import { loadAnomalies, markAnomalies } from "../anomalies.js";
 import { loadRoomStats } from "../api.js";
 import { lineChart } from "../charts.js";
 import { $, el } from "../dom.js";
@@ -36,11 +38,14 @@ export async function loadHistory() {
     r.history = { status: "loading", range: rangeKey };
     renderHistory();
   }
-  const result = await loadRoomStats(state.token, r.roomId, range, from, to, abort.signal);
-  if (!result) return; // aborted
+  const [result, anomalies] = await Promise.all([
+    loadRoomStats(state.token, r.roomId, range, from, to, abort.signal),
+    loadAnomalies(state.token, r.roomId, from, to, abort.signal),
+  ]);
+  if (!result || !anomalies) return; // aborted
   if (state.room !== r || r.historyAbort !== abort) return;
   r.historyAbort = null;
-  r.history = Object.assign(result, { range: rangeKey, from: from.getTime(), to: to.getTime() });
+  r.history = Object.assign(result, { range: rangeKey, from: from.getTime(), to: to.getTime(), anomalies });
   renderHistory();
 }
 
@@ -83,4 +88,6 @@ export function renderHistory() {
       { name: "Latency (p95)", cls: "s-lat-p95", dashed: true, points: h.points.map((p) => [t(p), num(p.latencyP95Ms)]) },
     ],
   });
+  markAnomalies($("#chart-online"), h.anomalies, h.from, h.to, false);
+  markAnomalies($("#chart-latency"), h.anomalies, h.from, h.to, true);
 }
