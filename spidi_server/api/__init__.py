@@ -2,6 +2,7 @@
 
 One module per resource, each with its fields, rendering, handlers and routes: ``rooms``,
 ``room_types``, ``sessions`` (live rosters, room statistics, session history, a user's sessions),
+``point_in_time`` (a room's roster at a past instant, its online count over time),
 ``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts). Beneath them: ``params``
 (what the resources share: paging and time-range fields, the list envelope, timestamps, codes),
 ``routing`` (the table's shape and the per-request wrapper), ``validation`` (input rules that also
@@ -19,6 +20,7 @@ from aiohttp import web
 from . import openapi
 from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
+from .point_in_time import PIT_ROUTES
 from .problems import problem_middleware
 from .reconcile import RECONCILE_ROUTES
 from .room_types import ROOM_TYPE_ROUTES
@@ -35,6 +37,7 @@ ROUTES: tuple[Route, ...] = (
     + ROOM_TYPE_ROUTES
     + ROOM_ROUTES
     + SESSION_ROUTES
+    + PIT_ROUTES
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES
