@@ -25,13 +25,12 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from .. import roles
-from ..history.sql import pitr
+from ..history.sql import pitr, rooms
 from .params import ARCHIVE, FROM, TO, iso, window
 from .problems import field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
 from .routing import Call, Route, json_response
 from .service import Api
-from .sessions import room_known
 from .validation import Integer, Text, Timestamp
 
 MAX_POINTS = 10_080  # a week of minutes, as the stats endpoint's buckets
@@ -118,6 +117,12 @@ def _archive(api: Api, given: bool | None, oldest: datetime, now: datetime) -> b
     return oldest < now - timedelta(days=api.host.settings.retention_hot_days)
 
 
+def _known(conn, tenant: str, room_id: str, archive: bool) -> bool:
+    """Whether the tenant's PostgreSQL knows the room: stored, or in its session history (row-level
+    security: another tenant's sessions are not there)."""
+    return rooms.exists(conn, tenant, room_id) or pitr.has_sessions(conn, room_id, archive=archive)
+
+
 def _lost_before(api: Api, now: datetime) -> datetime:
     return now - timedelta(seconds=api.host.settings.writer_sweep_after_s)
 
@@ -129,10 +134,15 @@ async def room_roster_at(api: Api, call: Call) -> web.Response:
     at = q["at"]
     _check_age(api, "at", at, now)
     archive = _archive(api, q["archive"], at, now)
-    if not await room_known(api, tenant, room_id):
-        raise not_found("room", room_id)
     lost_before = _lost_before(api, now)
-    rows = await api.db(tenant, lambda c: pitr.roster_at(c, room_id, at, lost_before, archive=archive))
+
+    def work(conn):
+        rows = pitr.roster_at(conn, room_id, at, lost_before, archive=archive)
+        return rows, bool(rows) or _known(conn, tenant, room_id, archive)
+
+    rows, known = await api.db(tenant, work)
+    if not known and not await api.room_known_live(tenant, room_id):
+        raise not_found("room", room_id)
     with_ip = api.may(call.claims, roles.VIEW_IP)
     return json_response(
         {
@@ -189,12 +199,15 @@ async def room_timeline(api: Api, call: Call) -> web.Response:
     _check_age(api, "from", start, now)
     step, points = _instants(q, start, end)
     archive = _archive(api, q["archive"], start, now)
-    if not await room_known(api, tenant, room_id):
-        raise not_found("room", room_id)
     lost_before = _lost_before(api, now)
-    counts = await api.db(
-        tenant, lambda c: pitr.online_counts(c, room_id, start, step, points, lost_before, archive=archive)
-    )
+
+    def work(conn):
+        counts = pitr.online_counts(conn, room_id, start, step, points, lost_before, archive=archive)
+        return counts, any(counts) or _known(conn, tenant, room_id, archive)
+
+    counts, known = await api.db(tenant, work)
+    if not known and not await api.room_known_live(tenant, room_id):
+        raise not_found("room", room_id)
     return json_response(
         {
             "roomId": room_id,

@@ -45,6 +45,17 @@ _OVERLAPPING = f"""
 """
 
 
+def has_sessions(conn: psycopg.Connection, room_id: str, *, archive: bool = False) -> bool:
+    """Whether history holds any session of ``room_id`` (with ``archive``, archived ones count):
+    a room known only from its history (auto-created, then forgotten by Redis) is still a room."""
+    return conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM dat_spd_session WHERE room_id = %(room)s AND deleted_at IS NULL)
+               OR (%(archive)s AND EXISTS (SELECT 1 FROM spd_archive.dat_spd_session
+                                           WHERE room_id = %(room)s AND deleted_at IS NULL))""",
+        {"room": room_id, "archive": archive},
+    ).fetchone()[0]
+
+
 def roster_at(
     conn: psycopg.Connection, room_id: str, at: datetime, lost_before: datetime, *, archive: bool = False
 ) -> list[dict[str, Any]]:
@@ -73,40 +84,44 @@ def online_counts(
     exact counts, a session counting at instant t when started_at <= t < end.
 
     One pass over the overlapping sessions: each adds +1 at the first instant it covers and -1 at
-    the first instant after its end (in whole microseconds, exact at the boundaries); the counts
-    are the running sum of those deltas. A session between two instants covers none.
+    the first instant at or after its end (timestamps have microseconds: exact at the boundaries);
+    the counts are the running sum of those deltas. A session between two instants covers none.
     """
     if points < 1:
         return []
-    step_us = step // timedelta(microseconds=1)
-    if step_us < 1:
+    if step < timedelta(microseconds=1):
         raise ValueError("step must be at least 1 microsecond")
     last = start + step * (points - 1)
     rows = conn.execute(
         f"""WITH s AS (
-                SELECT greatest(0, ceil(extract(epoch FROM started_at - %(lo)s) * 1000000 / %(step)s))::bigint AS ks,
-                       ceil(extract(epoch FROM eff_end - %(lo)s) * 1000000 / %(step)s)::bigint AS ke
+                -- ks: the first instant at or after the start (lo for a session already in);
+                -- ke: the first instant at or after the end (NULL: still live). date_bin floors
+                -- to the grid of instants lo + k * step, exactly, in C.
+                SELECT greatest(%(lo)s, date_bin(%(step)s, started_at - %(us)s, %(lo)s) + %(step)s) AS ks,
+                       date_bin(%(step)s, eff_end - %(us)s, %(lo)s) + %(step)s AS ke
                 FROM ({_OVERLAPPING}) AS o
                 WHERE eff_end IS NULL OR eff_end > %(lo)s
-            ), d AS (
-                SELECT ks AS k, 1 AS delta FROM s WHERE ke IS NULL OR ke > ks
-                UNION ALL
-                SELECT ke, -1 FROM s WHERE ke > ks AND ke < %(points)s
             )
-            SELECT k, sum(delta)::bigint FROM d GROUP BY k""",
+            -- One scan, two hash aggregates: sessions per first instant, and per instant of end.
+            SELECT grouping(ks) = 0 AS is_start, coalesce(ks, ke), count(*)
+            FROM s
+            WHERE ke IS NULL OR ke > ks
+            GROUP BY GROUPING SETS ((ks), (ke))""",
         {
             "room": room_id,
             "lo": start,
             "hi": last,
-            "step": step_us,
-            "points": points,
+            "step": step,
+            "us": timedelta(microseconds=1),
             "lost_before": lost_before,
             "archive": archive,
         },
     ).fetchall()
     deltas = [0] * points
-    for k, delta in rows:
-        deltas[k] += delta
+    for is_start, instant, n in rows:
+        if instant is None or instant > last:
+            continue  # live sessions, or ends after the last instant: they count to the end
+        deltas[(instant - start) // step] += n if is_start else -n
     counts, running = [], 0
     for delta in deltas:
         running += delta

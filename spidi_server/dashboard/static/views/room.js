@@ -11,6 +11,7 @@ import { capacityClass, fmtAgo, fmtDuration, fmtInt, fmtMs, fullFmt, latencyClas
 import { schedule, state } from "../state.js";
 import { renderSortHeaders, sortRows } from "../tables.js";
 import { HISTORY_REFRESH_MS, loadHistory, renderHistory } from "./history.js";
+import { enterReplay, leaveReplay } from "./replay.js";
 
 const MAX_ROSTER_ROWS = 500;
 const LATENCY_BUCKETS = [
@@ -53,6 +54,7 @@ export function enterRoom(code) {
   if (state.client && state.client.connected) subscribeRoom(state.room);
   loadHistory();
   state.room.historyTimer = setInterval(loadHistory, HISTORY_REFRESH_MS);
+  enterReplay(state.room);
   window.scrollTo(0, 0);
 }
 
@@ -62,6 +64,7 @@ export function leaveRoom() {
   for (const sub of Object.values(r.subs)) if (sub) sub.unsubscribe();
   if (r.historyAbort) r.historyAbort.abort();
   clearInterval(r.historyTimer);
+  leaveReplay();
   state.room = null;
 }
 
@@ -87,6 +90,7 @@ export function learnRoomId(r, roomId) {
   r.roomId = roomId;
   $("#room-id").textContent = "id " + roomId;
   loadHistory();
+  enterReplay(r);
 }
 
 function onMetrics(r, msg) {
