@@ -10,8 +10,7 @@ counts until then; otherwise it is live and counts up to now. Either way, a read
 the answer it will still give once the sweep has run.
 
 Callers run these inside ``tenancy.tenant_transaction``: row-level security keeps them in the
-tenant's rows, hot and archived. Migration 0015 indexes the reads (room_id with started_at, and
-with coalesce(ended_at, 'infinity')).
+tenant's rows, hot and archived. Migration 0015 indexes the reads (see ``_BRANCHES``).
 """
 
 from __future__ import annotations
@@ -22,27 +21,32 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-# The effective end of a session (NULL: still live), see the module docstring.
-_END = """CASE WHEN ended_at IS NOT NULL THEN ended_at
-                WHEN coalesce(last_heartbeat_at, started_at) < %(lost_before)s
-                THEN coalesce(last_heartbeat_at, started_at) END"""
-
-# The sessions of a room that overlap [%(lo)s, %(hi)s] (started by hi, not ended by lo), from the
-# hot table and, with %(archive)s, the archive's. The coalesce(...) condition is the indexed
-# expression of migration 0015; the exact end (_END) is applied by the callers.
-_OVERLAPPING = f"""
+# The sessions of a room that overlap [%(lo)s, %(hi)s] (started by hi, not ended by lo), in two
+# branches each of which an index of migration 0015 answers: ended ones (room_id, ended_at,
+# started_at) and open ones (room_id, started_at, partial on ended_at IS NULL). Plain column
+# bounds, not coalesce(ended_at, 'infinity'): under row-level security the planner may use a
+# column's statistics (through leakproof operators) but never an expression index's, and without
+# them it misjudges the end bound and reads the whole room. eff_end is the session's end as the
+# module docstring defines it (NULL: still live); the callers filter on it.
+_BRANCHES = """
     SELECT session_id, user_id, client_id, device, os, app_version, ip, started_at, ended_at,
-           end_reason, last_heartbeat_at, {_END} AS eff_end
-    FROM dat_spd_session
-    WHERE room_id = %(room)s AND deleted_at IS NULL
-      AND started_at <= %(hi)s AND coalesce(ended_at, 'infinity'::timestamptz) > %(lo)s
+           end_reason, last_heartbeat_at, ended_at AS eff_end
+    FROM {table}
+    WHERE {gate} room_id = %(room)s AND deleted_at IS NULL AND ended_at > %(lo)s AND started_at <= %(hi)s
     UNION ALL
-    SELECT session_id, user_id, client_id, device, os, app_version, ip, started_at, ended_at,
-           end_reason, last_heartbeat_at, {_END} AS eff_end
-    FROM spd_archive.dat_spd_session
-    WHERE %(archive)s AND room_id = %(room)s AND deleted_at IS NULL
-      AND started_at <= %(hi)s AND coalesce(ended_at, 'infinity'::timestamptz) > %(lo)s
+    SELECT session_id, user_id, client_id, device, os, app_version, ip, started_at, NULL::timestamptz,
+           NULL::text, last_heartbeat_at,
+           CASE WHEN coalesce(last_heartbeat_at, started_at) < %(lost_before)s
+                THEN coalesce(last_heartbeat_at, started_at) END
+    FROM {table}
+    WHERE {gate} room_id = %(room)s AND deleted_at IS NULL AND ended_at IS NULL AND started_at <= %(hi)s
 """
+# The hot table and, with %(archive)s, the archive's.
+_OVERLAPPING = (
+    _BRANCHES.format(table="dat_spd_session", gate="")
+    + "    UNION ALL"
+    + _BRANCHES.format(table="spd_archive.dat_spd_session", gate="%(archive)s AND")
+)
 
 
 def has_sessions(conn: psycopg.Connection, room_id: str, *, archive: bool = False) -> bool:
