@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +62,7 @@ TENANT = "bench"
 ROOM = "lecture-hall"
 DAY_MS = 86_400_000
 PUSH_BATCH = 10_000
+MAX_AHEAD = 200_000  # events pushed and not yet written, at most
 SECRET = "pitr-bench-secret-0123456789abcdef0123456789"
 INDEXES = ("dat_spd_session_room_end_idx", "dat_spd_session_room_open_idx")
 TIMELINES = {
@@ -75,9 +78,11 @@ def _random_span(now: datetime, rng: random.Random, span: timedelta, extra: dict
     return start, start + span, extra
 
 
-def generate(users: int, days: int, now_ms: int, rng: random.Random) -> tuple[list[dict], int, int]:
-    """(events, sessions, still open): every user's sessions of the ``days`` days before now."""
-    room_id = room_id_for(TENANT, ROOM)
+def generate(
+    users: int, days: int, now_ms: int, rng: random.Random, room: str = ROOM
+) -> tuple[list[dict], int, int]:
+    """(events, sessions, still open): every user's sessions of the ``days`` days before now in ``room``."""
+    room_id = room_id_for(TENANT, room)
     out: list[dict] = []
     sessions = still_open = 0
     first_day = now_ms - days * DAY_MS
@@ -98,7 +103,7 @@ def generate(users: int, days: int, now_ms: int, rng: random.Random) -> tuple[li
                     events.session_started(
                         session_id=sid,
                         room_id=room_id,
-                        room_code=ROOM,
+                        room_code=room,
                         tenant=TENANT,
                         user_id=user,
                         node_id=f"node-{u % 4}",
@@ -129,34 +134,44 @@ def generate(users: int, days: int, now_ms: int, rng: random.Random) -> tuple[li
                     reason = rng.choices(["leave", "timeout", "disconnect"], [80, 10, 10])[0]
                     out.append(
                         events.session_ended(
-                            **figures, ended_at=end, reason=reason, user_id=user, room_code=ROOM, **info
+                            **figures, ended_at=end, reason=reason, user_id=user, room_code=room, **info
                         )
                     )
     return out, sessions, still_open
 
 
-def fill(settings: Settings, client: redis.Redis, evs: list[dict]) -> float:
-    """Push ``evs`` in pipelined batches while one writer ingests them; seconds until all are written."""
+def fill(settings: Settings, client: redis.Redis, rooms: Iterable[list[dict]]) -> tuple[float, int]:
+    """Push each room's events in pipelined batches while one writer ingests them; (seconds until
+    all are written, events pushed). Rooms come one at a time: a busy database's events never sit
+    in memory all at once."""
     stop = threading.Event()
     writer = threading.Thread(
         target=run_writer, args=(settings, stop), kwargs={"consumer": "pitr"}, daemon=True
     )
     started = time.perf_counter()
     writer.start()
-    for i in range(0, len(evs), PUSH_BATCH):
-        pipe = client.pipeline(transaction=False)
-        for ev in evs[i : i + PUSH_BATCH]:
-            pipe.xadd(events.STREAM, events.encode(ev), maxlen=events.STREAM_MAXLEN, approximate=True)
-        pipe.execute()
+    pushed = 0
+    for evs in rooms:
+        for i in range(0, len(evs), PUSH_BATCH):
+            # At most a room's worth ahead of the writer: the stream stays a bounded size in Redis.
+            while pushed + i - int(client.hget(STATUS_KEY, "events_written") or 0) > MAX_AHEAD:
+                if not writer.is_alive():
+                    raise RuntimeError(f"writer died: {client.hgetall(STATUS_KEY)}")
+                time.sleep(0.05)
+            pipe = client.pipeline(transaction=False)
+            for ev in evs[i : i + PUSH_BATCH]:
+                pipe.xadd(events.STREAM, events.encode(ev), maxlen=events.STREAM_MAXLEN, approximate=True)
+            pipe.execute()
+        pushed += len(evs)
     deadline = time.monotonic() + 3600
-    while int(client.hget(STATUS_KEY, "events_written") or 0) < len(evs):
+    while int(client.hget(STATUS_KEY, "events_written") or 0) < pushed:
         if time.monotonic() > deadline or not writer.is_alive():
             raise RuntimeError(f"writer did not finish: {client.hgetall(STATUS_KEY)}")
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     stop.set()
     writer.join(60)
-    return elapsed
+    return elapsed, pushed
 
 
 def summary(samples: list[float]) -> dict:
@@ -284,8 +299,9 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}",
         "",
-        f"History: {result['sessions']:,} sessions of {result['users']:,} users over {result['days']} days in one room "
-        f"({result['still_open']} still open), {result['events']:,} events pushed to the stream and ingested by the "
+        f"History: {result['sessions']:,} sessions of {result['users']:,} users over {result['days']} days in the room "
+        f"({result['still_open']} still open), and {result['other_rooms']} other rooms alike "
+        f"({result['stored']:,} sessions in all): {result['events']:,} events pushed to the stream and ingested by the "
         f"writer in {result['fill_s']} s; PostgreSQL {result['postgres']}, VACUUM ANALYZEd after the fill (as autovacuum would).",
         "",
         "Over HTTP: calls on loopback to a real node (client in the same process), one at a time, as an admin",
@@ -322,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--calls", type=int, default=200, help="roster calls, and timeline calls in all")
     parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument(
+        "--other-rooms",
+        type=int,
+        default=0,
+        help="also fill this many other rooms of the tenant alike (a database where the room is one of many)",
+    )
     parser.add_argument(
         "--without-indexes", action="store_true", help="also time without migration 0015's indexes"
     )
@@ -367,14 +389,18 @@ def main(argv: list[str] | None = None) -> dict:
                 writer_sweep_interval_s=0,  # the open sessions are "live": nothing to sweep
                 tenant_defaults=False,
             ).validate()
-            fill_s = fill(settings, client, evs)
+            noise = (
+                generate(args.users, args.days, now_ms, random.Random(args.seed + n), f"other-{n}")[0]
+                for n in range(args.other_rooms)
+            )
+            fill_s, pushed = fill(settings, client, itertools.chain([evs], noise))
             with psycopg.connect(dsn, autocommit=True) as conn:
                 # What autovacuum does after a load: hint bits and the visibility map set, so the
                 # first timed reads do not pay for them (and index-only scans are possible).
                 conn.execute("VACUUM (ANALYZE) dat_spd_session")
                 stored = conn.execute("SELECT count(*) FROM dat_spd_session").fetchone()[0]
                 postgres = conn.execute("SHOW server_version").fetchone()[0]
-            if stored != sessions:
+            if args.other_rooms == 0 and stored != sessions:
                 raise RuntimeError(f"{stored} sessions stored, {sessions} generated")
             days = min(args.days, 30)
 
@@ -406,7 +432,9 @@ def main(argv: list[str] | None = None) -> dict:
         "days": args.days,
         "sessions": sessions,
         "still_open": still_open,
-        "events": len(evs),
+        "events": pushed,
+        "other_rooms": args.other_rooms,
+        "stored": stored,
         "fill_s": round(fill_s, 1),
         "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "runs": runs,
