@@ -142,7 +142,13 @@ async function loadTimeline() {
     status("No replay — " + result.error + ".");
     return;
   }
-  mine.points = result.data.points.map((p) => ({ t: toMs(p.ts), ts: p.ts, online: p.online }));
+  mine.points = (Array.isArray(result.data.points) ? result.data.points : [])
+    .map((p) => ({ t: toMs(p.ts), ts: p.ts, online: typeof p.online === "number" ? p.online : null }))
+    .filter((p) => p.t !== null && p.online !== null);
+  if (!mine.points.length) {
+    status("No replay — the history API answered no timeline.");
+    return;
+  }
   mine.from = from.getTime();
   mine.to = to.getTime();
   status("");
@@ -187,7 +193,7 @@ async function select(index) {
     status("No replay — " + result.error + ".");
     return;
   }
-  renderRoster(result.data.items, p.ts);
+  renderRoster(Array.isArray(result.data.items) ? result.data.items : [], p.ts);
 }
 
 function renderRoster(items, at) {
