@@ -5,6 +5,7 @@
 * ``rooms``      the room catalogue (REST API, the node's room cache, tests): one set of functions
 * ``room_types`` the room-type catalogue and the one lookup of a type by its code
 * ``sessions``   history reads: sessions, room statistics, histogram helpers
+* ``pitr``       a room in the past: its roster at an instant, its online count over time
 * ``alerts``     the evaluator's reads, the writer's alert events, the operators' alert API
 * ``defaults``   what a tenant gets on first use: default room types and rules, seeded once
 * ``common``     what the statement modules share: paging, soft delete, ``ConflictError``
