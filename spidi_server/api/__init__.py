@@ -3,6 +3,7 @@
 One module per resource, each with its fields, rendering, handlers and routes: ``rooms``,
 ``room_types``, ``sessions`` (live rosters, room statistics, session history, a user's sessions),
 ``attendance`` (signed, chained attendance exports and their public key),
+``point_in_time`` (a room's roster at a past instant, its online count over time),
 ``alert_rules``, ``alerts`` (alert events, acknowledgement, open alerts), ``slos`` (latency SLOs
 and their status). Beneath them: ``params``
 (what the resources share: paging and time-range fields, the list envelope, timestamps, codes),
@@ -23,6 +24,7 @@ from .alert_rules import ALERT_RULE_ROUTES
 from .alerts import ALERT_ROUTES
 from .anomalies import ANOMALY_ROUTES
 from .attendance import ATTENDANCE_ROUTES
+from .point_in_time import PIT_ROUTES
 from .problems import problem_middleware
 from .reconcile import RECONCILE_ROUTES
 from .room_types import ROOM_TYPE_ROUTES
@@ -42,6 +44,7 @@ ROUTES: tuple[Route, ...] = (
     + SESSION_ROUTES
     + ATTENDANCE_ROUTES
     + ANOMALY_ROUTES
+    + PIT_ROUTES
     + RECONCILE_ROUTES
     + ALERT_RULE_ROUTES
     + ALERT_ROUTES

@@ -267,6 +267,50 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "pem": {**_STR, "description": "SubjectPublicKeyInfo PEM"},
         }
     ),
+    "PastRosterEntry": _obj(
+        {
+            "sessionId": _UUID,
+            "userId": _NSTR,
+            "clientId": _NSTR,
+            "device": _NSTR,
+            "os": _NSTR,
+            "appVersion": _NSTR,
+            "ip": {**_NSTR, "description": _IP_NOTE},
+            "startedAt": _TS,
+            "endedAt": {**_NTS, "description": "null while history holds it open (it may end after at)"},
+            "endReason": _NSTR,
+            "lastHeartbeatAt": _NTS,
+        },
+        "A session in the room at the instant asked (from session history)",
+        ("ip",),
+    ),
+    "PastRoster": _obj(
+        {
+            "roomId": _UUID,
+            "at": _TS,
+            "archive": {"type": "boolean", "description": "whether archived history was read too"},
+            "items": {"type": "array", "items": _ref("PastRosterEntry"), "description": "oldest first"},
+        }
+    ),
+    "RoomTimeline": _obj(
+        {
+            "roomId": _UUID,
+            "from": _TS,
+            "to": _TS,
+            "stepSeconds": {"type": "number", "description": "time between instants"},
+            "archive": {"type": "boolean", "description": "whether archived history was read too"},
+            "points": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "ts": {**_TS, "description": "the instant"},
+                        "online": {**_INT, "description": "sessions in the room at that instant"},
+                    }
+                ),
+                "description": "one per instant from, from + step, ... before to",
+            },
+        }
+    ),
     "StatsPoint": _obj(
         {
             "ts": {**_TS, "description": "start of the bucket"},

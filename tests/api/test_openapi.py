@@ -70,6 +70,10 @@ async def test_responses_have_the_documented_shapes(api):
         ("/api/v1/room-types/{id}", "get"): await api.get(f"/api/v1/room-types/{rt['id']}"),
         ("/api/v1/rooms/{id}/stats", "get"): await api.get(f"/api/v1/rooms/{room['id']}/stats"),
         ("/api/v1/rooms/{id}/sessions", "get"): await api.get(f"/api/v1/rooms/{room['id']}/sessions"),
+        ("/api/v1/rooms/{id}/roster", "get"): await api.get(
+            f"/api/v1/rooms/{room['id']}/roster", params={"at": "2026-11-01T00:00:00Z"}
+        ),
+        ("/api/v1/rooms/{id}/timeline", "get"): await api.get(f"/api/v1/rooms/{room['id']}/timeline"),
         ("/api/v1/sessions", "get"): await api.get("/api/v1/sessions"),
         ("/api/v1/users/{userId}/sessions", "get"): await api.get("/api/v1/users/u/sessions"),
         ("/api/v1/rooms/{id}/attendance", "get"): await api.get(

@@ -5,6 +5,7 @@
 * ``rooms``      the room catalogue (REST API, the node's room cache, tests): one set of functions
 * ``room_types`` the room-type catalogue and the one lookup of a type by its code
 * ``sessions``   history reads: sessions, room statistics, histogram helpers
+* ``pitr``       a room in the past: its roster at an instant, its online count over time
 * ``alerts``     the evaluator's reads, the writer's alert events, the operators' alert API
 * ``slos``       latency SLOs: the operators' API, the evaluator's load, SLI counts off the histograms
 * ``exports``    attendance exports: a room's sessions over a period, the per-tenant export chain

@@ -14,6 +14,7 @@ import { schedule, state } from "../state.js";
 import { renderSortHeaders, sortRows } from "../tables.js";
 import { HISTORY_REFRESH_MS, loadHistory, renderHistory } from "./history.js";
 import { loadSlos, renderSlos } from "./slos.js";
+import { enterReplay, leaveReplay } from "./replay.js";
 
 const MAX_ROSTER_ROWS = 500;
 const LATENCY_BUCKETS = [
@@ -61,6 +62,7 @@ export function enterRoom(code) {
     loadHistory();
     loadSlos();
   }, HISTORY_REFRESH_MS);
+  enterReplay(state.room);
   window.scrollTo(0, 0);
 }
 
@@ -71,6 +73,7 @@ export function leaveRoom() {
   if (r.historyAbort) r.historyAbort.abort();
   if (r.slosAbort) r.slosAbort.abort();
   clearInterval(r.historyTimer);
+  leaveReplay();
   state.room = null;
 }
 
@@ -98,6 +101,7 @@ export function learnRoomId(r, roomId) {
   $("#room-id").textContent = "id " + roomId;
   loadHistory();
   loadSlos();
+  enterReplay(r);
 }
 
 function onMetrics(r, msg) {
