@@ -67,6 +67,9 @@ REST: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/rooms/{id}/sessions"): READ,
     ("GET", "/api/v1/rooms/{id}/stats"): READ,
     ("GET", "/api/v1/rooms/{id}/reconcile"): WRITE,
+    ("GET", "/api/v1/rooms/{id}/anomalies"): READ,
+    ("GET", "/api/v1/rooms/{id}/roster"): READ,
+    ("GET", "/api/v1/rooms/{id}/timeline"): READ,
     ("GET", "/api/v1/sessions"): SESSIONS,
     ("GET", "/api/v1/users/{userId}/sessions"): SESSIONS,
     ("GET", "/api/v1/rooms/{id}/attendance"): SESSIONS,  # and the IP-address role (admins)
