@@ -110,7 +110,7 @@ def test_counts_are_the_rules_cel_metrics():
 
 def test_anomaly_rule_expressions_come_from_its_types_and_threshold():
     fire, resolve, z = rules.make_rule_expressions(
-        "anomaly", None, None, None, 0.1, None, ["flapping", "join_storm"], 3.5
+        "anomaly", None, None, None, 0.1, None, anomaly_types=["flapping", "join_storm"], default_z=3.5
     )
     assert (fire, resolve, z) == (
         "joinStorms + flappingClients > 0",
@@ -140,5 +140,7 @@ def test_anomaly_rule_expressions_come_from_its_types_and_threshold():
 )
 def test_bad_anomaly_rules_are_refused_with_the_field(kind, threshold, types, default_z, field, message):
     with pytest.raises(rules.AlertRuleError) as err:
-        rules.make_rule_expressions(kind, threshold, None, None, 0.1, None, types, default_z)
+        rules.make_rule_expressions(
+            kind, threshold, None, None, 0.1, None, anomaly_types=types, default_z=default_z
+        )
     assert err.value.field == field and message in err.value.message

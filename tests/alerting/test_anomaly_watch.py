@@ -126,7 +126,9 @@ async def test_latency_spike_against_the_hour_of_week_p95(settings, redis_sync, 
         push(redis_sync, evs)
         wait_for(lambda: written(redis_sync) == len(evs))
     rule_id = add_rule(pg_dsn, "acme", "anomaly", threshold=3.5)
-    fire, resolve, _ = make_rule_expressions("anomaly", 3.5, None, None, 0.1, None, ["latency_spike"])
+    fire, resolve, _ = make_rule_expressions(
+        "anomaly", 3.5, None, None, 0.1, None, anomaly_types=["latency_spike"]
+    )
     rule = AlertRule(rule_id, "acme", "r", "anomaly", fire, resolve, threshold=3.5).compile()
     room = RoomRef(room_id_for("acme", "stage"), "acme", "stage")
 

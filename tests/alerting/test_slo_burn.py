@@ -33,7 +33,7 @@ def add_slo(dsn: str, tenant: str = "default") -> str:
 
 
 def add_burn_rule(dsn: str, slo_id: str, policy: str, tenant: str = "default") -> str:
-    fire, resolve, factor = make_rule_expressions("slo_burn", None, None, None, 0.1, None, policy)
+    fire, resolve, factor = make_rule_expressions("slo_burn", None, None, None, 0.1, None, burn_policy=policy)
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
             """INSERT INTO dat_spd_alert_rule (unidad_negocio_id, name, scope, kind, expression,
