@@ -59,7 +59,7 @@ run: build
 
 # `timeout` is a backstop: a hung teardown must fail the run, not stall CI.
 test: build $(VENV)/.browser $(JS)/node_modules/.installed
-	timeout 900 $(PY) -m pytest -q -p no:cacheprovider tests
+	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
 	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
 	$(MAKE) --no-print-directory test-js
