@@ -25,6 +25,8 @@ import psycopg
 import redis
 from psycopg.rows import dict_row
 
+from spidi_server.errors import StartupError
+from spidi_server.preflight import check_port
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import keys
 
@@ -189,6 +191,15 @@ def _last_beats(redis_url: str, beaters: list[Beater]) -> dict[str, int]:
         return {
             b.sid: int(r.zscore(keys.room_online(room_id_for("default", b.room)), b.sid)) for b in beaters
         }
+
+
+def _port_free(port: int) -> bool:
+    """Whether ``spidi serve`` would find ``port`` free (its own start-up check)."""
+    try:
+        check_port("127.0.0.1", port)
+    except StartupError:
+        return False
+    return True
 
 
 async def _no_ghosts_within(url: str, settings, rooms, timeout: float) -> None:
@@ -456,6 +467,9 @@ async def test_kill_9_of_the_supervisor_then_restart_ends_every_session_once(
         await serves.gone(proc, 20)  # workers and writer follow their supervisor
         for b in beaters:
             await b.drop()
+        # The workers closed their clients on the way out: until those connections finish closing
+        # (FIN_WAIT, not TIME_WAIT, which SO_REUSEADDR ignores) the port cannot be bound again.
+        await _until(lambda: _port_free(serves.port), 20, "the port to be free")
 
         serves.start("orphans", "--workers", "2", **grace)
         await _no_ghosts_within(serves.ws_url, settings, ROOMS[:2], 10)
