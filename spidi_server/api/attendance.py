@@ -28,6 +28,7 @@ from .problems import Problem, field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
 from .routing import Call, Route, json_response
 from .service import Api, audit
+from .sessions import stored_session_fields
 from .validation import Choice
 
 log = logging.getLogger("spidi.api")
@@ -53,15 +54,7 @@ def attendance_row(row: dict[str, Any]) -> dict[str, Any]:
     """A stored session as an export row (``exports.COLUMNS``)."""
     return {
         "sessionId": row["session_id"],
-        "userId": row["user_id"],
-        "clientId": row["client_id"],
-        "device": row["device"],
-        "os": row["os"],
-        "appVersion": row["app_version"],
-        "ip": row["ip"],
-        "startedAt": iso(row["started_at"]),
-        "endedAt": iso(row["ended_at"]),
-        "endReason": row["end_reason"],
+        **stored_session_fields(row),
         "heartbeatCount": row["heartbeat_count"],
         "latencyAvgMs": exports.number(row["latency_avg"]),
         "latencyMinMs": exports.number(row["latency_min"]),

@@ -31,6 +31,7 @@ from .problems import field_error, invalid, not_found
 from .rooms import ROOM_ID, ROOMS_PATH
 from .routing import Call, Route, json_response
 from .service import Api
+from .sessions import stored_session_fields
 from .validation import Integer, Text, Timestamp
 
 MAX_POINTS = 10_080  # a week of minutes, as the stats endpoint's buckets
@@ -75,15 +76,7 @@ def entry_json(row: dict, with_ip: bool) -> dict:
     """A session of a past roster as the API shows it; without ``ip`` unless ``with_ip``."""
     out = {
         "sessionId": str(row["session_id"]),
-        "userId": row["user_id"],
-        "clientId": row["client_id"],
-        "device": row["device"],
-        "os": row["os"],
-        "appVersion": row["app_version"],
-        "ip": row["ip"],
-        "startedAt": iso(row["started_at"]),
-        "endedAt": iso(row["ended_at"]),
-        "endReason": row["end_reason"],
+        **stored_session_fields(row),
         "lastHeartbeatAt": iso(row["last_heartbeat_at"]),
     }
     if not with_ip:

@@ -79,22 +79,30 @@ def roster_entry(raw: dict, with_ip: bool = True) -> dict:
     return out
 
 
-def session_json(row: dict, with_ip: bool = True) -> dict:
-    """A stored session (dat_spd_session row) as the API shows it; without ``ip`` unless ``with_ip``."""
-    out = {
-        "sessionId": str(row["session_id"]),
-        "roomId": str(row["room_id"]) if row["room_id"] is not None else None,
-        "roomCode": row["room_code"],
+def stored_session_fields(row: dict) -> dict:
+    """What every view of a stored session (session history, a past roster, an attendance export)
+    shows of its client and its lifetime, from a dat_spd_session row."""
+    return {
         "userId": row["user_id"],
         "clientId": row["client_id"],
         "device": row["device"],
         "os": row["os"],
         "appVersion": row["app_version"],
         "ip": row["ip"],
-        "nodeId": row["node_id"],
         "startedAt": iso(row["started_at"]),
         "endedAt": iso(row["ended_at"]),
         "endReason": row["end_reason"],
+    }
+
+
+def session_json(row: dict, with_ip: bool = True) -> dict:
+    """A stored session (dat_spd_session row) as the API shows it; without ``ip`` unless ``with_ip``."""
+    out = {
+        "sessionId": str(row["session_id"]),
+        "roomId": str(row["room_id"]) if row["room_id"] is not None else None,
+        "roomCode": row["room_code"],
+        **stored_session_fields(row),
+        "nodeId": row["node_id"],
         "heartbeatCount": row["heartbeat_count"],
         "latencyAvgMs": row["latency_avg"],
         "latencyMinMs": row["latency_min"],
