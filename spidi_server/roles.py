@@ -6,7 +6,7 @@ A token carries one or more of three roles (ADR-0001):
     spidi:monitor  an operator who watches, read-only: room and roster subscriptions (without
                    IP addresses), REST reads, alerts
     spidi:admin    everything: also REST writes (rooms, room types, alert rules), acknowledging
-                   alerts, session history, clients' IP addresses
+                   alerts, session history, clients' IP addresses, alert channels' secrets
 
 Callers name an *action* and ask a :class:`Policy` (``policy.allows(claims_roles, action)``). Two
 settings widen what monitors may do (``monitors_may_acknowledge``, ``monitors_see_ip``), so the
@@ -33,6 +33,7 @@ ADMINISTER = "administer"  # REST writes: rooms, room types, alert rules
 ACKNOWLEDGE = "acknowledge"  # REST: acknowledge an alert
 VIEW_IP = "view_ip"  # see clients' IP addresses in rosters and sessions (STOMP and REST)
 VIEW_SESSIONS = "view_sessions"  # REST: session history, a user's sessions across rooms
+VIEW_SECRETS = "view_secrets"  # REST: alert rule channels' URLs and routing keys unmasked
 
 _BASE: dict[str, tuple[str, ...]] = {
     JOIN: (USER, ADMIN),
@@ -41,6 +42,7 @@ _BASE: dict[str, tuple[str, ...]] = {
     ACKNOWLEDGE: (ADMIN,),
     VIEW_IP: (ADMIN,),
     VIEW_SESSIONS: (ADMIN,),
+    VIEW_SECRETS: (ADMIN,),
 }
 
 # What the dashboard's development token carries (``--dev`` only).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from aiohttp import web
@@ -91,7 +92,13 @@ class Channels(Field):
                 },
             },
         }
-        return {"type": "array", "maxItems": MAX_CHANNELS, "items": channel}
+        return {
+            "type": "array",
+            "maxItems": MAX_CHANNELS,
+            "items": channel,
+            "description": "Where notifications go. Callers without spidi:admin read them masked: a URL "
+            f"as its scheme and host followed by /{MASK}, a routing key as {MASK} and its last 4 characters",
+        }
 
 
 @dataclass(frozen=True)
@@ -240,8 +247,37 @@ RULE_LIST_QUERY = (
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def rule_json(row: dict) -> dict:
-    """An alert rule as the API shows it, with the expressions the evaluator runs."""
+# A channel's secret parts: who holds a Slack, Teams or webhook URL, or a PagerDuty routing key,
+# can post into that channel, so callers without ``roles.VIEW_SECRETS`` see them masked.
+MASK = "***"
+
+
+def masked_channel(channel: dict) -> dict:
+    """``channel`` with its secrets masked: a URL keeps its scheme and host (where alerts go) and
+    loses its path and query; a routing key keeps its last 4 characters."""
+    out = dict(channel)
+    url = out.get("url")
+    if isinstance(url, str):
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # stored before a check refused it: show nothing of it
+            out["url"] = MASK
+        else:
+            host = f"[{host}]" if ":" in host else host
+            out["url"] = f"{parts.scheme}://{host}{f':{port}' if port else ''}/{MASK}"
+    key = out.get("routingKey")
+    if isinstance(key, str):
+        out["routingKey"] = MASK + key[-4:]
+    return out
+
+
+def rule_json(row: dict, secrets: bool = True) -> dict:
+    """An alert rule as the API shows it, with the expressions the evaluator runs; without
+    ``secrets`` its channels are masked (``masked_channel``)."""
+    channels = row["channels"]
+    if not secrets and channels:
+        channels = [masked_channel(c) if isinstance(c, dict) else c for c in channels]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -257,7 +293,7 @@ def rule_json(row: dict) -> dict:
         "resolveExpression": row["resolve_expression"],
         "severity": row["severity"],
         "forSeconds": row["for_seconds"],
-        "channels": row["channels"],
+        "channels": channels,
         "enabled": row["enabled"],
         "sloId": row["slo_id"],
         "burnPolicy": row["burn_policy"],
@@ -456,7 +492,8 @@ async def list_rules(api: Api, call: Call) -> web.Response:
             offset=q["offset"],
         ),
     )
-    return json_response(page([rule_json(r) for r in rows], total, q))
+    secrets = api.may(call.claims, roles.VIEW_SECRETS)
+    return json_response(page([rule_json(r, secrets) for r in rows], total, q))
 
 
 async def create_rule(api: Api, call: Call) -> web.Response:
@@ -491,7 +528,7 @@ async def get_rule(api: Api, call: Call) -> web.Response:
     row = await api.db(tenant, lambda c: alerts.get_rule(c, tenant, rule_id))
     if row is None:
         raise not_found("alert rule", rule_id)
-    return json_response(rule_json(row))
+    return json_response(rule_json(row, api.may(call.claims, roles.VIEW_SECRETS)))
 
 
 async def patch_rule(api: Api, call: Call) -> web.Response:

@@ -453,6 +453,32 @@ async def test_roles(api):
     assert (await api.get(f"{RULES}/{rule['id']}")).body["name"] == "Full"
 
 
+async def test_channel_secrets_are_masked_for_monitors(api):
+    channels = [
+        {"type": "in_app"},
+        {"type": "slack", "url": "https://hooks.example.test/services/T0/B0/s3cr3t"},
+        {"type": "webhook", "url": "https://hooks.example.test:8443/spidi?token=s3cr3t"},
+        {"type": "pagerduty", "routingKey": "R" * 28 + "9a8b"},
+        {"type": "email", "to": ["ops@example.test"]},
+    ]
+    rule = await create_rule(api, channels=channels)
+    assert rule["channels"] == channels  # the admin who wrote them reads them back whole
+    assert (await api.get(f"{RULES}/{rule['id']}")).body["channels"] == channels
+
+    masked = [
+        {"type": "in_app"},
+        {"type": "slack", "url": "https://hooks.example.test/***"},
+        {"type": "webhook", "url": "https://hooks.example.test:8443/***"},
+        {"type": "pagerduty", "routingKey": "***9a8b"},
+        {"type": "email", "to": ["ops@example.test"]},
+    ]
+    got = await api.get(f"{RULES}/{rule['id']}", role="monitor")
+    assert got.status == 200 and got.body["channels"] == masked
+    listed = (await api.get(RULES, role="monitor")).body["items"]
+    assert [r["channels"] for r in listed if r["id"] == rule["id"]] == [masked]
+    assert "s3cr3t" not in str(listed) and "R" * 28 not in str(got.body)
+
+
 async def test_tenants_are_isolated_by_row_level_security(api, pg_dsn):
     mine = await create_rule(api, tenant="acme", name="acme's")
     theirs_room = await create_room(api, "lobby", tenant="globex")
