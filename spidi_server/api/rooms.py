@@ -8,8 +8,9 @@ sessions and statistics are in ``sessions``.
 
 The list is every room of the tenant as ``rooms.room_list`` gives it (what /topic/rooms and the
 dashboard show): the stored rooms, and the configured and auto-created ones (``stored: false``),
-each with its live figures. A single room (``GET``/``PUT``/``PATCH``) is a stored one; ``DELETE``
-also takes an auto-created room out of the list (a HELLO creates it again).
+each with its live figures. ``GET`` of one room answers its item of that list, stored or not;
+``PUT``/``PATCH`` of a room that is not stored stores its definition (same id and code, the fields
+given); ``DELETE`` also takes an auto-created room out of the list (a HELLO creates it again).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..history.sql.common import ConflictError
 from ..history.sql.room_types import UnknownRoomTypeError
 from ..room_index import unindex
 from ..rooms import RoomCatalog, RoomDef, room_list
+from ..stores import keys
 from .params import CODE_HINT, CODE_PATTERN, OFFSET, iso, page, page_limit
 from .problems import Problem, field_error, invalid, not_found
 from .routing import Call, Route, json_response
@@ -161,6 +163,36 @@ def _listed(query: dict, room: dict) -> bool:
     )
 
 
+def _list_item(m: dict, row: dict | None, known: dict[str, RoomDef], catalog: RoomCatalog) -> dict:
+    """A room as the list shows it, from its live figures ``m`` (``room_list``) and its stored
+    ``row`` (None: not stored; then its definition in ``known``, else the auto-created room Redis
+    knows)."""
+    if row is not None:
+        item = room_json(row, catalog)
+    else:
+        definition = known.get(m["roomId"])
+        if definition is None:  # auto-created: Redis knows its code and capacity
+            definition = RoomDef(m["roomId"], m["tenant"], m["roomCode"], m["capacity"])
+        item = unstored_room_json(definition)
+    item["stored"] = row is not None
+    for name in LIVE_FIGURES:
+        item[name] = m.get(name)
+    return item
+
+
+async def _unstored_code(api: Api, tenant: str, room_id: str) -> str | None:
+    """The code of ``room_id`` if it is a room of ``tenant`` that is not stored: configured, or
+    auto-created and in the tenant's Redis index (ids are uuid5(tenant, code), so an id found
+    there is the tenant's); None if it is neither."""
+    definition = api.host.catalog.configured(tenant).get(room_id)
+    if definition is not None:
+        return definition.code
+    store = api.host.store
+    await store.flush(2.0)  # a join made just before is in the index too
+    code = await api.live(store.redis.hget(keys.tenant_rooms(tenant), room_id))
+    return code.decode() if isinstance(code, bytes) else code
+
+
 async def list_rooms(api: Api, call: Call) -> web.Response:
     """GET /api/v1/rooms: a page of the tenant's rooms (stored or not), filtered, with live figures.
 
@@ -176,22 +208,7 @@ async def list_rooms(api: Api, call: Call) -> web.Response:
     except (RedisError, OSError) as exc:
         logs.event(log, "room_list_without_live_state", logging.WARNING, tenant=tenant, error=str(exc))
         live = [{"roomId": room_id} for room_id in known]
-    items = []
-    for m in live:
-        row = stored.get(m["roomId"])
-        if row is not None:
-            item = room_json(row, catalog)
-        else:
-            definition = known.get(m["roomId"])
-            if definition is None:  # auto-created: Redis knows its code and capacity
-                definition = RoomDef(m["roomId"], tenant, m["roomCode"], m["capacity"])
-            item = unstored_room_json(definition)
-        if not _listed(q, item):
-            continue
-        item["stored"] = row is not None
-        for name in LIVE_FIGURES:
-            item[name] = m.get(name)
-        items.append(item)
+    items = [item for m in live if _listed(q, item := _list_item(m, stored.get(m["roomId"]), known, catalog))]
     items.sort(key=lambda item: item["code"])
     offset = q["offset"]
     return json_response(page(items[offset : offset + q["limit"]], len(items), q))
@@ -226,12 +243,30 @@ async def create_room(api: Api, call: Call) -> web.Response:
 
 
 async def get_room(api: Api, call: Call) -> web.Response:
-    """GET /api/v1/rooms/{id}."""
+    """GET /api/v1/rooms/{id}: the room as the list shows it (stored or not, its live figures)."""
     room_id, tenant = call.path["room_id"], call.claims.tenant
-    row = await api.db(tenant, lambda c: rooms.get(c, tenant, room_id))
-    if row is None:
+    row = await api.db(tenant, lambda c: rooms.get(c, tenant, room_id)) if api.host.dsn else None
+    catalog = api.host.catalog
+    if row is not None:
+        known = {room_id: catalog.stored_room(row)}
+    else:
+        known = {k: v for k, v in catalog.configured(tenant).items() if k == room_id}
+    code = None if known else await _unstored_code(api, tenant, room_id)
+    if not known and code is None:
         raise not_found("room", room_id)
-    return json_response(room_json(row, api.host.catalog))
+    metrics = api.host.store.room_metrics([room_id])
+    if known:
+        try:
+            [m] = await metrics
+        except (RedisError, OSError):  # a stored or configured room is shown without its figures
+            m = {"roomId": room_id}
+    else:  # all that is known of an auto-created room is in Redis
+        [m] = await api.live(metrics)
+        if not (m["roomCode"] or m["online"]):
+            raise not_found("room", room_id)  # its live state expired: gone, as from the list
+        m["roomCode"] = m["roomCode"] or code
+    m["tenant"] = tenant
+    return json_response(_list_item(m, row, known, catalog))
 
 
 async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
@@ -254,12 +289,46 @@ async def _update_room(api: Api, call: Call, changes: dict) -> web.Response:
     except UnknownRoomTypeError as exc:
         raise _unknown_type(exc) from None
     if after is None:
-        raise not_found("room", room_id)
+        return await _store_unstored_room(api, call, code, changes)
     catalog = api.host.catalog
     old, new = room_json(before, catalog), room_json(after, catalog)
     audit("room_updated", claims, room_id=room_id, room_code=after["code"], changes=audit_diff(old, new))
     await api.rooms_changed(claims.tenant, after["code"])
     return json_response(new)
+
+
+async def _store_unstored_room(api: Api, call: Call, code: str | None, fields: dict) -> web.Response:
+    """PUT/PATCH of a room that is not stored (configured, or auto-created and live): store its
+    definition under its id and code with ``fields``, the rest at their defaults."""
+    room_id, claims = call.path["room_id"], call.claims
+    known_code = await _unstored_code(api, claims.tenant, room_id)
+    if known_code is None:
+        raise not_found("room", room_id)
+    if code is not None and code != known_code:
+        raise invalid([field_error("body", "code", f"cannot change (is {known_code!r}); create a new room")])
+    try:
+        row = await api.db(
+            claims.tenant,
+            lambda c: rooms.create(
+                c,
+                claims.tenant,
+                known_code,
+                name=fields.get("name"),
+                room_type=fields.get("room_type"),
+                capacity=fields.get("capacity"),
+                ttl_s=fields.get("ttl_s"),
+                status=fields.get("status") or "active",
+                attrs=fields.get("attrs"),
+                actor=claims.user_id,
+            ),
+        )
+    except ConflictError as exc:  # stored meanwhile by another request: the caller may retry
+        raise Problem("conflict", str(exc)) from None
+    except UnknownRoomTypeError as exc:
+        raise _unknown_type(exc) from None
+    audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=fields)
+    await api.rooms_changed(claims.tenant, row["code"])
+    return json_response(room_json(row, api.host.catalog))
 
 
 async def replace_room(api: Api, call: Call) -> web.Response:
@@ -319,7 +388,8 @@ async def delete_room(api: Api, call: Call) -> web.Response:
 
 _CHANGE_NOTE = (
     "Lowering capacity below the sessions online refuses new HELLOs (ROOM_FULL) but "
-    "drops nobody; status disabled refuses HELLO with ROOM_DISABLED."
+    "drops nobody; status disabled refuses HELLO with ROOM_DISABLED. A room that is not stored "
+    "(configured, or auto-created by a HELLO) gets a stored definition with these fields."
 )
 
 ROOM_ROUTES: tuple[Route, ...] = (
@@ -329,12 +399,13 @@ ROOM_ROUTES: tuple[Route, ...] = (
           status=201, response="Room", problems=(409,),
           description="Takes effect on every node within a second (capacity, status)."),
     Route("GET", ROOMS_PATH + "/{id}", get_room, "getRoom", "Get a room", "rooms", roles.OBSERVE, path_params=(ROOM_ID,),
-          response="Room", problems=(404,)),
+          response="RoomListItem", problems=(404,),
+          description="As the list shows it: stored, configured or auto-created, with its live figures."),
     Route("PUT", ROOMS_PATH + "/{id}", replace_room, "replaceRoom", "Replace a room's definition", "rooms", roles.ADMINISTER,
-          path_params=(ROOM_ID,), body=ROOM_REPLACE, response="Room", problems=(404,),
+          path_params=(ROOM_ID,), body=ROOM_REPLACE, response="Room", problems=(404, 409),
           description=_CHANGE_NOTE),
     Route("PATCH", ROOMS_PATH + "/{id}", patch_room, "updateRoom", "Change fields of a room", "rooms", roles.ADMINISTER,
-          path_params=(ROOM_ID,), body=ROOM_PATCH, response="Room", problems=(404,),
+          path_params=(ROOM_ID,), body=ROOM_PATCH, response="Room", problems=(404, 409),
           description=_CHANGE_NOTE),
     Route("DELETE", ROOMS_PATH + "/{id}", delete_room, "deleteRoom", "Delete a room (soft)", "rooms", roles.ADMINISTER,
           path_params=(ROOM_ID,), status=204, problems=(404,)),

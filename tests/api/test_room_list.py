@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 
 import pytest
@@ -67,6 +68,47 @@ async def topic_rooms(node) -> dict[str, dict]:
 
 async def user(node, sub: str):
     return await connected(node.ws_url, token_for(node.settings, sub, "spidi:user"))
+
+
+async def test_an_auto_created_room_reads_as_listed_and_a_write_stores_it(http, rooms_node, pg):
+    api = ApiClient(http, rooms_node)
+    alice = await user(rooms_node, "alice")
+    await alice.hello("drop-in")
+    room_id = room_id_for("default", "drop-in")
+
+    # GET of one room is its item of the list, stored or not.
+    got = await api.get(f"/api/v1/rooms/{room_id}", role="monitor")
+    assert got.status == 200, got.body
+    assert got.body == (await listed(api))["drop-in"]
+    assert (got.body["stored"], got.body["online"], got.body["code"]) == (False, 1, "drop-in")
+    doc = (await api.get("/api/openapi.json", role=None)).body
+    check_shape(doc["components"]["schemas"]["RoomListItem"], got.body, doc, "one room")
+
+    # Another tenant's caller, and an id no room has, find nothing.
+    assert (await api.get(f"/api/v1/rooms/{room_id}", tenant="other")).status == 404
+    unknown = room_id_for("default", "never-joined")
+    assert (await api.get(f"/api/v1/rooms/{unknown}")).status == 404
+    assert (await api.patch(f"/api/v1/rooms/{unknown}", {"capacity": 3})).status == 404
+
+    # A PATCH stores its definition: same id and code, the fields given, the rest defaults.
+    wrong = await api.patch(f"/api/v1/rooms/{room_id}", {"code": "other-code", "capacity": 3})
+    assert wrong.status == 400 and "cannot change" in str(wrong.body)
+    patched = await api.patch(f"/api/v1/rooms/{room_id}", {"capacity": 3, "name": "Drop-in"})
+    assert patched.status == 200, patched.body
+    assert (patched.body["id"], patched.body["code"], patched.body["capacity"]) == (room_id, "drop-in", 3)
+    assert patched.body["name"] == "Drop-in" and patched.body["createdBy"] == "admin-of-default"
+    row = pg.execute("SELECT code, capacity FROM dat_spd_room WHERE id = %s", [room_id]).fetchone()
+    assert tuple(row) == ("drop-in", 3)
+    item = (await listed(api))["drop-in"]
+    assert (item["stored"], item["capacity"], item["online"]) == (True, 3, 1)
+
+    # The stored capacity is in force at once: 1 online + 2 more fill it.
+    for sub in ("bob", "carol"):
+        await (await user(rooms_node, sub)).hello("drop-in")
+    dave = await user(rooms_node, "dave")
+    await dave.app("/app/hello", {"roomCode": "drop-in", "clientId": "c1", "appVersion": "1.0.0"})
+    frame = await dave.next(timeout=5, command="MESSAGE")
+    assert frame[1]["destination"] == "/user/queue/errors" and json.loads(frame[2])["code"] == "ROOM_FULL"
 
 
 async def test_auto_created_and_stored_rooms_are_one_list_with_live_figures(http, rooms_node):
