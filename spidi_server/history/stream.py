@@ -115,10 +115,10 @@ class EventStream:
         summary = self.redis.xpending(events.STREAM, events.GROUP)
         return summary["pending"] if summary else 0
 
-    def dead_letter(self, stream_id: str, fields: dict, error: str) -> None:
-        """Keep a rejected event, with the error, in the dead-letter stream."""
+    def dead_letter(self, stream_id: str, fields: dict, error: str) -> str:
+        """Keep a rejected event, with the error, in the dead-letter stream; its id there."""
         entry = {**fields, "_stream_id": stream_id, "_error": error[:500]}
-        self.redis.xadd(DEAD_LETTER_STREAM, entry, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        kept = self.redis.xadd(DEAD_LETTER_STREAM, entry, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
         logs.event(
             log,
             "writer_event_rejected",
@@ -127,3 +127,4 @@ class EventStream:
             event_id=fields.get("id"),
             error=error[:500],
         )
+        return kept

@@ -348,9 +348,28 @@ class HistoryWriter:
                 break
         return batch
 
-    def _dead_letter(self, stream_id: str, fields: dict, error: str) -> None:
-        self.stream.dead_letter(stream_id, fields, error)
+    def _dead_letter(self, stream_id: str, fields: dict, error: str) -> bool:
+        """Move a rejected event to the dead-letter stream; False if it stays pending instead.
+
+        A full Redis (OOM under noeviction) refuses the XADD: the entry is then left unacknowledged
+        in the stream, to be read again and dead-lettered by a later reclaim (``reclaim_idle_s``)
+        or writer start, once Redis has room: never acknowledged without a copy kept."""
+        try:
+            kept = self._redis_call(self.stream.dead_letter, stream_id, fields, error)
+        except redis.exceptions.OutOfMemoryError as exc:
+            logs.event(
+                log,
+                "writer_dead_letter_deferred",
+                logging.WARNING,
+                stream_id=stream_id,
+                event_id=fields.get("id"),
+                error=str(exc)[:200],
+            )
+            return False
+        if kept is None:  # stopped while Redis was unreachable
+            return False
         self.stats.events_invalid += 1
+        return True
 
     # -- PostgreSQL --------------------------------------------------------------------------
 
@@ -423,9 +442,10 @@ class HistoryWriter:
                 return batch
             self.stop_event.wait(delay)  # a stop request cuts the wait short: one last attempt
             delay = min(BACKOFF_MAX_S, delay * 2)
-        for stream_id, fields, error in batch.invalid:
-            self._dead_letter(stream_id, fields, error)
-        self._redis_call(self.stream.ack, batch.ids)
+        pending = {sid for sid, fields, error in batch.invalid if not self._dead_letter(sid, fields, error)}
+        self._redis_call(
+            self.stream.ack, [i for i in batch.ids if i not in pending] if pending else batch.ids
+        )
         elapsed = time.monotonic() - started
         stats = self.stats
         stats.events_written += result.applied

@@ -17,13 +17,14 @@ import psycopg
 import pytest
 import redis
 
+from spidi_server.history.stream import DEAD_LETTER_STREAM
 from spidi_server.reaper import ALIVE_TTL_MS
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events, keys
 from spidi_server.stores.embedded_redis import EmbeddedRedis
 
 from ..conftest import token_for
-from ..history.helpers import push, running_writer, wait_for
+from ..history.helpers import pending, push, room_sample, running_writer, wait_for
 from ..stomp_client import connected
 from ..test_cli import free_port
 from .conftest import get_json, metric, redis_view
@@ -181,4 +182,50 @@ async def test_the_writer_drains_a_full_redis_and_so_frees_it(small_redis, pg_ds
         )
     refused = [r for r in caplog.records if r.getMessage() == "writer_status_refused"]
     assert len(refused) <= 1
+    direct.close()
+
+
+async def test_an_event_postgresql_rejects_stays_pending_while_redis_is_too_full_to_dead_letter_it(
+    small_redis, pg_dsn, node_factory, caplog
+):
+    """The dead-letter stream is an XADD, which a full Redis refuses: the rejected event is then
+    left unacknowledged (nothing else of its batch waits for it), and dead-lettered by the next
+    writer that reads it once Redis has room. It is never acknowledged without a copy kept."""
+    caplog.set_level(logging.INFO, logger="spidi")
+    node = await node_factory(redis_url=small_redis.url, postgres_dsn=pg_dsn, writer="external")
+    direct = redis.Redis.from_url(small_redis.url, decode_responses=True)
+    direct.xgroup_create(events.STREAM, events.GROUP, id="0", mkstream=True)
+    bucket = int(time.time() * 1000) // 60_000 * 60_000
+    good = room_sample("default", "oom-dl", bucket, online=[1])
+    bad = room_sample("default", "oom-dl-bad", bucket, online=[1])
+    bad["online_max"] = 10**12  # passes the writer's checks; PostgreSQL refuses it (out of range)
+    push(direct, [good, bad])
+    limit = direct.config_get("maxmemory")["maxmemory"]
+    direct.config_set("maxmemory", int(direct.info("memory")["used_memory"]) - 256 * 1024)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        direct.set("probe", "x")
+    settings = dataclasses.replace(node.settings, writer_flush_interval_s=0.1).validate()
+
+    def stored(room: str) -> int:
+        with psycopg.connect(pg_dsn) as conn:
+            query = "SELECT count(*) FROM dat_spd_room_stats WHERE room_id = %s"
+            return conn.execute(query, [room_id_for("default", room)]).fetchone()[0]
+
+    with running_writer(settings):
+        await asyncio.to_thread(wait_for, lambda: stored("oom-dl") == 1, 15.0, 0.05, "the good sample")
+        deferred = await until(
+            lambda: [r for r in caplog.records if r.getMessage() == "writer_dead_letter_deferred"]
+        )
+    assert deferred, "the refused dead letter is logged"
+    assert direct.exists(DEAD_LETTER_STREAM) == 0 and pending(direct) == 1  # kept, not acknowledged
+
+    direct.config_set("maxmemory", limit)  # room again
+    with running_writer(settings):
+        await asyncio.to_thread(
+            wait_for, lambda: direct.xlen(DEAD_LETTER_STREAM) == 1, 15.0, 0.05, "dead letter"
+        )
+        await asyncio.to_thread(wait_for, lambda: pending(direct) == 0, 15.0, 0.05, "acknowledged")
+    [(_, kept)] = direct.xrange(DEAD_LETTER_STREAM)
+    assert kept["room_code"] == "oom-dl-bad" and "NumericValueOutOfRange" in kept["_error"]
+    assert stored("oom-dl") == 1 and stored("oom-dl-bad") == 0
     direct.close()
