@@ -51,7 +51,7 @@ from benchmarks.loadgen import (
     raise_nofile_limit,
     wait_for_metric,
 )
-from benchmarks.presence_probe import probe
+from benchmarks.presence_probe import probe_process
 from benchmarks.procstats import (
     cpu_busy_seconds,
     kernel_tcp_counters,
@@ -405,7 +405,7 @@ async def measure(
     if server.is_spidi and cfg.probe_presence:
         url = f"ws://{cfg.host}:{server.ws_port}/ws"
         probing = asyncio.get_running_loop().create_task(
-            probe(url, cfg.probe_user_token, cfg.probe_monitor_token, max(1.0, duration - 1.5))
+            probe_process(url, cfg.probe_user_token, cfg.probe_monitor_token, max(1.0, duration - 1.5))
         )
     result = await gen.run(rate, duration, sample_every=cfg.sample_every, tick=cfg.tick)
     seconds = time.monotonic() - t0

@@ -6,12 +6,17 @@ the roster delta that carries it. The server sends a room's first change at once
 what follows within ``metrics_interval_ms`` (250 ms); the probe spaces its changes 300 ms apart,
 so it measures a quiet room on a busy node. In a room that changes all the time (every heartbeat
 updates a latency), a change waits for the room's next window: up to 250 ms by design.
+
+The benchmark runs the probe in a process of its own (``probe_process``), as a real dashboard is
+a client of its own: inside the load generator's process, every receive would wait for the
+generator's sending bursts, and the figure would be the generator's loop, not the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 
 import websockets
@@ -112,3 +117,38 @@ async def probe(
         await prober.close()
         await monitor.close()
     return sorted(delays)
+
+
+async def probe_process(url: str, user_token: str, monitor_token: str, duration: float) -> list[float]:
+    """``probe`` in a child process (it inherits this one's CPU affinity); its delays (ms).
+
+    The tokens go through stdin, not the command line."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.presence_probe",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    job = {"url": url, "user_token": user_token, "monitor_token": monitor_token, "duration": duration}
+    out, _ = await child.communicate(json.dumps(job).encode())
+    if child.returncode != 0:
+        raise RuntimeError(f"presence probe exited {child.returncode}")
+    return json.loads(out)
+
+
+def main() -> None:
+    """Run one probe from the job on stdin (``probe_process``'s); print its delays as JSON."""
+    job = json.load(sys.stdin)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # the probe's own loop only decides how quickly it reads
+        runner = asyncio.run
+    delays = runner(probe(job["url"], job["user_token"], job["monitor_token"], job["duration"]))
+    print(json.dumps(delays))
+
+
+if __name__ == "__main__":
+    main()
