@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from ..conftest import token_for
-from ..slo_history import AT, FAST, HOUR, SLOW, sample
+from ..slo_history import AT, HOUR, sample, with_breakdown
 from ..stomp_client import connected
 from .conftest import check_shape, create_room, error_fields, write_history
 from .test_slos import SLOS, create_slo
@@ -82,18 +81,8 @@ async def test_breakdown_over_28_days_of_history(api, api_node, redis_sync):
     await create_room(api, "calm")
 
     def with_groups(event: dict, versions: dict, os_name: str = "iOS") -> dict:
-        hists = {}
-        for version, (fast, slow) in versions.items():
-            hist = [0] * len(orjson.loads("[" + event["latency_hist"] + "]"))
-            hist[FAST], hist[SLOW] = fast, slow
-            hists[version] = hist
-        other = hists.pop(None, None)
-        total = [sum(c) for c in zip(*hists.values(), *([other] if other else []), strict=True)]
-        app = {"values": hists, **({"other": other} if other else {})}
-        event["latency_breakdown"] = orjson.dumps(
-            {"appVersion": app, "os": {"values": {os_name: total}}}
-        ).decode()
-        return event
+        fast, slow = (sum(f for f, _ in versions.values()), sum(s for _, s in versions.values()))
+        return with_breakdown(with_breakdown(event, "appVersion", versions), "os", {os_name: (fast, slow)})
 
     evs = []
     for day in range(28):
