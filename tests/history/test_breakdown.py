@@ -5,9 +5,13 @@ with every count kept, and malformed breakdowns dead-lettered."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import orjson
+import psycopg
 
+from spidi_server.history.retention import apply_retention
+from spidi_server.history.sql.tenancy import tenant_transaction
 from spidi_server.history.stream import DEAD_LETTER_STREAM
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
@@ -129,3 +133,25 @@ def test_malformed_breakdowns_are_dead_lettered(history_settings, redis_sync, pg
     errors = [f["_error"] for _, f in redis_sync.xrange(DEAD_LETTER_STREAM)]
     assert all(e.startswith("latency_breakdown") for e in errors), errors
     assert stored(pg)[0] == {"os": {"values": {"Linux": hist_of([40])}}}
+
+
+def test_breakdown_shares_the_rows_security_and_archive(history_settings, redis_sync, pg, pg_dsn):
+    # The breakdown is a column of the room minute: the tenant's alone under row-level security,
+    # and moved to the archive with its partition (retention adds the column there first).
+    old, recent = ms("2025-01-10T08:00"), int(time.time() // 60 * 60_000)
+    breakdown = {"appVersion": {"values": {"1.0": hist_of([40])}}}
+    write(
+        history_settings, redis_sync, [sample("node-a", breakdown, old), sample("node-a", breakdown, recent)]
+    )
+    report = apply_retention(pg, hot_days=90, drop_days=36500)
+    assert "dat_spd_room_stats_p2025_q1" in report.archived
+    with psycopg.connect(pg_dsn) as conn:
+        for tenant, expected in (("acme", [breakdown]), ("globex", [])):
+            with tenant_transaction(conn, tenant) as c:
+                assert [
+                    r[0] for r in c.execute("SELECT latency_breakdown FROM dat_spd_room_stats")
+                ] == expected
+                archived = c.execute(
+                    "SELECT latency_breakdown FROM spd_archive.dat_spd_room_stats"
+                ).fetchall()
+                assert [r[0] for r in archived] == expected
