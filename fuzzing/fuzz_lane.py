@@ -96,6 +96,7 @@ def _lane(cls, rate: float, burst: float):
     lane.open(2, 0.0, 0.0, now)
     lane.add_session(SID, 1, 3, 0, now)
     lane.add_session(OTHER, 2, 3, 0, now)
+    lane.set_groups(SID, 2, 0)  # the SLO breakdown's group histograms, filled on the fast path
     lane.set_watched(3, True)
     return lane
 
@@ -112,6 +113,7 @@ def _figures(lane):
         lane.take_ttl_due(),
         lane.take_updated(3),
         lane.take_room_sample(3),
+        lane.take_room_groups(3),
         lane.take_counters(),
     )
 

@@ -1,12 +1,14 @@
 # The heartbeat lane's C layout, declared here so that other extensions (the WebSocket stream,
 # spidi_core/_ws_c.pyx) can call ``offer_raw`` without a Python object per heartbeat.
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 
 from spidi_core._lane_tables cimport I64Map, IntVec
 
 cdef enum:
     LANE_RECEIPT_MAX = 96  # room for "RECEIPT\nreceipt-id:" + a 64-byte id + "\n\n\0"
+    LANE_GROUP_DIMS = 2  # lane_py.GROUP_DIMENSIONS
+    LANE_GROUP_SLOTS = 256  # lane_py.MAX_GROUP_SLOTS
 
 
 ctypedef struct LaneConn:
@@ -39,6 +41,7 @@ ctypedef struct LaneSession:
     double latency_min
     double latency_max
     uint8_t flags  # LF_* bits
+    int16_t group[LANE_GROUP_DIMS]  # its group slot per dimension (set_groups), -1: none
 
 
 ctypedef struct LaneRoom:
@@ -50,6 +53,11 @@ ctypedef struct LaneRoom:
     IntVec updated  # sessions that beat since the last take_updated (watched rooms)
     uint8_t watched
     uint8_t in_dirty  # listed in dirty_rooms
+    uint8_t groups_dirty  # a group histogram counted since take_room_groups
+    # Per dimension: a histogram per group slot, slot-major (rows * (nbuckets + 1) counts), grown
+    # by set_groups to the highest slot a session of the room was given.
+    int64_t* ghist[LANE_GROUP_DIMS]
+    int32_t grows[LANE_GROUP_DIMS]
 
 
 cdef class HeartbeatLaneC:

@@ -25,7 +25,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.math cimport NAN
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset, strlen
@@ -142,11 +142,13 @@ cdef class HeartbeatLaneC:
         self.ttl_refresh_ms = int(ttl_refresh_ms)
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, d
         for i in range(self.nsess):
             free(self.sess[i].sid)
         for i in range(self.nrooms):
             free(self.rooms[i].hist)
+            for d in range(LANE_GROUP_DIMS):
+                free(self.rooms[i].ghist[d])
             vec_free(&self.rooms[i].beats)
             vec_free(&self.rooms[i].updated)
         free(self.sess)
@@ -353,6 +355,8 @@ cdef class HeartbeatLaneC:
         s.last_ms = now_ms
         s.ttl_refreshed = now_ms
         s.last_mono = now
+        for i in range(LANE_GROUP_DIMS):
+            s.group[i] = -1
         if (self.slot_used + self.slot_tomb + 1) * 10 >= self.slot_cap * 7:
             self._grow_slots()
         mask = self.slot_cap - 1
@@ -367,6 +371,29 @@ cdef class HeartbeatLaneC:
             self.slot_tomb -= 1
         self.slots[i] = idx
         self.slot_used += 1
+
+    def set_groups(self, session_id, *slots):
+        """The session's group slot per dimension (-1: none; see ``lane_py``)."""
+        cdef LaneSession* s = self._session(session_id)
+        cdef LaneRoom* r = &self.rooms[s.room]
+        cdef Py_ssize_t d, rows, width = self.nbuckets + 1
+        cdef int64_t* grown
+        if len(slots) != LANE_GROUP_DIMS:
+            raise ValueError(f"set_groups takes {LANE_GROUP_DIMS} slots, got {len(slots)}")
+        for slot in slots:
+            if not -1 <= slot < LANE_GROUP_SLOTS:
+                raise ValueError(f"group slot {slot} out of range -1..{LANE_GROUP_SLOTS - 1}")
+        for d in range(LANE_GROUP_DIMS):
+            rows = <Py_ssize_t>slots[d] + 1
+            if rows > r.grows[d]:
+                grown = <int64_t*>realloc(r.ghist[d], rows * width * sizeof(int64_t))
+                if grown == NULL:
+                    raise MemoryError()
+                memset(grown + r.grows[d] * width, 0, (rows - r.grows[d]) * width * sizeof(int64_t))
+                r.ghist[d] = grown
+                r.grows[d] = <int32_t>rows
+        for d in range(LANE_GROUP_DIMS):
+            s.group[d] = <int16_t>slots[d]
 
     def detach(self, session_id):
         """The session's connection went away (grace period): no lane beats, figures kept."""
@@ -484,6 +511,13 @@ cdef class HeartbeatLaneC:
         r.latency_sum += latency
         r.count += 1
         r.hist[lo] += 1
+        # The session's groups (two increments; set_groups made their rows).
+        if s.group[0] >= 0:
+            r.ghist[0][s.group[0] * (self.nbuckets + 1) + lo] += 1
+            r.groups_dirty = 1
+        if s.group[1] >= 0:
+            r.ghist[1][s.group[1] * (self.nbuckets + 1) + lo] += 1
+            r.groups_dirty = 1
         self.latency_sum += latency
         self.hist[lo] += 1
         return 0
@@ -706,6 +740,34 @@ cdef class HeartbeatLaneC:
         r.latency_sum = 0.0
         r.count = 0
         memset(r.hist, 0, (self.nbuckets + 1) * sizeof(int64_t))
+        return out
+
+    def take_room_groups(self, int64_t room_key):
+        """The room's group histograms since the last take: [(dimension, slot, histogram)] of the
+        groups that counted a latency, by dimension then slot."""
+        cdef int32_t room = i64_find(&self.room_map, room_key)
+        cdef Py_ssize_t d, g, i, width = self.nbuckets + 1
+        cdef int64_t* row
+        cdef bint used
+        cdef list out = []
+        cdef LaneRoom* r
+        if room < 0:
+            return out
+        r = &self.rooms[room]
+        if not r.groups_dirty:
+            return out
+        for d in range(LANE_GROUP_DIMS):
+            for g in range(r.grows[d]):
+                row = r.ghist[d] + g * width
+                used = False
+                for i in range(width):
+                    if row[i]:
+                        used = True
+                        break
+                if used:
+                    out.append((d, g, [row[i] for i in range(width)]))
+                    memset(row, 0, width * sizeof(int64_t))
+        r.groups_dirty = 0
         return out
 
     def take_counters(self):

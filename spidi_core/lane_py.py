@@ -11,8 +11,14 @@ The lane holds every per-session heartbeat figure of a node, whichever path a he
   frames the full path would accept, and records them exactly as it would.
 
 Python drains what accumulated in batches: ``take_beats`` (the heartbeats.lua arguments, per
-room), ``take_ttl_due``, ``take_updated`` (watched rooms), ``take_room_sample`` and
-``take_counters``.
+room), ``take_ttl_due``, ``take_updated`` (watched rooms), ``take_room_sample``,
+``take_room_groups`` and ``take_counters``.
+
+Each session may belong to a group in each of ``GROUP_DIMENSIONS`` dimensions (presence uses
+them for the client's app version and OS: ``set_groups``); a room keeps a latency histogram per
+(dimension, group slot) besides its own, added to on each heartbeat that carries a latency, and
+``take_room_groups`` drains them. The slots are small ints chosen by the caller (presence bounds
+them); what they stand for is not the lane's business.
 
 What ``offer`` accepts (anything else -> None):
 
@@ -33,12 +39,21 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 
-__all__ = ["HeartbeatLanePy", "MAX_LANE_MESSAGE", "MAX_LATENCY_MS", "MAX_RECEIPT"]
+__all__ = [
+    "GROUP_DIMENSIONS",
+    "HeartbeatLanePy",
+    "MAX_GROUP_SLOTS",
+    "MAX_LANE_MESSAGE",
+    "MAX_LATENCY_MS",
+    "MAX_RECEIPT",
+]
 
 MAX_LANE_MESSAGE = 1024  # longer messages take the full path
 MAX_RECEIPT = 64  # longest receipt id the lane answers
 MAX_LATENCY_MS = 3_600_000  # protocol.payloads.MAX_LATENCY_MS (spidi_core cannot import it)
 _MAX_FRACTION = 17
+GROUP_DIMENSIONS = 2  # set_groups' dimensions (presence: app version, OS)
+MAX_GROUP_SLOTS = 256  # group slots per dimension: 0 .. MAX_GROUP_SLOTS - 1
 
 _DESTINATION = b"/app/heartbeat"
 _CONTENT_TYPES = (b"application/json", b"application/json;charset=utf-8")
@@ -72,6 +87,7 @@ class _Session:
         "latency_max",
         "latency_count",
         "ttl_refreshed",
+        "groups",
     )
 
     def __init__(self, conn_key: int, room_key: int, now_ms: int, now: float):
@@ -86,10 +102,11 @@ class _Session:
         self.latency_max = None
         self.latency_count = 0  # heartbeats that carried a latency (not all need to)
         self.ttl_refreshed = now_ms
+        self.groups = (-1,) * GROUP_DIMENSIONS  # a slot per dimension; -1: in no group
 
 
 class _Room:
-    __slots__ = ("watched", "updated", "latency_sum", "count", "hist")
+    __slots__ = ("watched", "updated", "latency_sum", "count", "hist", "groups")
 
     def __init__(self, nbuckets: int):
         self.watched = False
@@ -97,6 +114,8 @@ class _Room:
         self.latency_sum = 0.0
         self.count = 0
         self.hist = [0] * (nbuckets + 1)
+        # (dimension, slot) -> histogram since the last take_room_groups (only groups with counts)
+        self.groups: dict[tuple[int, int], list[int]] = {}
 
 
 def _number(body: bytes, i: int, n: int):
@@ -347,6 +366,18 @@ class HeartbeatLanePy:
         if room_key not in self._rooms:
             self._rooms[room_key] = _Room(len(self._buckets))
 
+    def set_groups(self, session_id: str, *slots: int) -> None:
+        """The session's group slot in each of the ``GROUP_DIMENSIONS`` dimensions (-1: none, else
+        0 .. MAX_GROUP_SLOTS - 1; ValueError otherwise): its heartbeats' latencies go to those
+        groups' histograms from now on (KeyError for an unknown session)."""
+        session = self._sessions[session_id]
+        if len(slots) != GROUP_DIMENSIONS:
+            raise ValueError(f"set_groups takes {GROUP_DIMENSIONS} slots, got {len(slots)}")
+        for slot in slots:
+            if not -1 <= slot < MAX_GROUP_SLOTS:
+                raise ValueError(f"group slot {slot} out of range -1..{MAX_GROUP_SLOTS - 1}")
+        session.groups = tuple(int(slot) for slot in slots)
+
     def detach(self, session_id: str) -> None:
         """The session's connection went away (grace period): no lane beats, figures kept."""
         self._sessions[session_id].conn_key = -1
@@ -409,6 +440,12 @@ class HeartbeatLanePy:
         room.latency_sum += latency
         room.count += 1
         room.hist[bucket] += 1
+        for dim, slot in enumerate(s.groups):
+            if slot >= 0:
+                hist = room.groups.get((dim, slot))
+                if hist is None:
+                    hist = room.groups[(dim, slot)] = [0] * (len(self._buckets) + 1)
+                hist[bucket] += 1
         self._latency_sum += latency
         self._hist[bucket] += 1
 
@@ -527,6 +564,15 @@ class HeartbeatLanePy:
         room.count = 0
         room.hist = [0] * (len(self._buckets) + 1)
         return out
+
+    def take_room_groups(self, room_key: int) -> list[tuple[int, int, list[int]]]:
+        """The room's group histograms since the last take: (dimension, slot, histogram) for
+        every group that counted a latency, by dimension then slot."""
+        room = self._rooms.get(room_key)
+        if room is None or not room.groups:
+            return []
+        groups, room.groups = room.groups, {}
+        return [(dim, slot, hist) for (dim, slot), hist in sorted(groups.items())]
 
     def take_counters(self) -> tuple[int, float, list[int], int]:
         """(heartbeats, latency_sum, histogram, handled by the lane) since the last take."""

@@ -23,6 +23,7 @@ from .stores.client import check_url, is_cluster_url, parse_cluster_url
 
 # The shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash, 256 bits).
 MIN_HS_SECRET_BYTES = 32
+MAX_SLO_BREAKDOWN_TOP_N = 64  # groups per room and dimension (the lane has 256 slots; rows stay small)
 
 
 @dataclass
@@ -275,6 +276,14 @@ class Settings:
         metadata={
             "doc": "The evaluator reads each SLO's compliance, budget and burn rates over its whole window "
             "(the spidi_slo_* metrics) at most this often"
+        },
+    )
+    slo_breakdown_top_n: int = field(
+        default=8,
+        metadata={
+            "doc": "The SLO breakdown: a room's latencies are also counted per client appVersion and per os, "
+            "for at most this many values of each per room and minute (the rest as other); 0 turns it "
+            "off. Nodes and the history writer both bound by it"
         },
     )
     alert_hysteresis: float = field(
@@ -631,6 +640,10 @@ class Settings:
         if self.anomaly_baseline_weeks < 1 or self.anomaly_min_excess < 1 or self.anomaly_flap_reconnects < 1:
             raise ConfigError(
                 "anomaly_baseline_weeks, anomaly_min_excess and anomaly_flap_reconnects must be at least 1"
+            )
+        if not 0 <= self.slo_breakdown_top_n <= MAX_SLO_BREAKDOWN_TOP_N:
+            raise ConfigError(
+                f"slo_breakdown_top_n must be from 0 to {MAX_SLO_BREAKDOWN_TOP_N}, got {self.slo_breakdown_top_n}"
             )
         if not 0 <= self.alert_hysteresis < 1:
             raise ConfigError(f"alert_hysteresis must be in [0, 1), got {self.alert_hysteresis}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
@@ -39,3 +41,20 @@ def degraded_month(room: str) -> list[dict]:
     evs = [sample(room, AT - 28 * 24 * HOUR + k * HOUR, 995, 5) for k in range(28 * 24 - 1)]
     evs += [sample(room, AT - HOUR + m * MINUTE, 80, 20) for m in range(60)]
     return evs
+
+
+def with_breakdown(event: dict, dimension: str, groups: dict) -> dict:
+    """``event`` (a ``sample``) with an SLO breakdown in one more dimension: ``groups`` maps a value
+    (None: other) to its (fast, slow) heartbeats, as a node's sample carries them."""
+    breakdown = orjson.loads(event["latency_breakdown"]) if event["latency_breakdown"] else {}
+    part: dict = {"values": {}}
+    for value, (fast, slow) in groups.items():
+        hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+        hist[FAST], hist[SLOW] = fast, slow
+        if value is None:
+            part["other"] = hist
+        else:
+            part["values"][value] = hist
+    breakdown[dimension] = part
+    event["latency_breakdown"] = orjson.dumps(breakdown).decode()
+    return event

@@ -323,6 +323,34 @@ def test_histogram_bounds_are_bisect_left(Lane):
     assert lane.take_room_sample(1)[2] == [2, 2, 2]
 
 
+def test_group_histograms_per_dimension_and_slot(Lane):
+    lane = Lane((5, 10), 1000)
+    lane.add_session("a", 1, 7, 0, 0.0)
+    lane.add_session("b", 1, 7, 0, 0.0)
+    lane.add_session("c", 1, 8, 0, 0.0)
+    lane.set_groups("a", 3, 0)
+    lane.set_groups("b", 1, -1)  # no group in the second dimension
+    lane.beat("a", 4, 1, 0.1)
+    lane.beat("a", None, 2, 0.2)  # no latency: no group counts either
+    lane.beat("b", 50, 3, 0.3)
+    lane.beat("c", 6, 4, 0.4)  # never given groups: the room's histogram only
+    lane.remove_session("a")  # what it counted stays until the take (presence keeps its slot till then)
+    assert lane.take_room_groups(7) == [(0, 1, [0, 0, 1]), (0, 3, [1, 0, 0]), (1, 0, [1, 0, 0])]
+    assert lane.take_room_groups(7) == lane.take_room_groups(8) == lane.take_room_groups(99) == []
+    assert lane.take_room_sample(7)[2] == [1, 0, 1]  # the room's own histogram is apart
+    lane.set_groups("b", 0, 255)
+    lane.beat("b", 7, 5, 0.5)
+    assert lane.take_room_groups(7) == [(0, 0, [0, 1, 0]), (1, 255, [0, 1, 0])]
+    lane.add_session("b", 1, 7, 0, 0.0)  # a session added again starts without groups
+    lane.beat("b", 7, 6, 0.6)
+    assert lane.take_room_groups(7) == []
+    for bad in ((1,), (1, 2, 3), (256, 0), (0, -2)):
+        with pytest.raises(ValueError):
+            lane.set_groups("b", *bad)
+    with pytest.raises(KeyError):
+        lane.set_groups("nobody", 0, 0)
+
+
 def test_take_beats_is_heartbeats_lua_argument(Lane):
     lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
     for sid, room in (("a", 1), ("b", 2), ("c", 1)):

@@ -109,10 +109,13 @@ def check_against_full_path(lane, message: bytes) -> bytes | None:
 def test_differential_lane_vs_full_path_and_c_vs_py(message):
     py = new_lane(HeartbeatLanePy)
     c = new_lane(HeartbeatLaneC)
+    for lane in (py, c):
+        lane.set_groups(SID, 2, 0)  # the fast lane counts the session's groups too
     assert check_against_full_path(py, message) == check_against_full_path(c, message)
     assert py.stats(SID)[1:] == c.stats(SID)[1:]
     assert py.take_counters() == c.take_counters()
     assert py.take_room_sample(10) == c.take_room_sample(10)
+    assert py.take_room_groups(10) == c.take_room_groups(10)
 
 
 @pytest.mark.skipif(HeartbeatLaneC is None, reason="spidi_core._lane_c not built")
@@ -120,7 +123,7 @@ def test_differential_lane_vs_full_path_and_c_vs_py(message):
 @given(
     ops=st.lists(
         st.tuples(
-            st.integers(0, 6),
+            st.integers(0, 7),
             st.integers(0, 5),
             st.one_of(INT_LATENCY, FLOAT_LATENCY, st.none()),  # None: a heartbeat without latencyMs
             st.integers(0, 3_000),
@@ -144,8 +147,20 @@ def test_differential_bookkeeping_c_vs_py(ops):
                 outs.append(lane.remove_session(sid))
             elif op == 5:
                 outs.append(lane.set_watched(room, latency is not None and latency > 1000))
+            elif op == 7:
+                # group slots: none (-1) or 0..4 per dimension, moved while beats are counted
+                groups = (step % 6 - 1, step // 7 % 6 - 1)
+                outs.append(lane.set_groups(sid, *groups) if lane.stats(sid) else None)
             else:
-                outs.append((lane.take_beats(), lane.take_ttl_due(), lane.take_updated(room), lane.pending()))
+                outs.append(
+                    (
+                        lane.take_beats(),
+                        lane.take_ttl_due(),
+                        lane.take_updated(room),
+                        lane.pending(),
+                        lane.take_room_groups(room),
+                    )
+                )
             outs.append((lane.stats(sid), lane.last_beat(sid), lane.pending()))
         assert outs[: len(outs) // 2] == outs[len(outs) // 2 :]
     final = [
@@ -153,6 +168,7 @@ def test_differential_bookkeeping_c_vs_py(ops):
             lane.take_beats(),
             lane.take_ttl_due(),
             [lane.take_room_sample(r) for r in range(3)],
+            [lane.take_room_groups(r) for r in range(3)],
             lane.take_counters(),
         )
         for lane in lanes
@@ -183,6 +199,8 @@ def test_many_sessions_connections_and_rooms_c_vs_py():
                 lane.open(conn, 0.0, 0.0, 0.0)
                 lane.set_ready(conn, True)
                 lane.add_session(sid, conn, room, step, 0.0)
+                if who % 5:  # most sessions in groups (slots up to 40: rows grow), some in none
+                    lane.set_groups(sid, who % 41, who % 7 - 1)
             elif action < 0.4:
                 lane.remove_session(sid)
             elif action < 0.45:
@@ -210,4 +228,7 @@ def test_many_sessions_connections_and_rooms_c_vs_py():
     assert [lanes[0].take_room_sample(r) for r in range(90)] == [
         lanes[1].take_room_sample(r) for r in range(90)
     ]
+    groups = [lanes[0].take_room_groups(r) for r in range(90)]
+    assert groups == [lanes[1].take_room_groups(r) for r in range(90)]
+    assert sum(len(g) for g in groups) > 90  # the groups did count
     assert lanes[0].take_counters() == lanes[1].take_counters()

@@ -15,6 +15,7 @@ from aiohttp import web
 from .. import __version__, roles
 from ..alerting import rules, slo
 from ..presence.liveness import GRADES
+from ..stores.events import BREAKDOWN_DIMENSIONS
 from .problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
 from .routing import Call, Route
 
@@ -508,8 +509,38 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
                     }
                 ),
             },
+            "breakdown": {
+                "type": ["object", "null"],
+                "description": "with ?breakdown=appVersion|os: the same figures per client group, the "
+                "most overspent first and other last; null otherwise",
+                "properties": {
+                    "dimension": {"type": "string", "enum": list(BREAKDOWN_DIMENSIONS)},
+                    "groups": {"type": "array", "items": _ref("SloGroupStatus")},
+                },
+                "required": ["dimension", "groups"],
+            },
         },
         "An SLO's compliance, error budget and burn rates (docs/operations.md, SLOs)",
+    ),
+    "SloGroupStatus": _obj(
+        {
+            "value": {
+                **_NSTR,
+                "description": 'the app version or OS; "" for clients that sent no os; null for other',
+            },
+            "other": {
+                "type": "boolean",
+                "description": "the values beyond the top N of their room minutes (settings.slo_breakdown_top_n)",
+            },
+            "good": _INT,
+            "total": _INT,
+            "compliance": _NNUM,
+            "errorBudgetRemaining": _NUM,
+            "met": {"type": ["boolean", "null"]},
+            "burnRates": {"type": "object", "additionalProperties": _NNUM},
+            "windows": {"type": "array", "items": {"type": "object"}},
+        },
+        "One breakdown group's SLO figures, computed as the whole scope's",
     ),
     "Alert": _obj(
         {

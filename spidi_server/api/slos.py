@@ -4,7 +4,9 @@
 whose scope checks they share.
 
 An SLO's SLI, its two objective forms and the error-budget arithmetic are ``alerting.slo``'s; the
-status reads the room statistics' latency histograms (``history.sql.slos.sli_counts``).
+status reads the room statistics' latency histograms (``history.sql.slos.sli_counts``), and with
+``?breakdown=appVersion|os`` the same figures per client app version or OS (the SLO breakdown the
+nodes sample, ``presence/breakdown.py``), each group computed as the whole (``figures``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .. import roles
 from ..alerting import slo
 from ..history.sql import slos
 from ..history.sql.common import ConflictError
-from ..stores.events import LATENCY_BUCKETS_MS
+from ..stores.events import BREAKDOWN_DIMENSIONS, LATENCY_BUCKETS_MS
 from .alert_rules import API_SCOPES, SCOPES, Number, scope_columns
 from .params import OFFSET, iso, page, page_limit
 from .problems import Problem, field_error, invalid, not_found
@@ -106,6 +108,13 @@ STATUS_QUERY = (
         "Only this room's heartbeats (one the SLO covers); default: every room of the SLO's scope",
     ),
     Timestamp("at", "at", "The windows end here (exclusive), ISO 8601; default now"),
+    Choice(
+        "breakdown",
+        "breakdown",
+        "Also the figures per client app version or per OS (the field breakdown): the values with the "
+        "most heartbeats of each room minute (settings.slo_breakdown_top_n), the rest as other",
+        values=BREAKDOWN_DIMENSIONS,
+    ),
 )
 
 
@@ -244,8 +253,9 @@ async def delete_slo(api: Api, call: Call) -> web.Response:
     return web.Response(status=204)
 
 
-def status_json(row: dict, counts: dict[str, tuple[int, int]], at: datetime, room_id: str | None) -> dict:
-    """An SLO's status from its (good, total) per window label (``status_windows``)."""
+def figures(row: dict, counts: dict[str, tuple[int, int]]) -> dict:
+    """Compliance, budget and burn rates of an SLO's heartbeats (the whole scope's, or one
+    breakdown group's) from their (good, total) per window label (``status_windows``)."""
     target = row["target"]
     window = f"{row['window_days']}d"
     whole = slo.Counts(*counts[window])
@@ -263,12 +273,6 @@ def status_json(row: dict, counts: dict[str, tuple[int, int]], at: datetime, roo
             }
         )
     return {
-        "sloId": row["id"],
-        "roomId": room_id,
-        "at": iso(at),
-        "target": target,
-        "thresholdMs": row["threshold_ms"],
-        "windowDays": row["window_days"],
         "good": whole.good,
         "total": whole.total,
         "compliance": slo.compliance(whole),
@@ -277,6 +281,35 @@ def status_json(row: dict, counts: dict[str, tuple[int, int]], at: datetime, roo
         "burnRates": {w["window"]: w["burnRate"] for w in windows if w["window"] in slo.BURN_WINDOWS},
         "windows": windows,
     }
+
+
+def status_json(
+    row: dict,
+    counts: dict[str, tuple[int, int]],
+    at: datetime,
+    room_id: str | None,
+    breakdown: str | None = None,
+    groups: dict[str | None, dict[str, tuple[int, int]]] | None = None,
+) -> dict:
+    """An SLO's status: its figures over the scope (``counts``), and with ``breakdown`` those of
+    each group (``groups``: value, None for other -> counts): the most overspent first, other last."""
+    out = {
+        "sloId": row["id"],
+        "roomId": room_id,
+        "at": iso(at),
+        "target": row["target"],
+        "thresholdMs": row["threshold_ms"],
+        "windowDays": row["window_days"],
+        **figures(row, counts),
+        "breakdown": None,
+    }
+    if breakdown is not None:
+        items = [
+            {"value": value, "other": value is None, **figures(row, c)} for value, c in (groups or {}).items()
+        ]
+        items.sort(key=lambda g: (g["other"], g["errorBudgetRemaining"], g["value"] or ""))
+        out["breakdown"] = {"dimension": breakdown, "groups": items}
+    return out
 
 
 def status_windows(window_days: int) -> list[tuple[str, int]]:
@@ -294,7 +327,7 @@ async def slo_status(api: Api, call: Call) -> web.Response:
     def work(conn):
         row = slos.get_slo(conn, tenant, slo_id)
         if row is None:
-            return None, None
+            return None, (None, None)
         if q["room_id"] is not None and not slos.room_in_scope(conn, row, q["room_id"]):
             raise invalid([field_error("query", "roomId", f"room {q['room_id']} is not in this SLO's scope")])
         counts = slos.sli_counts(
@@ -308,12 +341,26 @@ async def slo_status(api: Api, call: Call) -> web.Response:
             windows=status_windows(row["window_days"]),
             only_room=q["room_id"],
         )
-        return row, counts[None]
+        groups = None
+        if q["breakdown"] is not None:
+            groups = slos.sli_counts(
+                conn,
+                tenant=tenant,
+                scope=row["scope"],
+                room_id=row["room_id"],
+                room_type_id=row["room_type_id"],
+                buckets=slo.bucket_count(row["threshold_ms"]),
+                now=at,
+                windows=status_windows(row["window_days"]),
+                only_room=q["room_id"],
+                breakdown=q["breakdown"],
+            )
+        return row, (counts[None], groups)
 
-    row, counts = await api.db(tenant, work)
+    row, (counts, groups) = await api.db(tenant, work)
     if row is None:
         raise not_found("SLO", slo_id)
-    return json_response(status_json(row, counts, at, q["room_id"]))
+    return json_response(status_json(row, counts, at, q["room_id"], q["breakdown"], groups))
 
 
 _SLOS = "/api/v1/slos"
@@ -336,5 +383,6 @@ SLO_ROUTES: tuple[Route, ...] = (
           "A latency SLO's compliance, error budget and burn rates", "slos", roles.OBSERVE,
           path_params=(SLO_ID,), query=STATUS_QUERY, response="SloStatus", problems=(404,),
           description="Counted from the room statistics' latency histograms (minutes written by the "
-                      "history writer): each window is [at - length, at)."),
+                      "history writer): each window is [at - length, at). breakdown=appVersion|os adds "
+                      "the same figures per client app version or OS."),
 )  # fmt: skip

@@ -26,7 +26,8 @@ from .staging import InvalidEvent, Staged, stage_alert, stage_event
 class Batch:
     """Stream entries read but not yet written and acknowledged."""
 
-    def __init__(self) -> None:
+    def __init__(self, top_n: int) -> None:
+        self.top_n = top_n  # settings.slo_breakdown_top_n: the SLO breakdown's groups kept per minute
         self.ids: list[str] = []  # every stream id to XACK once the batch is written
         self._seen: set[str] = set()
         self.staged: dict[str, Staged] = {}  # by event id: an event read twice is written once
@@ -101,14 +102,14 @@ def _write_presence(conn: psycopg.Connection, batch: Batch, partitions: Partitio
     if not staged:
         return BatchResult()
     try:
-        return write_batch(conn, [s.row for s in staged])
+        return write_batch(conn, [s.row for s in staged], top_n=batch.top_n)
     except psycopg.errors.CheckViolation as exc:
         if "no partition" not in str(exc):
             return _write_isolating(conn, staged, batch)
         # A partition went away under us (retention by another writer, a DBA): look again.
         partitions.forget()
         staged = _writable(conn, batch, partitions)
-        return write_batch(conn, [s.row for s in staged])
+        return write_batch(conn, [s.row for s in staged], top_n=batch.top_n)
     except psycopg.OperationalError:
         raise
     except psycopg.Error:
@@ -155,7 +156,7 @@ def _write_isolating(conn: psycopg.Connection, staged: list[Staged], batch: Batc
     write the rest, dead-letter those."""
     if len(staged) == 1:
         try:
-            return write_batch(conn, [staged[0].row])
+            return write_batch(conn, [staged[0].row], top_n=batch.top_n)
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
@@ -168,7 +169,7 @@ def _write_isolating(conn: psycopg.Connection, staged: list[Staged], batch: Batc
     total = BatchResult()
     for part in (staged[:half], staged[half:]):
         try:
-            result = write_batch(conn, [s.row for s in part])
+            result = write_batch(conn, [s.row for s in part], top_n=batch.top_n)
         except psycopg.OperationalError:
             raise
         except psycopg.Error:

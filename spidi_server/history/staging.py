@@ -80,6 +80,51 @@ def _hist(fields: dict, key: str = "latency_hist", most: int = 64) -> str | None
     return "{" + text + "}"  # an array literal: PostgreSQL parses it, Python need not
 
 
+_MAX_BREAKDOWN_LABELS = 1024  # per dimension of one sample (a node sends at most its top N + other)
+_MAX_LABEL = 128  # the longest HELLO value (protocol.payloads.TEXT_LIMITS)
+
+
+def _breakdown_hist(value, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not 0 < len(value) <= len(events.LATENCY_BUCKETS_MS) + 1
+        or not all(type(n) is int and n >= 0 for n in value)
+    ):
+        raise InvalidEvent(
+            f"latency_breakdown {where} is not a histogram of at most "
+            f"{len(events.LATENCY_BUCKETS_MS) + 1} counts"
+        )
+    return value
+
+
+def _breakdown(fields: dict) -> str | None:
+    """A room sample's SLO breakdown (events.room_sample) checked, as JSON text for the stage."""
+    text = fields.get("latency_breakdown")
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"latency_breakdown: {exc}") from None
+    if not isinstance(value, dict) or not set(value) <= set(events.BREAKDOWN_DIMENSIONS):
+        raise InvalidEvent(f"latency_breakdown must be an object of {', '.join(events.BREAKDOWN_DIMENSIONS)}")
+    for dim, part in value.items():
+        if not isinstance(part, dict) or not set(part) <= {"values", "other"}:
+            raise InvalidEvent(f"latency_breakdown {dim} must be an object of values and other")
+        if "other" in part:
+            _breakdown_hist(part["other"], f"{dim} other")
+        labels = part.get("values", {})
+        if not isinstance(labels, dict) or len(labels) > _MAX_BREAKDOWN_LABELS:
+            raise InvalidEvent(
+                f"latency_breakdown {dim} values must be an object of at most {_MAX_BREAKDOWN_LABELS} labels"
+            )
+        for label, hist in labels.items():
+            if len(label) > _MAX_LABEL or "\x00" in label:
+                raise InvalidEvent(f"latency_breakdown {dim} label {label[:40]!r} is not a client value")
+            _breakdown_hist(hist, f"{dim} {label[:40]!r}")
+    return text
+
+
 @dataclass(slots=True)
 class Staged:
     """One event ready for the staging table, with the partitions it needs."""
@@ -132,6 +177,7 @@ def stage_event(fields: dict) -> Staged:
             online_max=_int(fields, "online_max") or 0,
             online_secs=_hist(fields, "online_secs", SECONDS_PER_MINUTE),
             latency_hist=_hist(fields),
+            latency_breakdown=_breakdown(fields),
         )
         return Staged(event_id, row, ROOM_STATS, bucket, bucket)
     if kind not in (events.SESSION_STARTED, events.SESSION_CHECKPOINT, events.SESSION_ENDED):

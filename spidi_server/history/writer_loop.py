@@ -161,7 +161,7 @@ class HistoryWriter:
             pid=os.getpid(),
         )
         self._redis_call(self.stream.ensure_group)
-        batch = Batch()
+        batch = Batch(self.settings.slo_breakdown_top_n)
         try:
             # 1. Entries this consumer read before it died, then those of other dead writers.
             cursor = "0"
@@ -468,7 +468,7 @@ class HistoryWriter:
             ms=stats.last_batch_ms,
         )
         self._redis_call(self._publish_status)
-        return Batch()
+        return Batch(self.settings.slo_breakdown_top_n)
 
     # -- status ------------------------------------------------------------------------------
 

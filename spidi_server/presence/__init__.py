@@ -85,7 +85,7 @@ class Presence:
             max_headers=settings.max_headers,
             max_header_line=settings.max_header_line,
         )
-        self.sampling = Sampling(store, node_id, settings.history, self.lane)
+        self.sampling = Sampling(store, node_id, settings.history, self.lane, settings.slo_breakdown_top_n)
         self.local = LocalState(store, metrics, self.sampling, self.lane)
         self.crossnode = CrossNode(self.local)
         self.subscriptions = Subscriptions(

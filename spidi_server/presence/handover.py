@@ -58,6 +58,7 @@ def _restore(lc: SessionLifecycle, entry: dict, definition: RoomDef, deadline: f
     # Its newest heartbeat as Redis kept it; no connection until its client resumes it.
     lc.lane.add_session(session_id, -1, room.key, entry["lastHeartbeatAt"], time.monotonic())
     lc.lane.detach(session_id)
+    lc.local.sampling.enter(session)  # its SLO breakdown groups
     session.node_id = lc.node_id
     room.sessions[session_id] = session
     lc.local.sessions[session_id] = session

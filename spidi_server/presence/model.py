@@ -87,6 +87,7 @@ class Session:
         "lost",
         "lane",
         "grade",
+        "groups",
         "_final",
     )
 
@@ -118,6 +119,7 @@ class Session:
         self.node_id = ""
         self.lane = lane  # where its figures live (None: a session never entered in one)
         self.grade = "live"  # liveness.py: set by the once-a-second grading and by its heartbeats
+        self.groups: tuple[int, ...] | None = None  # its SLO breakdown slots (presence/breakdown.py)
         # (last_heartbeat_ms, latency_ms, heartbeats, latency_sum, latency_min, latency_max,
         # latency_count) once the session left the lane; before it, the lane's.
         self._final: tuple | None = None
@@ -303,6 +305,7 @@ class RoomSample:
         "latency_sum",
         "latency_count",
         "hist",
+        "breakdown",
     )
 
     def __init__(self, bucket: int, held: int | None = None):
@@ -314,6 +317,8 @@ class RoomSample:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.hist = [0] * (len(events.LATENCY_BUCKETS_MS) + 1)
+        # The SLO breakdown: dimension -> {"values": {value: histogram}, "other": histogram}.
+        self.breakdown: dict[str, dict] = {}
 
     def add_online(self, online: int, now: int) -> None:
         """One tick: the room's online count on this node at ``now`` (epoch ms, in this minute)."""
@@ -343,6 +348,25 @@ class RoomSample:
         for i, n in enumerate(hist):
             own[i] += n
 
+    def add_groups(self, groups: list[tuple[str, str | None, list[int]]]) -> None:
+        """Fold group histograms in: (dimension, value or None for other, histogram)."""
+        for dim, value, hist in groups:
+            part = self.breakdown.get(dim)
+            if part is None:
+                part = self.breakdown[dim] = {"values": {}}
+            if value is None:
+                own = part.get("other")
+                if own is None:
+                    part["other"] = hist
+                    continue
+            else:
+                own = part["values"].get(value)
+                if own is None:
+                    part["values"][value] = hist
+                    continue
+            for i, n in enumerate(hist):
+                own[i] += n
+
     def event(self, room: Room, node_id: str) -> dict:
         """The minute's ``room_sample``."""
         return events.room_sample(
@@ -358,6 +382,7 @@ class RoomSample:
             latency_sum=self.latency_sum,
             latency_count=self.latency_count,
             latency_hist=self.hist,
+            latency_breakdown=self.breakdown,
         )
 
 
@@ -388,10 +413,12 @@ class Room:
         "pending_subs",
         "joining",
         "key",
+        "groups",
     )
 
     def __init__(self, definition: RoomDef, key: int = 0):
         self.key = key  # the room's key in the heartbeat lane (``LocalState.room_key``)
+        self.groups = None  # its SLO breakdown slots (presence/breakdown.RoomGroups), on first use
         self.room_id = definition.room_id
         self.tenant = definition.tenant
         self.code = definition.code

@@ -159,6 +159,7 @@ class SessionLifecycle:
         local.sessions[session.session_id] = session
         now = time.monotonic()
         self.lane.add_session(session.session_id, client.lane_key, room.key, started, now)
+        local.sampling.enter(session)  # its SLO breakdown groups
         if gone:
             self.lane.detach(session.session_id)
         self.wheel.add(session.session_id, now + self.timeout_s)
@@ -311,6 +312,7 @@ class SessionLifecycle:
         self.wheel.remove(session.session_id)
         session.close_figures()  # what the events and logs below read
         self.lane.remove_session(session.session_id)
+        local.sampling.leave(session)
         # Its keys expire after the room's empty TTL if it empties: the definition in force now
         # (0 for a room deleted meanwhile: the rooms sweep gives them the default).
         definition = self.catalog.lookup(room.tenant, room.code, create=True)

@@ -16,8 +16,12 @@ checkpoints and its end event; a room's activity in one sample per room, node an
                        count at each second of the minute, trailing zeros left out)
                        latency_sum latency_count
                        latency_hist (comma-separated counts per LATENCY_BUCKETS_MS upper bound,
-                       plus one overflow count). Older nodes also sent joins leaves timeouts
-                       disconnects: the writer ignores them (see below).
+                       plus one overflow count)
+                       latency_breakdown (JSON, empty when nothing was counted: the SLO breakdown,
+                       a histogram per client group, {"appVersion": {"values": {"<version>": hist},
+                       "other": hist}, "os": {...}}; "other" holds the sessions beyond the node's
+                       top N of the room, the os "" those that sent none). Older nodes also sent
+                       joins leaves timeouts disconnects: the writer ignores them (see below).
 
     alert_event        id kind rule_id tenant room_id room_code state (pending|firing|resolved)
                        alert_kind severity value at details (JSON: ruleName, expression,
@@ -57,6 +61,8 @@ import os
 import uuid
 from collections.abc import Sequence
 
+import orjson
+
 from ..ids import format_uuid4
 from . import keys
 
@@ -83,6 +89,9 @@ _END_NAMESPACE = uuid.UUID("6f1d3c2e-5b7a-4e0f-9a41-2c8d7e5b0a13")
 
 # Upper bounds (ms) of the latency histogram a room sample carries; p95 is read off it.
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
+# The SLO breakdown's dimensions, in the heartbeat lane's group order (presence/breakdown.py): a
+# room sample's latency histograms per client app version and per OS.
+BREAKDOWN_DIMENSIONS = ("appVersion", "os")
 
 
 class _EventIds:
@@ -252,9 +261,11 @@ def room_sample(
     latency_sum: float,
     latency_count: int,
     latency_hist: list[int],
+    latency_breakdown: dict | None = None,
 ) -> dict:
     """What one node saw of one room in the minute starting at ``bucket`` (epoch ms);
-    ``online_secs``: its online count at each second of the minute."""
+    ``online_secs``: its online count at each second of the minute; ``latency_breakdown``: the
+    histograms per app version and OS (the module's docstring)."""
     return _event(
         ROOM_SAMPLE,
         room_id=room_id,
@@ -269,6 +280,7 @@ def room_sample(
         latency_sum=latency_sum,
         latency_count=latency_count,
         latency_hist=encode_hist(latency_hist),
+        latency_breakdown=orjson.dumps(latency_breakdown).decode() if latency_breakdown else "",
     )
 
 

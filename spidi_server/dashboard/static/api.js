@@ -90,11 +90,12 @@ export async function loadRoomStats(token, roomId, range, from, to, signal) {
 }
 
 /**
- * The latency SLOs that cover a room, each with its status counted on that room's heartbeats:
+ * The latency SLOs that cover a room, each with its status counted on that room's heartbeats
+ * (and broken down by ``breakdown``, appVersion or os, when given):
  * {status: "ok", items: [{slo, status}]} (an SLO whose scope leaves the room out answers 400 and
  * is skipped), or {status: "none", reason}; null when ``signal`` aborted the request.
  */
-export async function loadRoomSlos(token, roomId, signal) {
+export async function loadRoomSlos(token, roomId, signal, breakdown) {
   const get = (url) =>
     fetch(url, { headers: { Authorization: "Bearer " + token, Accept: "application/json" }, signal, cache: "no-store" });
   try {
@@ -106,7 +107,8 @@ export async function loadRoomSlos(token, roomId, signal) {
     const slos = ((await resp.json()) || {}).items || [];
     const items = [];
     for (const slo of slos) {
-      const r = await get("/api/v1/slos/" + encodeURIComponent(slo.id) + "/status?roomId=" + encodeURIComponent(roomId));
+      const r = await get("/api/v1/slos/" + encodeURIComponent(slo.id) + "/status?roomId=" + encodeURIComponent(roomId) +
+        (breakdown ? "&breakdown=" + encodeURIComponent(breakdown) : ""));
       if (r.ok) items.push({ slo, status: await r.json() });
     }
     return items.length ? { status: "ok", items } : { status: "none", reason: "no SLO covers this room" };

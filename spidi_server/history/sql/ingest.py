@@ -55,6 +55,7 @@ class StageRow(NamedTuple):
     online_max: int | None = None
     online_secs: str | None = None  # a room sample's per-second online counts (array literal)
     latency_hist: str | None = None
+    latency_breakdown: str | None = None  # a room sample's SLO breakdown (JSON text, see events)
 
 
 _CREATE_STAGE = """
@@ -65,7 +66,7 @@ CREATE TEMP TABLE IF NOT EXISTS spd_stage (
     started_ms bigint, ended_ms bigint, end_reason text, heartbeats bigint, last_hb_ms bigint,
     latency_sum double precision, latency_count bigint, latency_min double precision,
     latency_max double precision, bucket_ms bigint, online_sum bigint, online_samples bigint,
-    online_max integer, online_secs bigint[], latency_hist bigint[]
+    online_max integer, online_secs bigint[], latency_hist bigint[], latency_breakdown jsonb
 ) ON COMMIT DELETE ROWS"""
 
 # StageRow's fields name the columns: the COPY sends them in that order.
@@ -164,12 +165,14 @@ ON CONFLICT (session_id, started_at) DO UPDATE SET
 # here). Any reason other than leave or timeout (disconnect, shutdown, node_lost) counts as a
 # disconnect: the client went away without leaving, whoever noticed. A
 # minute may start with session events alone: its online figures stay 0 until a sample arrives
-# (node_samples says how many did).
+# (node_samples says how many did). The SLO breakdown (latency histograms per app version and OS)
+# adds label by label and keeps the top_n labels of each dimension by heartbeats, folding the
+# others into "other" (spd_breakdown_add, migration 0016): counts are conserved, labels bounded.
 _ROOM_STATS = """
 INSERT INTO dat_spd_room_stats AS t (
     room_id, ts_bucket, unidad_negocio_id, room_code, online_sum, online_samples, online_avg,
     online_max, online_secs, joins, leaves, timeouts, disconnects, latency_sum, latency_count, latency_hist,
-    node_samples, created_by, updated_by)
+    latency_breakdown, node_samples, created_by, updated_by)
 SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code),
        coalesce(sum(online_sum), 0), coalesce(sum(online_samples), 0),
        coalesce(sum(CASE WHEN online_samples > 0 THEN online_sum::double precision / online_samples END), 0),
@@ -184,6 +187,7 @@ SELECT room_id, to_timestamp(bucket_ms / 1000.0), min(tenant), min(room_code),
        coalesce(sum(latency_sum) FILTER (WHERE kind = 'room_sample'), 0),
        coalesce(sum(latency_count) FILTER (WHERE kind = 'room_sample'), 0),
        coalesce(spd_hist_sum(latency_hist) FILTER (WHERE kind = 'room_sample'), '{}'),
+       spd_breakdown_sum(latency_breakdown, %(top_n)s) FILTER (WHERE kind = 'room_sample'),
        count(*) FILTER (WHERE kind = 'room_sample'),
        %(actor)s, %(actor)s
 FROM spd_stage WHERE kind <> 'session_checkpoint' AND bucket_ms IS NOT NULL
@@ -203,6 +207,7 @@ ON CONFLICT (room_id, ts_bucket) DO UPDATE SET
     latency_sum = t.latency_sum + excluded.latency_sum,
     latency_count = t.latency_count + excluded.latency_count,
     latency_hist = spd_array_add(t.latency_hist, excluded.latency_hist),
+    latency_breakdown = spd_breakdown_add(t.latency_breakdown, excluded.latency_breakdown, %(top_n)s),
     node_samples = t.node_samples + excluded.node_samples,
     updated_at = now(),
     updated_by = excluded.updated_by"""
@@ -219,9 +224,10 @@ class BatchResult:
 
 
 def write_batch(
-    conn: psycopg.Connection, rows: Sequence[StageRow], actor: str = "spidi-writer"
+    conn: psycopg.Connection, rows: Sequence[StageRow], actor: str = "spidi-writer", *, top_n: int
 ) -> BatchResult:
-    """Apply staged event rows (unique event ids) in ONE transaction.
+    """Apply staged event rows (unique event ids) in ONE transaction; ``top_n``: the SLO
+    breakdown's labels kept per room minute and dimension (settings.slo_breakdown_top_n).
 
     Every partition the rows need must exist already (``partitions.PartitionManager``). Either all
     of the batch's effects and ledger entries commit, or none do.
@@ -241,6 +247,6 @@ def write_batch(
             if result.applied:
                 cur.execute(_SESSIONS, {"actor": actor})
                 result.session_rows = cur.rowcount
-                cur.execute(_ROOM_STATS, {"actor": actor})
+                cur.execute(_ROOM_STATS, {"actor": actor, "top_n": top_n})
                 result.stats_rows = cur.rowcount
     return result

@@ -175,13 +175,17 @@ def sli_counts(
     windows: Sequence[tuple[str, int]],
     only_room: str | None = None,
     per_room: bool = False,
+    breakdown: str | None = None,
 ) -> dict[str | None, dict[str, tuple[int, int]]]:
     """(good, total) heartbeats of an SLO's scope in each window [now - seconds, now), by label.
 
     ``buckets``: how many histogram buckets count as good (``slo.bucket_count``). Every minute of
     ``dat_spd_room_stats`` of the scope's rooms is read once, back to the longest window; each
     window is a FILTER of the same scan. ``per_room``: by room id (rooms without heartbeats absent),
-    else one entry under None. ``only_room``: that room's heartbeats only.
+    else one entry under None. ``only_room``: that room's heartbeats only. ``breakdown``: a
+    dimension of the SLO breakdown (``events.BREAKDOWN_DIMENSIONS``): by that dimension's value,
+    None for its "other" group, off the minutes' ``latency_breakdown`` (groups without heartbeats
+    absent).
     """
     longest = max(seconds for _, seconds in windows)
     params: dict[str, Any] = {
@@ -215,21 +219,29 @@ def sli_counts(
             f"coalesce(sum(good) FILTER (WHERE ts_bucket >= %(w{i})s), 0)::bigint,"
             f" coalesce(sum(total) FILTER (WHERE ts_bucket >= %(w{i})s), 0)::bigint"
         )
-    key = "room_id::text" if per_room else "NULL::text"
+    if breakdown is not None:
+        # Each minute's groups of the dimension: the same good/total, per group's histogram.
+        params["dim"] = breakdown
+        source = "dat_spd_room_stats AS st, spd_breakdown_groups(st.latency_breakdown, %(dim)s) AS g"
+        hist, key, group = "g.hist", "label", "GROUP BY label"
+    else:
+        source = "dat_spd_room_stats AS st"
+        hist, key = "st.latency_hist", "room_id::text" if per_room else "NULL::text"
+        group = "GROUP BY room_id" if per_room else ""
     query = f"""
         WITH m AS (
-            SELECT st.room_id, st.ts_bucket,
-                   (SELECT coalesce(sum(x), 0) FROM unnest(st.latency_hist[1:%(k)s]) AS x) AS good,
-                   (SELECT coalesce(sum(x), 0) FROM unnest(st.latency_hist) AS x) AS total
-            FROM dat_spd_room_stats AS st
+            SELECT st.room_id, st.ts_bucket, {"g.label" if breakdown is not None else "NULL::text"} AS label,
+                   (SELECT coalesce(sum(x), 0) FROM unnest({hist}[1:%(k)s]) AS x) AS good,
+                   (SELECT coalesce(sum(x), 0) FROM unnest({hist}) AS x) AS total
+            FROM {source}
             WHERE {" AND ".join(where)}
         )
-        SELECT {key}, {", ".join(sums)} FROM m {"GROUP BY room_id" if per_room else ""}"""
+        SELECT {key}, {", ".join(sums)} FROM m {group}"""
     out: dict[str | None, dict[str, tuple[int, int]]] = {}
     for row in conn.execute(query, params).fetchall():
         out[row[0]] = {
             label: (int(row[1 + 2 * i]), int(row[2 + 2 * i])) for i, (label, _) in enumerate(windows)
         }
-    if not per_room and None not in out:
+    if not per_room and breakdown is None and None not in out:
         out[None] = {label: (0, 0) for label, _ in windows}
     return out
