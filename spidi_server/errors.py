@@ -2,7 +2,8 @@
 
 SpidiError
 ├── ConfigError            bad configuration at start (never reaches a client)
-├── ConnectionFatalError   the STOMP connection must end: ERROR frame, then close (close_code)
+├── ConnectionFatalError   the STOMP connection must end: ERROR frame (code header: wire_code),
+│   │                      then close (close_code)
 │   ├── AuthError          1008 missing, invalid or expired token
 │   ├── ProtocolError      1002 frame before CONNECT, unknown command, bad frame (wraps FrameError;
 │   │   │                       1009 for frame-too-large)
@@ -50,17 +51,23 @@ class ConnectionFatalError(SpidiError):
 
     close_code = 1002
     reason = ""
+    # The ERROR frame's ``code`` header: what a client decides on (stop, fix, retry), beside the
+    # close code, which several causes share (1008: a token, a rate limit).
+    wire_code = "PROTOCOL_ERROR"
 
     def __init__(self, message: str, close_code: int | None = None):
         super().__init__(message)
         if close_code is not None:
             self.close_code = close_code
+            if close_code == 1009:
+                self.wire_code = "FRAME_TOO_LARGE"
 
 
 class AuthError(ConnectionFatalError):
     """The token is missing, malformed, badly signed, expired or lacks a required claim."""
 
     close_code = 1008
+    wire_code = "UNAUTHORIZED"
 
 
 class ProtocolError(ConnectionFatalError):
@@ -72,6 +79,7 @@ class InvalidTextError(ProtocolError):
 
     close_code = 1007
     reason = "invalid_utf8"
+    wire_code = "INVALID_UTF8"
 
 
 class RateLimitError(ConnectionFatalError):
@@ -79,6 +87,7 @@ class RateLimitError(ConnectionFatalError):
 
     close_code = 1008
     reason = "message_rate"
+    wire_code = "RATE_LIMITED"
 
 
 class SlowConsumerError(ConnectionFatalError):
@@ -86,6 +95,7 @@ class SlowConsumerError(ConnectionFatalError):
 
     close_code = 1008
     reason = "slow_consumer"
+    wire_code = "SLOW_CONSUMER"  # (no ERROR frame is sent: the client does not read)
 
 
 class HandshakeRefusedError(SpidiError):

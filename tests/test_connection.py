@@ -302,5 +302,6 @@ async def test_the_rate_limit_is_one_bucket_for_the_lane_and_the_full_path(limit
     conn.receive(beat_frame(sid, 1))
     (error,) = writer.take()
     assert error.command == "ERROR" and "message rate limit exceeded" in error.headers["message"]
+    assert error.headers["code"] == "RATE_LIMITED"
     assert writer.closed[0] == 1008
     assert host.metrics.refusals.labels(reason="message_rate")._value.get() == 1

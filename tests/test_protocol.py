@@ -148,19 +148,26 @@ def test_unknown_destinations(raw):
 
 
 @pytest.mark.parametrize(
-    "data, reason",
+    "data, reason, code",
     [
-        (b"SEND\ndestination:/app/hello\n\n{}\x00", "before CONNECT"),
-        (b"CONNECT\naccept-version:2.0\n\n\x00", "no common STOMP version"),
-        (b"CONNECT\naccept-version:1.2\nAuthorization:Basic abc\n\n\x00", "Bearer"),
-        (b"BOGUS\n\n\x00", "before CONNECT"),
+        (b"SEND\ndestination:/app/hello\n\n{}\x00", "before CONNECT", "PROTOCOL_ERROR"),
+        (b"CONNECT\naccept-version:2.0\n\n\x00", "no common STOMP version", "PROTOCOL_ERROR"),
+        (b"CONNECT\naccept-version:1.2\nAuthorization:Basic abc\n\n\x00", "Bearer", "UNAUTHORIZED"),
+        (
+            b"CONNECT\naccept-version:1.2\nAuthorization:Bearer not.a.jwt\n\n\x00",
+            "invalid token",
+            "UNAUTHORIZED",
+        ),
+        (b"BOGUS\n\n\x00", "before CONNECT", "PROTOCOL_ERROR"),
+        (b"CONNECT\naccept-version:1.2\n\n\xff\x00", "not valid UTF-8", "INVALID_UTF8"),
     ],
 )
-def test_fatal_errors_queue_error_frame_and_close(data, reason):
+def test_fatal_errors_queue_error_frame_and_close(data, reason, code):
     conn = make()
     assert conn.receive_data(data) == []
     (frame,) = out_frames(conn)
     assert frame.command == "ERROR" and reason in frame.headers["message"]
+    assert frame.headers["code"] == code  # what a client decides on, beside the shared close codes
     assert conn.state == stomp.STATE_CLOSED and conn.close_reason is not None
     assert conn.receive_data(b"anything") == []
 
@@ -181,7 +188,7 @@ def test_frame_error_maps_to_error_and_1009_for_size():
     conn.receive_data(b"SEND\ndestination:/app/hello\n\n" + b"x" * 300 + b"\x00")
     (frame,) = out_frames(conn)
     assert frame.command == "ERROR" and "frame-too-large" in frame.headers["message"]
-    assert conn.close_reason[0] == 1009
+    assert conn.close_reason[0] == 1009 and frame.headers["code"] == "FRAME_TOO_LARGE"
 
 
 # -- /app/* bodies (protocol.payloads) ---------------------------------------------------------

@@ -365,7 +365,9 @@ class StompConnection:
         message = str(exc)
         self._queue(
             serialize_frame(
-                "ERROR", {"message": message[:200], "content-type": "text/plain"}, message.encode()
+                "ERROR",
+                {"message": message[:200], "code": exc.wire_code, "content-type": "text/plain"},
+                message.encode(),
             )
         )
         self.state = STATE_CLOSED
