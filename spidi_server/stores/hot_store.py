@@ -4,9 +4,10 @@ Writers (the presence layer) call the synchronous ``join`` / ``heartbeat`` / ``l
 they only append to in-memory buffers and wake the flusher. One flusher task sends everything
 buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
 flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
-are coalesced per session (only the newest matters) and written per room as one heartbeats.lua
-call; where they wait and when they wake the flusher (the node's heartbeat lane, looked at every
-flush interval, so a heartbeat never wakes anything by itself) is stores/beat_buffer.py's.
+are coalesced per session (only the newest matters) and written per room as one ZADD XX and one
+HSET, their arguments packed in C by the node's heartbeat lane; where they wait and when they
+wake the flusher (the node's heartbeat lane, looked at every flush interval, so a heartbeat never
+wakes anything by itself) is stores/beat_buffer.py's.
 Reads (stores/reads.py) go through ``flush()`` first, so they see every write made before them.
 
 A join is the one write whose answer matters: the join script refuses a session when the room
@@ -36,7 +37,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, handoff, reads
-from .beat_buffer import BeatBuffer, BeatSource
+from .beat_buffer import BeatBuffer, BeatSource, PackedBeats
 from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES, RedisFull, out_of_memory
 from .commands import build
 from .joins import REFUSED, LiveSession, PendingJoin
@@ -463,7 +464,7 @@ class HotStore:
         self.recovery.unreachable(RedisTimeoutError(error))
         log.error("%s", error)
 
-    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, bytes]]:
+    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, PackedBeats]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
         the sources' urgent heartbeats only unless ``everything`` (see ``BeatBuffer.take``).
@@ -501,7 +502,7 @@ class HotStore:
         if self._ops:
             self._wake.set()
 
-    def _requeue(self, ops: list[tuple], beats: dict[str, bytes]) -> None:
+    def _requeue(self, ops: list[tuple], beats: dict[str, PackedBeats]) -> None:
         """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
         self._ops[:0] = ops
         self.beats.requeue(beats)
