@@ -68,10 +68,15 @@ class BeatBuffer:
         self.sources.append(source)
 
     def put(self, room_id: str, session_id: str, ms, latency) -> None:
-        """Keep a heartbeat; a newer one of the same session replaces it."""
+        """Keep a heartbeat; a newer one of the same session replaces it (one without a latency
+        keeps the latency of the one it replaces: Redis has not seen that one yet)."""
         beats = self.kept.get(room_id)
         if beats is None:
             beats = self.kept[room_id] = {}
+        if latency is None:
+            older = beats.get(session_id)
+            if older is not None:
+                latency = older[1]
         beats[session_id] = (ms, latency)
 
     def put_unless_newer(self, room_id: str, session_id: str, ms, latency) -> None:
