@@ -15,9 +15,10 @@ Redis. ``queue_beats`` puts each command's head in front and queues the two plai
 
 Why not a script: heartbeats.lua split one "<sid> <ms> <latency>" argument with ``gmatch`` and
 called ZADD and HSET from Lua; the splitting, Lua's strings and its garbage collector were about
-half of Redis's time on heartbeats, and the same two commands sent plainly cost Redis ~40 % less
-(benchmarks/results/20261205T*-issue15-flush-ab.md). ZADD XX alone keeps what the script promised:
-a heartbeat never resurrects a session that some other path removed.
+half of Redis's time on heartbeats: the same two commands sent plainly cost Redis ~45 % less
+(benchmarks/redis_heartbeat_script.py), ~30 % of Redis's CPU per heartbeat in the load benchmark
+(benchmarks/results/20261205T0230-issue15-flush-ab.md). ZADD XX alone keeps what the script
+promised: a heartbeat never resurrects a session that some other path removed.
 """
 
 from __future__ import annotations

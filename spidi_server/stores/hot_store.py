@@ -56,6 +56,10 @@ _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not a
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
 
 
+class _ScriptsReloaded(Exception):
+    """A pipeline met NOSCRIPT and the scripts are loaded again: replay the batch (the flusher)."""
+
+
 class HotStore:
     """The presence hot state of every room, in Redis.
 
@@ -306,6 +310,7 @@ class HotStore:
         backoff = 0.05
         last = 0.0
         recovery = self.recovery
+        reloaded = False  # the last batch found the scripts gone and loaded them again
         while True:
             await self._wake.wait()
             replaying = self.spilled > 0
@@ -354,7 +359,11 @@ class HotStore:
                         # Redis restarted and lost the scripts: load them, replay the batch
                         # (joins and leaves are idempotent, heartbeats carry absolute values).
                         await self.load_scripts()
+                        if not reloaded:
+                            raise _ScriptsReloaded()
+                        # Gone again at once: handled as an outage (backoff), not a busy loop.
                         raise NoScriptError("scripts reloaded; replaying the batch")
+                    reloaded = False
                     full = next((e for e in errors if out_of_memory(e)), None)
                     if full is not None:
                         # Redis is full (maxmemory, noeviction): an outage for this batch, kept
@@ -375,6 +384,18 @@ class HotStore:
                         # without the pause, as it did when it travelled with the join.
                         last = 0.0
                     recovery.written(marks)
+                except _ScriptsReloaded:
+                    # Redis answered, so no outage starts: the batch goes again at once. Whether
+                    # Redis lost more than its scripts (a restart without persistence) is the
+                    # marker check's to say, in that very batch. (Before heartbeats were plain
+                    # commands a heartbeat script met the NOSCRIPT first, on the outage's retry.)
+                    reloaded = True
+                    recovery.marker_due = True
+                    if spill_read is None:
+                        self._requeue(ops, beats)
+                    self._waiters[:0] = waiters
+                    self._wake.set()
+                    continue
                 except asyncio.CancelledError:
                     # Closing with the batch in flight (Redis hung): its history events are kept
                     # for the next start like the rest (the writer's ledger takes an event once,
