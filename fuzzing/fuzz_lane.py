@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import hiredis
+
 from fuzzing import engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,10 +104,12 @@ def _lane(cls, rate: float, burst: float):
 
 
 def _figures(lane):
-    beats = {
-        room: [line.split(b" ")[::2] for line in text.split(b"\n")]
-        for room, text in lane.take_beats().items()
-    }
+    beats = {}
+    for room, packed in lane.take_beats().items():
+        reader = hiredis.Reader()
+        reader.feed(b"*%d\r\n%s" % (2 * packed.count, packed.members))
+        reader.feed(b"*%d\r\n%s" % (2 * packed.latencies_count, packed.latencies))
+        beats[room] = (reader.gets()[1::2], reader.gets())
     return (
         lane.stats(SID)[1:],
         lane.stats(OTHER)[1:],

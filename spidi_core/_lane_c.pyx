@@ -50,6 +50,8 @@ cdef extern from "Python.h":
     int Py_DTSF_ADD_DOT_0
     const char* PyUnicode_AsUTF8AndSize(object u, Py_ssize_t* size) except NULL
 
+from spidi_core.lane_py import PackedBeats
+
 __all__ = ["HeartbeatLaneC"]
 
 
@@ -76,6 +78,36 @@ cdef inline Py_ssize_t _put_int(char* out, long long value) noexcept:
     for i in range(n):
         out[neg + i] = tmp[n - 1 - i]
     return neg + n
+
+
+cdef struct RespBuf:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t used
+
+
+cdef int _resp_bulk(RespBuf* buf, const char* data, Py_ssize_t n) except -1:
+    """Append ``data`` as a RESP bulk string (``$<n>\\r\\n<data>\\r\\n``), growing ``buf``."""
+    cdef Py_ssize_t need = buf.used + n + 25  # "$", 20 digits at most, two CRLFs
+    cdef char* grown
+    cdef char* out
+    if need > buf.size:
+        grown = <char*>realloc(buf.data, need * 2)
+        if grown == NULL:
+            raise MemoryError()
+        buf.data = grown
+        buf.size = need * 2
+    out = buf.data + buf.used
+    out[0] = b'$'
+    need = 1 + _put_int(out + 1, n)
+    out[need] = b'\r'
+    out[need + 1] = b'\n'
+    memcpy(out + need + 2, data, n)
+    need += 2 + n
+    out[need] = b'\r'
+    out[need + 1] = b'\n'
+    buf.used += need + 2
+    return 0
 
 
 # LaneSession.flags
@@ -631,17 +663,22 @@ cdef class HeartbeatLaneC:
         return self.npending_watched
 
     def take_beats(self, bint watched_only=False):
-        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF,
-        ``-`` for the latency of beats that carried none); with ``watched_only`` only the watched rooms' beats, the others' stay pending."""
+        """room_key -> the room's pending beats as ``lane_py.pack_beats`` writes them (a
+        ``PackedBeats``: the ZADD XX's score/member and the HSET's field/value pairs in RESP);
+        with ``watched_only`` only the watched rooms' beats, the others' stay pending."""
         cdef dict out = {}
-        cdef Py_ssize_t ri, j, size = 0, used, need, tlen, kept = 0
+        cdef Py_ssize_t ri, j, tlen, kept = 0, nlat
         cdef LaneRoom* r
         cdef LaneSession* s
-        cdef char* buf = NULL
-        cdef char* grown
+        cdef RespBuf members
+        cdef RespBuf latencies
         cdef char* text
         cdef char num[32]
         cdef int32_t room
+        members.data = NULL
+        members.size = members.used = 0
+        latencies.data = NULL
+        latencies.size = latencies.used = 0
         try:
             for ri in range(self.dirty_rooms.len):
                 room = self.dirty_rooms.data[ri]
@@ -652,49 +689,38 @@ cdef class HeartbeatLaneC:
                     kept += 1
                     continue
                 self.npending -= r.beats.len
-                used = 0
+                members.used = latencies.used = 0
+                nlat = 0
                 for j in range(r.beats.len):
                     s = &self.sess[r.beats.data[j]]
                     s.flags &= ~LF_DIRTY
-                    if s.beat_latency != s.beat_latency:  # NaN: no latency
-                        text = NULL
-                        num[0] = b'-'
-                        tlen = 1
-                    elif s.flags & LF_BEAT_INT:
-                        text = NULL
+                    tlen = _put_int(num, <long long>s.beat_ms)
+                    _resp_bulk(&members, num, tlen)
+                    _resp_bulk(&members, s.sid, s.sid_len)
+                    if s.beat_latency != s.beat_latency:  # NaN: no latency (Redis keeps its last)
+                        continue
+                    _resp_bulk(&latencies, s.sid, s.sid_len)
+                    nlat += 1
+                    if s.flags & LF_BEAT_INT:
                         tlen = _put_int(num, <long long>s.beat_latency)
+                        _resp_bulk(&latencies, num, tlen)
                     else:
                         text = PyOS_double_to_string(s.beat_latency, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
-                        tlen = strlen(text)
-                    need = used + s.sid_len + tlen + 24 + 2
-                    if need > size:
-                        size = need * 2
-                        grown = <char*>realloc(buf, size)
-                        if grown == NULL:
-                            if text != NULL:
-                                PyMem_Free(text)
-                            raise MemoryError()
-                        buf = grown
-                    if j:
-                        buf[used] = b'\n'
-                        used += 1
-                    memcpy(buf + used, s.sid, s.sid_len)
-                    used += s.sid_len
-                    buf[used] = b' '
-                    used += 1 + _put_int(buf + used + 1, <long long>s.beat_ms)
-                    buf[used] = b' '
-                    used += 1
-                    if text != NULL:
-                        memcpy(buf + used, text, tlen)
-                        PyMem_Free(text)
-                    else:
-                        memcpy(buf + used, num, tlen)
-                    used += tlen
+                        try:
+                            _resp_bulk(&latencies, text, strlen(text))
+                        finally:
+                            PyMem_Free(text)
+                out[r.key] = PackedBeats(
+                    r.beats.len,
+                    PyBytes_FromStringAndSize(members.data, members.used),
+                    nlat,
+                    PyBytes_FromStringAndSize(latencies.data, latencies.used),
+                )
                 r.beats.len = 0
                 r.in_dirty = 0
-                out[r.key] = PyBytes_FromStringAndSize(buf, used)
         finally:
-            free(buf)
+            free(members.data)
+            free(latencies.data)
         self.dirty_rooms.len = kept
         self.npending_watched = 0
         return out

@@ -10,9 +10,9 @@ The lane holds every per-session heartbeat figure of a node, whichever path a he
   path, which then answers exactly as it always did (errors included): ``offer`` only *accepts*
   frames the full path would accept, and records them exactly as it would.
 
-Python drains what accumulated in batches: ``take_beats`` (the heartbeats.lua arguments, per
-room), ``take_ttl_due``, ``take_updated`` (watched rooms), ``take_room_sample``,
-``take_room_groups`` and ``take_counters``.
+Python drains what accumulated in batches: ``take_beats`` (per room, the arguments of the ZADD XX
+and HSET that write them, already in RESP: ``pack_beats``), ``take_ttl_due``, ``take_updated``
+(watched rooms), ``take_room_sample``, ``take_room_groups`` and ``take_counters``.
 
 Each session may belong to a group in each of ``GROUP_DIMENSIONS`` dimensions (presence uses
 them for the client's app version and OS: ``set_groups``); a room keeps a latency histogram per
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from typing import NamedTuple
 
 __all__ = [
     "GROUP_DIMENSIONS",
@@ -46,6 +47,8 @@ __all__ = [
     "MAX_LANE_MESSAGE",
     "MAX_LATENCY_MS",
     "MAX_RECEIPT",
+    "PackedBeats",
+    "pack_beats",
 ]
 
 MAX_LANE_MESSAGE = 1024  # longer messages take the full path
@@ -62,6 +65,40 @@ _DIGITS = frozenset(b"0123456789")
 _SPACE = 0x20
 _QUOTE = 0x22
 _BACKSLASH = 0x5C
+
+
+class PackedBeats(NamedTuple):
+    """Heartbeats of one room as Redis receives them: the arguments of ``ZADD <online> XX`` and of
+    ``HSET <latency>``, each argument a RESP bulk string (``$<length>\r\n<bytes>\r\n``), so the
+    flusher only puts each command's head (``*<n>``, the name and the key) in front of them."""
+
+    count: int  # heartbeats (score/member pairs in ``members``)
+    members: bytes  # "<ms> <sessionId>" pairs: the ZADD XX of the online zset
+    latencies_count: int  # the heartbeats that carried a latency (field/value pairs in ``latencies``)
+    latencies: bytes  # "<sessionId> <latencyMs>" pairs: the HSET of the latency hash
+
+
+def _bulk(value) -> bytes:
+    """``value`` as a RESP bulk string: bytes as they are, str as UTF-8, an int or a float as
+    Python writes it (``str``: a float's repr)."""
+    data = value if type(value) is bytes else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack_beats(beats) -> PackedBeats:
+    """``(session_id, ms, latency or None)`` items in order -> ``PackedBeats`` (a beat without a
+    latency writes none: Redis keeps the session's last reported one). Repeated sessions stay
+    repeated: ZADD and HSET apply their pairs in order, so the last one wins."""
+    members: list[bytes] = []
+    latencies: list[bytes] = []
+    for session_id, ms, latency in beats:
+        sid = _bulk(session_id)
+        members.append(_bulk(ms))
+        members.append(sid)
+        if latency is not None:
+            latencies.append(sid)
+            latencies.append(_bulk(latency))
+    return PackedBeats(len(members) // 2, b"".join(members), len(latencies) // 2, b"".join(latencies))
 
 
 class _Conn:
@@ -522,10 +559,10 @@ class HeartbeatLanePy:
         rooms = self._rooms
         return sum(len(beats) for room, beats in self._beats.items() if rooms[room].watched)
 
-    def take_beats(self, watched_only: bool = False) -> dict[int, bytes]:
-        """room_key -> heartbeats.lua's argument (b"<sid> <ms> <latency>" lines joined by LF,
-        ``-`` for the latency of beats that carried none), the newest beat per session; empties the pending beats (with ``watched_only``, only the
-        watched rooms' are taken, the others' stay pending)."""
+    def take_beats(self, watched_only: bool = False) -> dict[int, PackedBeats]:
+        """room_key -> the room's pending beats as ``pack_beats`` writes them, the newest beat per
+        session (in the order the sessions first beat since the last take); empties the pending
+        beats (with ``watched_only``, only the watched rooms' are taken, the others' stay pending)."""
         if watched_only:
             rooms = self._rooms
             beats = {room: b for room, b in self._beats.items() if rooms[room].watched}
@@ -535,9 +572,7 @@ class HeartbeatLanePy:
             beats, self._beats = self._beats, {}
             self._npending = 0
         return {
-            room: "\n".join(
-                [f"{sid} {b[0]} {'-' if b[1] is None else b[1]}" for sid, b in room_beats.items()]
-            ).encode()
+            room: pack_beats([(sid, b[0], b[1]) for sid, b in room_beats.items()])
             for room, room_beats in beats.items()
         }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 
+import hiredis
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -43,6 +44,24 @@ OTHER_SID = "s-other"
 @pytest.fixture(params=IMPLS)
 def Lane(request):
     return request.param
+
+
+def packed(*rows) -> tuple:
+    """What ``take_beats`` gives for one room's (session, ms, latency or None) rows, written out
+    here independently of ``lane_py.pack_beats``: RESP bulk strings, the ZADD's score/member and
+    the HSET's field/value pairs."""
+
+    def bulk(value) -> bytes:
+        data = str(value).encode()
+        return b"$" + str(len(data)).encode() + b"\r\n" + data + b"\r\n"
+
+    with_latency = [(sid, latency) for sid, _, latency in rows if latency is not None]
+    return (
+        len(rows),
+        b"".join(bulk(ms) + bulk(sid) for sid, ms, _ in rows),
+        len(with_latency),
+        b"".join(bulk(sid) + bulk(latency) for sid, latency in with_latency),
+    )
 
 
 def stomp(command: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
@@ -351,7 +370,7 @@ def test_group_histograms_per_dimension_and_slot(Lane):
         lane.set_groups("nobody", 0, 0)
 
 
-def test_take_beats_is_heartbeats_lua_argument(Lane):
+def test_take_beats_are_zadd_and_hset_arguments(Lane):
     lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
     for sid, room in (("a", 1), ("b", 2), ("c", 1)):
         lane.add_session(sid, 0, room, 0, 0.0)
@@ -361,12 +380,16 @@ def test_take_beats_is_heartbeats_lua_argument(Lane):
     lane.beat("c", 12.0, 1_003, 1.0)  # newest wins, keeping c's place
     assert lane.pending() == 3
     beats = lane.take_beats()
-    # stores/commands.py: "\n".join(f"{sid} {b[0]} {b[1]}" ...)
-    expected = {1: [("c", 1_003, 12.0), ("a", 1_002, 1e-05)], 2: [("b", 1_001, 0.1)]}
-    assert beats == {
-        room: "\n".join(f"{s} {ms} {lat}" for s, ms, lat in rows).encode() for room, rows in expected.items()
-    }
+    assert beats == {1: packed(("c", 1_003, 12.0), ("a", 1_002, 1e-05)), 2: packed(("b", 1_001, 0.1))}
     assert list(beats) == [1, 2]
+    assert beats[1].count == 2 and beats[1].latencies_count == 2
+    # Behind a command's head they are the command Redis parses (hiredis reads it as a reply).
+    count, members, nlat, latencies = beats[1]
+    reader = hiredis.Reader()
+    reader.feed(b"*%d\r\n$4\r\nZADD\r\n$6\r\nonline\r\n$2\r\nXX\r\n" % (3 + 2 * count) + members)
+    reader.feed(b"*%d\r\n$4\r\nHSET\r\n$7\r\nlatency\r\n" % (2 + 2 * nlat) + latencies)
+    assert reader.gets() == [b"ZADD", b"online", b"XX", b"1003", b"c", b"1002", b"a"]
+    assert reader.gets() == [b"HSET", b"latency", b"c", b"12.0", b"a", b"1e-05"]
     assert lane.pending() == 0 and lane.take_beats() == {}
 
 
@@ -382,7 +405,7 @@ def test_watched_rooms_beats_are_taken_apart(Lane):
     lane.beat("c", 3, 1_002, 1.0)
     lane.beat("d", 4, 1_003, 1.0)
     assert (lane.pending(), lane.pending_watched()) == (4, 2)
-    assert lane.take_beats(watched_only=True) == {2: b"b 1001 2\nd 1003 4"}
+    assert lane.take_beats(watched_only=True) == {2: packed(("b", 1_001, 2), ("d", 1_003, 4))}
     assert (lane.pending(), lane.pending_watched()) == (2, 0)
     assert lane.take_beats(watched_only=True) == {}
     lane.beat("a", 5, 1_004, 1.0)  # newest wins, keeping a's place
@@ -395,7 +418,7 @@ def test_watched_rooms_beats_are_taken_apart(Lane):
     lane.set_watched(3, False)
     assert lane.pending_watched() == 0
     beats = lane.take_beats()
-    assert beats == {1: b"a 1004 5", 3: b"c 1002 3"} and list(beats) == [1, 3]
+    assert beats == {1: packed(("a", 1_004, 5)), 3: packed(("c", 1_002, 3))} and list(beats) == [1, 3]
     assert (lane.pending(), lane.pending_watched()) == (0, 0)
 
 
@@ -411,7 +434,7 @@ def test_removed_session_takes_its_pending_work_with_it(Lane):
     assert lane.pending() == 1
     assert lane.take_ttl_due() == ["b"]
     assert lane.take_updated(1) == ["b"]
-    assert lane.take_beats() == {1: b"b 5000 2"}
+    assert lane.take_beats() == {1: packed(("b", 5_000, 2))}
     lane.add_session("a", 0, 1, 0, 0.0)  # a new record, nothing carried over
     assert lane.stats("a") == (0, None, 0, 0.0, None, None, 0)
     lane.beat("b", 2, 5_001, 1.0)
@@ -458,7 +481,10 @@ def test_beat_without_latency_counts_but_samples_nothing(Lane):
     lane.add_session("a", 1, 7, 5_000, 50.0)
     lane.beat("a", None, 5_100, 51.0)
     assert lane.stats("a") == (5_100, None, 1, 0.0, None, None, 0)
-    assert lane.take_beats() == {7: b"a 5100 -"}  # Redis keeps its last latency (none yet)
+    # No latency written: Redis keeps the session's last one (none yet)
+    assert (
+        lane.take_beats() == {7: packed(("a", 5_100, None))} == {7: (1, b"$4\r\n5100\r\n$1\r\na\r\n", 0, b"")}
+    )
     assert lane.take_room_sample(7) == (0.0, 0, [0] * (len(LATENCY_BUCKETS_MS) + 1))
     heartbeats, latency_sum, hist, _ = lane.take_counters()
     assert (heartbeats, latency_sum, sum(hist)) == (1, 0.0, 0)
@@ -466,12 +492,12 @@ def test_beat_without_latency_counts_but_samples_nothing(Lane):
     lane.beat("a", None, 5_300, 53.0)  # the pending beat keeps the latency it had
     assert lane.stats("a") == (5_300, 40, 3, 40.0, 40, 40, 1)
     assert lane.last_beat("a") == 53.0
-    assert lane.take_beats() == {7: b"a 5300 40"}
+    assert lane.take_beats() == {7: packed(("a", 5_300, 40))}
     latency_sum, count, _ = lane.take_room_sample(7)
     assert (latency_sum, count) == (40.0, 1)
     lane.beat("a", 0, 5_400, 54.0)  # a 0 ms sample is a sample
     assert lane.stats("a") == (5_400, 0, 4, 40.0, 0, 40, 2)
-    assert lane.take_beats() == {7: b"a 5400 0"}
+    assert lane.take_beats() == {7: packed(("a", 5_400, 0))}
     latency_sum, count, hist = lane.take_room_sample(7)
     assert (latency_sum, count, hist[0]) == (0.0, 1, 1)
 
@@ -488,9 +514,7 @@ def test_lane_beats_fill_the_same_figures(Lane):
     assert before - 1 <= stats[0] <= time.time() * 1000
     assert lane.take_updated(10) == [SID]
     assert lane.take_ttl_due() == [SID]
-    (line,) = lane.take_beats()[10].decode().split("\n")
-    sid, ms, latency = line.split(" ")
-    assert (sid, int(ms), latency) == (SID, stats[0], "2.25")
+    assert lane.take_beats() == {10: packed((SID, stats[0], "2.25"))}
     assert lane.take_counters()[0::3] == (3, 2)
 
 
@@ -499,7 +523,7 @@ def test_the_stores_format_for_float_latencies(Lane):
     lane.add_session("a", 0, 1, 0, 0.0)
     for latency in (0.1, 1e-05, 123456.789, 3599999.9999999995, 5.0, 0.0, 1 / 3):
         lane.beat("a", latency, 1, 1.0)
-        assert lane.take_beats() == {1: f"a 1 {latency}".encode()}
+        assert lane.take_beats() == {1: packed(("a", 1, latency))}
 
 
 def test_the_stores_format_for_integers(Lane):
@@ -509,7 +533,7 @@ def test_the_stores_format_for_integers(Lane):
     for now_ms in (0, 7, 10, 99, 100, 1_767_000_000_123, 9_223_372_036_854_775_807, -1, -1_000):
         for latency in (0, 9, 10, 305, 3_599_999):
             lane.beat("a", latency, now_ms, 1.0)
-            assert lane.take_beats() == {1: f"a {now_ms} {latency}".encode()}
+            assert lane.take_beats() == {1: packed(("a", now_ms, latency))}
 
 
 LONGEST_LINE = max(len(line) for line in GOOD.split(b"\n\n")[0].split(b"\n"))

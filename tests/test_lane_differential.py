@@ -8,11 +8,12 @@ import json
 import math
 import random
 
+import hiredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spidi_core.lane_py import HeartbeatLanePy
+from spidi_core.lane_py import HeartbeatLanePy, pack_beats
 from spidi_server.stores.events import LATENCY_BUCKETS_MS
 
 from .test_lane import (
@@ -174,13 +175,60 @@ def test_differential_bookkeeping_c_vs_py(ops):
         for lane in lanes
     ]
     assert final[0] == final[1]
-    for text in final[0][0].values():  # floats as repr, ints as ints, exactly as the f-string writes them
-        for line in text.decode().split("\n"):
-            value = line.split(" ")[2]
-            if value == "-":  # a beat without latency
-                continue
+    for packed in final[0][0].values():  # floats as repr, ints as ints, exactly as str() writes them
+        members, latencies = unpacked(packed)
+        assert len(members) == 2 * packed.count and len(latencies) == 2 * packed.latencies_count
+        assert len(set(members[1::2])) == packed.count  # the newest beat per session only
+        for value in latencies[1::2]:  # (a beat without latency writes none)
+            value = value.decode()
             assert value == repr(float(value)) or (value.isdigit() and str(int(value)) == value)
             assert math.isfinite(float(value))
+
+
+def unpacked(packed) -> tuple[list[bytes], list[bytes]]:
+    """A room's ``PackedBeats`` read back by hiredis: the ZADD's and the HSET's arguments."""
+    reader = hiredis.Reader()
+    reader.feed(b"*%d\r\n%s" % (2 * packed.count, packed.members))
+    reader.feed(b"*%d\r\n%s" % (2 * packed.latencies_count, packed.latencies))
+    return reader.gets(), reader.gets()
+
+
+@pytest.mark.skipif(HeartbeatLaneC is None, reason="spidi_core._lane_c not built")
+@given(
+    beats=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=40),  # any session id the full path hands over (UTF-8)
+            st.integers(-(2**63), 2**63 - 1),
+            st.one_of(INT_LATENCY, FLOAT_LATENCY, st.none()),
+        ),
+        max_size=20,
+    )
+)
+def test_packed_beats_c_vs_py(beats):
+    """Both builds write the same RESP bytes, and Redis reads back what went in: ids with spaces,
+    CR/LF or any UTF-8, the full range of times, latencies as str() writes them, none if absent."""
+    lanes = [HeartbeatLanePy((5, 10, 100), 1000), HeartbeatLaneC((5, 10, 100), 1000)]
+    newest: dict[str, tuple] = {}
+    for sid, ms, latency in beats:
+        for lane in lanes:
+            if lane.stats(sid) is None:
+                lane.add_session(sid, 0, 1, 0, 0.0)
+            lane.beat(sid, latency, ms, 1.0)
+        kept = newest.get(sid, (None, None))[1]  # a pending beat keeps the latency it had
+        newest[sid] = (ms, kept if latency is None else latency)
+    py, c = (lane.take_beats() for lane in lanes)
+    assert py == c
+    assert py == ({1: pack_beats([(sid, ms, lat) for sid, (ms, lat) in newest.items()])} if beats else {})
+    if beats:
+        members, latencies = unpacked(py[1])
+        assert members[1::2] == [sid.encode() for sid in newest]
+        assert members[0::2] == [str(ms).encode() for ms, _ in newest.values()]
+        assert latencies == [
+            v
+            for sid, (_, lat) in newest.items()
+            if lat is not None
+            for v in (sid.encode(), str(lat).encode())
+        ]
 
 
 @pytest.mark.skipif(HeartbeatLaneC is None, reason="spidi_core._lane_c not built")

@@ -3,7 +3,7 @@
 Every heartbeat, whichever path it took (answered in the lane, or checked by the full path and
 recorded with ``HeartbeatLane.beat``), lands in the node's lane. Python sees them only here, when
 the hot store's flusher drains the lane (``LaneDrain`` is its ``BeatSource``): the beats packed
-per room for heartbeats.lua, the sessions whose Redis TTL is due for a refresh, and the beating
+per room (the ZADD XX and HSET arguments), the sessions whose Redis TTL is due for a refresh, and the beating
 sessions of watched rooms as roster updates for the other processes. Room samples and the hot
 counters are drained where they are read (``sampling``, ``metrics.HotCounters``).
 """
@@ -11,6 +11,7 @@ counters are drained where they are read (``sampling``, ``metrics.HotCounters``)
 from __future__ import annotations
 
 from spidi_core import HeartbeatLane
+from spidi_core.lane_py import PackedBeats
 
 from ..stores.hot_store import HotStore
 from .crossnode import CrossNode
@@ -36,7 +37,7 @@ class LaneDrain:
         so they go at the flush interval (the other rooms' at the longer heartbeat interval)."""
         return self.lane.pending_watched() > 0
 
-    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]:
+    def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
         """The beats per room id (the flusher's; with ``urgent_only``, the watched rooms' only),
         after queueing the TTL refreshes that are due and the roster updates of watched rooms."""
         lane, local = self.lane, self.local

@@ -9,7 +9,9 @@ transactional) sends each node its own commands, in order.
 Pipelines of a plain client are packed in C (``use_packed_pipelines``): redis-py 8 already hands
 each command to hiredis' ``pack_command``, but first encodes every argument through a Python
 generator (~10x the packing itself); the hook gives hiredis the command as queued and falls back
-to redis-py for anything hiredis refuses, so Redis receives the same bytes. The replies of a
+to redis-py for anything hiredis refuses, so Redis receives the same bytes. A command queued as a
+``RawCommand`` (its RESP written by the caller: the heartbeats, stores/beat_buffer.py) is sent as it
+is (``takes_raw`` says whether a pipeline can). The replies of a
 pipeline that arrived together are then read without a timeout armed for each (the first is timed).
 
 ``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
@@ -111,27 +113,40 @@ def check_url(url: str) -> None:
         raise ConfigError(f"redis_url: {redact(url)!r}: {redact(str(exc))}") from exc
 
 
+class RawCommand(bytes):
+    """A whole command already in RESP (``*<n>\\r\\n`` and its bulk strings), queued as the only
+    argument after its name: ``pipe.execute_command("ZADD", RawCommand(...))``. Only for a
+    pipeline that ``takes_raw``: the name is what its reply is read as."""
+
+    __slots__ = ()
+
+
 class PackedPipelineMixin:
     """``pack_commands`` (what a pipeline sends) packed by hiredis in C, command by command.
 
     hiredis packs str (UTF-8), bytes, int and float (``repr``) exactly as redis-py's encoder
     does; it raises TypeError for what redis-py encodes differently or refuses (bytearray,
     None, bool...), and a first argument with a space (``"SCRIPT LOAD"``) is split by redis-py:
-    such a batch takes redis-py's own path, and its answer or its DataError. It also reads a reply
-    hiredis already holds without arming a timeout for it (``read_response``).
+    such a command takes redis-py's own path, and its answer or its DataError. A ``RawCommand``
+    goes as it is. It also reads a reply hiredis already holds without arming a timeout for it
+    (``read_response``).
     """
 
     def pack_commands(self, commands):
         pack = hiredis.pack_command
         packed = []
-        try:
-            for args in commands:
-                first = args[0]
+        for args in commands:
+            last = args[-1]
+            if type(last) is RawCommand:
+                packed.append(last)
+                continue
+            first = args[0]
+            try:
                 if type(first) is str and " " in first:
                     raise TypeError("a command name with a space: redis-py splits it")
                 packed.append(pack(args if type(args) is tuple else tuple(args)))
-        except TypeError:
-            return super().pack_commands(commands)
+            except TypeError:
+                packed.extend(super().pack_commands([args]))
         return [b"".join(packed)]
 
     async def read_response(
@@ -191,6 +206,14 @@ class PackedPipelineMixin:
         if isinstance(response, ResponseError):
             raise response
         return response
+
+
+def takes_raw(pipe) -> bool:
+    """Whether ``pipe`` sends a ``RawCommand`` as it is: a pipeline of a plain client whose
+    connections pack with ``PackedPipelineMixin`` (not a cluster pipeline: it routes a command by
+    its arguments)."""
+    pool = getattr(pipe, "connection_pool", None)
+    return pool is not None and issubclass(pool.connection_class, PackedPipelineMixin)
 
 
 _PACKED_CLASSES: dict[type, type] = {}

@@ -21,8 +21,9 @@ queued before it) go out as one join.lua call per room admitting them in order (
 user's index, instead of five commands per join. A history event never depends on a join of its
 own batch (a session's events follow its join's answer), so it does not end the run.
 
-Heartbeats are not operations: they come packed per room (heartbeats.lua's argument, see
-``BeatBuffer.take`` in stores/beat_buffer.py) and are written as one heartbeats.lua call per room.
+Heartbeats are not operations: they come packed per room (a ``PackedBeats``, see
+``BeatBuffer.take`` in stores/beat_buffer.py) and are written as one ZADD XX and one HSET per room
+(``beat_buffer.queue_beats``).
 The spill file stores operations as JSON lists (stores/recovery.py).
 """
 
@@ -31,7 +32,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from . import events, handoff, keys
-from .client import pipeline_publish
+from .beat_buffer import queue_beats
+from .client import pipeline_publish, takes_raw
 from .scripts import Scripts
 
 MARKER_TTL_MS = 3_600_000  # the marker of a node that died goes away by itself within the hour
@@ -126,9 +128,10 @@ def build(
             marks = True
     if run:
         commands = _queue_joins(pipe, run, joins, commands, scripts, node_key)
-    for room_id, packed in beats.items():
-        scripts.queue(pipe, "heartbeats", [keys.room_online(room_id), keys.room_latency(room_id)], [packed])
-        commands += 1
+    if beats:
+        raw = takes_raw(pipe)
+        for room_id, packed in beats.items():
+            commands += queue_beats(pipe, room_id, packed, raw)
     # Announcements last: whoever hears one and reads Redis sees every write it announces.
     for _, channel, payload in publishes:
         pipeline_publish(pipe, channel, payload)

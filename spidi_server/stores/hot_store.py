@@ -4,9 +4,10 @@ Writers (the presence layer) call the synchronous ``join`` / ``heartbeat`` / ``l
 they only append to in-memory buffers and wake the flusher. One flusher task sends everything
 buffered so far as one pipeline, waits for it, then takes the next batch: while a pipeline is in
 flight the next one fills, so the batch size grows with load and the round trips do not. Heartbeats
-are coalesced per session (only the newest matters) and written per room as one heartbeats.lua
-call; where they wait and when they wake the flusher (the node's heartbeat lane, looked at every
-flush interval, so a heartbeat never wakes anything by itself) is stores/beat_buffer.py's.
+are coalesced per session (only the newest matters) and written per room as one ZADD XX and one
+HSET, their arguments packed in C by the node's heartbeat lane; where they wait and when they
+wake the flusher (the node's heartbeat lane, looked at every flush interval, so a heartbeat never
+wakes anything by itself) is stores/beat_buffer.py's.
 Reads (stores/reads.py) go through ``flush()`` first, so they see every write made before them.
 
 A join is the one write whose answer matters: the join script refuses a session when the room
@@ -36,7 +37,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import events, handoff, reads
-from .beat_buffer import BeatBuffer, BeatSource
+from .beat_buffer import BeatBuffer, BeatSource, PackedBeats
 from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES, RedisFull, out_of_memory
 from .commands import build
 from .joins import REFUSED, LiveSession, PendingJoin
@@ -53,6 +54,10 @@ log = logging.getLogger("spidi.redis")
 _MAX_BATCH_OPS = 250
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
+
+
+class _ScriptsReloaded(Exception):
+    """A pipeline met NOSCRIPT and the scripts are loaded again: replay the batch (the flusher)."""
 
 
 class HotStore:
@@ -305,6 +310,7 @@ class HotStore:
         backoff = 0.05
         last = 0.0
         recovery = self.recovery
+        reloaded = False  # the last batch found the scripts gone and loaded them again
         while True:
             await self._wake.wait()
             replaying = self.spilled > 0
@@ -353,7 +359,11 @@ class HotStore:
                         # Redis restarted and lost the scripts: load them, replay the batch
                         # (joins and leaves are idempotent, heartbeats carry absolute values).
                         await self.load_scripts()
+                        if not reloaded:
+                            raise _ScriptsReloaded()
+                        # Gone again at once: handled as an outage (backoff), not a busy loop.
                         raise NoScriptError("scripts reloaded; replaying the batch")
+                    reloaded = False
                     full = next((e for e in errors if out_of_memory(e)), None)
                     if full is not None:
                         # Redis is full (maxmemory, noeviction): an outage for this batch, kept
@@ -374,6 +384,18 @@ class HotStore:
                         # without the pause, as it did when it travelled with the join.
                         last = 0.0
                     recovery.written(marks)
+                except _ScriptsReloaded:
+                    # Redis answered, so no outage starts: the batch goes again at once. Whether
+                    # Redis lost more than its scripts (a restart without persistence) is the
+                    # marker check's to say, in that very batch. (Before heartbeats were plain
+                    # commands a heartbeat script met the NOSCRIPT first, on the outage's retry.)
+                    reloaded = True
+                    recovery.marker_due = True
+                    if spill_read is None:
+                        self._requeue(ops, beats)
+                    self._waiters[:0] = waiters
+                    self._wake.set()
+                    continue
                 except asyncio.CancelledError:
                     # Closing with the batch in flight (Redis hung): its history events are kept
                     # for the next start like the rest (the writer's ledger takes an event once,
@@ -463,7 +485,7 @@ class HotStore:
         self.recovery.unreachable(RedisTimeoutError(error))
         log.error("%s", error)
 
-    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, bytes]]:
+    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, PackedBeats]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
         the sources' urgent heartbeats only unless ``everything`` (see ``BeatBuffer.take``).
@@ -501,7 +523,7 @@ class HotStore:
         if self._ops:
             self._wake.set()
 
-    def _requeue(self, ops: list[tuple], beats: dict[str, bytes]) -> None:
+    def _requeue(self, ops: list[tuple], beats: dict[str, PackedBeats]) -> None:
         """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
         self._ops[:0] = ops
         self.beats.requeue(beats)

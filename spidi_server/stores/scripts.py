@@ -17,7 +17,6 @@ HOT_STORE_SCRIPTS = (
     "join",
     "leave",
     "room_metrics",
-    "heartbeats",
     "room_settle",
 )  # what the hot store queues
 JOIN_LIMIT_ARG = 8  # index of join.lua's `limit` in its ARGV (0: admit whatever the count)

@@ -21,7 +21,9 @@ from spidi_server.history.stream import DEAD_LETTER_STREAM
 from spidi_server.reaper import ALIVE_TTL_MS
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events, keys
+from spidi_server.stores.client import connect
 from spidi_server.stores.embedded_redis import EmbeddedRedis
+from spidi_server.stores.hot_store import HotStore
 
 from ..conftest import token_for
 from ..history.helpers import pending, push, room_sample, running_writer, wait_for
@@ -137,6 +139,34 @@ async def test_a_full_redis_refuses_writes_and_the_node_keeps_them_until_it_has_
     )
     for client in (staying, leaving, joining):
         await client.close()
+    direct.close()
+
+
+async def test_heartbeats_refused_by_a_full_redis_are_kept_and_written_once_it_has_room(small_redis):
+    """The heartbeats' plain ZADD XX and HSET refused with OOM: the batch is kept (a newer beat
+    without a latency keeps the refused one's) and written when Redis has room again."""
+    online, latency = keys.room_online("oom-room"), keys.room_latency("oom-room")
+    direct = redis.Redis.from_url(small_redis.url, decode_responses=True)
+    direct.zadd(online, {"a": 1, "b": 1})
+    store = HotStore(connect(small_redis.url), node_id="oom-beats", min_interval_s=0.01)
+    await store.start()
+    try:
+        before = int(direct.info("memory")["used_memory"])
+        direct.set("filler", "x" * (8 * MIB))
+        direct.config_set("maxmemory", before + 2 * MIB)
+        store.heartbeat("oom-room", "a", 100, 10)
+        store.heartbeat("oom-room", "b", 100, 20)
+        assert await until(lambda: store.mode == "buffering"), store.last_error
+        assert "out of memory" in store.last_error
+        store.heartbeat("oom-room", "b", 200, None)  # newer, without a latency
+        assert direct.zscore(online, "a") == 1 and not direct.exists(latency)
+        direct.delete("filler")
+        assert await store.flush(10.0) and store.mode == "ok" and store.dropped == 0
+    finally:
+        await store.close()
+        await store.redis.aclose()
+    assert direct.zrange(online, 0, -1, withscores=True) == [("a", 100.0), ("b", 200.0)]
+    assert direct.hgetall(latency) == {"a": "10", "b": "20"}
     direct.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from spidi_core.lane_py import PackedBeats, pack_beats
 from spidi_server.stores import keys
 from spidi_server.stores.client import connect
 from spidi_server.stores.hot_store import HotStore
@@ -19,22 +20,22 @@ class Source:
     ``WATCHED`` urgent."""
 
     def __init__(self) -> None:
-        self.lines: dict[str, list[str]] = {ROOM: [], WATCHED: []}
+        self.lines: dict[str, list[tuple]] = {ROOM: [], WATCHED: []}
         self.takes = 0
 
     def beat(self, session_id: str, ms: int, room: str = ROOM) -> None:
-        self.lines[room].append(f"{session_id} {ms} 5")
+        self.lines[room].append((session_id, ms, 5))
 
     def pending(self) -> int:
         return sum(len(lines) for lines in self.lines.values())
 
-    def take_beats(self, urgent_only: bool = False) -> dict[str, bytes]:
+    def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
         self.takes += 1
         out = {}
         for room in (WATCHED,) if urgent_only else (ROOM, WATCHED):
             lines, self.lines[room] = self.lines[room], []
             if lines:
-                out[room] = "\n".join(lines).encode()
+                out[room] = pack_beats(lines)
         return out
 
     def urgent(self) -> bool:

@@ -9,8 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
 
+from spidi_core.lane_py import pack_beats
 from spidi_server.stores import commands, keys
-from spidi_server.stores.client import PackedPipelineMixin, connect, use_packed_pipelines
+from spidi_server.stores.client import PackedPipelineMixin, RawCommand, connect, use_packed_pipelines
 from spidi_server.stores.hot_store import PendingJoin
 from spidi_server.stores.scripts import Scripts, join_args
 
@@ -44,7 +45,12 @@ async def built_pipeline(client):
     scripts = Scripts(client)
     await scripts.load()
     pipe = client.pipeline(transaction=False)
-    beats = {"room1": "s1 1767000000123 12.5\ns3 1767000000456 7"}  # packed per room, as the lane gives them
+    # packed per room, as the lane gives them (s2's beat carried no latency)
+    beats = {
+        "room1": pack_beats(
+            [("s1", 1767000000123, 12.5), ("s2", 1767000000200, None), ("s3", 1767000000456, 7)]
+        )
+    }
     commands.build(pipe, sample_ops(asyncio.get_running_loop()), beats, [], True, Target(scripts))
     return pipe
 
@@ -57,7 +63,17 @@ async def test_packed_bytes_equal_redis_pys_and_redis_runs_them(redis_url, redis
         stack = [args for args, _ in pipe.command_stack]
         conn = client.connection_pool.make_connection()
         stock = super(PackedPipelineMixin, conn).pack_commands  # redis-py's own, on the same connection
+        # The heartbeats went as raw commands: the very bytes of the ordinary ones.
+        raw = [args for args in stack if type(args[-1]) is RawCommand]
+        assert [args[0] for args in raw] == ["ZADD", "HSET"]
+        online, latency = keys.room_online("room1"), keys.room_latency("room1")
+        plain = [
+            ("ZADD", online, "XX", 1767000000123, "s1", 1767000000200, "s2", 1767000000456, "s3"),
+            ("HSET", latency, "s1", 12.5, "s3", 7),
+        ]
+        stack = [plain.pop(0) if type(args[-1]) is RawCommand else args for args in stack]
         assert b"".join(conn.pack_commands(stack)) == b"".join(stock(stack))
+        assert [raw[0][-1], raw[1][-1]] == [b"".join(stock([a])) for a in stack if a[1] in (online, latency)]
         assert len(conn.pack_commands(stack)) == 1  # one buffer: one write
         results = await pipe.execute(raise_on_error=False)
         assert not [r for r in results if isinstance(r, Exception)], results
@@ -66,6 +82,7 @@ async def test_packed_bytes_equal_redis_pys_and_redis_runs_them(redis_url, redis
     assert redis_sync.hget(keys.session("room1", "s1"), "userId") == "zoë"
     assert redis_sync.hget(keys.room_metrics("room1"), "code") == "café"
     assert redis_sync.zscore(keys.room_online("room1"), "s1") == 1767000000123
+    assert redis_sync.hget(keys.room_latency("room1"), "s1") == "12.5"
 
 
 async def test_monitor_sees_the_same_commands_from_both_packings(redis_url, redis_sync):
