@@ -369,10 +369,11 @@ class HotStore:
                         recovery.consume_spill(spill_read)
                     recovery.answered(marker_lost=marker_at is not None and results[marker_at] is None)
                     if joins:
+                        # What the admitted HELLOs write next (their history events) waits for the
+                        # pause like anything else: skipping it after every batch of joins made a
+                        # connect ramp flush back to back, a few joins per pipeline (twice the
+                        # pipelines and join.lua calls for the same joins).
                         self._answer_joins(joins, results)
-                        # What the admitted HELLOs write next (their history events) goes out
-                        # without the pause, as it did when it travelled with the join.
-                        last = 0.0
                     recovery.written(marks)
                 except asyncio.CancelledError:
                     # Closing with the batch in flight (Redis hung): its history events are kept
