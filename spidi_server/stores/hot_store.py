@@ -304,6 +304,7 @@ class HotStore:
     async def _flusher(self) -> None:
         backoff = 0.05
         last = 0.0
+        answered = False  # the last pipeline carried joins, now answered
         recovery = self.recovery
         while True:
             await self._wake.wait()
@@ -314,6 +315,14 @@ class HotStore:
             # 2 commands as for 200 heartbeats coalesced into them. A flush() caller, the close and
             # a replay do not wait.
             pause = self.min_interval_s - (time.monotonic() - last)
+            if answered:
+                # What the admitted HELLOs wrote next (their history events) goes at once, as it
+                # did when it travelled with the join; unless more joins wait: then they gather
+                # for the pause, or a connect ramp flushes back to back a few joins at a time
+                # (twice the pipelines and join.lua calls for the same joins).
+                answered = False
+                if not any(op[0] == "join" for op in self._ops):
+                    pause = 0.0
             if pause > 0 and not self._waiters and not self._closing and not replaying:
                 await asyncio.sleep(pause)
             last = time.monotonic()
@@ -369,11 +378,8 @@ class HotStore:
                         recovery.consume_spill(spill_read)
                     recovery.answered(marker_lost=marker_at is not None and results[marker_at] is None)
                     if joins:
-                        # What the admitted HELLOs write next (their history events) waits for the
-                        # pause like anything else: skipping it after every batch of joins made a
-                        # connect ramp flush back to back, a few joins per pipeline (twice the
-                        # pipelines and join.lua calls for the same joins).
                         self._answer_joins(joins, results)
+                        answered = True
                     recovery.written(marks)
                 except asyncio.CancelledError:
                     # Closing with the batch in flight (Redis hung): its history events are kept
