@@ -167,7 +167,8 @@ class SessionLifecycle:
         if self.history:
             self.store.event(session.started_event())
         self.metrics.sessions_active.set(len(local.sessions))
-        local.count_rooms()
+        if len(room.sessions) == 1:  # only a room's first session changes the count (a walk of every room)
+            local.count_rooms()
         logs.event(log, "session_started", tenant=room.tenant, **session.log_fields())
         if gone:
             self.end(session, "disconnect")

@@ -309,6 +309,7 @@ class HotStore:
     async def _flusher(self) -> None:
         backoff = 0.05
         last = 0.0
+        answered = False  # the last pipeline carried joins, now answered
         recovery = self.recovery
         reloaded = False  # the last batch found the scripts gone and loaded them again
         while True:
@@ -320,6 +321,14 @@ class HotStore:
             # 2 commands as for 200 heartbeats coalesced into them. A flush() caller, the close and
             # a replay do not wait.
             pause = self.min_interval_s - (time.monotonic() - last)
+            if answered:
+                # What the admitted HELLOs wrote next (their history events) goes at once, as it
+                # did when it travelled with the join; unless more joins wait: then they gather
+                # for the pause, or a connect ramp flushes back to back a few joins at a time
+                # (twice the pipelines and join.lua calls for the same joins).
+                answered = False
+                if not any(op[0] == "join" for op in self._ops):
+                    pause = 0.0
             if pause > 0 and not self._waiters and not self._closing and not replaying:
                 await asyncio.sleep(pause)
             last = time.monotonic()
@@ -380,9 +389,7 @@ class HotStore:
                     recovery.answered(marker_lost=marker_at is not None and results[marker_at] is None)
                     if joins:
                         self._answer_joins(joins, results)
-                        # What the admitted HELLOs write next (their history events) goes out
-                        # without the pause, as it did when it travelled with the join.
-                        last = 0.0
+                        answered = True
                     recovery.written(marks)
                 except _ScriptsReloaded:
                     # Redis answered, so no outage starts: the batch goes again at once. Whether

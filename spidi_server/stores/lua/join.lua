@@ -10,6 +10,12 @@
 -- exactly as if each had its own call. A room that had emptied (its keys expiring, leave.lua)
 -- keeps them again once a session is admitted.
 local online_key, users_key, metrics_key = KEYS[1], KEYS[3], KEYS[4]
+-- The room's count, its peak and its metrics fields are read once and kept here while the batch
+-- runs (nothing else runs meanwhile), then written once: the same end state as one call per
+-- session, with four calls per session instead of eleven.
+local card = redis.call('ZCARD', online_key)
+local peak_hour, peak, peak_changed
+local meta_written, capacity, code, tenant
 local answers = {}
 local admitted = false
 local n, a = 0, 1
@@ -21,25 +27,36 @@ while a <= #ARGV do
   local sid, now, user, hour, ttl = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5])
   local limit = tonumber(ARGV[b + 9]) or 0
   local session_key = KEYS[4 + n]
-  if limit > 0 and not redis.call('ZSCORE', online_key, sid) and redis.call('ZCARD', online_key) >= limit then
+  if limit > 0 and card >= limit and not redis.call('ZSCORE', online_key, sid) then
     answers[n] = -1
   else
-    redis.call('HSET', metrics_key, 'capacity', ARGV[b + 6], 'code', ARGV[b + 7], 'tenant', ARGV[b + 8])
+    capacity, code, tenant = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+    if not meta_written then
+      redis.call('HSET', metrics_key, 'capacity', capacity, 'code', code, 'tenant', tenant)
+      meta_written = {capacity, code, tenant}
+      peak_hour = redis.call('HGET', metrics_key, 'peak_hour')
+      peak = tonumber(redis.call('HGET', metrics_key, 'peak') or '0')
+    end
     if count > 9 then redis.call('HSET', session_key, unpack(ARGV, b + 10, b + count)) end
     redis.call('EXPIRE', session_key, ttl)
     local added = redis.call('ZADD', online_key, now, sid)
-    if added == 1 then redis.call('HINCRBY', users_key, user, 1) end
-    local online = redis.call('ZCARD', online_key)
-    local peak_hour = redis.call('HGET', metrics_key, 'peak_hour')
-    local peak = tonumber(redis.call('HGET', metrics_key, 'peak') or '0')
-    if peak_hour ~= hour or online > peak then
-      redis.call('HSET', metrics_key, 'peak', online, 'peak_hour', hour)
+    if added == 1 then
+      redis.call('HINCRBY', users_key, user, 1)
+      card = card + 1
     end
-    answers[n] = online
+    if peak_hour ~= hour or card > peak then
+      peak, peak_hour, peak_changed = card, hour, true
+    end
+    answers[n] = card
     admitted = true
   end
 end
 if admitted then
+  -- The last admitted session's metrics fields stand, as with one call each.
+  if meta_written[1] ~= capacity or meta_written[2] ~= code or meta_written[3] ~= tenant then
+    redis.call('HSET', metrics_key, 'capacity', capacity, 'code', code, 'tenant', tenant)
+  end
+  if peak_changed then redis.call('HSET', metrics_key, 'peak', peak, 'peak_hour', peak_hour) end
   for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end
 end
 return answers
