@@ -57,9 +57,14 @@ test-js: build $(JS)/node_modules/.installed
 run: build
 	$(VENV)/bin/spidi serve --dev
 
-# `timeout` is a backstop: a hung teardown must fail the run, not stall CI.
+# `timeout` is a backstop: a hung teardown must fail the run, not stall CI (tests/watchdog.py then
+# stops the servers the killed pytest started). The main run is parallel (pytest-xdist): the suite
+# mostly waits on sockets and child processes, so TEST_WORKERS processes share the 2 cores; each
+# worker has its own embedded Redis and PostgreSQL (tests/conftest.py), and a test module stays
+# on one worker (--dist loadfile: its module fixtures start once). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 test: build $(VENV)/.browser $(JS)/node_modules/.installed
-	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
+	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
 	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
 	$(MAKE) --no-print-directory test-js
