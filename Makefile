@@ -50,9 +50,12 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Its tests start real `spidi serve` nodes with this venv's Python.
+# Its tests start real `spidi serve` nodes with this venv's Python; its test files run side by side
+# (each node has its own port and data directory), as they mostly wait on them. Node.js 18 has no
+# --test-concurrency (read when the recipe runs: after node is installed).
+JS_CONCURRENCY = $(shell node --help 2>/dev/null | grep -q -- --test-concurrency && echo --test-concurrency=3)
 test-js: build $(JS)/node_modules/.installed
-	SPIDI_PYTHON=$(abspath $(PY)) timeout 300 node --test $(JS)/test/
+	SPIDI_PYTHON=$(abspath $(PY)) timeout 300 node --test $(JS_CONCURRENCY) $(JS)/test/
 
 run: build
 	$(VENV)/bin/spidi serve --dev
@@ -66,7 +69,7 @@ TEST_WORKERS ?= 3
 test: build $(VENV)/.browser $(JS)/node_modules/.installed
 	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
-	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
+	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
 	$(MAKE) --no-print-directory test-js
 
 # The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,
