@@ -9,10 +9,10 @@ postmaster is a daemon (``pg_ctl`` detaches it), so nothing would stop them.
 process in a session of its own that holds the read end of a pipe only pytest writes to. Every
 second, and whenever ``guard`` writes, it notes pytest's descendants (pid and start time, so a
 recycled pid is never touched); ``guard(pid)`` adds a process that is not a descendant (the
-postmaster). When the pipe reaches
-end of file, pytest has exited, cleanly or not: whatever it noted is still running gets SIGTERM,
-and SIGKILL five seconds later. After a clean run the fixtures have stopped everything already
-and there is nothing left to signal.
+postmaster). When the pipe reaches end of file, pytest has exited, cleanly or not: whatever it
+noted is still running gets SIGTERM, and SIGKILL five seconds later. Watchdogs (the workers',
+descendants of the controller) are never noted: each finishes its own sweep. After a clean run
+the fixtures have stopped everything already and there is nothing left to signal.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ _SCRIPT = r"""
 import os, select, signal, sys, time
 
 parent = int(sys.argv[1])
-me = os.getpid()
+MARK = sys.argv[2]  # on every watchdog's command line
 noted = {}  # pid -> start time (field 22 of /proc/<pid>/stat)
+others = set()  # (pid, start time) of the watchdogs of pytest's xdist workers: never signalled
 
 
 def stat(pid):
@@ -48,9 +49,19 @@ def note_descendants():
     todo = [parent]
     while todo:
         for pid, start in children.get(todo.pop(), ()):
-            if pid != me:
+            if (pid, start) in others:
+                continue
+            if noted.get(pid) != start:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        watchdog = MARK.encode() in fh.read()
+                except OSError:
+                    continue
+                if watchdog:  # this one, or a worker's: each stops what its own process started
+                    others.add((pid, start))
+                    continue
                 noted[pid] = start
-                todo.append(pid)
+            todo.append(pid)
 
 
 def alive():
@@ -89,6 +100,7 @@ for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
         time.sleep(0.1)
 """
 
+MARK = "spidi-test-watchdog"
 _pipe: int | None = None
 _process: subprocess.Popen | None = None  # kept: it outlives pytest by design
 
@@ -100,7 +112,7 @@ def start() -> None:
         return
     read, write = os.pipe()  # not inheritable: only this process holds the write end
     _process = subprocess.Popen(
-        [sys.executable, "-I", "-c", _SCRIPT, str(os.getpid())],
+        [sys.executable, "-I", "-c", _SCRIPT, str(os.getpid()), MARK],
         stdin=read,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
