@@ -50,18 +50,26 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Its tests start real `spidi serve` nodes with this venv's Python.
+# Its tests start real `spidi serve` nodes with this venv's Python; its test files run side by side
+# (each node has its own port and data directory), as they mostly wait on them. Node.js 18 has no
+# --test-concurrency (read when the recipe runs: after node is installed).
+JS_CONCURRENCY = $(shell node --help 2>/dev/null | grep -q -- --test-concurrency && echo --test-concurrency=3)
 test-js: build $(JS)/node_modules/.installed
-	SPIDI_PYTHON=$(abspath $(PY)) timeout 300 node --test $(JS)/test/
+	SPIDI_PYTHON=$(abspath $(PY)) timeout 300 node --test $(JS_CONCURRENCY) $(JS)/test/
 
 run: build
 	$(VENV)/bin/spidi serve --dev
 
-# `timeout` is a backstop: a hung teardown must fail the run, not stall CI.
+# `timeout` is a backstop: a hung teardown must fail the run, not stall CI (tests/watchdog.py then
+# stops the servers the killed pytest started). The main run is parallel (pytest-xdist): the suite
+# mostly waits on sockets and child processes, so TEST_WORKERS processes share the 2 cores; each
+# worker has its own embedded Redis and PostgreSQL (tests/conftest.py), and a test module stays
+# on one worker (--dist loadfile: its module fixtures start once). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 test: build $(VENV)/.browser $(JS)/node_modules/.installed
-	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
+	timeout 1500 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 	SPIDI_NO_EXTENSIONS=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_extensions.py -k "heartbeat or roster or extensions"
-	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
+	SPIDI_TEST_UVLOOP=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/test_server_e2e.py tests/test_ws_conformance.py tests/test_handshake.py tests/test_tls.py -k "native or not (websockets or picows)"
 	$(MAKE) --no-print-directory test-js
 
 # The hardening table of docs/operations.md against the last full run's (test-artifacts/hardening.md,

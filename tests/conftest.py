@@ -13,11 +13,19 @@ from spidi_server.auth import mint_token
 from spidi_server.settings import Settings
 from spidi_server.stores.embedded_redis import EmbeddedRedis
 
+from . import watchdog
 from .pg_fixtures import empty_pg_dsn, pg, pg_dsn, pg_server  # noqa: F401  (shared fixtures)
 
 # @pytest.mark.hardening: records each fault/hostile/security test's outcome for the table in
-# docs/operations.md (rules in the module's docstring).
-pytest_plugins = ["tests.hardening_report"]
+# docs/operations.md (rules in the module's docstring). @pytest.mark.exclusive: a test that runs
+# while no other xdist worker runs one.
+pytest_plugins = ["tests.hardening_report", "tests.exclusive"]
+
+
+def pytest_configure(config):
+    # In the controller and in each xdist worker: what this process starts dies with it.
+    watchdog.start()
+
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 

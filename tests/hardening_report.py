@@ -20,6 +20,11 @@ the session ends, renders one row per test function (parametrised cases share th
 - ``test-artifacts/hardening-partial.md`` after any other run with at least one marked test, so a
   partial run never replaces the last full table.
 
+Under pytest-xdist (``make test`` runs ``-n``) each worker collects the whole run but runs only its
+share: every worker hands the controller its part (the marked tests it collected and any it
+deselected, in ``workeroutput``), the controller receives every test's report, and it alone merges
+the parts and writes the table when the session ends.
+
 The copy in ``docs/operations.md``, between ``<!-- hardening:begin -->`` and
 ``<!-- hardening:end -->``, changes only when asked. Run as a module, after a full run::
 
@@ -120,6 +125,10 @@ class HardeningReport:
         self.deselected: list[str] = []
         self.collection_errors = 0
         self.written: Path | None = None
+        self.is_worker = hasattr(config, "workerinput")
+        # On an xdist controller: every test's report, replayed once the workers' parts say which
+        # ones are marked (the controller collects nothing itself).
+        self.reports: list[pytest.TestReport] = []
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -147,6 +156,16 @@ class HardeningReport:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report) -> None:
+        if self._is_controller():
+            self.reports.append(report)
+            return
+        self._record(report)
+
+    def _is_controller(self) -> bool:
+        """Whether this is an xdist controller (tests run in workers, reports come here)."""
+        return not self.is_worker and self.config.pluginmanager.has_plugin("dsession")
+
+    def _record(self, report) -> None:
         row = self.case_row.get(report.nodeid)
         if row is None:
             return
@@ -215,12 +234,45 @@ class HardeningReport:
             lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
         return "\n".join(lines) + "\n"
 
+    # -- xdist: each worker's part, merged on the controller -------------------------------------
+
+    def part(self) -> dict:
+        """What a worker knows that the controller does not: the marked tests and deselections."""
+        return {
+            "rows": [[key, r.category, r.scenario, r.expected] for key, r in self.rows.items()],  # in order
+            "cases": {nodeid: row.key for nodeid, row in self.case_row.items()},
+            "deselected": self.deselected,
+            "collection_errors": self.collection_errors,
+        }
+
+    def merge(self, part: dict) -> None:
+        """Add one worker's part (they overlap: every worker collects the whole run)."""
+        for key, category, scenario, expected in part["rows"]:
+            self.rows.setdefault(key, Row(key, category, scenario, expected))
+        for nodeid, key in part["cases"].items():
+            self.case_row.setdefault(nodeid, self.rows[key])
+        self.deselected = sorted({*self.deselected, *part["deselected"]})
+        self.collection_errors = max(self.collection_errors, part["collection_errors"])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        part = getattr(node, "workeroutput", {}).get("spidi_hardening")
+        if part is not None:  # a crashed worker sends none; the others collected the same tests
+            self.merge(part)
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            # An xdist worker sees only its share: its part goes to the controller, which writes.
+            self.config.workeroutput["spidi_hardening"] = self.part()
+            return
+        if self.reports:
+            # The rows (in collection order) are the workers'; the outcomes, the controller's.
+            for report in self.reports:
+                self._record(report)
+            self.reports = []
         if not any(row.outcomes for row in self.rows.values()):
             return  # no marked test ran: leave the last table where it is
-        if hasattr(self.config, "workerinput"):
-            return  # an xdist worker sees only its share; the controller has the whole run
         reason = self._not_full(session)
         table = self.render(reason is None, reason)
         self.written = ARTIFACT if reason is None else PARTIAL_ARTIFACT

@@ -19,6 +19,9 @@ from psycopg.conninfo import make_conninfo
 
 from spidi_server.history.embedded_pg import EmbeddedPostgres
 from spidi_server.history.migrate import migrate
+from spidi_server.processes import read_pidfile
+
+from . import watchdog
 
 TEMPLATE_DB = "spidi_test_template"
 
@@ -53,6 +56,10 @@ def pg_server() -> PgServer:
         base = private_pg_dir()
         embedded = EmbeddedPostgres(base / "postgres")
         dsn = embedded.start(apply_migrations=False)
+        # pg_ctl detaches the postmaster from pytest: stopped by the watchdog if pytest is killed.
+        postmaster = read_pidfile(base / "postgres" / "postmaster.pid")
+        if postmaster is not None:
+            watchdog.guard(postmaster)
     server = PgServer(dsn, embedded)
     # A migrated template makes every test's database a cheap CREATE DATABASE ... TEMPLATE.
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -134,6 +134,9 @@ async def test_join_storm_on_a_calm_room_fires_with_its_explanation(
         await client.close()
 
 
+@pytest.mark.exclusive(
+    "nine sockets close one after the other: on busy cores an evaluation may fall between them"
+)
 async def test_mass_disconnect_of_one_app_version_is_flagged_by_group(pg_dsn, node_factory):
     room_id = room_id_for("default", "arena")
     node = await alert_node(node_factory, pg_dsn, **FAST)

@@ -169,6 +169,16 @@ class CrashSite:
 
 
 @pytest.fixture
+def private_tmp():
+    """A temporary directory outside pytest's tree, for a ``Serve`` whose node runs an embedded
+    PostgreSQL: pgserver (run as root) needs the parents traversable, and any other pytest run
+    starting meanwhile resets /tmp/pytest-of-root to 0700 (tests/pg_fixtures.py)."""
+    path = Path(tempfile.mkdtemp(prefix="spidi-serve-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def crash_site():
     """A fresh data directory; every process started on it is killed after the test."""
     # Not under pytest's tmp_path: pgserver (run as root) needs its parents traversable.

@@ -20,8 +20,8 @@ def _terminate(node: Serve) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
-def test_sigterm_during_startup_stops_what_started(tmp_path):
-    node = Serve(tmp_path, "--port", "0", "--ops-port", "0", env=ENV)
+def test_sigterm_during_startup_stops_what_started(private_tmp):
+    node = Serve(private_tmp, "--port", "0", "--ops-port", "0", env=ENV)
     try:
         # The embedded services are starting (a fresh data directory: initdb comes next).
         node.wait_child("redis-server")
@@ -34,8 +34,8 @@ def test_sigterm_during_startup_stops_what_started(tmp_path):
         node.kill_all()
 
 
-def test_sigterm_to_a_running_node_exits_promptly(tmp_path):
-    node = Serve(tmp_path, "--port", "0", "--ops-port", "0", env=ENV)
+def test_sigterm_to_a_running_node_exits_promptly(private_tmp):
+    node = Serve(private_tmp, "--port", "0", "--ops-port", "0", env=ENV)
     try:
         node.wait_banner()
         code, took = _terminate(node)
@@ -47,9 +47,9 @@ def test_sigterm_to_a_running_node_exits_promptly(tmp_path):
         node.kill_all()
 
 
-def test_a_task_refusing_cancellation_is_named_and_the_process_exits(tmp_path):
+def test_a_task_refusing_cancellation_is_named_and_the_process_exits(private_tmp):
     env = dict(ENV, SPIDI_DEV_STUBBORN_TASK="1", SPIDI_HISTORY="false")
-    node = Serve(tmp_path, "--port", "0", "--ops-port", "0", env=env)
+    node = Serve(private_tmp, "--port", "0", "--ops-port", "0", env=env)
     try:
         node.wait_banner()
         _, took = _terminate(node)
