@@ -70,6 +70,7 @@ async def probe(
     prober = await _connect(url, user_token)
     delays: list[float] = []
     sent_at: dict[tuple[str, str], float] = {}
+    early: dict[str, float] = {}  # session id -> when its join delta came, before its WELCOME was read
     try:
         await monitor.send(_frame("SUBSCRIBE", {"id": "r", "destination": f"/topic/rooms/{ROOM}/roster"}))
         await prober.send(_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/session"}))
@@ -85,6 +86,8 @@ async def probe(
                     t = sent_at.pop(("join", entry["sessionId"]), None)
                     if t is not None:
                         delays.append((now - t) * 1000)
+                    else:  # the delta came before the prober read its WELCOME (which names the id)
+                        early[entry["sessionId"]] = now
                 for entry in payload.get("left", ()):
                     t = sent_at.pop(("leave", entry["sessionId"]), None)
                     if t is not None:
@@ -100,7 +103,10 @@ async def probe(
             )
             frame = _parse(await prober.recv())
             sid = json.loads(frame[2])["sessionId"]
-            sent_at[("join", sid)] = t0
+            if sid in early:
+                delays.append((early.pop(sid) - t0) * 1000)
+            else:
+                sent_at[("join", sid)] = t0
             await asyncio.sleep(gap)
             sent_at[("leave", sid)] = time.perf_counter()
             await prober.send(
