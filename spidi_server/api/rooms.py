@@ -21,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .. import logs, roles
+from ..auth import Claims
 from ..history.sql import rooms
 from ..history.sql.common import ConflictError
 from ..history.sql.room_types import UnknownRoomTypeError
@@ -214,22 +215,22 @@ async def list_rooms(api: Api, call: Call) -> web.Response:
     return json_response(page(items[offset : offset + q["limit"]], len(items), q))
 
 
-async def create_room(api: Api, call: Call) -> web.Response:
-    """POST /api/v1/rooms: create a room and make every node know it."""
-    b, claims = call.body, call.claims
+async def _store_room(api: Api, claims: Claims, code: str, fields: dict) -> dict:
+    """Store room ``code`` of the caller's tenant with ``fields`` (the body's, by column), log who
+    did, make every node know it; its row. 409 if a live room has that code (stored meanwhile)."""
     try:
         row = await api.db(
             claims.tenant,
             lambda c: rooms.create(
                 c,
                 claims.tenant,
-                b["code"],
-                name=b.get("name"),
-                room_type=b.get("room_type"),
-                capacity=b.get("capacity"),
-                ttl_s=b.get("ttl_s"),
-                status=b.get("status") or "active",
-                attrs=b.get("attrs"),
+                code,
+                name=fields.get("name"),
+                room_type=fields.get("room_type"),
+                capacity=fields.get("capacity"),
+                ttl_s=fields.get("ttl_s"),
+                status=fields.get("status") or "active",
+                attrs=fields.get("attrs"),
                 actor=claims.user_id,
             ),
         )
@@ -237,8 +238,14 @@ async def create_room(api: Api, call: Call) -> web.Response:
         raise Problem("conflict", str(exc)) from None
     except UnknownRoomTypeError as exc:
         raise _unknown_type(exc) from None
-    audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=b)
+    audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=fields)
     await api.rooms_changed(claims.tenant, row["code"])
+    return row
+
+
+async def create_room(api: Api, call: Call) -> web.Response:
+    """POST /api/v1/rooms: create a room and make every node know it."""
+    row = await _store_room(api, call.claims, call.body["code"], call.body)
     return json_response(room_json(row, api.host.catalog), 201, {"Location": f"/api/v1/rooms/{row['id']}"})
 
 
@@ -306,28 +313,7 @@ async def _store_unstored_room(api: Api, call: Call, code: str | None, fields: d
         raise not_found("room", room_id)
     if code is not None and code != known_code:
         raise invalid([field_error("body", "code", f"cannot change (is {known_code!r}); create a new room")])
-    try:
-        row = await api.db(
-            claims.tenant,
-            lambda c: rooms.create(
-                c,
-                claims.tenant,
-                known_code,
-                name=fields.get("name"),
-                room_type=fields.get("room_type"),
-                capacity=fields.get("capacity"),
-                ttl_s=fields.get("ttl_s"),
-                status=fields.get("status") or "active",
-                attrs=fields.get("attrs"),
-                actor=claims.user_id,
-            ),
-        )
-    except ConflictError as exc:  # stored meanwhile by another request: the caller may retry
-        raise Problem("conflict", str(exc)) from None
-    except UnknownRoomTypeError as exc:
-        raise _unknown_type(exc) from None
-    audit("room_created", claims, room_id=row["id"], room_code=row["code"], fields=fields)
-    await api.rooms_changed(claims.tenant, row["code"])
+    row = await _store_room(api, claims, known_code, fields)
     return json_response(room_json(row, api.host.catalog))
 
 

@@ -330,31 +330,20 @@ async def slo_status(api: Api, call: Call) -> web.Response:
             return None, (None, None)
         if q["room_id"] is not None and not slos.room_in_scope(conn, row, q["room_id"]):
             raise invalid([field_error("query", "roomId", f"room {q['room_id']} is not in this SLO's scope")])
-        counts = slos.sli_counts(
-            conn,
-            tenant=tenant,
-            scope=row["scope"],
-            room_id=row["room_id"],
-            room_type_id=row["room_type_id"],
-            buckets=slo.bucket_count(row["threshold_ms"]),
-            now=at,
-            windows=status_windows(row["window_days"]),
-            only_room=q["room_id"],
-        )
+        query = {
+            "tenant": tenant,
+            "scope": row["scope"],
+            "room_id": row["room_id"],
+            "room_type_id": row["room_type_id"],
+            "buckets": slo.bucket_count(row["threshold_ms"]),
+            "now": at,
+            "windows": status_windows(row["window_days"]),
+            "only_room": q["room_id"],
+        }
+        counts = slos.sli_counts(conn, **query)
         groups = None
         if q["breakdown"] is not None:
-            groups = slos.sli_counts(
-                conn,
-                tenant=tenant,
-                scope=row["scope"],
-                room_id=row["room_id"],
-                room_type_id=row["room_type_id"],
-                buckets=slo.bucket_count(row["threshold_ms"]),
-                now=at,
-                windows=status_windows(row["window_days"]),
-                only_room=q["room_id"],
-                breakdown=q["breakdown"],
-            )
+            groups = slos.sli_counts(conn, **query, breakdown=q["breakdown"])
         return row, (counts[None], groups)
 
     row, (counts, groups) = await api.db(tenant, work)
