@@ -11,6 +11,19 @@ import pytest
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
+# Installed in a page: records each data-state the connection indicator takes (window.__connStates).
+# A retry drawn near zero by the full jitter leaves "reconnecting" up for a few ms only, less than
+# a poll's period: tests look for it in the record instead.
+RECORD_CONN_STATES = """(() => {
+  window.__connStates = [];
+  const el = document.querySelector('#conn');
+  // Records come batched: each one's old value, then the value now, so no state is skipped.
+  new MutationObserver((records) => {
+    for (const r of records) window.__connStates.push(r.oldValue);
+    window.__connStates.push(el.dataset.state);
+  }).observe(el, { attributes: true, attributeFilter: ['data-state'], attributeOldValue: true });
+})()"""
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -14,7 +14,7 @@ from spidi_server.dashboard import STATIC_DIR
 
 from ..conftest import token_for
 from ..stomp_client import connected
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, RECORD_CONN_STATES
 
 # -- served files (no browser) -----------------------------------------------------------------------
 
@@ -201,8 +201,9 @@ async def test_dashboard_live_in_chromium(node_factory, page):
     # The WebSocket drops: the page says so, reconnects by itself and subscribes again.
     dashboard_conns = [c for c in node.clients if c.stomp.claims and c.stomp.claims.user_id == "dev-admin"]
     assert len(dashboard_conns) == 1
+    await page.evaluate(RECORD_CONN_STATES)
     dashboard_conns[0].writer.close(1011, "test: dropped")
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting", timeout=2000)
+    await page.wait_for_function("() => window.__connStates.includes('reconnecting')", timeout=2000)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=5000)
     again = await alice.hello("lobby", client_id="phone-7f3a", device="Pixel 8", os="Android 15")
     await expect(page.locator(f'#roster-table tr[data-session="{again["sessionId"]}"]')).to_have_count(

@@ -16,7 +16,7 @@ import pytest
 
 from ..conftest import token_for
 from ..stomp_client import connected
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, RECORD_CONN_STATES
 
 # Predicates polled in the page (Tab.wait_for): all take a CSS selector first.
 VISIBLE = "(sel) => { const el = document.querySelector(sel); return !!el && el.checkVisibility(); }"
@@ -141,9 +141,12 @@ async def test_dashboard_live_in_firefox(node_factory, firefox, tab):
         await tab.wait_for(VISIBLE, "#roster-empty", what="the empty roster note")
 
         # The WebSocket drops: the page says so, reconnects by itself and subscribes again.
+        await tab.evaluate(RECORD_CONN_STATES)  # (the state can be gone before a poll sees it)
         (conn,) = [c for c in node.clients if c.stomp.claims and c.stomp.claims.user_id == "dev-admin"]
         conn.writer.close(1011, "test: dropped")
-        await tab.wait_for(ATTR, "#conn", "data-state", "reconnecting", timeout=2, what="reconnecting")
+        await tab.wait_for(
+            "() => window.__connStates.includes('reconnecting')", timeout=2, what="reconnecting"
+        )
         await tab.wait_for(ATTR, "#conn", "data-state", "connected", timeout=5, what="connected again")
         again = await alice.hello("lobby", client_id="phone-7f3a", device="Pixel 8", os="Android 15")
         await tab.wait_for(
