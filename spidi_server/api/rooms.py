@@ -257,7 +257,8 @@ async def get_room(api: Api, call: Call) -> web.Response:
     if row is not None:
         known = {room_id: catalog.stored_room(row)}
     else:
-        known = {k: v for k, v in catalog.configured(tenant).items() if k == room_id}
+        configured = catalog.configured(tenant).get(room_id)
+        known = {room_id: configured} if configured is not None else {}
     code = None if known else await _unstored_code(api, tenant, room_id)
     if not known and code is None:
         raise not_found("room", room_id)
