@@ -10,18 +10,23 @@ updates a latency), a change waits for the room's next window: up to 250 ms by d
 The benchmark runs the probe in a process of its own (``probe_process``), as a real dashboard is
 a client of its own: inside the load generator's process, every receive would wait for the
 generator's sending bursts, and the figure would be the generator's loop, not the server.
+
+With ``SPIDI_PROBE_TRACE=1`` in its environment it prints each HELLO's round trip (with the wall
+clock, to match the server's log) and each delay on stderr as it goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 import websockets
 
 ROOM = "presence-probe"
+TRACE = bool(os.environ.get("SPIDI_PROBE_TRACE"))
 
 
 def _frame(command: str, headers: dict, body: str = "") -> str:
@@ -86,12 +91,16 @@ async def probe(
                     t = sent_at.pop(("join", entry["sessionId"]), None)
                     if t is not None:
                         delays.append((now - t) * 1000)
+                        if TRACE:
+                            print(f"join {entry['sessionId']} {delays[-1]:.1f} ms", file=sys.stderr)
                     else:  # the delta came before the prober read its WELCOME (which names the id)
                         early[entry["sessionId"]] = now
                 for entry in payload.get("left", ()):
                     t = sent_at.pop(("leave", entry["sessionId"]), None)
                     if t is not None:
                         delays.append((now - t) * 1000)
+                        if TRACE:
+                            print(f"leave {entry['sessionId']} {delays[-1]:.1f} ms", file=sys.stderr)
 
         watcher = asyncio.get_running_loop().create_task(watch())
         deadline = time.monotonic() + duration
@@ -103,6 +112,11 @@ async def probe(
             )
             frame = _parse(await prober.recv())
             sid = json.loads(frame[2])["sessionId"]
+            if TRACE:
+                print(
+                    f"hello {time.time():.3f} {sid} {(time.perf_counter() - t0) * 1000:.1f} ms",
+                    file=sys.stderr,
+                )
             if sid in early:
                 delays.append((early.pop(sid) - t0) * 1000)
             else:

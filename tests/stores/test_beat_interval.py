@@ -9,7 +9,7 @@ import time
 from spidi_core.lane_py import PackedBeats, pack_beats
 from spidi_server.stores import keys
 from spidi_server.stores.client import connect
-from spidi_server.stores.hot_store import HotStore
+from spidi_server.stores.hot_store import REFUSED, HotStore
 
 ROOM = "beat-room"
 WATCHED = "beat-watched"  # a room some process watches: its heartbeats are urgent
@@ -111,5 +111,52 @@ async def test_heartbeats_alone_reach_redis_after_the_interval(redis_url, redis_
             if redis_sync.zscore(online, "s2") == 200:
                 break
         await until(lambda: redis_sync.zscore(online, "s2") == 200)
+    finally:
+        await store.close()
+
+
+class RecordingSource(Source):
+    """A ``Source`` that records, per take, whether only the urgent heartbeats were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[bool] = []
+
+    def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
+        self.asked.append(urgent_only)
+        return super().take_beats(urgent_only)
+
+
+async def test_a_join_goes_ahead_of_due_heartbeats_which_follow_at_once(redis_url, redis_sync):
+    online = keys.room_online(ROOM)
+    redis_sync.zadd(online, {"s1": 1})
+    # No heartbeat interval: every batch would carry every heartbeat.
+    store = HotStore(connect(redis_url), node_id="beats", min_interval_s=0.01, beat_interval_s=0.0)
+    source = RecordingSource()
+    store.add_beat_source(source)
+    await store.start()
+    try:
+        await store.flush()
+        source.asked.clear()
+        # A due heartbeat and a HELLO's join arrive together: the join's batch leaves the
+        # heartbeat for the next one (a batch of every room's heartbeats makes a HELLO wait).
+        source.beat("s1", 100)
+        fields = {"userId": "u1", "clientId": "c1", "ip": None, "roomCode": "code"}
+        pending = store.join("join-room", "t1", "code", 10, "j1", "u1", 1_767_000_000_000, 120, fields)
+        assert await pending.result not in (None, REFUSED)
+        assert source.asked[0] is True  # the join's batch: the urgent heartbeats only
+        assert redis_sync.zscore(online, "s1") == 1
+        # The next batch takes them all, without waiting for the flush interval.
+        await until(lambda: redis_sync.zscore(online, "s1") == 100, timeout=1.0)
+        assert source.asked[1] is False
+
+        # Once in a row only: joins arriving at every batch (a connect ramp) do not starve them.
+        source.asked.clear()
+        source.beat("s1", 200)
+        for n in range(5):
+            store.join("join-room", "t1", "code", 10, f"k{n}", "u1", 1_767_000_000_000, 120, fields)
+            await asyncio.sleep(0.012)
+        await until(lambda: redis_sync.zscore(online, "s1") == 200, timeout=1.0)
+        assert False in source.asked[:2]
     finally:
         await store.close()
