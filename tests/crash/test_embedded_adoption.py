@@ -238,7 +238,22 @@ def test_an_adopted_memory_only_redis_is_made_durable_and_stopped(tmp_path):
         r = redis_sync.Redis(unix_socket_path=str(adopter.socket_path))
         assert r.config_get("appendonly") == {"appendonly": "yes"}
         assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
+        # Rewritten only past 512 MiB, not Redis's 64 (a rewrite every 6 s at 100,000 beats/s).
+        assert r.config_get("auto-aof-rewrite-min-size") == {
+            "auto-aof-rewrite-min-size": str(512 * 1024 * 1024)
+        }
         adopter.stop()
         assert orphan.process.wait(10) == 0  # SIGTERM: a clean stop
     finally:
         orphan.stop()
+
+
+def test_a_started_durable_redis_rewrites_its_aof_only_past_512_mib(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    try:
+        r = redis_sync.Redis(unix_socket_path=str(server.socket_path))
+        config = r.config_get("a*")
+        assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+        assert config["auto-aof-rewrite-min-size"] == str(512 * 1024 * 1024)
+    finally:
+        server.stop()
