@@ -56,6 +56,7 @@ from benchmarks.procstats import (
     cpu_busy_seconds,
     kernel_tcp_counters,
     proc_cpu_seconds,
+    proc_cpu_seconds_with_reaped,
     proc_rss_bytes,
     safe_read,
     server_pids,
@@ -257,8 +258,8 @@ class ServerProcess:
         return safe_read(proc_rss_bytes, self.redis_pid) if self.redis_pid else None
 
     def redis_cpu(self) -> float | None:
-        """Embedded redis-server CPU seconds so far (Spidi only)."""
-        return proc_cpu_seconds(self.redis_pid) if self.redis_pid else None
+        """Embedded redis-server CPU seconds so far, its reaped AOF rewrite children included (Spidi only)."""
+        return proc_cpu_seconds_with_reaped(self.redis_pid) if self.redis_pid else None
 
     def rss(self) -> int:
         """Server RSS in bytes (summed over supervisor and workers in worker mode)."""

@@ -50,6 +50,34 @@ def test_tree_covers_grandchildren_and_counts_their_cpu():
         parent.stdout.close()
 
 
+def test_tree_cpu_counts_a_child_born_and_reaped_between_samples():
+    # Like redis-server's AOF rewrite: a forked child that works for a while and is waited for.
+    code = (
+        "import subprocess, sys\n"
+        "sys.stdin.readline()\n"
+        "subprocess.run([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 0.3: pass'])\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        before = tree_cpu_sample(parent.pid)
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "done"
+        after = tree_cpu_sample(parent.pid)
+        assert set(after) == {parent.pid}  # the child is gone, never listed
+        assert tree_cpu_delta(before, after) >= 0.3
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdin.close()
+        parent.stdout.close()
+
+
 def test_tree_cpu_delta_counts_new_processes_whole():
     assert tree_cpu_delta({1: 1.0, 2: 0.5}, {1: 1.5, 2: 0.5, 3: 0.25}) == pytest.approx(0.75)
 
