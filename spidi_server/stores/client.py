@@ -211,7 +211,9 @@ class PackedPipelineMixin:
 def takes_raw(pipe) -> bool:
     """Whether ``pipe`` sends a ``RawCommand`` as it is: a pipeline of a plain client whose
     connections pack with ``PackedPipelineMixin`` (not a cluster pipeline: it routes a command by
-    its arguments)."""
+    its arguments), or a ``LeanPipeline`` (stores/lean_pipeline.py)."""
+    if getattr(type(pipe), "takes_raw", False) is True:
+        return True
     pool = getattr(pipe, "connection_pool", None)
     return pool is not None and issubclass(pool.connection_class, PackedPipelineMixin)
 
