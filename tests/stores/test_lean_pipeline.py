@@ -335,3 +335,44 @@ async def test_a_push_message_is_not_taken_for_a_reply(redis_url, redis_sync):
     finally:
         await executor.close()
         await client.aclose()
+
+
+async def test_build_queues_what_redis_pys_methods_queue(redis_url):
+    """``build`` queues its frequent commands by name: the arguments are those of redis-py's
+    ``xadd``, ``hset(mapping=)``, ``expire``, ``sadd`` and ``hdel``, as it called them before."""
+    client = connect(redis_url)
+    try:
+        scripts = Scripts(client)
+        scripts.shas = {"join": "j" * 40, "leave": "l" * 40}  # (never sent)
+        target = Target(scripts)
+        loop = asyncio.get_running_loop()
+        join, event, touch, _, unindex, leave = sample_ops(loop)[:6]
+        ops = [join, event, touch, unindex, leave]
+        built = client.pipeline(transaction=False)
+        commands.build(built, ops, {}, [], False, target)
+        expected = client.pipeline(transaction=False)
+        j = join[1]
+        node_key = keys.node_sessions(target.node_id)
+        expected.xadd(events.STREAM, event[1], maxlen=events.STREAM_MAXLEN, approximate=True)
+        scripts.queue(
+            expected,
+            "join",
+            [*keys.room_keys("room1"), keys.session("room1", "s1")],
+            [len(j.args), *j.args],
+        )
+        expected.hset(keys.tenant_rooms("t1"), mapping={"room1": "café"})
+        expected.sadd(keys.TENANTS, "t1")
+        expected.hset(keys.user_sessions("t1", "zoë"), mapping={"s1": "room1"})
+        expected.expire(keys.user_sessions("t1", "zoë"), 120)
+        expected.hset(node_key, mapping={"s1": "room1"})
+        session = keys.session("room1", "s1")
+        expected.hset(session, mapping={"ip": "10.0.0.1", "gone": ""})
+        expected.expire(session, 120).expire(keys.user_sessions("t1", "zoë"), 120)
+        expected.hdel(keys.user_sessions("t1", "u9"), "s9").hdel(node_key, "s9")
+        scripts.queue(
+            expected, "leave", [*keys.room_keys("room1"), keys.session("room1", "s2")], ["s2", "u2", 0]
+        )
+        expected.hdel(keys.user_sessions("t1", "u2"), "s2").hdel(node_key, "s2")
+        assert [args for args, _ in built.command_stack] == [args for args, _ in expected.command_stack]
+    finally:
+        await client.aclose()
