@@ -13,6 +13,9 @@ to redis-py for anything hiredis refuses, so Redis receives the same bytes. A co
 ``RawCommand`` (its RESP written by the caller: the heartbeats, stores/beat_buffer.py) is sent as it
 is (``takes_raw`` says whether a pipeline can). The replies of a
 pipeline that arrived together are then read without a timeout armed for each (the first is timed).
+The hot store's flusher goes further on a plain client: its pipelines skip redis-py's pipeline
+altogether (stores/lean_pipeline.py: packed once, one write, every reply read in one loop) on a
+connection of this client's pool, so the options above (TLS, AUTH, timeouts) are the same.
 
 ``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
 and the settings validation (settings.py) all call it. This module imports nothing of Spidi's but
