@@ -13,6 +13,9 @@ to redis-py for anything hiredis refuses, so Redis receives the same bytes. A co
 ``RawCommand`` (its RESP written by the caller: the heartbeats, stores/beat_buffer.py) is sent as it
 is (``takes_raw`` says whether a pipeline can). The replies of a
 pipeline that arrived together are then read without a timeout armed for each (the first is timed).
+The hot store's flusher goes further on a plain client: its pipelines skip redis-py's pipeline
+altogether (stores/lean_pipeline.py: packed once, one write, every reply read in one loop) on a
+connection of this client's pool, so the options above (TLS, AUTH, timeouts) are the same.
 
 ``parse_cluster_url`` is the only place that reads a cluster URL: ``connect``, ``connect_sync``
 and the settings validation (settings.py) all call it. This module imports nothing of Spidi's but
@@ -211,7 +214,9 @@ class PackedPipelineMixin:
 def takes_raw(pipe) -> bool:
     """Whether ``pipe`` sends a ``RawCommand`` as it is: a pipeline of a plain client whose
     connections pack with ``PackedPipelineMixin`` (not a cluster pipeline: it routes a command by
-    its arguments)."""
+    its arguments), or a ``LeanPipeline`` (stores/lean_pipeline.py)."""
+    if getattr(type(pipe), "takes_raw", False) is True:
+        return True
     pool = getattr(pipe, "connection_pool", None)
     return pool is not None and issubclass(pool.connection_class, PackedPipelineMixin)
 

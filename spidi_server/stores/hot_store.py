@@ -41,6 +41,7 @@ from .beat_buffer import BeatBuffer, BeatSource, PackedBeats
 from .client import DEFAULT_TIMEOUT_S, REDIS_FAILURES, RedisFull, out_of_memory
 from .commands import build
 from .joins import REFUSED, LiveSession, PendingJoin
+from .lean_pipeline import pipelines
 from .recovery import Recovery
 from .scripts import Scripts, current_hour, join_args
 from .spill import SpillFile
@@ -88,6 +89,8 @@ class HotStore:
         self.node_id = node_id
         self.min_interval_s = min_interval_s
         self.scripts = Scripts(client)
+        # What the flusher's pipelines are and how they are sent (stores/lean_pipeline.py).
+        self.pipelines = pipelines(client)
         self._ops: list[tuple] = []
         # The heartbeats: kept here or in the sources, and when they wake the flusher.
         self.beats = BeatBuffer(min_interval_s, beat_interval_s)
@@ -377,7 +380,7 @@ class HotStore:
             ok = True
             if ops or beats or check:
                 started = time.perf_counter()
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = self.pipelines.pipeline()
                 commands = 0
                 joins: list = []
                 try:
@@ -489,10 +492,11 @@ class HotStore:
         what it had received, and a second copy on another connection could run before or after
         it (a late heartbeat's latency after the session's LEAVE, a join after its leave). Only
         when the client's socket timeout (``DROP_AFTER`` times longer, stores/client.py) gives up
-        on the reply does redis-py drop the connection, and the batch is retried like any failed
+        on the reply is the connection dropped (stores/lean_pipeline.py, or redis-py's pipeline on a
+        cluster), and the batch is retried like any failed
         one: then, only, a batch may reach Redis twice (see docs/operations.md, Faults).
         """
-        task = asyncio.ensure_future(pipe.execute(raise_on_error=False))
+        task = asyncio.ensure_future(self.pipelines.execute(pipe))
         try:
             done, _ = await asyncio.wait((task,), timeout=self.timeout_s)
             if not done:
@@ -502,7 +506,7 @@ class HotStore:
                     await asyncio.wait((task,), timeout=_SPILL_POLL_S)
             return task.result()
         except asyncio.CancelledError:
-            task.cancel()  # (close: redis-py drops the connection of a cancelled read)
+            task.cancel()  # (close: a cancelled read drops its connection)
             raise
 
     def _hung(self) -> None:
@@ -618,6 +622,7 @@ class HotStore:
         await self.recovery.keep_for_next_start(left)
         if self.spill is not None:
             self.spill.close()
+        await self.pipelines.close()
         await self.redis.aclose()
 
     # -- reads (stores/reads.py) ---------------------------------------------------------------
