@@ -41,6 +41,7 @@ ctypedef struct LaneSession:
     double latency_min
     double latency_max
     uint8_t flags  # LF_* bits
+    uint8_t grade  # its liveness grade as ``grade`` last gave it (0 live, 1 late, 2 at risk)
     int16_t group[LANE_GROUP_DIMS]  # its group slot per dimension (set_groups), -1: none
 
 

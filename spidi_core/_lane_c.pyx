@@ -576,6 +576,32 @@ cdef class HeartbeatLaneC:
             return None
         return self.sess[idx].last_mono
 
+    def session_count(self):
+        """Sessions the lane holds."""
+        return self.slot_used
+
+    def grade(self, double now, double late_s, double at_risk_s):
+        """(live, late, at_risk, [(session_id, grade)] of the sessions whose grade moved): see
+        ``lane_py.HeartbeatLanePy.grade``."""
+        cdef Py_ssize_t i
+        cdef LaneSession* s
+        cdef double age
+        cdef uint8_t g
+        cdef Py_ssize_t counts[3]
+        cdef list moved = []
+        counts[0] = counts[1] = counts[2] = 0
+        for i in range(self.nsess):
+            s = &self.sess[i]
+            if s.sid == NULL:
+                continue
+            age = now - s.last_mono
+            g = 0 if age <= late_s else (1 if age <= at_risk_s else 2)
+            counts[g] += 1
+            if g != s.grade:
+                s.grade = g
+                moved.append((s.sid[:s.sid_len].decode("utf-8"), g))
+        return counts[0], counts[1], counts[2], moved
+
     def set_watched(self, int64_t room_key, watched):
         """Whether the room's beating sessions are collected for ``take_updated``."""
         cdef LaneRoom* r = &self.rooms[self._room(room_key)]
@@ -750,6 +776,7 @@ cdef class HeartbeatLaneC:
         for i in range(r.updated.len):
             s = &self.sess[r.updated.data[i]]
             s.flags &= ~LF_UPDATED
+            s.grade = 0  # it just beat: the caller marks it live
             out.append(s.sid[:s.sid_len].decode("utf-8"))
         r.updated.len = 0
         return out

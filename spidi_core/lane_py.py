@@ -125,6 +125,7 @@ class _Session:
         "latency_count",
         "ttl_refreshed",
         "groups",
+        "grade",
     )
 
     def __init__(self, conn_key: int, room_key: int, now_ms: int, now: float):
@@ -140,6 +141,7 @@ class _Session:
         self.latency_count = 0  # heartbeats that carried a latency (not all need to)
         self.ttl_refreshed = now_ms
         self.groups = (-1,) * GROUP_DIMENSIONS  # a slot per dimension; -1: in no group
+        self.grade = 0  # its liveness grade as ``grade`` last gave it (0 live, 1 late, 2 at risk)
 
 
 class _Room:
@@ -508,6 +510,28 @@ class HeartbeatLanePy:
         s = self._sessions.get(session_id)
         return None if s is None else s.last_mono
 
+    def session_count(self) -> int:
+        """Sessions the lane holds."""
+        return len(self._sessions)
+
+    def grade(self, now: float, late_s: float, at_risk_s: float):
+        """Grade every session by the age of its last beat at ``now`` (monotonic seconds): 0 (live)
+        up to ``late_s``, 1 (late) up to ``at_risk_s``, 2 (at risk) beyond. Returns (live, late,
+        at_risk, moved): the counts, and (session_id, grade) of each session whose grade differs
+        from the one this call last gave it (a new session starts live; ``take_updated`` sets
+        live: those sessions just beat). The walk is the lane's, so the caller's cost is the moved
+        sessions only (``presence.liveness.Grader.run_lane``)."""
+        counts = [0, 0, 0]
+        moved = []
+        for session_id, s in self._sessions.items():
+            age = now - s.last_mono
+            g = 0 if age <= late_s else 1 if age <= at_risk_s else 2
+            counts[g] += 1
+            if g != s.grade:
+                s.grade = g
+                moved.append((session_id, g))
+        return counts[0], counts[1], counts[2], moved
+
     def set_watched(self, room_key: int, watched: bool) -> None:
         """Whether the room's beating sessions are collected for ``take_updated``."""
         room = self._rooms.get(room_key)
@@ -582,11 +606,15 @@ class HeartbeatLanePy:
         return list(due)
 
     def take_updated(self, room_key: int) -> list[str]:
-        """Sessions of a watched room that beat since the last take."""
+        """Sessions of a watched room that beat since the last take (their grade is live again:
+        the caller marks them live)."""
         room = self._rooms.get(room_key)
         if room is None or not room.updated:
             return []
         updated, room.updated = room.updated, {}
+        sessions = self._sessions
+        for session_id in updated:
+            sessions[session_id].grade = 0
         return list(updated)
 
     def take_room_sample(self, room_key: int) -> tuple[float, int, list[int]]:

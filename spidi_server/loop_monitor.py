@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import sys
 import threading
 import time
@@ -125,8 +126,13 @@ class LoopMonitor:
             self.on_stall(lag)
 
     def _arm(self, now: float) -> None:
-        self._due = now + self.period
-        self._handle = self._loop.call_later(self.period, self._tick)
+        # Due at the next point of the period's grid (multiples of ``period``), not one period
+        # after this tick: the node's periodic jobs wake the loop on the same grid
+        # (``tasks.GRID_S``, the default period), so the monitor's timer rides on their wake-ups
+        # instead of adding 20 of its own a second. A tick that came early counts from its due time.
+        base = max(now, self._due)
+        self._due = (math.floor(base / self.period + 1e-6) + 1) * self.period
+        self._handle = self._loop.call_later(self._due - now, self._tick)
 
     def _tick(self) -> None:
         # The clock, not loop.time(): uvloop's time is the one cached when the iteration began,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 
@@ -58,14 +60,46 @@ WRITER_WATCH_S = 0.5  # how soon a dead writer child is noticed
 REDIS_MEMORY_S = 5.0  # how often spidi_redis_used_memory_bytes is read (INFO memory: microseconds)
 
 
-def load_rooms(dsn: str, catalog: RoomCatalog) -> list[RoomDef]:
-    """Every room stored in PostgreSQL, as ``catalog`` holds them (blocking: run in a thread)."""
-    import psycopg
+class RoomLoader:
+    """Reads every room stored in PostgreSQL on one connection kept open between the node's
+    refreshes (every ``ROOM_REFRESH_S``): a connection each time cost PostgreSQL a backend
+    process, and the node a connect, every few seconds. A connection that fails (PostgreSQL
+    restarted) is closed and the read tried once more on a new one, so a refresh fails only
+    when a new connection would. Blocking: run in a thread; one read at a time."""
 
-    from .history.sql import rooms
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._conn = None
+        self._lock = threading.Lock()
 
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-        return [catalog.stored_room(r) for r in rooms.list_all(conn)]
+    def load(self, catalog: RoomCatalog) -> list[RoomDef]:
+        """Every room stored in PostgreSQL, as ``catalog`` holds them."""
+        import psycopg
+
+        from .history.sql import rooms
+
+        with self._lock:
+            while True:
+                fresh = self._conn is None or self._conn.closed
+                if fresh:
+                    self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
+                try:
+                    return [catalog.stored_room(r) for r in rooms.list_all(self._conn)]
+                except Exception:
+                    self._close()
+                    if fresh:
+                        raise
+
+    def close(self) -> None:
+        """Close the connection (the node stops)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
 
 class Node:
@@ -95,6 +129,7 @@ class Node:
         self.transport = make_transport(self)
         self.ops = OpsServer(self)
         self._tasks: list[asyncio.Task] = []
+        self._room_loader: RoomLoader | None = None  # created with the first refresh (the DSN known)
         self.loop_monitor = LoopMonitor(
             self.metrics.event_loop_lag.observe,
             on_stall=self._stalled,
@@ -288,8 +323,12 @@ class Node:
         """Reload the rooms stored in PostgreSQL; on failure keep the cached ones."""
         if not self.dsn:
             return
+        if self._room_loader is None or self._room_loader.dsn != self.dsn:
+            if self._room_loader is not None:
+                await asyncio.to_thread(self._room_loader.close)
+            self._room_loader = RoomLoader(self.dsn)
         try:
-            rooms = await asyncio.to_thread(load_rooms, self.dsn, self.catalog)
+            rooms = await asyncio.to_thread(self._room_loader.load, self.catalog)
         except Exception as exc:  # psycopg errors and OSError alike: the cache stays in force
             logs.event(log, "rooms_refresh_failed", logging.WARNING, error=str(exc))
             return
@@ -433,6 +472,8 @@ class Node:
         if self.store is not None:
             await self.store.close(self.settings.shutdown_timeout_s)
         await self.ops.stop()
+        if self._room_loader is not None:
+            await asyncio.to_thread(self._room_loader.close)
         await self.services.stop()
         logs.event(log, "node_stopped", node_id=self.node_id)
         self._stopped.set()

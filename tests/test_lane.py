@@ -474,6 +474,31 @@ def test_updated_only_for_watched_rooms(Lane):
     assert lane.take_updated(1) == []
 
 
+def test_grade_hands_back_the_sessions_whose_grade_moved(Lane):
+    # Ages at 10.0: a 0.5 s, b 1.6 s, c 9 s; late after 1.5 s, at risk after 2 s.
+    lane = Lane(LATENCY_BUCKETS_MS, TTL_REFRESH_MS)
+    lane.add_session("a", 0, 1, 0, 9.5)
+    lane.add_session("b", 0, 1, 0, 8.4)
+    lane.add_session("c", 0, 2, 0, 1.0)
+    assert lane.session_count() == 3
+    live, late, at_risk, moved = lane.grade(10.0, 1.5, 2.0)
+    assert (live, late, at_risk) == (1, 1, 1) and sorted(moved) == [("b", 1), ("c", 2)]
+    assert lane.grade(10.0, 1.5, 2.0) == (1, 1, 1, [])  # nothing moved: nothing handed back
+    lane.beat("c", 3, 11_000, 11.0)  # beats are ages again
+    assert sorted(lane.grade(11.2, 1.5, 2.0)[3]) == [("a", 1), ("b", 2), ("c", 0)]
+    # A watched room's beating sessions are live as take_updated hands them over (its caller
+    # marks them live): grading them live again reports nothing.
+    lane.set_watched(1, True)
+    lane.beat("a", 1, 12_000, 12.0)
+    assert lane.take_updated(1) == ["a"]
+    assert lane.grade(12.1, 1.5, 2.0) == (2, 0, 1, [])
+    # A session added again starts live; a removed one is neither counted nor handed back.
+    lane.add_session("b", 0, 1, 0, 12.1)
+    lane.remove_session("c")
+    assert lane.session_count() == 2
+    assert lane.grade(12.2, 1.5, 2.0) == (2, 0, 0, [])
+
+
 def test_beat_without_latency_counts_but_samples_nothing(Lane):
     # A heartbeat without latencyMs (the full path hands the lane None): the session is alive
     # and one heartbeat more, every latency figure stays as it was; 0 is a sample like any other.

@@ -185,6 +185,34 @@ def test_differential_bookkeeping_c_vs_py(ops):
             assert math.isfinite(float(value))
 
 
+@pytest.mark.skipif(HeartbeatLaneC is None, reason="spidi_core._lane_c not built")
+def test_grading_c_vs_py():
+    # Sessions added, beating, removed and added again (records and slots reused), a watched
+    # room's updates taken, graded every step: the same counts and the same moved sessions.
+    rng = random.Random(16)
+    lanes = [HeartbeatLanePy(LATENCY_BUCKETS_MS, 1000), HeartbeatLaneC(LATENCY_BUCKETS_MS, 1000)]
+    for lane in lanes:
+        lane.set_watched(0, True)
+    now = 0.0
+    for step in range(3_000):
+        now += rng.random() * 0.2
+        who = rng.randrange(300)
+        sid, room = f"session-{who}", who % 4
+        action = rng.random()
+        for lane in lanes:
+            if action < 0.1:
+                lane.add_session(sid, who, room, step, now)
+            elif action < 0.15:
+                lane.remove_session(sid)
+            elif action < 0.2:
+                lane.take_updated(0)
+            elif lane.stats(sid) is not None:
+                lane.beat(sid, 5, step, now)
+        counts = [lane.grade(now, 1.5, 2.0) for lane in lanes]
+        assert counts[0][:3] == counts[1][:3] and sorted(counts[0][3]) == sorted(counts[1][3])
+        assert lanes[0].session_count() == lanes[1].session_count() == sum(counts[0][:3])
+
+
 def unpacked(packed) -> tuple[list[bytes], list[bytes]]:
     """A room's ``PackedBeats`` read back by hiredis: the ZADD's and the HSET's arguments."""
     reader = hiredis.Reader()

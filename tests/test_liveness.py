@@ -7,12 +7,16 @@ after 4 s: the late window outlasts the once-a-second grading) and a long timeou
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import generate_latest
 
+from spidi_core import HeartbeatLaneC, HeartbeatLanePy
 from spidi_server.presence.liveness import AT_RISK, LATE, LIVE, Grader, grade, thresholds_ms
+from spidi_server.stores.events import LATENCY_BUCKETS_MS
 
 from .conftest import token_for
 from .stomp_client import connected
@@ -43,6 +47,54 @@ def test_grader_reports_changes_only():
     assert len(changed) == 2  # nothing moved: nothing reported
     assert grader.run(sessions, now=102.5)[AT_RISK] == 3
     assert [s.grade for s in sessions] == [AT_RISK] * 3
+
+
+LANES = [pytest.param(HeartbeatLanePy, id="py")] + (
+    [pytest.param(HeartbeatLaneC, id="c")] if HeartbeatLaneC is not None else []
+)
+
+
+@pytest.mark.parametrize("Lane", LANES)
+def test_run_lane_agrees_with_run(Lane):
+    # Two copies of the same sessions, one graded by ``run`` (every session looked at), the other
+    # by ``run_lane`` (the lane's walk): beats, watched-room updates (marked live as
+    # presence.beats does), joins, ends and a session the lane lacks (the fallback) all along.
+    rng = random.Random(15)
+    lane = Lane(LATENCY_BUCKETS_MS, 1000)
+    lane.set_watched(0, True)
+    copies: list[dict] = [{}, {}]
+    changed: list[list] = [[], []]
+    graders = [Grader(1000, lane.last_beat, changed[i].append) for i in range(2)]
+    now = 100.0
+    for step in range(400):
+        now += rng.random() * 0.6
+        who = rng.randrange(40)
+        sid = f"s{who}"
+        action = rng.random()
+        if action < 0.15 and sid not in copies[0]:
+            lane.add_session(sid, who, who % 3, step, now)
+            for sessions in copies:
+                sessions[sid] = SimpleNamespace(session_id=sid, grade=LIVE, room=who % 3)
+        elif action < 0.2 and sid in copies[0]:
+            lane.remove_session(sid)
+            for sessions in copies:
+                del sessions[sid]
+        elif action < 0.25:
+            for updated in lane.take_updated(0):
+                for sessions in copies:
+                    sessions[updated].grade = LIVE  # it just beat
+        elif action < 0.27 and sid not in copies[0]:
+            for sessions in copies:  # held here, unknown to the lane: graded by run alone
+                sessions[sid] = SimpleNamespace(session_id=sid, grade=LIVE, room=None)
+        elif sid in copies[0] and lane.stats(sid) is not None:
+            lane.beat(sid, 7, step, now)
+        expected = graders[0].run(copies[0].values(), now)
+        assert graders[1].run_lane(lane, copies[1], now) == expected
+        assert {s: x.grade for s, x in copies[0].items()} == {s: x.grade for s, x in copies[1].items()}
+        assert sorted(x.session_id for x in changed[0]) == sorted(x.session_id for x in changed[1])
+        changed[0].clear()
+        changed[1].clear()
+    assert len(copies[0]) > 10
 
 
 async def _next_update(mon, topic: str, sid: str, timeout: float = 8.0) -> dict:

@@ -206,7 +206,7 @@ class Presence:
     def grade_sessions(self, now: float | None = None) -> dict[str, int]:
         """Once a second: re-grade every local session's liveness (``liveness.Grader``); a
         changed grade is a roster update; the counts go to ``spidi_sessions_liveness``."""
-        counts = self.grader.run(self.sessions.values(), now)
+        counts = self.grader.run_lane(self.lane, self.sessions, now)
         gauge = self.metrics.sessions_liveness
         for grade, count in counts.items():
             gauge.labels(grade=grade).set(count)
