@@ -20,12 +20,17 @@ GRID_S = 0.05
 
 
 def next_run(due: float, interval_s: float) -> float:
-    """``due`` rounded up to the shared grid, for an interval that is a whole number of grid
-    steps (``GRID_S``); any other interval keeps its own schedule (``due`` itself)."""
+    """``due`` rounded up to a multiple of ``interval_s`` on the loop's clock, for an interval
+    that is a whole number of grid steps (``GRID_S``); any other interval keeps its own schedule
+    (``due`` itself). A multiple of the interval, not merely a grid point: two jobs of one
+    interval started at different times then run at the same points, and a job of 1 s at every
+    fourth point of a job of 250 ms (rounded to the grid only, they kept whatever grid phase
+    their start gave them, up to an interval apart)."""
     steps = interval_s / GRID_S
     if steps < 1 or abs(steps - round(steps)) > 1e-6:
         return due
-    return math.ceil(due / GRID_S - 1e-6) * GRID_S
+    step = round(steps) * GRID_S
+    return math.ceil(due / step - 1e-6) * step
 
 
 async def run_every(

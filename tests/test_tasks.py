@@ -10,14 +10,17 @@ import asyncio
 import statistics
 import time
 
+import pytest
+
 from spidi_server.loop_monitor import LoopMonitor
 from spidi_server.tasks import GRID_S, next_run, run_every
 
 
-def test_next_run_rounds_up_to_the_grid_for_whole_grid_steps_only():
-    assert next_run(10.013, 1.0) == GRID_S * 201  # 10.05
-    assert next_run(10.05, 1.0) == GRID_S * 201  # already on it
-    assert next_run(10.013, 0.1) == GRID_S * 201
+def test_next_run_rounds_up_to_a_multiple_of_whole_grid_step_intervals_only():
+    assert next_run(10.013, 1.0) == pytest.approx(11.0)
+    assert next_run(11.0, 1.0) == pytest.approx(11.0)  # already on it
+    assert next_run(10.013, 0.1) == pytest.approx(10.1)
+    assert next_run(10.013, GRID_S) == pytest.approx(GRID_S * 201)  # 10.05
     assert next_run(10.013, 0.0625) == 10.013  # not a whole number of steps: its own schedule
     assert next_run(10.013, 0.02) == 10.013  # shorter than a step: its own schedule
 
