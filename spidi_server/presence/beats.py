@@ -37,6 +37,10 @@ class LaneDrain:
         so they go at the flush interval (the other rooms' at the longer heartbeat interval)."""
         return self.lane.pending_watched() > 0
 
+    def watching(self) -> bool:
+        """Some room of this node is watched: its beats can turn urgent at any time."""
+        return bool(self.local.watched_here)
+
     def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
         """The beats per room id (the flusher's; with ``urgent_only``, the watched rooms' only),
         after queueing the TTL refreshes that are due and the roster updates of watched rooms."""

@@ -22,12 +22,11 @@ class Source:
     def __init__(self) -> None:
         self.lines: dict[str, list[tuple]] = {ROOM: [], WATCHED: []}
         self.takes = 0
+        self.looks = 0  # how often the store looked at it (pending)
+        self.watched = True  # WATCHED is watched: its heartbeats can turn urgent any time
 
     def beat(self, session_id: str, ms: int, room: str = ROOM) -> None:
         self.lines[room].append((session_id, ms, 5))
-
-    def pending(self) -> int:
-        return sum(len(lines) for lines in self.lines.values())
 
     def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
         self.takes += 1
@@ -40,6 +39,13 @@ class Source:
 
     def urgent(self) -> bool:
         return bool(self.lines[WATCHED])
+
+    def watching(self) -> bool:
+        return self.watched
+
+    def pending(self) -> int:
+        self.looks += 1
+        return sum(len(lines) for lines in self.lines.values())
 
 
 async def until(condition, timeout: float = 5.0) -> None:
@@ -158,5 +164,31 @@ async def test_a_join_goes_ahead_of_due_heartbeats_which_follow_at_once(redis_ur
             await asyncio.sleep(0.012)
         await until(lambda: redis_sync.zscore(online, "s1") == 200, timeout=1.0)
         assert False in source.asked[:2]
+    finally:
+        await store.close()
+
+
+async def test_with_no_room_watched_the_store_looks_only_when_heartbeats_fall_due(redis_url, redis_sync):
+    online = keys.room_online(ROOM)
+    redis_sync.zadd(online, {"s1": 1})
+    store = HotStore(connect(redis_url), node_id="beats", min_interval_s=0.01, beat_interval_s=0.1)
+    source = Source()
+    source.watched = False
+    store.add_beat_source(source)
+    await store.start()
+    try:
+        await store.flush()
+        looks = source.looks
+        await asyncio.sleep(0.5)
+        # Every 100 ms (the heartbeat interval) instead of every 10 ms (the flush interval).
+        assert source.looks - looks <= 8
+        source.beat("s1", 100)
+        await until(lambda: redis_sync.zscore(online, "s1") == 100, timeout=1.0)
+        # A room watched from now on: looked at every flush interval again.
+        source.watched = True
+        await asyncio.sleep(0.15)  # (the look in progress may last up to one heartbeat interval)
+        looks = source.looks
+        await asyncio.sleep(0.2)
+        assert source.looks - looks >= 10
     finally:
         await store.close()

@@ -32,6 +32,9 @@ class Source:
     def urgent(self) -> bool:
         return False
 
+    def watching(self) -> bool:
+        return False
+
 
 @pytest.mark.parametrize("client_kind", ["packing", "stock"])
 async def test_heartbeats_are_zadd_xx_and_hset(redis_url, redis_sync, client_kind):
