@@ -366,8 +366,9 @@ class HotStore:
                 # The spill file holds the oldest writes: all of it goes before anything in memory.
                 ops, spill_read = await recovery.read_spill()
                 beats: dict = {}
+                late: dict = {}
             else:
-                ops, beats = self._take(everything)
+                ops, beats, late = self._take(everything)
             check = recovery.marker_due and self.marker_key is not None and not self._closing
             recovery.marker_due = False
             # (the heartbeats left in the sources when not ``everything`` are not due yet)
@@ -378,13 +379,13 @@ class HotStore:
                 and not (everything and self.beats.sources_pending())
             )
             ok = True
-            if ops or beats or check:
+            if ops or beats or late or check:
                 started = time.perf_counter()
                 pipe = self.pipelines.pipeline()
                 commands = 0
                 joins: list = []
                 try:
-                    commands, marker_at, marks = build(pipe, ops, beats, joins, check, self)
+                    commands, marker_at, marks = build(pipe, ops, beats, joins, check, self, late)
                     results = await self._execute(pipe)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):
@@ -422,7 +423,7 @@ class HotStore:
                     reloaded = True
                     recovery.marker_due = True
                     if spill_read is None:
-                        self._requeue(ops, beats)
+                        self._requeue(ops, beats, late)
                     self._waiters[:0] = waiters
                     self._wake.set()
                     continue
@@ -431,7 +432,7 @@ class HotStore:
                     # for the next start like the rest (the writer's ledger takes an event once,
                     # should Redis apply the batch after all).
                     if spill_read is None:
-                        self._requeue(ops, beats)
+                        self._requeue(ops, beats, late)
                     raise
                 except REDIS_FAILURES as exc:
                     ok = False
@@ -440,7 +441,7 @@ class HotStore:
                     log.error("redis pipeline failed (%d commands), will retry: %s", commands, exc)
                     recovery.marker_due = True  # ask at once whether Redis kept our state
                     if spill_read is None:
-                        self._requeue(ops, beats)
+                        self._requeue(ops, beats, late)
                     # (a spill chunk stays in the file and is read again)
                 except Exception:
                     # A bug, not an outage: retrying the same batch would fail forever. Drop it
@@ -520,20 +521,24 @@ class HotStore:
         """Whether a join or an announcement waits: what a presence change shown waits for."""
         return any(op[0] == "join" or op[0] == "publish" for op in self._ops)
 
-    def _take(self, everything: bool = True) -> tuple[list[tuple], dict[str, PackedBeats]]:
+    def _take(
+        self, everything: bool = True
+    ) -> tuple[list[tuple], dict[str, PackedBeats], dict[str, PackedBeats]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
-        the sources' urgent heartbeats only unless ``everything`` (see ``BeatBuffer.take``).
+        the sources' urgent heartbeats (and the kept ones), and with ``everything`` the others
+        too, apart: they go after the batch's announcements (``commands.build``'s ``late``).
 
         The sources are drained before the operations are taken: what a source queues while
         handing its beats out (TTL refreshes) travels with them."""
         if len(self._ops) > _MAX_BATCH_OPS:
             ops = self._ops[:_MAX_BATCH_OPS]
             del self._ops[:_MAX_BATCH_OPS]
-            return ops, {}
-        beats = self.beats.take(everything)
+            return ops, {}, {}
+        beats = self.beats.take(False)
+        late = self.beats.take(True) if everything else {}
         ops, self._ops = self._ops, []
-        return ops, beats
+        return ops, beats, late
 
     def _answer_joins(self, joins: list, results: list) -> None:
         """Resolve each join with its script's reply; undo the indexes of refused ones."""
@@ -558,9 +563,12 @@ class HotStore:
         if self._ops:
             self._wake.set()
 
-    def _requeue(self, ops: list[tuple], beats: dict[str, PackedBeats]) -> None:
-        """Put a failed batch back in front of what arrived since, newest heartbeat winning."""
+    def _requeue(self, ops: list[tuple], beats: dict[str, PackedBeats], late: dict | None = None) -> None:
+        """Put a failed batch back in front of what arrived since, newest heartbeat winning
+        (``late`` first: ``beats`` holds the kept heartbeats, older than any the sources gave)."""
         self._ops[:0] = ops
+        if late:
+            self.beats.requeue(late)
         self.beats.requeue(beats)
 
     async def _wait_to_retry(self, seconds: float) -> None:

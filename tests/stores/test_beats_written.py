@@ -8,10 +8,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from spidi_core.lane_py import PackedBeats, pack_beats
-from spidi_server.stores import keys
+from spidi_server.stores import commands, keys
 from spidi_server.stores.beat_buffer import BeatBuffer, unpack_beats
 from spidi_server.stores.client import connect, takes_raw
 from spidi_server.stores.hot_store import HotStore
+from spidi_server.stores.scripts import Scripts
+
+from .test_packed import Target
 
 ROOM = "beats-room"
 
@@ -74,3 +77,36 @@ def test_a_failed_batch_is_kept_again_newest_winning():
     buffer.requeue(failed)
     (again,) = buffer.take(True).values()
     assert unpack_beats(again) == {"a": (b"150", b"1"), "b": (b"200", b"2"), "c": (b"200", b"7")}
+
+
+async def test_announcements_go_ahead_of_the_late_heartbeats(redis_url, redis_sync):
+    """In a batch with every room's heartbeats, those of rooms nobody watches (``late``) go after
+    the announcements: Redis delivers a PUBLISH as it runs it, so a roster change does not wait
+    for a whole node's heartbeats. The writes land all the same."""
+    watched, quiet = "beats-watched", "beats-quiet"
+    redis_sync.zadd(keys.room_online(watched), {"w1": 1})
+    redis_sync.zadd(keys.room_online(quiet), {f"q{n}": 1 for n in range(2000)})
+    client = connect(redis_url)
+    pubsub = client.pubsub()
+    channel = keys.roster_channel(watched)
+    await pubsub.subscribe(channel)
+    try:
+        pipe = client.pipeline(transaction=False)
+        ops = [("publish", channel, b'{"updated":["w1"]}')]
+        beats = {watched: pack_beats([("w1", 100, 7)])}
+        late = {quiet: pack_beats([(f"q{n}", 200, 9) for n in range(2000)])}
+        count, _, _ = commands.build(pipe, ops, beats, [], False, Target(Scripts(client)), late)
+        names = [str(args[0]).upper() for args, _ in pipe.command_stack]
+        assert names == ["ZADD", "HSET", "PUBLISH", "ZADD", "HSET"] and count == 5
+        replies = await pipe.execute()
+        assert replies[2] == 1  # one subscriber heard it
+        message = None
+        while message is None or message["type"] != "message":
+            message = await pubsub.get_message(timeout=5.0)
+        assert message["data"] == b'{"updated":["w1"]}'
+        assert redis_sync.zscore(keys.room_online(watched), "w1") == 100
+        assert redis_sync.zscore(keys.room_online(quiet), "q1999") == 200
+        assert redis_sync.hget(keys.room_latency(quiet), "q0") == "9"
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
