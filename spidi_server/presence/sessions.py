@@ -14,6 +14,7 @@ with history on, recorded as ``session_started`` / ``session_ended`` events.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Iterator
@@ -81,6 +82,11 @@ class SessionLifecycle:
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
         self.handed_over: set[str] = set()  # sessions handed to the grace period (a graceful stop)
+        # HELLOs waiting for Redis's admission, oldest first: (deadline, join). Every one has the
+        # same timeout, so the deadlines come in order: one timer, for the oldest, instead of a
+        # timer made and cancelled per HELLO. A join Redis answered meanwhile is skipped.
+        self._join_deadlines: collections.deque[tuple[float, PendingJoin]] = collections.deque()
+        self._join_timer = None
 
     # -- HELLO ---------------------------------------------------------------------------------
 
@@ -194,13 +200,14 @@ class SessionLifecycle:
         """Whether Redis admits the join; True without its answer when Redis is down or slow."""
         if self.store.healthy:
             # The deadline answers None itself (the first answer stands, Redis's later one is
-            # dropped): one timer per HELLO instead of wait_for's and shield's futures and callbacks.
+            # dropped): no wait_for's and shield's futures and callbacks, and no timer of its own.
             answer = pending.result
-            timer = answer.get_loop().call_later(self.join_timeout_s, pending.resolve, None)
-            try:
-                result = await answer
-            finally:
-                timer.cancel()
+            loop = answer.get_loop()
+            deadline = loop.time() + self.join_timeout_s
+            self._join_deadlines.append((deadline, pending))
+            if self._join_timer is None:
+                self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
+            result = await answer
             if result is not None:
                 if self.capacity_degraded:
                     self.capacity_degraded = False
@@ -220,6 +227,20 @@ class SessionLifecycle:
                 timeout_ms=self.join_timeout_s * 1000,
             )
         return True
+
+    def _join_deadlines_due(self, loop) -> None:
+        """The oldest join deadline passed: answer None (admit degraded) to every join still
+        waiting whose deadline did, then wait for the next deadline."""
+        self._join_timer = None
+        deadlines = self._join_deadlines
+        now = loop.time()
+        while deadlines:
+            deadline, pending = deadlines[0]
+            if deadline > now:
+                self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
+                return
+            deadlines.popleft()
+            pending.resolve(None)
 
     def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
         client.stomp.send_json(

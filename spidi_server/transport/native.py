@@ -8,9 +8,11 @@ websockets reference), answers 101 and from then on feeds every chunk the socket
 Complete messages go straight to the host's connection; what the stream queues itself (pongs,
 close frames, fast-lane receipts) is written first, so replies keep their order.
 
-No task and no timer while a connection is open: a timer runs only during the handshake (the
-slowloris guard, ``handshake_timeout_s``) and while closing (the peer gets ``CLOSE_GRACE_S`` to
-answer our close frame, then the socket is cut). Outgoing messages are framed in one call and
+No task and no timer of its own while a connection is open, nor during its handshake: the
+slowloris guard (``handshake_timeout_s``) is one queue per listener, in arrival order (every
+connection has the same timeout, so the deadlines come in order) with one timer for its oldest
+entry, instead of a timer made and cancelled per connection. A connection's own timer runs only
+while closing (the peer gets ``CLOSE_GRACE_S`` to answer our close frame, then the socket is cut). Outgoing messages are framed in one call and
 handed to the event loop's transport in one write; ``buffered`` is that transport's buffer, which
 the connection compares with ``max_send_buffer`` (slow consumers).
 """
@@ -18,6 +20,7 @@ the connection compares with ``max_send_buffer`` (slow consumers).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 from typing import TYPE_CHECKING
@@ -59,7 +62,7 @@ class NativeConnection(asyncio.Protocol):
         self.owner = owner
         self.transport: asyncio.Transport | None = None
         self.head = b""  # the request head read so far (handshake only)
-        self.timer: asyncio.TimerHandle | None = None  # handshake deadline, then close grace
+        self.timer: asyncio.TimerHandle | None = None  # the close grace period
         self.stream: WsStream | None = None  # set once upgraded
         self.conn: Connection | None = None  # the host's connection, until reported closed
         self.ip: str | None = None  # the client address once admitted (its admission slot)
@@ -69,9 +72,7 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.timer = asyncio.get_running_loop().call_later(
-            self.owner.handshake_timeout, self._handshake_timeout
-        )
+        self.owner.handshake_started(self)
 
     def data_received(self, data: bytes) -> None:
         stream = self.stream
@@ -172,8 +173,6 @@ class NativeConnection(asyncio.Protocol):
         admission.opened(ip)
         self.ip = ip
         self.head = b""
-        self.timer.cancel()
-        self.timer = None
         subprotocol = select_stomp_subprotocol(offered_subprotocols(request))
         self.transport.write(accept_response(accept, subprotocol))
         self.stream = WsStream(owner.max_message)
@@ -188,9 +187,9 @@ class NativeConnection(asyncio.Protocol):
         if rest:  # frames sent right behind the request
             self.data_received(rest)
 
-    def _handshake_timeout(self) -> None:
-        """The upgrade did not complete in time (slowloris): drop the connection."""
-        self.timer = None
+    def handshake_timeout(self) -> None:
+        """The upgrade did not complete in time (slowloris): drop the connection (nothing to do
+        once it upgraded, was refused or went away)."""
         if self.stream is None and not self.closing:
             self.closing = True
             self.transport.close()
@@ -255,11 +254,39 @@ class NativeTransport(ListeningTransport):
         # Room for a frame at the STOMP limit plus slack, so the codec (not the framing) answers an
         # oversized frame with an ERROR; a larger message fails the connection with 1009.
         self.max_message = settings.max_frame_size * 4
+        # Connections in their handshake, oldest first: (deadline, connection). One timer, for
+        # the oldest deadline; an entry whose connection upgraded meanwhile is simply dropped.
+        self.handshakes: collections.deque[tuple[float, NativeConnection]] = collections.deque()
+        self.handshake_timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def handshake_started(self, conn: NativeConnection) -> None:
+        """Give a new connection ``handshake_timeout_s`` to upgrade."""
+        loop = self.loop
+        deadline = loop.time() + self.handshake_timeout
+        self.handshakes.append((deadline, conn))
+        if self.handshake_timer is None:
+            self.handshake_timer = loop.call_at(deadline, self._handshake_deadlines)
+
+    def _handshake_deadlines(self) -> None:
+        """The oldest handshake deadline passed: time out every connection whose deadline did,
+        then wait for the next one."""
+        self.handshake_timer = None
+        handshakes = self.handshakes
+        now = self.loop.time()
+        while handshakes:
+            deadline, conn = handshakes[0]
+            if deadline > now:
+                self.handshake_timer = self.loop.call_at(deadline, self._handshake_deadlines)
+                return
+            handshakes.popleft()
+            conn.handshake_timeout()
 
     async def start(self) -> None:
         s = self.host.settings
         ssl_context = server_ssl_context(s)
-        self.server = await asyncio.get_running_loop().create_server(
+        self.loop = asyncio.get_running_loop()
+        self.server = await self.loop.create_server(
             functools.partial(NativeConnection, self),
             s.host,
             s.port,
