@@ -21,6 +21,8 @@ import http
 import re
 from typing import NamedTuple
 
+from spidi_core import parse_upgrade_head
+
 # The request head (request line and headers) is read into memory whole: these cap it.
 MAX_HEAD = 16384
 MAX_HEADERS = 128
@@ -90,7 +92,20 @@ def head_end(buffer: bytes) -> int:
 
 
 def parse_request(head: bytes) -> Request:
-    """The request line and headers of ``head`` (ending with its blank line); ``Refusal`` if invalid."""
+    """The request line and headers of ``head`` (ending with its blank line); ``Refusal`` if invalid.
+
+    The usual upgrade request is read by the Cython fast path (``spidi_core``), which takes only
+    heads it reads exactly as ``read_request`` does; ``read_request`` reads (or refuses) the rest.
+    """
+    if parse_upgrade_head is not None:
+        fast = parse_upgrade_head(head, MAX_HEADERS)
+        if fast is not None:
+            return Request(*fast)
+    return read_request(head)
+
+
+def read_request(head: bytes) -> Request:
+    """``parse_request``'s reference: the request line and headers of ``head``, or ``Refusal``."""
     line_end = head.index(b"\r\n")
     if head.count(b"\r\n") > MAX_HEADERS + 2:  # the request line, the headers, the blank line
         raise Refusal(431, f"Failed to open a WebSocket connection: more than {MAX_HEADERS} headers.\n")
