@@ -12,9 +12,10 @@ No task and no timer of its own while a connection is open, nor during its hands
 slowloris guard (``handshake_timeout_s``) is one queue per listener, in arrival order (every
 connection has the same timeout, so the deadlines come in order) with one timer for its oldest
 entry, instead of a timer made and cancelled per connection. A connection's own timer runs only
-while closing (the peer gets ``CLOSE_GRACE_S`` to answer our close frame, then the socket is cut). Outgoing messages are framed in one call and
-handed to the event loop's transport in one write; ``buffered`` is that transport's buffer, which
-the connection compares with ``max_send_buffer`` (slow consumers).
+while closing (the peer gets ``CLOSE_GRACE_S`` to answer our close frame, then the socket is
+cut). Outgoing messages are framed in one call and handed to the event loop's transport in one
+write; ``buffered`` is that transport's buffer, which the connection compares with
+``max_send_buffer`` (slow consumers).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import collections
 import functools
 import itertools
+import weakref
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -56,7 +58,7 @@ class NativeConnection(asyncio.Protocol):
     It is also the ``connection.Writer`` of that connection (one object per connection, not two).
     """
 
-    __slots__ = ("owner", "transport", "head", "timer", "stream", "conn", "ip", "closing")
+    __slots__ = ("owner", "transport", "head", "timer", "stream", "conn", "ip", "closing", "__weakref__")
 
     def __init__(self, owner: NativeTransport):
         self.owner = owner
@@ -254,9 +256,10 @@ class NativeTransport(ListeningTransport):
         # Room for a frame at the STOMP limit plus slack, so the codec (not the framing) answers an
         # oversized frame with an ERROR; a larger message fails the connection with 1009.
         self.max_message = settings.max_frame_size * 4
-        # Connections in their handshake, oldest first: (deadline, connection). One timer, for
-        # the oldest deadline; an entry whose connection upgraded meanwhile is simply dropped.
-        self.handshakes: collections.deque[tuple[float, NativeConnection]] = collections.deque()
+        # Connections in their handshake, oldest first: (deadline, weak reference). One timer,
+        # for the oldest deadline; an entry whose connection upgraded meanwhile is simply dropped.
+        # Weak: a connection that closed is not kept alive until its deadline (a reconnect storm).
+        self.handshakes: collections.deque[tuple[float, weakref.ref]] = collections.deque()
         self.handshake_timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -264,7 +267,7 @@ class NativeTransport(ListeningTransport):
         """Give a new connection ``handshake_timeout_s`` to upgrade."""
         loop = self.loop
         deadline = loop.time() + self.handshake_timeout
-        self.handshakes.append((deadline, conn))
+        self.handshakes.append((deadline, weakref.ref(conn)))
         if self.handshake_timer is None:
             self.handshake_timer = loop.call_at(deadline, self._handshake_deadlines)
 
@@ -275,12 +278,14 @@ class NativeTransport(ListeningTransport):
         handshakes = self.handshakes
         now = self.loop.time()
         while handshakes:
-            deadline, conn = handshakes[0]
+            deadline, ref = handshakes[0]
             if deadline > now:
                 self.handshake_timer = self.loop.call_at(deadline, self._handshake_deadlines)
                 return
             handshakes.popleft()
-            conn.handshake_timeout()
+            conn = ref()
+            if conn is not None:
+                conn.handshake_timeout()
 
     async def start(self) -> None:
         s = self.host.settings
