@@ -15,7 +15,6 @@ with history on, recorded as ``session_started`` / ``session_ended`` events.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import time
@@ -84,10 +83,11 @@ class SessionLifecycle:
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
         self.handed_over: set[str] = set()  # sessions handed to the grace period (a graceful stop)
-        # HELLOs waiting for Redis's admission, oldest first: (deadline, join). Every one has the
-        # same timeout, so the deadlines come in order: one timer, for the oldest, instead of a
-        # timer made and cancelled per HELLO. A join Redis answered meanwhile is skipped.
-        self._join_deadlines: collections.deque[tuple[float, PendingJoin]] = collections.deque()
+        # HELLOs waiting for Redis's admission -> deadline, oldest first (a dict keeps insertion
+        # order; a join leaves it in O(1) once answered). Every one has the same timeout, so the
+        # deadlines come in order: one timer, for the oldest, instead of one made and cancelled
+        # per HELLO.
+        self._join_deadlines: dict[PendingJoin, float] = {}
         self._join_timer = None
 
     # -- HELLO ---------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class SessionLifecycle:
         try:
             result = await pending.result
         finally:
-            gone = self._hello_done(client, session.room)
+            gone = self._hello_done(client, session.room, pending)
         self._admit(client, session, hello.room_code, self._admitted(pending, result), gone)
 
     def _resumed(self, client: Client, session: Session | None, hello: payloads.HelloPayload, claims) -> bool:
@@ -200,17 +200,18 @@ class SessionLifecycle:
             answer = pending.result
             loop = answer.get_loop()
             deadline = loop.time() + self.join_timeout_s
-            self._join_deadlines.append((deadline, pending))
+            self._join_deadlines[pending] = deadline
             if self._join_timer is None:
                 self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
             return pending, session
-        gone = self._hello_done(client, room)
+        gone = self._hello_done(client, room, pending)
         self._admit(client, session, code, self._admitted(pending, None), gone)
         return None
 
-    def _hello_done(self, client: Client, room) -> bool:
-        """A HELLO's wait for Redis is over: its room and client stop counting it; whether the
-        connection closed meanwhile."""
+    def _hello_done(self, client: Client, room, pending: PendingJoin) -> bool:
+        """A HELLO's wait for Redis is over: its deadline, room and client stop counting it;
+        whether the connection closed meanwhile."""
+        self._join_deadlines.pop(pending, None)
         room.joining -= 1
         waiting = self._hello_waiting.pop(client) - 1
         gone = client in self._closed_waiting
@@ -224,7 +225,7 @@ class SessionLifecycle:
         self, client: Client, session: Session, code: str, pending: PendingJoin, done: asyncio.Future, answer
     ) -> None:
         """Redis answered a join (or its deadline passed): admit or refuse, then finish ``done``."""
-        gone = self._hello_done(client, session.room)
+        gone = self._hello_done(client, session.room, pending)
         if answer.cancelled() or done.cancelled():
             done.cancel()
             return
@@ -312,12 +313,14 @@ class SessionLifecycle:
         self._join_timer = None
         deadlines = self._join_deadlines
         now = loop.time()
-        while deadlines:
-            deadline, pending = deadlines[0]
+        expired = []
+        for pending, deadline in deadlines.items():
             if deadline > now:
                 self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
-                return
-            deadlines.popleft()
+                break
+            expired.append(pending)
+        for pending in expired:
+            del deadlines[pending]
             pending.resolve(None)
 
     def _welcome(self, client: Client, session: Session, resumed: bool) -> None:

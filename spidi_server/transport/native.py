@@ -9,11 +9,11 @@ Complete messages go straight to the host's connection; what the stream queues i
 close frames, fast-lane receipts) is written first, so replies keep their order.
 
 No task and no timer of its own while a connection is open, nor during its handshake: the
-slowloris guard (``handshake_timeout_s``) is one queue per listener, in arrival order (every
-connection has the same timeout, so the deadlines come in order) with one timer for its oldest
-entry, instead of a timer made and cancelled per connection. A connection's own timer runs only
-while closing (the peer gets ``CLOSE_GRACE_S`` to answer our close frame, then the socket is
-cut). Outgoing messages are framed in one call and handed to the event loop's transport in one
+slowloris guard (``handshake_timeout_s``) is one table per listener of the connections still in
+their handshake, in arrival order (every connection has the same timeout, so the deadlines come
+in order) with one timer for the oldest, instead of a timer made and cancelled per connection.
+A connection's own timer runs only while closing (the peer gets ``CLOSE_GRACE_S`` to answer our
+close frame, then the socket is cut). Outgoing messages are framed in one call and handed to the event loop's transport in one
 write; ``buffered`` is that transport's buffer, which the connection compares with
 ``max_send_buffer`` (slow consumers).
 """
@@ -21,10 +21,8 @@ write; ``buffered`` is that transport's buffer, which the connection compares wi
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import itertools
-import weakref
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -58,7 +56,7 @@ class NativeConnection(asyncio.Protocol):
     It is also the ``connection.Writer`` of that connection (one object per connection, not two).
     """
 
-    __slots__ = ("owner", "transport", "head", "timer", "stream", "conn", "ip", "closing", "__weakref__")
+    __slots__ = ("owner", "transport", "head", "timer", "stream", "conn", "ip", "closing")
 
     def __init__(self, owner: NativeTransport):
         self.owner = owner
@@ -103,6 +101,7 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.owner.handshakes.pop(self, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -175,6 +174,7 @@ class NativeConnection(asyncio.Protocol):
         admission.opened(ip)
         self.ip = ip
         self.head = b""
+        owner.handshakes.pop(self, None)  # upgraded: no deadline any more
         subprotocol = select_stomp_subprotocol(offered_subprotocols(request))
         self.transport.write(accept_response(accept, subprotocol))
         self.stream = WsStream(owner.max_message)
@@ -224,6 +224,7 @@ class NativeConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.owner.handshakes.pop(self, None)  # a refused handshake has no deadline any more
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
@@ -256,10 +257,10 @@ class NativeTransport(ListeningTransport):
         # Room for a frame at the STOMP limit plus slack, so the codec (not the framing) answers an
         # oversized frame with an ERROR; a larger message fails the connection with 1009.
         self.max_message = settings.max_frame_size * 4
-        # Connections in their handshake, oldest first: (deadline, weak reference). One timer,
-        # for the oldest deadline; an entry whose connection upgraded meanwhile is simply dropped.
-        # Weak: a connection that closed is not kept alive until its deadline (a reconnect storm).
-        self.handshakes: collections.deque[tuple[float, weakref.ref]] = collections.deque()
+        # Connections in their handshake -> deadline, oldest first (a dict keeps insertion order,
+        # and a connection leaves it in O(1) once upgraded, refused or gone). One timer, for the
+        # oldest deadline.
+        self.handshakes: dict[NativeConnection, float] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -267,7 +268,7 @@ class NativeTransport(ListeningTransport):
         """Give a new connection ``handshake_timeout_s`` to upgrade."""
         loop = self.loop
         deadline = loop.time() + self.handshake_timeout
-        self.handshakes.append((deadline, weakref.ref(conn)))
+        self.handshakes[conn] = deadline
         if self.handshake_timer is None:
             self.handshake_timer = loop.call_at(deadline, self._handshake_deadlines)
 
@@ -277,15 +278,15 @@ class NativeTransport(ListeningTransport):
         self.handshake_timer = None
         handshakes = self.handshakes
         now = self.loop.time()
-        while handshakes:
-            deadline, ref = handshakes[0]
+        expired = []
+        for conn, deadline in handshakes.items():
             if deadline > now:
                 self.handshake_timer = self.loop.call_at(deadline, self._handshake_deadlines)
-                return
-            handshakes.popleft()
-            conn = ref()
-            if conn is not None:
-                conn.handshake_timeout()
+                break
+            expired.append(conn)
+        for conn in expired:
+            del handshakes[conn]
+            conn.handshake_timeout()
 
     async def start(self) -> None:
         s = self.host.settings
