@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from spidi_core import HeartbeatWheel
 
 from .. import logs, roles
+from ..deadlines import Deadlines
 from ..errors import (
     BadRequestError,
     ForbiddenError,
@@ -47,6 +48,11 @@ from .session_ids import new_session_id
 log = logging.getLogger("spidi.presence")
 
 MAX_SESSIONS_PER_CONNECTION = 16
+
+
+def _no_answer(pending: PendingJoin) -> None:
+    """A join's deadline passed before Redis answered: it is admitted degraded (``_admitted``)."""
+    pending.resolve(None)
 
 
 class SessionLifecycle:
@@ -83,12 +89,9 @@ class SessionLifecycle:
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
         self.handed_over: set[str] = set()  # sessions handed to the grace period (a graceful stop)
-        # HELLOs waiting for Redis's admission -> deadline, oldest first (a dict keeps insertion
-        # order; a join leaves it in O(1) once answered). Every one has the same timeout, so the
-        # deadlines come in order: one timer, for the oldest, instead of one made and cancelled
-        # per HELLO.
-        self._join_deadlines: dict[PendingJoin, float] = {}
-        self._join_timer = None
+        # Joins waiting for Redis's admission: at the deadline the join answers None itself (the
+        # first answer stands). One timer for the oldest instead of one per HELLO.
+        self._join_deadlines = Deadlines(self.join_timeout_s, _no_answer)
 
     # -- HELLO ---------------------------------------------------------------------------------
 
@@ -197,12 +200,7 @@ class SessionLifecycle:
         if self.store.healthy:
             # The deadline answers None itself (the first answer stands, Redis's later one is
             # dropped): no wait_for's and shield's futures and callbacks, and no timer of its own.
-            answer = pending.result
-            loop = answer.get_loop()
-            deadline = loop.time() + self.join_timeout_s
-            self._join_deadlines[pending] = deadline
-            if self._join_timer is None:
-                self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
+            self._join_deadlines.add(pending, pending.result.get_loop())
             return pending, session
         gone = self._hello_done(client, room, pending)
         self._admit(client, session, code, self._admitted(pending, None), gone)
@@ -211,7 +209,7 @@ class SessionLifecycle:
     def _hello_done(self, client: Client, room, pending: PendingJoin) -> bool:
         """A HELLO's wait for Redis is over: its deadline, room and client stop counting it;
         whether the connection closed meanwhile."""
-        self._join_deadlines.pop(pending, None)
+        self._join_deadlines.discard(pending)
         room.joining -= 1
         waiting = self._hello_waiting.pop(client) - 1
         gone = client in self._closed_waiting
@@ -306,22 +304,6 @@ class SessionLifecycle:
                 timeout_ms=self.join_timeout_s * 1000,
             )
         return True
-
-    def _join_deadlines_due(self, loop) -> None:
-        """The oldest join deadline passed: answer None (admit degraded) to every join still
-        waiting whose deadline did, then wait for the next deadline."""
-        self._join_timer = None
-        deadlines = self._join_deadlines
-        now = loop.time()
-        expired = []
-        for pending, deadline in deadlines.items():
-            if deadline > now:
-                self._join_timer = loop.call_at(deadline, self._join_deadlines_due, loop)
-                break
-            expired.append(pending)
-        for pending in expired:
-            del deadlines[pending]
-            pending.resolve(None)
 
     def _welcome(self, client: Client, session: Session, resumed: bool) -> None:
         client.stomp.send_json(

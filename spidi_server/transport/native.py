@@ -10,8 +10,8 @@ close frames, fast-lane receipts) is written first, so replies keep their order.
 
 No task and no timer of its own while a connection is open, nor during its handshake: the
 slowloris guard (``handshake_timeout_s``) is one table per listener of the connections still in
-their handshake, in arrival order (every connection has the same timeout, so the deadlines come
-in order) with one timer for the oldest, instead of a timer made and cancelled per connection.
+their handshake with one timer for the oldest (``deadlines.Deadlines``), instead of a timer
+made and cancelled per connection.
 A connection's own timer runs only while closing (the peer gets ``CLOSE_GRACE_S`` to answer our
 close frame, then the socket is cut). Outgoing messages are framed in one call and handed to the event loop's transport in one
 write; ``buffered`` is that transport's buffer, which the connection compares with
@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from spidi_core import WsStream, encode_frames
 
+from ..deadlines import Deadlines
 from ..errors import InvalidTextError
 from .admission import Admission, refusal_headers, server_ssl_context
 from .handshake import (
@@ -72,7 +73,8 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.owner.handshake_started(self)
+        owner = self.owner
+        owner.handshakes.add(self, owner.loop)
 
     def data_received(self, data: bytes) -> None:
         stream = self.stream
@@ -101,7 +103,7 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.owner.handshakes.pop(self, None)
+        self.owner.handshakes.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -174,7 +176,7 @@ class NativeConnection(asyncio.Protocol):
         admission.opened(ip)
         self.ip = ip
         self.head = b""
-        owner.handshakes.pop(self, None)  # upgraded: no deadline any more
+        owner.handshakes.discard(self)  # upgraded: no deadline any more
         subprotocol = select_stomp_subprotocol(offered_subprotocols(request))
         self.transport.write(accept_response(accept, subprotocol))
         self.stream = WsStream(owner.max_message)
@@ -224,7 +226,7 @@ class NativeConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.owner.handshakes.pop(self, None)  # a refused handshake has no deadline any more
+        self.owner.handshakes.discard(self)  # a refused handshake has no deadline any more
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
@@ -257,36 +259,9 @@ class NativeTransport(ListeningTransport):
         # Room for a frame at the STOMP limit plus slack, so the codec (not the framing) answers an
         # oversized frame with an ERROR; a larger message fails the connection with 1009.
         self.max_message = settings.max_frame_size * 4
-        # Connections in their handshake -> deadline, oldest first (a dict keeps insertion order,
-        # and a connection leaves it in O(1) once upgraded, refused or gone). One timer, for the
-        # oldest deadline.
-        self.handshakes: dict[NativeConnection, float] = {}
-        self.handshake_timer: asyncio.TimerHandle | None = None
+        # Connections in their handshake, each given handshake_timeout_s to upgrade (one timer).
+        self.handshakes = Deadlines(self.handshake_timeout, NativeConnection.handshake_timeout)
         self.loop: asyncio.AbstractEventLoop | None = None
-
-    def handshake_started(self, conn: NativeConnection) -> None:
-        """Give a new connection ``handshake_timeout_s`` to upgrade."""
-        loop = self.loop
-        deadline = loop.time() + self.handshake_timeout
-        self.handshakes[conn] = deadline
-        if self.handshake_timer is None:
-            self.handshake_timer = loop.call_at(deadline, self._handshake_deadlines)
-
-    def _handshake_deadlines(self) -> None:
-        """The oldest handshake deadline passed: time out every connection whose deadline did,
-        then wait for the next one."""
-        self.handshake_timer = None
-        handshakes = self.handshakes
-        now = self.loop.time()
-        expired = []
-        for conn, deadline in handshakes.items():
-            if deadline > now:
-                self.handshake_timer = self.loop.call_at(deadline, self._handshake_deadlines)
-                break
-            expired.append(conn)
-        for conn in expired:
-            del handshakes[conn]
-            conn.handshake_timeout()
 
     async def start(self) -> None:
         s = self.host.settings
