@@ -20,12 +20,12 @@ try:
     from ._frames_c import FrameParserC, serialize_frame_c
     from ._lane_c import HeartbeatLaneC
     from ._wheel_c import HeartbeatWheelC
-    from ._ws_c import WsStreamC, encode_close_c, encode_frames_c, encode_text_c
+    from ._ws_c import WsStreamC, encode_close_c, encode_frames_c, encode_text_c, parse_upgrade_head_c
 
     HAVE_EXTENSIONS = True
 except ImportError:  # not built: the references serve
     FrameParserC = serialize_frame_c = HeartbeatWheelC = HeartbeatLaneC = None
-    WsStreamC = encode_text_c = encode_frames_c = encode_close_c = None
+    WsStreamC = encode_text_c = encode_frames_c = encode_close_c = parse_upgrade_head_c = None
     HAVE_EXTENSIONS = False
 
 USE_EXTENSIONS = HAVE_EXTENSIONS and os.environ.get("SPIDI_NO_EXTENSIONS", "") not in ("1", "true", "yes")
@@ -39,6 +39,9 @@ if USE_EXTENSIONS:
     encode_text = encode_text_c
     encode_frames = encode_frames_c
     encode_close = encode_close_c
+    # A fast path only (its reference is spidi_server.transport.handshake.parse_request, which
+    # reads whatever this leaves): None without the extensions.
+    parse_upgrade_head = parse_upgrade_head_c
 else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
@@ -48,6 +51,7 @@ else:
     encode_text = encode_text_py
     encode_frames = encode_frames_py
     encode_close = encode_close_py
+    parse_upgrade_head = None
 
 __all__ = [
     "Frame",
@@ -75,6 +79,8 @@ __all__ = [
     "encode_text",
     "encode_text_c",
     "encode_text_py",
+    "parse_upgrade_head",
+    "parse_upgrade_head_c",
     "serialize_frame",
     "serialize_frame_c",
     "serialize_frame_py",

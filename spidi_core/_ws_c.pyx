@@ -13,11 +13,12 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
+from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 from spidi_core._lane_c cimport LANE_RECEIPT_MAX, HeartbeatLaneC
 
-__all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c"]
+__all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c", "parse_upgrade_head_c"]
 
 cdef extern from *:
     """
@@ -196,6 +197,81 @@ def encode_close_c(int code, str reason not None) -> bytes:
         raw = raw[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
     cdef bytes payload = code.to_bytes(2, "big") + raw
     return _frame(OP_CLOSE, <const unsigned char *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+# -- the opening handshake's request head ----------------------------------------------------
+
+# RFC 9110 token characters (header names): !#$%&'*+-.^_`|~ digits letters.
+cdef unsigned char _TOKEN_CHAR[256]
+for _c in list(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"):
+    _TOKEN_CHAR[<int>_c] = 1
+DEF _NAME_MAX = 64  # longer header names are left to the reference
+
+
+def parse_upgrade_head_c(bytes head not None, Py_ssize_t max_headers):
+    """``(target, headers)`` of a WebSocket upgrade request head exactly as the reference
+    (``spidi_server.transport.handshake.parse_request``) reads it, for the heads this path takes:
+    ``GET <visible ASCII target> HTTP/1.1``, at most ``max_headers`` well-formed header lines,
+    names up to 64 characters, the blank line last, no request body. Anything else is None: the
+    reference then reads it (and refuses it with its own status and text)."""
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(head)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
+    cdef Py_ssize_t i, start, vstart, vend, k, lines = 0
+    cdef unsigned char c
+    cdef unsigned char name[_NAME_MAX]
+    cdef dict headers = {}
+    cdef list values
+    if n < 18 or memcmp(s, b"GET ", 4) != 0:
+        return None
+    i = 4
+    while i < n and 0x21 <= s[i] <= 0x7E:
+        i += 1
+    if i == 4 or i + 11 > n or memcmp(s + i, b" HTTP/1.1\r\n", 11) != 0:
+        return None
+    target = PyUnicode_DecodeLatin1(<const char *>s + 4, i - 4, NULL)
+    i += 11
+    while True:
+        if i + 2 > n:
+            return None
+        if s[i] == 13 and s[i + 1] == 10:  # the blank line
+            i += 2
+            break
+        lines += 1
+        if lines > max_headers:
+            return None
+        start = i
+        while i < n and _TOKEN_CHAR[s[i]]:
+            i += 1
+        if i == start or i - start > _NAME_MAX or i >= n or s[i] != 58:  # ':'
+            return None
+        for k in range(i - start):
+            c = s[start + k]
+            name[k] = c + 32 if 65 <= c <= 90 else c
+        key = PyUnicode_DecodeLatin1(<const char *>name, i - start, NULL)
+        i += 1
+        vstart = i
+        while i < n and s[i] != 13 and s[i] != 10 and s[i] != 0:
+            i += 1
+        if i + 2 > n or s[i] != 13 or s[i + 1] != 10:
+            return None
+        vend = i
+        i += 2
+        while vstart < vend and (s[vstart] == 32 or s[vstart] == 9):
+            vstart += 1
+        while vend > vstart and (s[vend - 1] == 32 or s[vend - 1] == 9):
+            vend -= 1
+        value = PyUnicode_DecodeLatin1(<const char *>s + vstart, vend - vstart, NULL)
+        values = headers.get(key)
+        if values is None:
+            headers[key] = [value]
+        else:
+            values.append(value)
+    if i != n or "transfer-encoding" in headers:
+        return None
+    values = headers.get("content-length")
+    if values is not None and values != ["0"]:
+        return None
+    return target, headers
 
 
 cdef class WsStreamC:

@@ -11,6 +11,7 @@ behind a HELLO finds its session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from typing import Protocol
@@ -59,6 +60,9 @@ class PresenceService(Protocol):
     lane: HeartbeatLane  # the node's heartbeat lane: this connection's rate bucket and fast lane
 
     async def hello(self, client: ClientConnection, payload: dict) -> None: ...
+
+    # HELLO without a task: AppError at once, None when answered, else a future done once answered.
+    def start_hello(self, client: ClientConnection, payload: dict) -> asyncio.Future | None: ...
 
     def heartbeat(self, client: ClientConnection, session_id: str, latency_ms: float | None) -> None: ...
 
@@ -145,7 +149,7 @@ class ClientConnection:
         i = self.dispatch(events)
         if i >= 0:
             self.backlog = events[i + 1 :]
-            asyncio.get_running_loop().create_task(self._subscribe_then_continue(events[i]))
+            self._wait(events[i])
         self.push()
         self._update_ready()
 
@@ -166,6 +170,62 @@ class ClientConnection:
         if ready is not self._ready:
             self._ready = ready
             self.lane.set_ready(self.lane_key, ready)
+
+    def _wait(self, event: Hello | Subscribe) -> None:
+        """Start a HELLO or SUBSCRIBE; what follows waits in ``backlog`` until it is answered. A
+        HELLO continues from a callback on its future (no task per connect); a SUBSCRIBE (its
+        snapshot is read from Redis) from a task."""
+        if type(event) is not Hello:
+            asyncio.get_running_loop().create_task(self._subscribe_then_continue(event))
+            return
+        self._count[0] += 1
+        try:
+            waiter = self._presence.start_hello(self, event.payload)
+        except Exception as exc:  # an AppError (answered on the errors queue) or a bug
+            waiter = asyncio.get_running_loop().create_future()
+            waiter.set_exception(exc)
+        else:
+            if waiter is None:
+                # Answered at once (a resume): its receipt and what follows still wait for the
+                # next turn of the loop, as behind any HELLO.
+                waiter = asyncio.get_running_loop().create_future()
+                waiter.set_result(None)
+        waiter.add_done_callback(functools.partial(self._hello_answered, event.receipt))
+
+    def _hello_answered(self, receipt: str | None, waiter: asyncio.Future) -> None:
+        """A HELLO was answered (WELCOME queued, or its error): its receipt, then the backlog.
+        Cancelled, or failed with something other than an AppError: nothing more is answered
+        (as when its task ended so)."""
+        waiting = False
+        try:
+            if waiter.cancelled():
+                return
+            exc = waiter.exception()
+            if exc is not None:
+                if not isinstance(exc, AppError):
+                    raise exc
+                self._errors.labels(code=exc.name).inc()
+                self.stomp.send_app_error(exc, receipt)
+            if receipt is not None:
+                self.stomp.send_receipt(receipt)
+            waiting = self._continue()
+        finally:
+            if not waiting:
+                self.backlog = None
+                self.push()
+                self._update_ready()
+
+    def _continue(self) -> bool:
+        """Handle what waited behind an answered HELLO, up to the next HELLO or SUBSCRIBE (True:
+        that one was started and the rest waits behind it)."""
+        events, self.backlog = self.backlog, []
+        i = self.dispatch(events)
+        if i < 0:
+            return False
+        self.backlog = events[i + 1 :] + self.backlog
+        self.push()
+        self._wait(events[i])
+        return True
 
     async def _subscribe_then_continue(self, event: Hello | Subscribe) -> None:
         try:

@@ -39,6 +39,8 @@ _DIGEST_SIZES = {
 _HEADER_KEYS = frozenset({"alg", "typ", "kid"})  # "crit", "b64", "jku"...: PyJWT's
 _PREPARE = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key
 _secrets: dict[Any, bytes | None] = {}  # key -> its bytes, when PyJWT accepts it as an HMAC secret
+_headers: dict[bytes, tuple[str, str | None] | None] = {}  # header segment -> _header's reading
+_UNSEEN = object()
 
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -80,6 +82,28 @@ def _secret(key: Any, digest_size: int) -> bytes | None:
     return secret
 
 
+def _header(head: bytes) -> tuple[str, str | None] | None:
+    """(alg, kid) of a header segment this path takes (an HS alg, typ JWT, a string kid or
+    none, no other field); None for any other."""
+    header_bytes = _b64url(head)
+    if header_bytes is None:
+        return None
+    try:
+        header = orjson.loads(header_bytes)
+    except orjson.JSONDecodeError:
+        return None
+    if type(header) is not dict or not header.keys() <= _HEADER_KEYS:
+        return None
+    alg = header.get("alg")
+    if type(alg) is not str or alg not in _DIGESTS:
+        return None
+    typ = header.get("typ", "JWT")
+    kid = header.get("kid")
+    if typ != "JWT" or (kid is not None and type(kid) is not str):
+        return None
+    return alg, kid
+
+
 def verify_hs(
     token: str, algorithms: list[str], key_for: Callable[[Any], Any], leeway: float
 ) -> tuple[dict, Any, Any] | None:
@@ -92,21 +116,17 @@ def verify_hs(
     if raw.count(b".") != 2:
         return None
     head, body, sig = raw.split(b".")
-    header_bytes = _b64url(head)
-    if header_bytes is None:
+    # An issuer's tokens share their header segment: its reading is kept (a few headers).
+    header = _headers.get(head, _UNSEEN)
+    if header is _UNSEEN:
+        header = _header(head)
+        if len(_headers) > 64:
+            _headers.clear()
+        _headers[head] = header
+    if header is None:
         return None
-    try:
-        header = orjson.loads(header_bytes)
-    except orjson.JSONDecodeError:
-        return None
-    if type(header) is not dict or not header.keys() <= _HEADER_KEYS:
-        return None
-    alg = header.get("alg")
-    if alg not in algorithms or alg not in _DIGESTS:
-        return None
-    typ = header.get("typ", "JWT")
-    kid = header.get("kid")
-    if typ != "JWT" or (kid is not None and type(kid) is not str):
+    alg, kid = header
+    if alg not in algorithms:
         return None
     try:
         key = key_for(kid)

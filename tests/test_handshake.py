@@ -109,6 +109,69 @@ def test_head_end_refuses_early_what_cannot_be_http_and_caps_the_size():
     assert info.value.status == 431
 
 
+def _head_variants(rng) -> list[bytes]:
+    """Request heads near the usual upgrade: valid ones in many spellings, and damaged ones."""
+    base = upgrade("/ws?access_token=abc", Sec_WebSocket_Protocol="v12.stomp")
+    base = base[: head_end(base)]
+    heads = [
+        base,
+        upgrade("/ws")[: head_end(upgrade("/ws"))],
+        base.replace(b"Upgrade: websocket", b"UPGRADE:\t WebSocket \t"),
+        base.replace(b"Host:", b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For:  10.0.0.2 \r\nHost:"),
+        base.replace(b"Host:", b"Content-Length: 0\r\nHost:"),
+        base.replace(b"Host:", b"Content-Length: 5\r\nHost:"),
+        base.replace(b"Host:", b"Transfer-Encoding: chunked\r\nHost:"),
+        base.replace(b"Host:", b"X-" + b"n" * 70 + b": long name\r\nHost:"),
+        base.replace(b"Host:", b"X-Empty:\r\nX-Blank:   \r\nHost:"),
+        base.replace(b"Host:", b"X-Latin: caf\xe9 \xff\r\nHost:"),
+        base.replace(b"Host:", b"".join(b"X-%d: v\r\n" % i for i in range(handshake.MAX_HEADERS)) + b"Host:"),
+        base.replace(b"GET", b"POST"),
+        base.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        base.replace(b"/ws?", b"/w s?"),
+        base.replace(b"Host:", b" folded\r\nHost:"),
+        base.replace(b"Host:", b": nameless\r\nHost:"),
+        base.replace(b"Host:", b"X-Bad: a\x00b\r\nHost:"),
+        base.replace(b"Host:", b"X-Bad: a\rb\r\nHost:"),
+        base.replace(b"Host:", b"X-Bad: a\nb\r\nHost:"),
+        base.replace(b"Host:", b"X(Bad): a\r\nHost:"),
+        b"GET /ws HTTP/1.1\r\n\r\n",
+        b"GET  /ws HTTP/1.1\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\nX: b\r\n\r\n",
+    ]
+    alphabet = b" \t\r\n:\x00Aa-/?\xe9"
+    for _ in range(3000):  # random damage: a byte replaced, inserted or removed
+        head = bytearray(rng.choice(heads[:5]))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(head))
+            action = rng.randrange(3)
+            if action == 0:
+                head[at] = rng.choice(alphabet)
+            elif action == 1:
+                head.insert(at, rng.choice(alphabet))
+            else:
+                del head[at]
+        heads.append(bytes(head))
+    return heads
+
+
+@pytest.mark.skipif(handshake.parse_upgrade_head is None, reason="needs the Cython extensions")
+def test_the_fast_head_parser_reads_what_it_takes_as_the_reference_does():
+    """The Cython fast path either leaves a head to the reference (None) or reads it exactly as
+    the reference does; and it takes the usual upgrade (so the node really uses it)."""
+    import random
+
+    heads = _head_variants(random.Random(15))
+    taken = 0
+    for head in heads:
+        fast = handshake.parse_upgrade_head(head, handshake.MAX_HEADERS)
+        if fast is None:
+            continue
+        taken += 1
+        assert handshake.Request(*fast) == handshake.read_request(head), head
+    assert handshake.parse_upgrade_head(heads[0], handshake.MAX_HEADERS) is not None
+    assert taken > 100
+
+
 def test_error_response_is_plain_text_with_its_length():
     response = handshake.error_response(429, "slow down\n", {"Retry-After": "5"})
     head, _, body = response.partition(b"\r\n\r\n")

@@ -163,6 +163,11 @@ class Presence:
         """HELLO: create (or resume) a session and answer WELCOME (``SessionLifecycle.hello``)."""
         await self.lifecycle.hello(client, payload)
 
+    def start_hello(self, client: Client, payload: dict) -> asyncio.Future | None:
+        """HELLO without a task: an ``AppError`` at once, None when answered, else a future that
+        completes once answered (``SessionLifecycle.start_hello``)."""
+        return self.lifecycle.start_hello(client, payload)
+
     def leave(self, client: Client, session_id: str) -> None:
         """LEAVE: end the session at once."""
         self.lifecycle.leave(client, session_id)

@@ -14,6 +14,8 @@ with history on, recorded as ``session_started`` / ``session_ended`` events.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from spidi_core import HeartbeatWheel
 
 from .. import logs, roles
+from ..deadlines import Deadlines
 from ..errors import (
     BadRequestError,
     ForbiddenError,
@@ -45,6 +48,11 @@ from .session_ids import new_session_id
 log = logging.getLogger("spidi.presence")
 
 MAX_SESSIONS_PER_CONNECTION = 16
+
+
+def _no_answer(pending: PendingJoin) -> None:
+    """A join's deadline passed before Redis answered: it is admitted degraded (``_admitted``)."""
+    pending.resolve(None)
 
 
 class SessionLifecycle:
@@ -81,6 +89,9 @@ class SessionLifecycle:
         self._hello_waiting: dict[Client, int] = {}  # clients with a HELLO waiting for Redis
         self._closed_waiting: set = set()  # ... whose connection closed meanwhile
         self.handed_over: set[str] = set()  # sessions handed to the grace period (a graceful stop)
+        # Joins waiting for Redis's admission: at the deadline the join answers None itself (the
+        # first answer stands). One timer for the oldest instead of one per HELLO.
+        self._join_deadlines = Deadlines(self.join_timeout_s, _no_answer)
 
     # -- HELLO ---------------------------------------------------------------------------------
 
@@ -93,21 +104,71 @@ class SessionLifecycle:
         this process's own count instead (degraded mode, logged once, counted in
         ``spidi_capacity_checks_degraded_total``). The local count is also a fast pre-check.
         """
+        hello, claims = self._checked(client, payload)
+        await self._hello(client, hello, claims)
+
+    def start_hello(self, client: Client, payload: dict) -> asyncio.Future | None:
+        """``hello`` without a task of its own for a new session: a refusal known at once raises
+        its ``AppError`` here; None when answered already; else a future that completes (or
+        raises the ``AppError``) once answered. A new session's (the usual HELLO) is finished
+        from a callback on Redis's answer, so a connect makes no task, no coroutine chain and no
+        timer for its HELLO; a resume runs ``hello`` in a task."""
+        hello, claims = self._checked(client, payload)
+        if hello.resume_session_id is not None:
+            return asyncio.ensure_future(self._hello(client, hello, claims))
+        joining = self._join(client, hello, claims)
+        if joining is None:
+            return None
+        pending, session = joining
+        answer = pending.result
+        done = answer.get_loop().create_future()
+        answer.add_done_callback(
+            functools.partial(self._answered, client, session, hello.room_code, pending, done)
+        )
+        return done
+
+    def _checked(self, client: Client, payload: dict) -> tuple[payloads.HelloPayload, object]:
+        """The HELLO's body, checked, and the client's claims (``AppError`` if it may not join)."""
         claims = client.stomp.claims
         if not self.policy.allows(claims.roles, roles.JOIN):
             raise ForbiddenError(f"HELLO needs role {self.policy.describe(roles.JOIN)}")
-        hello = payloads.hello(payload)
-        code = hello.room_code
-        local = self.local
+        return payloads.hello(payload), claims
+
+    async def _hello(self, client: Client, hello: payloads.HelloPayload, claims) -> None:
+        """A checked HELLO: resume (claiming a handed-over session if need be) or join."""
         if hello.resume_session_id is not None:
-            session = local.sessions.get(hello.resume_session_id)
+            session = self.local.sessions.get(hello.resume_session_id)
             if session is None and self.grace_s > 0:
                 session = await self._claim(client, hello, claims)
-            if session is not None and session.user_id == claims.user_id and session.room.code == code:
-                self._resume(client, session)
-                self._welcome(client, session, resumed=True)
+            if self._resumed(client, session, hello, claims):
                 return
             # Not resumable (expired, foreign, other room): fall through to a fresh session.
+        joining = self._join(client, hello, claims)
+        if joining is None:
+            return
+        pending, session = joining
+        try:
+            result = await pending.result
+        finally:
+            gone = self._hello_done(client, session.room, pending)
+        self._admit(client, session, hello.room_code, self._admitted(pending, result), gone)
+
+    def _resumed(self, client: Client, session: Session | None, hello: payloads.HelloPayload, claims) -> bool:
+        """Resume ``session`` for this HELLO if it is the same user's in the same room (WELCOME)."""
+        if session is not None and session.user_id == claims.user_id and session.room.code == hello.room_code:
+            self._resume(client, session)
+            self._welcome(client, session, resumed=True)
+            return True
+        return False
+
+    def _join(
+        self, client: Client, hello: payloads.HelloPayload, claims
+    ) -> tuple[PendingJoin, Session] | None:
+        """A fresh session: checked here, then sent to Redis to be admitted. None when answered
+        already (Redis is known to be away: admitted on the local count), else the join and its
+        session, to admit once Redis answers or the deadline passes."""
+        code = hello.room_code
+        local = self.local
         if len(client.sessions) >= MAX_SESSIONS_PER_CONNECTION:
             raise BadRequestError(f"at most {MAX_SESSIONS_PER_CONNECTION} sessions per connection")
         definition = self.catalog.lookup(claims.tenant, code, create=True)
@@ -136,16 +197,47 @@ class SessionLifecycle:
         )
         room.joining += 1
         self._hello_waiting[client] = self._hello_waiting.get(client, 0) + 1
+        if self.store.healthy:
+            # The deadline answers None itself (the first answer stands, Redis's later one is
+            # dropped): no wait_for's and shield's futures and callbacks, and no timer of its own.
+            self._join_deadlines.add(pending, pending.result.get_loop())
+            return pending, session
+        gone = self._hello_done(client, room, pending)
+        self._admit(client, session, code, self._admitted(pending, None), gone)
+        return None
+
+    def _hello_done(self, client: Client, room, pending: PendingJoin) -> bool:
+        """A HELLO's wait for Redis is over: its deadline, room and client stop counting it;
+        whether the connection closed meanwhile."""
+        self._join_deadlines.discard(pending)
+        room.joining -= 1
+        waiting = self._hello_waiting.pop(client) - 1
+        gone = client in self._closed_waiting
+        if waiting:
+            self._hello_waiting[client] = waiting
+        else:
+            self._closed_waiting.discard(client)
+        return gone
+
+    def _answered(
+        self, client: Client, session: Session, code: str, pending: PendingJoin, done: asyncio.Future, answer
+    ) -> None:
+        """Redis answered a join (or its deadline passed): admit or refuse, then finish ``done``."""
+        gone = self._hello_done(client, session.room, pending)
+        if answer.cancelled() or done.cancelled():
+            done.cancel()
+            return
         try:
-            admitted = await self._admitted(pending)
-        finally:
-            room.joining -= 1
-            waiting = self._hello_waiting.pop(client) - 1
-            gone = client in self._closed_waiting
-            if waiting:
-                self._hello_waiting[client] = waiting
-            else:
-                self._closed_waiting.discard(client)
+            self._admit(client, session, code, self._admitted(pending, answer.result()), gone)
+        except Exception as exc:  # the RoomFullError of a refusal, or a bug: whoever waits gets it
+            done.set_exception(exc)
+            return
+        done.set_result(None)
+
+    def _admit(self, client: Client, session: Session, code: str, admitted: bool, gone: bool) -> None:
+        """Start a session Redis admitted (``RoomFullError`` if it did not)."""
+        local = self.local
+        room = session.room
         if not admitted:
             if room.idle:
                 local.drop_room(room)
@@ -158,7 +250,7 @@ class SessionLifecycle:
         room.sessions[session.session_id] = session
         local.sessions[session.session_id] = session
         now = time.monotonic()
-        self.lane.add_session(session.session_id, client.lane_key, room.key, started, now)
+        self.lane.add_session(session.session_id, client.lane_key, room.key, session.connected_at, now)
         local.sampling.enter(session)  # its SLO breakdown groups
         if gone:
             self.lane.detach(session.session_id)
@@ -190,22 +282,14 @@ class SessionLifecycle:
                 self._closed_waiting.discard(client)
         return None if gone else session
 
-    async def _admitted(self, pending: PendingJoin) -> bool:
-        """Whether Redis admits the join; True without its answer when Redis is down or slow."""
-        if self.store.healthy:
-            # The deadline answers None itself (the first answer stands, Redis's later one is
-            # dropped): one timer per HELLO instead of wait_for's and shield's futures and callbacks.
-            answer = pending.result
-            timer = answer.get_loop().call_later(self.join_timeout_s, pending.resolve, None)
-            try:
-                result = await answer
-            finally:
-                timer.cancel()
-            if result is not None:
-                if self.capacity_degraded:
-                    self.capacity_degraded = False
-                    logs.event(log, "capacity_check_restored")
-                return result != REFUSED
+    def _admitted(self, pending: PendingJoin, result) -> bool:
+        """Whether Redis admits the join, from its answer; True without one (None: Redis is down
+        or slow, or the script failed)."""
+        if result is not None:
+            if self.capacity_degraded:
+                self.capacity_degraded = False
+                logs.event(log, "capacity_check_restored")
+            return result != REFUSED
         # Redis did not answer (or the script failed): admit on the local count, which the caller
         # checked, and make Redis hold the session whatever its count says when it gets the join.
         pending.force()

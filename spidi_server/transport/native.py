@@ -8,11 +8,14 @@ websockets reference), answers 101 and from then on feeds every chunk the socket
 Complete messages go straight to the host's connection; what the stream queues itself (pongs,
 close frames, fast-lane receipts) is written first, so replies keep their order.
 
-No task and no timer while a connection is open: a timer runs only during the handshake (the
-slowloris guard, ``handshake_timeout_s``) and while closing (the peer gets ``CLOSE_GRACE_S`` to
-answer our close frame, then the socket is cut). Outgoing messages are framed in one call and
-handed to the event loop's transport in one write; ``buffered`` is that transport's buffer, which
-the connection compares with ``max_send_buffer`` (slow consumers).
+No task and no timer of its own while a connection is open, nor during its handshake: the
+slowloris guard (``handshake_timeout_s``) is one table per listener of the connections still in
+their handshake with one timer for the oldest (``deadlines.Deadlines``), instead of a timer
+made and cancelled per connection.
+A connection's own timer runs only while closing (the peer gets ``CLOSE_GRACE_S`` to answer our
+close frame, then the socket is cut). Outgoing messages are framed in one call and handed to the event loop's transport in one
+write; ``buffered`` is that transport's buffer, which the connection compares with
+``max_send_buffer`` (slow consumers).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib.parse import urlsplit
 
 from spidi_core import WsStream, encode_frames
 
+from ..deadlines import Deadlines
 from ..errors import InvalidTextError
 from .admission import Admission, refusal_headers, server_ssl_context
 from .handshake import (
@@ -59,7 +63,7 @@ class NativeConnection(asyncio.Protocol):
         self.owner = owner
         self.transport: asyncio.Transport | None = None
         self.head = b""  # the request head read so far (handshake only)
-        self.timer: asyncio.TimerHandle | None = None  # handshake deadline, then close grace
+        self.timer: asyncio.TimerHandle | None = None  # the close grace period
         self.stream: WsStream | None = None  # set once upgraded
         self.conn: Connection | None = None  # the host's connection, until reported closed
         self.ip: str | None = None  # the client address once admitted (its admission slot)
@@ -69,9 +73,8 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.timer = asyncio.get_running_loop().call_later(
-            self.owner.handshake_timeout, self._handshake_timeout
-        )
+        owner = self.owner
+        owner.handshakes.add(self, owner.loop)
 
     def data_received(self, data: bytes) -> None:
         stream = self.stream
@@ -100,6 +103,7 @@ class NativeConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.owner.handshakes.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -172,8 +176,7 @@ class NativeConnection(asyncio.Protocol):
         admission.opened(ip)
         self.ip = ip
         self.head = b""
-        self.timer.cancel()
-        self.timer = None
+        owner.handshakes.discard(self)  # upgraded: no deadline any more
         subprotocol = select_stomp_subprotocol(offered_subprotocols(request))
         self.transport.write(accept_response(accept, subprotocol))
         self.stream = WsStream(owner.max_message)
@@ -188,9 +191,9 @@ class NativeConnection(asyncio.Protocol):
         if rest:  # frames sent right behind the request
             self.data_received(rest)
 
-    def _handshake_timeout(self) -> None:
-        """The upgrade did not complete in time (slowloris): drop the connection."""
-        self.timer = None
+    def handshake_timeout(self) -> None:
+        """The upgrade did not complete in time (slowloris): drop the connection (nothing to do
+        once it upgraded, was refused or went away)."""
         if self.stream is None and not self.closing:
             self.closing = True
             self.transport.close()
@@ -223,6 +226,7 @@ class NativeConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.owner.handshakes.discard(self)  # a refused handshake has no deadline any more
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
@@ -255,11 +259,15 @@ class NativeTransport(ListeningTransport):
         # Room for a frame at the STOMP limit plus slack, so the codec (not the framing) answers an
         # oversized frame with an ERROR; a larger message fails the connection with 1009.
         self.max_message = settings.max_frame_size * 4
+        # Connections in their handshake, each given handshake_timeout_s to upgrade (one timer).
+        self.handshakes = Deadlines(self.handshake_timeout, NativeConnection.handshake_timeout)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         s = self.host.settings
         ssl_context = server_ssl_context(s)
-        self.server = await asyncio.get_running_loop().create_server(
+        self.loop = asyncio.get_running_loop()
+        self.server = await self.loop.create_server(
             functools.partial(NativeConnection, self),
             s.host,
             s.port,
