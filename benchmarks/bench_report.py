@@ -88,6 +88,7 @@ def figure_rows(runs: dict[str, dict], find_max: bool = False) -> list[tuple[str
     add("generator CPU in connect phase (s)", [fmt(d.get("gen_connect_cpu_s"), ".2f") for d in docs])
     add("node CPU per connect (us)", [d.get("connect_cpu_us_per_conn") for d in docs])
     add("server tree CPU per connect (us)", [d.get("connect_tree_cpu_us_per_conn") for d in docs])
+    add("redis CPU per connect (us)", [d.get("connect_redis_cpu_us_per_conn") for d in docs])
     add("server RSS before (MiB)", [fmt((d.get("rss_before") or 0) / MIB, ".1f") for d in docs])
     add("server RSS idle conns (MiB)", [fmt((d.get("rss_idle") or 0) / MIB, ".1f") for d in docs])
     add(

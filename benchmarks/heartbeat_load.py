@@ -574,6 +574,7 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             if not await spy.start():
                 spy = None
         tree_before = server.tree_cpu()
+        redis_before = server.redis_cpu()
         cpu_before = server.cpu()
         gen_cpu_before = time.process_time()
         tcp_before = kernel_tcp_counters()
@@ -595,6 +596,7 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
         # The tree's figure includes the settle: work the connects left behind (Redis flushes,
         # the writer's inserts of the join events) counts, at the price of a second of idle timers.
         connect_tree_cpu = tree_cpu_delta(tree_before, server.tree_cpu())
+        redis_after = server.redis_cpu()
         rss_idle = server.rss()
         redis_rss_idle = server.redis_rss()
         run.info = {
@@ -610,6 +612,10 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             "connect_p99_ms": connected.latency(99),
             "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
             "connect_tree_cpu_us_per_conn": connect_tree_cpu / max(1, connected.connected) * 1e6,
+            # Redis's part of the tree's (the rest of it: the node, the writer and PostgreSQL).
+            "connect_redis_cpu_us_per_conn": (redis_after - redis_before) / max(1, connected.connected) * 1e6
+            if redis_before is not None and redis_after is not None
+            else None,
             # The generator's side of the connect phase: near the phase's wall time = it was the limit.
             "gen_connect_cpu_s": gen_connect_cpu,
             "connect_kernel_tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
