@@ -401,11 +401,13 @@ def markdown_summary(doc: dict) -> str:
     if cfg.get("storm"):
         mode = f"storm {cfg['storm']}: {cfg.get('connections'):,} clients, {cfg.get('connect_concurrency'):,} in flight"
     else:
-        mode = "find-max ramp" if cfg.get("find_max") else "fixed rate"
+        # A find-max step lasts --step-seconds, not --duration.
+        seconds = cfg.get("step_seconds") if cfg.get("find_max") else cfg.get("duration")
+        mode = "find-max ramp (per step)" if cfg.get("find_max") else "fixed rate"
         mode = (
             f"{cfg.get('connections', 0):,} connections in {cfg.get('rooms')} rooms "
             f"({cfg.get('connect_concurrency')} connecting at once), {cfg.get('rate', 0):,.0f} heartbeats/s "
-            f"for {cfg.get('duration')} s after {cfg.get('warmup')} s warm-up, {mode}"
+            f"for {seconds} s after {cfg.get('warmup')} s warm-up, {mode}"
         )
     lines = [
         f"# Heartbeat load: {doc.get('label', '')}",
