@@ -53,8 +53,28 @@ log = logging.getLogger("spidi.redis")
 # so 5,000 held it 250 ms when a checkpoint pass queued 10,000 events; 250 hold it ~10 ms, and
 # the drain rate stays the same (the round trips overlap the next batch's writes).
 _MAX_BATCH_OPS = 250
+# The most bytes of late heartbeats (rooms nobody watches) one batch carries; the rest follow in
+# the next batches, at once. A batch is written in one go and its replies awaited: at 100,000
+# heartbeats/s every room's heartbeats made ~1 MB, which the socket took in ~300 KB parts, each
+# written once Redis had read the last (100-200 ms), and a HELLO's join waited behind all of it.
+# In parts of about what the socket takes at once, joins and announcements go between them.
+_LATE_PART_BYTES = 256 * 1024
 _BACKOFF_MAX_S = 1.0  # longest wait between two attempts while Redis does not answer
 _SPILL_POLL_S = 0.1  # while waiting to retry, the memory buffer is held to its cap this often
+
+
+def _late_part(late: dict[str, PackedBeats], limit: int) -> tuple[dict, dict]:
+    """(the first rooms of ``late`` up to ``limit`` bytes, at least one; the others)."""
+    part: dict[str, PackedBeats] = {}
+    rest: dict[str, PackedBeats] = {}
+    size = 0
+    for room_id, packed in late.items():
+        if rest or (part and size + len(packed.members) + len(packed.latencies) > limit):
+            rest[room_id] = packed
+        else:
+            part[room_id] = packed
+            size += len(packed.members) + len(packed.latencies)
+    return part, rest
 
 
 class _ScriptsReloaded(Exception):
@@ -92,6 +112,8 @@ class HotStore:
         # What the flusher's pipelines are and how they are sent (stores/lean_pipeline.py).
         self.pipelines = pipelines(client)
         self._ops: list[tuple] = []
+        # Late heartbeats taken but not sent yet (beyond _LATE_PART_BYTES): the next batches' first.
+        self._late_rest: dict[str, PackedBeats] = {}
         # The heartbeats: kept here or in the sources, and when they wake the flusher.
         self.beats = BeatBuffer(min_interval_s, beat_interval_s)
         self._beat_watch: asyncio.Task | None = None
@@ -325,8 +347,8 @@ class HotStore:
             # 2 commands as for 200 heartbeats coalesced into them. A flush() caller, the close and
             # a replay do not wait.
             pause = self.min_interval_s - (time.monotonic() - last)
-            if bulk_next:
-                pause = 0.0  # the heartbeats held back for the last batch's joins go now
+            if bulk_next or self._late_rest:
+                pause = 0.0  # the heartbeats held back for the last batch's joins, or taken, go now
             if answered:
                 # What the admitted HELLOs wrote next (their history events) goes at once, as it
                 # did when it travelled with the join; unless more joins wait: then they gather
@@ -349,11 +371,12 @@ class HotStore:
             # tens of milliseconds), and a HELLO or a roster change waiting on it is a presence
             # change shown that much later. The heartbeats follow at once, in the next batch
             # (those of a session that leaves meanwhile are dropped by the lane, as before).
-            # Once in a row only: a connect ramp has joins waiting at every batch.
+            # Once in a row only: a connect ramp has joins waiting at every batch. A flush()
+            # caller (a read of room metrics or a roster, several a second) waits for the whole
+            # of it, in as many batches, but does not make a HELLO wait for it.
             bulk_next = (
-                everything
+                (everything or bool(self._late_rest))
                 and not bulk_next
-                and not waiters
                 and not self._closing
                 and not replaying
                 and self._presence_waiting()
@@ -361,6 +384,7 @@ class HotStore:
             if bulk_next:
                 everything = False
                 self._wake.set()
+            whole = self._closing  # the close: everything in one batch (flush() waits for the parts)
             spill_read = None
             if replaying:
                 # The spill file holds the oldest writes: all of it goes before anything in memory.
@@ -368,7 +392,9 @@ class HotStore:
                 beats: dict = {}
                 late: dict = {}
             else:
-                ops, beats, late = self._take(everything)
+                ops, beats, late = self._take(everything, hold=bulk_next, whole=whole)
+                if self._late_rest:
+                    self._wake.set()
             check = recovery.marker_due and self.marker_key is not None and not self._closing
             recovery.marker_due = False
             # (the heartbeats left in the sources when not ``everything`` are not due yet)
@@ -376,6 +402,7 @@ class HotStore:
                 spill_read is None
                 and not self._ops
                 and not self.beats.kept
+                and not self._late_rest
                 and not (everything and self.beats.sources_pending())
             )
             ok = True
@@ -473,7 +500,13 @@ class HotStore:
                 if not waiter.done():
                     waiter.set_result(ok)
             if self._closing and (
-                not ok or (not self._ops and not self.beats.kept and not self.beats.sources_pending())
+                not ok
+                or (
+                    not self._ops
+                    and not self.beats.kept
+                    and not self._late_rest
+                    and not self.beats.sources_pending()
+                )
             ):
                 for waiter in self._waiters:
                     if not waiter.done():
@@ -522,12 +555,14 @@ class HotStore:
         return any(op[0] == "join" or op[0] == "publish" for op in self._ops)
 
     def _take(
-        self, everything: bool = True
+        self, everything: bool = True, hold: bool = False, whole: bool = True
     ) -> tuple[list[tuple], dict[str, PackedBeats], dict[str, PackedBeats]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
         the sources' urgent heartbeats (and the kept ones), and with ``everything`` the others
-        too, apart: they go after the batch's announcements (``commands.build``'s ``late``).
+        too, apart: they go after the batch's announcements (``commands.build``'s ``late``), at
+        most ``_LATE_PART_BYTES`` of them unless ``whole`` (the rest in the next batches), none
+        while ``hold`` (joins or announcements wait: they go first).
 
         The sources are drained before the operations are taken: what a source queues while
         handing its beats out (TTL refreshes) travels with them."""
@@ -536,7 +571,15 @@ class HotStore:
             del self._ops[:_MAX_BATCH_OPS]
             return ops, {}, {}
         beats = self.beats.take(False)
-        late = self.beats.take(True) if everything else {}
+        if self._late_rest:
+            # The sources' newer heartbeats stay there (one per session) until these are sent.
+            late, self._late_rest = self._late_rest, {}
+        else:
+            late = self.beats.take(True) if everything else {}
+        if hold:
+            late, self._late_rest = {}, late
+        elif late and not whole:
+            late, self._late_rest = _late_part(late, _LATE_PART_BYTES)
         ops, self._ops = self._ops, []
         return ops, beats, late
 

@@ -191,3 +191,77 @@ async def test_with_no_room_watched_the_store_looks_only_when_heartbeats_fall_du
         assert source.looks - looks >= 10
     finally:
         await store.close()
+
+
+class ManyRoomsSource:
+    """A source with the heartbeats of ``rooms`` unwatched rooms of ``sessions`` each."""
+
+    def __init__(self, rooms: int, sessions: int) -> None:
+        self.rooms = {f"part-room-{r}": [f"s{r}-{n}" for n in range(sessions)] for r in range(rooms)}
+        self.ms = 0
+        self.full = False
+        self.takes: list[bool] = []
+
+    def beat_all(self, ms: int) -> None:
+        self.ms, self.full = ms, True
+
+    def pending(self) -> int:
+        return sum(map(len, self.rooms.values())) if self.full else 0
+
+    def urgent(self) -> bool:
+        return False
+
+    def watching(self) -> bool:
+        return True  # looked at every flush interval, as with a watched room elsewhere
+
+    def take_beats(self, urgent_only: bool = False) -> dict[str, PackedBeats]:
+        self.takes.append(urgent_only)
+        if urgent_only or not self.full:
+            return {}
+        self.full = False
+        return {room: pack_beats([(sid, self.ms, 3) for sid in sids]) for room, sids in self.rooms.items()}
+
+
+async def test_a_large_load_of_heartbeats_goes_in_parts_with_a_join_between(redis_url, redis_sync):
+    # 8 rooms of 2,000 heartbeats: ~1 MB, about four parts of at most 256 KiB.
+    source = ManyRoomsSource(8, 2000)
+    for room, sids in source.rooms.items():
+        redis_sync.zadd(keys.room_online(room), dict.fromkeys(sids, 1))
+    store = HotStore(connect(redis_url), node_id="parts", min_interval_s=0.01, beat_interval_s=0.0)
+    store.add_beat_source(source)
+    batches: list[int] = []
+    joins: list = []
+    fields = {"userId": "u1", "clientId": "c1", "ip": None, "roomCode": "code"}
+
+    def on_flush(commands: int, seconds: float, ok: bool) -> None:
+        batches.append(commands)
+        if source.ms == 500 and not joins:  # a HELLO arriving as the first part is answered
+            joins.append(
+                store.join("join-room", "t1", "code", 10, "j1", "u1", 1_767_000_000_000, 120, fields)
+            )
+
+    store.on_flush = on_flush
+    await store.start()
+    try:
+        await store.flush()
+        batches.clear()
+        source.beat_all(500)
+        # The first part goes; the join that arrives meanwhile is answered before the last part.
+        await until(lambda: joins)
+        assert await joins[0].result not in (None, REFUSED)
+        last_room = keys.room_online("part-room-7")
+        assert redis_sync.zscore(last_room, "s7-1999") == 1  # not written yet
+        await until(lambda: redis_sync.zscore(last_room, "s7-1999") == 500)
+        for room, sids in source.rooms.items():
+            assert redis_sync.zscore(keys.room_online(room), sids[0]) == 500
+            assert redis_sync.hget(keys.room_latency(room), sids[-1]) == "3"
+        # Heartbeat batches of 2 commands per room: more than one batch carried them.
+        assert len([b for b in batches if b >= 2]) >= 3
+        # flush() returns once all of it is written (in parts too).
+        source.beat_all(600)
+        assert await store.flush()
+        assert all(
+            redis_sync.zscore(keys.room_online(room), sids[0]) == 600 for room, sids in source.rooms.items()
+        )
+    finally:
+        await store.close()
