@@ -49,9 +49,9 @@ async def run_every(
     traceback as ``"<name> failed"``. Cancelling the task ends the loop.
     """
     loop = asyncio.get_running_loop()
-    due = loop.time() + interval_s
+    due = next_run(loop.time() + interval_s, interval_s)
     while True:
-        await asyncio.sleep(max(0.0, next_run(due, interval_s) - loop.time()))
+        await asyncio.sleep(max(0.0, due - loop.time()))
         try:
             await job()
         except asyncio.CancelledError:
@@ -61,10 +61,12 @@ async def run_every(
                 log.exception("%s failed", name)
             else:
                 on_error(exc)
+        # From the point it ran at, not its unrounded time: a run 30 ms long then never looks
+        # like an overrun of a point less than an interval ahead.
         due += interval_s
         now = loop.time()
         if due < now:  # it overran: the next run one interval after this one ended
-            due = now + interval_s
+            due = next_run(now + interval_s, interval_s)
 
 
 def warn(logger: logging.Logger, event: str) -> Callable[[Exception], None]:
