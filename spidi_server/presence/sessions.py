@@ -211,6 +211,11 @@ class SessionLifecycle:
         whether the connection closed meanwhile."""
         self._join_deadlines.discard(pending)
         room.joining -= 1
+        return self._stop_waiting(client)
+
+    def _stop_waiting(self, client: Client) -> bool:
+        """One wait of ``client``'s (for Redis, for a handed-over session) is over; whether its
+        connection closed meanwhile."""
         waiting = self._hello_waiting.pop(client) - 1
         gone = client in self._closed_waiting
         if waiting:
@@ -274,12 +279,7 @@ class SessionLifecycle:
         try:
             session = await handover.claim(self, client, hello, claims.user_id, claims.tenant)
         finally:
-            waiting = self._hello_waiting.pop(client) - 1
-            gone = client in self._closed_waiting
-            if waiting:
-                self._hello_waiting[client] = waiting
-            else:
-                self._closed_waiting.discard(client)
+            gone = self._stop_waiting(client)
         return None if gone else session
 
     def _admitted(self, pending: PendingJoin, result) -> bool:
