@@ -5,6 +5,7 @@ cancelled) leaving no connection that could read a stale reply."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -49,6 +50,17 @@ def own_redis(tmp_path):
         if server.pid is not None:
             os.kill(server.pid, signal.SIGCONT)  # a test that failed while it was stopped
         server.stop()
+
+
+@contextlib.asynccontextmanager
+async def lean(client):
+    """``client`` and a ``LeanExecutor`` on it, both closed at the end."""
+    executor = LeanExecutor(client)
+    try:
+        yield client, executor
+    finally:
+        await executor.close()
+        await client.aclose()
 
 
 async def poll(check, timeout: float = 10.0, what: str = "condition"):
@@ -158,23 +170,16 @@ async def test_every_kind_of_reply_and_an_error_in_the_middle(redis_url, redis_s
 
 
 async def test_noscript_is_redis_pys_no_script_error(redis_url, redis_sync):
-    client = connect(redis_url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(redis_url)) as (client, executor):
         pipe = executor.pipeline()
         pipe.set("a", 1).execute_command("EVALSHA", "0" * 40, 0).get("a")
         first, missing, last = await executor.execute(pipe)
         assert isinstance(missing, NoScriptError) and (first, last) == (b"OK", b"1")
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_out_of_memory_is_redis_pys_and_the_flusher_sees_it(own_redis):
     server = own_redis()
-    client = connect(server.url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(server.url)) as (client, executor):
         await client.set("before", "x")
         await client.config_set("maxmemory-policy", "noeviction")
         await client.config_set("maxmemory", 1)  # below what Redis uses: every write is refused
@@ -186,9 +191,6 @@ async def test_out_of_memory_is_redis_pys_and_the_flusher_sees_it(own_redis):
         assert isinstance(written, OutOfMemoryError) and out_of_memory(written)
         assert read == b"x" and out_of_memory(scripted)
         await client.config_set("maxmemory", 0)
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_a_stopped_redis_is_hung_then_answers_on_the_same_connection(own_redis):
@@ -220,9 +222,8 @@ async def test_a_stopped_redis_is_hung_then_answers_on_the_same_connection(own_r
 
 async def test_a_reply_later_than_the_socket_timeout_drops_the_connection(own_redis):
     server = own_redis()
-    client = connect(server.url, timeout_s=0.05)  # reads dropped after 0.5 s
-    executor = LeanExecutor(client)
-    try:
+    # Reads dropped after 0.5 s.
+    async with lean(connect(server.url, timeout_s=0.05)) as (client, executor):
         await executor.execute(executor.pipeline().incr("n"))
         os.kill(server.pid, signal.SIGSTOP)
         try:
@@ -233,16 +234,11 @@ async def test_a_reply_later_than_the_socket_timeout_drops_the_connection(own_re
             os.kill(server.pid, signal.SIGCONT)
         # The late reply (2) went to the dropped socket; a new connection reads its own.
         assert await executor.execute(executor.pipeline().incr("n").get("n")) == [3, b"3"]
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_a_killed_redis_raises_a_redis_failure_and_its_connection_is_not_reused(own_redis):
     server = own_redis()
-    client = connect(server.url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(server.url)) as (client, executor):
         assert await executor.execute(executor.pipeline().set("k", "v")) == [b"OK"]
         conn = executor._conn
         os.kill(server.pid, signal.SIGSTOP)
@@ -258,33 +254,23 @@ async def test_a_killed_redis_raises_a_redis_failure_and_its_connection_is_not_r
         server.process = None
         own_redis(server.port, "again")  # a new, empty Redis on the same port
         assert await executor.execute(executor.pipeline().get("k").set("k", "w")) == [None, b"OK"]
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_a_restarted_redis_is_reconnected_before_the_write(own_redis):
     """Redis closed the idle connection (a restart between two batches): the next batch reconnects
     first, as redis-py's pool does, instead of failing on the dead socket."""
     server = own_redis()
-    client = connect(server.url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(server.url)) as (client, executor):
         assert await executor.execute(executor.pipeline().incr("n")) == [1]
         conn = executor._conn
         await client.execute_command("CLIENT", "KILL", "SKIPME", "yes")  # closes the executor's connection
         await poll(lambda: conn._reader.at_eof(), what="the close")
         assert await executor.execute(executor.pipeline().incr("n")) == [2]
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_a_cancelled_read_never_gives_its_reply_to_the_next_batch(own_redis):
     server = own_redis()
-    client = connect(server.url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(server.url)) as (client, executor):
         assert await executor.execute(executor.pipeline().incr("n")) == [1]
         conn = executor._conn
         os.kill(server.pid, signal.SIGSTOP)
@@ -299,9 +285,6 @@ async def test_a_cancelled_read_never_gives_its_reply_to_the_next_batch(own_redi
             os.kill(server.pid, signal.SIGCONT)
         # Redis ran the cancelled INCR (2) and answered a closed socket; this batch reads its own.
         assert await executor.execute(executor.pipeline().incr("n")) == [3]
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 def test_a_lean_pipeline_queues_only(redis_url):
@@ -319,9 +302,7 @@ def test_a_lean_pipeline_queues_only(redis_url):
 async def test_a_push_message_is_not_taken_for_a_reply(redis_url, redis_sync):
     """RESP3: with client tracking on, Redis pushes an invalidation to the executor's connection
     when another client writes a key it read; the next batch still reads its own replies."""
-    client = connect(redis_url)
-    executor = LeanExecutor(client)
-    try:
+    async with lean(connect(redis_url)) as (client, executor):
         redis_sync.set("tracked", "1")
         pipe = executor.pipeline().execute_command("CLIENT", "TRACKING", "ON").get("tracked")
         assert await executor.execute(pipe) == [b"OK", b"1"]
@@ -332,9 +313,6 @@ async def test_a_push_message_is_not_taken_for_a_reply(redis_url, redis_sync):
             pipe = executor.pipeline().execute_command("CLIENT", "TRACKING", "ON").get("tracked")
             assert await executor.execute(pipe) == [b"OK", str(round + 2).encode()]
         assert executor._conn._writer is socket  # read past on the same connection, not dropped
-    finally:
-        await executor.close()
-        await client.aclose()
 
 
 async def test_build_queues_what_redis_pys_methods_queue(redis_url):
