@@ -384,7 +384,6 @@ class HotStore:
             if bulk_next:
                 everything = False
                 self._wake.set()
-            whole = self._closing  # the close: everything in one batch (flush() waits for the parts)
             spill_read = None
             if replaying:
                 # The spill file holds the oldest writes: all of it goes before anything in memory.
@@ -392,7 +391,7 @@ class HotStore:
                 beats: dict = {}
                 late: dict = {}
             else:
-                ops, beats, late = self._take(everything, hold=bulk_next, whole=whole)
+                ops, beats, late = self._take(everything, hold=bulk_next)
                 if self._late_rest:
                     self._wake.set()
             check = recovery.marker_due and self.marker_key is not None and not self._closing
@@ -555,14 +554,15 @@ class HotStore:
         return any(op[0] == "join" or op[0] == "publish" for op in self._ops)
 
     def _take(
-        self, everything: bool = True, hold: bool = False, whole: bool = True
+        self, everything: bool = True, hold: bool = False
     ) -> tuple[list[tuple], dict[str, PackedBeats], dict[str, PackedBeats]]:
         """The next batch from memory: at most ``_MAX_BATCH_OPS`` operations, and the heartbeats
         only with the last part of a backlog (a heartbeat's ZADD XX needs its session's join);
         the sources' urgent heartbeats (and the kept ones), and with ``everything`` the others
         too, apart: they go after the batch's announcements (``commands.build``'s ``late``), at
-        most ``_LATE_PART_BYTES`` of them unless ``whole`` (the rest in the next batches), none
-        while ``hold`` (joins or announcements wait: they go first).
+        most ``_LATE_PART_BYTES`` of them (the rest in the next batches; a flush() waits for them
+        all) except at the close, which sends everything in one batch, none while ``hold``
+        (joins or announcements wait: they go first).
 
         The sources are drained before the operations are taken: what a source queues while
         handing its beats out (TTL refreshes) travels with them."""
@@ -578,7 +578,7 @@ class HotStore:
             late = self.beats.take(True) if everything else {}
         if hold:
             late, self._late_rest = {}, late
-        elif late and not whole:
+        elif late and not self._closing:
             late, self._late_rest = _late_part(late, _LATE_PART_BYTES)
         ops, self._ops = self._ops, []
         return ops, beats, late
