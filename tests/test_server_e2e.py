@@ -604,6 +604,8 @@ async def test_metrics_endpoint_and_health(node):
     sid = (await alice.hello("lobby"))["sessionId"]
     await alice.app("/app/heartbeat", {"sessionId": sid, "latencyMs": 120}, receipt="r")
     await alice.next(command="RECEIPT")
+    # The session_started event goes to Redis with the store's next flush, after WELCOME.
+    assert await node.store.flush()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{node.ops.url}/metrics") as resp:
             text = await resp.text()
