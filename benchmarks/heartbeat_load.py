@@ -210,6 +210,12 @@ class ServerProcess:
 
             self._redis = redis.Redis(unix_socket_path=str(self.data_dir / "redis" / "redis.sock"))
             self.redis_pid = int(self._redis.info("server")["process_id"])
+            # The history writer (a child started after the ports are printed) ready before the
+            # connects: its first read of an empty stream runs its start-up sweep, which would
+            # otherwise flush the first few join events as a batch of their own (the last batch of
+            # the run then waits writer_flush_interval_s, out of the connect figures' window).
+            while time.monotonic() < deadline and self.history_written() is None:
+                await asyncio.sleep(0.05)
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the server's stdout and stderr."""
@@ -301,7 +307,7 @@ class ServerProcess:
         if self._redis is None:
             return None
         value = self._redis.hget("spidi:writer:status", "events_written")  # stores.keys.WRITER_STATUS
-        return int(value) if value else 0
+        return None if value is None else int(value)  # None: no writer has reported yet
 
     async def metric(self, name: str) -> float | None:
         """One metric of the server, or None when it does not export it."""
