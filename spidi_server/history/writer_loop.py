@@ -66,10 +66,10 @@ RECLAIM_EVERY_S = 60.0
 STATUS_EVERY_S = 5.0  # status refresh while idle, so readers can tell a live writer from a dead one
 READ_BLOCK_MS = 250  # longest XREADGROUP block: keeps shutdown and parent checks responsive
 # Once the stream is drained and a batch is open, the next read waits this long (never past the
-# batch's deadline): read at once, it would fetch the entry or two each node flush appends, one
-# round trip per flush (~1,400 XREADGROUPs for a ramp of 10,000 joins, against ~40 now), which cost
-# the writer and Redis more than the entries themselves. The batch is written no later for it: its
-# deadline and its size, checked before every read, decide when.
+# batch's deadline): read at once, it would fetch the few entries each node flush appends, one
+# round trip per flush (500-700 XREADGROUPs for a ramp of 10,000 joins, against ~20 now): the writer's
+# CPU per join was about halved by it, Redis's down ~15% (benchmarks/results/*-connect-backend-ab.md).
+# The batch is written no later for it: its deadline and its size, checked before every read, decide.
 READ_PAUSE_S = 0.2
 SWEEP_PAGE = 1000  # open sessions judged per query of the sweep
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
