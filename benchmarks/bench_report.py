@@ -89,6 +89,17 @@ def figure_rows(runs: dict[str, dict], find_max: bool = False) -> list[tuple[str
     add("node CPU per connect (us)", [d.get("connect_cpu_us_per_conn") for d in docs])
     add("server tree CPU per connect (us)", [d.get("connect_tree_cpu_us_per_conn") for d in docs])
     add("redis CPU per connect (us)", [d.get("connect_redis_cpu_us_per_conn") for d in docs])
+    add(
+        "writer / PostgreSQL CPU per connect (us)",
+        [
+            _pair(
+                *((d.get("connect_cpu_us_per_conn_by_process") or {}).get(r) for r in ("writer", "postgres"))
+            )
+            if d.get("connect_cpu_us_per_conn_by_process")
+            else "-"
+            for d in docs
+        ],
+    )
     add("server RSS before (MiB)", [fmt((d.get("rss_before") or 0) / MIB, ".1f") for d in docs])
     add("server RSS idle conns (MiB)", [fmt((d.get("rss_idle") or 0) / MIB, ".1f") for d in docs])
     add(

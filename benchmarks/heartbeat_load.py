@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -60,6 +61,7 @@ from benchmarks.procstats import (
     proc_rss_bytes,
     safe_read,
     server_pids,
+    tree_cpu_by_role,
     tree_cpu_delta,
     tree_cpu_sample,
 )
@@ -208,6 +210,12 @@ class ServerProcess:
 
             self._redis = redis.Redis(unix_socket_path=str(self.data_dir / "redis" / "redis.sock"))
             self.redis_pid = int(self._redis.info("server")["process_id"])
+            # The history writer (a child started after the ports are printed) ready before the
+            # connects: its first read of an empty stream runs its start-up sweep, which would
+            # otherwise flush the first few join events as a batch of their own (the last batch of
+            # the run then waits writer_flush_interval_s, out of the connect figures' window).
+            while time.monotonic() < deadline and self.history_written() is None:
+                await asyncio.sleep(0.05)
 
     def tail(self, lines: int = 20) -> str:
         """The last lines of the server's stdout and stderr."""
@@ -250,8 +258,22 @@ class ServerProcess:
             return "default"
 
     def tree_cpu(self) -> dict[int, float]:
-        """CPU seconds by pid of the server's whole process tree (see ``tree_cpu_delta``)."""
-        return tree_cpu_sample(self.pid)
+        """CPU seconds by pid of the server's whole process tree (see ``tree_cpu_delta``), and of
+        its embedded PostgreSQL: pg_ctl daemonizes the postmaster (its parent is init, not the
+        node), so it is found by its pidfile in the data directory."""
+        sample = tree_cpu_sample(self.pid)
+        postmaster = self.postmaster_pid()
+        if postmaster is not None and postmaster not in sample:
+            sample.update(tree_cpu_sample(postmaster))
+        return sample
+
+    def postmaster_pid(self) -> int | None:
+        """The embedded PostgreSQL's postmaster (Spidi with no configured DSN), else None."""
+        if not self.is_spidi:
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        return None
 
     def redis_rss(self) -> int | None:
         """RSS of the embedded redis-server in bytes (Spidi only)."""
@@ -272,6 +294,20 @@ class ServerProcess:
         if self._redis is None:
             return None
         return int(self._redis.info("stats")["total_commands_processed"])
+
+    def redis_commandstats(self) -> dict[str, tuple[int, int]] | None:
+        """INFO commandstats of the embedded Redis: command -> (calls, usec) (Spidi only)."""
+        if self._redis is None:
+            return None
+        stats = self._redis.info("commandstats")
+        return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()}
+
+    def history_written(self) -> int | None:
+        """Events the history writer has written to PostgreSQL (its status hash; Spidi only)."""
+        if self._redis is None:
+            return None
+        value = self._redis.hget("spidi:writer:status", "events_written")  # stores.keys.WRITER_STATUS
+        return None if value is None else int(value)  # None: no writer has reported yet
 
     async def metric(self, name: str) -> float | None:
         """One metric of the server, or None when it does not export it."""
@@ -575,6 +611,7 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
                 spy = None
         tree_before = server.tree_cpu()
         redis_before = server.redis_cpu()
+        cmdstats_before = server.redis_commandstats()
         cpu_before = server.cpu()
         gen_cpu_before = time.process_time()
         tcp_before = kernel_tcp_counters()
@@ -593,10 +630,46 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
         if connected.connected == 0 and not cfg.storm:  # a storm reports its failures anyway
             raise RuntimeError(f"no connection: {dict(gen.errors.most_common(5))}")
         await asyncio.sleep(cfg.settle)
+        # --wait-history: the writer's inserts of the join events count whole, whenever its batches go.
+        deadline = time.monotonic() + cfg.wait_history
+        while time.monotonic() < deadline and (server.history_written() or 0) < connected.connected:
+            await asyncio.sleep(0.05)
+        history_written = server.history_written()
         # The tree's figure includes the settle: work the connects left behind (Redis flushes,
         # the writer's inserts of the join events) counts, at the price of a second of idle timers.
-        connect_tree_cpu = tree_cpu_delta(tree_before, server.tree_cpu())
+        tree_after = server.tree_cpu()
+        connect_tree_cpu = tree_cpu_delta(tree_before, tree_after)
         redis_after = server.redis_cpu()
+        cmdstats_after = server.redis_commandstats()
+        per_conn = 1e6 / max(1, connected.connected)
+        by_role = tree_cpu_by_role(tree_before, tree_after, server.redis_pid)
+        # Redis's time by command (INFO commandstats: calls and usec, this phase's share per connect).
+        commands = (
+            {
+                name: {
+                    "calls_per_conn": (calls - cmdstats_before.get(name, (0, 0))[0])
+                    / max(1, connected.connected),
+                    "us_per_conn": (usec - cmdstats_before.get(name, (0, 0))[1]) * per_conn / 1e6,
+                }
+                for name, (calls, usec) in cmdstats_after.items()
+                if calls != cmdstats_before.get(name, (0, 0))[0]
+            }
+            if cmdstats_before is not None and cmdstats_after is not None
+            else None
+        )
+        if commands:
+            top = sorted(commands.items(), key=lambda kv: -kv[1]["us_per_conn"])[:12]
+            say(
+                "redis per connect by command: "
+                + ", ".join(
+                    f"{n} {c['us_per_conn']:.1f} us ({c['calls_per_conn']:.2f} calls)" for n, c in top
+                )
+            )
+        say(f"history events written: {history_written}")
+        say(
+            "tree CPU per connect by process: "
+            + ", ".join(f"{r} {v * per_conn:.0f} us" for r, v in by_role.items())
+        )
         rss_idle = server.rss()
         redis_rss_idle = server.redis_rss()
         run.info = {
@@ -616,6 +689,10 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             "connect_redis_cpu_us_per_conn": (redis_after - redis_before) / max(1, connected.connected) * 1e6
             if redis_before is not None and redis_after is not None
             else None,
+            # The tree's by process (node, redis, writer, postgres) and Redis's by command.
+            "connect_cpu_us_per_conn_by_process": {r: v * per_conn for r, v in by_role.items()},
+            "connect_redis_commands_per_conn": commands,
+            "connect_history_written": history_written,  # by the end of the connect figures' window
             # The generator's side of the connect phase: near the phase's wall time = it was the limit.
             "gen_connect_cpu_s": gen_connect_cpu,
             "connect_kernel_tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
@@ -708,6 +785,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=0.01, help="pacing slice in seconds (0.01)")
     p.add_argument("--warmup", type=float, help="seconds of unmeasured heartbeats first (2; --quick 1)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds idle after connecting, before RSS (1)")
+    p.add_argument(
+        "--wait-history",
+        type=float,
+        default=0.0,
+        help="after the settle, wait up to this long for the history writer to have written an event "
+        "per connection before taking the connect figures (0: no wait)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke preset: C=1000, H=5000, T=5")
     p.add_argument(
         "--compare",

@@ -79,6 +79,33 @@ def tree_cpu_sample(root: int) -> dict[int, float]:
     return sample
 
 
+def process_role(pid: int, redis_pid: int | None = None) -> str:
+    """What a process of a Spidi server's tree is: "redis", "writer", "postgres" or "node"."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return "node"
+    if pid == redis_pid or b"redis-server" in cmdline:
+        return "redis"
+    if b"history.writer" in cmdline:
+        return "writer"
+    if b"postgres" in cmdline.split(b"\0", 1)[0]:  # the postmaster's path, or a backend's title
+        return "postgres"
+    return "node"
+
+
+def tree_cpu_by_role(
+    before: dict[int, float], after: dict[int, float], redis_pid: int | None
+) -> dict[str, float]:
+    """``tree_cpu_delta`` split by ``process_role`` (the roles read now, at the second sample)."""
+    out: dict[str, float] = {}
+    for pid, cpu in after.items():
+        role = process_role(pid, redis_pid)
+        out[role] = out.get(role, 0.0) + cpu - before.get(pid, 0.0)
+    return out
+
+
 def tree_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds the tree spent between two samples. A process born in between counts whole;
     one that ended in between counts through its parent's reaped time (its whole life, so a

@@ -119,34 +119,29 @@ def _write_presence(conn: psycopg.Connection, batch: Batch, partitions: Partitio
 def _writable(conn: psycopg.Connection, batch: Batch, partitions: PartitionManager) -> list[Staged]:
     """The batch's events whose periods are not archived; creates missing partitions."""
     out = []
-    days: dict[int, object] = {}
+    # (table, UTC day number) -> whether its partition takes rows: a batch's events fall on a day
+    # or two, so each question goes to ``partitions.ensure`` once, not three times per event.
+    known: dict[tuple[str, int], bool] = {}
+
+    def takes(table, ms: int) -> bool:
+        key = (table.name, ms // 86_400_000)
+        state = known.get(key)
+        if state is None:
+            state = known[key] = partitions.ensure(conn, table, period_start(table, utc_day(ms)))
+        return state
+
     expired = 0
     for staged in batch.staged.values():
-        day_no = staged.table_ms // 86_400_000
-        day = days.get(day_no)
-        if day is None:
-            day = days[day_no] = utc_day(staged.table_ms)
-        if not partitions.ensure(conn, staged.table, period_start(staged.table, day)):
-            expired += 1
-            continue
-        ledger_day_no = staged.event_ms // 86_400_000
-        ledger_day = days.get(ledger_day_no)
-        if ledger_day is None:
-            ledger_day = days[ledger_day_no] = utc_day(staged.event_ms)
-        if not partitions.ensure(conn, LEDGER, ledger_day):
-            expired += 1
-            continue
         # A session event is also counted in its room's minute. That quarter never ends before
         # the session's month, so retention archives it no earlier than the session partition.
-        if staged.stats_ms is not None:
-            stats_day_no = staged.stats_ms // 86_400_000
-            stats_day = days.get(stats_day_no)
-            if stats_day is None:
-                stats_day = days[stats_day_no] = utc_day(staged.stats_ms)
-            if not partitions.ensure(conn, ROOM_STATS, period_start(ROOM_STATS, stats_day)):
-                expired += 1
-                continue
-        out.append(staged)
+        if (
+            takes(staged.table, staged.table_ms)
+            and takes(LEDGER, staged.event_ms)
+            and (staged.stats_ms is None or takes(ROOM_STATS, staged.stats_ms))
+        ):
+            out.append(staged)
+        else:
+            expired += 1
     batch.expired = expired  # counted once the batch is written (this may run again on a retry)
     return out
 

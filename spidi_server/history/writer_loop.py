@@ -4,7 +4,8 @@ The writer (a child of ``spidi serve``, or run alone with ``spidi writer``; see 
 the stream as a member of the ``spidi-writers`` consumer group, batches up to
 ``writer_batch_size`` events or ``writer_flush_interval_s`` seconds, writes each batch in one
 transaction (COPY into a staging table, then set-based upserts: ``sql/ingest.py``) and only then
-XACKs it. Delivery is at-least-once and the effect exactly-once: every event id goes into the
+XACKs it. Once it has read all there is, it waits ``READ_PAUSE_S`` before reading again (never
+past the open batch's deadline), so a trickle of events is read many per XREADGROUP. Delivery is at-least-once and the effect exactly-once: every event id goes into the
 ledger in the same transaction as its effect, so an event read twice (a writer killed between
 COMMIT and XACK, entries reclaimed from a dead writer) changes nothing the second time.
 
@@ -64,6 +65,12 @@ PARTITIONS_AHEAD_EVERY_S = 3_600.0
 RECLAIM_EVERY_S = 60.0
 STATUS_EVERY_S = 5.0  # status refresh while idle, so readers can tell a live writer from a dead one
 READ_BLOCK_MS = 250  # longest XREADGROUP block: keeps shutdown and parent checks responsive
+# Once the stream is drained and a batch is open, the next read waits this long (never past the
+# batch's deadline): read at once, it would fetch the few entries each node flush appends, one
+# round trip per flush (500-700 XREADGROUPs for a ramp of 10,000 joins, against ~20 now): the writer's
+# CPU per join was about halved by it, Redis's down ~15% (benchmarks/results/*-connect-backend-ab.md).
+# The batch is written no later for it: its deadline and its size, checked before every read, decide.
+READ_PAUSE_S = 0.2
 SWEEP_PAGE = 1000  # open sessions judged per query of the sweep
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -179,6 +186,7 @@ class HistoryWriter:
                 batch = self._flush(batch)
             self._next_reclaim = time.monotonic() + RECLAIM_EVERY_S
             # 2. New entries (and, now and then, entries of writers that died meanwhile).
+            drained = False  # the last read found no more entries than it took
             while not self.stopping:
                 self._maintenance()
                 if time.monotonic() >= self._next_status:
@@ -191,7 +199,13 @@ class HistoryWriter:
                     if remaining <= 0 or len(batch) >= self.batch_size:
                         batch = self._flush(batch)
                         continue
-                    block = max(1, min(READ_BLOCK_MS, int(remaining * 1000)))
+                    if drained:
+                        if self.stop_event.wait(min(READ_PAUSE_S, remaining)):
+                            continue  # asked to stop: the open batch is flushed on the way out
+                        remaining = batch.started + self.flush_interval - time.monotonic()
+                    # At the deadline, one read without waiting: what came during the pause
+                    # joins this batch, as when every arrival was read at once.
+                    block = max(1, min(READ_BLOCK_MS, int(remaining * 1000))) if remaining > 0 else None
                 else:
                     block = READ_BLOCK_MS
                 wanted = self.batch_size - len(batch)
@@ -201,6 +215,7 @@ class HistoryWriter:
                 # Only once caught up, the batch written first: an end still in the stream or in
                 # the batch is better than the sweep's guess.
                 caught_up = len(entries or ()) < wanted
+                drained = caught_up
                 if self.sweep_every and caught_up and time.monotonic() >= self._next_sweep:
                     if batch:
                         batch = self._flush(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 
@@ -17,7 +18,18 @@ from spidi_server.history.writer_loop import STATUS_KEY
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import events
 
-from .helpers import FakeSession, dt, ms, pending, push, room_sample, running_writer, wait_for, written
+from .helpers import (
+    FakeSession,
+    dt,
+    ms,
+    pending,
+    push,
+    room_sample,
+    running_writer,
+    wait_for,
+    writer_status,
+    written,
+)
 
 T0 = ms("2026-05-04T10:00")
 
@@ -97,6 +109,28 @@ def test_events_become_rows(history_settings, redis_sync, pg):
     assert status["consumer"] == "test-writer" and int(status["batches"]) >= 1
     assert status["state"] == "stopped" and status["pg_ok"] == "1" and int(status["pending"]) == 0
     assert float(status["last_batch_ms"]) > 0
+
+
+def _reads(redis_client) -> int:
+    return int(redis_client.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def test_a_trickle_of_events_is_read_a_batch_at_a_time(history_settings, redis_sync, pg):
+    """Events arriving one at a time (a node's flushes during a ramp of joins) are read several
+    per XREADGROUP, not one call each: once the stream is drained the writer waits READ_PAUSE_S
+    (never past the batch's deadline) before reading again; every event is written all the same."""
+    settings = dataclasses.replace(history_settings, writer_flush_interval_s=1.0).validate()
+    sessions = [FakeSession("acme", "lobby", f"u{i}", T0 + i) for i in range(40)]
+    with running_writer(settings):
+        wait_for(lambda: writer_status(redis_sync).get("state") == "running", what="the writer reading")
+        before = _reads(redis_sync)
+        for s in sessions:
+            push(redis_sync, [s.started()])
+            time.sleep(0.01)  # the pace of arrival under test, not a wait for a condition
+        wait_for(lambda: written(redis_sync) == len(sessions), what="all events written")
+        reads = _reads(redis_sync) - before
+    assert set(_sessions(pg)) == {s.session_id for s in sessions}
+    assert reads <= len(sessions) // 4, f"{reads} XREADGROUPs for {len(sessions)} events"
 
 
 def test_replayed_events_change_nothing(history_settings, redis_sync, pg):
