@@ -5,9 +5,10 @@ the stream as a member of the ``spidi-writers`` consumer group, batches up to
 ``writer_batch_size`` events or ``writer_flush_interval_s`` seconds, writes each batch in one
 transaction (COPY into a staging table, then set-based upserts: ``sql/ingest.py``) and only then
 XACKs it. Once it has read all there is, it waits ``READ_PAUSE_S`` before reading again (never
-past the open batch's deadline), so a trickle of events is read many per XREADGROUP. Delivery is at-least-once and the effect exactly-once: every event id goes into the
-ledger in the same transaction as its effect, so an event read twice (a writer killed between
-COMMIT and XACK, entries reclaimed from a dead writer) changes nothing the second time.
+past the open batch's deadline), so a trickle of events is read many per XREADGROUP. Delivery
+is at-least-once and the effect exactly-once: every event id goes into the ledger in the same
+transaction as its effect, so an event read twice (a writer killed between COMMIT and XACK,
+entries reclaimed from a dead writer) changes nothing the second time.
 
 On start the writer first re-reads its own pending entries (XREADGROUP from id 0; its consumer
 name is stable across restarts) and claims those of dead writers (XAUTOCLAIM past a minimum idle
@@ -67,8 +68,9 @@ STATUS_EVERY_S = 5.0  # status refresh while idle, so readers can tell a live wr
 READ_BLOCK_MS = 250  # longest XREADGROUP block: keeps shutdown and parent checks responsive
 # Once the stream is drained and a batch is open, the next read waits this long (never past the
 # batch's deadline): read at once, it would fetch the few entries each node flush appends, one
-# round trip per flush (500-700 XREADGROUPs for a ramp of 10,000 joins, against ~20 now): the writer's
-# CPU per join was about halved by it, Redis's down ~15% (benchmarks/results/*-connect-backend-ab.md).
+# round trip per flush (500-700 XREADGROUPs for a ramp of 10,000 joins, against ~20 now): the
+# writer's CPU per join was about halved by it, Redis's down ~15%
+# (benchmarks/results/*-connect-backend-ab.md).
 # The batch is written no later for it: its deadline and its size, checked before every read, decide.
 READ_PAUSE_S = 0.2
 SWEEP_PAGE = 1000  # open sessions judged per query of the sweep
