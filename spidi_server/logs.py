@@ -109,15 +109,22 @@ class JsonHandler(logging.StreamHandler):
             self.release()
 
 
+# _plain's answers by the fields' names: a call site names the same fields every time.
+_PLAIN: dict[tuple[str, ...], bool] = {}
+_PLAIN_MAX = 1024
+
+
 def _plain(fields: dict) -> bool:
     """Whether every field reaches the line as given: none is a LogRecord attribute (``extra``
     refuses those) nor starts with an underscore (the formatter leaves those out)."""
-    if not _STANDARD.isdisjoint(fields):
-        return False
-    for key in fields:  # noqa: SIM110 - a loop: all() over a generator costs twice as much here
-        if key[:1] == "_":
-            return False
-    return True
+    names = tuple(fields)
+    plain = _PLAIN.get(names)
+    if plain is None:
+        plain = _STANDARD.isdisjoint(names) and not any(key[:1] == "_" for key in names)
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[names] = plain
+    return plain
 
 
 def _sole_handler(logger: logging.Logger, level: int) -> JsonHandler | None:
