@@ -38,6 +38,10 @@ log = logging.getLogger("spidi.auth")
 
 DEV_SECRET_FILE = "dev-jwt-secret"  # under data_dir, written and read only in dev mode
 _ROLE_SETS: dict[frozenset[str], frozenset[str]] = {}  # each combination of roles, shared by all Claims
+# A roles claim as a token lists it -> its Spidi roles: an issuer's few lists are checked once,
+# not at every connect. Only lists of strings with a Spidi role enter; bounded all the same.
+_ROLES_READ: dict[tuple[str, ...], frozenset[str]] = {}
+_ROLES_READ_MAX = 256
 JWKS_CHECK_S = 0.5  # the JWKS file's mtime is looked at most this often (on a CONNECT with a kid)
 
 
@@ -303,14 +307,25 @@ class TokenVerifier:
         roles = data.get("roles", [])
         if isinstance(roles, str):
             roles = [roles]
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        if not isinstance(roles, list):
             raise AuthError("token claim 'roles' must be a list of strings")
-        # One shared frozenset per combination of roles, not one per connection (216 bytes each).
-        # (ROLES is small, so the combinations are too.)
-        known = frozenset(r for r in roles if r in ROLES)
-        known = _ROLE_SETS.setdefault(known, known)
-        if not known:
-            raise AuthError("token carries no spidi role")
+        listed = tuple(roles)
+        try:
+            known = _ROLES_READ.get(listed)
+        except TypeError:  # an unhashable element (not a string): refused below
+            known = None
+        if known is None:
+            if not all(isinstance(r, str) for r in roles):
+                raise AuthError("token claim 'roles' must be a list of strings")
+            # One shared frozenset per combination of roles, not one per connection (216 bytes
+            # each). (ROLES is small, so the combinations are too.)
+            known = frozenset(r for r in roles if r in ROLES)
+            known = _ROLE_SETS.setdefault(known, known)
+            if not known:
+                raise AuthError("token carries no spidi role")
+            if len(_ROLES_READ) >= _ROLES_READ_MAX:
+                _ROLES_READ.clear()
+            _ROLES_READ[listed] = known
         tenant = data.get("tenant", "default")
         if not isinstance(tenant, str) or not tenant:
             raise AuthError("token claim 'tenant' must be a non-empty string")

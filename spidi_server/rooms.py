@@ -26,6 +26,9 @@ ROOM_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAMESPACE = uuid.UUID("6f0f3c55-2a8e-4f57-9d0f-5b1f3a7c9e21")
 
 
+MADE_MAX = 4096  # RoomCatalog's definitions of rooms not stored, kept (as room_id_for's ids)
+
+
 @functools.lru_cache(maxsize=4096)  # a uuid5 (SHA-1) per HELLO otherwise; a node serves few rooms
 def room_id_for(tenant: str, code: str) -> str:
     """A room's id: stable for (tenant, code), the same on every node and in PostgreSQL."""
@@ -52,6 +55,10 @@ class RoomCatalog:
         # "code" applies to every tenant, "tenant/code" to one.
         self.defined = dict(settings.rooms)
         self.stored: dict[tuple[str, str], RoomDef] = {}
+        # The definitions lookup made for rooms not stored, and whether each is auto-created: the
+        # same for a (tenant, code) until the settings change (never, in a process), so one
+        # frozen RoomDef per room instead of one per HELLO. Bounded: codes come from clients.
+        self._made: dict[tuple[str, str], tuple[RoomDef, bool]] = {}
 
     def effective_capacity(self, stored: int | None) -> int:
         """The capacity a room is held to: its own, else its type's default (both as the SQL
@@ -82,15 +89,31 @@ class RoomCatalog:
 
     def lookup(self, tenant: str, code: str, *, create: bool = False) -> RoomDef | None:
         """The room ``code`` of ``tenant``; None if it does not exist (and may not be created)."""
-        stored = self.stored.get((tenant, code))
+        key = (tenant, code)
+        stored = self.stored.get(key)
         if stored is not None:
             return stored
-        capacity = self.defined.get(f"{tenant}/{code}") or self.defined.get(code)
-        if capacity is None:
-            if not (create and self.auto_create):
+        made = self._made.get(key)
+        if made is None:
+            capacity = self.defined.get(f"{tenant}/{code}") or self.defined.get(code)
+            auto = capacity is None
+            if auto and not self.auto_create:
                 return None
-            capacity = self.default_capacity
-        return RoomDef(room_id_for(tenant, code), tenant, code, capacity, True, self.default_empty_ttl_s)
+            definition = RoomDef(
+                room_id_for(tenant, code),
+                tenant,
+                code,
+                self.default_capacity if auto else capacity,
+                True,
+                self.default_empty_ttl_s,
+            )
+            if len(self._made) >= MADE_MAX:
+                self._made.clear()
+            made = self._made[key] = (definition, auto)
+        definition, auto = made
+        if auto and not create:
+            return None
+        return definition
 
     def configured(self, tenant: str) -> dict[str, RoomDef]:
         """The rooms configuration gives ``tenant`` (``rooms``: every tenant's, then its own), by id."""

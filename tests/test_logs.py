@@ -106,3 +106,70 @@ async def test_lines_carry_the_trace_id_of_their_own_task(configured):
         ("outside", None),
         ("explicit", "conn-1"),
     ]
+
+
+def test_the_direct_line_is_the_records_line(configured):
+    """With ``configure``'s handler alone on the way, ``event`` writes its line without a
+    LogRecord (``JsonHandler.emit_event``): the same JSON, key for key and in the same order, as
+    the formatter makes of the record ``logger.log`` would make."""
+    log = logging.getLogger("spidi.test.direct")
+    fields = {
+        "tenant": "t1",
+        "trace_id": "c1",
+        "session_id": "s1",
+        "client_info": {"ip": "10.0.0.1", "os": None},
+        "n": 3,
+    }
+    root = logging.getLogger()
+    handler = root.handlers[0]
+    kept = root.handlers[1:]  # pytest's own (log capture) while the test runs: not in production
+    root.handlers[1:] = []
+    try:
+        assert logs._sole_handler(log, logging.INFO) is handler
+        logs.event(log, "session_started", **fields)
+    finally:
+        root.handlers[1:] = kept
+    direct = configured.getvalue().splitlines()[-1]
+    record = log.makeRecord(
+        log.name, logging.INFO, "(unknown file)", 0, "session_started", (), None, extra=fields
+    )
+    expected = handler.format(record)
+    # The timestamps differ by the time between the two calls: compare the rest as text (order kept).
+    assert direct.split(",", 1)[1] == expected.split(",", 1)[1]
+    assert list(json.loads(direct)) == ["timestamp", "level", "logger", "event", *fields]
+
+
+def test_records_are_made_whenever_something_else_could_read_them(configured):
+    """Another handler (pytest's caplog, a queue), a filter, or a field a record refuses or the
+    line leaves out: ``event`` goes through ``logger.log`` as before, so whoever reads the record
+    has it, and a field named like a record attribute still raises."""
+    log = logging.getLogger("spidi.test.records")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        assert logs._sole_handler(log, logging.INFO) is None
+        logs.event(log, "with_a_reader", n=1)
+    finally:
+        log.removeHandler(keep)
+    assert [(r.getMessage(), r.n) for r in seen] == [("with_a_reader", 1)]
+    log.addFilter(lambda record: record.getMessage() != "filtered")
+    try:
+        assert logs._sole_handler(log, logging.INFO) is None
+        logs.event(log, "filtered", n=2)
+    finally:
+        log.filters.clear()
+    logs.event(log, "hidden_field", _private=1, shown=2)
+    with pytest.raises(KeyError):
+        logs.event(log, "reserved_field", module="x")
+    lines = [json.loads(line) for line in configured.getvalue().splitlines()]
+    assert [(line["event"], line.get("n"), line.get("shown")) for line in lines] == [
+        ("with_a_reader", 1, None),
+        ("hidden_field", None, 2),
+    ]
+    assert "_private" not in lines[-1]

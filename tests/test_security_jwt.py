@@ -357,6 +357,28 @@ def test_refused_tokens_are_not_cached_and_checks_stay_per_token():
     assert len(verifier.cache) == 1
 
 
+def test_a_roles_list_read_once_is_judged_the_same_every_time():
+    """The roles claim's reading is remembered by the list as sent (an issuer's few lists are
+    not checked at every connect): the same list gives the same shared roles, and a list that
+    is refused (no Spidi role, not strings, an unhashable element) is refused every time."""
+    settings = hs_settings(jwt_cache_size=0)  # no token cache: every verify reads the claims
+    verifier = TokenVerifier(settings)
+
+    def token(roles) -> str:
+        return jwt.encode(claims(roles=roles), settings.jwt_secret, algorithm="HS256")
+
+    first = verifier.verify(token(["spidi:user", "other"]))
+    again = verifier.verify(token(["spidi:user", "other"]))
+    assert first.roles == frozenset({"spidi:user"}) and again.roles is first.roles
+    assert verifier.verify(token(["spidi:monitor", "spidi:user"])).roles == {"spidi:monitor", "spidi:user"}
+    for _ in range(2):
+        with pytest.raises(AuthError, match="no spidi role"):
+            verifier.verify(token(["other"]))
+        for bad in ([1], ["spidi:user", 1], [{"a": 1}], [["spidi:user"]], [True]):
+            with pytest.raises(AuthError, match="'roles' must be a list of strings"):
+                verifier.verify(token(bad))
+
+
 def test_the_cache_is_bounded_and_can_be_turned_off():
     settings = hs_settings(jwt_cache_size=3)
     verifier = TokenVerifier(settings)

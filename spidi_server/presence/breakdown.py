@@ -81,7 +81,8 @@ class RoomGroups:
 
     def join(self, app_version: str, os: str | None) -> tuple[int, ...]:
         """A session's slots (app version, OS)."""
-        return tuple(d.join(v) for d, v in zip(self.dims, (app_version, os or ""), strict=True))
+        versions, systems = self.dims  # BREAKDOWN_DIMENSIONS' order (unpacked: one per connect)
+        return (versions.join(app_version), systems.join(os or ""))
 
     def leave(self, slots: tuple[int, ...]) -> None:
         for d, slot in zip(self.dims, slots, strict=True):

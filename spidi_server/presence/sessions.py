@@ -266,7 +266,8 @@ class SessionLifecycle:
         self.metrics.sessions_active.set(len(local.sessions))
         if len(room.sessions) == 1:  # only a room's first session changes the count (a walk of every room)
             local.count_rooms()
-        logs.event(log, "session_started", tenant=room.tenant, **session.log_fields())
+        if log.isEnabledFor(logging.INFO):  # its fields are built only for a line that is written
+            logs.event(log, "session_started", tenant=room.tenant, **session.log_fields())
         if gone:
             self.end(session, "disconnect")
             return
