@@ -17,6 +17,7 @@ extensions = [
     Extension("spidi_core._wheel_c", ["spidi_core/_wheel_c.pyx"], define_macros=macros),
     Extension("spidi_core._lane_c", ["spidi_core/_lane_c.pyx"], define_macros=macros),
     Extension("spidi_core._ws_c", ["spidi_core/_ws_c.pyx"], define_macros=macros),
+    Extension("spidi_core._io_phase_c", ["spidi_core/_io_phase_c.pyx"], define_macros=macros),
 ]
 
 setup(

@@ -17,6 +17,7 @@ from .wheel_py import HeartbeatWheelPy
 from .ws_py import WsStreamPy, encode_close_py, encode_frames_py, encode_text_py
 
 try:
+    from . import _io_phase_c
     from ._frames_c import FrameParserC, serialize_frame_c
     from ._lane_c import HeartbeatLaneC
     from ._wheel_c import HeartbeatWheelC
@@ -26,6 +27,7 @@ try:
 except ImportError:  # not built: the references serve
     FrameParserC = serialize_frame_c = HeartbeatWheelC = HeartbeatLaneC = None
     WsStreamC = encode_text_c = encode_frames_c = encode_close_c = parse_upgrade_head_c = None
+    _io_phase_c = None
     HAVE_EXTENSIONS = False
 
 USE_EXTENSIONS = HAVE_EXTENSIONS and os.environ.get("SPIDI_NO_EXTENSIONS", "") not in ("1", "true", "yes")
@@ -42,6 +44,9 @@ if USE_EXTENSIONS:
     # A fast path only (its reference is spidi_server.transport.handshake.parse_request, which
     # reads whatever this leaves): None without the extensions.
     parse_upgrade_head = parse_upgrade_head_c
+    # The bound on uvloop's I/O phase (``_io_phase_c``): a loop mechanism, not a codec, so it
+    # has no reference; without the extensions the phases run unbounded (None).
+    io_phase = _io_phase_c
 else:
     FrameParser = FrameParserPy
     serialize_frame = serialize_frame_py
@@ -52,6 +57,7 @@ else:
     encode_frames = encode_frames_py
     encode_close = encode_close_py
     parse_upgrade_head = None
+    io_phase = None
 
 __all__ = [
     "Frame",
@@ -79,6 +85,7 @@ __all__ = [
     "encode_text",
     "encode_text_c",
     "encode_text_py",
+    "io_phase",
     "parse_upgrade_head",
     "parse_upgrade_head_c",
     "serialize_frame",

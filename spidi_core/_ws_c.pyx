@@ -16,6 +16,7 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
+from spidi_core._io_phase_c cimport io_phase_tick
 from spidi_core._lane_c cimport LANE_RECEIPT_MAX, HeartbeatLaneC
 
 __all__ = ["WsStreamC", "encode_close_c", "encode_frames_c", "encode_text_c", "parse_upgrade_head_c"]
@@ -344,6 +345,7 @@ cdef class WsStreamC:
 
     def feed(self, bytes data not None) -> list:
         """Consume bytes from the peer; return the data messages they complete, in order."""
+        io_phase_tick()  # a chunk read: the event loop's I/O phase bound counts its time
         if self.state == CLOSED:
             return []
         return self._feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))

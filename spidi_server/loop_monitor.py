@@ -197,6 +197,49 @@ class GcTimer:
         self.observe(generation, seconds)
 
 
+class IoPhaseBound:
+    """The bound on uvloop's I/O phase (``spidi_core._io_phase_c``), for one node's loop.
+
+    ``install(loop)`` bounds the loop's socket reads to ``budget_ms`` per phase when the loop is
+    uvloop's and the extensions are built (whether it did); ``uninstall()`` gives the share back,
+    and must run before the loop closes. Only the native transport's reads count the time.
+    """
+
+    def __init__(self, budget_ms: float):
+        self.budget_ms = budget_ms
+        self.installed = False
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Bound ``loop``'s I/O phases if it can be; whether it is."""
+        from spidi_core import io_phase
+
+        if self.installed or self.budget_ms <= 0 or io_phase is None:
+            return self.installed
+        try:
+            import uvloop
+        except ImportError:  # the plain asyncio loop: its select() returns once per turn anyway
+            return False
+        if isinstance(loop, uvloop.Loop):
+            io_phase.install(loop, self.budget_ms)
+            self.installed = True
+        return self.installed
+
+    def uninstall(self) -> None:
+        """Give the bound back (the last user closes its libuv handles)."""
+        if self.installed:
+            from spidi_core import io_phase
+
+            io_phase.release()
+            self.installed = False
+
+    @staticmethod
+    def cuts() -> int:
+        """I/O phases the bound ended in this process."""
+        from spidi_core import io_phase
+
+        return io_phase.breaks() if io_phase is not None else 0
+
+
 class StallReporter:
     """A daemon thread logging the loop thread's stack while ``monitor``'s timer is late.
 

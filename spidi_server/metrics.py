@@ -177,6 +177,11 @@ class NodeMetrics:
         self.event_loop_lag_max = Gauge(
             "spidi_event_loop_lag_max_seconds", "Longest timer lateness of the last minute or two", registry=r
         )
+        self.event_loop_io_phase_cuts = Gauge(
+            "spidi_event_loop_io_phase_cuts",
+            "Event-loop I/O phases ended by loop_io_budget_ms so timers and tasks could run (since start)",
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "spidi_gc_pause_seconds",
             "CPython garbage collections of generation 1 and 2, by generation",

@@ -17,7 +17,7 @@ from .auth import TokenVerifier
 from .connection import ClientConnection, Writer
 from .fanout import RoomFanout
 from .gc_policy import GcPolicy
-from .loop_monitor import GcTimer, LoopMonitor, StallReporter
+from .loop_monitor import GcTimer, IoPhaseBound, LoopMonitor, StallReporter
 from .metrics import NodeMetrics
 from .ops import OpsServer
 from .preflight import bind_error, check_port, check_postgres, check_redis
@@ -137,6 +137,8 @@ class Node:
             recent_s=settings.health_loop_lag_window_s,
         )
         self.metrics.event_loop_lag_max.set_function(lambda: self.loop_monitor.longest)
+        self.io_phase_bound = IoPhaseBound(settings.loop_io_budget_ms)
+        self.metrics.event_loop_io_phase_cuts.set_function(IoPhaseBound.cuts)
         pauses = {g: self.metrics.gc_pause.labels(generation=str(g)) for g in (1, 2)}
         self.gc_timer = GcTimer(lambda generation, seconds: pauses[generation].observe(seconds))
         self.stall_reporter = (
@@ -280,6 +282,7 @@ class Node:
             self.gc_policy.start()
             self._tasks.append(loop.create_task(run_every(s.gc_full_interval_s, self._gc_step, "gc")))
         self.loop_monitor.start(loop)
+        self.io_phase_bound.install(loop)
         if self.stall_reporter is not None:
             self.stall_reporter.start()
         if s.dev and os.environ.get(STUBBORN_TASK_ENV):
@@ -450,6 +453,7 @@ class Node:
             await self._close_clients()
         await cancel_and_wait(self._tasks)
         self.loop_monitor.stop()
+        self.io_phase_bound.uninstall()
         self.gc_timer.uninstall()
         self.gc_policy.stop()
         if self.stall_reporter is not None:

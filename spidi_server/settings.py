@@ -188,6 +188,14 @@ class Settings:
             "0 = CPython's own schedule"
         },
     )
+    loop_io_budget_ms: float = field(
+        default=10.0,
+        metadata={
+            "doc": "Longest the event loop runs socket reads before its timers and tasks (the Redis flusher, "
+            "joins, fan-out) get a turn: uvloop alone may read for half a second under a flood; native "
+            "transport; 0 = unbounded"
+        },
+    )
     loop_stall_ms: float = field(
         default=50.0,
         metadata={
@@ -560,6 +568,7 @@ class Settings:
             "stomp_heartbeat_ms",
             "jwt_leeway_s",
             "jwt_cache_size",
+            "loop_io_budget_ms",
             "shutdown_timeout_s",
             "connect_timeout_s",
             "embedded_redis_maxmemory_mb",
