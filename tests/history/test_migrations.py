@@ -80,8 +80,17 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
                 "SELECT indexdef FROM pg_indexes WHERE tablename IN ('dat_spd_session', 'dat_spd_room_stats')"
             ).fetchall()
         }
-        for column in ("(room_id)", "(user_id)", "(last_heartbeat_at)", "(room_id, ts_bucket)"):
+        for column in (
+            "(room_id, started_at)",
+            "(user_id)",
+            "(last_heartbeat_at, session_id)",
+            "(room_id, ended_at, started_at)",
+            "(room_id, ts_bucket)",
+        ):
             assert any(column in d for d in indexes), column
+        # 0017 dropped the session indexes others cover (room, room's ends, last heartbeat alone).
+        for name in ("dat_spd_session_room_idx", "dat_spd_session_room_ended_idx", "dat_spd_session_last_hb_idx"):
+            assert not any(f"INDEX {name} " in d for d in indexes), name
 
 
 def test_0006_gives_each_tenant_its_own_copy_of_a_shared_room_type(empty_pg_dsn, tmp_path):
