@@ -173,7 +173,7 @@ class Settings:
         metadata={"doc": "Shortest gap between Redis pipelines: batches grow, round trips do not"},
     )
     redis_heartbeat_interval_ms: float = field(
-        default=100.0,
+        default=50.0,
         metadata={
             "doc": "Heartbeats go to Redis at most this often, more per script call; those of rooms "
             "watched by some process at the flush interval (their roster updates wait on them)"
