@@ -152,8 +152,12 @@ def install(loop, double budget_ms) -> None:
         if prepare == NULL or signal == NULL:
             raise MemoryError()
         signum = SIGRTMAX - SIGNAL_OFFSET
-        if prepare_init(uv_loop, prepare) or prepare_start(prepare, _on_prepare):
-            raise OSError("uv_prepare_init/start failed")
+        if prepare_init(uv_loop, prepare):
+            raise OSError("uv_prepare_init failed")
+        if prepare_start(prepare, _on_prepare):
+            close(prepare, _free_handle)  # initialised: the loop holds it until it is closed
+            prepare = NULL
+            raise OSError("uv_prepare_start failed")
         if signal_init(uv_loop, signal):
             close(prepare, _free_handle)
             prepare = NULL
