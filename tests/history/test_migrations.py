@@ -89,7 +89,11 @@ def test_migrate_from_empty_then_replay_is_a_no_op(empty_pg_dsn):
         ):
             assert any(column in d for d in indexes), column
         # 0017 dropped the session indexes others cover (room, room's ends, last heartbeat alone).
-        for name in ("dat_spd_session_room_idx", "dat_spd_session_room_ended_idx", "dat_spd_session_last_hb_idx"):
+        for name in (
+            "dat_spd_session_room_idx",
+            "dat_spd_session_room_ended_idx",
+            "dat_spd_session_last_hb_idx",
+        ):
             assert not any(f"INDEX {name} " in d for d in indexes), name
 
 
