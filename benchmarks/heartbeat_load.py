@@ -306,7 +306,9 @@ class ServerProcess:
         """Events the history writer has written to PostgreSQL (its status hash; Spidi only)."""
         if self._redis is None:
             return None
-        value = self._redis.hget("spidi:writer:status", "events_written")  # stores.keys.WRITER_STATUS
+        from spidi_server.stores import keys
+
+        value = self._redis.hget(keys.WRITER_STATUS, "events_written")
         return None if value is None else int(value)  # None: no writer has reported yet
 
     async def metric(self, name: str) -> float | None:
@@ -610,7 +612,6 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             if not await spy.start():
                 spy = None
         tree_before = server.tree_cpu()
-        redis_before = server.redis_cpu()
         cmdstats_before = server.redis_commandstats()
         cpu_before = server.cpu()
         gen_cpu_before = time.process_time()
@@ -639,7 +640,6 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
         # the writer's inserts of the join events) counts, at the price of a second of idle timers.
         tree_after = server.tree_cpu()
         connect_tree_cpu = tree_cpu_delta(tree_before, tree_after)
-        redis_after = server.redis_cpu()
         cmdstats_after = server.redis_commandstats()
         per_conn = 1e6 / max(1, connected.connected)
         by_role = tree_cpu_by_role(tree_before, tree_after, server.redis_pid)
@@ -686,9 +686,7 @@ async def bench_server(kind: str, cfg: argparse.Namespace, tokens: list[str], st
             "connect_cpu_us_per_conn": connect_cpu / max(1, connected.connected) * 1e6,
             "connect_tree_cpu_us_per_conn": connect_tree_cpu / max(1, connected.connected) * 1e6,
             # Redis's part of the tree's (the rest of it: the node, the writer and PostgreSQL).
-            "connect_redis_cpu_us_per_conn": (redis_after - redis_before) / max(1, connected.connected) * 1e6
-            if redis_before is not None and redis_after is not None
-            else None,
+            "connect_redis_cpu_us_per_conn": by_role["redis"] * per_conn if "redis" in by_role else None,
             # The tree's by process (node, redis, writer, postgres) and Redis's by command.
             "connect_cpu_us_per_conn_by_process": {r: v * per_conn for r, v in by_role.items()},
             "connect_redis_commands_per_conn": commands,

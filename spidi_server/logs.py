@@ -21,10 +21,11 @@ import orjson
 # has its own copy of the context, so concurrent requests never see each other's.
 trace_id: ContextVar[str | None] = ContextVar("spidi_trace_id", default=None)
 
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_BLANK = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+_STANDARD = frozenset(_BLANK) | {"message", "asctime"}
 # LogRecord.__init__ sets these attributes first, always in this order; ``extra`` fields (and
 # whatever a filter adds) come after them, so the formatter starts its walk there.
-_FIRST_EXTRA = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+_FIRST_EXTRA = len(_BLANK)
 
 
 class JsonFormatter(logging.Formatter):

@@ -29,6 +29,8 @@ import threading
 import time
 import traceback
 
+from spidi_core import io_phase
+
 from . import logs
 
 log = logging.getLogger("spidi.loop")
@@ -211,8 +213,6 @@ class IoPhaseBound:
 
     def install(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Bound ``loop``'s I/O phases if it can be; whether it is."""
-        from spidi_core import io_phase
-
         if self.installed or self.budget_ms <= 0 or io_phase is None:
             return self.installed
         try:
@@ -227,16 +227,12 @@ class IoPhaseBound:
     def uninstall(self) -> None:
         """Give the bound back (the last user closes its libuv handles)."""
         if self.installed:
-            from spidi_core import io_phase
-
             io_phase.release()
             self.installed = False
 
     @staticmethod
     def cuts() -> int:
         """I/O phases the bound ended in this process."""
-        from spidi_core import io_phase
-
         return io_phase.breaks() if io_phase is not None else 0
 
 
