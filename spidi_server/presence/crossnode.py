@@ -43,7 +43,7 @@ class CrossNode:
         if room.watched:
             room.out_left.pop(session.session_id, None)
             room.out_joined[session.session_id] = session
-            self.out_changed(room)
+            self.out_changed(room, at_once=True)
 
     def session_updated(self, room: Room, session: Session) -> None:
         """A local session's roster entry changed (heartbeats: ``beats.LaneDrain``, in batches)."""
@@ -57,14 +57,22 @@ class CrossNode:
             room.out_joined.pop(session_id, None)
             room.out_updated.pop(session_id, None)
             room.out_left[session_id] = reason
-            self.out_changed(room)
+            self.out_changed(room, at_once=True)
 
-    def out_changed(self, room: Room) -> None:
-        """A local session of a watched room changed: publish this process's changes soon."""
+    def out_changed(self, room: Room, at_once: bool = False) -> None:
+        """A local session of a watched room changed: publish this process's changes soon.
+
+        ``at_once`` (a join or a leave, whose write is queued already): if the room's window is
+        open, now rather than from a timer a turn of the event loop later. Not for latency
+        updates, which the heartbeats' drain reports while the store takes its next batch.
+        """
         if room.out_scheduled:
             return
-        room.out_scheduled = True
         wait = room.out_published_at + OUT_WINDOW_S - time.monotonic()
+        if at_once and wait <= 0:
+            self._publish_out(room)
+            return
+        room.out_scheduled = True
         self._loop().call_later(max(0.0, wait), self._publish_out, room)
 
     def _publish_out(self, room: Room) -> None:

@@ -120,11 +120,8 @@ class SessionLifecycle:
         if joining is None:
             return None
         pending, session = joining
-        answer = pending.result
-        done = answer.get_loop().create_future()
-        answer.add_done_callback(
-            functools.partial(self._answered, client, session, hello.room_code, pending, done)
-        )
+        done = pending.result.get_loop().create_future()
+        pending.on_answer = functools.partial(self._answered, client, session, hello.room_code, pending, done)
         return done
 
     def _checked(self, client: Client, payload: dict) -> tuple[payloads.HelloPayload, object]:
@@ -227,13 +224,13 @@ class SessionLifecycle:
     def _answered(
         self, client: Client, session: Session, code: str, pending: PendingJoin, done: asyncio.Future, answer
     ) -> None:
-        """Redis answered a join (or its deadline passed): admit or refuse, then finish ``done``."""
+        """Redis answered a join (or its deadline passed): admit or refuse, then finish ``done``.
+        Called by ``PendingJoin.resolve`` as the answer is given."""
         gone = self._hello_done(client, session.room, pending)
-        if answer.cancelled() or done.cancelled():
-            done.cancel()
+        if done.cancelled():
             return
         try:
-            self._admit(client, session, code, self._admitted(pending, answer.result()), gone)
+            self._admit(client, session, code, self._admitted(pending, answer), gone)
         except Exception as exc:  # the RoomFullError of a refusal, or a bug: whoever waits gets it
             done.set_exception(exc)
             return

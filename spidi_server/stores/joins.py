@@ -41,7 +41,18 @@ class PendingJoin:
     answer (Redis down or slow) and Redis must then hold it whatever its count says.
     """
 
-    __slots__ = ("room_id", "session_id", "tenant", "code", "user_id", "ttl_s", "args", "result", "forced")
+    __slots__ = (
+        "room_id",
+        "session_id",
+        "tenant",
+        "code",
+        "user_id",
+        "ttl_s",
+        "args",
+        "result",
+        "forced",
+        "on_answer",
+    )
 
     def __init__(self, room_id, session_id, tenant, code, user_id, ttl_s, args, result):
         self.room_id = room_id
@@ -53,6 +64,10 @@ class PendingJoin:
         self.args = args
         self.result: asyncio.Future = result
         self.forced = False
+        # Called with the answer as it is given, before anything else runs: the HELLO's own
+        # continuation (presence), one turn of the event loop sooner than a callback on
+        # ``result`` (at 100,000 heartbeats/s a turn takes up to tens of milliseconds).
+        self.on_answer = None
 
     def force(self) -> None:
         """Admit whatever Redis counts (degraded mode); a refusal already on its way is redone."""
@@ -60,6 +75,18 @@ class PendingJoin:
         self.args[JOIN_LIMIT_ARG] = 0
 
     def resolve(self, value) -> None:
-        """Answer whoever waits for ``result`` (the store's side; the first answer stands)."""
-        if not self.result.done():
-            self.result.set_result(value)
+        """Answer whoever waits for ``result`` (the store's side; the first answer stands), and
+        call ``on_answer`` with it at once. What ``on_answer`` raises goes to the event loop's
+        exception handler, as from a callback: the store's flush goes on."""
+        result = self.result
+        if result.done():
+            return
+        result.set_result(value)
+        callback, self.on_answer = self.on_answer, None
+        if callback is not None:
+            try:
+                callback(value)
+            except Exception as exc:
+                result.get_loop().call_exception_handler(
+                    {"message": "a join's answer callback failed", "exception": exc, "future": result}
+                )

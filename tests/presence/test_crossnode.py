@@ -68,6 +68,18 @@ async def test_changes_of_a_watched_room_go_out_at_most_once_per_window(presence
     assert all(gap >= OUT_WINDOW_S - 0.005 for gap in gaps), gaps
 
 
+async def test_a_join_and_a_leave_in_a_quiet_watched_room_go_out_as_they_happen(presence, client_factory):
+    presence.fanout = fanout = RecordingFanout()
+    presence.watched_changed({LOBBY})
+    client = client_factory()
+    sid = await joined(presence, client)
+    # Published with the admission itself, not from a timer a turn of the loop later.
+    assert [[e["sessionId"] for e in j] for _, j, _, _ in fanout.published] == [[sid]]
+    presence.rooms[LOBBY].out_published_at = 0.0  # the join's window is over
+    presence.leave(client, sid)
+    assert fanout.published[-1][1:3] == ([], {sid: "leave"})
+
+
 async def test_a_room_that_becomes_watched_reannounces_its_sessions(presence, client_factory):
     presence.fanout = fanout = RecordingFanout()
     client = client_factory()

@@ -37,17 +37,27 @@ async def test_roster_snapshot_reads_redis(presence, client_factory, store):
     assert room.watched and len(room.roster_subs) == 1 and room.pending_subs == 0
 
 
-async def test_remote_changes_reach_roster_subscribers_as_one_delta(presence, client_factory):
+async def test_remote_changes_reach_roster_subscribers_at_once_then_one_delta_per_window(
+    presence, client_factory
+):
     monitor = client_factory("mon", "spidi:monitor")
     await subscribe(presence, monitor, "r", ROSTER)
     monitor.messages()
-    entry = {"sessionId": "remote-1", "userId": "zed"}
-    presence.remote_changes(LOBBY, {"n": "other", "j": [entry], "l": {}, "u": []})
+    room = presence.rooms[LOBBY]
+    room.published_at = 0.0  # the snapshot's window is over: the room is quiet
+    first = {"sessionId": "remote-1", "userId": "zed"}
+    presence.remote_changes(LOBBY, {"n": "other", "j": [first], "l": {}, "u": []})
+    # A quiet room's first change goes out as it is heard, without waiting for a turn of the loop.
+    (delta,) = monitor.messages(ROSTER)
+    assert delta["full"] is False and delta["joined"] == [first] and delta["left"] == [] and delta["seq"] == 2
+    second = {"sessionId": "remote-2", "userId": "amy"}
+    presence.remote_changes(LOBBY, {"n": "other", "j": [second], "l": {}, "u": []})
     presence.remote_changes(LOBBY, {"n": "other", "j": [], "l": {"gone": "leave"}, "u": []})
+    assert monitor.messages(ROSTER) == []  # within the window: they wait for its end, together
     deltas: list = []
     assert await wait_for(lambda: deltas.extend(monitor.messages(ROSTER)) or deltas)
     (delta,) = deltas
-    assert delta["full"] is False and delta["joined"] == [entry] and delta["seq"] == 2
+    assert delta["joined"] == [second] and delta["seq"] == 3
     assert delta["left"] == [{"sessionId": "gone", "reason": "leave"}]
 
 

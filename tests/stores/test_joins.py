@@ -166,3 +166,36 @@ def test_one_script_call_per_room_and_merged_indexes():
     assert [(index, position) for index, position, _ in joins] == [(0, i) for i in range(10)] + [
         (1, i) for i in range(10)
     ]
+
+
+async def test_on_answer_is_called_as_the_answer_is_given_and_its_failure_stops_nothing(store, redis_sync):
+    loop = asyncio.get_running_loop()
+    failures: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: failures.append(context))
+    try:
+        seen: list[tuple] = []
+        a = join(store, "answers", "a1", "ua", capacity=1)
+        b = join(store, "answers", "b1", "ub", capacity=1)
+        c = join(store, "answers2", "c1", "uc", capacity=0)
+
+        def broken(value):
+            raise RuntimeError("a bug in whoever waits")
+
+        # The callback runs inside the store's resolve, before any callback on ``result`` could.
+        a.on_answer = lambda value: seen.append(
+            ("a", value, a.result.done(), redis_sync.zcard(keys.room_online("answers")))
+        )
+        b.on_answer = broken
+        c.on_answer = lambda value: seen.append(("c", value))
+        assert await store.flush()
+        assert seen == [("a", 1, True, 1), ("c", 1)]
+        assert [a.result.result(), b.result.result(), c.result.result()] == [1, REFUSED, 1]
+        assert [str(f["exception"]) for f in failures] == ["a bug in whoever waits"]
+        assert a.on_answer is None and b.on_answer is None  # called once
+        a.resolve(7)  # the first answer stands: nothing is called again
+        assert len(seen) == 2
+        store.event({"id": "after", "kind": "x"})  # the flusher goes on after the failure
+        assert await store.flush()
+        assert redis_sync.xlen(keys.EVENTS_STREAM) >= 1
+    finally:
+        loop.set_exception_handler(None)
