@@ -77,6 +77,30 @@ def _late_part(late: dict[str, PackedBeats], limit: int) -> tuple[dict, dict]:
     return part, rest
 
 
+class _HangWatch:
+    """The spilling that goes on while a batch awaited in the flusher's task hangs
+    (``HotStore._execute_now``)."""
+
+    __slots__ = ("task", "hung", "spilling")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.hung = True  # until the reply comes
+        self.spilling = False  # inside _spill_excess: operations between memory and the file
+
+    async def stop(self) -> None:
+        """The reply came (or the flusher is cancelled): stop spilling, never halfway through a
+        chunk (taken from memory, not yet in the file)."""
+        self.hung = False
+        task = self.task
+        if task is None or task.done():
+            return
+        if self.spilling:
+            await asyncio.shield(task)  # it ends after this chunk
+        else:
+            task.cancel()
+
+
 class _ScriptsReloaded(Exception):
     """A pipeline met NOSCRIPT and the scripts are loaded again: replay the batch (the flusher)."""
 
@@ -412,7 +436,14 @@ class HotStore:
                 joins: list = []
                 try:
                     commands, marker_at, marks = build(pipe, ops, beats, joins, check, self, late)
-                    results = await self._execute(pipe)
+                    # A batch a presence change waits for (a join's answer, a roster change's
+                    # announcement) is awaited in this task: two turns of the event loop sooner,
+                    # and at 100,000 heartbeats/s a turn can take tens of milliseconds. Heartbeat
+                    # batches keep their own task (their pacing measured best so: RTT).
+                    if joins or any(op[0] == "publish" for op in ops):
+                        results = await self._execute_now(pipe)
+                    else:
+                        results = await self._execute(pipe)
                     errors = [r for r in results if isinstance(r, Exception)]
                     if any(isinstance(e, NoScriptError) for e in errors):
                         # Redis restarted and lost the scripts: load them, replay the batch
@@ -541,6 +572,31 @@ class HotStore:
         except asyncio.CancelledError:
             task.cancel()  # (close: a cancelled read drops its connection)
             raise
+
+    async def _execute_now(self, pipe) -> list:
+        """``_execute`` in this task: the hang is noticed by a timer, which spills the excess
+        from a task of its own until the reply comes."""
+        loop = asyncio.get_running_loop()
+        watch = _HangWatch()
+        timer = loop.call_later(self.timeout_s, self._hung_now, loop, watch)
+        try:
+            return await self.pipelines.execute(pipe)
+        finally:
+            timer.cancel()
+            await watch.stop()
+
+    def _hung_now(self, loop: asyncio.AbstractEventLoop, watch: _HangWatch) -> None:
+        self._hung()
+        watch.task = loop.create_task(self._spill_while_hung(watch), name="redis-hung-spill")
+
+    async def _spill_while_hung(self, watch: _HangWatch) -> None:
+        while watch.hung:
+            watch.spilling = True
+            try:
+                await self._spill_excess()
+            finally:
+                watch.spilling = False
+            await asyncio.sleep(_SPILL_POLL_S)
 
     def _hung(self) -> None:
         """The pipeline in flight has no answer after ``timeout_s``: an outage starts."""

@@ -16,9 +16,10 @@ import redis
 from spidi_server.errors import ConfigError
 from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings
-from spidi_server.stores import events
+from spidi_server.stores import events, keys
 from spidi_server.stores.client import DROP_AFTER, connect
 from spidi_server.stores.hot_store import HotStore
+from spidi_server.stores.spill import SpillFile
 
 from .conftest import (
     SESSIONS_SQL,
@@ -228,3 +229,52 @@ async def _status(url: str, want: int) -> bool:
         status, _ = await get_json(url)
         return status == want
     return False
+
+
+@pytest.mark.hardening(
+    "fault",
+    "redis-server SIGSTOP'd while the batch in flight carries a HELLO's join (awaited in the flusher's own "
+    "task), with a 10-operation memory cap and 40 history events queued during the hang",
+    "The hang is noticed within the store's timeout; the excess goes to the spill file while the join's reply "
+    "is awaited; after SIGCONT the join is answered from Redis, and every event is in the stream once",
+)
+async def test_a_hung_batch_carrying_a_join_notices_the_hang_and_spills(own_redis, tmp_path):
+    server = own_redis()
+    timeout_s = 0.3
+    store = HotStore(
+        connect(server.url, 5.0),  # the socket timeout far beyond the hang: the reply is awaited
+        node_id="hung-join",
+        timeout_s=timeout_s,
+        buffer_max_ops=10,
+        spill=SpillFile(tmp_path / "spill.jsonl", 1 << 24),
+    )
+    await store.start()
+    check = redis.Redis.from_url(server.url, decode_responses=True)
+    pid = server.process.pid
+    stopped = False
+    room = room_id_for("default", ROOM)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        hung_at = time.monotonic()
+        join = store.join(room, "default", ROOM, 0, "s-hung", "u1", 1_767_000_000_000, 60, {"userId": "u1"})
+        await wait_until(lambda: not store.healthy, 2, what="the store noticing the hang")
+        assert time.monotonic() - hung_at < timeout_s + 0.5
+        assert "(hung)" in store.last_error and not join.result.done()
+        for i in range(40):
+            store.event({"id": f"e{i}", "kind": events.SESSION_CHECKPOINT})
+        await wait_until(lambda: store.spilled > 0, 2, what="the excess spilled while the join hangs")
+        assert store.buffered <= 10
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        assert await asyncio.wait_for(join.result, 5) == 1  # Redis's own answer, not a degraded one
+        assert await store.flush(10)
+        ids = [f["id"] for _, f in check.xrange(events.STREAM)]
+        assert sorted(ids) == sorted(f"e{i}" for i in range(40)), ids
+        assert check.zrange(keys.room_online(room), 0, -1) == ["s-hung"]
+        assert store.healthy and store.dropped == 0 and store.spilled == 0
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        check.close()
+        await store.close()
