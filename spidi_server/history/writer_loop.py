@@ -14,9 +14,10 @@ On start the writer first re-reads its own pending entries (XREADGROUP from id 0
 name is stable across restarts) and claims those of dead writers (XAUTOCLAIM past a minimum idle
 time), so a writer killed with SIGKILL mid-batch loses nothing. PostgreSQL unavailable: the batch
 is kept and retried with capped exponential backoff (Redis unavailable: each call is retried the
-same way). Asked to stop: the open batch is flushed, then ``run`` returns. Partitions are created
-ahead of time and retention applied now and then (``_maintenance``). Progress is published in the
-Redis hash ``spidi:writer:status``.
+same way). Asked to stop: what the stream holds already is read (up to one batch more) and the
+open batch flushed, then ``run`` returns. Partitions are created ahead of time and retention
+applied now and then (``_maintenance``). Progress is published in the Redis hash
+``spidi:writer:status``.
 
 The reconciliation sweep (``_sweep``: once caught up after start, then every
 ``writer_sweep_interval_s``) ends the sessions history holds as open whose last heartbeat is older
@@ -222,6 +223,7 @@ class HistoryWriter:
                     if batch:
                         batch = self._flush(batch)
                     self._sweep()
+            batch = self._read_rest(batch)
             if batch:
                 batch = self._flush(batch, final=True)
         finally:
@@ -334,6 +336,29 @@ class HistoryWriter:
         return self.partitions.ensure(conn, LEDGER, day) and self.partitions.ensure(
             conn, ROOM_STATS, period_start(ROOM_STATS, day)
         )
+
+    def _read_rest(self, batch: Batch) -> Batch:
+        """Asked to stop: read what the stream holds already, without waiting, up to one batch
+        more. A stopping node flushes its last events (its rooms' partial minutes) just before
+        its writer is asked to stop, and a stop that came during the read pause would otherwise
+        leave them for the next start."""
+        left = self.batch_size
+        while left > 0:
+            wanted = min(left, self.batch_size - len(batch))
+            if wanted <= 0:
+                batch = self._flush(batch, final=True)
+                if batch:
+                    return batch  # not written: kept pending, as any batch a stop leaves
+                continue
+            entries = self._redis_call(self.stream.read, ">", wanted, None)
+            if not entries:
+                break
+            for stream_id, fields in entries:
+                batch.add(stream_id, fields)
+            left -= len(entries)
+            if len(entries) < wanted:
+                break
+        return batch
 
     # -- Redis -------------------------------------------------------------------------------
 

@@ -133,6 +133,24 @@ def test_a_trickle_of_events_is_read_a_batch_at_a_time(history_settings, redis_s
     assert reads <= len(sessions) // 4, f"{reads} XREADGROUPs for {len(sessions)} events"
 
 
+def test_a_stop_during_the_read_pause_writes_what_reached_the_stream(history_settings, redis_sync, pg):
+    """A stopping node flushes its last events just before its writer is asked to stop: a stop
+    that comes while the writer waits READ_PAUSE_S must still read and write them."""
+    settings = dataclasses.replace(history_settings, writer_flush_interval_s=5.0).validate()
+    first, last = FakeSession("acme", "lobby", "u1", T0), FakeSession("acme", "lobby", "u2", T0 + 1)
+    with running_writer(settings):
+        wait_for(lambda: writer_status(redis_sync).get("state") == "running", what="the writer reading")
+        push(redis_sync, [first.started()])
+        # Read into the open batch (pending, not acknowledged: its deadline is 5 s away); the
+        # writer now waits READ_PAUSE_S before reading again.
+        wait_for(
+            lambda: redis_sync.xpending(events.STREAM, events.GROUP)["pending"] == 1, what="the first read"
+        )
+        push(redis_sync, [last.started()])
+    assert set(_sessions(pg)) == {first.session_id, last.session_id}
+    assert redis_sync.xpending(events.STREAM, events.GROUP)["pending"] == 0
+
+
 def test_replayed_events_change_nothing(history_settings, redis_sync, pg):
     # Recent events: the ledger keeps event ids for LEDGER_KEEP_DAYS of event time, and the writer
     # applies retention when it starts.
