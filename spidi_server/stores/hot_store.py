@@ -77,6 +77,11 @@ def _late_part(late: dict[str, PackedBeats], limit: int) -> tuple[dict, dict]:
     return part, rest
 
 
+def _carries_presence(ops: list[tuple]) -> bool:
+    """Whether ``ops`` hold a join or an announcement: what a presence change shown waits for."""
+    return any(op[0] == "join" or op[0] == "publish" for op in ops)
+
+
 class _HangWatch:
     """The spilling that goes on while a batch awaited in the flusher's task hangs
     (``HotStore._execute_now``)."""
@@ -403,7 +408,7 @@ class HotStore:
                 and not bulk_next
                 and not self._closing
                 and not replaying
-                and self._presence_waiting()
+                and _carries_presence(self._ops)
             )
             if bulk_next:
                 everything = False
@@ -440,7 +445,7 @@ class HotStore:
                     # announcement) is awaited in this task: two turns of the event loop sooner,
                     # and at 100,000 heartbeats/s a turn can take tens of milliseconds. Heartbeat
                     # batches keep their own task (their pacing measured best so: RTT).
-                    if joins or any(op[0] == "publish" for op in ops):
+                    if _carries_presence(ops):
                         results = await self._execute_now(pipe)
                     else:
                         results = await self._execute(pipe)
@@ -604,10 +609,6 @@ class HotStore:
         self.healthy, self.last_error = False, error
         self.recovery.unreachable(RedisTimeoutError(error))
         log.error("%s", error)
-
-    def _presence_waiting(self) -> bool:
-        """Whether a join or an announcement waits: what a presence change shown waits for."""
-        return any(op[0] == "join" or op[0] == "publish" for op in self._ops)
 
     def _take(
         self, everything: bool = True, hold: bool = False
