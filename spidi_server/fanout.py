@@ -4,9 +4,12 @@ A process publishes the changes of its own sessions (joins, leaves, latency upda
 ``spidi:roster:{roomId}``, but only for rooms some process watches: a process watching a room
 (it has a subscriber to the room's roster or metrics) keeps it in the sorted set
 ``spidi:watched`` (score: when the claim lapses, renewed every second) and announces a new watch on
-``spidi:watch`` so publishers start at once. Every process, the publisher included, receives the
-changes from Redis and hands them to its local subscribers: one path, so a subscriber on any worker
-or node sees the whole room.
+``spidi:watch`` so publishers start at once. Every other watching process receives the changes from
+Redis and hands them to its local subscribers, so a subscriber on any worker or node sees the whole
+room. The publisher hands its own changes to its local subscribers as it queues them, and skips
+them when Redis brings them back: on a busy node each read of a Redis reply waits for a pass over
+every ready client socket (tens of milliseconds at 100,000 heartbeats/s), and the echo would add
+one such pass to every change a subscriber on the same process sees.
 
 On a Redis Cluster the channels are classic (not sharded) pub/sub: a PUBLISH reaches the
 subscribers of every node, so the process subscribes through one plain connection to one node, and
@@ -112,9 +115,18 @@ class RoomFanout:
             await self.pubsub.unsubscribe(keys.roster_channel(room_id))
 
     def publish(self, room_id: str, joined: list, left: dict, updated: list) -> None:
-        """Queue this process's changes of a room (in the next Redis pipeline, after its writes)."""
-        payload = orjson.dumps({"n": self.node_id, "j": joined, "l": left, "u": updated})
-        self.presence.store.publish(keys.roster_channel(room_id), payload)
+        """Queue this process's changes of a room (in the next Redis pipeline, after its writes),
+        and hand them to this process's subscribers of the room now.
+
+        Now is safe for them: a join is published once Redis admitted it; a leave or an update whose
+        write is still queued reaches a subscriber whose snapshot read is in flight as a delta
+        after that snapshot (every read flushes the queued writes first), and subscribers ignore a
+        left for a session they do not have.
+        """
+        changes = {"n": self.node_id, "j": joined, "l": left, "u": updated}
+        self.presence.store.publish(keys.roster_channel(room_id), orjson.dumps(changes))
+        if room_id in self.local:
+            self.presence.remote_changes(room_id, changes)
 
     # -- background ----------------------------------------------------------------------------
 
@@ -156,7 +168,10 @@ class RoomFanout:
                         if self.on_alert is not None:
                             self.on_alert(orjson.loads(data))
                     else:
-                        self.presence.remote_changes(keys.room_of_roster_channel(channel), orjson.loads(data))
+                        changes = orjson.loads(data)
+                        if changes.get("n") != self.node_id or changes.get("reaped"):
+                            self.presence.remote_changes(keys.room_of_roster_channel(channel), changes)
+                        # else: this process's own changes, its subscribers had them at publish
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost: redis-py resubscribes on the next listen

@@ -141,7 +141,8 @@ async def end_stored_sessions(
     # disconnects are counted by the writer from their session_started/session_ended events.
     # Announcements last, after the writes they announce (as the hot store does).
     for room_id, room in per_room.items():
-        payload = orjson.dumps({"n": by, "j": [], "l": room["left"], "u": []})
+        # "reaped": the sessions were not the publisher's own, so no process skips this echo.
+        payload = orjson.dumps({"n": by, "reaped": True, "j": [], "l": room["left"], "u": []})
         pipeline_publish(pipe, keys.roster_channel(room_id), payload)
     await pipe.execute()
     return ended

@@ -95,17 +95,31 @@ async def test_watch_claims_the_room_and_announces_it(processes, redis_sync):
     assert redis_sync.zcard(keys.WATCHED) == 1
 
 
-async def test_changes_reach_every_process_watching_the_room_the_publisher_included(processes):
+async def test_changes_reach_every_process_watching_the_room_the_publisher_at_once_and_once(processes):
     a, b = await processes("a"), await processes("b")
     await a.watch("room-1")
     await b.watch("room-1")
     joined = [{"sessionId": "s1", "userId": "ann"}]
     b.publish("room-1", joined, {"s0": "leave"}, [{"sessionId": "s2", "latencyMs": 12.5}])
     expected = {"n": "b", "j": joined, "l": {"s0": "leave"}, "u": [{"sessionId": "s2", "latencyMs": 12.5}]}
-    await until(lambda: a.presence.changes_of("room-1"), what="a to receive b's changes")
-    await until(lambda: b.presence.changes_of("room-1"), what="b to receive its own changes")
-    assert a.presence.changes_of("room-1") == [expected]
+    # The publisher's own subscribers have it as it is queued, before Redis has even seen it.
     assert b.presence.changes_of("room-1") == [expected]
+    await until(lambda: a.presence.changes_of("room-1"), what="a to receive b's changes")
+    assert a.presence.changes_of("room-1") == [expected]
+    # Redis echoed b's message to b before it delivered a's next one on the same channel: b skipped it.
+    a.publish("room-1", [], {"s1": "leave"}, [])
+    later = {"n": "a", "j": [], "l": {"s1": "leave"}, "u": []}
+    await until(lambda: len(b.presence.changes_of("room-1")) == 2, what="b to receive a's changes")
+    assert b.presence.changes_of("room-1") == [expected, later]
+    assert a.presence.changes_of("room-1") == [expected, later]
+
+
+async def test_a_node_id_that_extends_another_is_not_taken_for_it(processes):
+    a, a1 = await processes("a"), await processes("a1")
+    await a.watch("room-1")
+    a1.publish("room-1", [{"sessionId": "s1"}], {}, [])
+    await until(lambda: a.presence.changes_of("room-1"), what="a to receive a1's changes")
+    assert a.presence.changes_of("room-1")[0]["n"] == "a1"
 
 
 async def test_unwatch_stops_delivery_here_and_the_claim_lapses_elsewhere(processes, redis_sync, monkeypatch):

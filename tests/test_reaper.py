@@ -119,8 +119,14 @@ async def test_reap_node_ends_every_session_of_a_dead_node(redis, redis_url, red
             heard[keys.room_of_roster_channel(message["channel"].decode())] = message["data"]
     await listener.aclose()
     lobby, hall = orjson.loads(heard["room-lobby"]), orjson.loads(heard["room-hall"])
-    assert lobby == {"n": "n-live", "j": [], "l": {"s1": "node_lost", "s2": "node_lost"}, "u": []}
-    assert hall == {"n": "n-live", "j": [], "l": {"s3": "node_lost"}, "u": []}
+    assert lobby == {
+        "n": "n-live",
+        "reaped": True,
+        "j": [],
+        "l": {"s1": "node_lost", "s2": "node_lost"},
+        "u": [],
+    }
+    assert hall == {"n": "n-live", "reaped": True, "j": [], "l": {"s3": "node_lost"}, "u": []}
 
 
 async def test_reap_node_skips_sessions_already_gone_and_clears_their_index(redis, redis_url, redis_sync):

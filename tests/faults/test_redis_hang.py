@@ -21,6 +21,8 @@ from spidi_server.stores.client import DROP_AFTER, connect
 from spidi_server.stores.hot_store import HotStore
 from spidi_server.stores.spill import SpillFile
 
+from ..conftest import token_for
+from ..stomp_client import connected
 from .conftest import (
     SESSIONS_SQL,
     STATS_SQL,
@@ -278,3 +280,48 @@ async def test_a_hung_batch_carrying_a_join_notices_the_hang_and_spills(own_redi
             os.kill(pid, signal.SIGCONT)
         check.close()
         await store.close()
+
+
+@pytest.mark.hardening(
+    "fault",
+    "redis-server SIGSTOP'd while a session leaves a room a roster subscriber on the same node watches; "
+    "then Redis resumes and another session joins",
+    "The subscriber has the leave while Redis is still stopped (a process hands its own changes to its "
+    "subscribers as it publishes them); once Redis echoes the message back it is skipped: the next delta is "
+    "the join, and the leave was told once",
+)
+async def test_a_subscriber_hears_its_own_nodes_changes_without_waiting_for_redis(own_redis, node_factory):
+    server = own_redis()
+    node = await node_factory(redis_url=server.url, node_id="echo", alerting=False, redis_timeout_ms=10_000)
+    topic = f"/topic/rooms/{ROOM}/roster"
+    monitor = await connected(node.ws_url, token_for(node.settings, "mon", "spidi:monitor"))
+    await monitor.subscribe(topic)
+    assert (await monitor.json(topic))["users"] == []
+    leaver = await Member.join(node, ROOM, "leaver")
+    assert [e["sessionId"] for e in (await monitor.json(topic))["joined"]] == [leaver.sid]
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await leaver.client.app("/app/leave", {"sessionId": leaver.sid})
+        delta = await monitor.json(topic, timeout=5)
+        assert delta["left"] == [{"sessionId": leaver.sid, "reason": "leave"}] and delta["joined"] == []
+        assert _state(pid) == "T"  # heard while Redis was still stopped
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    room_id = room_id_for("default", ROOM)
+    await wait_until(lambda: _online(server.url, room_id) == [], 10, 0.05, "the leave written to Redis")
+    comer = await Member.join(node, ROOM, "comer")
+    delta = await monitor.json(topic, timeout=5)
+    assert delta["left"] == [] and [e["sessionId"] for e in delta["joined"]] == [comer.sid]
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _online(url: str, room_id: str) -> list[str]:
+    """The room's online set in Redis, read with a client of its own."""
+    with contextlib.closing(redis.Redis.from_url(url, decode_responses=True)) as r:
+        return r.zrange(keys.room_online(room_id), 0, -1)
