@@ -126,7 +126,10 @@ class RoomFanout:
         changes = {"n": self.node_id, "j": joined, "l": left, "u": updated}
         self.presence.store.publish(keys.roster_channel(room_id), orjson.dumps(changes))
         if room_id in self.local:
-            self.presence.remote_changes(room_id, changes)
+            try:
+                self.presence.remote_changes(room_id, changes)
+            except Exception:  # a bug: logged; the change that called us (a HELLO, say) goes on
+                log.exception("delivering this process's changes of room %s failed", room_id)
 
     # -- background ----------------------------------------------------------------------------
 

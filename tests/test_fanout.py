@@ -114,6 +114,21 @@ async def test_changes_reach_every_process_watching_the_room_the_publisher_at_on
     assert a.presence.changes_of("room-1") == [expected, later]
 
 
+async def test_a_failing_local_delivery_is_logged_and_the_change_still_goes_out(processes, caplog):
+    a, b = await processes("a"), await processes("b")
+    await a.watch("room-1")
+    await b.watch("room-1")
+
+    def broken(room_id: str, payload: dict) -> None:
+        raise KeyError("sessionId")
+
+    b.presence.remote_changes = broken
+    b.publish("room-1", [{"sessionId": "s1"}], {}, [])  # the caller (a HELLO's admission) is not failed
+    assert "delivering this process's changes of room room-1 failed" in caplog.text
+    await until(lambda: a.presence.changes_of("room-1"), what="a to receive b's changes")
+    assert a.presence.changes_of("room-1")[0]["j"] == [{"sessionId": "s1"}]
+
+
 async def test_a_node_id_that_extends_another_is_not_taken_for_it(processes):
     a, a1 = await processes("a"), await processes("a1")
     await a.watch("room-1")
