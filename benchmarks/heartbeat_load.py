@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -66,6 +67,7 @@ from benchmarks.procstats import (
     tree_cpu_sample,
 )
 from benchmarks.pyspy import PySpy, print_profile
+from spidi_server.processes import process_cmdline, read_pidfile, stop_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -95,6 +97,12 @@ KIND_TRANSPORT = {
 
 
 # -- the server under test ---------------------------------------------------------------------------
+
+
+def _runs_in(binary: str, directory: Path, pid: int) -> bool:
+    """Whether ``pid`` is a ``binary`` process started on ``directory`` (not a recycled pid)."""
+    argv = process_cmdline(pid) or []
+    return bool(argv) and os.path.basename(argv[0]) == binary and any(str(directory) in a for a in argv)
 
 
 @dataclass
@@ -320,18 +328,31 @@ class ServerProcess:
             return 0.0 if self.is_spidi else None
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, wait, SIGKILL if needed."""
+        """SIGTERM, wait, SIGKILL if needed; then what a server that died left running."""
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.is_spidi:
+            self._stop_leftovers()
+
+    def _stop_leftovers(self) -> None:
+        """The embedded redis-server and PostgreSQL of a Spidi that died without stopping them
+        (killed, or run out of memory): a node started on the same data directory would adopt
+        them, but the benchmark deletes the directory, so nobody would."""
+        for pidfile, binary, stop_signal in (
+            (self.data_dir / "redis" / "redis.pid", "redis-server", signal.SIGTERM),
+            (self.data_dir / "postgres" / "postmaster.pid", "postgres", signal.SIGINT),  # fast shutdown
+        ):
+            pid = read_pidfile(pidfile)
+            if pid is not None:
+                stop_pid(pid, functools.partial(_runs_in, binary, pidfile.parent), 10.0, stop_signal)
 
 
 # -- one measured window -----------------------------------------------------------------------------

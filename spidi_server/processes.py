@@ -73,13 +73,16 @@ def read_pidfile(path: Path) -> int | None:
         return None
 
 
-def stop_pid(pid: int, still_ours: Callable[[int], bool], timeout: float) -> None:
-    """SIGTERM a process this one did not start (an adopted redis-server) until it exits, for up
-    to ``timeout`` seconds, then SIGKILL. ``still_ours(pid)`` is asked before each signal, so a pid
-    recycled meanwhile by another program is never signalled. SIGTERM is repeated: redis-server
-    ignores one that arrives while it writes its first AOF."""
+def stop_pid(
+    pid: int, still_ours: Callable[[int], bool], timeout: float, stop_signal: signal.Signals = signal.SIGTERM
+) -> None:
+    """``stop_signal`` (SIGTERM) to a process this one did not start (an adopted redis-server)
+    until it exits, for up to ``timeout`` seconds, then SIGKILL. ``still_ours(pid)`` is asked
+    before each signal, so a pid recycled meanwhile by another program is never signalled. The
+    signal is repeated: redis-server ignores a SIGTERM that arrives while it writes its first AOF.
+    (A PostgreSQL postmaster is stopped at once by SIGINT; SIGTERM waits for its clients.)"""
     deadline = time.monotonic() + timeout
-    sig = signal.SIGTERM
+    sig = stop_signal
     while True:
         if not still_ours(pid):
             return  # gone (a zombie included: no command line), or someone else's now
@@ -89,7 +92,7 @@ def stop_pid(pid: int, still_ours: Callable[[int], bool], timeout: float) -> Non
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        resend = time.monotonic() + (0.5 if sig == signal.SIGTERM else 5.0)
+        resend = time.monotonic() + (0.5 if sig != signal.SIGKILL else 5.0)
         while time.monotonic() < resend and process_cmdline(pid) is not None:
             time.sleep(0.02)
         if process_cmdline(pid) is None or sig == signal.SIGKILL:

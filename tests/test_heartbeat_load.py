@@ -1,4 +1,4 @@
-"""The heartbeat benchmark's process figures and command line (no server needed)."""
+"""The heartbeat benchmark's process figures and command line, and what it leaves behind."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from benchmarks.heartbeat_load import COMPARE_KINDS, build_parser, parse_storm, resolve
+from benchmarks.heartbeat_load import COMPARE_KINDS, ServerProcess, build_parser, parse_storm, resolve
 from benchmarks.procstats import (
     cpu_busy_seconds,
     kernel_tcp_counters,
@@ -102,3 +102,27 @@ def test_storm_and_gen_ceiling_options():
     cfg = resolve(build_parser().parse_args(["--compare", "--no-pin"]))
     assert cfg.kinds == list(COMPARE_KINDS)
     assert {"spidi", "spidi-websockets", "spidi-picows", "bare-uvloop"} <= set(cfg.kinds)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_killed_spidi_leaves_no_embedded_server_behind(tmp_path):
+    # The benchmark deletes the server's data directory after each run: a redis-server or a
+    # PostgreSQL that a killed node left there for its next start to adopt would run forever.
+    server = ServerProcess("spidi", tmp_path / "server", None, "s" * 40, 10, "warning")
+    await server.start()
+    try:
+        redis_pid, postmaster_pid = server.redis_pid, server.postmaster_pid()
+        assert _alive(redis_pid) and postmaster_pid is not None and _alive(postmaster_pid)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        server.stop()
+        assert not _alive(redis_pid) and not _alive(postmaster_pid)
+    finally:
+        server.stop()
