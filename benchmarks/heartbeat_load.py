@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import re
@@ -67,7 +66,9 @@ from benchmarks.procstats import (
     tree_cpu_sample,
 )
 from benchmarks.pyspy import PySpy, print_profile
-from spidi_server.processes import process_cmdline, read_pidfile, stop_pid
+from spidi_server.history.embedded_pg import EmbeddedPostgres
+from spidi_server.processes import read_pidfile, stop_pid
+from spidi_server.stores.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -97,12 +98,6 @@ KIND_TRANSPORT = {
 
 
 # -- the server under test ---------------------------------------------------------------------------
-
-
-def _runs_in(binary: str, directory: Path, pid: int) -> bool:
-    """Whether ``pid`` is a ``binary`` process started on ``directory`` (not a recycled pid)."""
-    argv = process_cmdline(pid) or []
-    return bool(argv) and os.path.basename(argv[0]) == binary and any(str(directory) in a for a in argv)
 
 
 @dataclass
@@ -346,13 +341,15 @@ class ServerProcess:
         """The embedded redis-server and PostgreSQL of a Spidi that died without stopping them
         (killed, or run out of memory): a node started on the same data directory would adopt
         them, but the benchmark deletes the directory, so nobody would."""
-        for pidfile, binary, stop_signal in (
-            (self.data_dir / "redis" / "redis.pid", "redis-server", signal.SIGTERM),
-            (self.data_dir / "postgres" / "postmaster.pid", "postgres", signal.SIGINT),  # fast shutdown
+        redis = EmbeddedRedis(self.data_dir / "redis")
+        postgres = EmbeddedPostgres(self.data_dir / "postgres")
+        for pidfile, is_ours, stop_signal in (
+            (redis.pidfile_path, redis.is_ours, signal.SIGTERM),
+            (postgres.data_path / "postmaster.pid", postgres.is_ours, signal.SIGINT),  # fast shutdown
         ):
             pid = read_pidfile(pidfile)
             if pid is not None:
-                stop_pid(pid, functools.partial(_runs_in, binary, pidfile.parent), 10.0, stop_signal)
+                stop_pid(pid, is_ours, 10.0, stop_signal)
 
 
 # -- one measured window -----------------------------------------------------------------------------

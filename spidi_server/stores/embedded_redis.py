@@ -159,13 +159,13 @@ class EmbeddedRedis:
         listed = read_pidfile(self.pidfile_path)
         deadline = time.monotonic() + timeout
         # Ours and alive but not answering yet (loading its AOF, say): give it the start timeout.
-        while listed is not None and self._is_ours(listed) and time.monotonic() < deadline:
+        while listed is not None and self.is_ours(listed) and time.monotonic() < deadline:
             if self._answers():
                 break
             time.sleep(0.05)
         answering = self._server_pid()
         if answering is None:
-            if listed is not None and self._is_ours(listed):
+            if listed is not None and self.is_ours(listed):
                 raise ConfigError(
                     f"the embedded redis-server of {self.data_path} (pid {listed}) runs but does not "
                     f"answer on {self.socket_path}; see {self.data_path}/redis.log"
@@ -219,7 +219,7 @@ class EmbeddedRedis:
         # argv[0] alone when an older version let redis-server retitle itself ("redis-server *:0").
         return bool(argv) and os.path.basename(argv[0].split(" ")[0]) == "redis-server"
 
-    def _is_ours(self, pid: int) -> bool:
+    def is_ours(self, pid: int) -> bool:
         """Whether ``pid`` is a redis-server started on this data directory's socket."""
         return self._is_redis_server(pid) and str(self.socket_path) in (process_cmdline(pid) or [])
 
