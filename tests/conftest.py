@@ -100,6 +100,19 @@ def token_for(settings: Settings, sub: str, role: str, tenant: str = "default", 
     return mint_token(settings, sub, [role], tenant, ttl_s)
 
 
+def process_state(pid: int) -> str | None:
+    """``pid``'s state letter from /proc (S, R, T when stopped, Z for a zombie...); None once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its parent counts as gone)."""
+    return process_state(pid) not in (None, "Z")
+
+
 @pytest.fixture
 async def node_factory(settings):
     """Start nodes with optional setting overrides; all are stopped after the test."""

@@ -20,6 +20,8 @@ from benchmarks.procstats import (
     tree_pids,
 )
 
+from .conftest import running
+
 
 def test_tree_covers_grandchildren_and_counts_their_cpu():
     # A parent that starts a busy child, like the node starting redis-server and PostgreSQL.
@@ -104,14 +106,6 @@ def test_storm_and_gen_ceiling_options():
     assert {"spidi", "spidi-websockets", "spidi-picows", "bare-uvloop"} <= set(cfg.kinds)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_a_killed_spidi_leaves_no_embedded_server_behind(tmp_path):
     # The benchmark deletes the server's data directory after each run: a redis-server or a
     # PostgreSQL that a killed node left there for its next start to adopt would run forever.
@@ -119,10 +113,10 @@ async def test_a_killed_spidi_leaves_no_embedded_server_behind(tmp_path):
     await server.start()
     try:
         redis_pid, postmaster_pid = server.redis_pid, server.postmaster_pid()
-        assert _alive(redis_pid) and postmaster_pid is not None and _alive(postmaster_pid)
+        assert running(redis_pid) and postmaster_pid is not None and running(postmaster_pid)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
         server.stop()
-        assert not _alive(redis_pid) and not _alive(postmaster_pid)
+        assert not running(redis_pid) and not running(postmaster_pid)
     finally:
         server.stop()

@@ -32,6 +32,7 @@ from spidi_server.rooms import room_id_for
 from spidi_server.settings import Settings, load_settings
 from spidi_server.supervisor import settings_env
 
+from .conftest import running
 from .stomp_client import connected
 from .test_capacity import hello_outcome
 from .test_cli import SPIDI, free_port, read_banner
@@ -127,15 +128,6 @@ def _sample(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for its parent counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 async def _get(http: aiohttp.ClientSession, url: str, headers: dict | None = AUTH) -> tuple[int, str]:
     async with http.get(url, headers=headers) as resp:
         return resp.status, await resp.text()
@@ -202,7 +194,7 @@ def _kill_all(proc: subprocess.Popen, banner: str) -> None:
         proc.kill()
         proc.wait()
     for pid in map(int, re.findall(r"pid (\d+)", banner)):
-        if _running(pid):
+        if running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -364,7 +356,7 @@ async def test_workers_share_the_ports_and_report_the_whole_node(supervisor):
     assert {c.ws.close_code for c in survivors} == {1012}
     assert await asyncio.to_thread(proc.wait, 40) == 0
     for pid in (*pids.values(), writer_pid):
-        assert not _running(pid), pid
+        assert not running(pid), pid
     assert not (data / "redis" / "redis.sock").exists() or not _running_redis(data)
 
 
@@ -453,7 +445,7 @@ async def test_picows_workers_share_the_port_and_stop_when_the_supervisor_dies(r
     try:
         banner = read_banner(proc, timeout=30)
         pids = [int(w[1]) for w in WORKER_LINE.findall(banner)]
-        assert len(pids) == 2 and all(map(_running, pids))
+        assert len(pids) == 2 and all(map(running, pids))
         ws_url = re.search(r"WebSocket \(STOMP\): (\S+)", banner).group(1)
         ops_url = re.search(r"Ops:\s+(\S+)/metrics", banner).group(1)
         token = re.search(r"^\s+user\s+(\S+)$", banner, re.M).group(1)
@@ -464,9 +456,9 @@ async def test_picows_workers_share_the_port_and_stop_when_the_supervisor_dies(r
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
-        while any(map(_running, pids)) and time.monotonic() < deadline:
+        while any(map(running, pids)) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert not any(map(_running, pids))
+        assert not any(map(running, pids))
         await asyncio.wait_for(asyncio.gather(*(c.closed.wait() for c in clients)), 5)
     finally:
         _kill_all(proc, banner)

@@ -27,7 +27,7 @@ from spidi_server.history.embedded_pg import EmbeddedPostgres
 from spidi_server.rooms import room_id_for
 from spidi_server.stores import keys
 
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, running
 from ..history.helpers import pending
 from ..pg_fixtures import private_pg_dir
 from ..test_cli import free_port, read_banner
@@ -207,15 +207,6 @@ def _start_server(
     return proc, port, writer_pid
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def _room_stats_sql(room: str) -> str:
     return (
         "SELECT coalesce(sum(joins), 0)::int AS joins, coalesce(sum(leaves), 0)::int AS leaves,"
@@ -265,11 +256,11 @@ async def test_server_sigkill_with_the_writer_alive(settings, redis_url, redis_s
             calm_stats
         ]
 
-        assert _running(writer_pid)
+        assert running(writer_pid)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 5)
         # The orphaned writer notices (its parent pid changed), writes what it read and exits.
-        gone_s = await wait_until(lambda: not _running(writer_pid), 10, 0.05, "the orphaned writer to exit")
+        gone_s = await wait_until(lambda: not running(writer_pid), 10, 0.05, "the orphaned writer to exit")
         assert redis_sync.hget(keys.WRITER_STATUS, "state") == "stopped"
         for m in doomed:
             await asyncio.wait_for(m.client.closed.wait(), 5)

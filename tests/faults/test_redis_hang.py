@@ -21,7 +21,7 @@ from spidi_server.stores.client import DROP_AFTER, connect
 from spidi_server.stores.hot_store import HotStore
 from spidi_server.stores.spill import SpillFile
 
-from ..conftest import token_for
+from ..conftest import process_state, token_for
 from ..stomp_client import connected
 from .conftest import (
     SESSIONS_SQL,
@@ -305,23 +305,13 @@ async def test_a_subscriber_hears_its_own_nodes_changes_without_waiting_for_redi
         await leaver.client.app("/app/leave", {"sessionId": leaver.sid})
         delta = await monitor.json(topic, timeout=5)
         assert delta["left"] == [{"sessionId": leaver.sid, "reason": "leave"}] and delta["joined"] == []
-        assert _state(pid) == "T"  # heard while Redis was still stopped
+        assert process_state(pid) == "T"  # heard while Redis was still stopped
     finally:
         os.kill(pid, signal.SIGCONT)
     room_id = room_id_for("default", ROOM)
-    await wait_until(lambda: _online(server.url, room_id) == [], 10, 0.05, "the leave written to Redis")
+    await wait_until(
+        lambda: redis_view(server.url, room_id, node.node_id)["online"] == {}, 10, 0.05, "the leave in Redis"
+    )
     comer = await Member.join(node, ROOM, "comer")
     delta = await monitor.json(topic, timeout=5)
     assert delta["left"] == [] and [e["sessionId"] for e in delta["joined"]] == [comer.sid]
-
-
-def _state(pid: int) -> str:
-    """A process's state letter from /proc (T: stopped)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
-def _online(url: str, room_id: str) -> list[str]:
-    """The room's online set in Redis, read with a client of its own."""
-    with contextlib.closing(redis.Redis.from_url(url, decode_responses=True)) as r:
-        return r.zrange(keys.room_online(room_id), 0, -1)
