@@ -62,6 +62,7 @@ STATUS_KEY = keys.WRITER_STATUS
 BACKLOG_THRESHOLDS = (10_000, 100_000, 1_000_000)  # a warning each time the backlog crosses one upward
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
+PARENT_CHECK_S = 1.0  # how often a writer waiting to retry looks whether its server is still there
 RETENTION_EVERY_S = 86_400.0
 PARTITIONS_AHEAD_EVERY_S = 3_600.0
 RECLAIM_EVERY_S = 60.0
@@ -370,9 +371,22 @@ class HistoryWriter:
                 return fn(*args)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 logs.event(log, "writer_redis_unavailable", logging.WARNING, error=str(exc), retry_in_s=delay)
-                if self.stop_event.wait(delay):
+                if self._pause(delay):
                     return None
                 delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` between two attempts unless stopping; whether stopping. The parent is
+        looked at every ``PARENT_CHECK_S`` meanwhile: an orphan waiting for a Redis or PostgreSQL
+        that is gone as well (its server killed with them) would otherwise retry forever."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.stop_event.wait(min(left, PARENT_CHECK_S)):
+                return True
+        return True
 
     def _reclaim(self, batch: Batch) -> Batch:
         """Take over entries that dead writers read and never acknowledged."""
@@ -482,7 +496,7 @@ class HistoryWriter:
                     self._pg_failed(exc, retry_in=delay)
             if stopping:
                 return batch
-            self.stop_event.wait(delay)  # a stop request cuts the wait short: one last attempt
+            self._pause(delay)  # a stop (or the parent's death) cuts the wait short: one last attempt
             delay = min(BACKOFF_MAX_S, delay * 2)
         pending = {sid for sid, fields, error in batch.invalid if not self._dead_letter(sid, fields, error)}
         self._redis_call(

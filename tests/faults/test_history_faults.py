@@ -207,6 +207,33 @@ def _start_server(
     return proc, port, writer_pid
 
 
+@pytest.mark.hardening(
+    "fault",
+    "spidi serve SIGKILLed while its Redis is gone too (redis-server SIGKILLed first), its history writer "
+    "retrying Redis",
+    "The orphaned writer notices its parent is gone while it waits to retry, and exits within seconds: no "
+    "process is left",
+)
+async def test_the_writer_of_a_killed_server_exits_while_redis_is_down(own_redis, pg_dsn, tmp_path):
+    server = own_redis()
+    proc, _, writer_pid = _start_server(server.url, pg_dsn, "orphan", tmp_path / "data")
+    try:
+        server.process.kill()  # Redis first: the writer's reads fail, it waits to retry
+        server.process.wait(5)
+        await asyncio.sleep(0)
+        assert running(writer_pid)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 5)
+        gone_s = await wait_until(lambda: not running(writer_pid), 10, 0.05, "the orphaned writer to exit")
+        print(f"\nserver and Redis SIGKILLed: the orphaned writer exited {gone_s:.2f}s after its server")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if running(writer_pid):
+            os.kill(writer_pid, signal.SIGKILL)
+
+
 def _room_stats_sql(room: str) -> str:
     return (
         "SELECT coalesce(sum(joins), 0)::int AS joins, coalesce(sum(leaves), 0)::int AS leaves,"
