@@ -220,7 +220,6 @@ async def test_the_writer_of_a_killed_server_exits_while_redis_is_down(own_redis
     try:
         server.process.kill()  # Redis first: the writer's reads fail, it waits to retry
         server.process.wait(5)
-        await asyncio.sleep(0)
         assert running(writer_pid)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 5)
